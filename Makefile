@@ -1,0 +1,100 @@
+# Front door for building, testing and installing scale (GNU make).
+#
+#   make deps                  install missing Debian packages (apt only when something is missing)
+#   make build                 configure and build into $(BUILD_DIR)
+#   make demo                  build, then run examples/01-canonical
+#   make test                  build, then run every test with ctest
+#   make bench                 build, then run each benchmark in turn
+#   make install PREFIX=/opt/scale
+#   make clean
+#
+# Variables: BUILD_TYPE (RelWithDebInfo), JOBS (nproc), CXX (e.g. CXX=clang++-16), BUILD_DIR.
+
+SHELL := /bin/bash
+
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX ?= /usr/local
+
+# GNU make defines CXX=g++ itself; pass a compiler to CMake only when the user chose one
+# (command line or environment), and give each compiler its own build tree so that
+# `make test` and `make test CXX=clang++-16` never share a CMake cache.
+ifneq ($(filter command line environment override,$(origin CXX)),)
+  CXX_CHOSEN := 1
+endif
+
+ifdef CXX_CHOSEN
+  CMAKE_CXX_ARG := -DCMAKE_CXX_COMPILER=$(firstword $(CXX))
+  BUILD_DIR ?= build-$(BUILD_TYPE)-$(notdir $(firstword $(CXX)))
+else ifeq ($(BUILD_TYPE),RelWithDebInfo)
+  BUILD_DIR ?= build
+else
+  BUILD_DIR ?= build-$(BUILD_TYPE)
+endif
+
+DEPS_PACKAGES := g++ cmake make pkg-config \
+  libboost1.81-dev libboost-program-options1.81-dev libboost-url1.81-dev \
+  nlohmann-json3-dev catch2 libhiredis-dev redis-server libtbb-dev wrk \
+  libspdlog-dev libcli11-dev
+ifdef CXX_CHOSEN
+  ifneq ($(findstring clang++-16,$(CXX)),)
+    DEPS_PACKAGES += clang-16
+  endif
+endif
+
+CMAKE_CONFIGURE_ARGS := -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_EXPORT_COMPILE_COMMANDS=ON $(CMAKE_CXX_ARG)
+
+.PHONY: all deps configure build demo test bench install clean
+
+all: build
+
+deps:
+	@if ! command -v dpkg-query >/dev/null 2>&1; then \
+	  echo "deps: dpkg-query not found (not Debian?); install these yourself: $(DEPS_PACKAGES)" >&2; \
+	  exit 0; \
+	fi; \
+	missing=""; \
+	for pkg in $(DEPS_PACKAGES); do \
+	  case "$$(dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null)" in \
+	    *" ok installed") ;; \
+	    *) missing="$$missing $$pkg" ;; \
+	  esac; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	sudo=""; \
+	if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo=sudo; fi; \
+	echo "deps: installing$$missing" >&2; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing
+
+configure:
+	cmake -S . -B $(BUILD_DIR) $(CMAKE_CONFIGURE_ARGS)
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+demo: deps
+	@$(MAKE) --no-print-directory build
+	@echo "==> running $(BUILD_DIR)/examples/01-canonical (the canonical program)"
+	$(BUILD_DIR)/examples/01-canonical
+
+test: deps
+	@$(MAKE) --no-print-directory build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) --timeout 300
+
+bench: deps
+	@$(MAKE) --no-print-directory build CMAKE_CONFIGURE_ARGS="$(CMAKE_CONFIGURE_ARGS) -DSCALE_BUILD_BENCHES=ON"
+	@set -e; found=0; \
+	for exe in $(BUILD_DIR)/bench/*; do \
+	  if [ -f "$$exe" ] && [ -x "$$exe" ]; then \
+	    found=1; echo "==> $$exe"; "$$exe"; \
+	  fi; \
+	done; \
+	if [ "$$found" = 0 ]; then echo "bench: no benchmarks in $(BUILD_DIR)/bench"; fi
+
+install: deps
+	@$(MAKE) --no-print-directory build
+	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+
+clean:
+	rm -rf -- $(BUILD_DIR) build build-*/
