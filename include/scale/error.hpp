@@ -1,0 +1,117 @@
+#pragma once
+/// \file Errors: every failure the library reports derives from scale::Error.
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace scale {
+
+/// The root of every error the library throws (apart from std::logic_error for misuse).
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The Runtime was destroyed (or is shutting down) before the operation finished.
+class Stopped : public Error {
+ public:
+  Stopped()
+      : Error("scale::Stopped: the scale::Runtime was destroyed before this operation finished; "
+              "keep the Runtime alive until every Future you wait on has completed") {}
+};
+
+/// A Promise was destroyed without a value or an error.
+class BrokenPromise : public Error {
+ public:
+  BrokenPromise()
+      : Error("scale::BrokenPromise: the producer of this Future went away without completing it") {}
+};
+
+/// A key that is not in the SharedMemory.
+class KeyNotFound : public Error {
+ public:
+  explicit KeyNotFound(std::string key)
+      : Error("scale::KeyNotFound: key '" + key +
+              "' is not set; set it first, or use entry(key) to test for presence"),
+        m_key(std::move(key)) {}
+  /// The key that was asked for.
+  const std::string& key() const noexcept { return m_key; }
+
+ private:
+  std::string m_key;
+};
+
+/// A stored value that cannot be read as the requested type.
+class TypeMismatch : public Error {
+ public:
+  TypeMismatch(std::string key, const std::string& stored, const std::string& requested)
+      : Error("scale::TypeMismatch: key '" + key + "' holds " + stored + ", which cannot be read as " +
+              requested + " without loss; read it as the stored type or store the type you read"),
+        m_key(std::move(key)) {}
+  const std::string& key() const noexcept { return m_key; }
+
+ private:
+  std::string m_key;
+};
+
+/// A watch asked for changes older than the history the backend keeps.
+class Compacted : public Error {
+ public:
+  Compacted(std::int64_t requested, std::int64_t oldest_kept)
+      : Error("scale::Compacted: watch from revision " + std::to_string(requested) +
+              " is older than the oldest kept change (revision " + std::to_string(oldest_kept) +
+              "); read the current state with list() and watch from its revision + 1"),
+        m_requested(requested),
+        m_oldest(oldest_kept) {}
+  std::int64_t requested() const noexcept { return m_requested; }
+  std::int64_t oldest_kept() const noexcept { return m_oldest; }
+
+ private:
+  std::int64_t m_requested;
+  std::int64_t m_oldest;
+};
+
+/// An exception thrown by a worker function in another process, with its original type and message.
+class RemoteError : public Error {
+ public:
+  RemoteError(std::string type_name, std::string message)
+      : Error("scale::RemoteError: " + type_name + ": " + message),
+        m_type(std::move(type_name)),
+        m_message(std::move(message)) {}
+  const std::string& type_name() const noexcept { return m_type; }
+  const std::string& message() const noexcept { return m_message; }
+
+ private:
+  std::string m_type;
+  std::string m_message;
+};
+
+/// A worker died while running an item, more often than the retry limit allows.
+class WorkerLost : public Error {
+ public:
+  WorkerLost(std::size_t index, std::string status, int attempts)
+      : Error("scale::WorkerLost: item " + std::to_string(index) + " was running when its worker died (" +
+              status + ") on each of " + std::to_string(attempts) +
+              " attempts; the item itself probably crashes the worker"),
+        m_index(index),
+        m_status(std::move(status)),
+        m_attempts(attempts) {}
+  std::size_t index() const noexcept { return m_index; }
+  const std::string& status() const noexcept { return m_status; }
+  int attempts() const noexcept { return m_attempts; }
+
+ private:
+  std::size_t m_index;
+  std::string m_status;
+  int m_attempts;
+};
+
+/// A backend (store server, Redis, worker link) could not be reached.
+class ConnectionError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace scale

@@ -1,0 +1,303 @@
+// The loop thread, the shutdown registry, and Runtime's life cycle.
+
+#include <scale/runtime.hpp>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace scale::detail {
+
+namespace {
+
+thread_local bool t_on_loop_thread = false;
+
+struct LoopItem {
+  std::coroutine_handle<> handle;
+  UniqueFunction fn;
+
+  void run() noexcept {
+    if (handle) {
+      handle.resume();
+      return;
+    }
+    try {
+      fn();
+    } catch (const std::exception& error) {
+      log_error(std::string("uncaught exception in a loop callback: ") + error.what());
+    } catch (...) {
+      log_error("uncaught exception of unknown type in a loop callback");
+    }
+  }
+};
+
+struct Timer {
+  std::chrono::steady_clock::time_point when;
+  std::uint64_t sequence;
+  UniqueFunction fn;
+};
+
+struct TimerLater {
+  bool operator()(const Timer& a, const Timer& b) const noexcept {
+    return a.when != b.when ? a.when > b.when : a.sequence > b.sequence;
+  }
+};
+
+// NOTE: one process-wide loop object that is never destroyed, so that a thread posting while the
+// Runtime shuts down never touches freed memory: it finds `m_running` false and runs inline.
+class Loop {
+ public:
+  void start() {
+    std::lock_guard lock(m_mutex);
+    if (m_running || m_thread.joinable())
+      throw std::logic_error("scale::Runtime already exists: construct one Runtime at a time");
+    m_running = true;
+    m_quitting = false;
+    m_thread = std::thread([this] { run(); });
+  }
+
+  /// Drains what is queued (and whatever that queues in turn), drops timers, joins the thread.
+  void stop() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_quitting = true;
+    }
+    m_cv.notify_all();
+    if (m_thread.joinable()) m_thread.join();
+    // Anything posted between the last drain and m_running = false was run by the thread before
+    // it exited; from here on, posts run inline.
+  }
+
+  bool running() {
+    std::lock_guard lock(m_mutex);
+    return m_running;
+  }
+
+  void post(LoopItem item) {
+    std::unique_lock lock(m_mutex);
+    if (!m_running) {
+      lock.unlock();
+      item.run();
+      return;
+    }
+    m_queue.push_back(std::move(item));
+    bool wake = m_waiting;
+    lock.unlock();
+    if (wake) m_cv.notify_one();
+  }
+
+  bool post_at(std::chrono::steady_clock::time_point when, UniqueFunction fn) {
+    std::unique_lock lock(m_mutex);
+    if (!m_running || m_quitting) return false;
+    m_timers.push_back(Timer{when, m_sequence++, std::move(fn)});
+    std::push_heap(m_timers.begin(), m_timers.end(), TimerLater{});
+    bool wake = m_waiting;
+    lock.unlock();
+    if (wake) m_cv.notify_one();
+    return true;
+  }
+
+ private:
+  void run() {
+    t_on_loop_thread = true;
+    std::vector<LoopItem> batch;
+    std::vector<UniqueFunction> due;
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+      auto now = std::chrono::steady_clock::now();
+      while (!m_timers.empty() && (m_timers.front().when <= now || m_quitting)) {
+        std::pop_heap(m_timers.begin(), m_timers.end(), TimerLater{});
+        if (!m_quitting) due.push_back(std::move(m_timers.back().fn));
+        m_timers.pop_back();
+      }
+      batch.swap(m_queue);
+      if (batch.empty() && due.empty()) {
+        if (m_quitting) break;
+        m_waiting = true;
+        if (m_timers.empty())
+          m_cv.wait(lock);
+        else
+          m_cv.wait_until(lock, std::chrono::steady_clock::time_point(m_timers.front().when));
+        m_waiting = false;
+        continue;
+      }
+      lock.unlock();
+      for (auto& fn : due) LoopItem{{}, std::move(fn)}.run();
+      due.clear();
+      for (auto& item : batch) item.run();
+      batch.clear();
+      lock.lock();
+    }
+    m_running = false;
+    lock.unlock();
+    t_on_loop_thread = false;
+  }
+
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::vector<LoopItem> m_queue;
+  std::vector<Timer> m_timers;
+  std::uint64_t m_sequence = 0;
+  bool m_running = false;
+  bool m_quitting = false;
+  bool m_waiting = false;
+  std::thread m_thread;
+};
+
+Loop& the_loop() {
+  static Loop* loop = new Loop();  // never destroyed; see the NOTE on Loop
+  return *loop;
+}
+
+class Registry {
+ public:
+  void open() {
+    std::lock_guard lock(m_mutex);
+    m_stopping = false;
+  }
+
+  void track(const std::shared_ptr<StateBase>& state) {
+    {
+      std::lock_guard lock(m_mutex);
+      if (!m_stopping) {
+        m_states.push_front(state);
+        state->m_registry_position = m_states.begin();
+        state->m_tracked = true;
+        return;
+      }
+    }
+    state->fail(std::make_exception_ptr(Stopped()));
+  }
+
+  void untrack(StateBase* state) noexcept {
+    std::lock_guard lock(m_mutex);
+    if (!state->m_tracked) return;
+    state->m_tracked = false;
+    m_states.erase(state->m_registry_position);
+  }
+
+  /// Fails every pending state with Stopped; states tracked from now on fail at once.
+  void stop_all() {
+    std::list<std::shared_ptr<StateBase>> states;
+    {
+      std::lock_guard lock(m_mutex);
+      m_stopping = true;
+      for (auto& state : m_states) state->m_tracked = false;
+      states.swap(m_states);
+    }
+    auto stopped = std::make_exception_ptr(Stopped());
+    for (auto& state : states) state->fail(stopped);
+  }
+
+ private:
+  std::mutex m_mutex;
+  std::list<std::shared_ptr<StateBase>> m_states;
+  bool m_stopping = false;
+};
+
+Registry& the_registry() {
+  static Registry* registry = new Registry();  // outlives every static that may hold a Promise
+  return *registry;
+}
+
+}  // namespace
+
+bool on_loop_thread() noexcept { return t_on_loop_thread; }
+bool loop_running() noexcept { return the_loop().running(); }
+void post(std::coroutine_handle<> handle) noexcept { the_loop().post(LoopItem{handle, {}}); }
+void post(UniqueFunction fn) noexcept { the_loop().post(LoopItem{{}, std::move(fn)}); }
+bool post_at(std::chrono::steady_clock::time_point when, UniqueFunction fn) noexcept {
+  return the_loop().post_at(when, std::move(fn));
+}
+void track(const std::shared_ptr<StateBase>& state) { the_registry().track(state); }
+void untrack(StateBase* state) noexcept { the_registry().untrack(state); }
+
+void log_error(std::string_view message) noexcept {
+  std::string line;
+  try {
+    line.reserve(message.size() + 8);
+    line.append("scale: ").append(message).append("\n");
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  } catch (...) {
+  }
+}
+
+StateBase::~StateBase() {
+  if (!m_error || m_consumed.load(std::memory_order_relaxed)) return;
+  try {
+    std::rethrow_exception(m_error);
+  } catch (const Stopped&) {
+  } catch (const BrokenPromise&) {
+  } catch (const std::exception& error) {
+    log_error(std::string("a Future failed and nobody consumed it: ") + error.what());
+  } catch (...) {
+    log_error("a Future failed with an exception of unknown type and nobody consumed it");
+  }
+}
+
+void Detached::promise_type::unhandled_exception() noexcept {
+  try {
+    throw;
+  } catch (const std::exception& error) {
+    log_error(std::string("uncaught exception in a background coroutine: ") + error.what());
+  } catch (...) {
+    log_error("uncaught exception of unknown type in a background coroutine");
+  }
+}
+
+class RuntimeImpl {
+ public:
+  RuntimeImpl() {
+    the_registry().open();
+    the_loop().start();
+  }
+  ~RuntimeImpl() {
+    the_registry().stop_all();
+    the_loop().stop();
+  }
+  std::vector<std::string> flags;
+  std::vector<std::string> arguments;
+};
+
+}  // namespace scale::detail
+
+namespace scale {
+
+Runtime::Runtime() : m_impl(std::make_unique<detail::RuntimeImpl>()) {}
+
+Runtime::Runtime(int& argc, char** argv) : Runtime() {
+  // Flags that take their value as the next argument when not written as --flag=value.
+  static constexpr const char* with_value[] = {"--scale-worker", "--scale-link"};
+  int kept = 0;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i] ? argv[i] : "";
+    m_impl->arguments.push_back(arg);
+    if (i > 0 && arg.rfind("--scale-", 0) == 0) {
+      m_impl->flags.push_back(arg);
+      bool takes_value = std::any_of(std::begin(with_value), std::end(with_value),
+                                     [&](const char* name) { return arg == name; });
+      if (takes_value && i + 1 < argc) {
+        m_impl->flags.push_back(argv[++i]);
+        m_impl->arguments.push_back(argv[i]);
+      }
+      continue;
+    }
+    argv[kept++] = argv[i];
+  }
+  for (int i = kept; i < argc; ++i) argv[i] = nullptr;
+  argc = kept;
+}
+
+Runtime::~Runtime() = default;
+
+void Runtime::post_to_loop(detail::UniqueFunction fn) { detail::post(std::move(fn)); }
+
+const std::vector<std::string>& Runtime::scale_flags() const noexcept { return m_impl->flags; }
+const std::vector<std::string>& Runtime::original_arguments() const noexcept { return m_impl->arguments; }
+
+}  // namespace scale
