@@ -1,0 +1,89 @@
+// SharedMemory's out-of-line helpers: error-message wording and the choice of backend by URL.
+
+#include <scale/shared_event_emitter.hpp>
+#include <scale/shared_memory.hpp>
+
+#include <cstdlib>
+#include <string_view>
+
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#define SCALE_HAS_CXXABI 1
+#endif
+
+namespace scale::detail {
+
+std::string describe_json(const nlohmann::json& value) {
+  switch (value.type()) {
+    case nlohmann::json::value_t::null:
+      return "null";
+    case nlohmann::json::value_t::boolean:
+      return std::string("a boolean (") + (value.get<bool>() ? "true" : "false") + ")";
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned:
+      return "an integer (" + value.dump() + ")";
+    case nlohmann::json::value_t::number_float:
+      return "a floating-point number (" + value.dump() + ")";
+    case nlohmann::json::value_t::string:
+      return "a string";
+    case nlohmann::json::value_t::array:
+      return "an array";
+    case nlohmann::json::value_t::object:
+      return "an object";
+    case nlohmann::json::value_t::binary:
+      return "binary data";
+    case nlohmann::json::value_t::discarded:
+      break;
+  }
+  return "a discarded JSON value";
+}
+
+std::string type_name(const std::type_info& type) {
+#ifdef SCALE_HAS_CXXABI
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+  if (status == 0 && demangled) {
+    std::string name(demangled);
+    std::free(demangled);
+    return name;
+  }
+  std::free(demangled);
+#endif
+  return type.name();
+}
+
+namespace {
+
+std::string_view scheme_of(std::string_view url) {
+  auto colon = url.find("://");
+  return colon == std::string_view::npos ? std::string_view{} : url.substr(0, colon);
+}
+
+}  // namespace
+
+// NOTE: the one place a SharedMemory URL picks its backend; the http:// and redis:// backends
+// are added here.
+std::shared_ptr<MemoryBackend> make_memory_backend(const std::string& url) {
+  auto scheme = scheme_of(url);
+  if (scheme == "http" || scheme == "redis")
+    throw Error("scale::SharedMemory(\"" + url + "\"): the " + std::string(scheme) +
+                ":// backend is not built into this version of scale; use scale::SharedMemory() "
+                "for in-process state");
+  throw Error("scale::SharedMemory(\"" + url +
+              "\"): unsupported URL; use \"http://host:port\" or \"redis://host:port\", or "
+              "scale::SharedMemory() for in-process state");
+}
+
+// NOTE: the one place a SharedEventEmitter URL picks its backend.
+std::shared_ptr<EventBackend> make_event_backend(const std::string& url) {
+  auto scheme = scheme_of(url);
+  if (scheme == "http" || scheme == "redis")
+    throw Error("scale::SharedEventEmitter(\"" + url + "\"): the " + std::string(scheme) +
+                ":// backend is not built into this version of scale; use "
+                "scale::SharedEventEmitter() for an in-process bus");
+  throw Error("scale::SharedEventEmitter(\"" + url +
+              "\"): unsupported URL; use \"http://host:port\" or \"redis://host:port\", or "
+              "scale::SharedEventEmitter() for an in-process bus");
+}
+
+}  // namespace scale::detail
