@@ -1,0 +1,149 @@
+#pragma once
+// What a ScalabilityManager runs: a Job (one algorithm call over shared items) cut into Chunks.
+//
+// The algorithms in iterator.hpp build a Job, cut [0, size) into chunks and hand each Chunk to
+// the manager, which runs it wherever it runs work and completes the chunk's Future. A manager
+// never knows which algorithm it serves: the Job writes its own results (by item index into a
+// buffer the algorithm pre-sized), so a chunk's Future carries no value on the thread tiers.
+//
+// Three ways to run a chunk, one per kind of place:
+//   - run(begin, end): blocking, on any thread but the loop. A tight loop over the items for a
+//     plain function (no allocation, lock or syscall per item); a Future-returning function is
+//     waited on item by item with Future::get().
+//   - run_async(begin, end): a coroutine for the loop thread (InlineManager): Future-returning
+//     functions are co_awaited; plain ones run straight through.
+//   - the remote path (process and cluster managers), added with the wire: the Job gains a task
+//     name and virtual encode_items(begin, end) / accept_results(begin, end, bytes), so a worker
+//     runs the same per-item kernel on decoded items and the Job writes the decoded results into
+//     the same buffer. Nothing in the algorithms or in this interface changes for it.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include <scale/error.hpp>
+#include <scale/future.hpp>
+
+namespace scale {
+
+/// What a manager reports about its workers and tasks. A task is one chunk of items.
+struct ManagerStats {
+  std::size_t workers_alive = 0;    ///< threads or processes able to run tasks now
+  std::size_t workers_spawned = 0;  ///< started since the manager was created
+  std::size_t workers_lost = 0;     ///< died while the manager needed them
+  std::size_t tasks_queued = 0;     ///< submitted, not started
+  std::size_t tasks_running = 0;    ///< started, not finished
+  std::size_t tasks_done = 0;       ///< finished without error
+  std::size_t tasks_failed = 0;     ///< finished with an error (the function threw, or Stopped)
+  std::size_t tasks_retried = 0;    ///< run again after their worker was lost
+};
+
+namespace detail {
+
+/// A chunk that was not started because its call had already failed. The algorithms swallow it
+/// (the call fails with the error that caused the cancel); users never see it.
+class ChunkSkipped : public Error {
+ public:
+  ChunkSkipped() : Error("scale: chunk skipped because an earlier chunk of the same call failed") {}
+};
+
+/// Per-call settings a manager may need when it runs the call's chunks.
+struct TaskPolicy {
+  std::optional<unsigned> max_retries;  ///< unset: the manager's default
+  std::chrono::milliseconds timeout{0};  ///< zero: none
+};
+
+/// One algorithm call over a shared, immutable sequence of items. Shared (std::shared_ptr)
+/// between the algorithm and every chunk in flight, so it outlives whichever finishes last.
+class Job {
+ public:
+  Job(std::size_t size, TaskPolicy policy) noexcept : m_size(size), m_policy(std::move(policy)) {}
+  virtual ~Job() = default;
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+
+  /// Number of items; chunks cover [0, size()).
+  std::size_t size() const noexcept { return m_size; }
+  const TaskPolicy& policy() const noexcept { return m_policy; }
+
+  /// Once set, chunks that have not started are skipped (ChunkSkipped). Running ones finish.
+  bool cancelled() const noexcept { return m_cancelled.load(std::memory_order_acquire); }
+  void cancel() noexcept { m_cancelled.store(true, std::memory_order_release); }
+
+  /// True when the user function returns a Future (its continuations resume on the loop).
+  virtual bool is_async() const noexcept = 0;
+
+  /// Runs items [begin, end) on this thread and returns when they are done; throws what the
+  /// function threw. Not on the loop thread when is_async() (it would wait for itself).
+  virtual void run(std::size_t begin, std::size_t end) = 0;
+
+  /// Runs items [begin, end) as a coroutine, for the loop thread. The caller keeps the Job alive
+  /// until the Future completes (a Chunk owns it).
+  virtual Future<void> run_async(std::size_t begin, std::size_t end) = 0;
+
+ private:
+  std::size_t m_size;
+  TaskPolicy m_policy;
+  std::atomic<bool> m_cancelled{false};
+};
+
+/// Items [begin, end) of a job: what the algorithms hand a manager.
+struct Chunk {
+  std::shared_ptr<Job> job;
+  std::size_t begin = 0;
+  std::size_t end = 0;
+  std::size_t size() const noexcept { return end - begin; }
+};
+
+/// Runs a chunk on a thread that may block (a pool thread, a worker): skips it when the call is
+/// cancelled, and cancels the call when the chunk throws (so no further chunk starts) before
+/// rethrowing. Every blocking manager runs chunks through this.
+inline void run_chunk_blocking(const Chunk& chunk) {
+  if (chunk.job->cancelled()) throw ChunkSkipped();
+  try {
+    chunk.job->run(chunk.begin, chunk.end);
+  } catch (...) {
+    chunk.job->cancel();
+    throw;
+  }
+}
+
+/// The same for the loop thread: a plain function runs straight through, a Future-returning one
+/// is co_awaited item by item.
+inline Future<void> run_chunk_on_loop(Chunk chunk) {
+  if (chunk.job->cancelled()) throw ChunkSkipped();
+  std::exception_ptr error;
+  try {
+    if (chunk.job->is_async()) {
+      Future<void> done = chunk.job->run_async(chunk.begin, chunk.end);
+      co_await std::move(done);
+    } else {
+      chunk.job->run(chunk.begin, chunk.end);
+    }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (error) {
+    chunk.job->cancel();
+    std::rethrow_exception(error);
+  }
+}
+
+/// Counters behind ManagerStats, safe to bump from any thread.
+struct TaskCounters {
+  std::atomic<std::size_t> workers_alive{0}, workers_spawned{0}, workers_lost{0};
+  std::atomic<std::size_t> queued{0}, running{0}, done{0}, failed{0}, retried{0};
+
+  ManagerStats snapshot() const noexcept {
+    constexpr auto r = std::memory_order_relaxed;
+    return ManagerStats{workers_alive.load(r), workers_spawned.load(r), workers_lost.load(r), queued.load(r),
+                        running.load(r),       done.load(r),            failed.load(r),       retried.load(r)};
+  }
+};
+
+}  // namespace detail
+}  // namespace scale

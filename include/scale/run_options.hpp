@@ -1,0 +1,37 @@
+#pragma once
+/// \file scale::RunOptions: how one map / filter / reduce / for_each call is cut up and watched.
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+
+namespace scale {
+
+/// The options every Iterator algorithm takes as its last argument, meant for designated
+/// initialisers: `numbers.map(fn, {.chunk_size = 100, .progress = report})`.
+/// NOTE: with GCC 12, build the options first when the call sits inside `co_await`
+/// (`scale::RunOptions options{.chunk_size = 2}; co_await numbers.map(fn, options);`).
+struct RunOptions {
+  /// Items per chunk, the unit a manager runs and reports on. 0: the manager chooses
+  /// (ScalabilityManager::auto_chunk_size): enough chunks to balance the workers, few
+  /// enough that the per-chunk cost stays small beside the work.
+  std::size_t chunk_size = 0;
+
+  /// How often a chunk runs again after its worker was lost (a child process or server
+  /// that died). Unset: the manager's own default. Only the process and cluster managers
+  /// lose workers; the thread tiers never retry (a thread that crashes ends the process).
+  std::optional<unsigned> max_retries;
+
+  /// Called on the loop thread after each chunk completes, with the number of items done
+  /// so far and the total. `done` never decreases and the last call has done == total.
+  std::function<void(std::size_t done, std::size_t total)> progress;
+
+  /// Per-task time limit; zero means none. The process and cluster managers enforce it by
+  /// failing the task and replacing its worker. The thread tiers (InlineManager,
+  /// ThreadPoolManager) cannot stop a running function without killing the process, so
+  /// they do not enforce it: bound slow work inside the function itself.
+  std::chrono::milliseconds timeout{0};
+};
+
+}  // namespace scale
