@@ -1,0 +1,42 @@
+// SharedEventEmitter on the in-process bus: the shared behaviour suite plus what only the
+// in-process bus has (separate buses per default-constructed emitter, URL dispatch).
+
+#include <string>
+#include <tuple>
+
+#include <scale/shared_event_emitter.hpp>
+
+struct InProcessBus {
+  static scale::SharedEventEmitter make_events() { return scale::SharedEventEmitter(); }
+};
+using EventBackends = std::tuple<InProcessBus>;
+
+#include "shared_event_emitter_suite.hpp"
+
+TEST_CASE("each default-constructed SharedEventEmitter is a bus of its own", "[events]") {
+  scale::Runtime runtime;
+  scale::SharedEventEmitter a;
+  scale::SharedEventEmitter b;
+  auto on_a = a.once("e");
+  auto on_b = b.once("e");
+  b.emit("e", 2).get();
+  a.emit("e", 1).get();
+  REQUIRE(on_a.get() == 1);
+  REQUIRE(on_b.get() == 2);
+}
+
+TEST_CASE("an emit with no subscriber completes and is not kept for later ones", "[events]") {
+  scale::Runtime runtime;
+  scale::SharedEventEmitter events;
+  events.emit("early", 1).get();
+  auto next = events.once("early");
+  events.emit("early", 2).get();
+  REQUIRE(next.get() == 2);
+}
+
+TEST_CASE("a SharedEventEmitter URL with a backend this build lacks throws a clear error", "[events]") {
+  REQUIRE_THROWS_WITH(scale::SharedEventEmitter("http://localhost:12345"),
+                      Catch::Contains("http://") && Catch::Contains("not built into this version"));
+  REQUIRE_THROWS_WITH(scale::SharedEventEmitter("redis://localhost:6379"), Catch::Contains("redis://"));
+  REQUIRE_THROWS_WITH(scale::SharedEventEmitter(std::string("nope")), Catch::Contains("unsupported URL"));
+}
