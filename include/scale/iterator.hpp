@@ -1,0 +1,470 @@
+#pragma once
+/// \file scale::Iterator<T>: map, filter, reduce and for_each over items, run by a ScalabilityManager.
+
+#include <concepts>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <scale/detail/dispatch.hpp>
+#include <scale/detail/job.hpp>
+#include <scale/future.hpp>
+#include <scale/run_options.hpp>
+#include <scale/scalability_manager.hpp>
+#include <scale/scope.hpp>
+
+namespace scale {
+
+namespace detail {
+
+/// How a user function is called with `Args...`: without a Scope when it can be, else with one.
+template <class F, class... Args>
+struct FnCall {
+  static constexpr bool plain = std::is_invocable_v<const F&, Args...>;
+  static constexpr bool with_scope = !plain && std::is_invocable_v<const F&, Args..., Scope&>;
+  static constexpr bool callable = plain || with_scope;
+
+  static auto deduce() {
+    if constexpr (plain)
+      return std::type_identity<std::invoke_result_t<const F&, Args...>>{};
+    else if constexpr (with_scope)
+      return std::type_identity<std::invoke_result_t<const F&, Args..., Scope&>>{};
+    else
+      return std::type_identity<void>{};
+  }
+  using raw = typename decltype(deduce())::type;
+  static constexpr bool async = is_future_v<raw>;
+  using result = unwrap_t<raw>;
+
+  template <class... CallArgs>
+  static decltype(auto) call(const F& fn, Scope* scope, CallArgs&&... args) {
+    if constexpr (with_scope)
+      return fn(std::forward<CallArgs>(args)..., *scope);
+    else
+      return fn(std::forward<CallArgs>(args)...);
+  }
+};
+
+/// A plain value as is; a Future waited for on this (non-loop) thread.
+template <class V>
+decltype(auto) wait_value(V&& value) {
+  if constexpr (is_future_v<V>)
+    return std::forward<V>(value).get();
+  else
+    return std::forward<V>(value);
+}
+
+/// Results written by item index from many threads at once. Each slot is its own object (never
+/// std::vector<bool>'s shared bits); types that cannot be default-constructed and assigned in
+/// place are held in std::optional and moved out at the end.
+template <class R>
+class ResultSlots {
+  static constexpr bool direct = std::is_default_constructible_v<R> && std::is_move_assignable_v<R> &&
+                                 !std::is_same_v<R, bool>;
+  using Slot = std::conditional_t<direct, R, std::optional<R>>;
+
+ public:
+  explicit ResultSlots(std::size_t size) : m_slots(size) {}
+
+  template <class V>
+  void put(std::size_t index, V&& value) {
+    if constexpr (direct)
+      m_slots[index] = std::forward<V>(value);
+    else
+      m_slots[index].emplace(std::forward<V>(value));
+  }
+
+  std::vector<R> take() {
+    if constexpr (direct) {
+      return std::move(m_slots);
+    } else {
+      std::vector<R> values;
+      values.reserve(m_slots.size());
+      for (auto& slot : m_slots) values.push_back(std::move(*slot));
+      return values;
+    }
+  }
+
+ private:
+  std::vector<Slot> m_slots;
+};
+
+/// The state every algorithm's job shares: the items, the function and the scope's targets.
+template <class T, class F>
+class ItemJob : public Job {
+ public:
+  ItemJob(std::shared_ptr<const std::vector<T>> items, F fn, SharedMemory* memory, SharedEventEmitter* events,
+          TaskPolicy policy)
+      : Job(items->size(), std::move(policy)),
+        m_items(std::move(items)),
+        m_fn(std::move(fn)),
+        m_memory(memory),
+        m_events(events) {}
+
+ protected:
+  Scope scope() const noexcept { return Scope(m_memory, m_events); }
+
+  std::shared_ptr<const std::vector<T>> m_items;
+  F m_fn;
+  SharedMemory* m_memory;
+  SharedEventEmitter* m_events;
+};
+
+template <class T, class F>
+class MapJob final : public ItemJob<T, F> {
+  using Call = FnCall<F, const T&>;
+
+ public:
+  using Result = typename Call::result;
+  using ItemJob<T, F>::ItemJob;
+
+  bool is_async() const noexcept override { return Call::async; }
+
+  void run(std::size_t begin, std::size_t end) override {
+    const std::vector<T>& items = *this->m_items;
+    Scope scope = this->scope();
+    for (std::size_t i = begin; i < end; ++i) m_out.put(i, wait_value(Call::call(this->m_fn, &scope, items[i])));
+  }
+
+  Future<void> run_async(std::size_t begin, std::size_t end) override {
+    const std::vector<T>& items = *this->m_items;
+    Scope scope = this->scope();
+    for (std::size_t i = begin; i < end; ++i) {
+      if constexpr (Call::async)
+      {
+        auto pending = Call::call(this->m_fn, &scope, items[i]);  // named: see the NOTE in dispatch.hpp
+        m_out.put(i, co_await std::move(pending));
+      }
+      else
+        m_out.put(i, Call::call(this->m_fn, &scope, items[i]));
+    }
+  }
+
+  std::vector<Result> take() { return m_out.take(); }
+
+ private:
+  ResultSlots<Result> m_out{this->size()};
+};
+
+template <class T, class F>
+class FilterJob final : public ItemJob<T, F> {
+  using Call = FnCall<F, const T&>;
+
+ public:
+  using ItemJob<T, F>::ItemJob;
+
+  bool is_async() const noexcept override { return Call::async; }
+
+  void run(std::size_t begin, std::size_t end) override {
+    const std::vector<T>& items = *this->m_items;
+    Scope scope = this->scope();
+    for (std::size_t i = begin; i < end; ++i)
+      m_keep[i] = static_cast<bool>(wait_value(Call::call(this->m_fn, &scope, items[i])));
+  }
+
+  Future<void> run_async(std::size_t begin, std::size_t end) override {
+    const std::vector<T>& items = *this->m_items;
+    Scope scope = this->scope();
+    for (std::size_t i = begin; i < end; ++i) {
+      if constexpr (Call::async)
+      {
+        auto pending = Call::call(this->m_fn, &scope, items[i]);
+        m_keep[i] = static_cast<bool>(co_await std::move(pending));
+      }
+      else
+        m_keep[i] = static_cast<bool>(Call::call(this->m_fn, &scope, items[i]));
+    }
+  }
+
+  std::vector<T> take() const {
+    const std::vector<T>& items = *this->m_items;
+    std::vector<T> kept;
+    for (std::size_t i = 0; i < items.size(); ++i)
+      if (m_keep[i]) kept.push_back(items[i]);
+    return kept;
+  }
+
+ private:
+  std::vector<unsigned char> m_keep = std::vector<unsigned char>(this->size());  // a byte per item: no shared bits
+};
+
+template <class T, class F>
+class ForEachJob final : public ItemJob<T, F> {
+  using Call = FnCall<F, const T&>;
+
+ public:
+  using ItemJob<T, F>::ItemJob;
+
+  bool is_async() const noexcept override { return Call::async; }
+
+  void run(std::size_t begin, std::size_t end) override {
+    const std::vector<T>& items = *this->m_items;
+    Scope scope = this->scope();
+    for (std::size_t i = begin; i < end; ++i) {
+      if constexpr (Call::async)
+        Call::call(this->m_fn, &scope, items[i]).get();
+      else
+        Call::call(this->m_fn, &scope, items[i]);
+    }
+  }
+
+  Future<void> run_async(std::size_t begin, std::size_t end) override {
+    const std::vector<T>& items = *this->m_items;
+    Scope scope = this->scope();
+    for (std::size_t i = begin; i < end; ++i) {
+      if constexpr (Call::async)
+      {
+        auto pending = Call::call(this->m_fn, &scope, items[i]);
+        co_await std::move(pending);
+      }
+      else
+        static_cast<void>(Call::call(this->m_fn, &scope, items[i]));
+    }
+  }
+};
+
+/// Each chunk folds its items from `init`; the partial results wait, by chunk, for the loop.
+template <class T, class A, class F>
+class ReduceJob final : public ItemJob<T, F> {
+  using Call = FnCall<F, A&&, const T&>;
+
+ public:
+  ReduceJob(std::shared_ptr<const std::vector<T>> items, F fn, SharedMemory* memory, SharedEventEmitter* events,
+            TaskPolicy policy, A init, ChunkPlan plan)
+      : ItemJob<T, F>(std::move(items), std::move(fn), memory, events, std::move(policy)),
+        m_init(std::move(init)),
+        m_plan(plan),
+        m_partials(plan.chunks) {}
+
+  bool is_async() const noexcept override { return Call::async; }
+
+  void run(std::size_t begin, std::size_t end) override {
+    const std::vector<T>& items = *this->m_items;
+    Scope scope = this->scope();
+    A acc = m_init;
+    for (std::size_t i = begin; i < end; ++i) acc = wait_value(Call::call(this->m_fn, &scope, std::move(acc), items[i]));
+    m_partials[begin / m_plan.chunk_size].emplace(std::move(acc));
+  }
+
+  Future<void> run_async(std::size_t begin, std::size_t end) override {
+    const std::vector<T>& items = *this->m_items;
+    Scope scope = this->scope();
+    A acc = m_init;
+    for (std::size_t i = begin; i < end; ++i) {
+      if constexpr (Call::async)
+      {
+        auto pending = Call::call(this->m_fn, &scope, std::move(acc), items[i]);
+        acc = co_await std::move(pending);
+      }
+      else
+        acc = Call::call(this->m_fn, &scope, std::move(acc), items[i]);
+    }
+    m_partials[begin / m_plan.chunk_size].emplace(std::move(acc));
+  }
+
+  std::vector<std::optional<A>>& partials() noexcept { return m_partials; }
+  Scope loop_scope() const noexcept { return this->scope(); }
+
+ private:
+  A m_init;
+  ChunkPlan m_plan;
+  std::vector<std::optional<A>> m_partials;
+};
+
+template <class Job>
+Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager,
+                                                  ChunkPlan plan, RunOptions options) {
+  Future<void> done = dispatch_all(job, manager, plan, std::move(options.progress));
+  co_await std::move(done);
+  co_return job->take();
+}
+
+template <class Job, class T>
+Future<std::vector<T>> run_filter(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan,
+                                  RunOptions options) {
+  Future<void> done = dispatch_all(job, manager, plan, std::move(options.progress));
+  co_await std::move(done);
+  co_return job->take();
+}
+
+inline Future<void> run_for_each(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan,
+                                 RunOptions options) {
+  Future<void> done = dispatch_all(std::move(job), manager, plan, std::move(options.progress));
+  co_await std::move(done);
+}
+
+template <class Job, class A, class C>
+Future<A> run_reduce(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan, RunOptions options,
+                     C combine) {
+  using Combine = FnCall<C, A&&, A&&>;
+  Future<void> done = dispatch_all(job, manager, plan, std::move(options.progress));
+  co_await std::move(done);
+  // Partials combine in chunk order on the loop, so an associative but non-commutative
+  // combine still gives the sequential answer.
+  auto& partials = job->partials();
+  A acc = std::move(*partials.front());
+  Scope scope = job->loop_scope();
+  for (std::size_t k = 1; k < partials.size(); ++k) {
+    if constexpr (Combine::async)
+    {
+      auto pending = Combine::call(combine, &scope, std::move(acc), std::move(*partials[k]));
+      acc = co_await std::move(pending);
+    }
+    else
+      acc = Combine::call(combine, &scope, std::move(acc), std::move(*partials[k]));
+  }
+  co_return acc;
+}
+
+}  // namespace detail
+
+/// Items that work runs over, and the manager that runs it. The algorithms cut the items into
+/// chunks (RunOptions::chunk_size), hand them to the manager, and gather the results by index,
+/// so results keep input order whatever order the chunks finish in.
+///
+/// A function may be `R(T)`, `R(T, Scope&)`, `Future<R>(T)` or `Future<R>(T, Scope&)`; it is
+/// stored by value and called through a const reference, possibly from several threads at once.
+/// An exception it throws fails the whole call with that exception; chunks not yet started are
+/// skipped, and the call completes once the chunks already running have finished.
+template <class T>
+class Iterator {
+ public:
+  using value_type = T;
+
+  /// `scale::Iterator<int> numbers({1, 2, 3}, manager);`. The manager must outlive every call.
+  Iterator(std::vector<T> items, ScalabilityManager& manager)
+      : m_items(std::make_shared<const std::vector<T>>(std::move(items))), m_manager(&manager) {}
+
+  /// From any input range whose elements convert to T.
+  template <std::ranges::input_range Range>
+    requires(!std::same_as<std::remove_cvref_t<Range>, std::vector<T>> &&
+             std::constructible_from<T, std::ranges::range_reference_t<Range>>)
+  Iterator(Range&& range, ScalabilityManager& manager)
+      : Iterator(collect(std::forward<Range>(range)), manager) {}
+
+  /// The state worker functions reach through `Scope&`. Held by pointer: keep `memory` alive
+  /// while calls run.
+  Iterator& use_scope(SharedMemory& memory) noexcept {
+    m_memory = &memory;
+    m_events = nullptr;
+    return *this;
+  }
+  /// The same, with `scope.emit` reaching `events`.
+  Iterator& use_scope(SharedMemory& memory, SharedEventEmitter& events) noexcept {
+    m_memory = &memory;
+    m_events = &events;
+    return *this;
+  }
+
+  std::size_t size() const noexcept { return m_items->size(); }
+  bool empty() const noexcept { return m_items->empty(); }
+  const std::vector<T>& items() const noexcept { return *m_items; }
+  ScalabilityManager& manager() const noexcept { return *m_manager; }
+
+  /// `fn(item)` for every item → the results in input order.
+  template <class F>
+  auto map(F fn, RunOptions options = {}) const -> Future<std::vector<typename detail::FnCall<F, const T&>::result>> {
+    using Call = detail::FnCall<F, const T&>;
+    static_assert(Call::callable, "scale::Iterator<T>::map(fn): fn must be callable as R(T), R(T, scale::Scope&), "
+                                  "scale::Future<R>(T) or scale::Future<R>(T, scale::Scope&)");
+    using R = typename Call::result;
+    static_assert(!std::is_void_v<R>, "scale::Iterator<T>::map(fn): fn returns nothing; use for_each(fn)");
+    using Job = detail::MapJob<T, F>;
+    if (auto error = check_scope(Call::with_scope)) return make_failed_future<std::vector<R>>(error);
+    if (empty()) return make_ready_future(std::vector<R>{});
+    auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
+    auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options));
+    return detail::run_map(std::move(job), m_manager, plan, std::move(options));
+  }
+
+  /// The items for which `pred(item)` is true, in input order.
+  template <class F>
+  Future<std::vector<T>> filter(F pred, RunOptions options = {}) const {
+    using Call = detail::FnCall<F, const T&>;
+    static_assert(Call::callable && std::is_constructible_v<bool, typename Call::result>,
+                  "scale::Iterator<T>::filter(pred): pred must be callable as bool(T), bool(T, scale::Scope&), "
+                  "scale::Future<bool>(T) or scale::Future<bool>(T, scale::Scope&)");
+    static_assert(std::is_copy_constructible_v<T>, "scale::Iterator<T>::filter copies the kept items: T must be copyable");
+    if (auto error = check_scope(Call::with_scope)) return make_failed_future<std::vector<T>>(error);
+    if (empty()) return make_ready_future(std::vector<T>{});
+    auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
+    auto job = std::make_shared<detail::FilterJob<T, F>>(m_items, std::move(pred), m_memory, m_events, policy(options));
+    return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, plan, std::move(options));
+  }
+
+  /// Folds the items with `fn(T, T) → T`, associative, with `init` its identity; chunks fold in
+  /// parallel and their results combine (with `fn` too) in order.
+  template <class F>
+  Future<T> reduce(F fn, T init, RunOptions options = {}) const {
+    F combine = fn;
+    return reduce(std::move(fn), std::move(init), std::move(combine), std::move(options));
+  }
+
+  /// Folds with `fn(A, T) → A` from `init` (the identity) in each chunk, then combines the
+  /// chunk results in order with `combine(A, A) → A` on the loop thread.
+  template <class F, class A, class C>
+    requires(!std::same_as<std::remove_cvref_t<C>, RunOptions>)
+  Future<A> reduce(F fn, A init, C combine, RunOptions options = {}) const {
+    using Call = detail::FnCall<F, A&&, const T&>;
+    using Combine = detail::FnCall<C, A&&, A&&>;
+    static_assert(Call::callable && std::is_convertible_v<typename Call::result, A>,
+                  "scale::Iterator<T>::reduce(fn, init, combine): fn must be callable as A(A, T), A(A, T, scale::Scope&), "
+                  "scale::Future<A>(A, T) or scale::Future<A>(A, T, scale::Scope&)");
+    static_assert(Combine::callable && std::is_convertible_v<typename Combine::result, A>,
+                  "scale::Iterator<T>::reduce(fn, init, combine): combine must be callable as A(A, A) "
+                  "(or with scale::Scope&, or returning scale::Future<A>)");
+    if (auto error = check_scope(Call::with_scope || Combine::with_scope)) return make_failed_future<A>(error);
+    if (empty()) return make_ready_future(std::move(init));
+    auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
+    using Job = detail::ReduceJob<T, A, F>;
+    auto job =
+        std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options), std::move(init), plan);
+    return detail::run_reduce<Job, A, C>(std::move(job), m_manager, plan, std::move(options), std::move(combine));
+  }
+
+  /// `fn(item)` for every item, for its effects; a value fn returns is dropped.
+  template <class F>
+  Future<void> for_each(F fn, RunOptions options = {}) const {
+    using Call = detail::FnCall<F, const T&>;
+    static_assert(Call::callable, "scale::Iterator<T>::for_each(fn): fn must be callable as R(T), R(T, scale::Scope&), "
+                                  "scale::Future<R>(T) or scale::Future<R>(T, scale::Scope&)");
+    if (auto error = check_scope(Call::with_scope)) return make_failed_future<void>(error);
+    if (empty()) return make_ready_future();
+    auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
+    auto job = std::make_shared<detail::ForEachJob<T, F>>(m_items, std::move(fn), m_memory, m_events, policy(options));
+    return detail::run_for_each(std::move(job), m_manager, plan, std::move(options));
+  }
+
+ private:
+  template <class Range>
+  static std::vector<T> collect(Range&& range) {
+    std::vector<T> items;
+    if constexpr (std::ranges::sized_range<Range>) items.reserve(std::ranges::size(range));
+    for (auto&& item : range) items.emplace_back(std::forward<decltype(item)>(item));
+    return items;
+  }
+
+  std::exception_ptr check_scope(bool needs_scope) const {
+    return needs_scope && m_memory == nullptr ? detail::no_shared_state_error() : nullptr;
+  }
+
+  static detail::TaskPolicy policy(const RunOptions& options) {
+    return detail::TaskPolicy{options.max_retries, options.timeout};
+  }
+
+  // NOTE: shared with every call in flight, so a call never dangles if the Iterator goes away.
+  std::shared_ptr<const std::vector<T>> m_items;
+  ScalabilityManager* m_manager;
+  SharedMemory* m_memory = nullptr;
+  SharedEventEmitter* m_events = nullptr;
+};
+
+template <std::ranges::input_range Range>
+Iterator(Range&&, ScalabilityManager&) -> Iterator<std::ranges::range_value_t<Range>>;
+
+}  // namespace scale
