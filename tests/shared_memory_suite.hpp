@@ -162,6 +162,10 @@ TEMPLATE_LIST_TEST_CASE("a value set under a key reads back as its type with rev
   REQUIRE(memory.get<std::vector<int>>("list").get() == std::vector<int>{1, 2, 3});
   REQUIRE(memory.get<memory_suite::Point>("point").get() == memory_suite::Point{3, 4});
   REQUIRE(memory.get<bool>("flag").get());
+  memory.set("braced", {1, 2, 3}).get();
+  REQUIRE(memory.get<std::vector<int>>("braced").get() == std::vector<int>{1, 2, 3});
+  auto braced = memory.entry("braced").get()->revision;
+  REQUIRE(memory.compare_and_set("braced", braced, {{"now", "an object"}}).get());
   REQUIRE(memory.get<nlohmann::json>("point").get() == nlohmann::json{{"x", 3}, {"y", 4}});
 }
 

@@ -61,9 +61,19 @@ class Scope {
     if (!m_memory) return make_failed_future<Revision>(detail::no_shared_state_error());
     return m_memory->set(std::move(key), std::move(value));
   }
+  /// See SharedMemory::set(key, json).
+  Future<Revision> set(std::string key, nlohmann::json value) const {
+    if (!m_memory) return make_failed_future<Revision>(detail::no_shared_state_error());
+    return m_memory->set(std::move(key), std::move(value));
+  }
   /// See SharedMemory::compare_and_set.
   template <class T>
   Future<bool> compare_and_set(std::string key, Revision expected_revision, T value) const {
+    if (!m_memory) return make_failed_future<bool>(detail::no_shared_state_error());
+    return m_memory->compare_and_set(std::move(key), expected_revision, std::move(value));
+  }
+  /// See SharedMemory::compare_and_set with a JSON value.
+  Future<bool> compare_and_set(std::string key, Revision expected_revision, nlohmann::json value) const {
     if (!m_memory) return make_failed_future<bool>(detail::no_shared_state_error());
     return m_memory->compare_and_set(std::move(key), expected_revision, std::move(value));
   }

@@ -159,6 +159,13 @@ class SharedMemory {
     return m_backend->set_many(std::move(object));
   }
 
+  /// Writes one key from a JSON value, e.g. `set("k", {1, 2, 3})` (a braced list has no type for T).
+  Future<Revision> set(std::string key, nlohmann::json value) const {
+    nlohmann::json object = nlohmann::json::object();
+    object[std::move(key)] = std::move(value);
+    return m_backend->set_many(std::move(object));
+  }
+
   /// The key's value as T. Fails with scale::KeyNotFound, or scale::TypeMismatch when the stored
   /// value is another JSON type or a number T cannot hold exactly.
   template <class T>
@@ -182,6 +189,11 @@ class SharedMemory {
       return make_failed_future<bool>(std::current_exception());
     }
     return m_backend->compare_and_set(std::move(key), expected_revision, std::move(json));
+  }
+
+  /// compare_and_set with a JSON value, e.g. a braced list.
+  Future<bool> compare_and_set(std::string key, Revision expected_revision, nlohmann::json value) const {
+    return m_backend->compare_and_set(std::move(key), expected_revision, std::move(value));
   }
 
   /// Adds `by` to the key's integer value (a missing key counts from 0); returns the new value.
