@@ -419,14 +419,16 @@ bool ProcessSpawnerImpl::try_reap(const std::shared_ptr<ChildState>& child, bool
     } else {  // ECHILD: SIGCHLD set to SIG_IGN, or other code reaped it
       info.pid = child->pid;
     }
+    {
+      // NOTE: counted before the exit is visible, so whoever sees the exit (wait(), on_exit)
+      // also sees running() without this child. Lock order: child->mutex, then m_mutex.
+      std::lock_guard count_lock(m_mutex);
+      --m_running;
+    }
     child->exit = info;
     if (child->pidfd >= 0) ::close(std::exchange(child->pidfd, -1));
   }
   child->reaped_cv.notify_all();
-  {
-    std::lock_guard lock(m_mutex);
-    --m_running;
-  }
   if (auto on_exit = std::move(child->on_exit)) {
     try {
       on_exit(info);
