@@ -123,8 +123,8 @@ TEMPLATE_LIST_TEST_CASE("event names match exactly", "[events]", EventBackends) 
   REQUIRE(exact->wait_for(1));
   REQUIRE(longer->wait_for(1));
   events_suite::flush(runtime);
-  REQUIRE(exact->payloads() == std::vector<nlohmann::json>{3});
-  REQUIRE(longer->payloads() == std::vector<nlohmann::json>{1});
+  REQUIRE(exact->payloads() == std::vector<nlohmann::json>{nlohmann::json(3)});
+  REQUIRE(longer->payloads() == std::vector<nlohmann::json>{nlohmann::json(1)});
 }
 
 TEMPLATE_LIST_TEST_CASE("ten thousand emits reach every subscriber in the order emitted", "[events]",
