@@ -2,6 +2,8 @@
 
 #include <scale/runtime.hpp>
 
+#include <scale/detail/worker.hpp>
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
@@ -291,6 +293,13 @@ Runtime::Runtime(int& argc, char** argv) : Runtime() {
   }
   for (int i = kept; i < argc; ++i) argv[i] = nullptr;
   argc = kept;
+  detail::set_program_arguments(m_impl->arguments);
+  // A worker started by a ProcessPoolManager serves its parent and never returns.
+  if (std::find(m_impl->flags.begin(), m_impl->flags.end(), detail::worker_flag) != m_impl->flags.end()) {
+    if (auto link = detail::child_link()) detail::serve_as_worker(*link);
+    detail::log_error(std::string(detail::worker_flag) +
+                      " given, but this process was not started by a ProcessPoolManager; running normally");
+  }
 }
 
 Runtime::~Runtime() = default;

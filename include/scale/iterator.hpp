@@ -1,18 +1,24 @@
 #pragma once
 /// \file scale::Iterator<T>: map, filter, reduce and for_each over items, run by a ScalabilityManager.
 
+#include <algorithm>
 #include <concepts>
+#include <cstdint>
 #include <cstddef>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <ranges>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <scale/detail/dispatch.hpp>
 #include <scale/detail/job.hpp>
+#include <scale/detail/task_registry.hpp>
+#include <scale/detail/wire.hpp>
 #include <scale/future.hpp>
 #include <scale/run_options.hpp>
 #include <scale/scalability_manager.hpp>
@@ -106,8 +112,17 @@ class ItemJob : public Job {
         m_memory(memory),
         m_events(events) {}
 
+ SharedMemory* scope_memory() const noexcept override { return m_memory; }
+  SharedEventEmitter* scope_events() const noexcept override { return m_events; }
+
  protected:
   Scope scope() const noexcept { return Scope(m_memory, m_events); }
+
+  /// The remote path's task payload when there are no extra bytes: a zero length, then the items.
+  void encode_items(std::size_t begin, std::size_t end, std::string& out) const {
+    append_u32(out, 0);
+    encode_values(m_items->data() + begin, end - begin, out);
+  }
 
   std::shared_ptr<const std::vector<T>> m_items;
   F m_fn;
@@ -146,6 +161,34 @@ class MapJob final : public ItemJob<T, F> {
   }
 
   std::vector<Result> take() { return m_out.take(); }
+
+  static constexpr bool shippable =
+      is_shippable_function_v<F> && is_wire_serializable_v<T> && is_wire_serializable_v<Result>;
+  std::string remote_problem() const override { return remote_problem_of<F, T, Result>(); }
+  const std::string& task_name() const override { return TaskRegistration<MapJob>::name; }
+  void encode_task(std::size_t begin, std::size_t end, std::string& out) const override {
+    this->encode_items(begin, end, out);
+  }
+  void accept_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
+    if constexpr (is_wire_serializable_v<Result>) {
+      auto values = decode_values<Result>(bytes, end - begin);
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        if constexpr (std::is_same_v<Result, bool>)
+          m_out.put(begin + i, static_cast<bool>(values[i]));
+        else
+          m_out.put(begin + i, std::move(values[i]));
+      }
+    } else {
+      throw Error(remote_problem());
+    }
+  }
+  /// In a worker: the same kernel (run) over decoded items.
+  static void invoke_remote(const TaskInput& input, std::string& out) {
+    auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
+    MapJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{});
+    job.run(0, input.count);
+    encode_vector(job.take(), out);
+  }
 
  private:
   ResultSlots<Result> m_out{this->size()};
@@ -189,6 +232,23 @@ class FilterJob final : public ItemJob<T, F> {
     return kept;
   }
 
+  static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T>;
+  std::string remote_problem() const override { return remote_problem_of<F, T>(); }
+  const std::string& task_name() const override { return TaskRegistration<FilterJob>::name; }
+  void encode_task(std::size_t begin, std::size_t end, std::string& out) const override {
+    this->encode_items(begin, end, out);
+  }
+  void accept_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
+    auto keep = decode_values<unsigned char>(bytes, end - begin);
+    for (std::size_t i = 0; i < keep.size(); ++i) m_keep[begin + i] = keep[i] != 0;
+  }
+  static void invoke_remote(const TaskInput& input, std::string& out) {
+    auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
+    FilterJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{});
+    job.run(0, input.count);
+    encode_vector(job.m_keep, out);
+  }
+
  private:
   std::vector<unsigned char> m_keep = std::vector<unsigned char>(this->size());  // a byte per item: no shared bits
 };
@@ -225,6 +285,21 @@ class ForEachJob final : public ItemJob<T, F> {
       else
         static_cast<void>(Call::call(this->m_fn, &scope, items[i]));
     }
+  }
+
+  static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T>;
+  std::string remote_problem() const override { return remote_problem_of<F, T>(); }
+  const std::string& task_name() const override { return TaskRegistration<ForEachJob>::name; }
+  void encode_task(std::size_t begin, std::size_t end, std::string& out) const override {
+    this->encode_items(begin, end, out);
+  }
+  void accept_results(std::size_t, std::size_t, std::string_view bytes) override {
+    if (!bytes.empty()) throw Error("scale: a worker sent results for for_each, which has none");
+  }
+  static void invoke_remote(const TaskInput& input, std::string&) {
+    auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
+    ForEachJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{});
+    job.run(0, input.count);
   }
 };
 
@@ -269,6 +344,34 @@ class ReduceJob final : public ItemJob<T, F> {
 
   std::vector<std::optional<A>>& partials() noexcept { return m_partials; }
   Scope loop_scope() const noexcept { return this->scope(); }
+
+  static constexpr bool shippable =
+      is_shippable_function_v<F> && is_wire_serializable_v<T> && is_wire_serializable_v<A>;
+  std::string remote_problem() const override { return remote_problem_of<F, T, A>(); }
+  const std::string& task_name() const override { return TaskRegistration<ReduceJob>::name; }
+  bool splittable() const noexcept override { return false; }
+  void encode_task(std::size_t begin, std::size_t end, std::string& out) const override {
+    const std::size_t length_at = out.size();
+    append_u32(out, 0);
+    encode_value(m_init, out);
+    const auto length = static_cast<std::uint32_t>(out.size() - length_at - 4);
+    for (int b = 0; b < 4; ++b) out[length_at + b] = static_cast<char>(length >> (8 * b));
+    encode_values(this->m_items->data() + begin, end - begin, out);
+  }
+  void accept_results(std::size_t begin, std::size_t, std::string_view bytes) override {
+    if constexpr (is_wire_serializable_v<A>)
+      m_partials[begin / m_plan.chunk_size].emplace(decode_value<A>(bytes));
+    else
+      throw Error(remote_problem());
+  }
+  static void invoke_remote(const TaskInput& input, std::string& out) {
+    auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
+    A init = decode_value<A>(input.extra);
+    ChunkPlan plan{input.count, std::max<std::size_t>(input.count, 1), 1};
+    ReduceJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{}, std::move(init), plan);
+    job.run(0, input.count);
+    encode_value(*job.partials().front(), out);
+  }
 
  private:
   A m_init;

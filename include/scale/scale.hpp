@@ -18,5 +18,7 @@
 #include <scale/iterator.hpp>
 #include <scale/managers/inline.hpp>
 #include <scale/managers/thread_pool.hpp>
+#include <scale/managers/process_pool.hpp>
+#include <scale/fn.hpp>
 #include <scale/run_options.hpp>
 #include <scale/scalability_manager.hpp>

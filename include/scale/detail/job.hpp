@@ -12,13 +12,17 @@
 //     waited on item by item with Future::get().
 //   - run_async(begin, end): a coroutine for the loop thread (InlineManager): Future-returning
 //     functions are co_awaited; plain ones run straight through.
-//   - the remote path (process and cluster managers), added with the wire: the Job gains a task
-//     name and virtual encode_items(begin, end) / accept_results(begin, end, bytes), so a worker
-//     runs the same per-item kernel on decoded items and the Job writes the decoded results into
-//     the same buffer. Nothing in the algorithms or in this interface changes for it.
+//   - the remote path (process and cluster managers): task_name() names the Job's type in the
+//     TaskRegistry (task_registry.hpp), encode_task(begin, end) puts the items on the wire and
+//     accept_results(begin, end, bytes) writes a worker's decoded results into the same buffer. A
+//     worker runs the same per-item kernel (run()) on a Job it builds from the decoded items.
+//     remote_problem() says, before anything is sent, why a Job cannot leave the process (a
+//     lambda with captures, a type without to_json/from_json), so the call fails at once.
 
 #include <atomic>
 #include <chrono>
+#include <string>
+#include <string_view>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -29,6 +33,9 @@
 #include <scale/future.hpp>
 
 namespace scale {
+
+class SharedMemory;
+class SharedEventEmitter;
 
 /// What a manager reports about its workers and tasks. A task is one chunk of items.
 struct ManagerStats {
@@ -85,11 +92,37 @@ class Job {
   /// until the Future completes (a Chunk owns it).
   virtual Future<void> run_async(std::size_t begin, std::size_t end) = 0;
 
+  // ----- the remote path (process and cluster managers) -----
+
+  /// Empty when the Job can run in another process of this executable; otherwise what the user
+  /// must change, as the message of the scale::Error the call fails with.
+  virtual std::string remote_problem() const { return "scale: this job cannot run in another process"; }
+  /// The Job's name in the TaskRegistry (the same in every process of this executable).
+  virtual const std::string& task_name() const;
+  /// Appends what a worker needs for items [begin, end): the extra bytes' length (u32, little
+  /// endian), the extra bytes (reduce's init) and the encoded items.
+  virtual void encode_task(std::size_t begin, std::size_t end, std::string& out) const;
+  /// Writes a worker's encoded results for items [begin, end) into the Job; throws scale::Error
+  /// when they do not decode.
+  virtual void accept_results(std::size_t begin, std::size_t end, std::string_view bytes);
+  /// False when a chunk cannot be cut after it started (reduce keeps one partial per chunk).
+  virtual bool splittable() const noexcept { return true; }
+  /// The state a worker's Scope reaches (Iterator::use_scope), or null.
+  virtual SharedMemory* scope_memory() const noexcept { return nullptr; }
+  virtual SharedEventEmitter* scope_events() const noexcept { return nullptr; }
+
  private:
   std::size_t m_size;
   TaskPolicy m_policy;
   std::atomic<bool> m_cancelled{false};
 };
+
+inline const std::string& Job::task_name() const {
+  static const std::string none;
+  return none;
+}
+inline void Job::encode_task(std::size_t, std::size_t, std::string&) const { throw Error(remote_problem()); }
+inline void Job::accept_results(std::size_t, std::size_t, std::string_view) { throw Error(remote_problem()); }
 
 /// Items [begin, end) of a job: what the algorithms hand a manager.
 struct Chunk {

@@ -1,0 +1,557 @@
+// ProcessPoolManager: worker processes spawned on demand, one chunk at a time each, with chunks
+// rerun (and split) when a worker dies. See include/scale/detail/worker.hpp for the protocol.
+
+#include <scale/managers/process_pool.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <scale/detail/child_process.hpp>
+#include <scale/detail/task_registry.hpp>
+#include <scale/detail/wire.hpp>
+#include <scale/detail/worker.hpp>
+
+namespace scale::detail {
+
+namespace {
+
+/// The spawner every pool shares: one long-lived thread, so PR_SET_PDEATHSIG ties the workers to
+/// this process rather than to whichever thread first needed a worker.
+ProcessSpawner& pool_spawner() {
+  static ProcessSpawner* spawner = new ProcessSpawner();  // NOTE: never destroyed; see above
+  return *spawner;
+}
+
+using Clock = std::chrono::steady_clock;
+
+/// One submitted chunk: its Promise completes once every part of it (after splits) has run.
+struct Group {
+  Promise<void> promise;
+  std::size_t remaining = 1;  // guarded by the pool's mutex
+  bool finished = false;      // guarded by the pool's mutex
+};
+
+struct Task {
+  std::shared_ptr<Group> group;
+  Chunk chunk;
+  unsigned attempts = 0;  // times this exact range was lost with its worker
+};
+
+struct Worker {
+  ChildProcess child;
+  pid_t pid = -1;
+  int fd = -1;
+  bool ready = false;     // hello received and accepted
+  bool retiring = false;  // idle timeout: its link is shut down, its exit is not a loss
+  bool timed_out = false;
+  std::shared_ptr<Task> current;
+  std::uint64_t task_id = 0;
+  Clock::time_point deadline = Clock::time_point::max();
+  std::chrono::milliseconds timeout{0};
+  Clock::time_point idle_since = Clock::now();
+  std::mutex write_mutex;
+
+  bool send(std::string_view frame) {
+    std::lock_guard lock(write_mutex);
+    return send_all(fd, frame);
+  }
+};
+
+}  // namespace
+
+class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
+ public:
+  explicit ProcessPool(ProcessPoolOptions options) : m_options(options), m_fingerprint(build_fingerprint()) {
+    if (m_options.max_workers == 0) m_options.max_workers = std::max(1u, std::thread::hardware_concurrency());
+    m_options.min_workers = std::min(m_options.min_workers, m_options.max_workers);
+  }
+
+  /// Starts min_workers (each spawn returns once the child is exec'd, about a millisecond) and the
+  /// watchdog.
+  void start() {
+    for (std::size_t i = 0; i < m_options.min_workers; ++i) {
+      {
+        std::lock_guard lock(m_mutex);
+        ++m_spawning;
+      }
+      try {
+        spawned(pool_spawner().spawn(spawn_options()), nullptr);
+      } catch (...) {
+        spawned(ChildProcess(), std::current_exception());
+      }
+    }
+    m_watchdog = std::thread([self = shared_from_this()] { self->watch(); });
+  }
+
+  std::size_t max_workers() const noexcept { return m_options.max_workers; }
+  ManagerStats stats() const { return m_counters.snapshot(); }
+
+  std::vector<pid_t> pids() const {
+    std::lock_guard lock(m_mutex);
+    std::vector<pid_t> pids;
+    for (auto& worker : m_workers) pids.push_back(worker->pid);
+    return pids;
+  }
+
+  Future<void> submit(Chunk chunk) {
+    std::string problem = chunk.job->remote_problem();
+    if (problem.empty() && chunk.job->task_name().empty())
+      problem = "scale: this job has no registered task and cannot run in another process";
+    if (!problem.empty()) {
+      chunk.job->cancel();
+      ++m_counters.failed;
+      return make_failed_future<void>(std::make_exception_ptr(Error(problem)));
+    }
+    auto task = std::make_shared<Task>();
+    task->group = std::make_shared<Group>();
+    task->chunk = std::move(chunk);
+    Future<void> future = task->group->promise.get_future();
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_stopping || m_refused) {
+        auto error = m_stopping ? std::make_exception_ptr(Stopped()) : m_refused;
+        ++m_counters.failed;
+        task->group->promise.set_exception(error);
+        return future;
+      }
+      m_queue.push_back(std::move(task));
+      ++m_counters.queued;
+    }
+    pump();
+    return future;
+  }
+
+  /// Closes every link, fails what is queued or running with Stopped, waits for the readers (and
+  /// so for the workers' exits) and the watchdog.
+  void shutdown() {
+    std::deque<std::shared_ptr<Task>> abandoned;
+    {
+      std::unique_lock lock(m_mutex);
+      m_stopping = true;
+      abandoned.swap(m_queue);
+      m_counters.queued -= abandoned.size();
+      for (auto& task : abandoned) finish_locked(*task, std::make_exception_ptr(Stopped()));
+      for (auto& worker : m_workers) ::shutdown(worker->fd, SHUT_RDWR);
+    }
+    m_cv.notify_all();
+    if (m_watchdog.joinable()) m_watchdog.join();
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_readers == 0 && m_spawning == 0; });
+  }
+
+ private:
+  // ----- assigning work -----
+
+  struct Assignment {
+    std::shared_ptr<Worker> worker;
+    std::shared_ptr<Task> task;
+    std::uint64_t id;
+  };
+
+  /// Gives queued tasks to idle workers and spawns workers for the rest (up to the maximum).
+  void pump() {
+    std::vector<Assignment> assignments;
+    std::size_t to_spawn = 0;
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_stopping) return;
+      for (auto& worker : m_workers) {
+        if (m_queue.empty()) break;
+        if (!worker->ready || worker->retiring || worker->current) continue;
+        auto task = take_next_locked();
+        if (!task) break;
+        worker->current = task;
+        worker->task_id = ++m_next_id;
+        worker->timeout = task->chunk.job->policy().timeout;
+        worker->deadline =
+            worker->timeout.count() > 0 ? Clock::now() + worker->timeout : Clock::time_point::max();
+        ++m_counters.running;
+        assignments.push_back(Assignment{worker, std::move(task), worker->task_id});
+      }
+      std::size_t available = m_spawning;
+      for (auto& worker : m_workers)
+        if (!worker->retiring && !worker->current) ++available;
+      const std::size_t total = m_workers.size() + m_spawning;
+      if (m_queue.size() > available && total < m_options.max_workers)
+        to_spawn = std::min(m_queue.size() - available, m_options.max_workers - total);
+      m_spawning += to_spawn;
+    }
+    for (std::size_t i = 0; i < to_spawn; ++i) spawn();
+    for (auto& assignment : assignments) send_task(assignment);
+  }
+
+  /// The next queued task whose call still wants it; cancelled ones are skipped here.
+  std::shared_ptr<Task> take_next_locked() {
+    while (!m_queue.empty()) {
+      auto task = std::move(m_queue.front());
+      m_queue.pop_front();
+      --m_counters.queued;
+      if (!task->group->finished && !task->chunk.job->cancelled()) return task;
+      finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
+    }
+    return nullptr;
+  }
+
+  void send_task(const Assignment& a) {
+    std::string frame;
+    try {
+      const Job& job = *a.task->chunk.job;
+      const std::string& name = job.task_name();
+      const std::size_t at = begin_frame(frame, FrameType::task, a.id);
+      append_u32(frame, static_cast<std::uint32_t>(name.size()));
+      frame += name;
+      unsigned char flags = 0;
+      if (job.scope_memory()) flags |= task_has_memory;
+      if (job.scope_events()) flags |= task_has_events;
+      frame.push_back(static_cast<char>(flags));
+      append_u64(frame, a.task->chunk.size());
+      job.encode_task(a.task->chunk.begin, a.task->chunk.end, frame);
+      end_frame(frame, at);
+    } catch (...) {
+      auto error = std::current_exception();
+      {
+        std::lock_guard lock(m_mutex);
+        if (a.worker->current == a.task) {
+          a.worker->current = nullptr;
+          a.worker->idle_since = Clock::now();
+          --m_counters.running;
+        }
+        a.task->chunk.job->cancel();
+        finish_locked(*a.task, error);
+      }
+      pump();
+      return;
+    }
+    // A failed send means the worker died: its reader sees end-of-file and reruns the task.
+    a.worker->send(frame);
+  }
+
+  // ----- workers -----
+
+  static SpawnOptions spawn_options() {
+    SpawnOptions options;
+    options.arguments = program_arguments();
+    if (options.arguments.empty()) options.arguments.push_back("/proc/self/exe");
+    options.arguments.push_back(worker_flag);
+    // NOTE: a Ctrl-C to the terminal's process group reaches only the parent; the workers follow
+    // it through their link (or PR_SET_PDEATHSIG), so a shutdown never sees a wave of deaths.
+    options.own_process_group = true;
+    return options;
+  }
+
+  void spawn() {
+    std::weak_ptr<ProcessPool> weak = weak_from_this();
+    pool_spawner().spawn_async(spawn_options(), [weak](ChildProcess child, std::exception_ptr error) {
+      if (auto self = weak.lock()) self->spawned(std::move(child), std::move(error));
+    });
+  }
+
+  void spawned(ChildProcess child, std::exception_ptr error) {
+    std::shared_ptr<Worker> worker;
+    {
+      std::lock_guard lock(m_mutex);
+      --m_spawning;
+      if (error || m_stopping) {
+        if (error && !m_stopping) {
+          std::string what = "scale: could not start a worker process";
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          log_error(what);
+          if (m_workers.empty() && m_spawning == 0) fail_queue_locked(error);
+        }
+        m_cv.notify_all();
+        return;  // dropping the child closes its link; it exits
+      }
+      worker = std::make_shared<Worker>();
+      worker->pid = child.pid();
+      worker->fd = child.link_fd();
+      worker->child = std::move(child);
+      m_workers.push_back(worker);
+      ++m_readers;
+      ++m_counters.workers_spawned;
+      ++m_counters.workers_alive;
+    }
+    std::thread([self = shared_from_this(), worker] { self->read(worker); }).detach();
+  }
+
+  /// A worker's reader thread: hello, results, errors and scope requests, then its exit.
+  void read(std::shared_ptr<Worker> worker) {
+    FrameReader reader;
+    std::string refused;
+    for (bool open = true; open;) {
+      auto room = reader.prepare();
+      ssize_t n = ::read(worker->fd, room.data(), room.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      reader.commit(static_cast<std::size_t>(n));
+      try {
+        while (auto frame = reader.next()) {
+          if (!handle_frame(*worker, std::move(*frame), refused)) {
+            open = false;
+            break;
+          }
+        }
+      } catch (const std::exception& error) {
+        log_error(std::string("a worker sent a bad frame: ") + error.what());
+        break;
+      }
+    }
+    worker_gone(worker, refused);
+    std::lock_guard lock(m_mutex);
+    --m_readers;
+    m_cv.notify_all();
+  }
+
+  bool handle_frame(Worker& worker, Frame frame, std::string& refused) {
+    switch (frame.type) {
+      case FrameType::hello: {
+        if (frame.payload != m_fingerprint) {
+          refused = "scale: refused worker process " + std::to_string(worker.pid) + ": it runs a different build (fingerprint " +
+                    frame.payload + ", this process " + m_fingerprint +
+                    "); a worker must run the very executable of its manager. Was the program rebuilt or replaced "
+                    "while it ran?";
+          return false;
+        }
+        {
+          std::lock_guard lock(m_mutex);
+          worker.ready = true;
+          worker.idle_since = Clock::now();
+        }
+        pump();
+        return true;
+      }
+      case FrameType::result:
+      case FrameType::error: {
+        std::shared_ptr<Task> task;
+        {
+          std::lock_guard lock(m_mutex);
+          if (!worker.current || worker.task_id != frame.id) return true;
+          task = std::move(worker.current);
+          worker.current = nullptr;
+          worker.idle_since = Clock::now();
+          --m_counters.running;
+        }
+        std::exception_ptr error;
+        if (frame.type == FrameType::error) {
+          error = std::make_exception_ptr(decode_exception(frame.payload));
+        } else {
+          try {
+            task->chunk.job->accept_results(task->chunk.begin, task->chunk.end, frame.payload);
+          } catch (...) {
+            error = std::current_exception();
+          }
+        }
+        if (error) task->chunk.job->cancel();
+        {
+          std::lock_guard lock(m_mutex);
+          finish_locked(*task, error);
+        }
+        pump();
+        return true;
+      }
+      case FrameType::scope_request: {
+        SharedMemory* memory = nullptr;
+        SharedEventEmitter* events = nullptr;
+        {
+          std::lock_guard lock(m_mutex);
+          if (worker.current) {
+            memory = worker.current->chunk.job->scope_memory();
+            events = worker.current->chunk.job->scope_events();
+          }
+        }
+        // NOTE: blocks this reader only; its worker waits for this very answer.
+        std::string reply;
+        encode_frame(reply, FrameType::scope_reply, frame.id, answer_scope_request(memory, events, frame.payload));
+        worker.send(reply);
+        return true;
+      }
+      default:
+        return true;
+    }
+  }
+
+  /// The worker's link closed: it exited, was killed, timed out, retired or was refused.
+  void worker_gone(const std::shared_ptr<Worker>& worker, const std::string& refused) {
+    ::shutdown(worker->fd, SHUT_RDWR);  // a worker we stopped reading from must see end-of-file
+    std::optional<ExitInfo> exit = worker->child.wait_for(std::chrono::seconds(2));
+    if (!exit) {
+      worker->child.kill(SIGKILL);
+      exit = worker->child.wait_for(std::chrono::seconds(2));
+    }
+    std::string status = exit ? exit->describe() : std::string("its link closed");
+    std::lock_guard lock(m_mutex);
+    if (worker->timed_out)
+      status = "timed out after " + std::to_string(worker->timeout.count()) + " ms, then " + status;
+    m_workers.remove(worker);
+    --m_counters.workers_alive;
+    std::shared_ptr<Task> task = std::move(worker->current);
+    worker->current = nullptr;
+    if (!refused.empty()) {
+      log_error(refused);
+      m_refused = std::make_exception_ptr(Error(refused));
+      if (task) {
+        --m_counters.running;
+        finish_locked(*task, m_refused);
+      }
+      fail_queue_locked(m_refused);
+      m_cv.notify_all();
+      return;
+    }
+    if (!worker->retiring && !m_stopping) ++m_counters.workers_lost;
+    if (task) {
+      --m_counters.running;
+      rerun_locked(std::move(task), status);
+    }
+    m_cv.notify_all();
+    // Outside the lock: a new worker for the rerun (pump takes the lock itself).
+    if (!m_stopping && !m_queue.empty()) post_pump();
+  }
+
+  void post_pump() {
+    // NOTE: called with m_mutex held; the watchdog pumps within a few milliseconds.
+    m_pump_requested = true;
+    m_cv.notify_all();
+  }
+
+  /// A task whose worker died: split it, run it again, or give up with WorkerLost.
+  void rerun_locked(std::shared_ptr<Task> task, const std::string& status) {
+    Job& job = *task->chunk.job;
+    if (m_stopping) return finish_locked(*task, std::make_exception_ptr(Stopped()));
+    if (task->group->finished || job.cancelled()) return finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
+    const unsigned max_retries = job.policy().max_retries.value_or(m_options.max_retries);
+    if (task->chunk.size() > 1 && job.splittable() && max_retries > 0) {
+      // Halves, so a chunk that keeps killing workers narrows down to its one bad item.
+      const std::size_t middle = task->chunk.begin + task->chunk.size() / 2;
+      auto second = std::make_shared<Task>(Task{task->group, Chunk{task->chunk.job, middle, task->chunk.end}, 0});
+      task->chunk.end = middle;
+      task->attempts = 0;
+      ++task->group->remaining;
+      ++m_counters.retried;
+      m_queue.push_front(std::move(second));
+      m_queue.push_front(std::move(task));
+      m_counters.queued += 2;
+      return;
+    }
+    ++task->attempts;
+    if (task->attempts > max_retries) {
+      job.cancel();
+      return finish_locked(*task, std::make_exception_ptr(WorkerLost(task->chunk.begin, status, static_cast<int>(task->attempts))));
+    }
+    ++m_counters.retried;
+    m_queue.push_front(std::move(task));
+    ++m_counters.queued;
+  }
+
+  /// Completes one part of a group: the group's Promise fails with the first error, or succeeds
+  /// once every part has.
+  void finish_locked(Task& task, std::exception_ptr error) {
+    Group& group = *task.group;
+    task.chunk = Chunk{};  // NOTE: the Job may go away once the Promise completes
+    if (group.finished) return;
+    if (error) {
+      group.finished = true;
+      ++m_counters.failed;
+      group.promise.set_exception(std::move(error));
+      return;
+    }
+    if (--group.remaining == 0) {
+      group.finished = true;
+      ++m_counters.done;
+      group.promise.set_value();
+    }
+  }
+
+  void fail_queue_locked(std::exception_ptr error) {
+    while (!m_queue.empty()) {
+      auto task = std::move(m_queue.front());
+      m_queue.pop_front();
+      --m_counters.queued;
+      finish_locked(*task, error);
+    }
+  }
+
+  // ----- timeouts, idle workers, min_workers -----
+
+  void watch() {
+    std::unique_lock lock(m_mutex);
+    while (!m_stopping) {
+      m_cv.wait_for(lock, std::chrono::milliseconds(20));
+      if (m_stopping) break;
+      const auto now = Clock::now();
+      std::size_t live = 0;
+      for (auto& worker : m_workers)
+        if (!worker->retiring) ++live;
+      for (auto& worker : m_workers) {
+        if (worker->current && !worker->timed_out && now >= worker->deadline) {
+          worker->timed_out = true;
+          worker->child.kill(SIGKILL);
+        } else if (worker->ready && !worker->current && !worker->retiring && live > m_options.min_workers &&
+                   now - worker->idle_since >= m_options.idle_timeout && m_queue.empty()) {
+          worker->retiring = true;
+          --live;
+          ::shutdown(worker->fd, SHUT_RDWR);  // the worker reads end-of-file and exits with status 0
+        }
+      }
+      std::size_t to_spawn = 0;
+      if (!m_refused && live + m_spawning < m_options.min_workers) to_spawn = m_options.min_workers - live - m_spawning;
+      m_spawning += to_spawn;
+      const bool pump_now = m_pump_requested || !m_queue.empty();
+      m_pump_requested = false;
+      lock.unlock();
+      for (std::size_t i = 0; i < to_spawn; ++i) spawn();
+      if (pump_now) pump();
+      lock.lock();
+    }
+  }
+
+  ProcessPoolOptions m_options;
+  std::string m_fingerprint;
+  mutable std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<std::shared_ptr<Task>> m_queue;
+  std::list<std::shared_ptr<Worker>> m_workers;
+  std::size_t m_spawning = 0;
+  std::size_t m_readers = 0;
+  std::uint64_t m_next_id = 0;
+  bool m_stopping = false;
+  bool m_pump_requested = false;
+  std::exception_ptr m_refused;
+  TaskCounters m_counters;
+  std::thread m_watchdog;
+};
+
+}  // namespace scale::detail
+
+namespace scale {
+
+ProcessPoolManager::ProcessPoolManager(ProcessPoolOptions options)
+    : m_pool(std::make_shared<detail::ProcessPool>(options)) {
+  m_pool->start();
+}
+
+ProcessPoolManager::~ProcessPoolManager() { m_pool->shutdown(); }
+
+Future<void> ProcessPoolManager::submit(detail::Chunk chunk) { return m_pool->submit(std::move(chunk)); }
+std::size_t ProcessPoolManager::concurrency() const noexcept { return m_pool->max_workers(); }
+std::size_t ProcessPoolManager::auto_chunk_size(std::size_t items) const noexcept {
+  return std::max(ScalabilityManager::auto_chunk_size(items), std::min<std::size_t>(items, 64));
+}
+ManagerStats ProcessPoolManager::stats() const { return m_pool->stats(); }
+std::vector<pid_t> ProcessPoolManager::worker_pids() const { return m_pool->pids(); }
+
+}  // namespace scale

@@ -1,0 +1,426 @@
+// The TaskRegistry, the build fingerprint, and the worker's serve loop with the Scope backends
+// that reach the parent's memory and emitter over the link.
+
+#include <scale/detail/task_registry.hpp>
+#include <scale/detail/worker.hpp>
+
+#include <dlfcn.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include <scale/detail/event_backend.hpp>
+#include <scale/detail/memory_backend.hpp>
+#include <scale/detail/wire.hpp>
+#include <scale/shared_event_emitter.hpp>
+#include <scale/shared_memory.hpp>
+
+namespace scale::detail {
+
+// ----- registry -------------------------------------------------------------------------------
+
+namespace {
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, TaskInvoker, std::less<>> tasks;
+  std::set<std::string, std::less<>> ambiguous;
+};
+
+Registry& registry() {
+  static Registry* instance = new Registry();  // used during static initialization; never destroyed
+  return *instance;
+}
+
+std::mutex g_arguments_mutex;
+std::vector<std::string> g_arguments;
+
+}  // namespace
+
+std::string register_task(const char* type, const void* anchor, TaskInvoker invoker) {
+  std::uintptr_t offset = reinterpret_cast<std::uintptr_t>(anchor);
+  Dl_info info{};
+  if (dladdr(anchor, &info) != 0 && info.dli_fbase != nullptr) {
+    offset -= reinterpret_cast<std::uintptr_t>(info.dli_fbase);
+  }
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, "@%llx", static_cast<unsigned long long>(offset));
+  std::string name = std::string(type) + suffix;
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto [at, inserted] = r.tasks.emplace(name, invoker);
+  if (!inserted && at->second != invoker) r.ambiguous.insert(name);
+  return name;
+}
+
+TaskInvoker find_task(std::string_view name) {
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  if (r.ambiguous.count(name) != 0)
+    throw Error("scale: task '" + std::string(name) +
+                "' was registered twice with different functions; it cannot run in another process");
+  auto at = r.tasks.find(name);
+  if (at == r.tasks.end())
+    throw Error("scale: this worker has no task '" + std::string(name) +
+                "'; the worker runs a different build of the executable than its manager");
+  return at->second;
+}
+
+std::string build_fingerprint() {
+  std::uint64_t hash = 1469598103934665603ull;  // FNV-1a
+  auto mix = [&](std::string_view bytes) {
+    for (unsigned char c : bytes) {
+      hash ^= c;
+      hash *= 1099511628211ull;
+    }
+    hash ^= 0xff;
+    hash *= 1099511628211ull;
+  };
+  {
+    auto& r = registry();
+    std::lock_guard lock(r.mutex);
+    for (auto& [name, invoker] : r.tasks) mix(name);
+  }
+  struct stat st {};
+  if (::stat("/proc/self/exe", &st) == 0) {
+    mix(std::to_string(st.st_size));
+    mix(std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec));
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
+std::uint64_t read_le(std::string_view bytes, std::size_t& offset, std::size_t size) {
+  if (offset + size > bytes.size()) throw Error("scale: a task frame ends early; the peer speaks another protocol");
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < size; ++i)
+    value |= std::uint64_t{static_cast<unsigned char>(bytes[offset + i])} << (8 * i);
+  offset += size;
+  return value;
+}
+
+std::vector<std::string> program_arguments() {
+  std::lock_guard lock(g_arguments_mutex);
+  return g_arguments;
+}
+
+void set_program_arguments(std::vector<std::string> arguments) {
+  std::lock_guard lock(g_arguments_mutex);
+  g_arguments = std::move(arguments);
+}
+
+// ----- the parent answers scope requests ------------------------------------------------------
+
+namespace {
+
+nlohmann::json entry_to_json(const Entry& entry) {
+  return {{"key", entry.key}, {"value", entry.value}, {"revision", entry.revision}, {"timestamp_ms", entry.timestamp_ms}};
+}
+
+Entry entry_from_json(const nlohmann::json& json) {
+  return Entry{json.at("key").get<std::string>(), json.at("value"), json.at("revision").get<Revision>(),
+               json.at("timestamp_ms").get<std::int64_t>()};
+}
+
+nlohmann::json run_scope_call(SharedMemory* memory, SharedEventEmitter* events, const nlohmann::json& request) {
+  const std::string op = request.at("op").get<std::string>();
+  if (op == "emit") {
+    if (!events) throw Error("scale: scope.emit needs iterator.use_scope(memory, events)");
+    events->emit(request.at("event").get<std::string>(), request.at("payload")).get();
+    return nullptr;
+  }
+  if (!memory) throw Error("scale: this function uses the scope but the Iterator has no shared state: call use_scope");
+  if (op == "set") return memory->set(request.at("object")).get();
+  if (op == "entry") {
+    auto found = memory->entry(request.at("key").get<std::string>()).get();
+    return found ? entry_to_json(*found) : nlohmann::json(nullptr);
+  }
+  if (op == "erase") return memory->erase(request.at("key").get<std::string>()).get();
+  if (op == "cas")
+    return memory
+        ->compare_and_set(request.at("key").get<std::string>(), request.at("expected").get<Revision>(),
+                          request.at("value"))
+        .get();
+  if (op == "increment")
+    return memory->increment(request.at("key").get<std::string>(), request.at("by").get<std::int64_t>()).get();
+  if (op == "list") {
+    nlohmann::json entries = nlohmann::json::array();
+    for (auto& entry : memory->list(request.at("prefix").get<std::string>()).get()) entries.push_back(entry_to_json(entry));
+    return entries;
+  }
+  throw Error("scale: unknown scope call '" + op + "' from a worker");
+}
+
+}  // namespace
+
+std::string answer_scope_request(SharedMemory* memory, SharedEventEmitter* events, std::string_view request) {
+  std::string reply;
+  try {
+    auto call = nlohmann::json::from_msgpack(request.begin(), request.end(), /*strict=*/true);
+    nlohmann::json value = run_scope_call(memory, events, call);
+    reply.push_back('\0');
+    nlohmann::json::to_msgpack(value, reply);
+  } catch (...) {
+    reply.assign(1, '\1');
+    encode_exception(std::current_exception(), reply);
+  }
+  return reply;
+}
+
+// ----- the worker -------------------------------------------------------------------------------
+
+namespace {
+
+/// The worker's side of its link: one writer lock, replies matched to pending scope calls.
+class WorkerLink {
+ public:
+  explicit WorkerLink(ChildLink link) : m_link(link) {}
+
+  void send(FrameType type, std::uint64_t id, std::string_view payload) {
+    std::string frame;
+    encode_frame(frame, type, id, payload);
+    std::lock_guard lock(m_write_mutex);
+    if (!send_all(m_link.fd, frame)) leave();
+  }
+
+  Future<nlohmann::json> call(nlohmann::json request) {
+    Promise<nlohmann::json> promise;
+    Future<nlohmann::json> reply = promise.get_future();
+    std::string payload;
+    nlohmann::json::to_msgpack(request, payload);
+    std::uint64_t id;
+    {
+      std::lock_guard lock(m_mutex);
+      id = ++m_next_id;
+      m_pending.emplace(id, std::move(promise));
+    }
+    send(FrameType::scope_request, id, payload);
+    return reply;
+  }
+
+  /// The reader thread: tasks to the queue, replies to their callers; exits the process on EOF.
+  void read_loop() {
+    FrameReader reader;
+    for (;;) {
+      pollfd pfd{m_link.fd, POLLIN, 0};
+      int ready = ::poll(&pfd, 1, 1000);
+      if (ready == 0) {
+        if (::getppid() != m_link.parent_pid) leave();
+        continue;
+      }
+      if (ready < 0) {
+        if (errno == EINTR) continue;
+        leave();
+      }
+      auto room = reader.prepare();
+      ssize_t n = ::read(m_link.fd, room.data(), room.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) leave();
+      reader.commit(static_cast<std::size_t>(n));
+      try {
+        while (auto frame = reader.next()) dispatch(std::move(*frame));
+      } catch (const std::exception& error) {
+        log_error(std::string("worker: bad frame from the manager: ") + error.what());
+        leave();
+      }
+    }
+  }
+
+  /// The next task, waiting for one.
+  Frame next_task() {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return !m_tasks.empty(); });
+    Frame frame = std::move(m_tasks.front());
+    m_tasks.pop_front();
+    return frame;
+  }
+
+  [[noreturn]] static void leave() {
+    std::fflush(nullptr);
+    std::_Exit(0);
+  }
+
+ private:
+  void dispatch(Frame frame) {
+    switch (frame.type) {
+      case FrameType::task: {
+        {
+          std::lock_guard lock(m_mutex);
+          m_tasks.push_back(std::move(frame));
+        }
+        m_cv.notify_one();
+        return;
+      }
+      case FrameType::scope_reply: {
+        std::optional<Promise<nlohmann::json>> promise;
+        {
+          std::lock_guard lock(m_mutex);
+          auto at = m_pending.find(frame.id);
+          if (at == m_pending.end()) return;
+          promise.emplace(std::move(at->second));
+          m_pending.erase(at);
+        }
+        std::string_view payload = frame.payload;
+        try {
+          if (payload.empty()) throw Error("scale: an empty scope reply from the manager");
+          if (payload[0] == '\0') {
+            auto value = nlohmann::json::from_msgpack(payload.begin() + 1, payload.end(), /*strict=*/true);
+            promise->set_value(std::move(value));
+          } else {
+            throw decode_exception(payload.substr(1));
+          }
+        } catch (...) {
+          promise->set_exception(std::current_exception());
+        }
+        return;
+      }
+      case FrameType::shutdown:
+        leave();
+      default:
+        return;
+    }
+  }
+
+  ChildLink m_link;
+  std::mutex m_write_mutex;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<Frame> m_tasks;
+  std::unordered_map<std::uint64_t, Promise<nlohmann::json>> m_pending;
+  std::uint64_t m_next_id = 0;
+};
+
+template <class R>
+Future<R> reply_as(Future<nlohmann::json> reply) {
+  nlohmann::json value = co_await std::move(reply);
+  co_return value.get<R>();
+}
+
+Future<std::optional<Entry>> reply_as_entry(Future<nlohmann::json> reply) {
+  nlohmann::json value = co_await std::move(reply);
+  if (value.is_null()) co_return std::nullopt;
+  co_return entry_from_json(value);
+}
+
+Future<std::vector<Entry>> reply_as_entries(Future<nlohmann::json> reply) {
+  nlohmann::json value = co_await std::move(reply);
+  std::vector<Entry> entries;
+  for (auto& entry : value) entries.push_back(entry_from_json(entry));
+  co_return entries;
+}
+
+Future<void> reply_as_void(Future<nlohmann::json> reply) { co_await std::move(reply); }
+
+/// A SharedMemory in a worker: every call is answered by the parent's memory.
+class LinkMemory final : public MemoryBackend {
+ public:
+  explicit LinkMemory(WorkerLink* link) : m_link(link) {}
+  Future<Revision> set_many(nlohmann::json object) override {
+    nlohmann::json request = {{"op", "set"}, {"object", std::move(object)}};
+    return reply_as<Revision>(m_link->call(std::move(request)));
+  }
+  Future<std::optional<Entry>> entry(std::string key) override {
+    nlohmann::json request = {{"op", "entry"}, {"key", std::move(key)}};
+    return reply_as_entry(m_link->call(std::move(request)));
+  }
+  Future<bool> erase(std::string key) override {
+    nlohmann::json request = {{"op", "erase"}, {"key", std::move(key)}};
+    return reply_as<bool>(m_link->call(std::move(request)));
+  }
+  Future<bool> compare_and_set(std::string key, Revision expected, nlohmann::json value) override {
+    nlohmann::json request = {{"op", "cas"}, {"key", std::move(key)}, {"expected", expected}, {"value", std::move(value)}};
+    return reply_as<bool>(m_link->call(std::move(request)));
+  }
+  Future<std::int64_t> increment(std::string key, std::int64_t by) override {
+    nlohmann::json request = {{"op", "increment"}, {"key", std::move(key)}, {"by", by}};
+    return reply_as<std::int64_t>(m_link->call(std::move(request)));
+  }
+  Future<std::vector<Entry>> list(std::string prefix) override {
+    nlohmann::json request = {{"op", "list"}, {"prefix", std::move(prefix)}};
+    return reply_as_entries(m_link->call(std::move(request)));
+  }
+  void watch(std::string, Revision, std::shared_ptr<SubscriptionQueue<Change>> queue) override {
+    queue->set_error(std::make_exception_ptr(
+        Error("scale: watch is not available inside a process-pool worker; watch in the parent")));
+  }
+
+ private:
+  WorkerLink* m_link;
+};
+
+class LinkEvents final : public EventBackend {
+ public:
+  explicit LinkEvents(WorkerLink* link) : m_link(link) {}
+  Future<void> emit(std::string event, nlohmann::json payload) override {
+    nlohmann::json request = {{"op", "emit"}, {"event", std::move(event)}, {"payload", std::move(payload)}};
+    return reply_as_void(m_link->call(std::move(request)));
+  }
+  void subscribe(std::string, std::shared_ptr<SubscriptionQueue<nlohmann::json>> queue) override {
+    queue->set_error(std::make_exception_ptr(
+        Error("scale: subscribing is not available inside a process-pool worker; subscribe in the parent")));
+  }
+
+ private:
+  WorkerLink* m_link;
+};
+
+void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events, const Frame& frame) {
+  std::string out;
+  try {
+    std::string_view payload = frame.payload;
+    std::size_t offset = 0;
+    const auto name_length = static_cast<std::size_t>(read_le(payload, offset, 4));
+    if (offset + name_length > payload.size()) throw Error("scale: a task frame ends early");
+    std::string_view name = payload.substr(offset, name_length);
+    offset += name_length;
+    const auto flags = static_cast<unsigned char>(read_le(payload, offset, 1));
+    TaskInput input;
+    input.count = static_cast<std::size_t>(read_le(payload, offset, 8));
+    const auto extra_length = static_cast<std::size_t>(read_le(payload, offset, 4));
+    if (offset + extra_length > payload.size()) throw Error("scale: a task frame ends early");
+    input.extra = payload.substr(offset, extra_length);
+    input.items = payload.substr(offset + extra_length);
+    input.memory = (flags & task_has_memory) ? &memory : nullptr;
+    input.events = (flags & task_has_events) ? &events : nullptr;
+    TaskInvoker invoker = find_task(name);
+    invoker(input, out);
+  } catch (...) {
+    std::string error;
+    encode_exception(std::current_exception(), error);
+    link.send(FrameType::error, frame.id, error);
+    return;
+  }
+  link.send(FrameType::result, frame.id, out);
+}
+
+}  // namespace
+
+void serve_as_worker(const ChildLink& child) {
+  // NOTE: never destroyed: the process ends with _Exit while the reader thread still runs.
+  auto* link = new WorkerLink(child);
+  SharedMemory memory(std::make_shared<LinkMemory>(link));
+  SharedEventEmitter events(std::make_shared<LinkEvents>(link));
+  link->send(FrameType::hello, 0, build_fingerprint());
+  std::thread([link] { link->read_loop(); }).detach();
+  for (;;) {
+    Frame task = link->next_task();
+    run_task(*link, memory, events, task);
+  }
+}
+
+}  // namespace scale::detail

@@ -1,0 +1,317 @@
+// ProcessPoolManager: workers are children of this very test executable. main() builds the
+// Runtime from argc/argv first: in a worker it serves tasks and never returns, so a child never
+// runs the test suite. In the parent the Runtime is then destroyed again, and every test case
+// (and the Iterator behaviour suite included below) builds its own, one at a time.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <scale/scale.hpp>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
+
+struct ProcessPoolFactory {
+  static constexpr bool ships = true;  // values and functions cross a process boundary
+  static std::unique_ptr<scale::ScalabilityManager> make() {
+    return std::make_unique<scale::ProcessPoolManager>(scale::ProcessPoolOptions{.max_workers = 2, .min_workers = 1});
+  }
+};
+
+#define SCALE_ITERATOR_FACTORIES ProcessPoolFactory
+#define SCALE_ITERATOR_TAGS "[iterator][process_pool]"
+#include "iterator_suite.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// The canonical program's function: captures nothing, reads the multiplier through the scope.
+auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int> {
+  int multiplier = co_await scope.get<int>("multiplier");
+  co_return number * multiplier;
+};
+
+auto slow_square = [](int x) {
+  std::this_thread::sleep_for(100us);
+  return x * x;
+};
+
+auto abort_on_4321 = [](int x) {
+  if (x == 4321) std::abort();
+  return x + 1;
+};
+
+auto hang_on_7 = [](int x) {
+  if (x == 7) std::this_thread::sleep_for(1h);
+  return x;
+};
+
+struct BadInput : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+auto throw_on_5 = [](int x) {
+  if (x == 5) throw BadInput("five is not allowed");
+  return x;
+};
+
+auto my_pid = [](int) { return static_cast<int>(::getpid()); };
+
+int add_one(int x) { return x + 1; }
+
+/// A type with no JSON conversion and not trivially copyable.
+struct Opaque {
+  std::string text;
+};
+
+auto opaque_length = [](Opaque o) { return o.text.size(); };
+
+auto count_and_emit = [](int x, scale::Scope& scope) -> scale::Future<int> {
+  co_await scope.increment("count", 1);
+  co_await scope.emit("item", x);
+  co_return x;
+};
+
+std::size_t open_fds() {
+  std::size_t count = 0;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    while (auto* entry = ::readdir(dir))
+      if (entry->d_name[0] != '.') ++count;
+    ::closedir(dir);
+  }
+  return count;
+}
+
+/// Children of this process (any state), from /proc.
+std::vector<pid_t> children_of_self() {
+  std::vector<pid_t> children;
+  const pid_t self = ::getpid();
+  if (DIR* dir = ::opendir("/proc")) {
+    while (auto* entry = ::readdir(dir)) {
+      const pid_t pid = static_cast<pid_t>(std::atoi(entry->d_name));
+      if (pid <= 0) continue;
+      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+      std::string line;
+      std::getline(stat, line);
+      auto close = line.rfind(')');
+      if (close == std::string::npos) continue;
+      char state = 0;
+      int ppid = 0;
+      if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == self) children.push_back(pid);
+    }
+    ::closedir(dir);
+  }
+  return children;
+}
+
+bool eventually(auto condition, std::chrono::milliseconds limit = 5000ms) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return condition();
+}
+
+}  // namespace
+
+TEST_CASE("the canonical program's map runs in child processes and reads the parent's memory", "[process_pool]") {
+  scale::Runtime runtime;
+  int code = runtime.run([]() -> scale::Future<int> {
+    scale::SharedMemory memory;
+    scale::SharedEventEmitter events;
+    scale::ProcessPoolManager manager;
+    scale::Iterator<int> numbers({1, 2, 3, 4, 5}, manager);
+    numbers.use_scope(memory);
+
+    co_await memory.set("multiplier", 10);
+    std::vector<int> result = co_await numbers.map(times_multiplier);
+    for (int i = 0; i < 5; ++i) REQUIRE(result[static_cast<std::size_t>(i)] == (i + 1) * 10);
+    co_await events.emit("success!");
+    REQUIRE(manager.stats().workers_spawned >= 1);
+    co_return 0;
+  });
+  REQUIRE(code == 0);
+}
+
+TEST_CASE("work runs in other processes, and scope writes and emits reach the parent", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  scale::SharedMemory memory;
+  scale::SharedEventEmitter events;
+  std::atomic<int> emitted{0};
+  auto subscription = events.on("item", [&](const nlohmann::json&) { ++emitted; });
+  subscription.ready().get();
+  scale::Iterator<int> numbers(iterator_suite::iota(100), manager);
+  numbers.use_scope(memory, events);
+  std::vector<int> pids = numbers.map(my_pid, {.chunk_size = 10}).get();
+  for (int pid : pids) REQUIRE(pid != ::getpid());
+  REQUIRE(numbers.map(count_and_emit).get().size() == 100);
+  REQUIRE(memory.get<int>("count").get() == 100);
+  REQUIRE(eventually([&] { return emitted.load() == 100; }));
+  REQUIRE(numbers.map(scale::fn<&add_one>).get()[99] == 100);
+}
+
+TEST_CASE("a child killed with kill -9 mid-map has its chunk rerun: all 10,000 results, in order", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  scale::Iterator<int> numbers(iterator_suite::iota(10'000), manager);
+  auto pending = numbers.map(slow_square);  // about 0.5 s of work per worker
+  REQUIRE(eventually([&] { return !manager.worker_pids().empty() && manager.stats().tasks_running > 0; }));
+  std::this_thread::sleep_for(100ms);
+  const pid_t victim = manager.worker_pids().front();
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  std::vector<int> result = pending.get();
+  REQUIRE(result.size() == 10'000);
+  for (int i = 0; i < 10'000; ++i) REQUIRE(result[static_cast<std::size_t>(i)] == i * i);
+  auto stats = manager.stats();
+  REQUIRE(stats.workers_lost >= 1);
+  REQUIRE(stats.tasks_retried >= 1);
+  REQUIRE(stats.tasks_failed == 0);
+}
+
+TEST_CASE("an item that aborts its worker every time fails the call with WorkerLost naming that item",
+          "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  scale::Iterator<int> numbers(iterator_suite::iota(10'000), manager);
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    numbers.map(abort_on_4321).get();
+    FAIL("the map should have failed");
+  } catch (const scale::WorkerLost& lost) {
+    CHECK(lost.index() == 4321);
+    CHECK(lost.attempts() == 4);  // the first run and max_retries (3) reruns
+    CHECK_THAT(lost.status(), Catch::Contains("SIGABRT"));
+    CHECK_THAT(std::string(lost.what()), Catch::Contains("item 4321"));
+  }
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+  // The pool is still usable.
+  REQUIRE(numbers.map(slow_square, {.chunk_size = 5000}).get()[3] == 9);
+}
+
+TEST_CASE("a hung item with a timeout fails the call instead of hanging", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  scale::Iterator<int> numbers(iterator_suite::iota(10), manager);
+  const auto started = std::chrono::steady_clock::now();
+  scale::RunOptions options{.chunk_size = 1, .max_retries = 1, .timeout = 200ms};
+  try {
+    numbers.map(hang_on_7, options).get();
+    FAIL("the map should have failed");
+  } catch (const scale::WorkerLost& lost) {
+    CHECK(lost.index() == 7);
+    CHECK_THAT(lost.status(), Catch::Contains("timed out after 200 ms") && Catch::Contains("SIGKILL"));
+  }
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+  // The pool is still usable.
+  REQUIRE(numbers.map(iterator_suite::twice).get()[9] == 18);
+}
+
+TEST_CASE("an exception in a worker arrives as RemoteError with its type, and the pool stays usable",
+          "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  scale::Iterator<int> numbers(iterator_suite::iota(20), manager);
+  try {
+    numbers.map(throw_on_5, {.chunk_size = 4}).get();
+    FAIL("the map should have failed");
+  } catch (const scale::RemoteError& error) {
+    CHECK_THAT(error.type_name(), Catch::Contains("BadInput"));
+    CHECK(error.message() == "five is not allowed");
+  }
+  CHECK(manager.stats().tasks_retried == 0);
+  CHECK(manager.stats().workers_lost == 0);
+  REQUIRE(numbers.map(iterator_suite::twice).get()[19] == 38);
+}
+
+TEST_CASE("a capturing lambda fails at once with an Error that says to capture nothing", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  scale::Iterator<int> numbers(iterator_suite::iota(20), manager);
+  int offset = 3;
+  auto captures = [offset](int x) { return x + offset; };
+  REQUIRE_THROWS_WITH(numbers.map(captures).get(),
+                      Catch::Contains("capture nothing") && Catch::Contains("scope"));
+  REQUIRE_THROWS_AS(numbers.for_each(captures).get(), scale::Error);
+  REQUIRE_THROWS_WITH(numbers.map(&add_one).get(), Catch::Contains("scale::fn<&"));
+  REQUIRE(manager.stats().workers_spawned == 0);  // nothing was sent anywhere
+  // The thread tiers take the same lambda.
+  scale::ThreadPoolManager threads(2);
+  scale::Iterator<int> on_threads(iterator_suite::iota(20), threads);
+  REQUIRE(on_threads.map(captures).get()[0] == 3);
+}
+
+TEST_CASE("a value type without to_json fails at once with an Error that says to add it", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  std::vector<Opaque> items{{"a"}, {"bb"}};
+  scale::Iterator<Opaque> opaque(items, manager);
+  REQUIRE_THROWS_WITH(opaque.map(opaque_length).get(), Catch::Contains("to_json"));
+  REQUIRE(manager.stats().workers_spawned == 0);
+}
+
+TEST_CASE("100 maps in a row leak no descriptors and leave no zombie children", "[process_pool]") {
+  scale::Runtime runtime;
+  const std::size_t fds_before = open_fds();
+  for (int round = 0; round < 100; ++round) {
+    scale::ProcessPoolManager manager({.max_workers = 2});
+    scale::Iterator<int> numbers(iterator_suite::iota(100), manager);
+    REQUIRE(numbers.map(iterator_suite::twice).get()[99] == 198);
+  }
+  REQUIRE(eventually([] { return children_of_self().empty(); }));
+  REQUIRE(eventually([&] { return open_fds() == fds_before; }));
+  if (open_fds() != fds_before) (void)std::system(("ls -l /proc/" + std::to_string(::getpid()) + "/fd >&2").c_str());
+}
+
+TEST_CASE("stats report workers and tasks; idle workers exit after idle_timeout", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2, .idle_timeout = 300ms});
+  REQUIRE(manager.stats().workers_alive == 0);  // spawned on demand only
+  scale::Iterator<int> numbers(iterator_suite::iota(1000), manager);
+  REQUIRE(numbers.map(slow_square, {.chunk_size = 100}).get()[10] == 100);
+  auto stats = manager.stats();
+  CHECK(stats.workers_spawned == 2);
+  CHECK(stats.workers_alive == 2);
+  CHECK(stats.tasks_done == 10);
+  CHECK(stats.tasks_queued == 0);
+  CHECK(stats.tasks_running == 0);
+  CHECK(stats.tasks_failed == 0);
+  CHECK(stats.tasks_retried == 0);
+  REQUIRE(eventually([&] { return manager.stats().workers_alive == 0; }));
+  CHECK(manager.stats().workers_lost == 0);
+  // New work spawns again.
+  REQUIRE(numbers.map(iterator_suite::twice).get()[1] == 2);
+}
+
+TEST_CASE("min_workers are started with the manager and kept through idle_timeout", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2, .min_workers = 1, .idle_timeout = 100ms});
+  REQUIRE(eventually([&] { return manager.stats().workers_alive == 1; }));
+  scale::Iterator<int> numbers(iterator_suite::iota(1000), manager);
+  numbers.map(slow_square, {.chunk_size = 100}).get();
+  REQUIRE(eventually([&] { return manager.stats().workers_alive == 1; }));
+  std::this_thread::sleep_for(300ms);
+  CHECK(manager.stats().workers_alive == 1);
+}
+
+int main(int argc, char** argv) {
+  // In a worker this serves tasks and never returns. In the parent the Runtime goes away again:
+  // each test case builds its own.
+  { scale::Runtime runtime(argc, argv); }
+  return Catch::Session().run(argc, argv);
+}
