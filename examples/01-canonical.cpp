@@ -1,5 +1,6 @@
 // The canonical program: a map whose worker function reads shared state through its Scope.
-// Change the manager (InlineManager, ThreadPoolManager, ...) and nothing else changes.
+// It runs in child processes of this executable (ProcessPoolManager); change the manager
+// (InlineManager, ThreadPoolManager, ...) and nothing else changes.
 // Run: make demo   (or build/examples/01-canonical)
 #include <scale/scale.hpp>
 #include <cassert>
@@ -16,7 +17,7 @@ int main(int argc, char** argv) {
   return runtime.run([]() -> scale::Future<int> {
     scale::SharedMemory memory;               // or "http://localhost:12345", "redis://host:6379"
     scale::SharedEventEmitter events;         // same URLs
-    scale::ThreadPoolManager manager;         // or InlineManager; ProcessPoolManager, ClusterManager to come
+    scale::ProcessPoolManager manager;        // or InlineManager, ThreadPoolManager, ClusterManager
     scale::Iterator<int> numbers({1, 2, 3, 4, 5}, manager);
     numbers.use_scope(memory);
 

@@ -10,10 +10,10 @@ auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int
 };
 
 int main(int argc, char** argv) {
-  scale::Runtime runtime(argc, argv);
+  scale::Runtime runtime(argc, argv);  // in a worker process: serves tasks, then exits
   scale::SharedMemory memory;
   scale::SharedEventEmitter events;
-  scale::ThreadPoolManager manager;
+  scale::ProcessPoolManager manager;  // the map runs in child processes of this executable
   scale::Iterator<int> numbers({1, 2, 3, 4, 5}, manager);
   numbers.use_scope(memory);
 

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -270,7 +272,16 @@ class RuntimeImpl {
 
 namespace scale {
 
-Runtime::Runtime() : m_impl(std::make_unique<detail::RuntimeImpl>()) {}
+Runtime::Runtime() : m_impl(std::make_unique<detail::RuntimeImpl>()) {
+  // A worker whose main built Runtime() without argc/argv still must not run the program as a
+  // parent would (it would spawn workers of its own): find the flag on the command line.
+  if (std::getenv(detail::link_fd_env) == nullptr) return;
+  std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
+  for (std::string arg; std::getline(cmdline, arg, '\0');)
+    if (arg == detail::worker_flag) {
+      if (auto link = detail::child_link()) detail::serve_as_worker(*link);
+    }
+}
 
 Runtime::Runtime(int& argc, char** argv) : Runtime() {
   // Flags that take their value as the next argument when not written as --flag=value.
