@@ -71,6 +71,30 @@ struct Worker {
 }  // namespace
 
 class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
+  /// The pool's lock. Promises completed while it is held complete after it is released: a
+  /// completion may run its continuation inline (no loop running) and submit again.
+  class Locked {
+   public:
+    explicit Locked(ProcessPool& pool) : m_pool(pool), m_lock(pool.m_mutex) {}
+    ~Locked() {
+      auto ready = std::move(m_pool.m_ready);
+      m_pool.m_ready.clear();
+      m_lock.unlock();
+      for (auto& [promise, error] : ready) {
+        if (error)
+          promise.set_exception(std::move(error));
+        else
+          promise.set_value();
+      }
+    }
+    Locked(const Locked&) = delete;
+    Locked& operator=(const Locked&) = delete;
+
+   private:
+    ProcessPool& m_pool;
+    std::unique_lock<std::mutex> m_lock;
+  };
+
  public:
   explicit ProcessPool(ProcessPoolOptions options) : m_options(options), m_fingerprint(build_fingerprint()) {
     if (m_options.max_workers == 0) m_options.max_workers = std::max(1u, std::thread::hardware_concurrency());
@@ -82,7 +106,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   void start() {
     for (std::size_t i = 0; i < m_options.min_workers; ++i) {
       {
-        std::lock_guard lock(m_mutex);
+        Locked lock(*this);
         ++m_spawning;
       }
       try {
@@ -118,11 +142,11 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     task->chunk = std::move(chunk);
     Future<void> future = task->group->promise.get_future();
     {
-      std::lock_guard lock(m_mutex);
+      Locked lock(*this);
       if (m_stopping || m_refused) {
         auto error = m_stopping ? std::make_exception_ptr(Stopped()) : m_refused;
-        ++m_counters.failed;
-        task->group->promise.set_exception(error);
+        task->group->remaining = 1;
+        finish_locked(*task, error);
         return future;
       }
       m_queue.push_back(std::move(task));
@@ -137,7 +161,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   void shutdown() {
     std::deque<std::shared_ptr<Task>> abandoned;
     {
-      std::unique_lock lock(m_mutex);
+      Locked lock(*this);
       m_stopping = true;
       abandoned.swap(m_queue);
       m_counters.queued -= abandoned.size();
@@ -164,7 +188,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     std::vector<Assignment> assignments;
     std::size_t to_spawn = 0;
     {
-      std::lock_guard lock(m_mutex);
+      Locked lock(*this);
       if (m_stopping) return;
       for (auto& worker : m_workers) {
         if (m_queue.empty()) break;
@@ -221,7 +245,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     } catch (...) {
       auto error = std::current_exception();
       {
-        std::lock_guard lock(m_mutex);
+        Locked lock(*this);
         if (a.worker->current == a.task) {
           a.worker->current = nullptr;
           a.worker->idle_since = Clock::now();
@@ -260,7 +284,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   void spawned(ChildProcess child, std::exception_ptr error) {
     std::shared_ptr<Worker> worker;
     {
-      std::lock_guard lock(m_mutex);
+      Locked lock(*this);
       --m_spawning;
       if (error || m_stopping) {
         if (error && !m_stopping) {
@@ -312,7 +336,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       }
     }
     worker_gone(worker, refused);
-    std::lock_guard lock(m_mutex);
+    Locked lock(*this);
     --m_readers;
     m_cv.notify_all();
   }
@@ -328,7 +352,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           return false;
         }
         {
-          std::lock_guard lock(m_mutex);
+          Locked lock(*this);
           worker.ready = true;
           worker.idle_since = Clock::now();
         }
@@ -339,7 +363,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       case FrameType::error: {
         std::shared_ptr<Task> task;
         {
-          std::lock_guard lock(m_mutex);
+          Locked lock(*this);
           if (!worker.current || worker.task_id != frame.id) return true;
           task = std::move(worker.current);
           worker.current = nullptr;
@@ -358,7 +382,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         }
         if (error) task->chunk.job->cancel();
         {
-          std::lock_guard lock(m_mutex);
+          Locked lock(*this);
           finish_locked(*task, error);
         }
         pump();
@@ -368,7 +392,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         SharedMemory* memory = nullptr;
         SharedEventEmitter* events = nullptr;
         {
-          std::lock_guard lock(m_mutex);
+          Locked lock(*this);
           if (worker.current) {
             memory = worker.current->chunk.job->scope_memory();
             events = worker.current->chunk.job->scope_events();
@@ -394,7 +418,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       exit = worker->child.wait_for(std::chrono::seconds(2));
     }
     std::string status = exit ? exit->describe() : std::string("its link closed");
-    std::lock_guard lock(m_mutex);
+    Locked lock(*this);
     if (worker->timed_out)
       status = "timed out after " + std::to_string(worker->timeout.count()) + " ms, then " + status;
     m_workers.remove(worker);
@@ -466,13 +490,13 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (error) {
       group.finished = true;
       ++m_counters.failed;
-      group.promise.set_exception(std::move(error));
+      m_ready.emplace_back(std::move(group.promise), std::move(error));
       return;
     }
     if (--group.remaining == 0) {
       group.finished = true;
       ++m_counters.done;
-      group.promise.set_value();
+      m_ready.emplace_back(std::move(group.promise), nullptr);
     }
   }
 
@@ -531,6 +555,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   bool m_stopping = false;
   bool m_pump_requested = false;
   std::exception_ptr m_refused;
+  std::vector<std::pair<Promise<void>, std::exception_ptr>> m_ready;  // completed after unlocking
   TaskCounters m_counters;
   std::thread m_watchdog;
 };
