@@ -48,6 +48,14 @@ struct Task {
   unsigned attempts = 0;  // times this exact range was lost with its worker
 };
 
+struct InFlight {
+  std::shared_ptr<Task> task;
+  std::uint64_t id = 0;
+};
+
+/// Tasks a worker holds at once (see ProcessPool::pump).
+constexpr std::size_t pipeline_depth = 2;
+
 struct Worker {
   ChildProcess child;
   pid_t pid = -1;
@@ -55,12 +63,16 @@ struct Worker {
   bool ready = false;     // hello received and accepted
   bool retiring = false;  // idle timeout: its link is shut down, its exit is not a loss
   bool timed_out = false;
-  std::shared_ptr<Task> current;
-  std::uint64_t task_id = 0;
-  Clock::time_point deadline = Clock::time_point::max();
-  std::chrono::milliseconds timeout{0};
+  std::deque<InFlight> inflight;  // sent, in the order the worker runs them; the first is running
+  Clock::time_point deadline = Clock::time_point::max();  // of the first
+  std::chrono::milliseconds timeout{0};                   // of the first
   Clock::time_point idle_since = Clock::now();
   std::mutex write_mutex;
+
+  void start_front(std::chrono::milliseconds limit) {
+    timeout = limit;
+    deadline = limit.count() > 0 ? Clock::now() + limit : Clock::time_point::max();
+  }
 
   bool send(std::string_view frame) {
     std::lock_guard lock(write_mutex);
@@ -177,42 +189,36 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
  private:
   // ----- assigning work -----
 
-  struct Assignment {
-    std::shared_ptr<Worker> worker;
-    std::shared_ptr<Task> task;
-    std::uint64_t id;
-  };
-
-  /// Gives queued tasks to idle workers and spawns workers for the rest (up to the maximum).
+  /// Gives queued tasks to workers and spawns workers for the rest (up to the maximum). A worker
+  /// holds up to pipeline_depth tasks: it runs the first while the next one is already on its way,
+  /// so a round trip never leaves it idle. Sends happen under the lock, so each worker receives
+  /// its tasks in the order of its in-flight list.
   void pump() {
-    std::vector<Assignment> assignments;
     std::size_t to_spawn = 0;
     {
       Locked lock(*this);
       if (m_stopping) return;
-      for (auto& worker : m_workers) {
-        if (m_queue.empty()) break;
-        if (!worker->ready || worker->retiring || worker->current) continue;
-        auto task = take_next_locked();
-        if (!task) break;
-        worker->current = task;
-        worker->task_id = ++m_next_id;
-        worker->timeout = task->chunk.job->policy().timeout;
-        worker->deadline =
-            worker->timeout.count() > 0 ? Clock::now() + worker->timeout : Clock::time_point::max();
-        ++m_counters.running;
-        assignments.push_back(Assignment{worker, std::move(task), worker->task_id});
+      // Idle workers first, then second slots, so that work spreads before it queues up.
+      for (std::size_t depth = 0; depth < pipeline_depth && !m_queue.empty(); ++depth) {
+        for (auto& worker : m_workers) {
+          if (m_queue.empty()) break;
+          if (!worker->ready || worker->retiring || worker->inflight.size() != depth) continue;
+          if (auto task = take_next_locked()) send_task_locked(worker, std::move(task));
+        }
+        if (depth == 0) {
+          std::size_t available = m_spawning;
+          for (auto& worker : m_workers)
+            if (!worker->retiring && worker->inflight.empty()) ++available;
+          const std::size_t total = m_workers.size() + m_spawning;
+          if (m_queue.size() > available && total < m_options.max_workers) {
+            to_spawn = std::min(m_queue.size() - available, m_options.max_workers - total);
+            m_spawning += to_spawn;
+            break;  // leave the rest for the new workers
+          }
+        }
       }
-      std::size_t available = m_spawning;
-      for (auto& worker : m_workers)
-        if (!worker->retiring && !worker->current) ++available;
-      const std::size_t total = m_workers.size() + m_spawning;
-      if (m_queue.size() > available && total < m_options.max_workers)
-        to_spawn = std::min(m_queue.size() - available, m_options.max_workers - total);
-      m_spawning += to_spawn;
     }
     for (std::size_t i = 0; i < to_spawn; ++i) spawn();
-    for (auto& assignment : assignments) send_task(assignment);
   }
 
   /// The next queued task whose call still wants it; cancelled ones are skipped here.
@@ -227,38 +233,32 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return nullptr;
   }
 
-  void send_task(const Assignment& a) {
+  void send_task_locked(const std::shared_ptr<Worker>& worker, std::shared_ptr<Task> task) {
+    const std::uint64_t id = ++m_next_id;
     std::string frame;
     try {
-      const Job& job = *a.task->chunk.job;
+      const Job& job = *task->chunk.job;
       const std::string& name = job.task_name();
-      const std::size_t at = begin_frame(frame, FrameType::task, a.id);
+      const std::size_t at = begin_frame(frame, FrameType::task, id);
       append_u32(frame, static_cast<std::uint32_t>(name.size()));
       frame += name;
       unsigned char flags = 0;
       if (job.scope_memory()) flags |= task_has_memory;
       if (job.scope_events()) flags |= task_has_events;
       frame.push_back(static_cast<char>(flags));
-      append_u64(frame, a.task->chunk.size());
-      job.encode_task(a.task->chunk.begin, a.task->chunk.end, frame);
+      append_u64(frame, task->chunk.size());
+      job.encode_task(task->chunk.begin, task->chunk.end, frame);
       end_frame(frame, at);
     } catch (...) {
-      auto error = std::current_exception();
-      {
-        Locked lock(*this);
-        if (a.worker->current == a.task) {
-          a.worker->current = nullptr;
-          a.worker->idle_since = Clock::now();
-          --m_counters.running;
-        }
-        a.task->chunk.job->cancel();
-        finish_locked(*a.task, error);
-      }
-      pump();
+      task->chunk.job->cancel();
+      finish_locked(*task, std::current_exception());
       return;
     }
+    if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
+    worker->inflight.push_back(InFlight{std::move(task), id});
+    ++m_counters.running;
     // A failed send means the worker died: its reader sees end-of-file and reruns the task.
-    a.worker->send(frame);
+    worker->send(frame);
   }
 
   // ----- workers -----
@@ -364,9 +364,12 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         std::shared_ptr<Task> task;
         {
           Locked lock(*this);
-          if (!worker.current || worker.task_id != frame.id) return true;
-          task = std::move(worker.current);
-          worker.current = nullptr;
+          auto at = std::find_if(worker.inflight.begin(), worker.inflight.end(),
+                                 [&](const InFlight& f) { return f.id == frame.id; });
+          if (at == worker.inflight.end()) return true;
+          task = std::move(at->task);
+          worker.inflight.erase(at);
+          if (!worker.inflight.empty()) worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
           worker.idle_since = Clock::now();
           --m_counters.running;
         }
@@ -393,9 +396,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         SharedEventEmitter* events = nullptr;
         {
           Locked lock(*this);
-          if (worker.current) {
-            memory = worker.current->chunk.job->scope_memory();
-            events = worker.current->chunk.job->scope_events();
+          if (!worker.inflight.empty()) {
+            memory = worker.inflight.front().task->chunk.job->scope_memory();
+            events = worker.inflight.front().task->chunk.job->scope_events();
           }
         }
         // NOTE: blocks this reader only; its worker waits for this very answer.
@@ -423,24 +426,21 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       status = "timed out after " + std::to_string(worker->timeout.count()) + " ms, then " + status;
     m_workers.remove(worker);
     --m_counters.workers_alive;
-    std::shared_ptr<Task> task = std::move(worker->current);
-    worker->current = nullptr;
+    std::deque<InFlight> inflight = std::move(worker->inflight);
+    worker->inflight.clear();
+    m_counters.running -= inflight.size();
     if (!refused.empty()) {
       log_error(refused);
       m_refused = std::make_exception_ptr(Error(refused));
-      if (task) {
-        --m_counters.running;
-        finish_locked(*task, m_refused);
-      }
+      for (auto& f : inflight) finish_locked(*f.task, m_refused);
       fail_queue_locked(m_refused);
       m_cv.notify_all();
       return;
     }
     if (!worker->retiring && !m_stopping) ++m_counters.workers_lost;
-    if (task) {
-      --m_counters.running;
-      rerun_locked(std::move(task), status);
-    }
+    // Tasks behind the running one never started: back to the queue, in order, uncharged.
+    for (std::size_t i = inflight.size(); i-- > 1;) requeue_locked(std::move(inflight[i].task));
+    if (!inflight.empty()) rerun_locked(std::move(inflight.front().task), status);
     m_cv.notify_all();
     // Outside the lock: a new worker for the rerun (pump takes the lock itself).
     if (!m_stopping && !m_queue.empty()) post_pump();
@@ -452,7 +452,17 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     m_cv.notify_all();
   }
 
-  /// A task whose worker died: split it, run it again, or give up with WorkerLost.
+  /// A task that was sent to a worker that died before starting it.
+  void requeue_locked(std::shared_ptr<Task> task) {
+    if (m_stopping) return finish_locked(*task, std::make_exception_ptr(Stopped()));
+    if (task->group->finished || task->chunk.job->cancelled())
+      return finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
+    ++m_counters.retried;
+    m_queue.push_front(std::move(task));
+    ++m_counters.queued;
+  }
+
+  /// A task whose worker died while running it: split it, run it again, or give up with WorkerLost.
   void rerun_locked(std::shared_ptr<Task> task, const std::string& status) {
     Job& job = *task->chunk.job;
     if (m_stopping) return finish_locked(*task, std::make_exception_ptr(Stopped()));
@@ -521,10 +531,10 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       for (auto& worker : m_workers)
         if (!worker->retiring) ++live;
       for (auto& worker : m_workers) {
-        if (worker->current && !worker->timed_out && now >= worker->deadline) {
+        if (!worker->inflight.empty() && !worker->timed_out && now >= worker->deadline) {
           worker->timed_out = true;
           worker->child.kill(SIGKILL);
-        } else if (worker->ready && !worker->current && !worker->retiring && live > m_options.min_workers &&
+        } else if (worker->ready && worker->inflight.empty() && !worker->retiring && live > m_options.min_workers &&
                    now - worker->idle_since >= m_options.idle_timeout && m_queue.empty()) {
           worker->retiring = true;
           --live;
