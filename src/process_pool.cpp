@@ -345,7 +345,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     switch (frame.type) {
       case FrameType::hello: {
         if (frame.payload != m_fingerprint) {
-          refused = "scale: refused worker process " + std::to_string(worker.pid) + ": it runs a different build (fingerprint " +
+          refused = "refused worker process " + std::to_string(worker.pid) + ": it runs a different build (fingerprint " +
                     frame.payload + ", this process " + m_fingerprint +
                     "); a worker must run the very executable of its manager. Was the program rebuilt or replaced "
                     "while it ran?";
@@ -431,7 +431,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     m_counters.running -= inflight.size();
     if (!refused.empty()) {
       log_error(refused);
-      m_refused = std::make_exception_ptr(Error(refused));
+      m_refused = std::make_exception_ptr(Error("scale: " + refused));
       for (auto& f : inflight) finish_locked(*f.task, m_refused);
       fail_queue_locked(m_refused);
       m_cv.notify_all();

@@ -309,6 +309,33 @@ TEST_CASE("min_workers are started with the manager and kept through idle_timeou
   CHECK(manager.stats().workers_alive == 1);
 }
 
+TEST_CASE("workers run in a process group of their own, so a Ctrl-C reaches only the parent", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2, .min_workers = 2});
+  auto pids = manager.worker_pids();
+  REQUIRE(pids.size() == 2);
+  for (pid_t pid : pids) {
+    CHECK(::getpgid(pid) == pid);
+    CHECK(::getpgid(pid) != ::getpgrp());
+  }
+}
+
+TEST_CASE("a worker of another build is refused with a clear error", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 1});
+  // The manager's fingerprint is taken; a worker spawned from now on computes another one.
+  ::setenv("SCALE_FINGERPRINT_SALT", "another build", 1);
+  scale::Iterator<int> numbers(iterator_suite::iota(10), manager);
+  auto pending = numbers.map(iterator_suite::twice);
+  REQUIRE(eventually([&] { return manager.stats().workers_spawned == 1; }));  // it took the environment
+  ::unsetenv("SCALE_FINGERPRINT_SALT");
+  REQUIRE_THROWS_WITH(pending.get(), Catch::Contains("different build"));
+  REQUIRE_THROWS_WITH(numbers.map(iterator_suite::twice).get(), Catch::Contains("different build"));
+  scale::ProcessPoolManager fresh({.max_workers = 1});
+  scale::Iterator<int> again(iterator_suite::iota(10), fresh);
+  REQUIRE(again.map(iterator_suite::twice).get()[9] == 18);
+}
+
 int main(int argc, char** argv) {
   // In a worker this serves tasks and never returns. In the parent the Runtime goes away again:
   // each test case builds its own.
