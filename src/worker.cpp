@@ -401,6 +401,9 @@ void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events
     input.events = (flags & task_has_events) ? &events : nullptr;
     TaskInvoker invoker = find_task(name);
     invoker(input, out);
+    if (out.size() > default_max_payload)
+      throw Error("scale: the results of one chunk take " + std::to_string(out.size()) +
+                  " bytes, over the frame limit; pass a smaller RunOptions::chunk_size");
   } catch (...) {
     std::string error;
     encode_exception(std::current_exception(), error);

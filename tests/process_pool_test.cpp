@@ -267,6 +267,13 @@ TEST_CASE("a value type without to_json fails at once with an Error that says to
 
 TEST_CASE("100 maps in a row leak no descriptors and leave no zombie children", "[process_pool]") {
   scale::Runtime runtime;
+  {
+    // The first pool starts the process-wide spawner thread, which keeps its own descriptors.
+    scale::ProcessPoolManager manager({.max_workers = 1});
+    scale::Iterator<int> numbers(iterator_suite::iota(10), manager);
+    numbers.map(iterator_suite::twice).get();
+  }
+  REQUIRE(eventually([] { return children_of_self().empty(); }));
   const std::size_t fds_before = open_fds();
   for (int round = 0; round < 100; ++round) {
     scale::ProcessPoolManager manager({.max_workers = 2});
@@ -275,7 +282,6 @@ TEST_CASE("100 maps in a row leak no descriptors and leave no zombie children", 
   }
   REQUIRE(eventually([] { return children_of_self().empty(); }));
   REQUIRE(eventually([&] { return open_fds() == fds_before; }));
-  if (open_fds() != fds_before) (void)std::system(("ls -l /proc/" + std::to_string(::getpid()) + "/fd >&2").c_str());
 }
 
 TEST_CASE("stats report workers and tasks; idle workers exit after idle_timeout", "[process_pool]") {
