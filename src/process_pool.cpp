@@ -415,6 +415,12 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// The worker's link closed: it exited, was killed, timed out, retired or was refused.
   void worker_gone(const std::shared_ptr<Worker>& worker, const std::string& refused) {
     ::shutdown(worker->fd, SHUT_RDWR);  // a worker we stopped reading from must see end-of-file
+    {
+      // A worker still running a task at shutdown may not be reading its link: its work is
+      // abandoned anyway, so it goes at once.
+      std::lock_guard lock(m_mutex);
+      if (m_stopping && !worker->inflight.empty()) worker->child.kill(SIGKILL);
+    }
     std::optional<ExitInfo> exit = worker->child.wait_for(std::chrono::seconds(2));
     if (!exit) {
       worker->child.kill(SIGKILL);

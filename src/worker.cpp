@@ -5,7 +5,7 @@
 #include <scale/detail/worker.hpp>
 
 #include <dlfcn.h>
-#include <poll.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -37,7 +38,7 @@ namespace {
 
 struct Registry {
   std::mutex mutex;
-  std::map<std::string, TaskInvoker, std::less<>> tasks;
+  std::map<std::string, TaskEntry, std::less<>> tasks;
   std::set<std::string, std::less<>> ambiguous;
 };
 
@@ -51,7 +52,7 @@ std::vector<std::string> g_arguments;
 
 }  // namespace
 
-std::string register_task(const char* type, const void* anchor, TaskInvoker invoker) {
+std::string register_task(const char* type, const void* anchor, TaskEntry entry) {
   std::uintptr_t offset = reinterpret_cast<std::uintptr_t>(anchor);
   Dl_info info{};
   if (dladdr(anchor, &info) != 0 && info.dli_fbase != nullptr) {
@@ -62,12 +63,12 @@ std::string register_task(const char* type, const void* anchor, TaskInvoker invo
   std::string name = std::string(type) + suffix;
   auto& r = registry();
   std::lock_guard lock(r.mutex);
-  auto [at, inserted] = r.tasks.emplace(name, invoker);
-  if (!inserted && at->second != invoker) r.ambiguous.insert(name);
+  auto [at, inserted] = r.tasks.emplace(name, entry);
+  if (!inserted && at->second.invoke != entry.invoke) r.ambiguous.insert(name);
   return name;
 }
 
-TaskInvoker find_task(std::string_view name) {
+TaskEntry find_task(std::string_view name) {
   auto& r = registry();
   std::lock_guard lock(r.mutex);
   if (r.ambiguous.count(name) != 0)
@@ -93,7 +94,7 @@ std::string build_fingerprint() {
   {
     auto& r = registry();
     std::lock_guard lock(r.mutex);
-    for (auto& [name, invoker] : r.tasks) mix(name);
+    for (auto& [name, entry] : r.tasks) mix(name);
   }
   // NOTE: a test hook: processes whose SCALE_FINGERPRINT_SALT differs count as different builds.
   if (const char* salt = std::getenv("SCALE_FINGERPRINT_SALT")) mix(salt);
@@ -217,21 +218,19 @@ class WorkerLink {
 
   /// The reader thread: tasks to the queue, replies to their callers; exits the process on EOF.
   void read_loop() {
+    // NOTE: a receive timeout instead of a poll() per frame: one system call per read, and still a
+    // getppid() check every second when the link is quiet.
+    timeval second{1, 0};
+    ::setsockopt(m_link.fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second);
     FrameReader reader;
     for (;;) {
-      pollfd pfd{m_link.fd, POLLIN, 0};
-      int ready = ::poll(&pfd, 1, 1000);
-      if (ready == 0) {
-        if (::getppid() != m_link.parent_pid) leave();
-        continue;
-      }
-      if (ready < 0) {
-        if (errno == EINTR) continue;
-        leave();
-      }
       auto room = reader.prepare();
       ssize_t n = ::read(m_link.fd, room.data(), room.size());
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (::getppid() != m_link.parent_pid) leave();
+        continue;
+      }
       if (n <= 0) leave();
       reader.commit(static_cast<std::size_t>(n));
       try {
@@ -243,14 +242,26 @@ class WorkerLink {
     }
   }
 
-  /// The next task, waiting for one.
+  /// The next task for the executor thread, waiting for one; call task_done() after it.
   Frame next_task() {
     std::unique_lock lock(m_mutex);
-    m_cv.wait(lock, [&] { return !m_tasks.empty(); });
+    m_cv.wait(lock, [&] { return !m_tasks.empty() && !m_busy; });
+    m_busy = true;
     Frame frame = std::move(m_tasks.front());
     m_tasks.pop_front();
     return frame;
   }
+
+  void task_done() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_busy = false;
+    }
+    m_cv.notify_one();
+  }
+
+  /// Runs a task: set before the reader starts.
+  std::function<void(const Frame&)> runner;
 
   [[noreturn]] static void leave() {
     std::fflush(nullptr);
@@ -261,11 +272,25 @@ class WorkerLink {
   void dispatch(Frame frame) {
     switch (frame.type) {
       case FrameType::task: {
+        // NOTE: a task whose function takes no Scope makes no call this reader must answer, so
+        // when nothing else is running or waiting it runs right here, saving a thread hop per task.
+        // Others go to the executor thread, so that this thread stays free to read scope replies.
+        bool run_here = false;
         {
           std::lock_guard lock(m_mutex);
-          m_tasks.push_back(std::move(frame));
+          if (!m_busy && m_tasks.empty() && !uses_scope(frame.payload)) {
+            m_busy = true;
+            run_here = true;
+          } else {
+            m_tasks.push_back(std::move(frame));
+          }
         }
-        m_cv.notify_one();
+        if (run_here) {
+          runner(frame);
+          task_done();
+        } else {
+          m_cv.notify_one();
+        }
         return;
       }
       case FrameType::scope_reply: {
@@ -298,7 +323,19 @@ class WorkerLink {
     }
   }
 
+  static bool uses_scope(std::string_view payload) {
+    try {
+      std::size_t offset = 0;
+      const auto length = static_cast<std::size_t>(read_le(payload, offset, 4));
+      if (offset + length > payload.size()) return true;
+      return find_task(payload.substr(offset, length)).uses_scope;
+    } catch (...) {
+      return true;  // the executor reports the error
+    }
+  }
+
   ChildLink m_link;
+  bool m_busy = false;  // a task is running (on either thread)
   std::mutex m_write_mutex;
   std::mutex m_mutex;
   std::condition_variable m_cv;
@@ -399,8 +436,7 @@ void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events
     input.items = payload.substr(offset + extra_length);
     input.memory = (flags & task_has_memory) ? &memory : nullptr;
     input.events = (flags & task_has_events) ? &events : nullptr;
-    TaskInvoker invoker = find_task(name);
-    invoker(input, out);
+    find_task(name).invoke(input, out);
     if (out.size() > default_max_payload)
       throw Error("scale: the results of one chunk take " + std::to_string(out.size()) +
                   " bytes, over the frame limit; pass a smaller RunOptions::chunk_size");
@@ -420,11 +456,13 @@ void serve_as_worker(const ChildLink& child) {
   auto* link = new WorkerLink(child);
   SharedMemory memory(std::make_shared<LinkMemory>(link));
   SharedEventEmitter events(std::make_shared<LinkEvents>(link));
+  link->runner = [link, &memory, &events](const Frame& task) { run_task(*link, memory, events, task); };
   link->send(FrameType::hello, 0, build_fingerprint());
   std::thread([link] { link->read_loop(); }).detach();
   for (;;) {
     Frame task = link->next_task();
     run_task(*link, memory, events, task);
+    link->task_done();
   }
 }
 

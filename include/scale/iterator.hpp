@@ -162,6 +162,7 @@ class MapJob final : public ItemJob<T, F> {
 
   std::vector<Result> take() { return m_out.take(); }
 
+  static constexpr bool uses_scope = Call::with_scope;
   static constexpr bool shippable =
       is_shippable_function_v<F> && is_wire_serializable_v<T> && is_wire_serializable_v<Result>;
   std::string remote_problem() const override { return remote_problem_of<F, T, Result>(); }
@@ -232,6 +233,7 @@ class FilterJob final : public ItemJob<T, F> {
     return kept;
   }
 
+  static constexpr bool uses_scope = Call::with_scope;
   static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T>;
   std::string remote_problem() const override { return remote_problem_of<F, T>(); }
   const std::string& task_name() const override { return TaskRegistration<FilterJob>::name; }
@@ -287,6 +289,7 @@ class ForEachJob final : public ItemJob<T, F> {
     }
   }
 
+  static constexpr bool uses_scope = Call::with_scope;
   static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T>;
   std::string remote_problem() const override { return remote_problem_of<F, T>(); }
   const std::string& task_name() const override { return TaskRegistration<ForEachJob>::name; }
@@ -345,6 +348,7 @@ class ReduceJob final : public ItemJob<T, F> {
   std::vector<std::optional<A>>& partials() noexcept { return m_partials; }
   Scope loop_scope() const noexcept { return this->scope(); }
 
+  static constexpr bool uses_scope = Call::with_scope;
   static constexpr bool shippable =
       is_shippable_function_v<F> && is_wire_serializable_v<T> && is_wire_serializable_v<A>;
   std::string remote_problem() const override { return remote_problem_of<F, T, A>(); }

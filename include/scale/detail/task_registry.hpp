@@ -49,10 +49,17 @@ struct TaskInput {
 /// `out`; throws what the function threw.
 using TaskInvoker = void (*)(const TaskInput& input, std::string& out);
 
-/// Registers `invoker` under `type` plus the image offset of `anchor`; returns the name.
-std::string register_task(const char* type, const void* anchor, TaskInvoker invoker);
-/// The invoker of a registered name; throws scale::Error for an unknown or ambiguous name.
-TaskInvoker find_task(std::string_view name);
+/// A registered task: its invoker, and whether its function takes a Scope (only then can it make
+/// calls that the worker's link must answer while it runs).
+struct TaskEntry {
+  TaskInvoker invoke = nullptr;
+  bool uses_scope = true;
+};
+
+/// Registers `entry` under `type` plus the image offset of `anchor`; returns the name.
+std::string register_task(const char* type, const void* anchor, TaskEntry entry);
+/// The entry of a registered name; throws scale::Error for an unknown or ambiguous name.
+TaskEntry find_task(std::string_view name);
 /// Identifies this build: the registered names and the executable, hashed. Two processes with
 /// the same fingerprint run the same code for the same task name.
 std::string build_fingerprint();
@@ -61,7 +68,7 @@ template <class JobType>
 struct TaskRegistration {
   static std::string make() {
     if constexpr (JobType::shippable)
-      return register_task(typeid(JobType).name(), &name, &JobType::invoke_remote);
+      return register_task(typeid(JobType).name(), &name, TaskEntry{&JobType::invoke_remote, JobType::uses_scope});
     else
       return std::string();
   }
