@@ -78,6 +78,40 @@ struct Worker {
     std::lock_guard lock(write_mutex);
     return send_all(fd, frame);
   }
+
+  /// Queues a task frame (under the pool's lock, so in in-flight order); true when the caller
+  /// must flush() once it has released the pool's lock.
+  bool queue(std::string frame) {
+    std::lock_guard lock(out_mutex);
+    outbox.push_back(std::move(frame));
+    if (flushing) return false;
+    flushing = true;
+    return true;
+  }
+
+  /// Sends queued frames until none are left. A failed send means the worker died: its reader
+  /// sees end-of-file and reruns its tasks.
+  void flush() {
+    for (;;) {
+      std::string frame;
+      {
+        std::lock_guard lock(out_mutex);
+        if (outbox.empty()) {
+          flushing = false;
+          return;
+        }
+        frame = std::move(outbox.front());
+        outbox.pop_front();
+      }
+      send(frame);
+    }
+  }
+
+  // NOTE: task frames are never sent under the pool's lock: a send may wait for the worker to
+  // read, and the worker may be waiting for our reader, which may be waiting for that lock.
+  std::mutex out_mutex;
+  std::deque<std::string> outbox;
+  bool flushing = false;
 };
 
 }  // namespace
@@ -191,10 +225,11 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
 
   /// Gives queued tasks to workers and spawns workers for the rest (up to the maximum). A worker
   /// holds up to pipeline_depth tasks: it runs the first while the next one is already on its way,
-  /// so a round trip never leaves it idle. Sends happen under the lock, so each worker receives
-  /// its tasks in the order of its in-flight list.
+  /// so a round trip never leaves it idle. Frames are queued per worker under the lock (so each
+  /// worker receives its tasks in the order of its in-flight list) and sent after it.
   void pump() {
     std::size_t to_spawn = 0;
+    std::vector<std::shared_ptr<Worker>> to_flush;
     {
       Locked lock(*this);
       if (m_stopping) return;
@@ -203,7 +238,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         for (auto& worker : m_workers) {
           if (m_queue.empty()) break;
           if (!worker->ready || worker->retiring || worker->inflight.size() != depth) continue;
-          if (auto task = take_next_locked()) send_task_locked(worker, std::move(task));
+          if (auto task = take_next_locked())
+            if (send_task_locked(worker, std::move(task))) to_flush.push_back(worker);
         }
         if (depth == 0) {
           std::size_t available = m_spawning;
@@ -219,6 +255,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       }
     }
     for (std::size_t i = 0; i < to_spawn; ++i) spawn();
+    for (auto& worker : to_flush) worker->flush();
   }
 
   /// The next queued task whose call still wants it; cancelled ones are skipped here.
@@ -233,7 +270,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return nullptr;
   }
 
-  void send_task_locked(const std::shared_ptr<Worker>& worker, std::shared_ptr<Task> task) {
+  /// Encodes a task and queues it for the worker; true when the caller must flush the worker.
+  bool send_task_locked(const std::shared_ptr<Worker>& worker, std::shared_ptr<Task> task) {
     const std::uint64_t id = ++m_next_id;
     std::string frame;
     try {
@@ -252,13 +290,12 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     } catch (...) {
       task->chunk.job->cancel();
       finish_locked(*task, std::current_exception());
-      return;
+      return false;
     }
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
     worker->inflight.push_back(InFlight{std::move(task), id});
     ++m_counters.running;
-    // A failed send means the worker died: its reader sees end-of-file and reruns the task.
-    worker->send(frame);
+    return worker->queue(std::move(frame));
   }
 
   // ----- workers -----
