@@ -13,6 +13,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/recorder.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <scale/detail/loop.hpp>
@@ -33,43 +35,9 @@
 
 namespace events_suite {
 
-/// What an event handler saw, and on which thread.
-class Recorder {
- public:
-  void operator()(const nlohmann::json& payload) {
-    if (!scale::detail::on_loop_thread()) m_off_loop.fetch_add(1);
-    {
-      std::lock_guard lock(m_mutex);
-      m_payloads.push_back(payload);
-    }
-    m_cv.notify_all();
-  }
-  /// Waits (at most 20 s, as a guard against hanging) until `count` payloads arrived.
-  bool wait_for(std::size_t count) {
-    std::unique_lock lock(m_mutex);
-    return m_cv.wait_for(lock, std::chrono::seconds(20), [&] { return m_payloads.size() >= count; });
-  }
-  std::vector<nlohmann::json> payloads() {
-    std::lock_guard lock(m_mutex);
-    return m_payloads;
-  }
-  int off_loop() const { return m_off_loop.load(); }
-
- private:
-  std::mutex m_mutex;
-  std::condition_variable m_cv;
-  std::vector<nlohmann::json> m_payloads;
-  std::atomic<int> m_off_loop{0};
-};
-
-inline scale::SharedEventEmitter::Handler into(const std::shared_ptr<Recorder>& recorder) {
-  return [recorder](const nlohmann::json& payload) { (*recorder)(payload); };
-}
-
-/// Runs whatever the loop has queued so far.
-inline void flush(scale::Runtime& runtime) {
-  runtime.run([] {});
-}
+using Recorder = support::Recorder<nlohmann::json>;
+using support::flush;
+using support::into;
 
 inline bool g_inside_on = false;  // only touched on the loop thread
 
@@ -101,7 +69,7 @@ TEMPLATE_LIST_TEST_CASE("a subscriber receives each emitted payload on the loop 
   events.emit("greeting", nlohmann::json{{"to", "world"}, {"times", 2}}).get();
   events.emit("greeting").get();
   REQUIRE(recorder->wait_for(3));
-  auto payloads = recorder->payloads();
+  auto payloads = recorder->items();
   REQUIRE(payloads[0] == "hello");
   REQUIRE(payloads[1]["times"] == 2);
   REQUIRE(payloads[2].is_null());
@@ -123,8 +91,8 @@ TEMPLATE_LIST_TEST_CASE("event names match exactly", "[events]", EventBackends) 
   REQUIRE(exact->wait_for(1));
   REQUIRE(longer->wait_for(1));
   events_suite::flush(runtime);
-  REQUIRE(exact->payloads() == std::vector<nlohmann::json>{nlohmann::json(3)});
-  REQUIRE(longer->payloads() == std::vector<nlohmann::json>{nlohmann::json(1)});
+  REQUIRE(exact->items() == std::vector<nlohmann::json>{nlohmann::json(3)});
+  REQUIRE(longer->items() == std::vector<nlohmann::json>{nlohmann::json(1)});
 }
 
 TEMPLATE_LIST_TEST_CASE("ten thousand emits reach every subscriber in the order emitted", "[events]",
@@ -142,7 +110,7 @@ TEMPLATE_LIST_TEST_CASE("ten thousand emits reach every subscriber in the order 
   REQUIRE(first->wait_for(count));
   REQUIRE(second->wait_for(count));
   for (const auto& recorder : {first, second}) {
-    auto payloads = recorder->payloads();
+    auto payloads = recorder->items();
     REQUIRE(payloads.size() == count);
     bool ordered = true;
     for (int i = 0; i < count; ++i)
@@ -194,8 +162,8 @@ TEMPLATE_LIST_TEST_CASE("cancelling or destroying an event Subscription stops de
   events.emit("e", 2).get();
   REQUIRE(witness->wait_for(2));
   events_suite::flush(runtime);
-  REQUIRE(cancelled->payloads().size() == 1);
-  REQUIRE(dropped->payloads().size() == 1);
+  REQUIRE(cancelled->items().size() == 1);
+  REQUIRE(dropped->items().size() == 1);
 }
 
 TEMPLATE_LIST_TEST_CASE("cancel from another thread waits for a running event handler", "[events][subscription]",
@@ -277,7 +245,7 @@ TEMPLATE_LIST_TEST_CASE("many threads emit at once and each thread's events keep
   REQUIRE(recorder->wait_for(threads * per_thread));
   std::vector<int> next(threads, 0);
   bool ordered = true;
-  for (const auto& payload : recorder->payloads()) {
+  for (const auto& payload : recorder->items()) {
     int t = payload["t"];
     if (payload["i"] != next[t]) ordered = false;
     ++next[t];

@@ -16,6 +16,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/recorder.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <scale/detail/loop.hpp>
@@ -41,48 +43,9 @@ namespace memory_suite {
 
 using namespace std::chrono_literals;
 
-/// What a watch handler saw, and on which thread.
-class Recorder {
- public:
-  void operator()(const scale::Change& change) {
-    if (!scale::detail::on_loop_thread()) m_off_loop.fetch_add(1);
-    {
-      std::lock_guard lock(m_mutex);
-      m_changes.push_back(change);
-    }
-    m_cv.notify_all();
-  }
-  /// Waits (at most 20 s, as a guard against hanging) until `count` changes arrived.
-  bool wait_for(std::size_t count) {
-    std::unique_lock lock(m_mutex);
-    return m_cv.wait_for(lock, 20s, [&] { return m_changes.size() >= count; });
-  }
-  std::vector<scale::Change> changes() {
-    std::lock_guard lock(m_mutex);
-    return m_changes;
-  }
-  std::size_t size() {
-    std::lock_guard lock(m_mutex);
-    return m_changes.size();
-  }
-  int off_loop() const { return m_off_loop.load(); }
-
- private:
-  std::mutex m_mutex;
-  std::condition_variable m_cv;
-  std::vector<scale::Change> m_changes;
-  std::atomic<int> m_off_loop{0};
-};
-
-/// A handler that forwards to a Recorder the test keeps.
-inline scale::SharedMemory::Handler into(const std::shared_ptr<Recorder>& recorder) {
-  return [recorder](const scale::Change& change) { (*recorder)(change); };
-}
-
-/// Runs whatever the loop has queued so far (drains posted before this call run before it returns).
-inline void flush(scale::Runtime& runtime) {
-  runtime.run([] {});
-}
+using Recorder = support::Recorder<scale::Change>;
+using support::flush;
+using support::into;
 
 struct Point {
   int x = 0;
@@ -337,7 +300,7 @@ TEMPLATE_LIST_TEST_CASE("a watch from 0 sees only later changes, in order, on th
   memory.erase("w/a").get();
   REQUIRE(recorder->wait_for(3));
   memory_suite::flush(runtime);
-  auto changes = recorder->changes();
+  auto changes = recorder->items();
   REQUIRE(changes.size() == 3);
   REQUIRE(changes[0].key == "w/a");
   REQUIRE(changes[0].revision == first);
@@ -369,7 +332,7 @@ TEMPLATE_LIST_TEST_CASE("a watch from a past revision replays history first and 
   runtime.run([&] { return memory_suite::watch_from_the_loop(memory, first + 1, recorder, called_inside, subscription); });
   memory.set("w/6", 6).get();
   REQUIRE(recorder->wait_for(4));
-  auto changes = recorder->changes();
+  auto changes = recorder->items();
   REQUIRE(changes.size() == 4);
   REQUIRE(changes[0].key == "w/2");
   REQUIRE(changes[1].key == "w/4");
@@ -408,7 +371,7 @@ TEMPLATE_LIST_TEST_CASE("a watch from the past sees every revision once, in orde
   auto expected = static_cast<std::size_t>(last - from + 1);
   REQUIRE(recorder->wait_for(expected));
   memory_suite::flush(runtime);
-  auto changes = recorder->changes();
+  auto changes = recorder->items();
   REQUIRE(changes.size() == expected);
   bool consecutive = true;
   for (std::size_t i = 0; i < changes.size(); ++i)
