@@ -46,6 +46,7 @@ struct Task {
   std::shared_ptr<Group> group;
   Chunk chunk;
   unsigned attempts = 0;  // times this exact range was lost with its worker
+  std::string frame;      // encoded, while it waits for an idle worker (see send_task_locked)
 };
 
 struct InFlight {
@@ -55,6 +56,8 @@ struct InFlight {
 
 /// Tasks a worker holds at once (see ProcessPool::pump).
 constexpr std::size_t pipeline_depth = 2;
+/// The largest task frame sent to a worker that is still busy (see send_task_locked).
+constexpr std::size_t max_pipelined_frame = 64 * 1024;
 
 struct Worker {
   ChildProcess child;
@@ -234,12 +237,16 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       Locked lock(*this);
       if (m_stopping) return;
       // Idle workers first, then second slots, so that work spreads before it queues up.
-      for (std::size_t depth = 0; depth < pipeline_depth && !m_queue.empty(); ++depth) {
+      bool deferred = false;
+      for (std::size_t depth = 0; depth < pipeline_depth && !m_queue.empty() && !deferred; ++depth) {
         for (auto& worker : m_workers) {
-          if (m_queue.empty()) break;
+          if (m_queue.empty() || deferred) break;
           if (!worker->ready || worker->retiring || worker->inflight.size() != depth) continue;
-          if (auto task = take_next_locked())
-            if (send_task_locked(worker, std::move(task))) to_flush.push_back(worker);
+          auto task = take_next_locked();
+          if (!task) break;
+          Sent sent = send_task_locked(worker, std::move(task));
+          if (sent == Sent::queued_flush) to_flush.push_back(worker);
+          deferred = sent == Sent::deferred;
         }
         if (depth == 0) {
           std::size_t available = m_spawning;
@@ -271,32 +278,49 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
   /// Encodes a task and queues it for the worker; true when the caller must flush the worker.
-  bool send_task_locked(const std::shared_ptr<Worker>& worker, std::shared_ptr<Task> task) {
-    const std::uint64_t id = ++m_next_id;
-    std::string frame;
-    try {
-      const Job& job = *task->chunk.job;
-      const std::string& name = job.task_name();
-      const std::size_t at = begin_frame(frame, FrameType::task, id);
-      append_u32(frame, static_cast<std::uint32_t>(name.size()));
-      frame += name;
-      unsigned char flags = 0;
-      if (job.scope_memory()) flags |= task_has_memory;
-      if (job.scope_events()) flags |= task_has_events;
-      frame.push_back(static_cast<char>(flags));
-      append_u64(frame, task->chunk.size());
-      job.encode_task(task->chunk.begin, task->chunk.end, frame);
-      end_frame(frame, at);
-    } catch (...) {
-      task->chunk.job->cancel();
-      finish_locked(*task, std::current_exception());
-      return false;
+  enum class Sent { queued, queued_flush, deferred, failed };
+
+  Sent send_task_locked(const std::shared_ptr<Worker>& worker, std::shared_ptr<Task> task) {
+    if (task->frame.empty()) {
+      try {
+        const Job& job = *task->chunk.job;
+        const std::string& name = job.task_name();
+        const std::size_t at = begin_frame(task->frame, FrameType::task, 0);
+        append_u32(task->frame, static_cast<std::uint32_t>(name.size()));
+        task->frame += name;
+        unsigned char flags = 0;
+        if (job.scope_memory()) flags |= task_has_memory;
+        if (job.scope_events()) flags |= task_has_events;
+        task->frame.push_back(static_cast<char>(flags));
+        append_u64(task->frame, task->chunk.size());
+        job.encode_task(task->chunk.begin, task->chunk.end, task->frame);
+        end_frame(task->frame, at);
+      } catch (...) {
+        task->frame.clear();
+        task->chunk.job->cancel();
+        finish_locked(*task, std::current_exception());
+        return Sent::failed;
+      }
     }
+    // NOTE: a worker may run a task on its link's reader thread and not read meanwhile; a frame
+    // queued behind that task must fit the socket's buffer, or our send and its result's send
+    // could wait for each other. Larger frames wait until the worker is idle (they amortize the
+    // round trip anyway).
+    if (!worker->inflight.empty() && task->frame.size() > max_pipelined_frame) {
+      m_queue.push_front(std::move(task));
+      ++m_counters.queued;
+      return Sent::deferred;
+    }
+    const std::uint64_t id = ++m_next_id;
+    for (std::size_t b = 0; b < 8; ++b) task->frame[8 + b] = static_cast<char>(id >> (8 * b));  // the header's id
+    std::string frame = std::move(task->frame);
+    task->frame.clear();  // a rerun encodes again (it may be split)
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
     worker->inflight.push_back(InFlight{std::move(task), id});
     ++m_counters.running;
-    return worker->queue(std::move(frame));
+    return worker->queue(std::move(frame)) ? Sent::queued_flush : Sent::queued;
   }
+
 
   // ----- workers -----
 
@@ -514,7 +538,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (task->chunk.size() > 1 && job.splittable() && max_retries > 0) {
       // Halves, so a chunk that keeps killing workers narrows down to its one bad item.
       const std::size_t middle = task->chunk.begin + task->chunk.size() / 2;
-      auto second = std::make_shared<Task>(Task{task->group, Chunk{task->chunk.job, middle, task->chunk.end}, 0});
+      auto second = std::make_shared<Task>(Task{task->group, Chunk{task->chunk.job, middle, task->chunk.end}, 0, {}});
       task->chunk.end = middle;
       task->attempts = 0;
       ++task->group->remaining;

@@ -274,6 +274,8 @@ TEST_CASE("100 maps in a row leak no descriptors and leave no zombie children", 
     numbers.map(iterator_suite::twice).get();
   }
   REQUIRE(eventually([] { return children_of_self().empty(); }));
+  // The spawner closes a reaped child's pidfd on its own thread, a moment after the reap.
+  std::this_thread::sleep_for(100ms);
   const std::size_t fds_before = open_fds();
   for (int round = 0; round < 100; ++round) {
     scale::ProcessPoolManager manager({.max_workers = 2});
@@ -281,7 +283,9 @@ TEST_CASE("100 maps in a row leak no descriptors and leave no zombie children", 
     REQUIRE(numbers.map(iterator_suite::twice).get()[99] == 198);
   }
   REQUIRE(eventually([] { return children_of_self().empty(); }));
-  REQUIRE(eventually([&] { return open_fds() == fds_before; }));
+  CHECK(eventually([&] { return open_fds() <= fds_before; }));
+  INFO("descriptors before: " << fds_before << ", after: " << open_fds());
+  REQUIRE(open_fds() <= fds_before);
 }
 
 TEST_CASE("stats report workers and tasks; idle workers exit after idle_timeout", "[process_pool]") {
@@ -313,6 +317,26 @@ TEST_CASE("min_workers are started with the manager and kept through idle_timeou
   REQUIRE(eventually([&] { return manager.stats().workers_alive == 1; }));
   std::this_thread::sleep_for(300ms);
   CHECK(manager.stats().workers_alive == 1);
+}
+
+TEST_CASE("large chunks travel both ways while the next chunk is already on its way", "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  scale::SharedMemory memory;
+  memory.set("multiplier", 3).get();
+  scale::Iterator<int> numbers(iterator_suite::iota(1'000'000), manager);
+  numbers.use_scope(memory);
+  std::vector<int> doubled = numbers.map(iterator_suite::twice).get();  // chunks of 125,000 ints
+  REQUIRE(doubled.size() == 1'000'000);
+  REQUIRE(doubled[999'999] == 1'999'998);
+  std::vector<std::string> words(20'000, std::string(100, 'x'));
+  scale::Iterator<std::string> strings(words, manager);
+  REQUIRE(strings.map(iterator_suite::exclaim).get()[19'999].size() == 101);
+  scale::Iterator<int> some(iterator_suite::iota(20'000), manager);
+  some.use_scope(memory);
+  std::vector<int> tripled = some.map(times_multiplier).get();  // a scope round trip per item
+  REQUIRE(tripled[19'999] == 59'997);
+  REQUIRE(manager.stats().tasks_failed == 0);
 }
 
 TEST_CASE("workers run in a process group of their own, so a Ctrl-C reaches only the parent", "[process_pool]") {
