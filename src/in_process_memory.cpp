@@ -71,50 +71,23 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
   }
 
   Future<bool> compare_and_set(std::string key, Revision expected, nlohmann::json value) override {
-    Pending pending;
-    {
-      std::lock_guard lock(m_mutex);
-      auto found = m_map.find(key);
-      Revision current = found == m_map.end() ? 0 : found->second.revision;
-      if (current != expected) return make_ready_future(false);
-      auto revision = ++m_revision;
-      auto timestamp = now_ms();
-      if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
-      found->second = Stored{value, revision, timestamp};
-      record(std::make_shared<const Change>(Change{std::move(key), std::move(value), revision, timestamp, false}),
-             pending);
-    }
-    pending.schedule();
-    return make_ready_future(true);
+    return make_ready_future(set_if(std::move(key), expected, std::move(value)) != 0);
+  }
+
+  Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
+    return make_ready_future(set_if(std::move(key), expected, std::move(value)));
   }
 
   Future<std::int64_t> increment(std::string key, std::int64_t by) override {
-    Pending pending;
-    std::int64_t sum = 0;
-    {
-      std::lock_guard lock(m_mutex);
-      auto found = m_map.find(key);
-      std::int64_t current = 0;
-      if (found != m_map.end()) {
-        const auto& value = found->second.value;
-        if (!value.is_number_integer() ||
-            (value.is_number_unsigned() && !std::in_range<std::int64_t>(value.get<std::uint64_t>())))
-          return make_failed_future<std::int64_t>(
-              std::make_exception_ptr(TypeMismatch(key, describe_json(value), "a 64-bit integer to increment")));
-        current = value.get<std::int64_t>();
-      }
-      if (__builtin_add_overflow(current, by, &sum))
-        return make_failed_future<std::int64_t>(std::make_exception_ptr(
-            Error("scale::SharedMemory::increment: key '" + key + "' holds " + std::to_string(current) +
-                  " and adding " + std::to_string(by) + " overflows a 64-bit integer")));
-      auto revision = ++m_revision;
-      auto timestamp = now_ms();
-      if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
-      found->second = Stored{sum, revision, timestamp};
-      record(std::make_shared<const Change>(Change{std::move(key), sum, revision, timestamp, false}), pending);
-    }
-    pending.schedule();
-    return make_ready_future(sum);
+    auto result = add(std::move(key), by);
+    if (result.error) return make_failed_future<std::int64_t>(std::move(result.error));
+    return make_ready_future(result.done.value);
+  }
+
+  Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {
+    auto result = add(std::move(key), by);
+    if (result.error) return make_failed_future<Incremented>(std::move(result.error));
+    return make_ready_future(result.done);
   }
 
   Future<std::vector<Entry>> list(std::string prefix) override {
@@ -178,6 +151,67 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     }
   };
 
+  /// compare_and_set's work: the revision written, or 0 when the key's revision is not `expected`.
+  Revision set_if(std::string key, Revision expected, nlohmann::json value) {
+    Pending pending;
+    Revision revision;
+    {
+      std::lock_guard lock(m_mutex);
+      auto found = m_map.find(key);
+      Revision current = found == m_map.end() ? 0 : found->second.revision;
+      if (current != expected) return 0;
+      revision = ++m_revision;
+      auto timestamp = now_ms();
+      if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
+      found->second = Stored{value, revision, timestamp};
+      record(std::make_shared<const Change>(Change{std::move(key), std::move(value), revision, timestamp, false}),
+             pending);
+    }
+    pending.schedule();
+    return revision;
+  }
+
+  struct Added {
+    Incremented done;
+    std::exception_ptr error;
+  };
+
+  /// increment's work: the sum and its revision, or the error.
+  Added add(std::string key, std::int64_t by) {
+    Pending pending;
+    Added result;
+    {
+      std::lock_guard lock(m_mutex);
+      auto found = m_map.find(key);
+      std::int64_t current = 0;
+      if (found != m_map.end()) {
+        const auto& value = found->second.value;
+        if (!value.is_number_integer() ||
+            (value.is_number_unsigned() && !std::in_range<std::int64_t>(value.get<std::uint64_t>()))) {
+          result.error =
+              std::make_exception_ptr(TypeMismatch(key, describe_json(value), "a 64-bit integer to increment"));
+          return result;
+        }
+        current = value.get<std::int64_t>();
+      }
+      std::int64_t sum = 0;
+      if (__builtin_add_overflow(current, by, &sum)) {
+        result.error = std::make_exception_ptr(
+            Error("scale::SharedMemory::increment: key '" + key + "' holds " + std::to_string(current) +
+                  " and adding " + std::to_string(by) + " overflows a 64-bit integer"));
+        return result;
+      }
+      auto revision = ++m_revision;
+      auto timestamp = now_ms();
+      if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
+      found->second = Stored{sum, revision, timestamp};
+      record(std::make_shared<const Change>(Change{std::move(key), sum, revision, timestamp, false}), pending);
+      result.done = Incremented{sum, revision};
+    }
+    pending.schedule();
+    return result;
+  }
+
   /// With m_mutex held: keep the change in the history and hand it to every matching watcher.
   void record(ChangePtr change, Pending& pending) {
     for (auto& watcher : m_watchers)
@@ -210,6 +244,17 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
 };
 
 }  // namespace
+
+// Defaults for backends that cannot report the revision of a conditional write or an increment.
+Future<Revision> MemoryBackend::compare_and_set_revision(std::string, Revision, nlohmann::json) {
+  return make_failed_future<Revision>(std::make_exception_ptr(
+      Error("scale::SharedMemory: this backend does not report the revision of compare_and_set")));
+}
+
+Future<Incremented> MemoryBackend::increment_with_revision(std::string, std::int64_t) {
+  return make_failed_future<Incremented>(std::make_exception_ptr(
+      Error("scale::SharedMemory: this backend does not report the revision of increment")));
+}
 
 std::shared_ptr<MemoryBackend> make_in_process_memory(InProcessMemoryOptions options) {
   return std::make_shared<InProcessMemory>(options);

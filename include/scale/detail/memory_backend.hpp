@@ -38,6 +38,12 @@ struct Change {
 
 namespace detail {
 
+/// What increment_with_revision() answers: the sum and the revision of the write.
+struct Incremented {
+  std::int64_t value = 0;
+  Revision revision = 0;
+};
+
 /// A SharedMemory backend. Every member may be called from any thread at the same time; the
 /// Futures may complete on any thread (SharedMemory's callers resume on the loop regardless).
 class MemoryBackend {
@@ -58,6 +64,12 @@ class MemoryBackend {
   /// Adds `by` to the key's integer value (a missing key counts from 0) and returns the sum; a
   /// value that is not an integer fails with scale::TypeMismatch.
   virtual Future<std::int64_t> increment(std::string key, std::int64_t by) = 0;
+  /// Like compare_and_set, but answers the revision written (0 when the comparison failed), which
+  /// the store server returns to its clients. Backends that cannot tell fail with scale::Error.
+  virtual Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value);
+  /// Like increment, also answering the revision of the write. Backends that cannot tell fail
+  /// with scale::Error.
+  virtual Future<Incremented> increment_with_revision(std::string key, std::int64_t by);
   /// Every entry whose key starts with `prefix`, sorted by key.
   virtual Future<std::vector<Entry>> list(std::string prefix) = 0;
   /// Delivers every change to keys starting with `prefix` whose revision is >= `from_revision`
