@@ -1,0 +1,68 @@
+// scale-store: the HTTP store server (scale::StoreServer) as a program. Flags, signals, logs;
+// everything else is in src/store_server.cpp. `scale-store --help` lists the flags.
+
+#include <csignal>
+#include <cstdlib>
+#include <exception>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <scale/store_server.hpp>
+#include <scale/version.hpp>
+
+int main(int argc, char** argv) {
+  auto log = spdlog::stderr_color_mt("scale-store");
+  scale::StoreServerOptions options;
+  options.port = 12345;
+
+  CLI::App app{"scale-store " SCALE_VERSION_STRING
+               ": the HTTP store behind SharedMemory(\"http://...\") and SharedEventEmitter(\"http://...\")"};
+  app.add_option("--host", options.host,
+                 "Address to listen on; anything but loopback needs --token")
+      ->capture_default_str();
+  app.add_option("--port", options.port, "Port to listen on (0: any free port, printed at start)")
+      ->capture_default_str();
+  app.add_option("--token", options.token,
+                 "Require 'Authorization: Bearer TOKEN' on every request (SSE also accepts ?token=TOKEN)");
+  app.add_option("--max-body", options.max_body, "Largest request body in bytes (413 beyond)")
+      ->capture_default_str();
+  app.add_option("--max-connections", options.max_connections, "Connections served at once (503 beyond)")
+      ->capture_default_str();
+  app.add_option("--cors-origin", options.cors_origin, "Let a web page from this origin use the API (CORS)");
+  app.add_option("--history", options.history, "Changes kept for watches that start in the past")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  }
+
+  // Block the stop signals before the server's threads exist, so they inherit the mask and only
+  // sigwait below sees SIGINT/SIGTERM.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  scale::StoreServer server(options);
+  try {
+    server.start();
+  } catch (const std::exception& error) {
+    log->error("{}", error.what());
+    return 1;
+  }
+  log->info("listening on http://{}:{}{}", options.host, server.port(),
+            options.token.empty() ? "" : " (token required)");
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  log->info("{}: stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+  server.stop();
+  log->info("stopped");
+  return 0;
+}

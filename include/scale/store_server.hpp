@@ -1,0 +1,65 @@
+#pragma once
+/// \file scale::StoreServer, the HTTP store (`scale-store`) embeddable in a program's own process.
+/// The HTTP API is described in docs/http-api.md; the transport stays in src/store_server.cpp.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace scale {
+
+/// How a StoreServer listens and what it allows. The defaults are the safe ones: loopback only,
+/// bounded headers, bodies, connections, read times and subscriber queues.
+struct StoreServerOptions {
+  /// Address to bind. Anything but a loopback address needs a token.
+  std::string host = "127.0.0.1";
+  /// 0 picks a free port (read it back with StoreServer::port()).
+  std::uint16_t port = 0;
+  /// When not empty, every request needs `Authorization: Bearer <token>` (SSE also `?token=`).
+  std::string token;
+  /// Largest request body accepted, judged from Content-Length before reading (413 beyond).
+  std::size_t max_body = 1024 * 1024;
+  /// Connections served at once; one more gets 503 and is closed.
+  std::size_t max_connections = 1024;
+  /// When not empty, a web page from this origin may use the API (CORS).
+  std::string cors_origin;
+  /// Changes kept for watches that start in the past (older ones get a `compacted` event).
+  std::size_t history = 10'000;
+  /// Threads running the server's I/O.
+  unsigned io_threads = 2;
+  /// Time a client has to send a request's headers (also the idle keep-alive limit).
+  std::chrono::milliseconds header_timeout{10'000};
+  /// Time a client has to send a request's body, and a reader has to take a response.
+  std::chrono::milliseconds read_timeout{30'000};
+  /// A Server-Sent Events subscriber with this much unsent is disconnected.
+  std::size_t max_subscriber_queue = 8 * 1024 * 1024;
+  /// Interval of the SSE keep-alive comment (which also finds subscribers that went away).
+  std::chrono::milliseconds sse_heartbeat{15'000};
+};
+
+/// The key/value store, watches and event bus of SharedMemory and SharedEventEmitter served over
+/// HTTP/1.1 on its own I/O threads. Not copyable; destroying it stops it.
+class StoreServer {
+ public:
+  explicit StoreServer(StoreServerOptions options = {});
+  ~StoreServer();
+  StoreServer(const StoreServer&) = delete;
+  StoreServer& operator=(const StoreServer&) = delete;
+
+  /// Binds and starts serving. Throws scale::Error when the options are refused (a non-loopback
+  /// address without a token) or the address cannot be bound.
+  void start();
+  /// The bound port (useful with port 0); 0 before start().
+  std::uint16_t port() const noexcept;
+  /// Stops accepting, lets requests in flight finish (a few seconds at most), closes every
+  /// connection and joins the I/O threads. Idempotent; called by the destructor.
+  void stop();
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> m_impl;
+};
+
+}  // namespace scale
