@@ -155,7 +155,7 @@ json parse_body(const Request& request) {
          "the body's JSON is nested deeper than " + std::to_string(max_json_depth) + " levels");
   try {
     return json::parse(body);
-  } catch (const json::parse_error& error) {
+  } catch (const json::exception& error) {  // parse_error, or out_of_range for a number too large
     fail(http::status::bad_request, std::string("the body is not valid JSON: ") + error.what());
   }
 }
@@ -511,8 +511,10 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
         response = error_response(request, http::status::gone, error.what());
       } catch (const TypeMismatch& error) {
         response = error_response(request, http::status::conflict, error.what());
-      } catch (const std::exception& error) {
+      } catch (const Error& error) {  // e.g. an increment that overflows
         response = error_response(request, http::status::conflict, error.what());
+      } catch (const std::exception& error) {
+        response = error_response(request, http::status::internal_server_error, error.what());
       }
       if (stream_request) {
         co_await stream_events(*connection, request, *stream_request, endpoint);

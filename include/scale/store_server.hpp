@@ -18,13 +18,13 @@ struct StoreServerOptions {
   /// 0 picks a free port (read it back with StoreServer::port()).
   std::uint16_t port = 0;
   /// When not empty, every request needs `Authorization: Bearer <token>` (SSE also `?token=`).
-  std::string token;
+  std::string token{};
   /// Largest request body accepted, judged from Content-Length before reading (413 beyond).
   std::size_t max_body = 1024 * 1024;
   /// Connections served at once; one more gets 503 and is closed.
   std::size_t max_connections = 1024;
   /// When not empty, a web page from this origin may use the API (CORS).
-  std::string cors_origin;
+  std::string cors_origin{};
   /// Changes kept for watches that start in the past (older ones get a `compacted` event).
   std::size_t history = 10'000;
   /// Threads running the server's I/O.

@@ -1,0 +1,591 @@
+// scale::StoreServer and the scale-store program, spoken to over plain loopback sockets: every
+// endpoint, the conditional writes, the error answers, the SSE streams and the safe defaults.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <scale/error.hpp>
+#include <scale/store_server.hpp>
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Reply {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // names in lower case
+  std::string body;
+  json body_json() const { return json::parse(body); }
+  std::string error() const { return body_json().at("error").get<std::string>(); }
+};
+
+/// A blocking HTTP/1.1 client on one keep-alive connection, enough to talk to the store.
+class Client {
+ public:
+  explicit Client(std::uint16_t port, std::chrono::milliseconds timeout = 5s) {
+    m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (m_fd < 0) throw std::runtime_error("socket() failed");
+    timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+    ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+      throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
+  }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  ~Client() { ::close(m_fd); }
+
+  int fd() const { return m_fd; }
+
+  void send_raw(std::string_view bytes) {
+    while (!bytes.empty()) {
+      auto n = ::send(m_fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) throw std::runtime_error("send failed");
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+
+  Reply request(std::string_view method, std::string_view target, std::optional<std::string> body = std::nullopt,
+                const std::vector<std::string>& headers = {}) {
+    std::string text = std::string(method) + " " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    for (const auto& header : headers) text += header + "\r\n";
+    if (body) text += "Content-Length: " + std::to_string(body->size()) + "\r\n";
+    text += "\r\n";
+    if (body) text += *body;
+    send_raw(text);
+    return read_reply();
+  }
+
+  /// Reads one response; for an event stream, only its headers (the rest via read_until).
+  Reply read_reply() {
+    std::string head = read_until("\r\n\r\n");
+    Reply reply;
+    std::size_t line_end = head.find("\r\n");
+    std::string status_line = head.substr(0, line_end);
+    reply.status = std::stoi(status_line.substr(status_line.find(' ') + 1, 3));
+    std::size_t at = line_end + 2;
+    while (at < head.size() - 2) {
+      std::size_t end = head.find("\r\n", at);
+      std::string line = head.substr(at, end - at);
+      at = end + 2;
+      auto colon = line.find(':');
+      std::string name = line.substr(0, colon);
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      std::string value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      reply.headers[name] = value;
+    }
+    if (reply.status == 100) return read_reply();
+    if (auto length = reply.headers.find("content-length"); length != reply.headers.end())
+      reply.body = read_exactly(std::stoul(length->second));
+    return reply;
+  }
+
+  /// Everything up to and including `marker`; throws on timeout or close.
+  std::string read_until(std::string_view marker) {
+    for (;;) {
+      if (auto found = m_buffer.find(marker); found != std::string::npos) {
+        std::string out = m_buffer.substr(0, found + marker.size());
+        m_buffer.erase(0, found + marker.size());
+        return out;
+      }
+      fill();
+    }
+  }
+
+  std::string read_exactly(std::size_t n) {
+    while (m_buffer.size() < n) fill();
+    std::string out = m_buffer.substr(0, n);
+    m_buffer.erase(0, n);
+    return out;
+  }
+
+  /// The next SSE event (comments skipped) as its fields.
+  std::map<std::string, std::string> next_event() {
+    for (;;) {
+      std::string block = read_until("\n\n");
+      std::map<std::string, std::string> fields;
+      std::size_t at = 0;
+      while (at < block.size()) {
+        std::size_t end = block.find('\n', at);
+        std::string line = block.substr(at, end - at);
+        at = end + 1;
+        if (line.empty() || line[0] == ':') continue;
+        auto colon = line.find(':');
+        fields[line.substr(0, colon)] = line.substr(colon + 2);
+      }
+      if (!fields.empty()) return fields;
+    }
+  }
+
+  /// True when the server closes the connection within the receive timeout.
+  bool closed_by_server() {
+    char byte;
+    for (;;) {
+      auto n = ::recv(m_fd, &byte, 1, 0);
+      if (n == 0) return true;
+      if (n < 0) return errno == ECONNRESET;
+    }
+  }
+
+ private:
+  void fill() {
+    char chunk[65536];
+    auto n = ::recv(m_fd, chunk, sizeof chunk, 0);
+    if (n == 0) throw std::runtime_error("the server closed the connection");
+    if (n < 0) throw std::runtime_error("timed out waiting for the server");
+    m_buffer.append(chunk, static_cast<std::size_t>(n));
+  }
+
+  int m_fd = -1;
+  std::string m_buffer;
+};
+
+/// An embedded server on a free loopback port, stopped at the end of the test.
+struct TestServer {
+  explicit TestServer(scale::StoreServerOptions options = {}) : server(std::move(options)) { server.start(); }
+  std::uint16_t port() const { return server.port(); }
+  scale::StoreServer server;
+};
+
+std::int64_t metric(std::uint16_t port, const std::string& name) {
+  Client client(port);
+  auto reply = client.request("GET", "/metrics");
+  std::smatch match;
+  std::regex line("\n" + name + " ([0-9]+)\n");
+  if (!std::regex_search(reply.body, match, line)) throw std::runtime_error("no metric " + name);
+  return std::stoll(match[1]);
+}
+
+}  // namespace
+
+TEST_CASE("a value put under a key with slashes is read back, listed and deleted", "[store]") {
+  TestServer server;
+  Client client(server.port());
+
+  auto put = client.request("PUT", "/v1/kv/users%2Fada/profile", R"({"name": "Ada"})");
+  REQUIRE(put.status == 200);
+  auto revision = put.body_json().at("revision").get<std::int64_t>();
+  CHECK(revision == 1);
+
+  auto got = client.request("GET", "/v1/kv/users/ada/profile");
+  REQUIRE(got.status == 200);
+  CHECK(got.body_json().at("key") == "users/ada/profile");
+  CHECK(got.body_json().at("value") == json{{"name", "Ada"}});
+  CHECK(got.body_json().at("revision") == revision);
+  CHECK(got.body_json().at("timestamp_ms").get<std::int64_t>() > 0);
+  CHECK(got.headers.at("content-type") == "application/json");
+
+  CHECK(client.request("DELETE", "/v1/kv/users/ada/profile").status == 200);
+  auto missing = client.request("GET", "/v1/kv/users/ada/profile");
+  CHECK(missing.status == 404);
+  CHECK(missing.error().find("users/ada/profile") != std::string::npos);
+  CHECK(client.request("DELETE", "/v1/kv/users/ada/profile").status == 404);
+}
+
+TEST_CASE("If-Match and If-None-Match make a put conditional and answer 412 when it fails", "[store]") {
+  TestServer server;
+  Client client(server.port());
+
+  auto created = client.request("PUT", "/v1/kv/lock", "\"mine\"", {"If-None-Match: *"});
+  REQUIRE(created.status == 200);
+  auto first = created.body_json().at("revision").get<std::int64_t>();
+
+  auto again = client.request("PUT", "/v1/kv/lock", "\"theirs\"", {"If-None-Match: *"});
+  CHECK(again.status == 412);
+  CHECK(again.error().find("lock") != std::string::npos);
+
+  auto quoted = client.request("PUT", "/v1/kv/lock", "2", {"If-Match: \"" + std::to_string(first) + "\""});
+  REQUIRE(quoted.status == 200);
+  auto second = quoted.body_json().at("revision").get<std::int64_t>();
+  CHECK(second > first);
+
+  CHECK(client.request("PUT", "/v1/kv/lock", "3", {"If-Match: " + std::to_string(first)}).status == 412);
+  auto bare = client.request("PUT", "/v1/kv/lock", "3", {"If-Match: " + std::to_string(second)});
+  CHECK(bare.status == 200);
+  CHECK(client.request("GET", "/v1/kv/lock").body_json().at("value") == 3);
+  CHECK(client.request("PUT", "/v1/kv/absent", "1", {"If-Match: 1"}).status == 412);
+}
+
+TEST_CASE("POST /v1/kv sets every key of an object in one revision and a prefix lists them", "[store]") {
+  TestServer server;
+  Client client(server.port());
+
+  auto set = client.request("POST", "/v1/kv", R"({"job/1": "a", "job/2": "b", "other": 0})");
+  REQUIRE(set.status == 200);
+  auto revision = set.body_json().at("revision");
+
+  auto listed = client.request("GET", "/v1/kv?prefix=job%2F");
+  REQUIRE(listed.status == 200);
+  auto entries = listed.body_json();
+  REQUIRE(entries.size() == 2);
+  CHECK(entries[0].at("key") == "job/1");
+  CHECK(entries[1].at("key") == "job/2");
+  CHECK(entries[0].at("revision") == revision);
+  CHECK(entries[1].at("revision") == revision);
+  CHECK(client.request("GET", "/v1/kv").body_json().size() == 3);
+}
+
+TEST_CASE("increment counts from zero and refuses a value that is not an integer", "[store]") {
+  TestServer server;
+  Client client(server.port());
+
+  auto first = client.request("POST", "/v1/increment/hits", R"({"by": 5})");
+  REQUIRE(first.status == 200);
+  CHECK(first.body_json().at("value") == 5);
+  auto second = client.request("POST", "/v1/increment/hits", R"({"by": -2})");
+  CHECK(second.body_json().at("value") == 3);
+  CHECK(second.body_json().at("revision").get<std::int64_t>() > first.body_json().at("revision").get<std::int64_t>());
+
+  client.request("PUT", "/v1/kv/name", "\"ada\"");
+  auto mismatch = client.request("POST", "/v1/increment/name", R"({"by": 1})");
+  CHECK(mismatch.status == 409);
+  CHECK(mismatch.error().find("name") != std::string::npos);
+  auto bad_by = client.request("POST", "/v1/increment/hits", R"({"by": "one"})");
+  CHECK(bad_by.status == 400);
+  CHECK(bad_by.error().find("by") != std::string::npos);
+}
+
+TEST_CASE("bad input gets a 4xx with a JSON error saying what was wrong", "[store]") {
+  TestServer server;
+  Client client(server.port());
+
+  auto not_json = client.request("PUT", "/v1/kv/k", "{oops", {"Content-Type: application/x-www-form-urlencoded"});
+  CHECK(not_json.status == 400);
+  CHECK(not_json.error().find("not valid JSON") != std::string::npos);
+
+  auto deep = client.request("PUT", "/v1/kv/k", std::string(65, '[') + std::string(65, ']'));
+  CHECK(deep.status == 400);
+  CHECK(deep.error().find("64") != std::string::npos);
+  CHECK(client.request("PUT", "/v1/kv/k", std::string(64, '[') + std::string(64, ']')).status == 200);
+
+  CHECK(client.request("POST", "/v1/kv", "[1, 2]").status == 400);
+  CHECK(client.request("PUT", "/v1/kv/k", "").status == 400);
+  CHECK(client.request("GET", "/v1/kv/bad%zzescape").status == 400);
+  CHECK(client.request("PUT", "/v1/kv/k", "1", {"If-Match: soon"}).status == 400);
+  CHECK(client.request("GET", "/v1/watch?from=yesterday").status == 400);
+  auto unknown = client.request("GET", "/v2/everything");
+  CHECK(unknown.status == 404);
+  CHECK(unknown.error().find("/v2/everything") != std::string::npos);
+  CHECK(client.request("PATCH", "/v1/kv/k", "1").status == 405);
+  // The connection survived every one of them.
+  CHECK(client.request("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("a body over the limit is refused from its Content-Length, also after Expect: 100-continue", "[store]") {
+  TestServer server({.max_body = 1024});
+  {
+    Client client(server.port());
+    // Only the headers are sent: the answer must come without the body.
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
+    auto reply = client.read_reply();
+    CHECK(reply.status == 413);
+    CHECK(reply.error().find("1024") != std::string::npos);
+  }
+  {
+    Client client(server.port());
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+    CHECK(client.read_reply().status == 413);
+  }
+  {
+    Client client(server.port());
+    std::string chunk(2000, '1');
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk + "\r\n");
+    CHECK(client.read_reply().status == 413);
+  }
+  Client client(server.port());
+  std::string small = json(std::string(1000, 'x')).dump();
+  CHECK(client.request("PUT", "/v1/kv/small", small).status == 200);
+  CHECK(client.request("PUT", "/v1/kv/small", small, {"Expect: 100-continue"}).status == 200);  // after a 100
+  CHECK(client.request("PUT", "/v1/kv/huge-number", std::string(1000, '1')).status == 400);
+}
+
+TEST_CASE("headers over 8 KiB get 431", "[store]") {
+  TestServer server;
+  Client client(server.port());
+  auto reply = client.request("GET", "/healthz", std::nullopt, {"X-Padding: " + std::string(9000, 'a')});
+  CHECK(reply.status == 431);
+  CHECK(reply.error().find("8192") != std::string::npos);
+}
+
+TEST_CASE("a watch from a past revision receives every change in order with the revision as id", "[store]") {
+  TestServer server;
+  Client writer(server.port());
+  writer.request("PUT", "/v1/kv/app/a", "1");                  // 1
+  writer.request("PUT", "/v1/kv/other", "0");                  // 2 (not under the prefix)
+  writer.request("POST", "/v1/kv", R"({"app/b": 2, "app/c": 3})");  // 3
+  writer.request("DELETE", "/v1/kv/app/a");                    // 4
+
+  Client watcher(server.port());
+  auto head = watcher.request("GET", "/v1/watch?prefix=app%2F&from=1");
+  REQUIRE(head.status == 200);
+  CHECK(head.headers.at("content-type") == "text/event-stream");
+  std::vector<std::pair<std::string, std::string>> seen;  // id, key
+  for (int i = 0; i < 4; ++i) {
+    auto event = watcher.next_event();
+    auto data = json::parse(event.at("data"));
+    CHECK(event.at("id") == std::to_string(data.at("revision").get<std::int64_t>()));
+    seen.emplace_back(event.at("id"), data.at("key"));
+    if (data.at("key") == "app/a" && event.at("id") == "4") CHECK(data.at("erased") == true);
+  }
+  CHECK(seen == std::vector<std::pair<std::string, std::string>>{{"1", "app/a"}, {"3", "app/b"}, {"3", "app/c"}, {"4", "app/a"}});
+
+  // Changes made while it streams arrive too.
+  writer.request("POST", "/v1/increment/app/n", R"({"by": 1})");  // 5
+  auto live = watcher.next_event();
+  CHECK(live.at("id") == "5");
+  CHECK(json::parse(live.at("data")).at("value") == 1);
+
+  // A client that reconnects with Last-Event-ID resumes right after it.
+  Client resumed(server.port());
+  REQUIRE(resumed.request("GET", "/v1/watch?prefix=app/&from=1", std::nullopt, {"Last-Event-ID: 3"}).status == 200);
+  CHECK(resumed.next_event().at("id") == "4");
+  CHECK(resumed.next_event().at("id") == "5");
+}
+
+TEST_CASE("a watch from a revision older than the kept history gets an explicit compacted event", "[store]") {
+  TestServer server({.history = 3});
+  Client writer(server.port());
+  for (int i = 0; i < 6; ++i) writer.request("PUT", "/v1/kv/k", std::to_string(i));
+  Client watcher(server.port());
+  REQUIRE(watcher.request("GET", "/v1/watch?from=1").status == 200);
+  auto event = watcher.next_event();
+  CHECK(event.at("event") == "compacted");
+  CHECK(json::parse(event.at("data")).at("oldest_kept") == 4);
+  CHECK(watcher.closed_by_server());
+
+  Client recent(server.port());
+  REQUIRE(recent.request("GET", "/v1/watch?from=4").status == 200);
+  CHECK(recent.next_event().at("id") == "4");
+}
+
+TEST_CASE("events posted to a name reach every subscriber of its stream in order", "[store]") {
+  TestServer server;
+  Client first(server.port()), second(server.port()), emitter(server.port());
+  REQUIRE(first.request("GET", "/v1/events/jobs%2Fdone").status == 200);
+  REQUIRE(second.request("GET", "/v1/events/jobs/done").status == 200);
+  first.read_until(": ready\n\n");
+  second.read_until(": ready\n\n");
+  for (int i = 0; i < 20; ++i) REQUIRE(emitter.request("POST", "/v1/events/jobs/done", json{{"n", i}}.dump()).status == 200);
+  REQUIRE(emitter.request("POST", "/v1/events/jobs/other", "\"elsewhere\"").status == 200);
+  REQUIRE(emitter.request("POST", "/v1/events/jobs/done").status == 200);  // no body: a null payload
+  for (auto* subscriber : {&first, &second}) {
+    for (int i = 0; i < 20; ++i) CHECK(json::parse(subscriber->next_event().at("data")) == json{{"n", i}});
+    CHECK(subscriber->next_event().at("data") == "null");
+  }
+  CHECK(metric(server.port(), "scale_store_subscribers") == 2);
+}
+
+TEST_CASE("with a token every request needs it, on the header or for SSE in the query", "[store]") {
+  TestServer server({.token = "s3cret"});
+  Client client(server.port());
+  auto missing = client.request("GET", "/v1/kv");
+  CHECK(missing.status == 401);
+  CHECK(missing.error().find("Bearer") != std::string::npos);
+  CHECK(client.request("GET", "/v1/kv", std::nullopt, {"Authorization: Bearer wrong"}).status == 401);
+  CHECK(client.request("GET", "/v1/kv", std::nullopt, {"Authorization: Bearer s3cret"}).status == 200);
+  CHECK(client.request("GET", "/v1/kv?token=s3cret").status == 401);  // query tokens are for SSE only
+  CHECK(client.request("PUT", "/v1/kv/k", "1", {"Authorization: Bearer s3cret"}).status == 200);
+
+  Client browser(server.port());
+  CHECK(browser.request("GET", "/v1/watch?from=1&token=s3cret").status == 200);
+  CHECK(browser.next_event().at("id") == "1");
+  Client intruder(server.port());
+  CHECK(intruder.request("GET", "/v1/events/x?token=guess").status == 401);
+}
+
+TEST_CASE("a non-loopback address without a token is refused at start with the reason", "[store]") {
+  scale::StoreServer server({.host = "0.0.0.0"});
+  try {
+    server.start();
+    FAIL("start() accepted 0.0.0.0 without a token");
+  } catch (const scale::Error& error) {
+    CHECK(std::string(error.what()).find("token") != std::string::npos);
+  }
+  scale::StoreServer with_token({.host = "0.0.0.0", .token = "t"});
+  CHECK_NOTHROW(with_token.start());
+  CHECK(with_token.port() != 0);
+}
+
+TEST_CASE("a client that sends its headers too slowly is disconnected while others are served", "[store]") {
+  TestServer server({.header_timeout = 300ms});
+  Client slow(server.port());
+  slow.send_raw("GET /healthz HTTP/1.1\r\nHo");
+  Client other(server.port());
+  CHECK(other.request("GET", "/healthz").status == 200);
+  auto started = std::chrono::steady_clock::now();
+  CHECK(slow.closed_by_server());
+  CHECK(std::chrono::steady_clock::now() - started < 3s);
+}
+
+TEST_CASE("one connection more than the cap gets 503 and is closed", "[store]") {
+  TestServer server({.max_connections = 2});
+  Client a(server.port()), b(server.port());
+  CHECK(a.request("GET", "/healthz").status == 200);
+  CHECK(b.request("GET", "/healthz").status == 200);
+  Client c(server.port());
+  auto refused = c.read_reply();
+  CHECK(refused.status == 503);
+  CHECK(refused.error().find("limit") != std::string::npos);
+}
+
+TEST_CASE("a malformed request does not disturb another client", "[store]") {
+  TestServer server;
+  Client good(server.port());
+  CHECK(good.request("PUT", "/v1/kv/k", "1").status == 200);
+  Client bad(server.port());
+  bad.send_raw("THIS IS NOT HTTP\r\n\r\n");
+  auto reply = bad.read_reply();
+  CHECK(reply.status == 400);
+  CHECK(bad.closed_by_server());
+  CHECK(good.request("GET", "/v1/kv/k").body_json().at("value") == 1);
+}
+
+TEST_CASE("a subscriber that stops reading is cut off once too much is queued and the others get everything", "[store]") {
+  TestServer server({.max_subscriber_queue = 256 * 1024});
+  Client stalled(server.port()), healthy(server.port());
+  int small = 4096;
+  ::setsockopt(stalled.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  REQUIRE(stalled.request("GET", "/v1/events/bulk").status == 200);
+  REQUIRE(healthy.request("GET", "/v1/events/bulk").status == 200);
+  healthy.read_until(": ready\n\n");
+  stalled.read_until(": ready\n\n");
+
+  constexpr int count = 300;
+  std::string payload = json(std::string(32 * 1024, 'x')).dump();
+  int received = 0;
+  std::thread reader([&] {
+    for (int i = 0; i < count; ++i) {
+      healthy.next_event();
+      ++received;
+    }
+  });
+  Client emitter(server.port());
+  for (int i = 0; i < count; ++i) REQUIRE(emitter.request("POST", "/v1/events/bulk", payload).status == 200);
+  reader.join();
+  CHECK(received == count);
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (metric(server.port(), "scale_store_subscribers") != 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  CHECK(metric(server.port(), "scale_store_subscribers") == 1);
+}
+
+TEST_CASE("healthz answers and metrics count requests, keys, revision and connections", "[store]") {
+  TestServer server;
+  Client client(server.port());
+  CHECK(client.request("GET", "/healthz").body_json().at("status") == "ok");
+  client.request("POST", "/v1/kv", R"({"a": 1, "b": 2})");
+  client.request("GET", "/v1/kv/missing");
+  auto metrics = client.request("GET", "/metrics");
+  REQUIRE(metrics.status == 200);
+  CHECK(metrics.headers.at("content-type").starts_with("text/plain"));
+  CHECK(metrics.body.find("scale_store_requests_total{endpoint=\"kv_get\",status=\"404\"} 1") != std::string::npos);
+  CHECK(metrics.body.find("scale_store_requests_total{endpoint=\"kv_set_many\",status=\"200\"} 1") != std::string::npos);
+  CHECK(metrics.body.find("\nscale_store_keys 2\n") != std::string::npos);
+  CHECK(metrics.body.find("\nscale_store_revision 1\n") != std::string::npos);
+  CHECK(metric(server.port(), "scale_store_connections") >= 2);
+}
+
+TEST_CASE("a CORS origin is allowed when configured, preflight included", "[store]") {
+  TestServer server({.token = "t", .cors_origin = "http://app.example"});
+  Client client(server.port());
+  auto preflight = client.request("OPTIONS", "/v1/kv/k", std::nullopt,
+                                  {"Origin: http://app.example", "Access-Control-Request-Method: PUT"});
+  CHECK(preflight.status == 204);
+  CHECK(preflight.headers.at("access-control-allow-origin") == "http://app.example");
+  auto reply = client.request("GET", "/v1/kv", std::nullopt, {"Authorization: Bearer t"});
+  CHECK(reply.headers.at("access-control-allow-origin") == "http://app.example");
+}
+
+#ifdef SCALE_STORE_BINARY
+namespace {
+/// Starts the scale-store program with `args`; its stderr is read through `log_fd`.
+pid_t spawn_store(const std::vector<std::string>& args, int& log_fd) {
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(pipe_fds[1], 2);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    std::vector<char*> argv{const_cast<char*>(SCALE_STORE_BINARY)};
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    ::execv(SCALE_STORE_BINARY, argv.data());
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  log_fd = pipe_fds[0];
+  return pid;
+}
+
+/// Reads the program's stderr until `pattern` matches (or it closes); the whole log so far.
+std::string read_log_until(int fd, const std::regex& pattern, std::smatch& match, std::string& log) {
+  char chunk[4096];
+  while (!std::regex_search(log, match, pattern)) {
+    auto n = ::read(fd, chunk, sizeof chunk);
+    if (n <= 0) break;
+    log.append(chunk, static_cast<std::size_t>(n));
+  }
+  return log;
+}
+}  // namespace
+
+TEST_CASE("the scale-store program serves on a free port and exits 0 on SIGTERM", "[store]") {
+  int log_fd = -1;
+  pid_t pid = spawn_store({"--port", "0"}, log_fd);
+  std::string log;
+  std::smatch match;
+  read_log_until(log_fd, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)"), match, log);
+  REQUIRE(match.size() == 2);
+  auto port = static_cast<std::uint16_t>(std::stoi(match[1]));
+  {
+    Client client(port);
+    CHECK(client.request("PUT", "/v1/kv/k", "1").status == 200);
+    CHECK(client.request("GET", "/healthz").status == 200);
+  }
+  REQUIRE(::kill(pid, SIGTERM) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  ::close(log_fd);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("the scale-store program refuses a public address without a token and says why", "[store]") {
+  int log_fd = -1;
+  pid_t pid = spawn_store({"--host", "0.0.0.0", "--port", "0"}, log_fd);
+  std::string log;
+  std::smatch match;
+  read_log_until(log_fd, std::regex("a^"), match, log);  // never matches: reads to the end
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  ::close(log_fd);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) != 0);
+  CHECK(log.find("--token") != std::string::npos);
+}
+#endif
