@@ -202,8 +202,8 @@ std::string sse_event(std::string_view data, std::optional<Revision> id = std::n
 /// What an SSE subscription's handler (on any thread) hands to the connection writing it out.
 /// NOTE: `pending` and `overflowed` are guarded by `mutex`; `timer` and `stream` belong to the
 /// connection's strand, so a handler only posts to the strand to wake the writer.
-struct SseChannel {
-  explicit SseChannel(asio::any_io_executor executor, std::size_t limit) : timer(executor), limit(limit) {}
+struct SseChannel : std::enable_shared_from_this<SseChannel> {
+  SseChannel(asio::any_io_executor executor, std::size_t limit) : timer(std::move(executor)), limit(limit) {}
 
   /// Any thread: queue `text`; past the limit the subscriber is cut off instead.
   void push(std::string text) {
@@ -217,28 +217,25 @@ struct SseChannel {
         pending += text;
       }
     }
-    wake();
+    asio::post(timer.get_executor(), [self = shared_from_this()] { self->wake(); });
   }
 
+  /// Strand only: wakes the writer; an overflowed subscriber's socket is closed, since its writer
+  /// may be stuck in a write the client never reads.
   void wake() {
-    asio::post(timer.get_executor(), [self = this->shared_from_this_channel()] {
-      self->timer.cancel();
-      if (self->overflowed_now() && self->stream) {
-        beast::error_code ignored;
-        self->stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
-        self->stream->socket().close(ignored);
-      }
-    });
+    timer.cancel();
+    bool cut_off;
+    {
+      std::lock_guard lock(mutex);
+      cut_off = overflowed;
+    }
+    if (cut_off && stream) {
+      beast::error_code ignored;
+      stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+      stream->socket().close(ignored);
+    }
   }
 
-  bool overflowed_now() {
-    std::lock_guard lock(mutex);
-    return overflowed;
-  }
-
-  std::shared_ptr<SseChannel> shared_from_this_channel() { return self.lock(); }
-
-  std::weak_ptr<SseChannel> self;
   asio::steady_timer timer;
   beast::tcp_stream* stream = nullptr;  // strand only; null once the connection stops writing
   std::mutex mutex;
@@ -246,12 +243,6 @@ struct SseChannel {
   bool overflowed = false;
   const std::size_t limit;
 };
-
-std::shared_ptr<SseChannel> make_channel(asio::any_io_executor executor, std::size_t limit) {
-  auto channel = std::make_shared<SseChannel>(executor, limit);
-  channel->self = channel;
-  return channel;
-}
 
 /// One accepted connection; every member is touched on its strand only.
 struct Connection {
@@ -344,7 +335,10 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(ioc), use_tuple);
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
-        continue;  // e.g. EMFILE: try again with the next connection
+        // e.g. EMFILE: pause briefly rather than spin, then take the next connection.
+        asio::steady_timer pause(ioc, std::chrono::milliseconds(50));
+        co_await pause.async_wait(use_tuple);
+        continue;
       }
       if (stopping) co_return;
       auto connection = std::make_shared<Connection>(tcp::socket(std::move(socket)));
@@ -569,7 +563,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     };
 
     if (path == "/healthz") {
-      only({http::verb::get, http::verb::head});
+      only({http::verb::get});
       return ok({{"status", "ok"}});
     }
     if (path == "/metrics") {
@@ -593,7 +587,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     }
     if (path.starts_with("/v1/kv/")) {
       std::string key = path_name(path, "/v1/kv/", "key");
-      if (method == http::verb::get || method == http::verb::head) {
+      if (method == http::verb::get) {
         auto entry = memory->entry(key).get();
         if (!entry) fail(http::status::not_found, "key '" + key + "' not found");
         auto response = ok(entry_json(*entry));
@@ -713,7 +707,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> stream_events(Connection& connection, const Request& request, const StreamRequest& what,
                                       std::string_view endpoint) {
     auto& stream = connection.stream;
-    auto channel = make_channel(stream.get_executor(), options.max_subscriber_queue);
+    auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue);
     channel->stream = &stream;
     connection.channel = channel;
 
