@@ -8,17 +8,22 @@
 #include <scale/scale.hpp>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+extern char** environ;
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -96,10 +101,10 @@ std::size_t open_fds() {
   return count;
 }
 
-/// Children of this process (any state), from /proc.
-std::vector<pid_t> children_of_self() {
+/// Children of a process (any state), from /proc.
+std::vector<pid_t> children_of(pid_t parent) {
   std::vector<pid_t> children;
-  const pid_t self = ::getpid();
+  const pid_t self = parent;
   if (DIR* dir = ::opendir("/proc")) {
     while (auto* entry = ::readdir(dir)) {
       const pid_t pid = static_cast<pid_t>(std::atoi(entry->d_name));
@@ -117,6 +122,8 @@ std::vector<pid_t> children_of_self() {
   }
   return children;
 }
+
+std::vector<pid_t> children_of_self() { return children_of(::getpid()); }
 
 bool eventually(auto condition, std::chrono::milliseconds limit = 5000ms) {
   const auto until = std::chrono::steady_clock::now() + limit;
@@ -364,6 +371,50 @@ TEST_CASE("a worker of another build is refused with a clear error", "[process_p
   scale::ProcessPoolManager fresh({.max_workers = 1});
   scale::Iterator<int> again(iterator_suite::iota(10), fresh);
   REQUIRE(again.map(iterator_suite::twice).get()[9] == 18);
+}
+
+TEST_CASE("helper: a long map for the Ctrl-C test", "[.][ctrl_c_helper]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  scale::Iterator<int> numbers(iterator_suite::iota(1'000'000), manager);
+  numbers.map(slow_square, {.chunk_size = 10}).get();  // far longer than the test waits
+}
+
+TEST_CASE("a Ctrl-C to the whole process group ends the parent and its workers and respawns none",
+          "[process_pool]") {
+  // The helper runs in a process group of its own, as a program started from a shell does.
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attributes, 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  std::string exe = "/proc/self/exe", filter = "[ctrl_c_helper]";
+  char* arguments[] = {exe.data(), filter.data(), nullptr};
+  pid_t helper = -1;
+  REQUIRE(posix_spawn(&helper, exe.c_str(), &actions, &attributes, arguments, environ) == 0);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attributes);
+
+  std::vector<pid_t> workers;
+  REQUIRE(eventually([&] { return (workers = children_of(helper)).size() == 2; }));
+  std::this_thread::sleep_for(200ms);
+  REQUIRE(::kill(-helper, SIGINT) == 0);  // what the terminal does on Ctrl-C
+
+  int status = 0;
+  REQUIRE(::waitpid(helper, &status, 0) == helper);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGINT);
+  auto gone = [](pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    auto close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+  };
+  // PR_SET_PDEATHSIG ends the workers with their parent; none was replaced before it died.
+  CHECK(eventually([&] { return std::all_of(workers.begin(), workers.end(), gone); }, 2000ms));
 }
 
 int main(int argc, char** argv) {
