@@ -520,6 +520,34 @@ TEST_CASE("a CORS origin is allowed when configured, preflight included", "[stor
   CHECK(reply.headers.at("access-control-allow-origin") == "http://app.example");
 }
 
+TEST_CASE("pipelined requests on one connection are answered in order", "[store]") {
+  TestServer server;
+  Client client(server.port());
+  std::string batch;
+  for (int i = 0; i < 10; ++i)
+    batch += "PUT /v1/kv/p" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n" +
+             std::to_string(i);
+  batch += "GET /v1/kv?prefix=p HTTP/1.1\r\nHost: x\r\n\r\n";
+  client.send_raw(batch);
+  for (int i = 0; i < 10; ++i) CHECK(client.read_reply().body_json().at("revision") == i + 1);
+  CHECK(client.read_reply().body_json().size() == 10);
+}
+
+TEST_CASE("stop() ends open streams and idle connections and returns promptly", "[store]") {
+  scale::StoreServer server;
+  server.start();
+  Client watcher(server.port()), idle(server.port());
+  REQUIRE(watcher.request("GET", "/v1/watch").status == 200);
+  watcher.read_until(": ready\n\n");
+  REQUIRE(idle.request("GET", "/healthz").status == 200);
+  auto started = std::chrono::steady_clock::now();
+  server.stop();
+  CHECK(std::chrono::steady_clock::now() - started < 2s);
+  CHECK(watcher.closed_by_server());
+  CHECK(idle.closed_by_server());
+  server.stop();  // idempotent
+}
+
 #ifdef SCALE_STORE_BINARY
 namespace {
 /// Starts the scale-store program with `args`; its stderr is read through `log_fd`.
