@@ -6,6 +6,8 @@
 #include <scale/store_server.hpp>
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
@@ -250,6 +252,7 @@ struct Connection {
   beast::tcp_stream stream;
   bool idle = false;    // waiting for the next request's headers
   bool stopping = false;
+  std::chrono::steady_clock::time_point request_started;  // for the latency histogram
   std::shared_ptr<SseChannel> channel;  // while streaming events
 };
 
@@ -260,6 +263,16 @@ class RequestCounts {
     std::lock_guard lock(m_mutex);
     ++m_counts[{std::string(endpoint), status}];
   }
+  /// One answered request's time from its headers read to its answer written.
+  void observe(std::chrono::steady_clock::duration elapsed) {
+    double seconds = std::chrono::duration<double>(elapsed).count();
+    std::lock_guard lock(m_mutex);
+    for (std::size_t i = 0; i < latency_bounds.size(); ++i)
+      if (seconds <= latency_bounds[i]) ++m_buckets[i];
+    ++m_observed;
+    m_latency_sum += seconds;
+  }
+
   std::string render() {
     std::string out = "# HELP scale_store_requests_total Requests answered, by endpoint and status.\n"
                       "# TYPE scale_store_requests_total counter\n";
@@ -267,12 +280,30 @@ class RequestCounts {
     for (const auto& [labels, count] : m_counts)
       out += "scale_store_requests_total{endpoint=\"" + labels.first + "\",status=\"" +
              std::to_string(labels.second) + "\"} " + std::to_string(count) + "\n";
+    out += "# HELP scale_store_request_duration_seconds Time from a request's headers to its answer written.\n"
+           "# TYPE scale_store_request_duration_seconds histogram\n";
+    for (std::size_t i = 0; i < latency_bounds.size(); ++i) {
+      char bound[32];
+      std::snprintf(bound, sizeof bound, "%g", latency_bounds[i]);
+      out += "scale_store_request_duration_seconds_bucket{le=\"" + std::string(bound) + "\"} " +
+             std::to_string(m_buckets[i]) + "\n";
+    }
+    out += "scale_store_request_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(m_observed) + "\n";
+    char sum[64];
+    std::snprintf(sum, sizeof sum, "%.9f", m_latency_sum);
+    out += "scale_store_request_duration_seconds_sum " + std::string(sum) + "\n";
+    out += "scale_store_request_duration_seconds_count " + std::to_string(m_observed) + "\n";
     return out;
   }
 
  private:
+  static constexpr std::array<double, 10> latency_bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                         0.005,  0.01,    0.05,   0.25,  1.0};
   std::mutex m_mutex;
   std::map<std::pair<std::string, unsigned>, std::uint64_t> m_counts;
+  std::array<std::uint64_t, latency_bounds.size()> m_buckets{};
+  std::uint64_t m_observed = 0;
+  double m_latency_sum = 0;
 };
 
 /// What handle_request decided for an SSE endpoint: the session streams it after the headers.
@@ -336,7 +367,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
         // e.g. EMFILE: pause briefly rather than spin, then take the next connection.
-        asio::steady_timer pause(ioc, std::chrono::milliseconds(50));
+        asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(50));
         co_await pause.async_wait(use_tuple);
         continue;
       }
@@ -413,6 +444,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     counts.add(endpoint, response.result_int());
     connection.stream.expires_after(options.read_timeout);
     auto [ec, n] = co_await http::async_write(connection.stream, response, use_tuple);
+    counts.observe(std::chrono::steady_clock::now() - connection.request_started);
     co_return !ec;
   }
 
@@ -420,7 +452,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
     auto& stream = connection->stream;
     beast::flat_buffer buffer;
-    while (!connection->stopping) {
+    while (!connection->stopping && !stopping) {
       http::request_parser<http::empty_body> head;
       head.header_limit(header_limit);
       // The body's size is judged below from Content-Length, to answer 413 rather than fail.
@@ -429,6 +461,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       connection->idle = true;
       auto [read_error, n] = co_await http::async_read_header(stream, buffer, head, use_tuple);
       connection->idle = false;
+      connection->request_started = std::chrono::steady_clock::now();
       if (read_error == http::error::header_limit) {
         Request request{http::verb::get, "/", 11};
         auto response = error_response(request, http::status::request_header_fields_too_large,
@@ -802,7 +835,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       throw Error("scale::StoreServer: refusing to listen on " + options.host +
                   " without a token: anyone who can reach that address could read and change the store. "
                   "Pass --token T (clients then send 'Authorization: Bearer T') or bind 127.0.0.1");
-    acceptor.emplace(ioc);
+    // The acceptor has its own strand: the listener runs on it and stop() closes it there.
+    acceptor.emplace(asio::make_strand(ioc));
     acceptor->open(endpoint.protocol(), ec);
     if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
     if (!ec) acceptor->bind(endpoint, ec);
@@ -811,7 +845,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       throw Error("scale::StoreServer: cannot listen on " + options.host + ":" + std::to_string(options.port) +
                   ": " + ec.message() + " (is another scale-store running? try another --port)");
     bound_port = acceptor->local_endpoint().port();
-    asio::co_spawn(ioc, listen(), [](std::exception_ptr error) {
+    asio::co_spawn(acceptor->get_executor(), listen(), [](std::exception_ptr error) {
       if (error) detail::log_error("scale-store: the listener stopped with an error");
     });
     for (unsigned i = 0; i < std::max(1u, options.io_threads); ++i) threads.emplace_back([this] { ioc.run(); });
@@ -823,7 +857,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     if (!started || stopped) return;
     stopped = true;
     stopping = true;
-    asio::post(ioc, [this] {
+    asio::post(acceptor->get_executor(), [this] {
       beast::error_code ignored;
       acceptor->close(ignored);
     });

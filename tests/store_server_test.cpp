@@ -506,6 +506,8 @@ TEST_CASE("healthz answers and metrics count requests, keys, revision and connec
   CHECK(metrics.body.find("scale_store_requests_total{endpoint=\"kv_set_many\",status=\"200\"} 1") != std::string::npos);
   CHECK(metrics.body.find("\nscale_store_keys 2\n") != std::string::npos);
   CHECK(metrics.body.find("\nscale_store_revision 1\n") != std::string::npos);
+  CHECK(metrics.body.find("\nscale_store_request_duration_seconds_count 3\n") != std::string::npos);
+  CHECK(metrics.body.find("scale_store_request_duration_seconds_bucket{le=\"+Inf\"} 3\n") != std::string::npos);
   CHECK(metric(server.port(), "scale_store_connections") >= 2);
 }
 
