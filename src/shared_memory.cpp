@@ -2,6 +2,7 @@
 
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
+#include <scale/detail/redis_client.hpp>
 
 #include <cstdlib>
 #include <string_view>
@@ -65,7 +66,8 @@ std::string_view scheme_of(std::string_view url) {
 // are added here.
 std::shared_ptr<MemoryBackend> make_memory_backend(const std::string& url) {
   auto scheme = scheme_of(url);
-  if (scheme == "http" || scheme == "redis")
+  if (scheme == "redis") return make_redis_memory(url);
+  if (scheme == "http")
     throw Error("scale::SharedMemory(\"" + url + "\"): the " + std::string(scheme) +
                 ":// backend is not built into this version of scale; use scale::SharedMemory() "
                 "for in-process state");
@@ -77,7 +79,8 @@ std::shared_ptr<MemoryBackend> make_memory_backend(const std::string& url) {
 // NOTE: the one place a SharedEventEmitter URL picks its backend.
 std::shared_ptr<EventBackend> make_event_backend(const std::string& url) {
   auto scheme = scheme_of(url);
-  if (scheme == "http" || scheme == "redis")
+  if (scheme == "redis") return make_redis_events(url);
+  if (scheme == "http")
     throw Error("scale::SharedEventEmitter(\"" + url + "\"): the " + std::string(scheme) +
                 ":// backend is not built into this version of scale; use "
                 "scale::SharedEventEmitter() for an in-process bus");
