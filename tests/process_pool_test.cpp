@@ -380,9 +380,9 @@ TEST_CASE("helper: a long map for the Ctrl-C test", "[.][ctrl_c_helper]") {
   numbers.map(slow_square, {.chunk_size = 10}).get();  // far longer than the test waits
 }
 
-TEST_CASE("a Ctrl-C to the whole process group ends the parent and its workers and respawns none",
-          "[process_pool]") {
-  // The helper runs in a process group of its own, as a program started from a shell does.
+/// Starts this executable running the long map above in a process group of its own (as a
+/// program started from a shell is) and returns its pid once it has its two workers.
+static pid_t start_long_map(std::vector<pid_t>& workers) {
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
@@ -396,25 +396,43 @@ TEST_CASE("a Ctrl-C to the whole process group ends the parent and its workers a
   REQUIRE(posix_spawn(&helper, exe.c_str(), &actions, &attributes, arguments, environ) == 0);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
-
-  std::vector<pid_t> workers;
   REQUIRE(eventually([&] { return (workers = children_of(helper)).size() == 2; }));
   std::this_thread::sleep_for(200ms);
+  return helper;
+}
+
+/// True once `pid` has exited (gone, or a zombie waiting for a parent that is itself gone).
+static bool process_gone(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
+TEST_CASE("a Ctrl-C to the whole process group ends the parent and its workers and respawns none",
+          "[process_pool]") {
+  std::vector<pid_t> workers;
+  pid_t helper = start_long_map(workers);
   REQUIRE(::kill(-helper, SIGINT) == 0);  // what the terminal does on Ctrl-C
 
   int status = 0;
   REQUIRE(::waitpid(helper, &status, 0) == helper);
   CHECK(WIFSIGNALED(status));
   CHECK(WTERMSIG(status) == SIGINT);
-  auto gone = [](pid_t pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) return true;
-    auto close = line.rfind(')');
-    return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
-  };
   // PR_SET_PDEATHSIG ends the workers with their parent; none was replaced before it died.
-  CHECK(eventually([&] { return std::all_of(workers.begin(), workers.end(), gone); }, 2000ms));
+  CHECK(eventually([&] { return std::all_of(workers.begin(), workers.end(), process_gone); }, 2000ms));
+}
+
+TEST_CASE("workers die within two seconds when their parent is killed with kill -9", "[process_pool]") {
+  std::vector<pid_t> workers;
+  pid_t helper = start_long_map(workers);
+  REQUIRE(::kill(helper, SIGKILL) == 0);  // the parent alone: nothing reaches the workers directly
+
+  int status = 0;
+  REQUIRE(::waitpid(helper, &status, 0) == helper);
+  CHECK(WIFSIGNALED(status));
+  CHECK(eventually([&] { return std::all_of(workers.begin(), workers.end(), process_gone); }, 2000ms));
 }
 
 int main(int argc, char** argv) {
