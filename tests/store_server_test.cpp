@@ -228,6 +228,10 @@ TEST_CASE("If-Match and If-None-Match make a put conditional and answer 412 when
   CHECK(bare.status == 200);
   CHECK(client.request("GET", "/v1/kv/lock").body_json().at("value") == 3);
   CHECK(client.request("PUT", "/v1/kv/absent", "1", {"If-Match: 1"}).status == 412);
+  CHECK(client.request("PUT", "/v1/kv/absent", "1", {"If-Match: *"}).status == 412);
+  CHECK(client.request("PUT", "/v1/kv/lock", "4", {"If-Match: *"}).status == 200);
+  CHECK(client.request("GET", "/v1/kv/lock").headers.at("etag") ==
+        "\"" + client.request("GET", "/v1/kv/lock").body_json().at("revision").dump() + "\"");
 }
 
 TEST_CASE("POST /v1/kv sets every key of an object in one revision and a prefix lists them", "[store]") {
@@ -415,6 +419,8 @@ TEST_CASE("with a token every request needs it, on the header or for SSE in the 
   CHECK(browser.next_event().at("id") == "1");
   Client intruder(server.port());
   CHECK(intruder.request("GET", "/v1/events/x?token=guess").status == 401);
+  Client probe(server.port());
+  CHECK(probe.request("GET", "/healthz").status == 200);  // liveness needs no token
 }
 
 TEST_CASE("a non-loopback address without a token is refused at start with the reason", "[store]") {
@@ -603,6 +609,32 @@ TEST_CASE("the scale-store program serves on a free port and exits 0 on SIGTERM"
   ::close(log_fd);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("scale-store --help documents every flag", "[store]") {
+  int log_fd = -1;
+  int out_pipe[2];
+  REQUIRE(::pipe(out_pipe) == 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out_pipe[1], 1);
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    ::execl(SCALE_STORE_BINARY, SCALE_STORE_BINARY, "--help", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out_pipe[1]);
+  log_fd = out_pipe[0];
+  std::string help;
+  std::smatch match;
+  read_log_until(log_fd, std::regex("a^"), match, help);
+  ::close(log_fd);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  for (const char* flag : {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin", "--history"})
+    CHECK(help.find(flag) != std::string::npos);
 }
 
 TEST_CASE("the scale-store program refuses a public address without a token and says why", "[store]") {
