@@ -21,6 +21,8 @@
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
 #include <scale/detail/worker.hpp>
+#include <scale/shared_event_emitter.hpp>
+#include <scale/shared_memory.hpp>
 
 namespace scale::detail {
 
@@ -288,10 +290,21 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         const std::size_t at = begin_frame(task->frame, FrameType::task, 0);
         append_u32(task->frame, static_cast<std::uint32_t>(name.size()));
         task->frame += name;
+        const SharedMemory* memory = job.scope_memory();
+        const SharedEventEmitter* events = job.scope_events();
+        const bool memory_url = memory && !memory->url().empty();
+        const bool events_url = events && !events->url().empty();
         unsigned char flags = 0;
-        if (job.scope_memory()) flags |= task_has_memory;
-        if (job.scope_events()) flags |= task_has_events;
+        if (memory) flags |= task_has_memory;
+        if (events) flags |= task_has_events;
+        if (memory_url) flags |= task_memory_url;
+        if (events_url) flags |= task_events_url;
         task->frame.push_back(static_cast<char>(flags));
+        for (const std::string* url : {memory_url ? &memory->url() : nullptr, events_url ? &events->url() : nullptr}) {
+          if (!url) continue;
+          append_u32(task->frame, static_cast<std::uint32_t>(url->size()));
+          task->frame += *url;
+        }
         append_u64(task->frame, task->chunk.size());
         job.encode_task(task->chunk.begin, task->chunk.end, task->frame);
         end_frame(task->frame, at);

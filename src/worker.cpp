@@ -418,6 +418,25 @@ class LinkEvents final : public EventBackend {
   WorkerLink* m_link;
 };
 
+/// The memory or emitter a task names by URL, opened once per URL and kept for the worker's life.
+template <class Handle>
+Handle* opened(std::string_view url) {
+  static std::mutex mutex;
+  static std::map<std::string, Handle, std::less<>> handles;
+  std::lock_guard lock(mutex);
+  auto found = handles.find(url);
+  if (found == handles.end()) found = handles.emplace(std::string(url), Handle(std::string(url))).first;
+  return &found->second;
+}
+
+std::string_view read_url(std::string_view payload, std::size_t& offset) {
+  const auto length = static_cast<std::size_t>(read_le(payload, offset, 4));
+  if (offset + length > payload.size()) throw Error("scale: a task frame ends early");
+  std::string_view url = payload.substr(offset, length);
+  offset += length;
+  return url;
+}
+
 void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events, const Frame& frame) {
   std::string out;
   try {
@@ -428,14 +447,19 @@ void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events
     std::string_view name = payload.substr(offset, name_length);
     offset += name_length;
     const auto flags = static_cast<unsigned char>(read_le(payload, offset, 1));
+    // A memory (emitter) with a URL is opened here, so scope calls go straight to its store.
+    SharedMemory* memory_target = &memory;
+    SharedEventEmitter* events_target = &events;
+    if (flags & task_memory_url) memory_target = opened<SharedMemory>(read_url(payload, offset));
+    if (flags & task_events_url) events_target = opened<SharedEventEmitter>(read_url(payload, offset));
     TaskInput input;
     input.count = static_cast<std::size_t>(read_le(payload, offset, 8));
     const auto extra_length = static_cast<std::size_t>(read_le(payload, offset, 4));
     if (offset + extra_length > payload.size()) throw Error("scale: a task frame ends early");
     input.extra = payload.substr(offset, extra_length);
     input.items = payload.substr(offset + extra_length);
-    input.memory = (flags & task_has_memory) ? &memory : nullptr;
-    input.events = (flags & task_has_events) ? &events : nullptr;
+    input.memory = (flags & task_has_memory) ? memory_target : nullptr;
+    input.events = (flags & task_has_events) ? events_target : nullptr;
     find_task(name).invoke(input, out);
     if (out.size() > default_max_payload)
       throw Error("scale: the results of one chunk take " + std::to_string(out.size()) +

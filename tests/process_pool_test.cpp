@@ -39,6 +39,9 @@ struct ProcessPoolFactory {
 #define SCALE_ITERATOR_FACTORIES ProcessPoolFactory
 #define SCALE_ITERATOR_TAGS "[iterator][process_pool]"
 #include "iterator_suite.hpp"
+#include "support/redis_server.hpp"
+
+#include <scale/detail/redis_client.hpp>
 
 namespace {
 
@@ -378,6 +381,32 @@ TEST_CASE("helper: a long map for the Ctrl-C test", "[.][ctrl_c_helper]") {
   scale::ProcessPoolManager manager({.max_workers = 2});
   scale::Iterator<int> numbers(iterator_suite::iota(1'000'000), manager);
   numbers.map(slow_square, {.chunk_size = 10}).get();  // far longer than the test waits
+}
+
+/// Redis's count of open client connections.
+static int redis_clients(scale::detail::RedisClient& client) {
+  auto info = client.command({"INFO", "clients"}).get().str;
+  auto at = info.find("connected_clients:");
+  return at == std::string::npos ? -1 : std::stoi(info.substr(at + 18));
+}
+
+TEST_CASE("a worker opens a redis:// memory itself and its scope calls reach the same store",
+          "[process_pool][redis]") {
+  scale::Runtime runtime;
+  auto& redis = support::RedisServer::shared();
+  scale::SharedMemory memory(redis.url() + "?namespace=" + support::RedisServer::fresh_namespace());
+  memory.set("multiplier", 7).get();
+  scale::detail::RedisClient client(scale::detail::parse_redis_url(redis.url()));
+  const int clients_before = redis_clients(client);
+
+  scale::ProcessPoolManager manager({.max_workers = 2, .min_workers = 2});
+  scale::Iterator<int> numbers(iterator_suite::iota(200), manager);
+  numbers.use_scope(memory);
+  std::vector<int> result = numbers.map(times_multiplier).get();
+  for (int i = 0; i < 200; ++i) REQUIRE(result[i] == i * 7);
+  // Each worker connected to Redis on its own (the workers stay up: min_workers).
+  REQUIRE(redis_clients(client) >= clients_before + 2);
+  REQUIRE(manager.stats().workers_spawned == 2);
 }
 
 /// Starts this executable running the long map above in a process group of its own (as a

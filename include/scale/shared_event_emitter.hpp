@@ -26,10 +26,13 @@ class SharedEventEmitter {
   SharedEventEmitter() : m_backend(detail::make_in_process_events()) {}
   /// The bus at `url` ("http://host:port", "redis://host:port"); throws scale::Error for a
   /// scheme this build does not support.
-  explicit SharedEventEmitter(std::string url) : m_backend(detail::make_event_backend(url)) {}
+  explicit SharedEventEmitter(std::string url) : m_backend(detail::make_event_backend(url)), m_url(std::move(url)) {}
   /// Over a given backend (for backend implementers).
   explicit SharedEventEmitter(std::shared_ptr<detail::EventBackend> backend) noexcept
       : m_backend(std::move(backend)) {}
+
+  /// The URL this emitter was opened with; empty for a bus in this process.
+  const std::string& url() const noexcept { return m_url; }
 
   /// Sends `payload` to every current subscriber of `event` (exact name match). Any type with a
   /// JSON conversion works as the payload (to_json for user types).
@@ -50,6 +53,7 @@ class SharedEventEmitter {
 
  private:
   std::shared_ptr<detail::EventBackend> m_backend;
+  std::string m_url;
 };
 
 namespace detail {

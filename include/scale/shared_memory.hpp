@@ -133,9 +133,13 @@ class SharedMemory {
   explicit SharedMemory(Options options) : m_backend(detail::make_in_process_memory(options)) {}
   /// The store at `url` ("http://host:port", "redis://host:port"); throws scale::Error for a
   /// scheme this build does not support.
-  explicit SharedMemory(std::string url) : m_backend(detail::make_memory_backend(url)) {}
+  explicit SharedMemory(std::string url) : m_backend(detail::make_memory_backend(url)), m_url(std::move(url)) {}
   /// Over a given backend (for backend implementers).
   explicit SharedMemory(std::shared_ptr<detail::MemoryBackend> backend) noexcept : m_backend(std::move(backend)) {}
+
+  /// The URL this memory was opened with; empty for one in this process (or over a given backend).
+  /// A process-pool worker opens the same URL itself rather than asking its parent.
+  const std::string& url() const noexcept { return m_url; }
 
   /// Writes every key of `object` in one atomic step with one revision, which it returns.
   /// Under GCC 12 build the object first: `json o = {{"k", 1}}; co_await memory.set(o);`.
@@ -216,6 +220,7 @@ class SharedMemory {
 
  private:
   std::shared_ptr<detail::MemoryBackend> m_backend;
+  std::string m_url;
 };
 
 }  // namespace scale

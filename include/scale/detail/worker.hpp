@@ -34,6 +34,10 @@ inline constexpr const char* worker_flag = "--scale-worker-link";
 /// Scope flags in a task frame.
 inline constexpr unsigned char task_has_memory = 1;
 inline constexpr unsigned char task_has_events = 2;
+/// The memory (events) has a URL, which follows the flags (u32 length, bytes): the worker opens
+/// it itself instead of asking the parent over the link.
+inline constexpr unsigned char task_memory_url = 4;
+inline constexpr unsigned char task_events_url = 8;
 
 /// Serves tasks on `link` until it closes, then exits the process with status 0.
 [[noreturn]] void serve_as_worker(const ChildLink& link);
