@@ -15,12 +15,16 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace support {
 
 class RedisServer {
  public:
-  explicit RedisServer(int port = 0) : m_port(port ? port : free_port()) { start(); }
+  explicit RedisServer(int port = 0, std::vector<std::string> extra = {})
+      : m_port(port ? port : free_port()), m_extra(std::move(extra)) {
+    start();
+  }
   ~RedisServer() { stop(); }
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -37,8 +41,11 @@ class RedisServer {
       int null = ::open("/dev/null", O_WRONLY);
       ::dup2(null, 1);
       ::dup2(null, 2);
-      ::execlp("redis-server", "redis-server", "--port", port.c_str(), "--save", "", "--appendonly", "no",
-               "--bind", "127.0.0.1", "--loglevel", "warning", static_cast<char*>(nullptr));
+      std::vector<const char*> argv{"redis-server", "--port", port.c_str(), "--save", "", "--appendonly", "no",
+                                    "--bind", "127.0.0.1", "--loglevel", "warning"};
+      for (const auto& arg : m_extra) argv.push_back(arg.c_str());
+      argv.push_back(nullptr);
+      ::execvp("redis-server", const_cast<char* const*>(argv.data()));
       ::_exit(127);
     }
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -68,7 +75,8 @@ class RedisServer {
     return "t" + std::to_string(::getpid()) + "-" + std::to_string(next.fetch_add(1));
   }
 
- private:
+ public:
+  /// A loopback port nothing listened on a moment ago.
   static int free_port() {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in address{};
@@ -82,6 +90,7 @@ class RedisServer {
     return ntohs(address.sin_port);
   }
 
+ private:
   bool accepts() const {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in address{};
@@ -94,6 +103,7 @@ class RedisServer {
   }
 
   int m_port;
+  std::vector<std::string> m_extra;
   pid_t m_pid = -1;
 };
 
