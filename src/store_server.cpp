@@ -452,6 +452,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
     auto& stream = connection->stream;
     beast::flat_buffer buffer;
+    bool unread_input = false;  // closing after an error while the client may still be sending
     while (!connection->stopping && !stopping) {
       http::request_parser<http::empty_body> head;
       head.header_limit(header_limit);
@@ -468,6 +469,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
                                        "the request's headers exceed " + std::to_string(header_limit) + " bytes");
         response.keep_alive(false);
         co_await write(*connection, response, "unknown");
+        unread_input = true;
         break;
       }
       if (read_error) {
@@ -500,6 +502,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
                                    " (scale-store --max-body)");
       if (early) {
         if (body_pending) early->keep_alive(false);  // the body is never read
+        unread_input = body_pending;
         bool ok = co_await write(*connection, *early, endpoint);
         if (!ok || !early->keep_alive()) break;
         continue;
@@ -522,6 +525,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
                                              " bytes (scale-store --max-body)");
           response.keep_alive(false);
           co_await write(*connection, response, endpoint);
+          unread_input = true;
           break;
         }
         if (ec) break;
@@ -553,6 +557,18 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    if (unread_input) {
+      // NOTE: closing a socket with unread input sends a reset, which can destroy the error
+      // answer before the client reads it. So read and drop what still comes, for a moment.
+      std::array<char, 16 * 1024> sink;
+      std::size_t dropped = 0;
+      stream.expires_after(std::chrono::milliseconds(500));
+      while (dropped < 4 * options.max_body + (1 << 20)) {
+        auto [ec, n] = co_await stream.async_read_some(asio::buffer(sink), use_tuple);
+        if (ec) break;
+        dropped += n;
+      }
+    }
   }
 
   /// CORS preflight and the token; an answer when the request must stop here.

@@ -320,6 +320,13 @@ TEST_CASE("a body over the limit is refused from its Content-Length, also after 
     client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk + "\r\n");
     CHECK(client.read_reply().status == 413);
   }
+  {
+    // The body arrives with the headers: the answer must not be lost to a reset.
+    Client client(server.port());
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" +
+                    std::string(200000, '1'));
+    CHECK(client.read_reply().status == 413);
+  }
   Client client(server.port());
   std::string small = json(std::string(1000, 'x')).dump();
   CHECK(client.request("PUT", "/v1/kv/small", small).status == 200);
