@@ -15,6 +15,7 @@
 #include <boost/uuid/detail/sha1.hpp>
 #include <hiredis/hiredis.h>
 
+#include <scale/detail/loop.hpp>
 #include <scale/error.hpp>
 
 namespace scale::detail {
@@ -350,7 +351,19 @@ struct RedisClient::Impl {
   explicit Impl(RedisUrl u) : url(std::move(u)), work(asio::make_work_guard(io)) {
     for (int role = 0; role < 3; ++role)
       connections[role] = std::make_unique<RedisConnection>(io, url, static_cast<Role>(role));
-    thread = std::thread([this] { io.run(); });
+    // NOTE: a callback that throws (e.g. an unexpected reply) is logged; the thread goes on serving.
+    thread = std::thread([this] {
+      for (;;) {
+        try {
+          io.run();
+          return;
+        } catch (const std::exception& error) {
+          log_error(std::string("a Redis client callback threw (ignored): ") + error.what());
+        } catch (...) {
+          log_error("a Redis client callback threw a non-standard exception (ignored)");
+        }
+      }
+    });
   }
   ~Impl() {
     asio::post(io, [this] {
