@@ -99,12 +99,6 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
   }
 
   void watch(std::string prefix, Revision from, std::shared_ptr<ChangeQueue> queue) override {
-    if (from < 0) {
-      queue->set_error(std::make_exception_ptr(
-          Error("scale::SharedMemory::watch: from_revision " + std::to_string(from) +
-                " is negative; pass 0 for changes from now on, or a revision to replay from")));
-      return;
-    }
     bool must_schedule = false;
     std::uint64_t id;
     {

@@ -258,12 +258,6 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
   }
 
   void watch(std::string prefix, Revision from, std::shared_ptr<ChangeQueue> queue) override {
-    if (from < 0) {
-      queue->set_error(std::make_exception_ptr(
-          Error("scale::SharedMemory::watch: from_revision " + std::to_string(from) +
-                " is negative; pass 0 for changes from now on, or a revision to replay from")));
-      return;
-    }
     auto watcher = std::make_shared<Watcher>();
     watcher->prefix = std::move(prefix);
     watcher->from = from;

@@ -547,3 +547,15 @@ TEMPLATE_LIST_TEST_CASE("Scope forwards every SharedMemory call to the memory it
   for (auto& thread : threads) thread.join();
   REQUIRE(scope.get<int>("scope/shared").get() == 1000);
 }
+
+TEMPLATE_LIST_TEST_CASE("a watch from a negative revision fails its ready() and never calls the handler",
+                        "[shared_memory][watch]", MemoryBackends) {
+  scale::Runtime runtime;
+  scale::SharedMemory memory = TestType::make();
+  auto recorder = std::make_shared<memory_suite::Recorder>();
+  auto subscription = memory.watch("", memory_suite::into(recorder), -5);
+  REQUIRE_THROWS_WITH(subscription.ready().get(), Catch::Contains("negative"));
+  memory.set("k", 1).get();
+  memory_suite::flush(runtime);
+  REQUIRE(recorder->size() == 0);
+}

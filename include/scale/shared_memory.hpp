@@ -31,6 +31,12 @@ std::string type_name(const std::type_info& type);
 /// The backend for a URL; throws scale::Error for a scheme this build does not support.
 std::shared_ptr<MemoryBackend> make_memory_backend(const std::string& url);
 
+/// What a watch from a negative revision fails with (every backend alike: SharedMemory checks).
+inline std::exception_ptr negative_revision_error(Revision from) {
+  return std::make_exception_ptr(Error("scale::SharedMemory::watch: from_revision " + std::to_string(from) +
+                                       " is negative; pass 0 for changes from now on, or a revision to replay from"));
+}
+
 template <class T>
 std::string requested_name() {
   if constexpr (std::is_same_v<T, std::string>)
@@ -214,7 +220,10 @@ class SharedMemory {
   /// ready() fails with scale::Compacted. The handler never runs inside watch() itself.
   Subscription watch(std::string prefix, Handler handler, Revision from_revision = 0) const {
     auto queue = std::make_shared<detail::SubscriptionQueue<Change>>(std::move(handler));
-    m_backend->watch(std::move(prefix), from_revision, queue);
+    if (from_revision < 0)
+      queue->set_error(detail::negative_revision_error(from_revision));
+    else
+      m_backend->watch(std::move(prefix), from_revision, queue);
     return Subscription(std::move(queue));
   }
 
