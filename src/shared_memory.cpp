@@ -2,6 +2,7 @@
 
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
+#include <scale/detail/http_client.hpp>
 #include <scale/detail/redis_client.hpp>
 
 #include <cstdlib>
@@ -62,15 +63,11 @@ std::string_view scheme_of(std::string_view url) {
 
 }  // namespace
 
-// NOTE: the one place a SharedMemory URL picks its backend; the http:// and redis:// backends
-// are added here.
+// NOTE: the one place a SharedMemory URL picks its backend.
 std::shared_ptr<MemoryBackend> make_memory_backend(const std::string& url) {
   auto scheme = scheme_of(url);
   if (scheme == "redis") return make_redis_memory(url);
-  if (scheme == "http")
-    throw Error("scale::SharedMemory(\"" + url + "\"): the " + std::string(scheme) +
-                ":// backend is not built into this version of scale; use scale::SharedMemory() "
-                "for in-process state");
+  if (scheme == "http") return make_http_memory(url);
   throw Error("scale::SharedMemory(\"" + url +
               "\"): unsupported URL; use \"http://host:port\" or \"redis://host:port\", or "
               "scale::SharedMemory() for in-process state");
@@ -80,10 +77,7 @@ std::shared_ptr<MemoryBackend> make_memory_backend(const std::string& url) {
 std::shared_ptr<EventBackend> make_event_backend(const std::string& url) {
   auto scheme = scheme_of(url);
   if (scheme == "redis") return make_redis_events(url);
-  if (scheme == "http")
-    throw Error("scale::SharedEventEmitter(\"" + url + "\"): the " + std::string(scheme) +
-                ":// backend is not built into this version of scale; use "
-                "scale::SharedEventEmitter() for an in-process bus");
+  if (scheme == "http") return make_http_events(url);
   throw Error("scale::SharedEventEmitter(\"" + url +
               "\"): unsupported URL; use \"http://host:port\" or \"redis://host:port\", or "
               "scale::SharedEventEmitter() for an in-process bus");

@@ -1,0 +1,99 @@
+#pragma once
+// The client of the store server (scale-store) that the http:// backends of SharedMemory and
+// SharedEventEmitter share. Beast stays in src/http_client.cpp: this header names none of it.
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <scale/detail/event_backend.hpp>
+#include <scale/detail/memory_backend.hpp>
+#include <scale/future.hpp>
+
+namespace scale::detail {
+
+/// `http://host:port[?token=T]`, split.
+struct HttpUrl {
+  std::string text;  // as given, for messages
+  std::string host;
+  std::string port;
+  std::string token;
+};
+
+/// Throws scale::Error naming the URL when it is not `http://host:port[?token=T]`.
+HttpUrl parse_http_url(const std::string& url);
+
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+
+/// One Server-Sent Event as the stream parser assembled it.
+struct SseEvent {
+  std::string id;
+  std::string event;  // empty: "message"
+  std::string data;
+};
+
+/// What a stream reports, always on the client's I/O thread.
+struct SseHandlers {
+  /// The request target to send on each (re)connection (a watch resumes from what it saw).
+  std::function<std::string()> target;
+  /// The server has the subscription (its ": ready" comment arrived); called after each connect.
+  std::function<void()> on_ready;
+  /// An event; return false to end the stream for good.
+  std::function<bool(const SseEvent&)> on_event;
+  /// The stream cannot go on (the first connection failed, or a non-200 answer).
+  std::function<void(std::exception_ptr)> on_error;
+};
+
+/// An HTTP/1.1 client of one store server with its own I/O thread. Requests go over one
+/// keep-alive connection in the order they were made (so one thread's writes keep their order);
+/// each stream has a connection of its own and reconnects with backoff when it drops.
+class HttpClient {
+ public:
+  explicit HttpClient(HttpUrl url);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  /// Sends a request; the Future fails with scale::ConnectionError when the server is unreachable.
+  Future<HttpResponse> request(std::string method, std::string target, std::string body = {},
+                               std::vector<std::pair<std::string, std::string>> headers = {});
+
+  /// The same, calling `done` on the client's I/O thread (a Future's then() would run on the loop,
+  /// which a handler may be blocking).
+  using Done = std::function<void(std::exception_ptr, HttpResponse)>;
+  void request(std::string method, std::string target, std::string body,
+               std::vector<std::pair<std::string, std::string>> headers, Done done);
+
+  /// Opens an SSE stream; the function returned ends it (any thread, idempotent).
+  std::function<void()> stream(SseHandlers handlers);
+
+  /// Requests made while a hold is open wait until every hold is released (or 2 s pass), so a
+  /// write made right after watch()/on() reaches a server that already has the subscription.
+  void hold();
+  void release();
+
+  const HttpUrl& url() const noexcept;
+  /// The ConnectionError for `what` going wrong while talking to the server.
+  std::exception_ptr connection_error(const std::string& what) const;
+  /// The scale::Error for an unexpected answer.
+  std::exception_ptr answer_error(const std::string& request, const HttpResponse& response) const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> m_impl;
+};
+
+/// Percent-encodes a key or name for a path segment (keeps '/', letters, digits and -._~).
+std::string percent_encode(const std::string& text, bool keep_slash);
+
+std::shared_ptr<MemoryBackend> make_http_memory(const std::string& url);
+std::shared_ptr<EventBackend> make_http_events(const std::string& url);
+
+}  // namespace scale::detail

@@ -1,0 +1,88 @@
+// SharedEventEmitter("http://..."): an emit is a POST to scale-store, a subscription an SSE stream
+// of GET /v1/events/{name}. Delivery is at most once across a dropped connection: the stream is
+// opened again (with backoff), and emits made while it was down are not replayed.
+
+#include <scale/detail/http_client.hpp>
+#include <scale/error.hpp>
+
+#include <mutex>
+
+namespace scale::detail {
+namespace {
+
+using json = nlohmann::json;
+
+class HttpEvents final : public EventBackend {
+ public:
+  explicit HttpEvents(HttpUrl url) : m_client(std::make_shared<HttpClient>(std::move(url))) {}
+
+  Future<void> emit(std::string event, json payload) override {
+    std::string body;
+    try {
+      body = payload.dump();
+    } catch (...) {
+      return make_failed_future<void>(std::current_exception());
+    }
+    auto client = m_client;
+    auto promise = std::make_shared<Promise<void>>();
+    auto future = promise->get_future();
+    m_client->request("POST", "/v1/events/" + percent_encode(event, true), body, {},
+                      [client, promise](std::exception_ptr error, HttpResponse response) {
+                        if (!error && response.status != 200) error = client->answer_error("emit", response);
+                        if (error) promise->set_exception(error);
+                        else promise->set_value();
+                      });
+    return future;
+  }
+
+  void subscribe(std::string event, std::shared_ptr<SubscriptionQueue<json>> queue) override {
+    struct State {
+      std::mutex mutex;
+      bool released = false;
+    };
+    auto state = std::make_shared<State>();
+    std::weak_ptr<HttpClient> weak = m_client;
+    auto release = [weak, state] {
+      std::lock_guard lock(state->mutex);
+      if (state->released) return;
+      state->released = true;
+      if (auto c = weak.lock()) c->release();
+    };
+    // NOTE: emits made after this call wait until the server has the subscription (or 2 s), so
+    // once() followed by emit() from this emitter sees the emit.
+    m_client->hold();
+    SseHandlers handlers;
+    handlers.target = [target = "/v1/events/" + percent_encode(event, true)] { return target; };
+    handlers.on_ready = [queue, release] {
+      release();
+      queue->set_ready();
+    };
+    handlers.on_event = [queue](const SseEvent& sse) {
+      if (!sse.event.empty() && sse.event != "message") return true;
+      auto payload = json::parse(sse.data, nullptr, false);
+      if (payload.is_discarded()) return true;
+      queue->push(std::make_shared<const json>(std::move(payload)));
+      return true;
+    };
+    handlers.on_error = [queue, release](std::exception_ptr error) {
+      release();
+      queue->set_error(error);
+    };
+    auto end = m_client->stream(std::move(handlers));
+    queue->set_canceller([end, release] {
+      end();
+      release();
+    });
+  }
+
+ private:
+  std::shared_ptr<HttpClient> m_client;
+};
+
+}  // namespace
+
+std::shared_ptr<EventBackend> make_http_events(const std::string& url) {
+  return std::make_shared<HttpEvents>(parse_http_url(url));
+}
+
+}  // namespace scale::detail
