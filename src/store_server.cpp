@@ -51,6 +51,21 @@ using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// NOTE: a compiler issue. Clang (seen with 16) takes the address of a thread_local as constant
+// within a function, so in a coroutine it may compute it once (e.g. hoisted out of a loop) and
+// reuse it after a co_await, though the coroutine may resume on another I/O thread. Each
+// co_await of an operation or of another coroutine allocates a frame from Asio's per-thread
+// cache, found through a thread_local; with the stale address this thread took blocks from
+// another thread's cache while that thread used it too, corrupting the heap (seen as a crash
+// writing a response). The coroutines here are therefore left unoptimized under Clang: nothing
+// is inlined into them or hoisted, so each allocation reads the thread_local where it runs.
+#if defined(__clang__)
+#define SCALE_COROUTINE [[clang::optnone]]
+#else
+#define SCALE_COROUTINE
+#endif
+
 constexpr std::size_t header_limit = 8 * 1024;
 constexpr int max_json_depth = 64;
 
@@ -361,7 +376,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   std::atomic<bool> stopping{false};
 
   // ---------------------------------------------------------------------------------------------
-  asio::awaitable<void> listen() {
+  SCALE_COROUTINE asio::awaitable<void> listen() {
     for (;;) {
       auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(ioc), use_tuple);
       if (ec) {
@@ -427,7 +442,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   }
 
   /// One more than the cap: answered 503 and closed.
-  asio::awaitable<void> refuse(std::shared_ptr<Connection> connection) {
+  SCALE_COROUTINE asio::awaitable<void> refuse(std::shared_ptr<Connection> connection) {
     Request request{http::verb::get, "/", 11};
     auto response = error_response(request, http::status::service_unavailable,
                                    "the server has reached its connection limit (" +
@@ -440,7 +455,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     counts.add("refused", 503);
   }
 
-  asio::awaitable<bool> write(Connection& connection, Response& response, std::string_view endpoint) {
+  SCALE_COROUTINE asio::awaitable<bool> write(Connection& connection, Response& response,
+                                              std::string_view endpoint) {
     counts.add(endpoint, response.result_int());
     connection.stream.expires_after(options.read_timeout);
     auto [ec, n] = co_await http::async_write(connection.stream, response, use_tuple);
@@ -449,7 +465,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---------------------------------------------------------------------------------------------
-  asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
+  SCALE_COROUTINE asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
     auto& stream = connection->stream;
     beast::flat_buffer buffer;
     bool unread_input = false;  // closing after an error while the client may still be sending
@@ -753,8 +769,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   // ---------------------------------------------------------------------------------------------
   /// Writes the SSE headers, subscribes, and forwards what the subscription delivers until the
   /// client goes away, the server stops, or the subscriber falls 'max_subscriber_queue' behind.
-  asio::awaitable<void> stream_events(Connection& connection, const Request& request, const StreamRequest& what,
-                                      std::string_view endpoint) {
+  SCALE_COROUTINE asio::awaitable<void> stream_events(Connection& connection, const Request& request,
+                                                      const StreamRequest& what, std::string_view endpoint) {
     auto& stream = connection.stream;
     auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue);
     channel->stream = &stream;
