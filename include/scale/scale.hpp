@@ -19,6 +19,7 @@
 #include <scale/managers/inline.hpp>
 #include <scale/managers/thread_pool.hpp>
 #include <scale/managers/process_pool.hpp>
+#include <scale/managers/cluster.hpp>
 #include <scale/fn.hpp>
 #include <scale/run_options.hpp>
 #include <scale/scalability_manager.hpp>

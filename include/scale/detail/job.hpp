@@ -47,6 +47,7 @@ struct ManagerStats {
   std::size_t tasks_done = 0;       ///< finished without error
   std::size_t tasks_failed = 0;     ///< finished with an error (the function threw, or Stopped)
   std::size_t tasks_retried = 0;    ///< run again after their worker was lost
+  std::size_t workers_refused = 0;  ///< workers of another build seen (never given tasks; cluster only)
 };
 
 namespace detail {
@@ -170,11 +171,13 @@ inline Future<void> run_chunk_on_loop(Chunk chunk) {
 struct TaskCounters {
   std::atomic<std::size_t> workers_alive{0}, workers_spawned{0}, workers_lost{0};
   std::atomic<std::size_t> queued{0}, running{0}, done{0}, failed{0}, retried{0};
+  std::atomic<std::size_t> workers_refused{0};
 
   ManagerStats snapshot() const noexcept {
     constexpr auto r = std::memory_order_relaxed;
     return ManagerStats{workers_alive.load(r), workers_spawned.load(r), workers_lost.load(r), queued.load(r),
-                        running.load(r),       done.load(r),            failed.load(r),       retried.load(r)};
+                        running.load(r),       done.load(r),            failed.load(r),       retried.load(r),
+                        workers_refused.load(r)};
   }
 };
 

@@ -1,0 +1,66 @@
+#pragma once
+/// \file scale::ClusterManager: runs chunks on workers that join through a Redis server.
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <scale/detail/job.hpp>
+#include <scale/future.hpp>
+#include <scale/scalability_manager.hpp>
+
+namespace scale {
+
+namespace detail {
+class Cluster;
+}
+
+/// Timings and retries of a ClusterManager; meant for designated initialisers:
+/// `scale::ClusterManager manager("redis://127.0.0.1:6379", {.wait_for_workers = std::chrono::seconds(5)});`
+struct ClusterOptions {
+  std::chrono::milliseconds heartbeat_interval{1000};  ///< how often a worker renews its heartbeat key
+  std::chrono::milliseconds heartbeat_ttl{3000};       ///< a worker silent this long is lost; its chunks run elsewhere
+  std::chrono::milliseconds wait_for_workers{30000};   ///< with no live worker, a chunk fails after this
+  unsigned max_retries = 3;                            ///< reruns of a chunk whose worker was lost
+};
+
+/// A worker seen through its heartbeat.
+struct ClusterWorker {
+  std::string id;           ///< its consumer name in the Redis consumer group
+  std::string host;         ///< the host name it runs on
+  int pid = 0;              ///< its process id on that host
+  bool compatible = false;  ///< runs this very build (same fingerprint), so it is given this manager's tasks
+  std::string fingerprint;  ///< the build fingerprint it announced
+};
+
+/// Runs chunks on any number of worker processes that join through one Redis server: every
+/// process whose main builds `scale::Runtime runtime(argc, argv)` and is started with
+/// `--scale-worker redis://host:port` serves. Chunks travel on a Redis Stream read by a consumer
+/// group; workers keep a heartbeat key with a TTL, and the chunks of a worker whose heartbeat
+/// expires run again elsewhere (each item's result is accepted exactly once). Workers of another
+/// build are never given tasks. The function must capture nothing, and its Scope must be an
+/// http:// or redis:// SharedMemory / SharedEventEmitter (see docs/cluster.md). Destroying the
+/// manager fails chunks still queued or running with scale::Stopped and removes its Redis keys.
+class ClusterManager final : public ScalabilityManager {
+ public:
+  /// Connects to `redis_url` (redis://[:password@]host:port[/db]); throws scale::Error for a bad URL.
+  explicit ClusterManager(std::string redis_url, ClusterOptions options = {});
+  ~ClusterManager() override;
+
+  Future<void> submit(detail::Chunk chunk) override;
+  /// Twice the live compatible workers (at least one): each has its next chunk queued.
+  std::size_t concurrency() const noexcept override;
+  /// Large enough chunks to amortize a Redis round trip.
+  std::size_t auto_chunk_size(std::size_t items) const noexcept override;
+  /// workers_alive counts live compatible workers; workers_refused the incompatible ones seen.
+  ManagerStats stats() const override;
+  /// The live workers seen through their heartbeats, compatible or not.
+  std::vector<ClusterWorker> workers() const;
+
+ private:
+  std::shared_ptr<detail::Cluster> m_cluster;
+};
+
+}  // namespace scale
