@@ -1,4 +1,5 @@
-// The in-process SharedMemory backend: a map, a bounded history of changes, and the watchers.
+// The in-process SharedMemory backend: a map, a bounded history of changes, and the watchers;
+// optionally a journal (scale-store's log) that each write's Future waits on.
 
 #include <algorithm>
 #include <chrono>
@@ -22,30 +23,63 @@ std::int64_t now_ms() {
 using ChangePtr = std::shared_ptr<const Change>;
 using ChangeQueue = SubscriptionQueue<Change>;
 
+/// Completes a journaled write's Future with its result once the journal reports it durable.
+template <class T>
+class ValueWaiter final : public JournalWaiter {
+ public:
+  explicit ValueWaiter(T value) : m_value(std::move(value)) {}
+  Future<T> future() { return m_promise.get_future(); }
+  void done(std::exception_ptr error) noexcept override {
+    if (error)
+      m_promise.set_exception(std::move(error));
+    else
+      m_promise.set_value(std::move(m_value));
+  }
+
+ private:
+  Promise<T> m_promise;
+  T m_value;
+};
+
 // NOTE: one mutex guards the map, the history and the watcher list. It is held only while they
 // are updated and while changes are appended to watchers' queues (which keeps every queue in
 // revision order); drains are scheduled after it is released, so no handler ever runs under it,
 // even when there is no loop and post() runs the drain on the writer's thread.
 class InProcessMemory final : public MemoryBackend, public std::enable_shared_from_this<InProcessMemory> {
  public:
-  explicit InProcessMemory(InProcessMemoryOptions options) : m_options(options) {}
+  explicit InProcessMemory(InProcessMemoryOptions options) : m_options(std::move(options)) {}
+
+  InProcessMemory(InProcessMemoryOptions options, RecoveredMemory state) : m_options(std::move(options)) {
+    for (auto& entry : state.entries)
+      m_map.emplace_hint(m_map.end(), std::move(entry.key),
+                         Stored{std::move(entry.value), entry.revision, entry.timestamp_ms});
+    m_revision = state.revision;
+    m_compacted_through = state.compacted_through;
+    for (auto& change : state.history) remember(std::make_shared<const Change>(std::move(change)));
+  }
 
   Future<Revision> set_many(nlohmann::json object) override {
     Pending pending;
     Revision revision;
+    Future<Revision> durable;
     {
       std::lock_guard lock(m_mutex);
       if (object.empty()) return make_ready_future(m_revision);
       revision = ++m_revision;
       auto timestamp = now_ms();
+      std::vector<ChangePtr> journaled;  // stays empty (no allocation) without a journal
+      if (m_options.journal) journaled.reserve(object.size());
       for (auto& [key, value] : object.items()) {
         auto& slot = m_map[key];
         slot = Stored{value, revision, timestamp};
-        record(std::make_shared<const Change>(Change{key, std::move(value), revision, timestamp, false}), pending);
+        auto change = std::make_shared<const Change>(Change{key, std::move(value), revision, timestamp, false});
+        if (m_options.journal) journaled.push_back(change);
+        record(std::move(change), pending);
       }
+      if (m_options.journal) durable = journal(revision, timestamp, journaled, revision);
     }
     pending.schedule();
-    return make_ready_future(revision);
+    return m_options.journal ? std::move(durable) : make_ready_future(revision);
   }
 
   Future<std::optional<Entry>> entry(std::string key) override {
@@ -58,36 +92,35 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
 
   Future<bool> erase(std::string key) override {
     Pending pending;
+    Future<bool> durable;
     {
       std::lock_guard lock(m_mutex);
       auto found = m_map.find(key);
       if (found == m_map.end()) return make_ready_future(false);
       m_map.erase(found);
       auto revision = ++m_revision;
-      record(std::make_shared<const Change>(Change{std::move(key), nullptr, revision, now_ms(), true}), pending);
+      auto change = std::make_shared<const Change>(Change{std::move(key), nullptr, revision, now_ms(), true});
+      if (m_options.journal) durable = journal(revision, change->timestamp_ms, std::span(&change, 1), true);
+      record(std::move(change), pending);
     }
     pending.schedule();
-    return make_ready_future(true);
+    return m_options.journal ? std::move(durable) : make_ready_future(true);
   }
 
   Future<bool> compare_and_set(std::string key, Revision expected, nlohmann::json value) override {
-    return make_ready_future(set_if(std::move(key), expected, std::move(value)) != 0);
+    return set_if(std::move(key), expected, std::move(value), false);
   }
 
   Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
-    return make_ready_future(set_if(std::move(key), expected, std::move(value)));
+    return set_if(std::move(key), expected, std::move(value), Revision{});
   }
 
   Future<std::int64_t> increment(std::string key, std::int64_t by) override {
-    auto result = add(std::move(key), by);
-    if (result.error) return make_failed_future<std::int64_t>(std::move(result.error));
-    return make_ready_future(result.done.value);
+    return add(std::move(key), by, std::int64_t{});
   }
 
   Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {
-    auto result = add(std::move(key), by);
-    if (result.error) return make_failed_future<Incremented>(std::move(result.error));
-    return make_ready_future(result.done);
+    return add(std::move(key), by, Incremented{});
   }
 
   Future<std::vector<Entry>> list(std::string prefix) override {
@@ -145,35 +178,43 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     }
   };
 
-  /// compare_and_set's work: the revision written, or 0 when the key's revision is not `expected`.
-  Revision set_if(std::string key, Revision expected, nlohmann::json value) {
+  /// The result compare_and_set answers: written or not (bool), or the revision written (0: not).
+  static bool answer(bool, Revision revision) { return revision != 0; }
+  static Revision answer(Revision, Revision revision) { return revision; }
+
+  /// compare_and_set's work: writes when the key's revision is `expected`; `R` picks the answer.
+  template <class R>
+  Future<R> set_if(std::string key, Revision expected, nlohmann::json value, R) {
     Pending pending;
     Revision revision;
+    Future<R> durable;
     {
       std::lock_guard lock(m_mutex);
       auto found = m_map.find(key);
       Revision current = found == m_map.end() ? 0 : found->second.revision;
-      if (current != expected) return 0;
+      if (current != expected) return make_ready_future(answer(R{}, 0));
       revision = ++m_revision;
       auto timestamp = now_ms();
       if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
       found->second = Stored{value, revision, timestamp};
-      record(std::make_shared<const Change>(Change{std::move(key), std::move(value), revision, timestamp, false}),
-             pending);
+      auto change =
+          std::make_shared<const Change>(Change{std::move(key), std::move(value), revision, timestamp, false});
+      if (m_options.journal) durable = journal(revision, timestamp, std::span(&change, 1), answer(R{}, revision));
+      record(std::move(change), pending);
     }
     pending.schedule();
-    return revision;
+    return m_options.journal ? std::move(durable) : make_ready_future(answer(R{}, revision));
   }
 
-  struct Added {
-    Incremented done;
-    std::exception_ptr error;
-  };
+  static std::int64_t answer(std::int64_t, Incremented done) { return done.value; }
+  static Incremented answer(Incremented, Incremented done) { return done; }
 
-  /// increment's work: the sum and its revision, or the error.
-  Added add(std::string key, std::int64_t by) {
+  /// increment's work: the sum (`R` picks whether with its revision), or the error.
+  template <class R>
+  Future<R> add(std::string key, std::int64_t by, R) {
     Pending pending;
-    Added result;
+    Incremented done;
+    Future<R> durable;
     {
       std::lock_guard lock(m_mutex);
       auto found = m_map.find(key);
@@ -181,29 +222,43 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
       if (found != m_map.end()) {
         const auto& value = found->second.value;
         if (!value.is_number_integer() ||
-            (value.is_number_unsigned() && !std::in_range<std::int64_t>(value.get<std::uint64_t>()))) {
-          result.error =
-              std::make_exception_ptr(TypeMismatch(key, describe_json(value), "a 64-bit integer to increment"));
-          return result;
-        }
+            (value.is_number_unsigned() && !std::in_range<std::int64_t>(value.get<std::uint64_t>())))
+          return make_failed_future<R>(
+              std::make_exception_ptr(TypeMismatch(key, describe_json(value), "a 64-bit integer to increment")));
         current = value.get<std::int64_t>();
       }
       std::int64_t sum = 0;
-      if (__builtin_add_overflow(current, by, &sum)) {
-        result.error = std::make_exception_ptr(
+      if (__builtin_add_overflow(current, by, &sum))
+        return make_failed_future<R>(std::make_exception_ptr(
             Error("scale::SharedMemory::increment: key '" + key + "' holds " + std::to_string(current) +
-                  " and adding " + std::to_string(by) + " overflows a 64-bit integer"));
-        return result;
-      }
+                  " and adding " + std::to_string(by) + " overflows a 64-bit integer")));
       auto revision = ++m_revision;
       auto timestamp = now_ms();
       if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
       found->second = Stored{sum, revision, timestamp};
-      record(std::make_shared<const Change>(Change{std::move(key), sum, revision, timestamp, false}), pending);
-      result.done = Incremented{sum, revision};
+      done = Incremented{sum, revision};
+      auto change = std::make_shared<const Change>(Change{std::move(key), sum, revision, timestamp, false});
+      if (m_options.journal) durable = journal(revision, timestamp, std::span(&change, 1), answer(R{}, done));
+      record(std::move(change), pending);
     }
     pending.schedule();
-    return result;
+    return m_options.journal ? std::move(durable) : make_ready_future(answer(R{}, done));
+  }
+
+  /// With m_mutex held, after the write is applied: hands it to the journal and returns the
+  /// Future that completes with `result` once the journal has made it durable.
+  template <class T>
+  Future<T> journal(Revision revision, std::int64_t timestamp, std::span<const ChangePtr> changes, T result) {
+    auto waiter = std::make_unique<ValueWaiter<T>>(std::move(result));
+    auto durable = waiter->future();
+    if (m_options.journal->append(revision, timestamp, changes, std::move(waiter))) {
+      std::vector<Entry> entries;
+      entries.reserve(m_map.size());
+      for (const auto& [key, stored] : m_map)
+        entries.push_back(Entry{key, stored.value, stored.revision, stored.timestamp_ms});
+      m_options.journal->snapshot(revision, std::move(entries));
+    }
+    return durable;
   }
 
   /// With m_mutex held: keep the change in the history and hand it to every matching watcher.
@@ -211,6 +266,11 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     for (auto& watcher : m_watchers)
       if (change->key.starts_with(watcher.prefix) && watcher.queue->enqueue(change))
         pending.queues.push_back(watcher.queue);
+    remember(std::move(change));
+  }
+
+  /// With m_mutex held: keep the change in the bounded history.
+  void remember(ChangePtr change) {
     m_history.push_back(std::move(change));
     while (m_history.size() > m_options.history) {
       m_compacted_through = m_history.front()->revision;
@@ -251,7 +311,11 @@ Future<Incremented> MemoryBackend::increment_with_revision(std::string, std::int
 }
 
 std::shared_ptr<MemoryBackend> make_in_process_memory(InProcessMemoryOptions options) {
-  return std::make_shared<InProcessMemory>(options);
+  return std::make_shared<InProcessMemory>(std::move(options));
+}
+
+std::shared_ptr<MemoryBackend> make_in_process_memory(InProcessMemoryOptions options, RecoveredMemory state) {
+  return std::make_shared<InProcessMemory>(std::move(options), std::move(state));
 }
 
 }  // namespace scale::detail

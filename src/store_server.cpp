@@ -37,6 +37,7 @@
 
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
+#include <scale/detail/store_log.hpp>
 #include <scale/error.hpp>
 
 namespace scale {
@@ -351,11 +352,27 @@ std::string_view endpoint_of(http::verb method, std::string_view path) {
 struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   explicit Impl(StoreServerOptions options)
       : options(std::move(options)),
-        memory(detail::make_in_process_memory(detail::InProcessMemoryOptions{this->options.history})),
+        memory(open_memory(this->options, log)),
         events(detail::make_in_process_events()),
         ioc(static_cast<int>(std::max(1u, this->options.io_threads))) {}
 
+  /// The store's memory; with a data_dir, recovered from it and journaled to `log`.
+  static std::shared_ptr<detail::MemoryBackend> open_memory(const StoreServerOptions& options,
+                                                            std::shared_ptr<detail::StoreLog>& log) {
+    detail::InProcessMemoryOptions memory_options{.history = options.history};
+    if (options.data_dir.empty()) return detail::make_in_process_memory(std::move(memory_options));
+    detail::RecoveredMemory recovered;
+    log = detail::StoreLog::open({.dir = options.data_dir,
+                                  .fsync = options.fsync,
+                                  .compact_min_bytes = options.compact_min_bytes,
+                                  .history = options.history},
+                                 recovered);
+    memory_options.journal = log;
+    return detail::make_in_process_memory(std::move(memory_options), std::move(recovered));
+  }
+
   StoreServerOptions options;
+  std::shared_ptr<detail::StoreLog> log;  // with a data_dir
   std::shared_ptr<detail::MemoryBackend> memory;
   std::shared_ptr<detail::EventBackend> events;
   asio::io_context ioc;
@@ -763,6 +780,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     gauge("scale_store_revision", "The store's latest revision.", memory->set_many(json::object()).get());
     gauge("scale_store_connections", "Open connections.", open);
     gauge("scale_store_subscribers", "Open watch and event streams.", subscribers.load());
+    out += "# HELP scale_store_fsyncs_total fsync calls on the data directory's log.\n"
+           "# TYPE scale_store_fsyncs_total counter\nscale_store_fsyncs_total " +
+           std::to_string(log ? log->fsyncs() : 0) + "\n";
     return out;
   }
 
@@ -914,6 +934,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     ioc.stop();
     for (auto& thread : threads) thread.join();
     threads.clear();
+    if (log) log->close();  // writes and fsyncs what is pending, unlocks the data directory
     std::lock_guard connections_lock(connections_mutex);
     connections.clear();
   }

@@ -10,6 +10,17 @@
 
 namespace scale {
 
+/// When a StoreServer with a data directory calls fsync on its log (see docs/durability.md).
+enum class FsyncPolicy {
+  /// Acknowledge a write once it is written and fdatasync'd; concurrent writes share one fsync.
+  always,
+  /// Acknowledge once written to the file (a killed process loses nothing); fsync once a second,
+  /// so an operating system crash or power loss may lose the last second.
+  everysec,
+  /// Acknowledge once written to the file; the operating system decides when it reaches disk.
+  no,
+};
+
 /// How a StoreServer listens and what it allows. The defaults are the safe ones: loopback only,
 /// bounded headers, bodies, connections, read times and subscriber queues.
 struct StoreServerOptions {
@@ -37,12 +48,23 @@ struct StoreServerOptions {
   std::size_t max_subscriber_queue = 8 * 1024 * 1024;
   /// Interval of the SSE keep-alive comment (which also finds subscribers that went away).
   std::chrono::milliseconds sse_heartbeat{15'000};
+  /// When not empty, the store is kept durable in this directory (created if missing): an
+  /// append-only log plus snapshots, replayed at construction. Empty: memory only.
+  std::string data_dir{};
+  /// When writes to the log are fsync'd and acknowledged (with data_dir).
+  FsyncPolicy fsync = FsyncPolicy::always;
+  /// The log is compacted into a snapshot once it is larger than this and than twice the last
+  /// snapshot (with data_dir).
+  std::uint64_t compact_min_bytes = 16 * 1024 * 1024;
 };
 
 /// The key/value store, watches and event bus of SharedMemory and SharedEventEmitter served over
 /// HTTP/1.1 on its own I/O threads. Not copyable; destroying it stops it.
 class StoreServer {
  public:
+  /// With options.data_dir, locks the directory and recovers the store from it; throws
+  /// scale::Error when the directory is in use by another server, cannot be read or written, or
+  /// holds a corrupt log or snapshot (the message names the file and byte offset).
   explicit StoreServer(StoreServerOptions options = {});
   ~StoreServer();
   StoreServer(const StoreServer&) = delete;
@@ -54,7 +76,8 @@ class StoreServer {
   /// The bound port (useful with port 0); 0 before start().
   std::uint16_t port() const noexcept;
   /// Stops accepting, lets requests in flight finish (a few seconds at most), closes every
-  /// connection and joins the I/O threads. Idempotent; called by the destructor.
+  /// connection and joins the I/O threads; with a data_dir, then writes and fsyncs what the log
+  /// still holds and unlocks the directory. Idempotent; called by the destructor.
   void stop();
 
  private:

@@ -4,8 +4,10 @@
 // once on top of it.
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -81,14 +83,58 @@ class MemoryBackend {
                      std::shared_ptr<SubscriptionQueue<Change>> queue) = 0;
 };
 
+/// What a journaled write waits on: the journal calls done() once, from its own thread, with
+/// nullptr when the write is durable or with the error that kept it from being so.
+class JournalWaiter {
+ public:
+  virtual ~JournalWaiter() = default;
+  virtual void done(std::exception_ptr error) noexcept = 0;
+};
+
+/// Where the in-process backend records its writes to make them durable (scale-store's log,
+/// src/store_log.cpp). Both members are called with the backend's lock held, so they must be
+/// quick and must never call back into the backend.
+class MemoryJournal {
+ public:
+  virtual ~MemoryJournal() = default;
+  /// One write: its revision, time and changes (several for set_many, all of one revision), in
+  /// revision order. `waiter` is completed once the write is durable; never inside this call.
+  /// Returns true when the journal wants a snapshot: the backend then calls snapshot() with the
+  /// state as of this write, still under its lock.
+  virtual bool append(Revision revision, std::int64_t timestamp_ms,
+                      std::span<const std::shared_ptr<const Change>> changes,
+                      std::unique_ptr<JournalWaiter> waiter) = 0;
+  /// Every entry (sorted by key) and the revision they are the state of.
+  virtual void snapshot(Revision revision, std::vector<Entry> entries) = 0;
+};
+
 /// Options of the in-process backend (SharedMemory::Options is this type).
 struct InProcessMemoryOptions {
   /// How many of the latest changes are kept for watches that start in the past.
   std::size_t history = 10'000;
+  /// When set, every write is handed to it under the backend's lock (so in revision order) and
+  /// its Future completes only once the journal reports it durable. Readers and watchers see a
+  /// write as soon as it is made, which may be a moment before it is acknowledged.
+  std::shared_ptr<MemoryJournal> journal{};
+};
+
+/// State recovered from a journal, to start a backend from.
+struct RecoveredMemory {
+  /// Every entry, sorted by key.
+  std::vector<Entry> entries;
+  /// The store's revision (the last write's; it may be above every entry's after erases).
+  Revision revision = 0;
+  /// The latest recovered changes, in revision order, for watches that start in the past.
+  std::vector<Change> history;
+  /// The newest revision whose changes are not (all) in `history`: a watch from it or before
+  /// gets scale::Compacted.
+  Revision compacted_through = 0;
 };
 
 /// The in-process backend (src/in_process_memory.cpp).
 std::shared_ptr<MemoryBackend> make_in_process_memory(InProcessMemoryOptions options);
+/// The in-process backend starting from recovered state.
+std::shared_ptr<MemoryBackend> make_in_process_memory(InProcessMemoryOptions options, RecoveredMemory state);
 
 }  // namespace detail
 }  // namespace scale

@@ -1,0 +1,171 @@
+#pragma once
+// scale-store's durability: an append-only log of checksummed records in a data directory,
+// snapshots that compact it, recovery at start, and the journal the in-process backend writes
+// through (src/store_log.cpp). The format and the rules are described in docs/durability.md.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <scale/detail/memory_backend.hpp>
+#include <scale/store_server.hpp>
+
+namespace scale::detail {
+
+/// CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 to start).
+std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexcept;
+
+/// What a record holds.
+enum class RecordKind : std::uint8_t {
+  write = 1,           ///< one write: its changes, all of one revision (a snapshot's entries too)
+  snapshot_begin = 2,  ///< first record of a snapshot: the store's revision, no changes
+  snapshot_end = 3,    ///< last record of a snapshot (a snapshot without it is incomplete)
+};
+
+/// One key's change in a record. `value` is the JSON text of the value (empty for an erase).
+struct LogChange {
+  std::string key;
+  std::string value;
+  bool erased = false;
+};
+
+/// A decoded record and where it lies in the bytes it was decoded from.
+struct LogRecord {
+  RecordKind kind = RecordKind::write;
+  Revision revision = 0;
+  std::int64_t timestamp_ms = 0;
+  std::vector<LogChange> changes;
+  std::size_t offset = 0;  ///< of its first byte
+  std::size_t size = 0;    ///< in bytes, header included
+};
+
+/// How the bytes after the last valid record look.
+enum class LogTail {
+  clean,    ///< there are none
+  torn,     ///< the end of an interrupted write (incomplete, zeros, or a bad last record): drop it
+  corrupt,  ///< a bad record with more data after it: the log cannot be trusted past it
+};
+
+/// What decode_log() found.
+struct DecodedLog {
+  std::vector<LogRecord> records;
+  std::size_t valid_end = 0;  ///< where the last valid record ends
+  LogTail tail = LogTail::clean;
+  std::string problem;  ///< what is wrong at valid_end (empty when clean)
+};
+
+/// Largest record payload accepted (a bigger length field means a damaged header).
+inline constexpr std::size_t max_record_payload = 1ull << 30;
+/// Bytes before a record's payload: length, checksum of the length, checksum of the payload.
+inline constexpr std::size_t record_header_size = 12;
+
+/// Decodes records from the start of `bytes` (a whole log or snapshot file) until the first that
+/// is not valid. Pure: no I/O, any input (recovery and the fuzz target use it).
+DecodedLog decode_log(std::string_view bytes);
+
+/// Appends one record to `out`: begin with the kind, revision and time, add() its changes, then
+/// finish(). The only encoder of the format.
+class RecordEncoder {
+ public:
+  RecordEncoder(std::string& out, RecordKind kind, Revision revision, std::int64_t timestamp_ms);
+  /// A change whose value is given as JSON text (empty for an erase).
+  void add(std::string_view key, bool erased, std::string_view value_json);
+  /// A change as the backend made it.
+  void add(const Change& change);
+  /// Writes the counts, length and checksums.
+  void finish();
+
+ private:
+  std::string& m_out;
+  std::size_t m_start;
+  std::uint32_t m_count = 0;
+};
+
+/// Appends `record` (its kind, revision, time and changes) to `out`.
+void encode_record(std::string& out, const LogRecord& record);
+
+/// Where and how a StoreLog keeps its data.
+struct StoreLogOptions {
+  std::string dir;
+  FsyncPolicy fsync = FsyncPolicy::always;
+  /// Compact once the log is larger than this and than twice the last snapshot.
+  std::uint64_t compact_min_bytes = 16 * 1024 * 1024;
+  /// Changes kept for watches in the recovered history.
+  std::size_t history = 10'000;
+};
+
+/// The data directory of a scale-store: locked while open, recovered by open(), then written by
+/// one thread that groups concurrent writes into one write() and (under `always`) one fdatasync.
+class StoreLog final : public MemoryJournal {
+ public:
+  /// Locks `options.dir` (creating it), recovers what it holds into `recovered` and starts the
+  /// writer. Throws scale::Error naming the file (and byte offset) when it cannot.
+  static std::shared_ptr<StoreLog> open(const StoreLogOptions& options, RecoveredMemory& recovered);
+
+  ~StoreLog() override;
+  StoreLog(const StoreLog&) = delete;
+  StoreLog& operator=(const StoreLog&) = delete;
+
+  bool append(Revision revision, std::int64_t timestamp_ms, std::span<const std::shared_ptr<const Change>> changes,
+              std::unique_ptr<JournalWaiter> waiter) override;
+  void snapshot(Revision revision, std::vector<Entry> entries) override;
+
+  /// Writes and fsyncs everything appended so far, waits for a compaction in progress, stops the
+  /// writer and unlocks the directory. Later appends fail. Idempotent.
+  void close();
+  /// fdatasync calls made on the log so far.
+  std::uint64_t fsyncs() const noexcept { return m_fsyncs.load(std::memory_order_relaxed); }
+  /// Snapshots completed since open.
+  std::uint64_t compactions() const noexcept { return m_compactions.load(std::memory_order_relaxed); }
+
+ private:
+  struct Pending {
+    Revision revision = 0;
+    std::int64_t timestamp_ms = 0;
+    std::vector<std::shared_ptr<const Change>> changes;
+    std::unique_ptr<JournalWaiter> waiter;
+    /// Set on the entry after which a snapshot is taken: the log switches to a new file there.
+    std::shared_ptr<std::vector<Entry>> snapshot;
+  };
+
+  explicit StoreLog(const StoreLogOptions& options);
+  void recover(RecoveredMemory& recovered);
+  void run_writer();
+  void switch_log(Revision revision, std::shared_ptr<std::vector<Entry>> entries);
+  void write_snapshot(std::uint64_t generation, Revision revision, std::shared_ptr<std::vector<Entry>> entries);
+  void sync();
+  std::string path(std::string_view name) const;
+
+  const StoreLogOptions m_options;
+  int m_lock_fd = -1;
+  int m_log_fd = -1;
+  std::uint64_t m_generation = 1;      // of the log being written (writer thread after open)
+  std::uint64_t m_log_bytes = 0;       // its size (writer thread after open)
+  std::atomic<std::uint64_t> m_snapshot_bytes{0};  // of the last snapshot written or recovered
+  bool m_dirty = false;                // written but not fsync'd (writer thread)
+
+  std::mutex m_mutex;  // guards what follows up to m_writer
+  std::condition_variable m_wake;
+  std::vector<Pending> m_pending;
+  bool m_closing = false;
+  std::exception_ptr m_failed;  // after a failed write or fsync every later write fails with it
+  std::thread m_writer;
+
+  std::atomic<bool> m_want_snapshot{false};
+  std::atomic<bool> m_compacting{false};
+  std::mutex m_compaction_mutex;  // guards m_compactor
+  std::thread m_compactor;
+  std::atomic<std::uint64_t> m_fsyncs{0};
+  std::atomic<std::uint64_t> m_compactions{0};
+};
+
+}  // namespace scale::detail

@@ -1,0 +1,734 @@
+// scale-store's data directory: the record format (encoder, decoder, CRC-32C), recovery, the
+// group-commit writer and compaction into snapshots. docs/durability.md describes the rules.
+//
+// Files in the directory:
+//   LOCK                 flock'd while a server has the directory open
+//   log.<G>              records of writes, each revision one more than the one before
+//   snapshot.<G>         every entry as of the revision just before log.<G>'s first record
+//   snapshot.<G>.tmp     a snapshot being written (ignored and removed at start)
+// Recovery loads the newest snapshot.<S> (if any) and replays every log.<G> with G >= S in order.
+
+#include <scale/detail/store_log.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+#include <nlohmann/json.hpp>
+
+#include <scale/detail/loop.hpp>
+#include <scale/error.hpp>
+
+namespace scale::detail {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// CRC-32C: a table for any CPU, the SSE 4.2 instruction where there is one.
+
+constexpr std::array<std::uint32_t, 256> make_crc_table() {
+  std::array<std::uint32_t, 256> table{};
+  for (std::uint32_t i = 0; i < 256; ++i) {
+    std::uint32_t crc = i;
+    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+    table[i] = crc;
+  }
+  return table;
+}
+constexpr auto crc_table = make_crc_table();
+
+std::uint32_t crc32c_table(const unsigned char* data, std::size_t size, std::uint32_t crc) noexcept {
+  for (std::size_t i = 0; i < size; ++i) crc = crc_table[(crc ^ data[i]) & 0xFFu] ^ (crc >> 8);
+  return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(const unsigned char* data, std::size_t size,
+                                                              std::uint32_t crc) noexcept {
+  std::uint64_t crc64 = crc;
+  while (size >= 8) {
+    std::uint64_t word;
+    std::memcpy(&word, data, 8);
+    crc64 = _mm_crc32_u64(crc64, word);
+    data += 8;
+    size -= 8;
+  }
+  crc = static_cast<std::uint32_t>(crc64);
+  while (size-- > 0) crc = _mm_crc32_u8(crc, *data++);
+  return crc;
+}
+const bool has_sse42 = __builtin_cpu_supports("sse4.2");
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Little-endian fields.
+
+void put_u32(std::string& out, std::uint32_t value) {
+  char bytes[4];
+  for (int i = 0; i < 4; ++i) bytes[i] = static_cast<char>((value >> (8 * i)) & 0xFFu);
+  out.append(bytes, 4);
+}
+
+void put_u64(std::string& out, std::uint64_t value) {
+  char bytes[8];
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((value >> (8 * i)) & 0xFFu);
+  out.append(bytes, 8);
+}
+
+void set_u32(std::string& out, std::size_t at, std::uint32_t value) {
+  for (int i = 0; i < 4; ++i) out[at + static_cast<std::size_t>(i)] = static_cast<char>((value >> (8 * i)) & 0xFFu);
+}
+
+std::uint32_t get_u32(std::string_view bytes, std::size_t at) {
+  std::uint32_t value = 0;
+  for (int i = 0; i < 4; ++i)
+    value |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[at + static_cast<std::size_t>(i)])) << (8 * i);
+  return value;
+}
+
+std::uint64_t get_u64(std::string_view bytes, std::size_t at) {
+  std::uint64_t value = 0;
+  for (int i = 0; i < 8; ++i)
+    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[at + static_cast<std::size_t>(i)])) << (8 * i);
+  return value;
+}
+
+// Payload: kind u8, revision i64, timestamp i64, count u32, then per change:
+// flags u8 (1: erased), key length u32, key, value length u32, value (JSON text; empty if erased).
+constexpr std::size_t payload_fixed = 1 + 8 + 8 + 4;
+constexpr std::size_t change_fixed = 1 + 4 + 4;
+
+/// Parses a payload whose checksum matched; the reason it is malformed, if it is.
+std::optional<std::string> parse_payload(std::string_view payload, LogRecord& record) {
+  if (payload.size() < payload_fixed)
+    return "a payload of " + std::to_string(payload.size()) + " bytes is shorter than a record's fixed fields";
+  auto kind = static_cast<unsigned char>(payload[0]);
+  if (kind < 1 || kind > 3)
+    return "unknown record kind " + std::to_string(kind) + " (written by a newer scale-store?)";
+  record.kind = static_cast<RecordKind>(kind);
+  record.revision = static_cast<Revision>(get_u64(payload, 1));
+  record.timestamp_ms = static_cast<std::int64_t>(get_u64(payload, 9));
+  std::uint32_t count = get_u32(payload, 17);
+  if (record.revision < 0) return "a negative revision";
+  if (record.kind == RecordKind::write && (count == 0 || record.revision == 0))
+    return "a write record without changes or revision";
+  if (record.kind != RecordKind::write && count != 0) return "a snapshot marker with changes";
+  std::size_t at = payload_fixed;
+  if (count > (payload.size() - at) / change_fixed) return "more changes than the record can hold";
+  record.changes.reserve(count);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    if (payload.size() - at < change_fixed) return "a change runs past the end of the record";
+    auto flags = static_cast<unsigned char>(payload[at]);
+    if (flags > 1) return "a change with unknown flags " + std::to_string(flags);
+    std::size_t key_size = get_u32(payload, at + 1);
+    at += 5;
+    if (payload.size() - at < key_size + 4) return "a key runs past the end of the record";
+    std::string_view key = payload.substr(at, key_size);
+    at += key_size;
+    std::size_t value_size = get_u32(payload, at);
+    at += 4;
+    if (payload.size() - at < value_size) return "a value runs past the end of the record";
+    std::string_view value = payload.substr(at, value_size);
+    at += value_size;
+    bool erased = flags == 1;
+    if (erased && !value.empty()) return "an erase that carries a value";
+    if (!erased && !nlohmann::json::accept(value)) return "a value that is not valid JSON";
+    record.changes.push_back(LogChange{std::string(key), std::string(value), erased});
+  }
+  if (at != payload.size()) return std::to_string(payload.size() - at) + " unexpected bytes after the last change";
+  return std::nullopt;
+}
+
+bool all_zero(std::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == '\0'; });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files.
+
+std::string errno_text(int error) { return std::system_category().message(error); }
+
+[[noreturn]] void fail_io(const std::string& what, const std::string& file, int error = errno) {
+  throw Error("scale-store: " + what + " '" + file + "': " + errno_text(error));
+}
+
+void write_all(int fd, std::string_view bytes, const std::string& file) {
+  while (!bytes.empty()) {
+    auto n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail_io("cannot write to", file);
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+std::string read_all(const std::string& file) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail_io("cannot open", file);
+  std::string bytes;
+  struct stat info{};
+  if (::fstat(fd, &info) == 0 && info.st_size > 0) bytes.reserve(static_cast<std::size_t>(info.st_size));
+  char chunk[1 << 16];
+  for (;;) {
+    auto n = ::read(fd, chunk, sizeof chunk);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int error = errno;
+      ::close(fd);
+      fail_io("cannot read", file, error);
+    }
+    if (n == 0) break;
+    bytes.append(chunk, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return bytes;
+}
+
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail_io("cannot open the data directory", dir);
+  if (::fsync(fd) != 0) {
+    int error = errno;
+    ::close(fd);
+    fail_io("cannot fsync the data directory", dir, error);
+  }
+  ::close(fd);
+}
+
+/// The generation in a name "<prefix><digits><suffix>", or nullopt when it is not one.
+std::optional<std::uint64_t> generation_of(std::string_view name, std::string_view prefix, std::string_view suffix) {
+  if (!name.starts_with(prefix) || !name.ends_with(suffix)) return std::nullopt;
+  auto digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.empty() || digits.size() > 18) return std::nullopt;
+  std::uint64_t value = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return value;
+}
+
+std::string numbered(std::string_view prefix, std::uint64_t generation) {
+  std::string digits = std::to_string(generation);
+  return std::string(prefix) + std::string(digits.size() < 10 ? 10 - digits.size() : 0, '0') + digits;
+}
+
+/// The files of a data directory.
+struct Listing {
+  std::map<std::uint64_t, std::string> logs, snapshots, temporaries;  // generation -> name
+};
+
+Listing list_dir(const std::string& dir) {
+  Listing listing;
+  DIR* handle = ::opendir(dir.c_str());
+  if (!handle) fail_io("cannot list the data directory", dir);
+  while (auto* entry = ::readdir(handle)) {
+    std::string_view name = entry->d_name;
+    if (auto g = generation_of(name, "log.", "")) listing.logs[*g] = std::string(name);
+    else if (auto s = generation_of(name, "snapshot.", "")) listing.snapshots[*s] = std::string(name);
+    else if (auto t = generation_of(name, "snapshot.", ".tmp")) listing.temporaries[*t] = std::string(name);
+  }
+  ::closedir(handle);
+  return listing;
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc) noexcept {
+  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+#if defined(__x86_64__)
+  if (has_sse42) return ~crc32c_sse42(data, bytes.size(), ~crc);
+#endif
+  return ~crc32c_table(data, bytes.size(), ~crc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder and decoder.
+
+RecordEncoder::RecordEncoder(std::string& out, RecordKind kind, Revision revision, std::int64_t timestamp_ms)
+    : m_out(out), m_start(out.size()) {
+  out.append(record_header_size, '\0');
+  out.push_back(static_cast<char>(kind));
+  put_u64(out, static_cast<std::uint64_t>(revision));
+  put_u64(out, static_cast<std::uint64_t>(timestamp_ms));
+  put_u32(out, 0);  // the count, set by finish()
+}
+
+void RecordEncoder::add(std::string_view key, bool erased, std::string_view value_json) {
+  m_out.push_back(erased ? '\1' : '\0');
+  put_u32(m_out, static_cast<std::uint32_t>(key.size()));
+  m_out.append(key);
+  put_u32(m_out, static_cast<std::uint32_t>(value_json.size()));
+  m_out.append(value_json);
+  ++m_count;
+}
+
+void RecordEncoder::add(const Change& change) {
+  if (change.erased) return add(change.key, true, {});
+  m_out.push_back('\0');
+  put_u32(m_out, static_cast<std::uint32_t>(change.key.size()));
+  m_out.append(change.key);
+  std::size_t length_at = m_out.size();
+  put_u32(m_out, 0);
+  // The JSON text is written straight into the record (what json::dump does into a new string).
+  // Invalid UTF-8 in a string is replaced, so encoding never fails.
+  nlohmann::detail::serializer<nlohmann::json> serializer(
+      nlohmann::detail::output_adapter<char, std::string>(m_out), ' ', nlohmann::json::error_handler_t::replace);
+  serializer.dump(change.value, false, false, 0);
+  set_u32(m_out, length_at, static_cast<std::uint32_t>(m_out.size() - length_at - 4));
+  ++m_count;
+}
+
+void RecordEncoder::finish() {
+  std::size_t payload_size = m_out.size() - m_start - record_header_size;
+  if (payload_size > max_record_payload) {
+    m_out.resize(m_start);
+    throw Error("scale-store: a write of " + std::to_string(payload_size) +
+                " bytes is larger than a log record may be (1 GiB)");
+  }
+  set_u32(m_out, m_start + record_header_size + 17, m_count);
+  set_u32(m_out, m_start, static_cast<std::uint32_t>(payload_size));
+  set_u32(m_out, m_start + 4, crc32c(std::string_view(m_out).substr(m_start, 4)));
+  set_u32(m_out, m_start + 8, crc32c(std::string_view(m_out).substr(m_start + record_header_size, payload_size)));
+}
+
+void encode_record(std::string& out, const LogRecord& record) {
+  RecordEncoder encoder(out, record.kind, record.revision, record.timestamp_ms);
+  for (const auto& change : record.changes) encoder.add(change.key, change.erased, change.value);
+  encoder.finish();
+}
+
+DecodedLog decode_log(std::string_view bytes) {
+  DecodedLog decoded;
+  std::size_t at = 0;
+  auto stop = [&](LogTail tail, std::string problem) {
+    decoded.tail = tail;
+    decoded.problem = std::move(problem);
+  };
+  while (at < bytes.size()) {
+    std::size_t left = bytes.size() - at;
+    if (left < record_header_size) {
+      stop(LogTail::torn, "an incomplete record header (" + std::to_string(left) + " bytes)");
+      break;
+    }
+    std::uint32_t length = get_u32(bytes, at);
+    if (crc32c(bytes.substr(at, 4)) != get_u32(bytes, at + 4)) {
+      if (all_zero(bytes.substr(at)))
+        stop(LogTail::torn, std::to_string(left) + " zero bytes where a record should start");
+      else
+        stop(LogTail::corrupt, "a record header whose checksum does not match");
+      break;
+    }
+    if (length > max_record_payload) {
+      stop(LogTail::corrupt, "a record length of " + std::to_string(length) + " bytes, above the 1 GiB limit");
+      break;
+    }
+    if (left - record_header_size < length) {
+      stop(LogTail::torn, "an incomplete record (" + std::to_string(left - record_header_size) + " of " +
+                              std::to_string(length) + " payload bytes)");
+      break;
+    }
+    std::string_view payload = bytes.substr(at + record_header_size, length);
+    std::size_t end = at + record_header_size + length;
+    if (crc32c(payload) != get_u32(bytes, at + 8)) {
+      if (end == bytes.size() || all_zero(bytes.substr(end)))
+        stop(LogTail::torn, "a last record whose checksum does not match");
+      else
+        stop(LogTail::corrupt, "a record whose checksum does not match");
+      break;
+    }
+    LogRecord record;
+    if (auto problem = parse_payload(payload, record)) {
+      stop(LogTail::corrupt, "a malformed record: " + *problem);
+      break;
+    }
+    record.offset = at;
+    record.size = end - at;
+    decoded.records.push_back(std::move(record));
+    at = end;
+  }
+  decoded.valid_end = at;
+  return decoded;
+}
+
+// ---------------------------------------------------------------------------------------------
+// StoreLog: open and recovery.
+
+StoreLog::StoreLog(const StoreLogOptions& options) : m_options(options) {}
+
+std::string StoreLog::path(std::string_view name) const { return m_options.dir + "/" + std::string(name); }
+
+std::shared_ptr<StoreLog> StoreLog::open(const StoreLogOptions& options, RecoveredMemory& recovered) {
+  if (options.dir.empty()) throw Error("scale-store: the data directory is empty; pass --data-dir DIR");
+  std::shared_ptr<StoreLog> log(new StoreLog(options));
+  if (::mkdir(options.dir.c_str(), 0755) != 0 && errno != EEXIST)
+    fail_io("cannot create the data directory", options.dir);
+  log->m_lock_fd = ::open(log->path("LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (log->m_lock_fd < 0) fail_io("cannot open the lock file", log->path("LOCK"));
+  if (::flock(log->m_lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK)
+      throw Error("scale-store: the data directory '" + options.dir +
+                  "' is in use by another scale-store (it holds the lock on '" + log->path("LOCK") +
+                  "'); stop that server first or pass another --data-dir");
+    fail_io("cannot lock", log->path("LOCK"));
+  }
+  log->recover(recovered);
+  log->m_writer = std::thread([raw = log.get()] { raw->run_writer(); });
+  return log;
+}
+
+void StoreLog::recover(RecoveredMemory& recovered) {
+  const auto& dir = m_options.dir;
+  auto listing = list_dir(dir);
+  for (const auto& [generation, name] : listing.temporaries) {
+    ::unlink(path(name).c_str());
+    log_error("scale-store: removed '" + path(name) + "', a snapshot whose writing was interrupted");
+  }
+
+  std::map<std::string, Entry, std::less<>> entries;
+  Revision revision = 0;
+  Revision compacted_through = 0;
+  std::deque<Change> history;
+
+  std::uint64_t snapshot_generation = listing.snapshots.empty() ? 0 : listing.snapshots.rbegin()->first;
+  if (snapshot_generation != 0) {
+    auto file = path(listing.snapshots.rbegin()->second);
+    auto bytes = read_all(file);
+    auto decoded = decode_log(bytes);
+    auto damaged = [&](std::size_t offset, const std::string& problem) {
+      return Error("scale-store: the snapshot '" + file + "' is damaged at byte offset " + std::to_string(offset) +
+                   ": " + problem +
+                   ". A snapshot is complete when it gets its name, so the disk or another program changed it; "
+                   "restore the data directory from a backup (or move it away to start empty)");
+    };
+    if (decoded.tail != LogTail::clean) throw damaged(decoded.valid_end, decoded.problem);
+    const auto& records = decoded.records;
+    if (records.size() < 2 || records.front().kind != RecordKind::snapshot_begin ||
+        records.back().kind != RecordKind::snapshot_end || records.front().revision != records.back().revision)
+      throw damaged(records.empty() ? 0 : records.back().offset, "it does not begin and end with its markers");
+    for (std::size_t i = 1; i + 1 < records.size(); ++i) {
+      const auto& record = records[i];
+      if (record.kind != RecordKind::write || record.revision > records.front().revision)
+        throw damaged(record.offset, "an entry record out of place");
+      for (const auto& change : record.changes) {
+        if (change.erased) throw damaged(record.offset, "an erased entry");
+        entries.insert_or_assign(
+            change.key, Entry{change.key, nlohmann::json::parse(change.value), record.revision, record.timestamp_ms});
+      }
+    }
+    revision = compacted_through = records.front().revision;
+    m_snapshot_bytes = bytes.size();
+  }
+  // Leftovers of a compaction whose clean-up was interrupted: the snapshot holds what they held.
+  for (const auto& [generation, name] : listing.snapshots)
+    if (generation < snapshot_generation) ::unlink(path(name).c_str());
+  for (const auto& [generation, name] : listing.logs)
+    if (generation < snapshot_generation) ::unlink(path(name).c_str());
+
+  std::vector<std::pair<std::uint64_t, std::string>> logs;
+  for (const auto& [generation, name] : listing.logs)
+    if (generation >= snapshot_generation) logs.emplace_back(generation, name);
+  for (std::size_t i = 0; i < logs.size(); ++i) {
+    bool last = i + 1 == logs.size();
+    auto file = path(logs[i].second);
+    auto bytes = read_all(file);
+    auto decoded = decode_log(bytes);
+    for (const auto& record : decoded.records) {
+      if (record.kind != RecordKind::write)
+        throw Error("scale-store: the log '" + file + "' holds a snapshot marker at byte offset " +
+                    std::to_string(record.offset) + "; restore the data directory from a backup");
+      if (record.revision != revision + 1)
+        throw Error("scale-store: the log '" + file + "' holds revision " + std::to_string(record.revision) +
+                    " at byte offset " + std::to_string(record.offset) + " where revision " +
+                    std::to_string(revision + 1) +
+                    " was expected: a log or snapshot file of this directory is missing or out of place; "
+                    "restore the data directory from a backup");
+      for (const auto& change : record.changes) {
+        Change replayed{change.key, nullptr, record.revision, record.timestamp_ms, change.erased};
+        if (change.erased) {
+          entries.erase(change.key);
+        } else {
+          replayed.value = nlohmann::json::parse(change.value);
+          entries.insert_or_assign(change.key,
+                                   Entry{change.key, replayed.value, record.revision, record.timestamp_ms});
+        }
+        history.push_back(std::move(replayed));
+        while (history.size() > m_options.history) {
+          compacted_through = history.front().revision;
+          history.pop_front();
+        }
+      }
+      revision = record.revision;
+    }
+    if (decoded.tail == LogTail::corrupt || (decoded.tail == LogTail::torn && !last)) {
+      throw Error("scale-store: the log '" + file + "' is corrupt at byte offset " +
+                  std::to_string(decoded.valid_end) + ": " + decoded.problem + ", and " +
+                  std::to_string(bytes.size() - decoded.valid_end) +
+                  " bytes follow, so it is not the end of an interrupted write. Refusing to start, which would "
+                  "lose the writes after it. Restore the data directory from a backup, or keep only the writes "
+                  "before the damage with 'truncate -s " + std::to_string(decoded.valid_end) + " " + file +
+                  (last ? "" : "' and by moving the later log files away") + "'");
+    }
+    if (decoded.tail == LogTail::torn) {
+      log_error("scale-store: warning: the log '" + file + "' ends in a torn record at byte offset " +
+                std::to_string(decoded.valid_end) + " (" + decoded.problem +
+                "), left by an interrupted write that was never acknowledged; it is dropped and the file "
+                "truncated to " + std::to_string(decoded.valid_end) + " bytes");
+      int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) fail_io("cannot open", file);
+      if (::ftruncate(fd, static_cast<off_t>(decoded.valid_end)) != 0 || ::fsync(fd) != 0) {
+        int error = errno;
+        ::close(fd);
+        fail_io("cannot truncate the torn end of", file, error);
+      }
+      ::close(fd);
+    }
+    if (last) m_log_bytes = decoded.valid_end;
+  }
+
+  m_generation = std::max<std::uint64_t>({snapshot_generation, logs.empty() ? 0 : logs.back().first, 1});
+  bool created = logs.empty() || logs.back().first != m_generation;
+  auto file = path(numbered("log.", m_generation));
+  m_log_fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (m_log_fd < 0) fail_io("cannot open the log", file);
+  if (created) {
+    m_log_bytes = 0;
+    fsync_dir(dir);
+  }
+
+  recovered.entries.clear();
+  recovered.entries.reserve(entries.size());
+  for (auto& [key, entry] : entries) recovered.entries.push_back(std::move(entry));
+  recovered.revision = revision;
+  recovered.history.assign(std::make_move_iterator(history.begin()), std::make_move_iterator(history.end()));
+  recovered.compacted_through = compacted_through;
+}
+
+// ---------------------------------------------------------------------------------------------
+// StoreLog: writing.
+
+bool StoreLog::append(Revision revision, std::int64_t timestamp_ms,
+                      std::span<const std::shared_ptr<const Change>> changes, std::unique_ptr<JournalWaiter> waiter) {
+  {
+    std::lock_guard lock(m_mutex);
+    m_pending.push_back(Pending{revision, timestamp_ms, {changes.begin(), changes.end()}, std::move(waiter), {}});
+  }
+  m_wake.notify_one();
+  if (m_want_snapshot.load(std::memory_order_relaxed) && m_want_snapshot.exchange(false)) {
+    m_compacting = true;
+    return true;
+  }
+  return false;
+}
+
+void StoreLog::snapshot(Revision revision, std::vector<Entry> entries) {
+  // A marker after the write it follows (the backend's lock keeps the next write out until now).
+  std::lock_guard lock(m_mutex);
+  m_pending.push_back(Pending{revision, 0, {}, {}, std::make_shared<std::vector<Entry>>(std::move(entries))});
+}
+
+void StoreLog::sync() {
+  if (::fdatasync(m_log_fd) != 0) fail_io("cannot fsync the log", path(numbered("log.", m_generation)));
+  m_fsyncs.fetch_add(1, std::memory_order_relaxed);
+  m_dirty = false;
+}
+
+void StoreLog::run_writer() {
+  using clock = std::chrono::steady_clock;
+  const bool every_second = m_options.fsync == FsyncPolicy::everysec;
+  std::vector<Pending> batch;
+  std::string buffer;
+  auto last_sync = clock::now();
+  for (;;) {
+    bool closing;
+    std::exception_ptr failed;
+    {
+      std::unique_lock lock(m_mutex);
+      auto has_work = [&] { return !m_pending.empty() || m_closing; };
+      if (every_second && m_dirty)
+        m_wake.wait_until(lock, last_sync + std::chrono::seconds(1), has_work);
+      else
+        m_wake.wait(lock, has_work);
+      batch.swap(m_pending);
+      closing = m_closing;
+      failed = m_failed;
+    }
+    // NOTE: everything pending goes out in one write() and, under `always`, one fdatasync: that
+    // is the group commit. The waiters complete only after it, outside the lock.
+    std::exception_ptr error = failed;
+    if (!error && !batch.empty()) {
+      try {
+        buffer.clear();
+        auto file = path(numbered("log.", m_generation));
+        for (auto& pending : batch) {
+          if (pending.snapshot) {
+            write_all(m_log_fd, buffer, file);
+            m_log_bytes += buffer.size();
+            buffer.clear();
+            m_dirty = true;
+            switch_log(pending.revision, std::move(pending.snapshot));
+            file = path(numbered("log.", m_generation));
+            continue;
+          }
+          RecordEncoder encoder(buffer, RecordKind::write, pending.revision, pending.timestamp_ms);
+          for (const auto& change : pending.changes) encoder.add(*change);
+          encoder.finish();
+        }
+        if (!buffer.empty()) {
+          write_all(m_log_fd, buffer, file);
+          m_log_bytes += buffer.size();
+          m_dirty = true;
+        }
+        if (m_options.fsync == FsyncPolicy::always && m_dirty) sync();
+      } catch (const std::exception& problem) {
+        error = std::current_exception();
+        log_error(std::string(problem.what()) + "; every later write fails until scale-store is restarted");
+        std::lock_guard lock(m_mutex);
+        m_failed = error;
+      }
+    }
+    for (auto& pending : batch)
+      if (pending.waiter) pending.waiter->done(error);
+    batch.clear();
+
+    if (!error && every_second && m_dirty && clock::now() - last_sync >= std::chrono::seconds(1)) {
+      try {
+        sync();
+      } catch (const std::exception& problem) {
+        log_error(std::string(problem.what()) + "; every later write fails until scale-store is restarted");
+        std::lock_guard lock(m_mutex);
+        m_failed = std::current_exception();
+      }
+      last_sync = clock::now();
+    }
+    if (!error && !m_compacting.load() &&
+        m_log_bytes > std::max<std::uint64_t>(m_options.compact_min_bytes, 2 * m_snapshot_bytes.load()))
+      m_want_snapshot = true;
+
+    if (closing) {
+      std::lock_guard lock(m_mutex);
+      if (m_pending.empty()) break;
+    }
+  }
+  if (m_dirty) {
+    try {
+      sync();
+    } catch (const std::exception& problem) {
+      log_error(problem.what());
+    }
+  }
+}
+
+void StoreLog::switch_log(Revision revision, std::shared_ptr<std::vector<Entry>> entries) {
+  // Everything up to `revision` is in the old log; make it durable before the new one gets more.
+  if (m_dirty) sync();
+  auto old_generation = m_generation;
+  auto file = path(numbered("log.", old_generation + 1));
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) fail_io("cannot create the log", file);
+  ::close(m_log_fd);
+  m_log_fd = fd;
+  m_generation = old_generation + 1;
+  m_log_bytes = 0;
+  fsync_dir(m_options.dir);
+  std::lock_guard lock(m_compaction_mutex);
+  if (m_compactor.joinable()) m_compactor.join();
+  m_compactor = std::thread([this, generation = m_generation, revision, entries = std::move(entries)]() mutable {
+    write_snapshot(generation, revision, std::move(entries));
+  });
+}
+
+void StoreLog::write_snapshot(std::uint64_t generation, Revision revision,
+                              std::shared_ptr<std::vector<Entry>> entries) {
+  auto name = numbered("snapshot.", generation);
+  auto temporary = path(name + ".tmp");
+  int fd = -1;
+  try {
+    fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail_io("cannot create the snapshot", temporary);
+    std::string buffer;
+    std::uint64_t size = 0;
+    RecordEncoder(buffer, RecordKind::snapshot_begin, revision, now_ms()).finish();
+    for (const auto& entry : *entries) {
+      RecordEncoder encoder(buffer, RecordKind::write, entry.revision, entry.timestamp_ms);
+      encoder.add(Change{entry.key, entry.value, entry.revision, entry.timestamp_ms, false});
+      encoder.finish();
+      if (buffer.size() >= (1u << 20)) {
+        write_all(fd, buffer, temporary);
+        size += buffer.size();
+        buffer.clear();
+      }
+    }
+    entries.reset();
+    RecordEncoder(buffer, RecordKind::snapshot_end, revision, now_ms()).finish();
+    write_all(fd, buffer, temporary);
+    size += buffer.size();
+    if (::fsync(fd) != 0) fail_io("cannot fsync the snapshot", temporary);
+    ::close(fd);
+    fd = -1;
+    if (::rename(temporary.c_str(), path(name).c_str()) != 0) fail_io("cannot rename the snapshot", temporary);
+    fsync_dir(m_options.dir);
+    // What the snapshot replaces. A crash before this is fine: recovery skips and removes them.
+    auto listing = list_dir(m_options.dir);
+    for (const auto& [g, file] : listing.logs)
+      if (g < generation) ::unlink(path(file).c_str());
+    for (const auto& [g, file] : listing.snapshots)
+      if (g < generation) ::unlink(path(file).c_str());
+    m_snapshot_bytes = size;
+    m_compactions.fetch_add(1, std::memory_order_relaxed);
+  } catch (const std::exception& problem) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(temporary.c_str());
+    log_error(std::string(problem.what()) + " (compaction skipped; the logs still hold everything)");
+  }
+  m_compacting = false;
+}
+
+void StoreLog::close() {
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_closing) return;
+    m_closing = true;
+  }
+  m_wake.notify_one();
+  if (m_writer.joinable()) m_writer.join();
+  {
+    std::lock_guard lock(m_compaction_mutex);
+    if (m_compactor.joinable()) m_compactor.join();
+  }
+  if (m_log_fd >= 0) ::close(m_log_fd);
+  m_log_fd = -1;
+  if (m_lock_fd >= 0) ::close(m_lock_fd);  // releases the flock
+  m_lock_fd = -1;
+}
+
+StoreLog::~StoreLog() {
+  close();
+  // Writes made after close() were never written.
+  auto error = std::make_exception_ptr(Error("scale-store: the store's log is closed; the write was not made durable"));
+  for (auto& pending : m_pending)
+    if (pending.waiter) pending.waiter->done(error);
+}
+
+}  // namespace scale::detail
