@@ -1,7 +1,7 @@
 // scale::StoreServer: the in-process SharedMemory and SharedEventEmitter backends served over
-// HTTP/1.1 with Boost.Beast, written as a few small coroutines (listen, session, handle_request,
-// stream_events) on the server's own io_context. The store logic is the in-process backend's; this
-// file only speaks HTTP.
+// HTTP/1.1 with Boost.Beast, written as a few small coroutines (listen, session, stream_events) on
+// the server's own io_context. The answers come from detail::StoreRouter (src/store_router.cpp)
+// and the store logic is the in-process backend's; this file only speaks HTTP.
 
 #include <scale/store_server.hpp>
 
@@ -38,6 +38,7 @@
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
 #include <scale/detail/store_log.hpp>
+#include <scale/detail/store_router.hpp>
 #include <scale/error.hpp>
 
 namespace scale {
@@ -48,8 +49,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using json = nlohmann::json;
-using Request = http::request<http::string_body>;
-using Response = http::response<http::string_body>;
+using Request = detail::HttpRequest;
+using Response = detail::HttpResponse;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
@@ -66,145 +67,6 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 #else
 #define SCALE_COROUTINE
 #endif
-
-constexpr std::size_t header_limit = 8 * 1024;
-constexpr int max_json_depth = 64;
-
-/// A request that cannot be answered with 200: handle_request throws it, the session answers it.
-struct HttpError {
-  http::status status;
-  std::string message;
-};
-
-[[noreturn]] void fail(http::status status, std::string message) { throw HttpError{status, std::move(message)}; }
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/// Percent-decodes `text` ('+' is a space in a query); nullopt for a malformed escape.
-std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '%') {
-      if (i + 2 >= text.size()) return std::nullopt;
-      int high = hex_value(text[i + 1]), low = hex_value(text[i + 2]);
-      if (high < 0 || low < 0) return std::nullopt;
-      out.push_back(static_cast<char>(high * 16 + low));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
-/// The request target split into its decoded path and query parameters.
-struct Target {
-  std::string_view raw_path;
-  std::map<std::string, std::string> query;
-};
-
-Target parse_target(std::string_view target) {
-  Target result;
-  auto question = target.find('?');
-  result.raw_path = target.substr(0, question);
-  if (question == std::string_view::npos) return result;
-  std::string_view rest = target.substr(question + 1);
-  while (!rest.empty()) {
-    auto amp = rest.find('&');
-    std::string_view pair = rest.substr(0, amp);
-    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
-    if (pair.empty()) continue;
-    auto eq = pair.find('=');
-    auto name = percent_decode(pair.substr(0, eq), true);
-    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
-    if (!name || !value)
-      fail(http::status::bad_request, "the query string has a malformed percent escape (use %XX with two hex digits)");
-    result.query.emplace(std::move(*name), std::move(*value));
-  }
-  return result;
-}
-
-/// The decoded path after `prefix` (a key or an event name, which may contain '/').
-std::string path_name(std::string_view raw_path, std::string_view prefix, std::string_view what) {
-  auto decoded = percent_decode(raw_path.substr(prefix.size()), false);
-  if (!decoded)
-    fail(http::status::bad_request, "the " + std::string(what) +
-                                        " in the path has a malformed percent escape (use %XX with two hex digits)");
-  if (decoded->empty()) fail(http::status::bad_request, "the " + std::string(what) + " in the path is empty");
-  return std::move(*decoded);
-}
-
-/// Nesting depth of a JSON text, counting brackets outside strings; stops counting past `limit`.
-bool nesting_within(std::string_view text, int limit) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
-}
-
-/// The body as JSON whatever the Content-Type says (curl's -d says form-urlencoded).
-json parse_body(const Request& request) {
-  const std::string& body = request.body();
-  if (body.find_first_not_of(" \t\r\n") == std::string::npos)
-    fail(http::status::bad_request, "the body is empty; send a JSON value");
-  if (!nesting_within(body, max_json_depth))
-    fail(http::status::bad_request,
-         "the body's JSON is nested deeper than " + std::to_string(max_json_depth) + " levels");
-  try {
-    return json::parse(body);
-  } catch (const json::exception& error) {  // parse_error, or out_of_range for a number too large
-    fail(http::status::bad_request, std::string("the body is not valid JSON: ") + error.what());
-  }
-}
-
-/// A revision from a header or query value: digits, optionally quoted (an ETag) or weak (W/).
-std::optional<Revision> parse_revision(std::string_view text) {
-  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
-  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
-  if (text.starts_with("W/")) text.remove_prefix(2);
-  if (text.size() >= 2 && text.front() == '"' && text.back() == '"') text = text.substr(1, text.size() - 2);
-  Revision value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty() || value < 0) return std::nullopt;
-  return value;
-}
-
-/// Compares in time that depends only on the lengths, so a token cannot be guessed byte by byte.
-bool constant_time_equal(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  std::size_t n = std::max(a.size(), b.size());
-  for (std::size_t i = 0; i < n; ++i) {
-    unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
-}
-
-json entry_json(const Entry& entry) {
-  return {{"key", entry.key}, {"value", entry.value}, {"revision", entry.revision}, {"timestamp_ms", entry.timestamp_ms}};
-}
 
 /// One SSE event; `data` is a single-line JSON text (dump() never emits a newline).
 std::string sse_event(std::string_view data, std::optional<Revision> id = std::nullopt, std::string_view event = {}) {
@@ -322,29 +184,30 @@ class RequestCounts {
   double m_latency_sum = 0;
 };
 
-/// What handle_request decided for an SSE endpoint: the session streams it after the headers.
-struct StreamRequest {
-  bool watch = false;  // else: events
-  std::string prefix_or_name;
-  Revision from = 0;
-};
-
-std::string_view endpoint_of(http::verb method, std::string_view path) {
-  if (path == "/healthz") return "healthz";
-  if (path == "/metrics") return "metrics";
-  if (path == "/v1/kv") return method == http::verb::post ? "kv_set_many" : "kv_list";
-  if (path.starts_with("/v1/kv/")) {
-    switch (method) {
-      case http::verb::get: return "kv_get";
-      case http::verb::put: return "kv_put";
-      case http::verb::delete_: return "kv_delete";
-      default: return "kv_other";
-    }
+/// Waits for a scale::Future from Asio: a detached scale coroutine awaits it (it resumes on the
+/// thread that completes the Future, or on a running Runtime's loop) and posts the result to the
+/// handler's executor, so no I/O thread blocks. Completes with (exception, value).
+template <class T, class Handler>
+detail::Detached forward_when_ready(Future<T> future, Handler handler) {
+  auto work = asio::make_work_guard(asio::get_associated_executor(handler));
+  std::exception_ptr error;
+  T value{};
+  try {
+    value = co_await future;
+  } catch (...) {
+    error = std::current_exception();
   }
-  if (path.starts_with("/v1/increment/")) return "increment";
-  if (path == "/v1/watch") return "watch";
-  if (path.starts_with("/v1/events/")) return method == http::verb::post ? "events_emit" : "events_stream";
-  return "unknown";
+  auto executor = work.get_executor();
+  asio::post(executor, [handler = std::move(handler), error, value = std::move(value)]() mutable {
+    std::move(handler)(error, std::move(value));
+  });
+}
+
+template <class T, class CompletionToken>
+auto async_wait(Future<T> future, CompletionToken&& token) {
+  return asio::async_initiate<CompletionToken, void(std::exception_ptr, T)>(
+      [](auto handler, Future<T> waited) { forward_when_ready(std::move(waited), std::move(handler)); }, token,
+      std::move(future));
 }
 
 }  // namespace
@@ -375,6 +238,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   std::shared_ptr<detail::StoreLog> log;  // with a data_dir
   std::shared_ptr<detail::MemoryBackend> memory;
   std::shared_ptr<detail::EventBackend> events;
+  // NOTE: built from the members above once the constructor has made them; it shares the backends.
+  detail::StoreRouter router{memory, events, options, [this] { return metrics(); }};
   asio::io_context ioc;
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
@@ -440,22 +305,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     if (connections.empty()) connections_idle.notify_all();
   }
 
-  template <class Message>
-  Response make_response(const Message& request, http::status status, std::string body,
-                         std::string_view content_type = "application/json") {
-    Response response{status, request.version()};
-    response.set(http::field::server, "scale-store");
-    response.set(http::field::content_type, content_type);
-    if (!options.cors_origin.empty()) response.set(http::field::access_control_allow_origin, options.cors_origin);
-    response.keep_alive(request.keep_alive());
-    response.body() = std::move(body);
-    response.prepare_payload();
-    return response;
-  }
-
-  template <class Message>
-  Response error_response(const Message& request, http::status status, std::string_view message) {
-    return make_response(request, status, json{{"error", message}}.dump() + "\n");
+  template <class Body>
+  Response error_response(const http::request<Body>& request, http::status status, std::string_view message) {
+    return router.error_response(request, status, message);
   }
 
   /// One more than the cap: answered 503 and closed.
@@ -488,7 +340,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     bool unread_input = false;  // closing after an error while the client may still be sending
     while (!connection->stopping && !stopping) {
       http::request_parser<http::empty_body> head;
-      head.header_limit(header_limit);
+      head.header_limit(detail::store_header_limit);
       // The body's size is judged below from Content-Length, to answer 413 rather than fail.
       head.body_limit(std::numeric_limits<std::uint64_t>::max());
       stream.expires_after(options.header_timeout);
@@ -499,7 +351,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       if (read_error == http::error::header_limit) {
         Request request{http::verb::get, "/", 11};
         auto response = error_response(request, http::status::request_header_fields_too_large,
-                                       "the request's headers exceed " + std::to_string(header_limit) + " bytes");
+                                       "the request's headers exceed " + std::to_string(detail::store_header_limit) +
+                                           " bytes");
         response.keep_alive(false);
         co_await write(*connection, response, "unknown");
         unread_input = true;
@@ -518,21 +371,11 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       }
 
       auto& peek = head.get();
-      Target target;
-      std::string_view endpoint = endpoint_of(peek.method(), peek.target().substr(0, peek.target().find('?')));
+      std::string_view endpoint = detail::StoreRouter::endpoint(peek.method(), peek.target());
       bool body_pending = !head.is_done();
-      std::optional<Response> early;
-      try {
-        target = parse_target(peek.target());
-        if (auto problem = check_access(peek, target, endpoint)) early = std::move(*problem);
-      } catch (const HttpError& error) {
-        early = error_response(peek, error.status, error.message);
-      }
-      if (!early && head.content_length() && *head.content_length() > options.max_body)
-        early = error_response(peek, http::status::payload_too_large,
-                               "the body has " + std::to_string(*head.content_length()) +
-                                   " bytes; the limit is " + std::to_string(options.max_body) +
-                                   " (scale-store --max-body)");
+      std::optional<std::uint64_t> content_length;
+      if (auto length = head.content_length()) content_length = *length;
+      std::optional<Response> early = router.check_head(peek, content_length);
       if (early) {
         if (body_pending) early->keep_alive(false);  // the body is never read
         unread_input = body_pending;
@@ -565,24 +408,26 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       }
       Request request = parser.release();
 
-      std::optional<StreamRequest> stream_request;
       Response response;
-      try {
-        response = handle_request(request, target, stream_request);
-      } catch (const HttpError& error) {
-        response = error_response(request, error.status, error.message);
-      } catch (const Compacted& error) {
-        response = error_response(request, http::status::gone, error.what());
-      } catch (const TypeMismatch& error) {
-        response = error_response(request, http::status::conflict, error.what());
-      } catch (const Error& error) {  // e.g. an increment that overflows
-        response = error_response(request, http::status::conflict, error.what());
-      } catch (const std::exception& error) {
-        response = error_response(request, http::status::internal_server_error, error.what());
-      }
-      if (stream_request) {
-        co_await stream_events(*connection, request, *stream_request, endpoint);
-        break;  // an event stream ends its connection
+      if (detail::StoreRouter::is_stream(endpoint)) {
+        if (auto what = router.stream_request(request, response)) {
+          co_await stream_events(*connection, request, *what, endpoint);
+          break;  // an event stream ends its connection
+        }
+      } else {
+        try {
+          Future<Response> answer = router.handle(request);
+          if (answer.ready()) {
+            response = answer.get();
+          } else {
+            // A write that completes later (e.g. after an fsync): wait without holding this thread.
+            auto [error, answered] = co_await async_wait(std::move(answer), use_tuple);
+            if (error) std::rethrow_exception(error);
+            response = std::move(answered);
+          }
+        } catch (const std::exception& error) {  // the router answers its own errors; this is e.g. bad_alloc
+          response = error_response(request, http::status::internal_server_error, error.what());
+        }
       }
       if (connection->stopping) response.keep_alive(false);
       bool ok = co_await write(*connection, response, endpoint);
@@ -604,167 +449,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
-  /// CORS preflight and the token; an answer when the request must stop here.
-  template <class Message>
-  std::optional<Response> check_access(const Message& request, const Target& target, std::string_view endpoint) {
-    if (request.method() == http::verb::options && !options.cors_origin.empty()) {
-      auto response = make_response(request, http::status::no_content, "");
-      response.set(http::field::access_control_allow_methods, "GET, PUT, POST, DELETE, OPTIONS");
-      response.set(http::field::access_control_allow_headers,
-                   "Authorization, Content-Type, If-Match, If-None-Match, Last-Event-ID");
-      response.set(http::field::access_control_max_age, "600");
-      return response;
-    }
-    if (options.token.empty() || endpoint == "healthz") return std::nullopt;
-    std::string_view authorization = request[http::field::authorization];
-    bool ok = false;
-    if (authorization.starts_with("Bearer ")) ok = constant_time_equal(authorization.substr(7), options.token);
-    if (!ok && (endpoint == "watch" || endpoint == "events_stream")) {
-      auto found = target.query.find("token");
-      if (found != target.query.end()) ok = constant_time_equal(found->second, options.token);
-    }
-    if (ok) return std::nullopt;
-    auto response = error_response(request, http::status::unauthorized,
-                                   authorization.empty()
-                                       ? "this server requires a token: send 'Authorization: Bearer <token>'"
-                                       : "the token is wrong");
-    response.set(http::field::www_authenticate, "Bearer");
-    return response;
-  }
-
   // ---------------------------------------------------------------------------------------------
-  /// Answers one request from the store; for an SSE endpoint fills `stream` instead.
-  Response handle_request(const Request& request, const Target& target, std::optional<StreamRequest>& stream) {
-    const std::string_view path = target.raw_path;
-    const auto method = request.method();
-    auto ok = [&](const json& body) { return make_response(request, http::status::ok, body.dump() + "\n"); };
-    auto only = [&](std::initializer_list<http::verb> allowed) {
-      if (std::find(allowed.begin(), allowed.end(), method) == allowed.end())
-        fail(http::status::method_not_allowed,
-             "method " + std::string(request.method_string()) + " is not allowed on " + std::string(path));
-    };
-
-    if (path == "/healthz") {
-      only({http::verb::get});
-      return ok({{"status", "ok"}});
-    }
-    if (path == "/metrics") {
-      only({http::verb::get});
-      return make_response(request, http::status::ok, metrics(), "text/plain; version=0.0.4");
-    }
-    if (path == "/v1/kv") {
-      only({http::verb::get, http::verb::post});
-      if (method == http::verb::post) {
-        json object = parse_body(request);
-        if (!object.is_object()) fail(http::status::bad_request, "POST /v1/kv needs a JSON object of keys to set");
-        for (const auto& [key, value] : object.items())
-          if (key.empty()) fail(http::status::bad_request, "a key of the object is empty");
-        return ok({{"revision", memory->set_many(std::move(object)).get()}});
-      }
-      auto found = target.query.find("prefix");
-      json entries = json::array();
-      for (const auto& entry : memory->list(found == target.query.end() ? "" : found->second).get())
-        entries.push_back(entry_json(entry));
-      return ok(entries);
-    }
-    if (path.starts_with("/v1/kv/")) {
-      std::string key = path_name(path, "/v1/kv/", "key");
-      if (method == http::verb::get) {
-        auto entry = memory->entry(key).get();
-        if (!entry) fail(http::status::not_found, "key '" + key + "' not found");
-        auto response = ok(entry_json(*entry));
-        response.set(http::field::etag, "\"" + std::to_string(entry->revision) + "\"");
-        return response;
-      }
-      if (method == http::verb::delete_) {
-        if (!memory->erase(key).get()) fail(http::status::not_found, "key '" + key + "' not found");
-        return ok({{"deleted", key}});
-      }
-      only({http::verb::put});
-      json value = parse_body(request);
-      auto if_match = request.find(http::field::if_match);
-      auto if_none_match = request.find(http::field::if_none_match);
-      if (if_match != request.end() && if_none_match != request.end())
-        fail(http::status::bad_request, "send If-Match or If-None-Match, not both");
-      std::optional<Revision> expected;
-      if (if_none_match != request.end()) {
-        if (if_none_match->value() != "*")
-          fail(http::status::bad_request, "If-None-Match accepts only '*' (write only when the key is absent)");
-        expected = 0;
-      } else if (if_match != request.end()) {
-        if (if_match->value() == "*") {
-          auto entry = memory->entry(key).get();
-          if (!entry) fail(http::status::precondition_failed, "key '" + key + "' is absent (If-Match: *)");
-          expected = entry->revision;
-        } else {
-          expected = parse_revision(if_match->value());
-          if (!expected || *expected == 0)
-            fail(http::status::bad_request, "If-Match needs a revision, e.g. If-Match: 42 or If-Match: \"42\"");
-        }
-      }
-      if (!expected) return ok({{"revision", memory->set_many(json{{key, std::move(value)}}).get()}});
-      Revision written = memory->compare_and_set_revision(key, *expected, std::move(value)).get();
-      if (written == 0) {
-        auto current = memory->entry(key).get();
-        fail(http::status::precondition_failed,
-             "key '" + key + "' " +
-                 (current ? "is at revision " + std::to_string(current->revision) : std::string("is absent")) +
-                 (*expected == 0 ? ", not absent" : ", not " + std::to_string(*expected)));
-      }
-      return ok({{"revision", written}});
-    }
-    if (path.starts_with("/v1/increment/")) {
-      only({http::verb::post});
-      std::string key = path_name(path, "/v1/increment/", "key");
-      std::int64_t by = 1;
-      if (request.body().find_first_not_of(" \t\r\n") != std::string::npos) {
-        json body = parse_body(request);
-        if (!body.is_object()) fail(http::status::bad_request, "the body must be an object like {\"by\": 1}");
-        if (body.contains("by")) {
-          const json& amount = body["by"];
-          if (!amount.is_number_integer() ||
-              (amount.is_number_unsigned() && !std::in_range<std::int64_t>(amount.get<std::uint64_t>())))
-            fail(http::status::bad_request, "\"by\" must be a 64-bit integer, not " + amount.dump());
-          by = amount.get<std::int64_t>();
-        }
-      }
-      auto done = memory->increment_with_revision(key, by).get();
-      return ok({{"value", done.value}, {"revision", done.revision}});
-    }
-    if (path == "/v1/watch") {
-      only({http::verb::get});
-      StreamRequest watch{true, "", 0};
-      if (auto found = target.query.find("prefix"); found != target.query.end()) watch.prefix_or_name = found->second;
-      if (auto found = target.query.find("from"); found != target.query.end()) {
-        auto from = parse_revision(found->second);
-        if (!from) fail(http::status::bad_request, "'from' must be a revision (an integer >= 0), not '" + found->second + "'");
-        watch.from = *from;
-      }
-      if (auto last = request.find("Last-Event-ID"); last != request.end()) {
-        auto seen = parse_revision(last->value());
-        if (!seen) fail(http::status::bad_request, "Last-Event-ID must be a revision (an integer >= 0)");
-        watch.from = *seen + 1;
-      }
-      stream = std::move(watch);
-      return {};
-    }
-    if (path.starts_with("/v1/events/")) {
-      std::string name = path_name(path, "/v1/events/", "event name");
-      if (method == http::verb::post) {
-        json payload = request.body().find_first_not_of(" \t\r\n") == std::string::npos ? json(nullptr)
-                                                                                         : parse_body(request);
-        emit(std::move(name), std::move(payload));
-        return ok({{"emitted", true}});
-      }
-      only({http::verb::get});
-      stream = StreamRequest{false, std::move(name), 0};
-      return {};
-    }
-    fail(http::status::not_found, "no such endpoint: " + std::string(path) + " (see docs/http-api.md)");
-  }
-
-  void emit(std::string name, json payload) { events->emit(std::move(name), std::move(payload)).get(); }
-
+  /// The server's part of GET /metrics (the router answers the request).
   std::string metrics() {
     std::string out = counts.render();
     auto gauge = [&](std::string_view name, std::string_view help, std::int64_t value) {
@@ -790,7 +476,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   /// Writes the SSE headers, subscribes, and forwards what the subscription delivers until the
   /// client goes away, the server stops, or the subscriber falls 'max_subscriber_queue' behind.
   SCALE_COROUTINE asio::awaitable<void> stream_events(Connection& connection, const Request& request,
-                                                      const StreamRequest& what, std::string_view endpoint) {
+                                                      const detail::StreamRequest& what, std::string_view endpoint) {
     auto& stream = connection.stream;
     auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue);
     channel->stream = &stream;
@@ -805,7 +491,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
                   {"revision", change.revision},
                   {"timestamp_ms", change.timestamp_ms},
                   {"erased", change.erased}};
-        channel->push(sse_event(data.dump(), change.revision));
+        channel->push(sse_event(data.dump(-1, ' ', false, json::error_handler_t::replace), change.revision));
       });
       memory->watch(what.prefix_or_name, what.from, queue);
       try {
@@ -821,7 +507,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       }
     } else {
       auto queue = std::make_shared<detail::SubscriptionQueue<json>>(
-          [channel](const json& payload) { channel->push(sse_event(payload.dump())); });
+          [channel](const json& payload) {
+            channel->push(sse_event(payload.dump(-1, ' ', false, json::error_handler_t::replace)));
+          });
       events->subscribe(what.prefix_or_name, queue);
       queue->ready().get();
       subscription = queue;

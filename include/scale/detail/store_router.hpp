@@ -1,0 +1,95 @@
+#pragma once
+// The store server's request handling without sockets: a request in, a response out, from the
+// store's backends. src/store_server.cpp reads and writes the bytes and streams the SSE
+// endpoints; the fuzz targets (fuzz/) call this directly.
+//
+// NOTE: this header includes Boost.Beast, a private dependency of the library: it is for the
+// library's own sources and fuzz targets, never for a public header.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <scale/detail/event_backend.hpp>
+#include <scale/detail/memory_backend.hpp>
+#include <scale/future.hpp>
+#include <scale/store_server.hpp>
+
+namespace scale::detail {
+
+using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
+/// A request whose head is read and whose body is not (yet).
+using HttpRequestHead = boost::beast::http::request<boost::beast::http::empty_body>;
+using HttpResponse = boost::beast::http::response<boost::beast::http::string_body>;
+
+/// Largest request head the server reads (431 beyond).
+inline constexpr std::size_t store_header_limit = 8 * 1024;
+/// Deepest JSON nesting accepted in a body (400 beyond).
+inline constexpr int store_max_json_depth = 64;
+
+/// What an SSE endpoint asks for; the server subscribes and streams it.
+struct StreamRequest {
+  bool watch = false;  // else: events
+  std::string prefix_or_name;
+  Revision from = 0;
+};
+
+/// Answers the store's HTTP requests from its backends. Every member may be called from any
+/// thread at the same time.
+class StoreRouter {
+ public:
+  /// `metrics` renders the server's part of GET /metrics (request counts, connections, ...).
+  StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events,
+              StoreServerOptions options, std::function<std::string()> metrics = {});
+
+  /// The endpoint's name in metrics, e.g. "kv_get"; "unknown" for no endpoint.
+  static std::string_view endpoint(boost::beast::http::verb method, std::string_view target);
+  /// True for the endpoints the server streams (GET /v1/watch, GET /v1/events/{name}).
+  static bool is_stream(std::string_view endpoint);
+
+  /// Judges a request from its head alone, before its body is read: CORS preflight, the token,
+  /// the query's escapes and a Content-Length over the body limit. An answer when the request
+  /// stops here.
+  std::optional<HttpResponse> check_head(const HttpRequestHead& head,
+                                         std::optional<std::uint64_t> content_length) const;
+
+  /// Answers a request to a non-streaming endpoint, errors included (as 4xx/5xx JSON). The Future
+  /// is ready at once unless a backend's write completes later (e.g. after an fsync); `request`
+  /// must live until it completes.
+  Future<HttpResponse> handle(const HttpRequest& request);
+
+  /// What a request to a streaming endpoint asks for, or the error answer (e.g. a bad `from`).
+  std::optional<StreamRequest> stream_request(const HttpRequest& request, HttpResponse& error) const;
+
+  /// A response with the server's common headers, for a request of this HTTP version.
+  HttpResponse make_response(unsigned version, bool keep_alive, boost::beast::http::status status,
+                             std::string body, std::string_view content_type = "application/json") const;
+  /// A `{"error": message}` response.
+  HttpResponse error_response(unsigned version, bool keep_alive, boost::beast::http::status status,
+                              std::string_view message) const;
+  /// The same, answering `request` (its version and keep-alive).
+  template <class Body>
+  HttpResponse error_response(const boost::beast::http::request<Body>& request, boost::beast::http::status status,
+                              std::string_view message) const {
+    return error_response(request.version(), request.keep_alive(), status, message);
+  }
+
+  MemoryBackend& memory() const noexcept { return *m_memory; }
+  EventBackend& events() const noexcept { return *m_events; }
+  const StoreServerOptions& options() const noexcept { return m_options; }
+
+ private:
+  std::shared_ptr<MemoryBackend> m_memory;
+  std::shared_ptr<EventBackend> m_events;
+  StoreServerOptions m_options;
+  std::function<std::string()> m_metrics;
+};
+
+}  // namespace scale::detail

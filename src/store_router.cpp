@@ -1,0 +1,475 @@
+// scale::detail::StoreRouter: the store server's answers to its non-streaming requests, with no
+// socket in sight (src/store_server.cpp does the I/O; fuzz/request_router.cpp feeds it bytes).
+
+#include <scale/detail/store_router.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <nlohmann/json.hpp>
+
+#include <scale/error.hpp>
+
+namespace scale::detail {
+namespace {
+
+namespace http = boost::beast::http;
+using json = nlohmann::json;
+
+/// A request that cannot be answered with 200: thrown by the helpers, answered by the router.
+struct HttpError {
+  http::status status;
+  std::string message;
+};
+
+[[noreturn]] void fail(http::status status, std::string message) { throw HttpError{status, std::move(message)}; }
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/// Percent-decodes `text` ('+' is a space in a query); nullopt for a malformed escape.
+std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '%') {
+      if (i + 2 >= text.size()) return std::nullopt;
+      int high = hex_value(text[i + 1]), low = hex_value(text[i + 2]);
+      if (high < 0 || low < 0) return std::nullopt;
+      out.push_back(static_cast<char>(high * 16 + low));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+/// The request target split into its raw path and decoded query parameters.
+struct Target {
+  std::string_view raw_path;
+  std::map<std::string, std::string, std::less<>> query;
+
+  const std::string* find(std::string_view name) const {
+    auto found = query.find(name);
+    return found == query.end() ? nullptr : &found->second;
+  }
+};
+
+Target parse_target(std::string_view target) {
+  Target result;
+  auto question = target.find('?');
+  result.raw_path = target.substr(0, question);
+  if (question == std::string_view::npos) return result;
+  std::string_view rest = target.substr(question + 1);
+  while (!rest.empty()) {
+    auto amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    if (pair.empty()) continue;
+    auto eq = pair.find('=');
+    auto name = percent_decode(pair.substr(0, eq), true);
+    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
+    if (!name || !value)
+      fail(http::status::bad_request, "the query string has a malformed percent escape (use %XX with two hex digits)");
+    result.query.emplace(std::move(*name), std::move(*value));
+  }
+  return result;
+}
+
+/// The decoded path after `prefix` (a key or an event name, which may contain '/').
+std::string path_name(std::string_view raw_path, std::string_view prefix, std::string_view what) {
+  auto decoded = percent_decode(raw_path.substr(prefix.size()), false);
+  if (!decoded)
+    fail(http::status::bad_request, "the " + std::string(what) +
+                                        " in the path has a malformed percent escape (use %XX with two hex digits)");
+  if (decoded->empty()) fail(http::status::bad_request, "the " + std::string(what) + " in the path is empty");
+  return std::move(*decoded);
+}
+
+/// Nesting depth of a JSON text, counting brackets outside strings; stops counting past `limit`.
+bool nesting_within(std::string_view text, int limit) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+bool blank(std::string_view text) { return text.find_first_not_of(" \t\r\n") == std::string_view::npos; }
+
+/// The body as JSON whatever the Content-Type says (curl's -d says form-urlencoded).
+json parse_body(const HttpRequest& request) {
+  const std::string& body = request.body();
+  if (blank(body)) fail(http::status::bad_request, "the body is empty; send a JSON value");
+  if (!nesting_within(body, store_max_json_depth))
+    fail(http::status::bad_request,
+         "the body's JSON is nested deeper than " + std::to_string(store_max_json_depth) + " levels");
+  try {
+    return json::parse(body);
+  } catch (const json::exception& error) {  // parse_error, or out_of_range for a number too large
+    fail(http::status::bad_request, std::string("the body is not valid JSON: ") + error.what());
+  }
+}
+
+/// A revision from a header or query value: digits, optionally quoted (an ETag) or weak (W/).
+std::optional<Revision> parse_revision(std::string_view text) {
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
+  if (text.starts_with("W/")) text.remove_prefix(2);
+  if (text.size() >= 2 && text.front() == '"' && text.back() == '"') text = text.substr(1, text.size() - 2);
+  Revision value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty() || value < 0) return std::nullopt;
+  return value;
+}
+
+/// Compares in time that depends only on the lengths, so a token cannot be guessed byte by byte.
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  std::size_t n = std::max(a.size(), b.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+/// Appends `value` as JSON text (no intermediate string). Bytes that are not UTF-8 (a key may be
+/// any percent-decoded bytes) become U+FFFD rather than an exception.
+void append_json(std::string& out, const json& value) {
+  nlohmann::detail::serializer<json> serializer(nlohmann::detail::output_adapter<char>(out), ' ',
+                                                json::error_handler_t::replace);
+  serializer.dump(value, false, false, 0);
+}
+
+/// {"key":K,"revision":R,"timestamp_ms":T,"value":V} (members sorted, as json::dump writes an
+/// object), written straight into `out`.
+void append_entry(std::string& out, const Entry& entry) {
+  out += "{\"key\":";
+  append_json(out, entry.key);
+  out += ",\"revision\":";
+  out += std::to_string(entry.revision);
+  out += ",\"timestamp_ms\":";
+  out += std::to_string(entry.timestamp_ms);
+  out += ",\"value\":";
+  append_json(out, entry.value);
+  out += '}';
+}
+
+void require(http::verb method, std::initializer_list<http::verb> allowed, const HttpRequest& request,
+             std::string_view path) {
+  if (std::find(allowed.begin(), allowed.end(), method) == allowed.end())
+    fail(http::status::method_not_allowed,
+         "method " + std::string(request.method_string()) + " is not allowed on " + std::string(path));
+}
+
+std::string revision_body(Revision revision) { return "{\"revision\":" + std::to_string(revision) + "}\n"; }
+
+}  // namespace
+
+StoreRouter::StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events,
+                         StoreServerOptions options, std::function<std::string()> metrics)
+    : m_memory(std::move(memory)),
+      m_events(std::move(events)),
+      m_options(std::move(options)),
+      m_metrics(std::move(metrics)) {}
+
+std::string_view StoreRouter::endpoint(http::verb method, std::string_view target) {
+  std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/healthz") return "healthz";
+  if (path == "/metrics") return "metrics";
+  if (path == "/v1/kv") return method == http::verb::post ? "kv_set_many" : "kv_list";
+  if (path.starts_with("/v1/kv/")) {
+    switch (method) {
+      case http::verb::get: return "kv_get";
+      case http::verb::put: return "kv_put";
+      case http::verb::delete_: return "kv_delete";
+      default: return "kv_other";
+    }
+  }
+  if (path.starts_with("/v1/increment/")) return "increment";
+  if (path == "/v1/watch") return "watch";
+  if (path.starts_with("/v1/events/")) return method == http::verb::post ? "events_emit" : "events_stream";
+  return "unknown";
+}
+
+bool StoreRouter::is_stream(std::string_view endpoint) { return endpoint == "watch" || endpoint == "events_stream"; }
+
+HttpResponse StoreRouter::make_response(unsigned version, bool keep_alive, http::status status, std::string body,
+                                        std::string_view content_type) const {
+  HttpResponse response{status, version};
+  response.set(http::field::server, "scale-store");
+  response.set(http::field::content_type, content_type);
+  if (!m_options.cors_origin.empty()) response.set(http::field::access_control_allow_origin, m_options.cors_origin);
+  response.keep_alive(keep_alive);
+  response.body() = std::move(body);
+  response.prepare_payload();
+  return response;
+}
+
+HttpResponse StoreRouter::error_response(unsigned version, bool keep_alive, http::status status,
+                                         std::string_view message) const {
+  std::string body = "{\"error\":";
+  append_json(body, json(message));
+  body += "}\n";
+  return make_response(version, keep_alive, status, std::move(body));
+}
+
+std::optional<HttpResponse> StoreRouter::check_head(const HttpRequestHead& head,
+                                                    std::optional<std::uint64_t> content_length) const {
+  std::string_view endpoint_name = endpoint(head.method(), head.target());
+  Target target;
+  try {
+    target = parse_target(head.target());
+  } catch (const HttpError& error) {
+    return error_response(head, error.status, error.message);
+  }
+  if (head.method() == http::verb::options && !m_options.cors_origin.empty()) {
+    auto response = make_response(head.version(), head.keep_alive(), http::status::no_content, "");
+    response.set(http::field::access_control_allow_methods, "GET, PUT, POST, DELETE, OPTIONS");
+    response.set(http::field::access_control_allow_headers,
+                 "Authorization, Content-Type, If-Match, If-None-Match, Last-Event-ID");
+    response.set(http::field::access_control_max_age, "600");
+    return response;
+  }
+  if (!m_options.token.empty() && endpoint_name != "healthz") {
+    std::string_view authorization = head[http::field::authorization];
+    bool ok = false;
+    if (authorization.starts_with("Bearer ")) ok = constant_time_equal(authorization.substr(7), m_options.token);
+    if (!ok && is_stream(endpoint_name))
+      if (const std::string* token = target.find("token")) ok = constant_time_equal(*token, m_options.token);
+    if (!ok) {
+      auto response = error_response(head, http::status::unauthorized,
+                                     authorization.empty()
+                                         ? "this server requires a token: send 'Authorization: Bearer <token>'"
+                                         : "the token is wrong");
+      response.set(http::field::www_authenticate, "Bearer");
+      return response;
+    }
+  }
+  if (content_length && *content_length > m_options.max_body)
+    return error_response(head, http::status::payload_too_large,
+                          "the body has " + std::to_string(*content_length) + " bytes; the limit is " +
+                              std::to_string(m_options.max_body) + " (scale-store --max-body)");
+  return std::nullopt;
+}
+
+std::optional<StreamRequest> StoreRouter::stream_request(const HttpRequest& request, HttpResponse& error) const {
+  try {
+    Target target = parse_target(request.target());
+    const std::string_view path = target.raw_path;
+    if (path == "/v1/watch") {
+      require(request.method(), {http::verb::get}, request, path);
+      StreamRequest watch{true, "", 0};
+      if (const std::string* prefix = target.find("prefix")) watch.prefix_or_name = *prefix;
+      if (const std::string* from_text = target.find("from")) {
+        auto from = parse_revision(*from_text);
+        if (!from) fail(http::status::bad_request, "'from' must be a revision (an integer >= 0), not '" + *from_text + "'");
+        watch.from = *from;
+      }
+      if (auto last = request.find("Last-Event-ID"); last != request.end()) {
+        auto seen = parse_revision(last->value());
+        if (!seen || *seen == std::numeric_limits<Revision>::max())
+          fail(http::status::bad_request, "Last-Event-ID must be a revision (an integer >= 0)");
+        watch.from = *seen + 1;
+      }
+      return watch;
+    }
+    if (path.starts_with("/v1/events/")) {
+      std::string name = path_name(path, "/v1/events/", "event name");
+      require(request.method(), {http::verb::get}, request, path);
+      return StreamRequest{false, std::move(name), 0};
+    }
+    fail(http::status::not_found, "no stream at " + std::string(path));
+  } catch (const HttpError& failure) {
+    error = error_response(request, failure.status, failure.message);
+  }
+  return std::nullopt;
+}
+
+Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
+  http::status status = http::status::internal_server_error;
+  std::string message;
+  try {
+    const Target target = parse_target(request.target());
+    const std::string_view path = target.raw_path;
+    const auto method = request.method();
+    auto ok = [&](std::string body, std::string_view content_type = "application/json") {
+      return make_response(request.version(), request.keep_alive(), http::status::ok, std::move(body), content_type);
+    };
+
+    if (path == "/healthz") {
+      require(method, {http::verb::get}, request, path);
+      co_return ok("{\"status\":\"ok\"}\n");
+    }
+    if (path == "/metrics") {
+      require(method, {http::verb::get}, request, path);
+      co_return ok(m_metrics ? m_metrics() : std::string(),
+                              "text/plain; version=0.0.4");
+    }
+    if (path == "/v1/kv") {
+      require(method, {http::verb::get, http::verb::post}, request, path);
+      if (method == http::verb::post) {
+        json object = parse_body(request);
+        if (!object.is_object()) fail(http::status::bad_request, "POST /v1/kv needs a JSON object of keys to set");
+        for (const auto& [key, value] : object.items())
+          if (key.empty()) fail(http::status::bad_request, "a key of the object is empty");
+        Future<Revision> written = m_memory->set_many(std::move(object));
+        Revision revision = co_await written;
+        co_return ok(revision_body(revision));
+      }
+      const std::string* prefix = target.find("prefix");
+      Future<std::vector<Entry>> listed = m_memory->list(prefix ? *prefix : std::string());
+      std::vector<Entry> entries = co_await listed;
+      std::string body = "[";
+      for (const auto& entry : entries) {
+        if (body.size() > 1) body += ',';
+        append_entry(body, entry);
+      }
+      body += "]\n";
+      co_return ok(std::move(body));
+    }
+    if (path.starts_with("/v1/kv/")) {
+      std::string key = path_name(path, "/v1/kv/", "key");
+      if (method == http::verb::get) {
+        Future<std::optional<Entry>> found = m_memory->entry(key);
+        std::optional<Entry> entry = co_await found;
+        if (!entry) fail(http::status::not_found, "key '" + key + "' not found");
+        std::string body;
+        body.reserve(64 + entry->key.size());
+        append_entry(body, *entry);
+        body += '\n';
+        auto response = ok(std::move(body));
+        response.set(http::field::etag, "\"" + std::to_string(entry->revision) + "\"");
+        co_return response;
+      }
+      if (method == http::verb::delete_) {
+        Future<bool> erasing = m_memory->erase(key);
+        bool erased = co_await erasing;
+        if (!erased) fail(http::status::not_found, "key '" + key + "' not found");
+        std::string body = "{\"deleted\":";
+        append_json(body, json(key));
+        body += "}\n";
+        co_return ok(std::move(body));
+      }
+      require(method, {http::verb::put}, request, path);
+      json value = parse_body(request);
+      auto if_match = request.find(http::field::if_match);
+      auto if_none_match = request.find(http::field::if_none_match);
+      if (if_match != request.end() && if_none_match != request.end())
+        fail(http::status::bad_request, "send If-Match or If-None-Match, not both");
+      std::optional<Revision> expected;
+      if (if_none_match != request.end()) {
+        if (if_none_match->value() != "*")
+          fail(http::status::bad_request, "If-None-Match accepts only '*' (write only when the key is absent)");
+        expected = 0;
+      } else if (if_match != request.end()) {
+        if (if_match->value() == "*") {
+          Future<std::optional<Entry>> found = m_memory->entry(key);
+          std::optional<Entry> entry = co_await found;
+          if (!entry) fail(http::status::precondition_failed, "key '" + key + "' is absent (If-Match: *)");
+          expected = entry->revision;
+        } else {
+          expected = parse_revision(if_match->value());
+          if (!expected || *expected == 0)
+            fail(http::status::bad_request, "If-Match needs a revision, e.g. If-Match: 42 or If-Match: \"42\"");
+        }
+      }
+      if (!expected) {
+        json object = json::object();
+        object.emplace(key, std::move(value));
+        Future<Revision> written = m_memory->set_many(std::move(object));
+        Revision revision = co_await written;
+        co_return ok(revision_body(revision));
+      }
+      Future<Revision> compared = m_memory->compare_and_set_revision(key, *expected, std::move(value));
+      Revision written = co_await compared;
+      if (written == 0) {
+        Future<std::optional<Entry>> found = m_memory->entry(key);
+        std::optional<Entry> current = co_await found;
+        fail(http::status::precondition_failed,
+             "key '" + key + "' " +
+                 (current ? "is at revision " + std::to_string(current->revision) : std::string("is absent")) +
+                 (*expected == 0 ? ", not absent" : ", not " + std::to_string(*expected)));
+      }
+      co_return ok(revision_body(written));
+    }
+    if (path.starts_with("/v1/increment/")) {
+      require(method, {http::verb::post}, request, path);
+      std::string key = path_name(path, "/v1/increment/", "key");
+      std::int64_t by = 1;
+      if (!blank(request.body())) {
+        json body = parse_body(request);
+        if (!body.is_object()) fail(http::status::bad_request, "the body must be an object like {\"by\": 1}");
+        if (auto amount = body.find("by"); amount != body.end()) {
+          if (!amount->is_number_integer() ||
+              (amount->is_number_unsigned() && !std::in_range<std::int64_t>(amount->get<std::uint64_t>())))
+            fail(http::status::bad_request, "\"by\" must be a 64-bit integer, not " + amount->dump());
+          by = amount->get<std::int64_t>();
+        }
+      }
+      Future<Incremented> incrementing = m_memory->increment_with_revision(std::move(key), by);
+      Incremented done = co_await incrementing;
+      co_return make_response(request.version(), request.keep_alive(), http::status::ok,
+                              "{\"revision\":" + std::to_string(done.revision) +
+                                  ",\"value\":" + std::to_string(done.value) + "}\n");
+    }
+    if (path.starts_with("/v1/events/") && method == http::verb::post) {
+      std::string name = path_name(path, "/v1/events/", "event name");
+      json payload = blank(request.body()) ? json(nullptr) : parse_body(request);
+      Future<void> emitted = m_events->emit(std::move(name), std::move(payload));
+      co_await emitted;
+      co_return ok("{\"emitted\":true}\n");
+    }
+    if (is_stream(endpoint(method, path))) {
+      // The server streams these itself; a caller without a stream gets the request's verdict.
+      HttpResponse error;
+      if (!stream_request(request, error)) co_return error;
+      fail(http::status::not_implemented, std::string(path) + " is a Server-Sent Events stream, served by the server");
+    }
+    fail(http::status::not_found, "no such endpoint: " + std::string(path) + " (see docs/http-api.md)");
+  } catch (HttpError& error) {
+    status = error.status;
+    message = std::move(error.message);
+  } catch (const Compacted& error) {
+    status = http::status::gone;
+    message = error.what();
+  } catch (const Error& error) {  // TypeMismatch, or an increment that overflows
+    status = http::status::conflict;
+    message = error.what();
+  } catch (const std::exception& error) {
+    status = http::status::internal_server_error;
+    message = error.what();
+  }
+  co_return error_response(request, status, message);
+}
+
+}  // namespace scale::detail
