@@ -285,28 +285,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   Sent send_task_locked(const std::shared_ptr<Worker>& worker, std::shared_ptr<Task> task) {
     if (task->frame.empty()) {
       try {
-        const Job& job = *task->chunk.job;
-        const std::string& name = job.task_name();
         const std::size_t at = begin_frame(task->frame, FrameType::task, 0);
-        append_u32(task->frame, static_cast<std::uint32_t>(name.size()));
-        task->frame += name;
-        const SharedMemory* memory = job.scope_memory();
-        const SharedEventEmitter* events = job.scope_events();
-        const bool memory_url = memory && !memory->url().empty();
-        const bool events_url = events && !events->url().empty();
-        unsigned char flags = 0;
-        if (memory) flags |= task_has_memory;
-        if (events) flags |= task_has_events;
-        if (memory_url) flags |= task_memory_url;
-        if (events_url) flags |= task_events_url;
-        task->frame.push_back(static_cast<char>(flags));
-        for (const std::string* url : {memory_url ? &memory->url() : nullptr, events_url ? &events->url() : nullptr}) {
-          if (!url) continue;
-          append_u32(task->frame, static_cast<std::uint32_t>(url->size()));
-          task->frame += *url;
-        }
-        append_u64(task->frame, task->chunk.size());
-        job.encode_task(task->chunk.begin, task->chunk.end, task->frame);
+        append_task_payload(task->chunk, task->frame);
         end_frame(task->frame, at);
       } catch (...) {
         task->frame.clear();
@@ -548,25 +528,20 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (m_stopping) return finish_locked(*task, std::make_exception_ptr(Stopped()));
     if (task->group->finished || job.cancelled()) return finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
     const unsigned max_retries = job.policy().max_retries.value_or(m_options.max_retries);
-    if (task->chunk.size() > 1 && job.splittable() && max_retries > 0) {
-      // Halves, so a chunk that keeps killing workers narrows down to its one bad item.
-      const std::size_t middle = task->chunk.begin + task->chunk.size() / 2;
-      auto second = std::make_shared<Task>(Task{task->group, Chunk{task->chunk.job, middle, task->chunk.end}, 0, {}});
-      task->chunk.end = middle;
-      task->attempts = 0;
-      ++task->group->remaining;
-      ++m_counters.retried;
-      m_queue.push_front(std::move(second));
-      m_queue.push_front(std::move(task));
-      m_counters.queued += 2;
-      return;
-    }
-    ++task->attempts;
-    if (task->attempts > max_retries) {
+    LostChunk outcome = on_lost_chunk(task->chunk, task->attempts, max_retries, status);
+    if (outcome.kind == LostChunk::Kind::give_up) {
       job.cancel();
-      return finish_locked(*task, std::make_exception_ptr(WorkerLost(task->chunk.begin, status, static_cast<int>(task->attempts))));
+      return finish_locked(*task, outcome.error);
     }
     ++m_counters.retried;
+    if (outcome.kind == LostChunk::Kind::split) {
+      auto second =
+          std::make_shared<Task>(Task{task->group, Chunk{task->chunk.job, outcome.middle, task->chunk.end}, 0, {}});
+      task->chunk.end = outcome.middle;
+      ++task->group->remaining;
+      m_queue.push_front(std::move(second));
+      ++m_counters.queued;
+    }
     m_queue.push_front(std::move(task));
     ++m_counters.queued;
   }

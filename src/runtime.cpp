@@ -285,7 +285,7 @@ Runtime::Runtime() : m_impl(std::make_unique<detail::RuntimeImpl>()) {
 
 Runtime::Runtime(int& argc, char** argv) : Runtime() {
   // Flags that take their value as the next argument when not written as --flag=value.
-  static constexpr const char* with_value[] = {"--scale-worker", "--scale-link"};
+  static constexpr const char* with_value[] = {detail::cluster_worker_flag, detail::heartbeat_flag, "--scale-link"};
   int kept = 0;
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i] ? argv[i] : "";
@@ -305,6 +305,48 @@ Runtime::Runtime(int& argc, char** argv) : Runtime() {
   for (int i = kept; i < argc; ++i) argv[i] = nullptr;
   argc = kept;
   detail::set_program_arguments(m_impl->arguments);
+  // A worker started with --scale-worker URL joins a ClusterManager's workers and never returns.
+  std::string cluster_url;
+  bool cluster_worker = false;
+  int heartbeat_ms = 1000;
+  const std::string cluster_prefix = std::string(detail::cluster_worker_flag) + "=";
+  const std::string heartbeat_prefix = std::string(detail::heartbeat_flag) + "=";
+  auto& flags = m_impl->flags;
+  for (std::size_t i = 0; i < flags.size(); ++i) {
+    const std::string& flag = flags[i];
+    std::string value;
+    bool has_value = false;
+    if (flag == detail::cluster_worker_flag || flag == detail::heartbeat_flag) {
+      has_value = i + 1 < flags.size();
+      if (has_value) value = flags[i + 1];
+    } else if (flag.starts_with(cluster_prefix)) {
+      value = flag.substr(cluster_prefix.size());
+      has_value = true;
+    } else if (flag.starts_with(heartbeat_prefix)) {
+      value = flag.substr(heartbeat_prefix.size());
+      has_value = true;
+    } else {
+      continue;
+    }
+    const bool is_cluster = flag.starts_with(detail::cluster_worker_flag) && !flag.starts_with(detail::worker_flag);
+    if (!has_value || value.empty())
+      throw Error(std::string(is_cluster ? detail::cluster_worker_flag : detail::heartbeat_flag) +
+                  (is_cluster ? " needs a URL: --scale-worker redis://host:port"
+                              : " needs a number of milliseconds: --scale-heartbeat-ms 1000"));
+    if (is_cluster) {
+      cluster_worker = true;
+      cluster_url = value;
+    } else {
+      char* end = nullptr;
+      const long parsed = std::strtol(value.c_str(), &end, 10);
+      if (end == value.c_str() || *end != '\0' || parsed < 10 || parsed > 3'600'000)
+        throw Error(std::string(detail::heartbeat_flag) + " takes milliseconds from 10 to 3600000, not '" + value +
+                    "'");
+      heartbeat_ms = static_cast<int>(parsed);
+    }
+    if (flag == detail::cluster_worker_flag || flag == detail::heartbeat_flag) ++i;
+  }
+  if (cluster_worker) detail::serve_cluster_worker(cluster_url, heartbeat_ms);
   // A worker started by a ProcessPoolManager serves its parent and never returns.
   if (std::find(m_impl->flags.begin(), m_impl->flags.end(), detail::worker_flag) != m_impl->flags.end()) {
     if (auto link = detail::child_link()) detail::serve_as_worker(*link);

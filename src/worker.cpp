@@ -439,8 +439,14 @@ std::string_view read_url(std::string_view payload, std::size_t& offset) {
 
 void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events, const Frame& frame) {
   std::string out;
+  const bool ok = run_task_payload(frame.payload, &memory, &events, out);
+  link.send(ok ? FrameType::result : FrameType::error, frame.id, out);
+}
+
+}  // namespace
+
+bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEventEmitter* events, std::string& out) {
   try {
-    std::string_view payload = frame.payload;
     std::size_t offset = 0;
     const auto name_length = static_cast<std::size_t>(read_le(payload, offset, 4));
     if (offset + name_length > payload.size()) throw Error("scale: a task frame ends early");
@@ -448,10 +454,13 @@ void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events
     offset += name_length;
     const auto flags = static_cast<unsigned char>(read_le(payload, offset, 1));
     // A memory (emitter) with a URL is opened here, so scope calls go straight to its store.
-    SharedMemory* memory_target = &memory;
-    SharedEventEmitter* events_target = &events;
+    SharedMemory* memory_target = memory;
+    SharedEventEmitter* events_target = events;
     if (flags & task_memory_url) memory_target = opened<SharedMemory>(read_url(payload, offset));
     if (flags & task_events_url) events_target = opened<SharedEventEmitter>(read_url(payload, offset));
+    if (((flags & task_has_memory) && !memory_target) || ((flags & task_has_events) && !events_target))
+      throw Error("scale: this worker cannot reach an in-process SharedMemory or SharedEventEmitter; create them "
+                  "with an http:// or redis:// URL");
     TaskInput input;
     input.count = static_cast<std::size_t>(read_le(payload, offset, 8));
     const auto extra_length = static_cast<std::size_t>(read_le(payload, offset, 4));
@@ -465,15 +474,48 @@ void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events
       throw Error("scale: the results of one chunk take " + std::to_string(out.size()) +
                   " bytes, over the frame limit; pass a smaller RunOptions::chunk_size");
   } catch (...) {
-    std::string error;
-    encode_exception(std::current_exception(), error);
-    link.send(FrameType::error, frame.id, error);
-    return;
+    out.clear();
+    encode_exception(std::current_exception(), out);
+    return false;
   }
-  link.send(FrameType::result, frame.id, out);
+  return true;
 }
 
-}  // namespace
+void append_task_payload(const Chunk& chunk, std::string& out) {
+  const Job& job = *chunk.job;
+  const std::string& name = job.task_name();
+  append_u32(out, static_cast<std::uint32_t>(name.size()));
+  out += name;
+  const SharedMemory* memory = job.scope_memory();
+  const SharedEventEmitter* events = job.scope_events();
+  const bool memory_url = memory && !memory->url().empty();
+  const bool events_url = events && !events->url().empty();
+  unsigned char flags = 0;
+  if (memory) flags |= task_has_memory;
+  if (events) flags |= task_has_events;
+  if (memory_url) flags |= task_memory_url;
+  if (events_url) flags |= task_events_url;
+  out.push_back(static_cast<char>(flags));
+  for (const std::string* url : {memory_url ? &memory->url() : nullptr, events_url ? &events->url() : nullptr}) {
+    if (!url) continue;
+    append_u32(out, static_cast<std::uint32_t>(url->size()));
+    out += *url;
+  }
+  append_u64(out, chunk.size());
+  job.encode_task(chunk.begin, chunk.end, out);
+}
+
+LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_retries, const std::string& status) {
+  if (chunk.size() > 1 && chunk.job->splittable() && max_retries > 0) {
+    attempts = 0;
+    return LostChunk{LostChunk::Kind::split, chunk.begin + chunk.size() / 2, nullptr};
+  }
+  ++attempts;
+  if (attempts > max_retries)
+    return LostChunk{LostChunk::Kind::give_up, 0,
+                     std::make_exception_ptr(WorkerLost(chunk.begin, status, static_cast<int>(attempts)))};
+  return LostChunk{LostChunk::Kind::retry, 0, nullptr};
+}
 
 void serve_as_worker(const ChildLink& child) {
   // NOTE: never destroyed: the process ends with _Exit while the reader thread still runs.

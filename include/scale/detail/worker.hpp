@@ -15,11 +15,13 @@
 // The worker runs one task at a time and exits with status 0 when the link reads end-of-file
 // (the parent closed it, or died).
 
+#include <exception>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <scale/detail/child_process.hpp>
+#include <scale/detail/job.hpp>
 
 namespace scale {
 
@@ -41,6 +43,39 @@ inline constexpr unsigned char task_events_url = 8;
 
 /// Serves tasks on `link` until it closes, then exits the process with status 0.
 [[noreturn]] void serve_as_worker(const ChildLink& link);
+
+/// The payload of a task (the layout above, from the name on) for items [chunk.begin, chunk.end);
+/// shared by the process pool (inside a task frame) and the cluster (a stream entry's field).
+/// Throws what the Job's encode_task throws (a value type that cannot travel).
+void append_task_payload(const Chunk& chunk, std::string& out);
+
+/// Runs a task payload in this process: decodes it, opens the memory and emitter it names by URL,
+/// and runs the registered task. Returns true with the encoded results in `out`, or false with
+/// encode_exception() of what failed in `out`. A Scope without a URL is reached through `memory`
+/// and `events` (null in a cluster worker, whose manager refuses such scopes).
+bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEventEmitter* events, std::string& out);
+
+/// What becomes of a chunk whose worker was lost while it ran, in the process pool and the
+/// cluster alike: a chunk of several items is split in halves (so a chunk that keeps killing
+/// workers narrows down to its one bad item) and runs again; a single item runs again until it was
+/// lost more than `max_retries` times, then fails with scale::WorkerLost naming the item, `status`
+/// and the attempts.
+struct LostChunk {
+  enum class Kind { split, retry, give_up } kind;
+  std::size_t middle = 0;      ///< split: the second half starts here
+  std::exception_ptr error;    ///< give_up: the WorkerLost
+};
+/// `attempts` counts the losses of this exact range; it is bumped (retry, give_up) or reset (split).
+LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_retries, const std::string& status);
+
+/// Serves a ClusterManager through the Redis at `url` (src/cluster_worker.cpp) until SIGTERM or
+/// SIGINT, finishing the chunk it runs, then exits the process with status 0.
+[[noreturn]] void serve_cluster_worker(const std::string& url, int heartbeat_ms);
+
+/// The flags of a cluster worker: `--scale-worker URL` (or `--scale-worker=URL`) and
+/// `--scale-heartbeat-ms N`.
+inline constexpr const char* cluster_worker_flag = "--scale-worker";
+inline constexpr const char* heartbeat_flag = "--scale-heartbeat-ms";
 
 /// The parent's answer to a worker's scope_request, from the real memory and emitter (either may
 /// be null); blocks until the call completes, so never on the loop thread.

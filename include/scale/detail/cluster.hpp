@@ -1,0 +1,50 @@
+#pragma once
+// What a ClusterManager (src/cluster.cpp) and its workers (src/cluster_worker.cpp) agree on in
+// Redis. Every key sits under one hash tag, "{scale}" (or "{scale:N}" with ?namespace=N in the
+// URL), so a Redis Cluster node can hold them all:
+//
+//   <tag>:tasks:<fingerprint>  a Stream of chunks for workers of that build, read by the consumer
+//                              group "workers" (created with MKSTREAM by whoever comes first).
+//                              Entry fields: m (manager id), a (attempt id), p (task payload,
+//                              worker.hpp's layout)
+//   <tag>:results:<manager>    a Stream of results for one manager, read with XREAD BLOCK. Fields:
+//                              a (attempt id), k ("r" results, "e" an encoded exception), p
+//   <tag>:workers              a Hash: worker id → JSON {host, pid, fingerprint, ttl_ms}
+//   <tag>:heartbeat:<worker>   a key whose TTL the worker renews; gone means the worker is lost
+//   <tag>:managers             a Hash: manager id → its fingerprint (so a worker can say why it
+//                              is given nothing)
+
+#include <string>
+
+#include <scale/detail/redis_client.hpp>
+#include <scale/error.hpp>
+
+namespace scale::detail {
+
+inline constexpr const char* cluster_group = "workers";
+
+struct ClusterKeys {
+  std::string tag = "{scale}";
+  std::string tasks(const std::string& fingerprint) const { return tag + ":tasks:" + fingerprint; }
+  std::string results(const std::string& manager) const { return tag + ":results:" + manager; }
+  std::string workers() const { return tag + ":workers"; }
+  std::string heartbeat(const std::string& worker) const { return tag + ":heartbeat:" + worker; }
+  std::string managers() const { return tag + ":managers"; }
+};
+
+/// The keys for a redis:// URL; `who` names the caller in the error for an unknown option.
+inline ClusterKeys cluster_keys(const RedisUrl& url, const std::string& who) {
+  ClusterKeys keys;
+  for (const auto& [name, value] : url.query) {
+    if (name == "namespace" && !value.empty())
+      keys.tag = "{scale:" + value + "}";
+    else
+      throw Error(who + "(\"" + url.text + "\"): unknown URL option '" + name + "'; the only option is namespace");
+  }
+  return keys;
+}
+
+/// "host:pid:random", unique among the processes that share a Redis.
+std::string cluster_member_id();
+
+}  // namespace scale::detail

@@ -1,0 +1,672 @@
+// ClusterManager: chunks on a Redis Stream per build, read by a consumer group of workers that
+// joined with --scale-worker; results on a stream per manager; workers watched through their
+// heartbeat keys, and the chunks of a silent one queued again. See include/scale/detail/cluster.hpp
+// for the keys and docs/cluster.md for the guarantees.
+
+#include <scale/managers/cluster.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <future>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include <scale/detail/cluster.hpp>
+#include <scale/detail/loop.hpp>
+#include <scale/detail/task_registry.hpp>
+#include <scale/detail/wire.hpp>
+#include <scale/detail/worker.hpp>
+#include <scale/shared_event_emitter.hpp>
+#include <scale/shared_memory.hpp>
+
+namespace scale::detail {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Role = RedisClient::Role;
+
+/// One submitted chunk: its Promise completes once every part of it (after splits) has run.
+struct Group {
+  Promise<void> promise;
+  std::size_t remaining = 1;  // guarded by the cluster's mutex
+  bool finished = false;      // guarded by the cluster's mutex
+};
+
+/// A part of a group on its current attempt.
+struct Task {
+  std::shared_ptr<Group> group;
+  Chunk chunk;
+  unsigned attempts = 0;          // times this exact range was lost with its worker
+  std::uint64_t attempt = 0;      // the current attempt's id (results of other attempts are dropped)
+  std::string entry;              // the current attempt's stream entry, once XADD answered
+  Clock::time_point queued_at;    // of the current attempt
+};
+
+/// A worker from the registry hash, with what the last scan found.
+struct SeenWorker {
+  ClusterWorker info;
+  int ttl_ms = 0;
+};
+
+std::string describe(const ClusterWorker& worker) {
+  return "worker " + worker.id + " (host " + worker.host + ", pid " + std::to_string(worker.pid) + ")";
+}
+
+}  // namespace
+
+class Cluster {
+  /// The cluster's lock. Promises completed while it is held complete after it is released: a
+  /// completion may run its continuation inline (no loop running) and submit again.
+  class Locked {
+   public:
+    explicit Locked(Cluster& cluster) : m_cluster(cluster), m_lock(cluster.m_mutex) {}
+    ~Locked() {
+      auto ready = std::move(m_cluster.m_ready);
+      m_cluster.m_ready.clear();
+      m_lock.unlock();
+      for (auto& [promise, error] : ready) {
+        if (error)
+          promise.set_exception(std::move(error));
+        else
+          promise.set_value();
+      }
+    }
+    Locked(const Locked&) = delete;
+    Locked& operator=(const Locked&) = delete;
+
+   private:
+    Cluster& m_cluster;
+    std::unique_lock<std::mutex> m_lock;
+  };
+
+ public:
+  Cluster(std::string url, ClusterOptions options)
+      : m_url(std::move(url)),
+        m_options(options),
+        m_client(make_client(m_url)),
+        m_keys(cluster_keys(m_client->url(), "scale::ClusterManager")),
+        m_id(cluster_member_id()),
+        m_fingerprint(build_fingerprint()),
+        m_stream(m_keys.tasks(m_fingerprint)),
+        m_results(m_keys.results(m_id)),
+        m_last_live(Clock::now()) {
+    if (m_options.heartbeat_ttl.count() <= 0 || m_options.heartbeat_interval.count() <= 0) {
+      delete m_client;
+      throw Error("scale::ClusterManager: heartbeat_interval and heartbeat_ttl must be positive");
+    }
+  }
+
+  ~Cluster() {
+    m_stopping = true;
+    delete m_client;  // joins its I/O thread
+  }
+
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  /// Creates the streams and groups (idempotently), announces this manager, starts the result
+  /// reader and the scans.
+  void start() {
+    prepare_streams();
+    m_client->send(Role::commands, {"HSET", m_keys.managers(), m_id, m_fingerprint}, ignore);
+    // The reader's first XREAD waits behind the stream's creation on the commands connection.
+    m_client->send(Role::commands, {"PING"}, [this](std::exception_ptr, RedisReply) { read_results(); });
+    m_client->post([this] { scan(); });
+  }
+
+  /// Fails what is outstanding with Stopped, removes this manager's entries and keys, and closes
+  /// the client (its I/O thread ends, so no callback runs after this returns).
+  void shutdown() {
+    std::vector<std::string> entries;
+    {
+      Locked lock(*this);
+      m_stopping = true;
+      for (auto& [attempt, task] : m_attempts) {
+        if (!task->entry.empty()) entries.push_back(task->entry);
+        finish_locked(*task, std::make_exception_ptr(Stopped()));
+      }
+      m_attempts.clear();
+      m_by_entry.clear();
+    }
+    auto done = std::make_shared<std::promise<void>>();
+    auto finished = done->get_future();
+    if (!entries.empty()) {
+      std::vector<std::string> del{"XDEL", m_stream};
+      del.insert(del.end(), entries.begin(), entries.end());
+      m_client->send(Role::commands, std::move(del), ignore);
+    }
+    m_client->send(Role::commands, {"DEL", m_results}, ignore);
+    m_client->send(Role::commands, {"HDEL", m_keys.managers(), m_id},
+                   [done](std::exception_ptr, RedisReply) { done->set_value(); });
+    // NOTE: bounded, so an unreachable Redis does not hold up the program's exit.
+    finished.wait_for(std::chrono::seconds(2));
+  }
+
+  Future<void> submit(Chunk chunk) {
+    std::string problem = chunk.job->remote_problem();
+    if (problem.empty() && chunk.job->task_name().empty())
+      problem = "scale: this job has no registered task and cannot run in another process";
+    if (problem.empty()) problem = scope_problem(*chunk.job);
+    if (!problem.empty()) {
+      chunk.job->cancel();
+      ++m_counters.failed;
+      return make_failed_future<void>(std::make_exception_ptr(Error(problem)));
+    }
+    auto task = std::make_shared<Task>();
+    task->group = std::make_shared<Group>();
+    task->chunk = std::move(chunk);
+    Future<void> future = task->group->promise.get_future();
+    Locked lock(*this);
+    if (m_stopping) {
+      finish_locked(*task, std::make_exception_ptr(Stopped()));
+      return future;
+    }
+    enqueue_locked(std::move(task));
+    return future;
+  }
+
+  std::size_t live_workers() const noexcept { return m_counters.workers_alive.load(std::memory_order_relaxed); }
+
+  ManagerStats stats() const {
+    ManagerStats stats = m_counters.snapshot();
+    std::lock_guard lock(m_mutex);
+    std::size_t running = 0;
+    for (auto& [attempt, task] : m_attempts)
+      if (!task->entry.empty() && m_taken.count(task->entry) != 0) ++running;
+    stats.tasks_running = running;
+    stats.tasks_queued = m_attempts.size() - running;
+    return stats;
+  }
+
+  std::vector<ClusterWorker> workers() const {
+    std::lock_guard lock(m_mutex);
+    return m_live;
+  }
+
+ private:
+  static void ignore(std::exception_ptr, RedisReply) {}
+
+  /// Checks the whole URL (options included) before the client starts its thread.
+  static RedisClient* make_client(const std::string& url) {
+    RedisUrl parsed = parse_redis_url(url);
+    cluster_keys(parsed, "scale::ClusterManager");
+    return new RedisClient(std::move(parsed));
+  }
+
+  /// Why the workers could not reach the job's scope, or "".
+  static std::string scope_problem(const Job& job) {
+    const SharedMemory* memory = job.scope_memory();
+    const SharedEventEmitter* events = job.scope_events();
+    const char* what = nullptr;
+    if (memory && memory->url().empty())
+      what = "SharedMemory";
+    else if (events && events->url().empty())
+      what = "SharedEventEmitter";
+    if (!what) return {};
+    return std::string("scale: a ClusterManager's workers run in other processes, often on other machines, and "
+                       "cannot reach an in-process ") +
+           what + ": create it with a URL that every worker can reach, e.g. scale::" + what +
+           "(\"redis://host:6379\") or scale::" + what + "(\"http://host:12345\")";
+  }
+
+  void prepare_streams() {
+    // NOTE: workers may have made the task stream's group already (BUSYGROUP is fine); the results
+    // stream is created empty here, and workers add to it with NOMKSTREAM, so results for a
+    // manager that has gone (and deleted it) are dropped instead of piling up.
+    m_client->send(Role::commands, {"XGROUP", "CREATE", m_stream, cluster_group, "0", "MKSTREAM"}, ignore);
+    m_client->send(Role::commands, {"XGROUP", "CREATE", m_results, "manager", "$", "MKSTREAM"}, ignore);
+  }
+
+  // ----- queueing attempts -----
+
+  /// Gives the task a new attempt id and adds it to the stream.
+  void enqueue_locked(std::shared_ptr<Task> task) {
+    std::string payload;
+    try {
+      append_task_payload(task->chunk, payload);
+    } catch (...) {
+      task->chunk.job->cancel();
+      finish_locked(*task, std::current_exception());
+      return;
+    }
+    task->attempt = ++m_next_attempt;
+    task->entry.clear();
+    task->queued_at = Clock::now();
+    m_attempts.emplace(task->attempt, task);
+    send_attempt(task->attempt, std::move(payload));
+  }
+
+  void send_attempt(std::uint64_t attempt, std::string payload) {
+    std::vector<std::string> args{"XADD", m_stream, "*", "m", m_id, "a", std::to_string(attempt), "p", payload};
+    m_client->send(Role::commands, std::move(args),
+                   [this, attempt, payload = std::move(payload)](std::exception_ptr error, RedisReply reply) mutable {
+                     Locked lock(*this);
+                     auto at = m_attempts.find(attempt);
+                     if (at == m_attempts.end()) return;
+                     if (error || reply.is_error() || reply.type != RedisReply::Type::string) {
+                       // Redis is away: try again; the wait for workers bounds how long.
+                       if (!m_stopping)
+                         m_client->post([this, attempt, payload = std::move(payload)]() mutable {
+                           Locked inner(*this);
+                           if (m_attempts.count(attempt) != 0 && !m_stopping) send_attempt(attempt, std::move(payload));
+                         }, 200);
+                       return;
+                     }
+                     at->second->entry = reply.str;
+                     m_by_entry.emplace(reply.str, attempt);
+                   });
+  }
+
+  /// Ends the current attempt of a task without accepting anything from it: its entry is
+  /// acknowledged and deleted, so no worker runs it, and its late result is dropped.
+  void retire_attempt_locked(Task& task, std::vector<std::string>& entries) {
+    m_attempts.erase(task.attempt);
+    if (!task.entry.empty()) {
+      m_by_entry.erase(task.entry);
+      entries.push_back(task.entry);
+    }
+    task.attempt = 0;
+    task.entry.clear();
+  }
+
+  void drop_entries(const std::vector<std::string>& entries) {
+    if (entries.empty()) return;
+    std::vector<std::string> ack{"XACK", m_stream, cluster_group};
+    std::vector<std::string> del{"XDEL", m_stream};
+    ack.insert(ack.end(), entries.begin(), entries.end());
+    del.insert(del.end(), entries.begin(), entries.end());
+    m_client->send(Role::commands, std::move(ack), ignore);
+    m_client->send(Role::commands, std::move(del), ignore);
+  }
+
+  /// A task whose worker was lost (or that ran past its timeout): split it, run it again, or give
+  /// up with WorkerLost, as the process pool does.
+  void rerun_locked(std::shared_ptr<Task> task, const std::string& status) {
+    Job& job = *task->chunk.job;
+    if (task->group->finished || job.cancelled()) return finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
+    const unsigned max_retries = job.policy().max_retries.value_or(m_options.max_retries);
+    LostChunk outcome = on_lost_chunk(task->chunk, task->attempts, max_retries, status);
+    if (outcome.kind == LostChunk::Kind::give_up) {
+      job.cancel();
+      return finish_locked(*task, outcome.error);
+    }
+    ++m_counters.retried;
+    if (outcome.kind == LostChunk::Kind::split) {
+      auto second = std::make_shared<Task>();
+      second->group = task->group;
+      second->chunk = Chunk{task->chunk.job, outcome.middle, task->chunk.end};
+      task->chunk.end = outcome.middle;
+      ++task->group->remaining;
+      enqueue_locked(std::move(task));
+      enqueue_locked(std::move(second));
+      return;
+    }
+    enqueue_locked(std::move(task));
+  }
+
+  /// Completes one part of a group: the group's Promise fails with the first error, or succeeds
+  /// once every part has.
+  void finish_locked(Task& task, std::exception_ptr error) {
+    Group& group = *task.group;
+    task.chunk = Chunk{};  // NOTE: the Job may go away once the Promise completes
+    if (group.finished) return;
+    if (error) {
+      group.finished = true;
+      ++m_counters.failed;
+      m_ready.emplace_back(std::move(group.promise), std::move(error));
+      return;
+    }
+    if (--group.remaining == 0) {
+      group.finished = true;
+      ++m_counters.done;
+      m_ready.emplace_back(std::move(group.promise), nullptr);
+    }
+  }
+
+  // ----- results -----
+
+  void read_results() {
+    if (m_stopping) return;
+    m_client->send(Role::blocking, {"XREAD", "COUNT", "1000", "BLOCK", "1000", "STREAMS", m_results, m_last_result},
+                   [this](std::exception_ptr error, RedisReply reply) {
+                     if (m_stopping) return;
+                     if (error || reply.is_error()) {
+                       m_client->post([this] { read_results(); }, 200);  // the connection reopens with backoff
+                       return;
+                     }
+                     if (!reply.is_nil() && !reply.elements.empty()) results(reply.elements[0].elements[1]);
+                     read_results();
+                   });
+  }
+
+  void results(const RedisReply& entries) {
+    std::vector<std::string> del{"XDEL", m_results};
+    for (const RedisReply& entry : entries.elements) {
+      m_last_result = entry.elements[0].str;
+      del.push_back(m_last_result);
+      const RedisReply& fields = entry.elements[1];
+      std::string_view attempt_text, kind, payload;
+      for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+        const std::string& name = fields.elements[i].str;
+        if (name == "a") attempt_text = fields.elements[i + 1].str;
+        if (name == "k") kind = fields.elements[i + 1].str;
+        if (name == "p") payload = fields.elements[i + 1].str;
+      }
+      result(std::strtoull(std::string(attempt_text).c_str(), nullptr, 10), kind, payload);
+    }
+    m_client->send(Role::commands, std::move(del), ignore);
+  }
+
+  void result(std::uint64_t attempt, std::string_view kind, std::string_view payload) {
+    std::shared_ptr<Task> task;
+    {
+      Locked lock(*this);
+      auto at = m_attempts.find(attempt);
+      if (at == m_attempts.end()) {
+        ++m_late_results;  // an attempt reclaimed (or abandoned) before its result came: dropped
+        return;
+      }
+      task = at->second;
+      m_attempts.erase(at);
+      m_by_entry.erase(task->entry);
+    }
+    std::exception_ptr error;
+    if (task->group->finished || task->chunk.job->cancelled()) {
+      error = std::make_exception_ptr(ChunkSkipped());
+    } else if (kind == "e") {
+      try {
+        error = std::make_exception_ptr(decode_exception(payload));
+      } catch (...) {
+        error = std::current_exception();
+      }
+      task->chunk.job->cancel();
+    } else {
+      try {
+        task->chunk.job->accept_results(task->chunk.begin, task->chunk.end, payload);
+      } catch (...) {
+        error = std::current_exception();
+        task->chunk.job->cancel();
+      }
+    }
+    Locked lock(*this);
+    finish_locked(*task, error);
+  }
+
+  // ----- workers: the scan -----
+
+  /// Every interval: the group's pending entries and the registry, then the heartbeat of every
+  /// worker either names (a worker that took an entry and died before it registered counts too),
+  /// pipelined; then lost workers, timeouts and the wait for workers.
+  void scan() {
+    if (m_stopping) return;
+    auto pending = std::make_shared<RedisReply>();
+    m_client->send(Role::commands, {"XPENDING", m_stream, cluster_group, "-", "+", "10000"},
+                   [pending](std::exception_ptr error, RedisReply reply) {
+                     if (!error && !reply.is_error()) *pending = std::move(reply);
+                   });
+    m_client->send(Role::commands, {"HGETALL", m_keys.workers()}, [this, pending](std::exception_ptr error,
+                                                                                   RedisReply reply) {
+      if (m_stopping) return;
+      if (error || reply.is_error()) {
+        scanned({}, {}, {}, false, describe_error(error, reply, "HGETALL"));
+        return next_scan();
+      }
+      auto seen = std::make_shared<std::vector<SeenWorker>>();
+      std::set<std::string> ids;
+      for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+        SeenWorker worker;
+        worker.info.id = reply.elements[i].str;
+        try {
+          auto json = nlohmann::json::parse(reply.elements[i + 1].str);
+          worker.info.host = json.value("host", "");
+          worker.info.pid = json.value("pid", 0);
+          worker.info.fingerprint = json.value("fingerprint", "");
+          worker.ttl_ms = json.value("ttl_ms", 0);
+        } catch (const std::exception&) {
+          continue;  // not a worker of ours
+        }
+        worker.info.compatible = worker.info.fingerprint == m_fingerprint;
+        ids.insert(worker.info.id);
+        seen->push_back(std::move(worker));
+      }
+      for (const RedisReply& item : pending->elements) {
+        if (item.elements.size() < 2 || !ids.insert(item.elements[1].str).second) continue;
+        SeenWorker unregistered;  // in this build's group, so of this build
+        unregistered.info.id = item.elements[1].str;
+        unregistered.info.fingerprint = m_fingerprint;
+        unregistered.info.compatible = true;
+        seen->push_back(std::move(unregistered));
+      }
+      auto ttls = std::make_shared<std::vector<std::int64_t>>(seen->size(), -2);
+      for (std::size_t i = 0; i < seen->size(); ++i)
+        m_client->send(Role::commands, {"PTTL", m_keys.heartbeat((*seen)[i].info.id)},
+                       [ttls, i](std::exception_ptr error, RedisReply reply) {
+                         if (!error && reply.type == RedisReply::Type::integer) (*ttls)[i] = reply.integer;
+                       });
+      m_client->send(Role::commands, {"EXISTS", m_results},
+                     [this, seen, ttls, pending](std::exception_ptr error, RedisReply reply) {
+                       if (m_stopping) return;
+                       // Replies come in order: the PTTLs have been answered.
+                       const bool results_exist =
+                           !error && reply.type == RedisReply::Type::integer && reply.integer == 1;
+                       std::vector<SeenWorker> workers = std::move(*seen);
+                       std::vector<bool> alive(workers.size());
+                       for (std::size_t i = 0; i < workers.size(); ++i) {
+                         const std::int64_t ttl = (*ttls)[i];
+                         // Silent for (its TTL - what is left of it); -1: a key without a TTL.
+                         const std::int64_t silent = workers[i].ttl_ms - ttl;
+                         alive[i] = ttl == -1 || (ttl > 0 && silent <= m_options.heartbeat_ttl.count());
+                       }
+                       scanned(std::move(workers), std::move(alive), std::move(*pending), !error && results_exist,
+                               error ? describe_error(error, reply, "EXISTS") : std::string());
+                       next_scan();
+                     });
+    });
+  }
+
+  void next_scan() {
+    if (m_stopping) return;
+    const auto period = std::clamp<std::int64_t>(
+        std::min<std::int64_t>(m_options.heartbeat_interval.count(), m_options.heartbeat_ttl.count() / 3), 10, 1000);
+    m_client->post([this] { scan(); }, static_cast<int>(period));
+  }
+
+  static std::string describe_error(std::exception_ptr error, const RedisReply& reply, const char* command) {
+    if (!error) return std::string("Redis answered ") + command + ": " + reply.str;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+      return "an unknown error";
+    }
+  }
+
+  /// What a scan found: workers with whether each is alive, the group's pending entries (each
+  /// [entry, consumer, idle ms, deliveries]), whether the results stream is still there.
+  void scanned(std::vector<SeenWorker> workers, std::vector<bool> alive, RedisReply pending, bool results_exist,
+               std::string redis_error) {
+    std::vector<std::string> to_drop;
+    std::vector<std::string> cleanup;  // dead workers with nothing left pending
+    std::vector<std::string> warnings;
+    {
+      Locked lock(*this);
+      if (m_stopping) return;
+      const auto now = Clock::now();
+      m_redis_error = std::move(redis_error);
+
+      // Entries taken by each consumer, and how long ago (for timeouts).
+      std::map<std::string, std::vector<std::pair<std::string, std::int64_t>>> taken_by;
+      m_taken.clear();
+      for (const RedisReply& item : pending.elements) {
+        if (item.elements.size() < 3) continue;
+        taken_by[item.elements[1].str].emplace_back(item.elements[0].str, item.elements[2].integer);
+        m_taken.insert(item.elements[0].str);
+      }
+
+      std::vector<ClusterWorker> live;
+      std::size_t compatible = 0;
+      for (std::size_t i = 0; i < workers.size(); ++i) {
+        ClusterWorker& info = workers[i].info;
+        if (alive[i]) {
+          live.push_back(info);
+          if (info.compatible) {
+            ++compatible;
+            if (m_joined.insert(info.id).second) ++m_counters.workers_spawned;
+          } else if (m_refused.insert(info.id).second) {
+            ++m_counters.workers_refused;
+            warnings.push_back(describe(info) + " runs a different build (fingerprint " + info.fingerprint +
+                               ", this manager " + m_fingerprint +
+                               "); it is given none of this manager's tasks. Start workers from this very executable.");
+          }
+          continue;
+        }
+        if (!info.compatible) continue;  // its own build's managers look after it
+        // A lost worker: its entries of this manager run again; once nothing of anyone's is left
+        // pending on it, it leaves the registry and the group.
+        if (m_joined.count(info.id) != 0 && m_lost.insert(info.id).second) ++m_counters.workers_lost;
+        bool others = false;
+        for (auto& [entry, idle] : taken_by[info.id]) {
+          auto at = m_by_entry.find(entry);
+          if (at == m_by_entry.end()) {
+            others = true;
+            continue;
+          }
+          auto task = m_attempts.at(at->second);
+          retire_attempt_locked(*task, to_drop);
+          rerun_locked(std::move(task), "its heartbeat stopped: " + describe(info) + " was silent for over " +
+                                            std::to_string(m_options.heartbeat_ttl.count()) + " ms");
+        }
+        if (!others) cleanup.push_back(info.id);
+      }
+
+      // Per-task timeouts: the pending entry's idle time is how long its worker has been running it.
+      for (auto& [consumer, entries] : taken_by) {
+        for (auto& [entry, idle] : entries) {
+          auto at = m_by_entry.find(entry);
+          if (at == m_by_entry.end()) continue;
+          auto task = m_attempts.at(at->second);
+          const auto limit = task->chunk.job->policy().timeout;
+          if (limit.count() <= 0 || idle < limit.count()) continue;
+          retire_attempt_locked(*task, to_drop);
+          rerun_locked(std::move(task), "timed out after " + std::to_string(limit.count()) + " ms on worker " + consumer);
+        }
+      }
+
+      // A Redis that restarted (or was flushed) forgot the streams: make them again and queue
+      // every outstanding attempt anew.
+      if (m_redis_error.empty() && !results_exist) {
+        prepare_streams();
+        std::vector<std::shared_ptr<Task>> outstanding;
+        for (auto& [attempt, task] : m_attempts) outstanding.push_back(task);
+        m_attempts.clear();
+        m_by_entry.clear();
+        for (auto& task : outstanding) enqueue_locked(std::move(task));
+        m_client->send(Role::commands, {"HSET", m_keys.managers(), m_id, m_fingerprint}, ignore);
+      }
+
+      m_live = std::move(live);
+      m_counters.workers_alive = compatible;
+      if (compatible > 0) m_last_live = now;
+      if (compatible == 0) fail_waiting_locked(now, to_drop);
+    }
+    for (auto& warning : warnings) log_error(warning);
+    drop_entries(to_drop);
+    for (auto& id : cleanup) {
+      m_client->send(Role::commands, {"HDEL", m_keys.workers(), id}, ignore);
+      m_client->send(Role::commands, {"XGROUP", "DELCONSUMER", m_stream, cluster_group, id}, ignore);
+    }
+  }
+
+  /// No live compatible worker: tasks that have waited wait_for_workers fail.
+  void fail_waiting_locked(Clock::time_point now, std::vector<std::string>& to_drop) {
+    std::vector<std::shared_ptr<Task>> expired;
+    for (auto& [attempt, task] : m_attempts)
+      if (now - std::max(m_last_live, task->queued_at) >= m_options.wait_for_workers) expired.push_back(task);
+    if (expired.empty()) return;
+    std::string message = "scale::ClusterManager: no worker took this chunk within " +
+                          std::to_string(m_options.wait_for_workers.count()) +
+                          " ms (ClusterOptions::wait_for_workers): start workers by running this same executable "
+                          "with --scale-worker " +
+                          m_url;
+    std::size_t incompatible = 0;
+    for (auto& worker : m_live)
+      if (!worker.compatible) ++incompatible;
+    if (incompatible > 0)
+      message += "; " + std::to_string(incompatible) +
+                 " connected worker(s) run a different build of the program (another fingerprint) and are given "
+                 "none of its tasks: start them from this very executable";
+    if (!m_redis_error.empty()) message += "; Redis could not be reached: " + m_redis_error;
+    auto error = std::make_exception_ptr(Error(message));
+    for (auto& task : expired) {
+      retire_attempt_locked(*task, to_drop);
+      task->chunk.job->cancel();
+      finish_locked(*task, error);
+    }
+  }
+
+  std::string m_url;
+  ClusterOptions m_options;
+  // NOTE: owned, and deleted by ~Cluster before any other member goes: callbacks still running on
+  // its I/O thread while it closes find m_stopping set and return, and the pointer stays valid.
+  RedisClient* m_client;
+  ClusterKeys m_keys;
+  std::string m_id;
+  std::string m_fingerprint;
+  std::string m_stream;
+  std::string m_results;
+
+  mutable std::mutex m_mutex;
+  std::atomic<bool> m_stopping{false};
+  std::uint64_t m_next_attempt = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Task>> m_attempts;  // outstanding, by attempt id
+  std::unordered_map<std::string, std::uint64_t> m_by_entry;            // their stream entries
+  std::set<std::string> m_taken;                                        // entries a worker held at the last scan
+  std::vector<ClusterWorker> m_live;
+  std::set<std::string> m_joined, m_lost, m_refused;
+  Clock::time_point m_last_live;
+  std::string m_redis_error;
+  std::size_t m_late_results = 0;
+  std::vector<std::pair<Promise<void>, std::exception_ptr>> m_ready;  // completed after unlocking
+  TaskCounters m_counters;
+
+  std::string m_last_result = "0";  // the reader's position (its own thread only)
+};
+
+}  // namespace scale::detail
+
+namespace scale {
+
+ClusterManager::ClusterManager(std::string redis_url, ClusterOptions options)
+    : m_cluster(std::make_shared<detail::Cluster>(std::move(redis_url), options)) {
+  m_cluster->start();
+}
+
+ClusterManager::~ClusterManager() { m_cluster->shutdown(); }
+
+Future<void> ClusterManager::submit(detail::Chunk chunk) { return m_cluster->submit(std::move(chunk)); }
+
+std::size_t ClusterManager::concurrency() const noexcept {
+  return std::max<std::size_t>(1, m_cluster->live_workers()) * 2;
+}
+
+std::size_t ClusterManager::auto_chunk_size(std::size_t items) const noexcept {
+  // A chunk costs a Redis round trip each way: at least 128 items where there are that many.
+  return std::max(ScalabilityManager::auto_chunk_size(items), std::min<std::size_t>(items, 128));
+}
+
+ManagerStats ClusterManager::stats() const { return m_cluster->stats(); }
+
+std::vector<ClusterWorker> ClusterManager::workers() const { return m_cluster->workers(); }
+
+}  // namespace scale

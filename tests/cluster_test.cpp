@@ -1,0 +1,472 @@
+// ClusterManager: workers are this very test executable started with --scale-worker URL (and
+// cluster_other_build, a program of another build), all on a redis-server the tests start. main()
+// builds the Runtime from argc/argv first: in a worker it serves and never returns. Each test
+// case uses its own namespace on the shared server and kills its workers by pid.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <scale/scale.hpp>
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <scale/detail/redis_client.hpp>
+
+#include "support/redis_server.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
+
+namespace {
+
+using namespace std::chrono_literals;
+
+/// A worker process: this executable (or another) with --scale-worker URL, killed when the test
+/// ends (and when this process dies).
+class WorkerProcess {
+ public:
+  explicit WorkerProcess(const std::string& url, std::string executable = "/proc/self/exe") {
+    std::vector<std::string> args{executable, "--scale-worker", url, "--scale-heartbeat-ms", "100"};
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    m_pid = ::fork();
+    if (m_pid < 0) throw std::runtime_error("fork failed");
+    if (m_pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+  ~WorkerProcess() { kill(SIGKILL); }
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  pid_t pid() const { return m_pid; }
+
+  /// Sends `signal`; SIGKILL also reaps the process.
+  void kill(int signal) {
+    if (m_pid <= 0) return;
+    ::kill(m_pid, signal);
+    if (signal == SIGKILL) {
+      ::waitpid(m_pid, nullptr, 0);
+      m_pid = -1;
+    }
+  }
+
+  /// The exit status once the process ends within `limit`, or -1.
+  int wait_exit(std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      int status = 0;
+      if (::waitpid(m_pid, &status, WNOHANG) == m_pid) {
+        m_pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  }
+
+ private:
+  pid_t m_pid = -1;
+};
+
+/// A URL on the shared server with a namespace of its own.
+std::string fresh_url() {
+  return support::RedisServer::shared().url() + "?namespace=" + support::RedisServer::fresh_namespace();
+}
+
+/// Short heartbeats, so a lost worker is noticed within half a second.
+scale::ClusterOptions fast_options() {
+  return scale::ClusterOptions{.heartbeat_interval = 100ms, .heartbeat_ttl = 300ms, .wait_for_workers = 10s};
+}
+
+bool eventually(auto condition, std::chrono::milliseconds limit = 10s) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return condition();
+}
+
+std::vector<int> iota(int n) {
+  std::vector<int> items(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) items[static_cast<std::size_t>(i)] = i;
+  return items;
+}
+
+auto twice = [](int x) { return 2 * x; };
+
+auto slow_twice_and_pid = [](int x) {
+  std::this_thread::sleep_for(5ms);
+  return std::pair<int, int>(2 * x, static_cast<int>(::getpid()));
+};
+
+struct BadInput : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+auto throw_on_5 = [](int x) {
+  if (x == 5) throw BadInput("five is not allowed");
+  return x;
+};
+
+auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int> {
+  int multiplier = co_await scope.get<int>("multiplier");
+  co_return number * multiplier;
+};
+
+// Item 0: the first attempt records its pid and is slow (the test stops it with SIGSTOP until its
+// heartbeat expires); the rerun is slower still, so the first attempt's late result comes back
+// while the call still waits. Each attempt returns its own call count.
+auto stalled_once = [](int x, scale::Scope& scope) -> int {
+  if (x != 0) return 10 * x;
+  const auto calls = scope.increment("calls", 1).get();
+  if (calls == 1) {
+    scope.set("stalled_pid", static_cast<int>(::getpid())).get();
+    std::this_thread::sleep_for(1500ms);
+  } else {
+    std::this_thread::sleep_for(2000ms);
+  }
+  return static_cast<int>(calls);
+};
+
+auto sleep_then_twice = [](int x) {
+  std::this_thread::sleep_for(600ms);
+  return 2 * x;
+};
+
+auto sleep_2s = [](int x) {
+  std::this_thread::sleep_for(2s);
+  return x;
+};
+
+bool wait_for_workers(const scale::ClusterManager& manager, std::size_t n) {
+  return eventually([&] { return manager.stats().workers_alive == n; });
+}
+
+/// One Redis command from the test, for looking at keys.
+scale::detail::RedisReply redis(const std::string& url, std::vector<std::string> args) {
+  scale::detail::RedisClient client(scale::detail::parse_redis_url(url.substr(0, url.find('?'))));
+  return client.command(std::move(args)).get();
+}
+
+std::string tag_of(const std::string& url) { return "{scale:" + url.substr(url.find("namespace=") + 10) + "}"; }
+
+}  // namespace
+
+TEST_CASE("a map over many items on two workers returns every result in order", "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url), b(url);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(wait_for_workers(manager, 2));
+  scale::Iterator<int> numbers(iota(20'000), manager);
+  std::vector<int> result = numbers.map(twice).get();
+  REQUIRE(result.size() == 20'000);
+  for (std::size_t i = 0; i < result.size(); ++i) REQUIRE(result[i] == static_cast<int>(2 * i));
+
+  scale::RunOptions options{.chunk_size = 7};
+  REQUIRE(numbers.map(twice, options).get() == result);
+  const scale::ManagerStats stats = manager.stats();
+  CHECK(stats.workers_alive == 2);
+  CHECK(stats.workers_spawned == 2);
+  CHECK(stats.tasks_failed == 0);
+  CHECK(stats.tasks_done >= (20'000 + 6) / 7);
+  CHECK(stats.tasks_running == 0);
+  CHECK(stats.tasks_queued == 0);
+}
+
+TEST_CASE("workers() lists each live worker with its host, pid and build, and forgets one that leaves",
+          "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url), b(url);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(wait_for_workers(manager, 2));
+  std::vector<scale::ClusterWorker> workers = manager.workers();
+  REQUIRE(workers.size() == 2);
+  std::set<int> pids;
+  for (auto& worker : workers) {
+    CHECK(worker.compatible);
+    CHECK(!worker.host.empty());
+    CHECK(!worker.fingerprint.empty());
+    CHECK(worker.id.find(std::to_string(worker.pid)) != std::string::npos);
+    pids.insert(worker.pid);
+  }
+  CHECK(pids == std::set<int>{a.pid(), b.pid()});
+  a.kill(SIGKILL);
+  REQUIRE(wait_for_workers(manager, 1));
+  REQUIRE(manager.workers().size() == 1);
+  CHECK(manager.workers()[0].pid == b.pid());
+  CHECK(manager.stats().workers_lost == 1);
+}
+
+TEST_CASE("a worker killed with kill -9 mid-map has its chunks rerun, and a worker that joins mid-map takes work",
+          "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url), b(url);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(wait_for_workers(manager, 2));
+  scale::Iterator<int> numbers(iota(600), manager);
+  scale::RunOptions options{.chunk_size = 10};
+  auto pending = numbers.map(slow_twice_and_pid, options);
+  REQUIRE(eventually([&] { return manager.stats().tasks_done >= 6; }));
+  a.kill(SIGKILL);
+  WorkerProcess c(url);
+  std::vector<std::pair<int, int>> result = std::move(pending).get();
+  REQUIRE(result.size() == 600);
+  std::set<int> pids;
+  for (std::size_t i = 0; i < result.size(); ++i) {
+    REQUIRE(result[i].first == static_cast<int>(2 * i));
+    pids.insert(result[i].second);
+  }
+  CHECK(pids.count(c.pid()) == 1);  // the newcomer took chunks
+  const scale::ManagerStats stats = manager.stats();
+  CHECK(stats.tasks_retried > 0);
+  CHECK(stats.workers_lost == 1);
+  CHECK(stats.tasks_failed == 0);
+}
+
+TEST_CASE("a reclaimed attempt's late result is discarded: each item's result is accepted once", "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url), b(url);
+  scale::ClusterManager manager(url, fast_options());
+  scale::SharedMemory memory(url);
+  REQUIRE(wait_for_workers(manager, 2));
+  scale::Iterator<int> numbers(iota(4), manager);
+  numbers.use_scope(memory);
+  scale::RunOptions options{.chunk_size = 1};
+  auto pending = numbers.map(stalled_once, options);
+  REQUIRE(eventually([&] { return memory.entry("stalled_pid").get().has_value(); }));
+  const int stalled = memory.get<int>("stalled_pid").get();
+  WorkerProcess& stalled_worker = stalled == a.pid() ? a : b;
+  stalled_worker.kill(SIGSTOP);
+  // Its heartbeat expires, and the chunk runs again on the other worker.
+  REQUIRE(eventually([&] { return memory.get<int>("calls").get() == 2; }));
+  stalled_worker.kill(SIGCONT);
+  std::vector<int> result = std::move(pending).get();
+  // The first attempt returned 1 after it was reclaimed; only the rerun's 2 counts.
+  CHECK(result == std::vector<int>{2, 10, 20, 30});
+  const scale::ManagerStats stats = manager.stats();
+  CHECK(stats.tasks_done == 4);
+  CHECK(stats.tasks_retried == 1);
+  CHECK(stats.tasks_failed == 0);
+  // The resumed worker rejoins and serves again.
+  REQUIRE(wait_for_workers(manager, 2));
+  REQUIRE(numbers.map(twice).get() == std::vector<int>{0, 2, 4, 6});
+}
+
+TEST_CASE("a long chunk on a live worker is never taken from it", "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(wait_for_workers(manager, 1));
+  scale::Iterator<int> numbers(iota(2), manager);
+  scale::RunOptions options{.chunk_size = 1};
+  // Each item takes twice the heartbeat TTL: heartbeats keep the worker alive meanwhile.
+  REQUIRE(numbers.map(sleep_then_twice, options).get() == std::vector<int>{0, 2});
+  CHECK(manager.stats().tasks_retried == 0);
+  CHECK(manager.stats().workers_lost == 0);
+}
+
+TEST_CASE("an exception thrown by the function arrives as scale::RemoteError", "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url);
+  scale::ClusterManager manager(url, fast_options());
+  scale::Iterator<int> numbers(iota(10), manager);
+  try {
+    numbers.map(throw_on_5).get();
+    FAIL("the map should have failed");
+  } catch (const scale::RemoteError& error) {
+    CHECK(error.type_name().find("BadInput") != std::string::npos);
+    CHECK(error.message() == "five is not allowed");
+  }
+  CHECK(manager.stats().tasks_failed >= 1);
+}
+
+TEST_CASE("the canonical program's map runs on cluster workers with a redis:// scope", "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url), b(url);
+  scale::ClusterManager manager(url, fast_options());
+  scale::SharedMemory memory(url);
+  scale::SharedEventEmitter events(url);
+  scale::Iterator<int> numbers({1, 2, 3, 4, 5}, manager);
+  numbers.use_scope(memory, events);
+  memory.set("multiplier", 10).get();
+  scale::RunOptions options{.chunk_size = 2};
+  REQUIRE(numbers.map(times_multiplier, options).get() == std::vector<int>{10, 20, 30, 40, 50});
+}
+
+TEST_CASE("an in-process SharedMemory or SharedEventEmitter in the scope fails at once, saying to use a URL",
+          "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  scale::ClusterManager manager(url, fast_options());
+  scale::Iterator<int> numbers(iota(10), manager);
+  scale::SharedMemory local;
+  numbers.use_scope(local);
+  const auto started = std::chrono::steady_clock::now();
+  REQUIRE_THROWS_WITH(numbers.map(times_multiplier).get(),
+                      Catch::Contains("in-process SharedMemory") && Catch::Contains("redis://") &&
+                          Catch::Contains("http://"));
+  scale::SharedMemory remote(url);
+  scale::SharedEventEmitter local_events;
+  numbers.use_scope(remote, local_events);
+  REQUIRE_THROWS_WITH(numbers.map(times_multiplier).get(), Catch::Contains("in-process SharedEventEmitter"));
+  CHECK(std::chrono::steady_clock::now() - started < 2s);  // at once, not after wait_for_workers
+}
+
+TEST_CASE("with no worker a map fails after wait_for_workers, saying to start workers with --scale-worker",
+          "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  scale::ClusterOptions options = fast_options();
+  options.wait_for_workers = 500ms;
+  scale::ClusterManager manager(url, options);
+  scale::Iterator<int> numbers(iota(10), manager);
+  const auto started = std::chrono::steady_clock::now();
+  REQUIRE_THROWS_WITH(numbers.map(twice).get(),
+                      Catch::Contains("--scale-worker " + url) && Catch::Contains("wait_for_workers"));
+  const auto waited = std::chrono::steady_clock::now() - started;
+  CHECK(waited >= 500ms);
+  CHECK(waited < 5s);
+  CHECK(manager.stats().workers_alive == 0);
+  // Nothing of the failed call is left for a worker that comes later.
+  for (auto& key : redis(url, {"KEYS", tag_of(url) + ":tasks:*"}).elements)
+    CHECK(redis(url, {"XLEN", key.str}).integer == 0);
+}
+
+TEST_CASE("a worker of another build is never given tasks, is reported incompatible, and alone it fails the map",
+          "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess other(url, CLUSTER_OTHER_BUILD);
+  scale::ClusterOptions options = fast_options();
+  options.wait_for_workers = 1500ms;
+  scale::ClusterManager manager(url, options);
+  REQUIRE(eventually([&] { return manager.stats().workers_refused == 1; }));
+  std::vector<scale::ClusterWorker> workers = manager.workers();
+  REQUIRE(workers.size() == 1);
+  CHECK_FALSE(workers[0].compatible);
+  CHECK(workers[0].pid == other.pid());
+  CHECK(manager.stats().workers_alive == 0);
+
+  scale::Iterator<int> numbers(iota(10), manager);
+  REQUIRE_THROWS_WITH(numbers.map(twice).get(),
+                      Catch::Contains("--scale-worker") && Catch::Contains("different build"));
+
+  // With a worker of this build too, the map runs, and only on it.
+  WorkerProcess same(url);
+  REQUIRE(wait_for_workers(manager, 1));
+  auto pids = numbers.map(slow_twice_and_pid, scale::RunOptions{.chunk_size = 1}).get();
+  for (auto& [value, pid] : pids) CHECK(pid == same.pid());
+  CHECK(manager.stats().workers_refused == 1);
+  CHECK(manager.workers().size() == 2);
+}
+
+TEST_CASE("a worker ends with status 0 on SIGTERM after finishing the chunk it runs", "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(wait_for_workers(manager, 1));
+  scale::Iterator<int> numbers(iota(1), manager);
+  auto pending = numbers.map(sleep_then_twice);
+  REQUIRE(eventually([&] { return manager.stats().tasks_running == 1; }));
+  a.kill(SIGTERM);
+  REQUIRE(std::move(pending).get() == std::vector<int>{0});
+  CHECK(a.wait_exit(5s) == 0);
+  // It left the registry on its way out: no reclaim, no loss.
+  REQUIRE(wait_for_workers(manager, 0));
+  CHECK(manager.stats().workers_lost == 0);
+  CHECK(manager.stats().tasks_retried == 0);
+}
+
+TEST_CASE("a chunk that runs past RunOptions::timeout is run again, then fails with scale::WorkerLost",
+          "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess a(url), b(url);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(wait_for_workers(manager, 2));
+  scale::Iterator<int> numbers(iota(1), manager);
+  scale::RunOptions options{.max_retries = 1, .timeout = 300ms};
+  try {
+    numbers.map(sleep_2s, options).get();
+    FAIL("the map should have failed");
+  } catch (const scale::WorkerLost& error) {
+    CHECK(error.index() == 0);
+    CHECK(error.attempts() == 2);
+    CHECK(error.status().find("timed out after 300 ms") != std::string::npos);
+  }
+}
+
+TEST_CASE("destroying the manager fails its outstanding chunks with scale::Stopped and removes its keys",
+          "[cluster]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  const std::string tag = tag_of(url);
+  auto manager = std::make_unique<scale::ClusterManager>(url, fast_options());
+  scale::Iterator<int> numbers(iota(10), *manager);
+  auto pending = numbers.map(twice);
+  REQUIRE(eventually([&] { return redis(url, {"HLEN", tag + ":managers"}).integer == 1; }));
+  manager.reset();
+  REQUIRE_THROWS_AS(std::move(pending).get(), scale::Stopped);
+  CHECK(redis(url, {"HLEN", tag + ":managers"}).integer == 0);
+  CHECK(redis(url, {"KEYS", tag + ":results:*"}).elements.empty());
+  // The queued chunks were taken out of the stream again.
+  for (auto& key : redis(url, {"KEYS", tag + ":tasks:*"}).elements)
+    CHECK(redis(url, {"XLEN", key.str}).integer == 0);
+}
+
+TEST_CASE("--scale-worker without a URL and a bad --scale-heartbeat-ms are clear errors", "[cluster]") {
+  std::string program = "cluster_test", worker = "--scale-worker", heartbeat = "--scale-heartbeat-ms", bad = "abc";
+  {
+    char* argv[] = {program.data(), worker.data(), nullptr};
+    int argc = 2;
+    REQUIRE_THROWS_WITH(scale::Runtime(argc, argv), Catch::Contains("--scale-worker needs a URL"));
+  }
+  {
+    char* argv[] = {program.data(), heartbeat.data(), bad.data(), nullptr};
+    int argc = 3;
+    REQUIRE_THROWS_WITH(scale::Runtime(argc, argv), Catch::Contains("--scale-heartbeat-ms takes milliseconds"));
+  }
+}
+
+TEST_CASE("a bad URL, an unknown URL option and bad heartbeat options are clear errors", "[cluster]") {
+  scale::Runtime runtime;
+  REQUIRE_THROWS_WITH(scale::ClusterManager("http://127.0.0.1:6379"), Catch::Contains("redis://"));
+  REQUIRE_THROWS_WITH(scale::ClusterManager("redis://127.0.0.1:6379?colour=blue"),
+                      Catch::Contains("unknown URL option 'colour'"));
+  REQUIRE_THROWS_WITH(scale::ClusterManager("redis://127.0.0.1:6379", {.heartbeat_ttl = 0ms}),
+                      Catch::Contains("heartbeat_ttl"));
+}
+
+int main(int argc, char** argv) {
+  // In a worker this serves and never returns. In the parent the Runtime goes away again: each
+  // test case builds its own.
+  { scale::Runtime runtime(argc, argv); }
+  return Catch::Session().run(argc, argv);
+}
