@@ -1,6 +1,6 @@
-// The HTTP/1.1 client of scale-store on Beast: one I/O thread, one keep-alive connection for
-// requests (served in order, reconnected when it drops), and one connection per SSE stream
-// (reconnected with backoff).
+// The HTTP/1.1 client of scale-store on Beast: one I/O thread, a few keep-alive connections for
+// requests (pipelined, each thread's requests in order, reconnected when one drops), and one
+// connection per SSE stream (reconnected with backoff).
 
 #include <scale/detail/http_client.hpp>
 
@@ -15,6 +15,8 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <future>
+#include <unordered_map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -88,9 +90,39 @@ std::string percent_encode(const std::string& text, bool keep_slash) {
 }
 
 struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
+  using Request = http::request<http::string_body>;
+
   struct Pending {
-    http::request<http::string_body> request;
+    std::shared_ptr<Request> request;
     HttpClient::Done done;
+    std::thread::id origin;
+    bool retried = false;
+  };
+
+  /// One keep-alive connection; replaced (not reused) after an error, so a reader or writer still
+  /// suspended on the old one finds out from its generation and leaves quietly.
+  struct Connection {
+    explicit Connection(asio::io_context& io) : stream(io) {}
+    beast::tcp_stream stream;
+    beast::flat_buffer buffer;  // responses read ahead of the one being parsed stay here
+    std::size_t written = 0;
+  };
+
+  /// A connection with its requests: `queue` waits to be written, `inflight` was written and waits
+  /// for its answer (HTTP/1.1 answers in order, so the front is always the next one).
+  struct Lane {
+    std::shared_ptr<Connection> connection;
+    std::deque<Pending> queue, inflight;
+    bool connecting = false, writing = false, reading = false;
+    std::size_t outstanding() const { return queue.size() + inflight.size(); }
+  };
+
+  static constexpr std::size_t max_connections = 4;
+  static constexpr std::size_t pipeline_depth = 8;  // the server queues at most 8 answers per connection
+
+  struct Origin {
+    std::size_t lane = 0;
+    std::size_t outstanding = 0;
   };
 
   explicit Impl(HttpUrl u) : url(std::move(u)), work(asio::make_work_guard(io)) {}
@@ -102,9 +134,9 @@ struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
   std::atomic<bool> stopping{false};
 
   // I/O thread only.
-  std::deque<Pending> queue;
-  bool running = false;
-  std::optional<beast::tcp_stream> connection;
+  std::vector<std::shared_ptr<Lane>> lanes;
+  std::unordered_map<std::thread::id, Origin> origins;
+  std::deque<Pending> held;  // made while a hold is open
   int holds = 0;
   std::optional<asio::steady_timer> hold_timer;
   std::vector<std::shared_ptr<beast::tcp_stream>> streams;
@@ -125,56 +157,161 @@ struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
     co_return ec;
   }
 
-  void kick() {
-    if (running || queue.empty() || holds > 0) return;
-    running = true;
-    asio::co_spawn(io, serve(shared_from_this()), asio::detached);
+  // NOTE: requests made by one thread keep their order: while a thread has a request outstanding,
+  // its next ones go to the same connection, where HTTP/1.1 keeps them in order (pipelined, up to
+  // pipeline_depth written ahead of their answers). A thread with nothing outstanding takes an idle
+  // connection, or opens one up to max_connections, or joins the least busy. So the loop thread's
+  // requests (every coroutine's) form one ordered pipeline, and other threads get connections of
+  // their own.
+  void submit(Pending pending) {
+    if (holds > 0) {
+      held.push_back(std::move(pending));
+      return;
+    }
+    auto& origin = origins[pending.origin];
+    if (origin.outstanding == 0) origin.lane = pick_lane();
+    ++origin.outstanding;
+    auto& lane = lanes[origin.lane];
+    lane->queue.push_back(std::move(pending));
+    kick(lane);
   }
 
-  // NOTE: one request at a time over one connection keeps the order of requests; a request that
-  // fails on a kept-alive connection the server closed meanwhile is sent once more on a new one.
-  asio::awaitable<void> serve([[maybe_unused]] std::shared_ptr<Impl> self) {
-    while (!queue.empty() && holds == 0 && !stopping) {
-      Pending pending = std::move(queue.front());
-      queue.pop_front();
-      std::exception_ptr error;
-      HttpResponse answer;
-      for (int attempt = 0; attempt < 2; ++attempt) {
-        bool reused = connection.has_value();
-        if (!connection) {
-          connection.emplace(io);
-          if (auto ec = co_await connect(*connection)) {
-            connection.reset();
-            error = connection_error(ec.message());
-            break;
-          }
-        }
-        connection->expires_after(std::chrono::seconds(30));
-        auto [write_error, w] = co_await http::async_write(*connection, pending.request, use_tuple);
-        beast::error_code ec = write_error;
-        http::response<http::string_body> response;
-        if (!ec) {
-          beast::flat_buffer buffer;
-          auto [read_error, r] = co_await http::async_read(*connection, buffer, response, use_tuple);
-          ec = read_error;
-        }
-        if (ec) {
-          connection.reset();
-          error = connection_error(ec.message());
-          if (reused) continue;
-          break;
-        }
-        connection->expires_never();
-        if (!response.keep_alive()) connection.reset();
-        error = nullptr;
-        answer.status = static_cast<int>(response.result_int());
-        answer.body = std::move(response.body());
-        break;
-      }
-      pending.done(error, std::move(answer));
+  std::size_t pick_lane() {
+    std::size_t best = 0;
+    for (std::size_t i = 0; i < lanes.size(); ++i) {
+      if (lanes[i]->outstanding() == 0) return i;
+      if (lanes[i]->outstanding() < lanes[best]->outstanding()) best = i;
     }
-    running = false;
-    kick();
+    if (lanes.size() < max_connections) {
+      lanes.push_back(std::make_shared<Lane>());
+      return lanes.size() - 1;
+    }
+    return best;
+  }
+
+  void finish(Pending& pending, std::exception_ptr error, HttpResponse answer) {
+    if (auto found = origins.find(pending.origin); found != origins.end() && --found->second.outstanding == 0)
+      origins.erase(found);
+    pending.done(error, std::move(answer));
+  }
+
+  void release_held() {
+    auto waiting = std::move(held);
+    held.clear();
+    for (auto& pending : waiting) submit(std::move(pending));
+  }
+
+  void kick(const std::shared_ptr<Lane>& lane) {
+    if (stopping) return;
+    if (!lane->connection) {
+      if (!lane->connecting && !lane->queue.empty()) {
+        lane->connecting = true;
+        asio::co_spawn(io, open(shared_from_this(), lane), asio::detached);
+      }
+      return;
+    }
+    if (!lane->writing && !lane->queue.empty() && lane->inflight.size() < pipeline_depth) {
+      lane->writing = true;
+      asio::co_spawn(io, write_requests(shared_from_this(), lane, lane->connection), asio::detached);
+    }
+    if (!lane->reading && !lane->inflight.empty()) {
+      lane->reading = true;
+      asio::co_spawn(io, read_answers(shared_from_this(), lane, lane->connection), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> open([[maybe_unused]] std::shared_ptr<Impl> self, std::shared_ptr<Lane> lane) {
+    auto connection = std::make_shared<Connection>(io);
+    auto ec = co_await connect(connection->stream);
+    lane->connecting = false;
+    if (stopping) co_return;
+    if (ec) {
+      // Nothing was sent: every request waiting for this connection fails.
+      auto failed = std::move(lane->queue);
+      lane->queue.clear();
+      auto error = connection_error(ec.message());
+      for (auto& pending : failed) finish(pending, error, {});
+      co_return;
+    }
+    lane->connection = std::move(connection);
+    kick(lane);
+  }
+
+  asio::awaitable<void> write_requests([[maybe_unused]] std::shared_ptr<Impl> self, std::shared_ptr<Lane> lane,
+                                       std::shared_ptr<Connection> connection) {
+    while (lane->connection == connection && !lane->queue.empty() && lane->inflight.size() < pipeline_depth &&
+           !stopping) {
+      lane->inflight.push_back(std::move(lane->queue.front()));
+      lane->queue.pop_front();
+      auto request = lane->inflight.back().request;  // the answer may come (and pop it) before the write ends
+      ++connection->written;
+      kick(lane);  // start the reader
+      connection->stream.expires_after(std::chrono::seconds(30));
+      auto [ec, n] = co_await http::async_write(connection->stream, *request, use_tuple);
+      if (ec) {
+        failed(lane, connection, ec);
+        co_return;
+      }
+    }
+    if (lane->connection == connection) lane->writing = false;
+  }
+
+  asio::awaitable<void> read_answers([[maybe_unused]] std::shared_ptr<Impl> self, std::shared_ptr<Lane> lane,
+                                     std::shared_ptr<Connection> connection) {
+    while (lane->connection == connection && !lane->inflight.empty() && !stopping) {
+      http::response<http::string_body> response;
+      connection->stream.expires_after(std::chrono::seconds(30));
+      auto [ec, n] = co_await http::async_read(connection->stream, connection->buffer, response, use_tuple);
+      if (lane->connection != connection) co_return;  // failed meanwhile; the requests moved on
+      if (ec) {
+        failed(lane, connection, ec);
+        co_return;
+      }
+      Pending pending = std::move(lane->inflight.front());
+      lane->inflight.pop_front();
+      HttpResponse answer;
+      answer.status = static_cast<int>(response.result_int());
+      answer.body = std::move(response.body());
+      bool closing = !response.keep_alive();
+      finish(pending, nullptr, std::move(answer));
+      if (closing) {
+        // The server will read nothing more here: what was written after this answer goes again.
+        failed(lane, connection, make_error_code(beast::error::timeout), /*unanswered_is_unsent=*/true);
+        co_return;
+      }
+      kick(lane);  // the writer may have waited for room in the pipeline
+    }
+    if (lane->connection == connection) {
+      lane->reading = false;
+      if (lane->inflight.empty()) connection->stream.expires_never();
+    }
+  }
+
+  // NOTE: a request written on a connection that had carried others may have met the server's
+  // idle close; it goes once more on a new connection (as browsers do). One that failed on a
+  // fresh connection, or already went twice, fails with ConnectionError.
+  void failed(const std::shared_ptr<Lane>& lane, const std::shared_ptr<Connection>& connection, beast::error_code ec,
+              bool unanswered_is_unsent = false) {
+    if (lane->connection != connection) return;
+    beast::error_code ignored;
+    connection->stream.socket().close(ignored);
+    lane->connection.reset();
+    lane->writing = lane->reading = false;
+    auto unanswered = std::move(lane->inflight);
+    lane->inflight.clear();
+    const bool reused = connection->written > unanswered.size();
+    auto error = connection_error(ec.message());
+    std::deque<Pending> again;
+    for (auto& pending : unanswered) {
+      if (unanswered_is_unsent || (reused && !pending.retried)) {
+        pending.retried = pending.retried || !unanswered_is_unsent;
+        again.push_back(std::move(pending));
+      } else {
+        finish(pending, error, {});
+      }
+    }
+    lane->queue.insert(lane->queue.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+    kick(lane);
   }
 
   http::request<http::string_body> make_request(const std::string& method, const std::string& target) const {
@@ -295,11 +432,17 @@ HttpClient::~HttpClient() {
   asio::post(m_impl->io, [impl = m_impl] {
     for (auto& stream : impl->streams) stream->socket().close();
     impl->streams.clear();
-    if (impl->connection) impl->connection->socket().close();
     if (impl->hold_timer) impl->hold_timer->cancel();
-    for (auto& pending : impl->queue)
-      pending.done(std::make_exception_ptr(Error("scale: the store client was closed")), {});
-    impl->queue.clear();
+    auto closed = std::make_exception_ptr(Error("scale: the store client was closed"));
+    std::deque<Impl::Pending> left = std::move(impl->held);
+    for (auto& lane : impl->lanes) {
+      if (lane->connection) lane->connection->stream.socket().close();
+      lane->connection.reset();
+      for (auto* list : {&lane->inflight, &lane->queue})
+        for (auto& pending : *list) left.push_back(std::move(pending));
+    }
+    impl->lanes.clear();
+    for (auto& pending : left) pending.done(closed, {});
     impl->work.reset();
   });
   if (m_impl->thread.joinable()) {
@@ -322,15 +465,13 @@ Future<HttpResponse> HttpClient::request(std::string method, std::string target,
 
 void HttpClient::request(std::string method, std::string target, std::string body,
                          std::vector<std::pair<std::string, std::string>> headers, Done done) {
-  Impl::Pending pending{m_impl->make_request(method, target), std::move(done)};
-  for (auto& [name, value] : headers) pending.request.set(name, value);
-  if (!body.empty()) pending.request.set(http::field::content_type, "application/json");
-  pending.request.body() = std::move(body);
-  pending.request.prepare_payload();
-  asio::post(m_impl->io, [impl = m_impl, pending = std::move(pending)]() mutable {
-    impl->queue.push_back(std::move(pending));
-    impl->kick();
-  });
+  auto request = std::make_shared<Impl::Request>(m_impl->make_request(method, target));
+  for (auto& [name, value] : headers) request->set(name, value);
+  if (!body.empty()) request->set(http::field::content_type, "application/json");
+  request->body() = std::move(body);
+  request->prepare_payload();
+  Impl::Pending pending{std::move(request), std::move(done), std::this_thread::get_id()};
+  asio::post(m_impl->io, [impl = m_impl, pending = std::move(pending)]() mutable { impl->submit(std::move(pending)); });
 }
 
 std::function<void()> HttpClient::stream(SseHandlers handlers) {
@@ -371,7 +512,7 @@ void HttpClient::hold() {
       impl->hold_timer->async_wait([impl](beast::error_code ec) {
         if (ec) return;
         impl->holds = 0;  // a stream that never became ready must not stop requests for good
-        impl->kick();
+        impl->release_held();
       });
     }
   });
@@ -382,9 +523,20 @@ void HttpClient::release() {
     if (impl->holds == 0) return;
     if (--impl->holds == 0) {
       if (impl->hold_timer) impl->hold_timer->cancel();
-      impl->kick();
+      impl->release_held();
     }
   });
+}
+
+std::size_t HttpClient::connections_for_tests() {
+  auto counted = std::make_shared<std::promise<std::size_t>>();
+  auto answer = counted->get_future();
+  asio::post(m_impl->io, [impl = m_impl, counted] {
+    std::size_t open = 0;
+    for (auto& lane : impl->lanes) open += lane->connection != nullptr;
+    counted->set_value(open);
+  });
+  return answer.get();
 }
 
 const HttpUrl& HttpClient::url() const noexcept { return m_impl->url; }

@@ -7,11 +7,14 @@
 #include <scale/runtime.hpp>
 #include <scale/shared_memory.hpp>
 #include <scale/store_server.hpp>
+#include <scale/detail/http_client.hpp>
 
 #include "support/recorder.hpp"
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -89,4 +92,61 @@ TEST_CASE("an http:// URL with ?token=T sends it as a Bearer token", "[http_clie
 
   scale::SharedMemory without(base);
   REQUIRE_THROWS_WITH(without.set("k", 3).get(), Catch::Contains("401") && Catch::Contains("token"));
+}
+
+TEST_CASE("one thread's requests keep their order while pipelined on one connection", "[http_client]") {
+  scale::Runtime runtime;
+  scale::StoreServer server;
+  server.start();
+  scale::SharedMemory memory("http://127.0.0.1:" + std::to_string(server.port()));
+  std::vector<scale::Future<scale::Revision>> writes;
+  for (int i = 0; i < 200; ++i) writes.push_back(memory.set("k", i));
+  scale::Revision previous = 0;
+  for (auto& write : writes) {
+    auto revision = std::move(write).get();
+    REQUIRE(revision == previous + 1);  // applied in the order made, none lost or repeated
+    previous = revision;
+  }
+  REQUIRE(memory.get<int>("k").get() == 199);
+}
+
+TEST_CASE("threads with requests outstanding at once get connections of their own, each in order",
+          "[http_client]") {
+  scale::Runtime runtime;
+  scale::StoreServer server;
+  server.start();
+  scale::detail::HttpClient client(scale::detail::parse_http_url("http://127.0.0.1:" + std::to_string(server.port())));
+  constexpr int threads = 6, each = 40;
+  std::vector<std::vector<scale::Future<scale::detail::HttpResponse>>> answers(threads);
+  // Held, every thread's requests are outstanding together when the hold is released.
+  client.hold();
+  std::vector<std::thread> writers;
+  for (int t = 0; t < threads; ++t)
+    writers.emplace_back([&, t] {
+      for (int n = 0; n < each; ++n)
+        answers[t].push_back(client.request("PUT", "/v1/kv/t" + std::to_string(t), std::to_string(n)));
+    });
+  for (auto& writer : writers) writer.join();
+  client.release();
+  for (auto& list : answers)
+    for (auto& answer : list) REQUIRE(std::move(answer).get().status == 200);
+  REQUIRE(client.connections_for_tests() == 4);  // the pool's size, shared by six threads
+  for (int t = 0; t < threads; ++t) {
+    auto got = client.request("GET", "/v1/kv/t" + std::to_string(t)).get();
+    REQUIRE(nlohmann::json::parse(got.body)["value"] == each - 1);
+  }
+}
+
+TEST_CASE("requests pipelined on a connection the server closed while idle are sent again",
+          "[http_client]") {
+  scale::Runtime runtime;
+  scale::StoreServer server({.header_timeout = std::chrono::milliseconds(200)});
+  server.start();
+  scale::SharedMemory memory("http://127.0.0.1:" + std::to_string(server.port()));
+  memory.set("k", 0).get();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the server closes the idle connection
+  std::vector<scale::Future<scale::Revision>> writes;
+  for (int i = 1; i <= 20; ++i) writes.push_back(memory.set("k", i));
+  for (auto& write : writes) REQUIRE(std::move(write).get() > 0);
+  REQUIRE(memory.get<int>("k").get() == 20);
 }

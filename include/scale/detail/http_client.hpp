@@ -51,9 +51,11 @@ struct SseHandlers {
   std::function<void(std::exception_ptr)> on_error;
 };
 
-/// An HTTP/1.1 client of one store server with its own I/O thread. Requests go over one
-/// keep-alive connection in the order they were made (so one thread's writes keep their order);
-/// each stream has a connection of its own and reconnects with backoff when it drops.
+/// An HTTP/1.1 client of one store server with its own I/O thread. Requests go over a small pool
+/// of keep-alive connections (up to 4, each pipelining up to 8 requests); the requests one thread
+/// makes keep their order (they share a connection while any is outstanding), so one thread's
+/// writes are applied in the order made. Each stream has a connection of its own and reconnects
+/// with backoff when it drops.
 class HttpClient {
  public:
   explicit HttpClient(HttpUrl url);
@@ -80,6 +82,8 @@ class HttpClient {
   void release();
 
   const HttpUrl& url() const noexcept;
+  /// Request connections open now (tests check the pool grows with concurrent threads).
+  std::size_t connections_for_tests();
   /// The ConnectionError for `what` going wrong while talking to the server.
   std::exception_ptr connection_error(const std::string& what) const;
   /// The scale::Error for an unexpected answer.
