@@ -505,7 +505,7 @@ std::function<void()> HttpClient::stream(SseHandlers handlers) {
   };
 }
 
-void HttpClient::hold() {
+std::function<void()> HttpClient::hold() {
   asio::post(m_impl->io, [impl = m_impl] {
     if (impl->holds++ == 0) {
       impl->hold_timer.emplace(impl->io, std::chrono::seconds(2));
@@ -516,16 +516,19 @@ void HttpClient::hold() {
       });
     }
   });
-}
-
-void HttpClient::release() {
-  asio::post(m_impl->io, [impl = m_impl] {
-    if (impl->holds == 0) return;
-    if (--impl->holds == 0) {
-      if (impl->hold_timer) impl->hold_timer->cancel();
-      impl->release_held();
-    }
-  });
+  auto released = std::make_shared<std::atomic<bool>>(false);
+  return [weak = std::weak_ptr<Impl>(m_impl), released] {
+    if (released->exchange(true)) return;
+    auto impl = weak.lock();
+    if (!impl) return;
+    asio::post(impl->io, [impl] {
+      if (impl->holds == 0) return;  // the 2 s timer gave up on every hold
+      if (--impl->holds == 0) {
+        if (impl->hold_timer) impl->hold_timer->cancel();
+        impl->release_held();
+      }
+    });
+  };
 }
 
 std::size_t HttpClient::connections_for_tests() {

@@ -5,7 +5,6 @@
 #include <scale/detail/http_client.hpp>
 #include <scale/error.hpp>
 
-#include <mutex>
 
 namespace scale::detail {
 namespace {
@@ -36,27 +35,10 @@ class HttpEvents final : public EventBackend {
   }
 
   void subscribe(std::string event, std::shared_ptr<SubscriptionQueue<json>> queue) override {
-    struct State {
-      std::mutex mutex;
-      bool released = false;
-    };
-    auto state = std::make_shared<State>();
-    std::weak_ptr<HttpClient> weak = m_client;
-    auto release = [weak, state] {
-      std::lock_guard lock(state->mutex);
-      if (state->released) return;
-      state->released = true;
-      if (auto c = weak.lock()) c->release();
-    };
     // NOTE: emits made after this call wait until the server has the subscription (or 2 s), so
     // once() followed by emit() from this emitter sees the emit.
-    m_client->hold();
     SseHandlers handlers;
     handlers.target = [target = "/v1/events/" + percent_encode(event, true)] { return target; };
-    handlers.on_ready = [queue, release] {
-      release();
-      queue->set_ready();
-    };
     handlers.on_event = [queue](const SseEvent& sse) {
       if (!sse.event.empty() && sse.event != "message") return true;
       auto payload = json::parse(sse.data, nullptr, false);
@@ -64,15 +46,7 @@ class HttpEvents final : public EventBackend {
       queue->push(std::make_shared<const json>(std::move(payload)));
       return true;
     };
-    handlers.on_error = [queue, release](std::exception_ptr error) {
-      release();
-      queue->set_error(error);
-    };
-    auto end = m_client->stream(std::move(handlers));
-    queue->set_canceller([end, release] {
-      end();
-      release();
-    });
+    open_subscription_stream(m_client, queue, std::move(handlers));
   }
 
  private:

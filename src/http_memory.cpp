@@ -164,19 +164,10 @@ class HttpMemory final : public MemoryBackend {
       Revision last = 0;     // the last revision delivered
       std::set<std::string> keys_at_last;  // keys of `last` already delivered
       bool ready = false;
-      bool released = false;
     };
     auto cursor = std::make_shared<Cursor>();
     cursor->from = from_revision;
-    auto client = m_client;
     std::weak_ptr<HttpClient> weak = m_client;
-    auto release = [weak, cursor] {
-      std::lock_guard lock(cursor->mutex);
-      if (cursor->released) return;
-      cursor->released = true;
-      if (auto c = weak.lock()) c->release();
-    };
-    m_client->hold();
     SseHandlers handlers;
     handlers.target = [prefix, cursor] {
       std::lock_guard lock(cursor->mutex);
@@ -185,7 +176,7 @@ class HttpMemory final : public MemoryBackend {
       if (from > 0) target += "&from=" + std::to_string(from);
       return target;
     };
-    handlers.on_ready = [queue, cursor, weak, release] {
+    handlers.on_ready = [cursor, weak] {
       bool first;
       {
         std::lock_guard lock(cursor->mutex);
@@ -193,8 +184,6 @@ class HttpMemory final : public MemoryBackend {
         cursor->ready = true;
       }
       if (!first) return;
-      release();
-      queue->set_ready();
       if (cursor->from == 0) {
         // Learn the revision the watch started at, so a reconnection before any change still
         // resumes there (an empty POST /v1/kv answers the current revision).
@@ -240,15 +229,7 @@ class HttpMemory final : public MemoryBackend {
       queue->push(std::make_shared<const Change>(std::move(change)));
       return true;
     };
-    handlers.on_error = [queue, release](std::exception_ptr error) {
-      release();
-      queue->set_error(error);
-    };
-    auto end = m_client->stream(std::move(handlers));
-    queue->set_canceller([end, release] {
-      end();
-      release();
-    });
+    open_subscription_stream(m_client, queue, std::move(handlers));
   }
 
  private:

@@ -119,7 +119,7 @@ TEST_CASE("threads with requests outstanding at once get connections of their ow
   constexpr int threads = 6, each = 40;
   std::vector<std::vector<scale::Future<scale::detail::HttpResponse>>> answers(threads);
   // Held, every thread's requests are outstanding together when the hold is released.
-  client.hold();
+  auto release = client.hold();
   std::vector<std::thread> writers;
   for (int t = 0; t < threads; ++t)
     writers.emplace_back([&, t] {
@@ -127,7 +127,7 @@ TEST_CASE("threads with requests outstanding at once get connections of their ow
         answers[t].push_back(client.request("PUT", "/v1/kv/t" + std::to_string(t), std::to_string(n)));
     });
   for (auto& writer : writers) writer.join();
-  client.release();
+  release();
   for (auto& list : answers)
     for (auto& answer : list) REQUIRE(std::move(answer).get().status == 200);
   REQUIRE(client.connections_for_tests() == 4);  // the pool's size, shared by six threads

@@ -78,8 +78,9 @@ class HttpClient {
 
   /// Requests made while a hold is open wait until every hold is released (or 2 s pass), so a
   /// write made right after watch()/on() reaches a server that already has the subscription.
-  void hold();
-  void release();
+  /// Returns the release: callable from any thread, any number of times (only the first counts),
+  /// also after the client is gone.
+  std::function<void()> hold();
 
   const HttpUrl& url() const noexcept;
   /// Request connections open now (tests check the pool grows with concurrent threads).
@@ -93,6 +94,30 @@ class HttpClient {
   struct Impl;
   std::shared_ptr<Impl> m_impl;
 };
+
+/// Opens the SSE stream behind a subscription: requests wait until the server has it (a hold,
+/// released on its first ready or error, or on cancel), every connect makes `queue` ready (then
+/// calls handlers.on_ready, if any), an error that ends the stream fails `queue`, and cancelling
+/// the subscription ends the stream.
+template <class T>
+void open_subscription_stream(const std::shared_ptr<HttpClient>& client,
+                              const std::shared_ptr<SubscriptionQueue<T>>& queue, SseHandlers handlers) {
+  auto release = client->hold();
+  handlers.on_ready = [queue, release, then = std::move(handlers.on_ready)] {
+    release();
+    queue->set_ready();
+    if (then) then();
+  };
+  handlers.on_error = [queue, release](std::exception_ptr error) {
+    release();
+    queue->set_error(error);
+  };
+  auto end = client->stream(std::move(handlers));
+  queue->set_canceller([end, release] {
+    end();
+    release();
+  });
+}
 
 /// Percent-encodes a key or name for a path segment (keeps '/', letters, digits and -._~).
 std::string percent_encode(const std::string& text, bool keep_slash);
