@@ -4,6 +4,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <exception>
+#include <map>
+#include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -34,11 +36,30 @@ int main(int argc, char** argv) {
   app.add_option("--cors-origin", options.cors_origin, "Let a web page from this origin use the API (CORS)");
   app.add_option("--history", options.history, "Changes kept for watches that start in the past")
       ->capture_default_str();
+  app.add_option("--data-dir", options.data_dir,
+                 "Keep the store durable in DIR (created if missing): an append-only log and snapshots, "
+                 "replayed at start; without it the store lives in memory only (docs/durability.md)")
+      ->type_name("DIR");
+  const std::map<std::string, scale::FsyncPolicy> fsync_policies{{"always", scale::FsyncPolicy::always},
+                                                                 {"everysec", scale::FsyncPolicy::everysec},
+                                                                 {"no", scale::FsyncPolicy::no}};
+  std::string fsync = "always";
+  app.add_option("--fsync", fsync,
+                 "With --data-dir: 'always' acknowledges a write once it is fsync'd (concurrent writes share "
+                 "one fsync); 'everysec' once written, fsync once a second (an OS crash may lose the last "
+                 "second, a killed process nothing); 'no' once written, never fsync")
+      ->check(CLI::IsMember(fsync_policies))
+      ->capture_default_str();
+  app.add_option("--compact-min-bytes", options.compact_min_bytes,
+                 "With --data-dir: compact the log into a snapshot once it is larger than this and than twice "
+                 "the last snapshot")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     return app.exit(error);
   }
+  options.fsync = fsync_policies.at(fsync);
 
   // Block the stop signals before the server's threads exist, so they inherit the mask and only
   // sigwait below sees SIGINT/SIGTERM.
@@ -49,20 +70,23 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  scale::StoreServer server(options);
+  // Constructing the server recovers the data directory, so its errors are reported here too.
+  std::unique_ptr<scale::StoreServer> server;
   try {
-    server.start();
+    server = std::make_unique<scale::StoreServer>(options);
+    server->start();
   } catch (const std::exception& error) {
     log->error("{}", error.what());
     return 1;
   }
-  log->info("listening on http://{}:{}{}", options.host, server.port(),
+  log->info("listening on http://{}:{}{}", options.host, server->port(),
             options.token.empty() ? "" : " (token required)");
+  if (!options.data_dir.empty()) log->info("data directory {} (--fsync {})", options.data_dir, fsync);
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
   log->info("{}: stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
-  server.stop();
+  server->stop();  // with --data-dir, also writes and fsyncs what the log still holds
   log->info("stopped");
   return 0;
 }

@@ -124,6 +124,8 @@ class StoreLog final : public MemoryJournal {
   void close();
   /// fdatasync calls made on the log so far.
   std::uint64_t fsyncs() const noexcept { return m_fsyncs.load(std::memory_order_relaxed); }
+  /// True while a snapshot is being written.
+  bool compacting() const noexcept { return m_compacting.load(); }
   /// Snapshots completed since open.
   std::uint64_t compactions() const noexcept { return m_compactions.load(std::memory_order_relaxed); }
 
