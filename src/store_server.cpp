@@ -132,7 +132,28 @@ struct Connection {
   bool stopping = false;
   std::chrono::steady_clock::time_point request_started;  // for the latency histogram
   std::shared_ptr<SseChannel> channel;  // while streaming events
+  std::string out;  // the answer being written, reused from one request to the next
 };
+
+/// `response` as HTTP/1.x text, into `out` (Beast's serializer, by hand: one contiguous buffer).
+void serialize(const Response& response, std::string& out) {
+  out.clear();
+  out += response.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  char status[8];
+  auto [end, ec] = std::to_chars(status, status + sizeof status, response.result_int());
+  out.append(status, end);
+  out += ' ';
+  out += response.reason();
+  out += "\r\n";
+  for (const auto& field : response) {
+    out += field.name_string();
+    out += ": ";
+    out += field.value();
+    out += "\r\n";
+  }
+  out += "\r\n";
+  out += response.body();
+}
 
 /// Requests by endpoint and status, for /metrics.
 class RequestCounts {
@@ -327,15 +348,34 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   SCALE_COROUTINE asio::awaitable<bool> write(Connection& connection, Response& response,
                                               std::string_view endpoint) {
     counts.add(endpoint, response.result_int());
-    connection.stream.expires_after(options.read_timeout);
-    auto [ec, n] = co_await http::async_write(connection.stream, response, use_tuple);
+    std::string& out = connection.out;
+    serialize(response, out);
+    // Most answers fit in the socket's send buffer: written here at once (the socket is in
+    // non-blocking mode), with no asynchronous operation or timer. The rest waits for the client.
+    beast::error_code ec;
+    std::size_t written = connection.stream.socket().write_some(asio::buffer(out), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec = {};
+      written = 0;
+    }
+    if (!ec && written < out.size()) {
+      connection.stream.expires_after(options.read_timeout);
+      auto [error, n] =
+          co_await asio::async_write(connection.stream, asio::buffer(out.data() + written, out.size() - written), use_tuple);
+      ec = error;
+    }
     counts.observe(std::chrono::steady_clock::now() - connection.request_started);
+    if (out.capacity() > 64 * 1024) std::string().swap(out);  // after a large answer, give the memory back
     co_return !ec;
   }
 
   // ---------------------------------------------------------------------------------------------
   SCALE_COROUTINE asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
     auto& stream = connection->stream;
+    beast::error_code option_error;
+    // Answers go out whole, in one write: waiting to fill a segment (Nagle) only adds latency.
+    stream.socket().set_option(tcp::no_delay(true), option_error);
+    stream.socket().non_blocking(true, option_error);  // for write()'s immediate attempt
     beast::flat_buffer buffer;
     bool unread_input = false;  // closing after an error while the client may still be sending
     while (!connection->stopping && !stopping) {
