@@ -5,10 +5,12 @@
 #   make demo                  build, then run examples/01-canonical
 #   make test                  build, then run every test with ctest
 #   make bench                 build, then run each benchmark in turn
+#   make fuzz                  build the libFuzzer targets (clang++-16) and run each FUZZ_SECONDS
 #   make install PREFIX=/opt/scale
 #   make clean
 #
-# Variables: BUILD_TYPE (RelWithDebInfo), JOBS (nproc), CXX (e.g. CXX=clang++-16), BUILD_DIR.
+# Variables: BUILD_TYPE (RelWithDebInfo), JOBS (nproc), CXX (e.g. CXX=clang++-16), BUILD_DIR;
+# for fuzz: FUZZ_SECONDS (60 per target), FUZZ_CXX (clang++-16), FUZZ_BUILD_DIR (build-fuzz).
 
 SHELL := /bin/bash
 
@@ -42,9 +44,17 @@ ifdef CXX_CHOSEN
   endif
 endif
 
+FUZZ_SECONDS ?= 60
+FUZZ_CXX ?= clang++-16
+FUZZ_BUILD_DIR ?= build-fuzz
+# libFuzzer and the sanitizers' runtimes come with libclang-rt-16-dev.
+ifneq ($(filter fuzz,$(MAKECMDGOALS)),)
+  DEPS_PACKAGES += clang-16 libclang-rt-16-dev
+endif
+
 CMAKE_CONFIGURE_ARGS := -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_EXPORT_COMPILE_COMMANDS=ON $(CMAKE_CXX_ARG)
 
-.PHONY: all deps configure build demo test bench install clean
+.PHONY: all deps configure build demo test bench fuzz install clean
 
 all: build
 
@@ -92,6 +102,36 @@ bench: deps
 	  fi; \
 	done; \
 	if [ "$$found" = 0 ]; then echo "bench: no benchmarks in $(BUILD_DIR)/bench"; fi
+
+# Each fuzz/<name>.cpp runs for FUZZ_SECONDS from its seed corpus fuzz/corpus/<name>/; new inputs
+# go to $(FUZZ_BUILD_DIR)/fuzz-corpus/<name>/ (the checked-in corpus is only read) and a crash,
+# leak or timeout stops with the input's path (add it to the corpus once fixed).
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=$(FUZZ_CXX) \
+	  -DSCALE_FUZZ=ON -DSCALE_BUILD_TESTS=OFF -DSCALE_BUILD_EXAMPLES=OFF -DSCALE_BUILD_BENCHES=OFF \
+	  -DSCALE_INSTALL=OFF $(FUZZ_CMAKE_ARGS)
+	cmake --build $(FUZZ_BUILD_DIR) -j $(JOBS) --target scale_fuzz
+	@set -e; found=0; \
+	for source in fuzz/*.cpp; do \
+	  name=$$(basename "$$source" .cpp); \
+	  if [ "$$name" = replay_main ]; then continue; fi; \
+	  found=1; exe="$(FUZZ_BUILD_DIR)/fuzz/$$name"; \
+	  scratch="$(FUZZ_BUILD_DIR)/fuzz-corpus/$$name"; artifacts="$(FUZZ_BUILD_DIR)/fuzz-artifacts/$$name"; \
+	  mkdir -p "$$scratch" "$$artifacts"; \
+	  dict=""; if [ -f "fuzz/$$name.dict" ]; then dict="-dict=fuzz/$$name.dict"; fi; \
+	  echo "==> fuzzing $$name for $(FUZZ_SECONDS)s (new inputs: $$scratch)"; \
+	  if ! "$$exe" -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -max_len=12288 \
+	      -print_final_stats=1 -artifact_prefix="$$artifacts/" $$dict "$$scratch" "fuzz/corpus/$$name" \
+	      > "$(FUZZ_BUILD_DIR)/fuzz-$$name.log" 2>&1; then \
+	    tail -n 60 "$(FUZZ_BUILD_DIR)/fuzz-$$name.log"; \
+	    echo "fuzz: $$name failed; the input that did it:" >&2; \
+	    ls -1t "$$artifacts"/* 2>/dev/null | head -n 1 >&2; \
+	    echo "reproduce: $$exe <that file>; log: $(FUZZ_BUILD_DIR)/fuzz-$$name.log" >&2; \
+	    exit 1; \
+	  fi; \
+	  grep -E '^stat::number_of_executed_units|^Done' "$(FUZZ_BUILD_DIR)/fuzz-$$name.log" || true; \
+	done; \
+	if [ "$$found" = 0 ]; then echo "fuzz: no targets in fuzz/"; fi
 
 install: deps
 	@$(MAKE) --no-print-directory build
