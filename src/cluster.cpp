@@ -22,6 +22,7 @@
 
 #include <scale/detail/cluster.hpp>
 #include <scale/detail/loop.hpp>
+#include <scale/detail/task_group.hpp>
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
 #include <scale/detail/worker.hpp>
@@ -35,16 +36,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Role = RedisClient::Role;
 
-/// One submitted chunk: its Promise completes once every part of it (after splits) has run.
-struct Group {
-  Promise<void> promise;
-  std::size_t remaining = 1;  // guarded by the cluster's mutex
-  bool finished = false;      // guarded by the cluster's mutex
-};
-
 /// A part of a group on its current attempt.
 struct Task {
-  std::shared_ptr<Group> group;
+  std::shared_ptr<TaskGroup> group;
   Chunk chunk;
   unsigned attempts = 0;          // times this exact range was lost with its worker
   std::uint64_t attempt = 0;      // the current attempt's id (results of other attempts are dropped)
@@ -65,28 +59,10 @@ std::string describe(const ClusterWorker& worker) {
 }  // namespace
 
 class Cluster {
-  /// The cluster's lock. Promises completed while it is held complete after it is released: a
-  /// completion may run its continuation inline (no loop running) and submit again.
-  class Locked {
+  /// The cluster's lock; Promises finished under it complete once it is released.
+  class Locked : public CompletingLock {
    public:
-    explicit Locked(Cluster& cluster) : m_cluster(cluster), m_lock(cluster.m_mutex) {}
-    ~Locked() {
-      auto ready = std::move(m_cluster.m_ready);
-      m_cluster.m_ready.clear();
-      m_lock.unlock();
-      for (auto& [promise, error] : ready) {
-        if (error)
-          promise.set_exception(std::move(error));
-        else
-          promise.set_value();
-      }
-    }
-    Locked(const Locked&) = delete;
-    Locked& operator=(const Locked&) = delete;
-
-   private:
-    Cluster& m_cluster;
-    std::unique_lock<std::mutex> m_lock;
+    explicit Locked(Cluster& cluster) : CompletingLock(cluster.m_mutex, cluster.m_completions) {}
   };
 
  public:
@@ -163,7 +139,7 @@ class Cluster {
       return make_failed_future<void>(std::make_exception_ptr(Error(problem)));
     }
     auto task = std::make_shared<Task>();
-    task->group = std::make_shared<Group>();
+    task->group = std::make_shared<TaskGroup>();
     task->chunk = std::move(chunk);
     Future<void> future = task->group->promise.get_future();
     Locked lock(*this);
@@ -317,20 +293,8 @@ class Cluster {
   /// Completes one part of a group: the group's Promise fails with the first error, or succeeds
   /// once every part has.
   void finish_locked(Task& task, std::exception_ptr error) {
-    Group& group = *task.group;
     task.chunk = Chunk{};  // NOTE: the Job may go away once the Promise completes
-    if (group.finished) return;
-    if (error) {
-      group.finished = true;
-      ++m_counters.failed;
-      m_ready.emplace_back(std::move(group.promise), std::move(error));
-      return;
-    }
-    if (--group.remaining == 0) {
-      group.finished = true;
-      ++m_counters.done;
-      m_ready.emplace_back(std::move(group.promise), nullptr);
-    }
+    m_completions.finish(*task.group, std::move(error), m_counters);
   }
 
   // ----- results -----
@@ -637,7 +601,7 @@ class Cluster {
   Clock::time_point m_last_live;
   std::string m_redis_error;
   std::size_t m_late_results = 0;
-  std::vector<std::pair<Promise<void>, std::exception_ptr>> m_ready;  // completed after unlocking
+  Completions m_completions;  // completed after unlocking
   TaskCounters m_counters;
 
   std::string m_last_result = "0";  // the reader's position (its own thread only)

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include <scale/detail/child_process.hpp>
+#include <scale/detail/task_group.hpp>
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
 #include <scale/detail/worker.hpp>
@@ -37,15 +38,8 @@ ProcessSpawner& pool_spawner() {
 
 using Clock = std::chrono::steady_clock;
 
-/// One submitted chunk: its Promise completes once every part of it (after splits) has run.
-struct Group {
-  Promise<void> promise;
-  std::size_t remaining = 1;  // guarded by the pool's mutex
-  bool finished = false;      // guarded by the pool's mutex
-};
-
 struct Task {
-  std::shared_ptr<Group> group;
+  std::shared_ptr<TaskGroup> group;
   Chunk chunk;
   unsigned attempts = 0;  // times this exact range was lost with its worker
   std::string frame;      // encoded, while it waits for an idle worker (see send_task_locked)
@@ -122,28 +116,10 @@ struct Worker {
 }  // namespace
 
 class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
-  /// The pool's lock. Promises completed while it is held complete after it is released: a
-  /// completion may run its continuation inline (no loop running) and submit again.
-  class Locked {
+  /// The pool's lock; Promises finished under it complete once it is released.
+  class Locked : public CompletingLock {
    public:
-    explicit Locked(ProcessPool& pool) : m_pool(pool), m_lock(pool.m_mutex) {}
-    ~Locked() {
-      auto ready = std::move(m_pool.m_ready);
-      m_pool.m_ready.clear();
-      m_lock.unlock();
-      for (auto& [promise, error] : ready) {
-        if (error)
-          promise.set_exception(std::move(error));
-        else
-          promise.set_value();
-      }
-    }
-    Locked(const Locked&) = delete;
-    Locked& operator=(const Locked&) = delete;
-
-   private:
-    ProcessPool& m_pool;
-    std::unique_lock<std::mutex> m_lock;
+    explicit Locked(ProcessPool& pool) : CompletingLock(pool.m_mutex, pool.m_completions) {}
   };
 
  public:
@@ -189,7 +165,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       return make_failed_future<void>(std::make_exception_ptr(Error(problem)));
     }
     auto task = std::make_shared<Task>();
-    task->group = std::make_shared<Group>();
+    task->group = std::make_shared<TaskGroup>();
     task->chunk = std::move(chunk);
     Future<void> future = task->group->promise.get_future();
     {
@@ -549,20 +525,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// Completes one part of a group: the group's Promise fails with the first error, or succeeds
   /// once every part has.
   void finish_locked(Task& task, std::exception_ptr error) {
-    Group& group = *task.group;
     task.chunk = Chunk{};  // NOTE: the Job may go away once the Promise completes
-    if (group.finished) return;
-    if (error) {
-      group.finished = true;
-      ++m_counters.failed;
-      m_ready.emplace_back(std::move(group.promise), std::move(error));
-      return;
-    }
-    if (--group.remaining == 0) {
-      group.finished = true;
-      ++m_counters.done;
-      m_ready.emplace_back(std::move(group.promise), nullptr);
-    }
+    m_completions.finish(*task.group, std::move(error), m_counters);
   }
 
   void fail_queue_locked(std::exception_ptr error) {
@@ -620,7 +584,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   bool m_stopping = false;
   bool m_pump_requested = false;
   std::exception_ptr m_refused;
-  std::vector<std::pair<Promise<void>, std::exception_ptr>> m_ready;  // completed after unlocking
+  Completions m_completions;  // completed after unlocking
   TaskCounters m_counters;
   std::thread m_watchdog;
 };

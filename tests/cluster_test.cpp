@@ -432,6 +432,8 @@ TEST_CASE("destroying the manager fails its outstanding chunks with scale::Stopp
   scale::Iterator<int> numbers(iota(10), *manager);
   auto pending = numbers.map(twice);
   REQUIRE(eventually([&] { return redis(url, {"HLEN", tag + ":managers"}).integer == 1; }));
+  // The call has handed its chunks to the manager (a manager must outlive the calls that use it).
+  REQUIRE(eventually([&] { return manager->stats().tasks_queued >= 1; }));
   manager.reset();
   REQUIRE_THROWS_AS(std::move(pending).get(), scale::Stopped);
   CHECK(redis(url, {"HLEN", tag + ":managers"}).integer == 0);
