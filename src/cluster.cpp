@@ -129,19 +129,10 @@ class Cluster {
   }
 
   Future<void> submit(Chunk chunk) {
-    std::string problem = chunk.job->remote_problem();
-    if (problem.empty() && chunk.job->task_name().empty())
-      problem = "scale: this job has no registered task and cannot run in another process";
-    if (problem.empty()) problem = scope_problem(*chunk.job);
-    if (!problem.empty()) {
-      chunk.job->cancel();
-      ++m_counters.failed;
-      return make_failed_future<void>(std::make_exception_ptr(Error(problem)));
-    }
-    auto task = std::make_shared<Task>();
-    task->group = std::make_shared<TaskGroup>();
-    task->chunk = std::move(chunk);
-    Future<void> future = task->group->promise.get_future();
+    Future<void> future;
+    std::string problem = scope_problem(*chunk.job);
+    auto task = start_remote_task<Task>(std::move(chunk), std::move(problem), m_counters, future);
+    if (!task) return future;
     Locked lock(*this);
     if (m_stopping) {
       finish_locked(*task, std::make_exception_ptr(Stopped()));
@@ -268,27 +259,11 @@ class Cluster {
   /// A task whose worker was lost (or that ran past its timeout): split it, run it again, or give
   /// up with WorkerLost, as the process pool does.
   void rerun_locked(std::shared_ptr<Task> task, const std::string& status) {
-    Job& job = *task->chunk.job;
-    if (task->group->finished || job.cancelled()) return finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
-    const unsigned max_retries = job.policy().max_retries.value_or(m_options.max_retries);
-    LostChunk outcome = on_lost_chunk(task->chunk, task->attempts, max_retries, status);
-    if (outcome.kind == LostChunk::Kind::give_up) {
-      job.cancel();
-      return finish_locked(*task, outcome.error);
-    }
-    ++m_counters.retried;
-    if (outcome.kind == LostChunk::Kind::split) {
-      auto second = std::make_shared<Task>();
-      second->group = task->group;
-      second->chunk = Chunk{task->chunk.job, outcome.middle, task->chunk.end};
-      task->chunk.end = outcome.middle;
-      ++task->group->remaining;
-      enqueue_locked(std::move(task));
-      enqueue_locked(std::move(second));
-      return;
-    }
-    enqueue_locked(std::move(task));
+    auto finish = [this](Task& part, std::exception_ptr error) { finish_locked(part, std::move(error)); };
+    for (auto& again : rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish))
+      enqueue_locked(std::move(again));
   }
+
 
   /// Completes one part of a group: the group's Promise fails with the first error, or succeeds
   /// once every part has.

@@ -156,18 +156,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
   Future<void> submit(Chunk chunk) {
-    std::string problem = chunk.job->remote_problem();
-    if (problem.empty() && chunk.job->task_name().empty())
-      problem = "scale: this job has no registered task and cannot run in another process";
-    if (!problem.empty()) {
-      chunk.job->cancel();
-      ++m_counters.failed;
-      return make_failed_future<void>(std::make_exception_ptr(Error(problem)));
-    }
-    auto task = std::make_shared<Task>();
-    task->group = std::make_shared<TaskGroup>();
-    task->chunk = std::move(chunk);
-    Future<void> future = task->group->promise.get_future();
+    Future<void> future;
+    auto task = start_remote_task<Task>(std::move(chunk), {}, m_counters, future);
+    if (!task) return future;
     {
       Locked lock(*this);
       if (m_stopping || m_refused) {
@@ -500,27 +491,15 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
 
   /// A task whose worker died while running it: split it, run it again, or give up with WorkerLost.
   void rerun_locked(std::shared_ptr<Task> task, const std::string& status) {
-    Job& job = *task->chunk.job;
     if (m_stopping) return finish_locked(*task, std::make_exception_ptr(Stopped()));
-    if (task->group->finished || job.cancelled()) return finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
-    const unsigned max_retries = job.policy().max_retries.value_or(m_options.max_retries);
-    LostChunk outcome = on_lost_chunk(task->chunk, task->attempts, max_retries, status);
-    if (outcome.kind == LostChunk::Kind::give_up) {
-      job.cancel();
-      return finish_locked(*task, outcome.error);
-    }
-    ++m_counters.retried;
-    if (outcome.kind == LostChunk::Kind::split) {
-      auto second =
-          std::make_shared<Task>(Task{task->group, Chunk{task->chunk.job, outcome.middle, task->chunk.end}, 0, {}});
-      task->chunk.end = outcome.middle;
-      ++task->group->remaining;
-      m_queue.push_front(std::move(second));
+    auto finish = [this](Task& part, std::exception_ptr error) { finish_locked(part, std::move(error)); };
+    auto again = rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish);
+    for (auto part = again.rbegin(); part != again.rend(); ++part) {
+      m_queue.push_front(std::move(*part));
       ++m_counters.queued;
     }
-    m_queue.push_front(std::move(task));
-    ++m_counters.queued;
   }
+
 
   /// Completes one part of a group: the group's Promise fails with the first error, or succeeds
   /// once every part has.

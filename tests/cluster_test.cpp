@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -161,6 +163,20 @@ bool wait_for_workers(const scale::ClusterManager& manager, std::size_t n) {
   return eventually([&] { return manager.stats().workers_alive == n; });
 }
 
+/// A test's cluster: a runtime, a namespace of its own, `n` workers of this build that have
+/// joined, and a manager.
+struct TestCluster {
+  explicit TestCluster(std::size_t n, scale::ClusterOptions options = fast_options()) {
+    for (std::size_t i = 0; i < n; ++i) workers.push_back(std::make_unique<WorkerProcess>(url));
+    manager.emplace(url, options);
+    REQUIRE(eventually([&] { return manager->stats().workers_alive == n; }));
+  }
+  scale::Runtime runtime;
+  std::string url = fresh_url();
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  std::optional<scale::ClusterManager> manager;
+};
+
 /// One Redis command from the test, for looking at keys.
 scale::detail::RedisReply redis(const std::string& url, std::vector<std::string> args) {
   scale::detail::RedisClient client(scale::detail::parse_redis_url(url.substr(0, url.find('?'))));
@@ -172,11 +188,8 @@ std::string tag_of(const std::string& url) { return "{scale:" + url.substr(url.f
 }  // namespace
 
 TEST_CASE("a map over many items on two workers returns every result in order", "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url), b(url);
-  scale::ClusterManager manager(url, fast_options());
-  REQUIRE(wait_for_workers(manager, 2));
+  TestCluster cluster(2);
+  scale::ClusterManager& manager = *cluster.manager;
   scale::Iterator<int> numbers(iota(20'000), manager);
   std::vector<int> result = numbers.map(twice).get();
   REQUIRE(result.size() == 20'000);
@@ -195,11 +208,9 @@ TEST_CASE("a map over many items on two workers returns every result in order", 
 
 TEST_CASE("workers() lists each live worker with its host, pid and build, and forgets one that leaves",
           "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url), b(url);
-  scale::ClusterManager manager(url, fast_options());
-  REQUIRE(wait_for_workers(manager, 2));
+  TestCluster cluster(2);
+  scale::ClusterManager& manager = *cluster.manager;
+  WorkerProcess &a = *cluster.workers[0], &b = *cluster.workers[1];
   std::vector<scale::ClusterWorker> workers = manager.workers();
   REQUIRE(workers.size() == 2);
   std::set<int> pids;
@@ -220,11 +231,10 @@ TEST_CASE("workers() lists each live worker with its host, pid and build, and fo
 
 TEST_CASE("a worker killed with kill -9 mid-map has its chunks rerun, and a worker that joins mid-map takes work",
           "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url), b(url);
-  scale::ClusterManager manager(url, fast_options());
-  REQUIRE(wait_for_workers(manager, 2));
+  TestCluster cluster(2);
+  scale::ClusterManager& manager = *cluster.manager;
+  WorkerProcess& a = *cluster.workers[0];
+  const std::string& url = cluster.url;
   scale::Iterator<int> numbers(iota(600), manager);
   scale::RunOptions options{.chunk_size = 10};
   auto pending = numbers.map(slow_twice_and_pid, options);
@@ -246,12 +256,11 @@ TEST_CASE("a worker killed with kill -9 mid-map has its chunks rerun, and a work
 }
 
 TEST_CASE("a reclaimed attempt's late result is discarded: each item's result is accepted once", "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url), b(url);
-  scale::ClusterManager manager(url, fast_options());
+  TestCluster cluster(2);
+  scale::ClusterManager& manager = *cluster.manager;
+  WorkerProcess &a = *cluster.workers[0], &b = *cluster.workers[1];
+  const std::string& url = cluster.url;
   scale::SharedMemory memory(url);
-  REQUIRE(wait_for_workers(manager, 2));
   scale::Iterator<int> numbers(iota(4), manager);
   numbers.use_scope(memory);
   scale::RunOptions options{.chunk_size = 1};
@@ -276,11 +285,8 @@ TEST_CASE("a reclaimed attempt's late result is discarded: each item's result is
 }
 
 TEST_CASE("a long chunk on a live worker is never taken from it", "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url);
-  scale::ClusterManager manager(url, fast_options());
-  REQUIRE(wait_for_workers(manager, 1));
+  TestCluster cluster(1);
+  scale::ClusterManager& manager = *cluster.manager;
   scale::Iterator<int> numbers(iota(2), manager);
   scale::RunOptions options{.chunk_size = 1};
   // Each item takes twice the heartbeat TTL: heartbeats keep the worker alive meanwhile.
@@ -290,10 +296,8 @@ TEST_CASE("a long chunk on a live worker is never taken from it", "[cluster]") {
 }
 
 TEST_CASE("an exception thrown by the function arrives as scale::RemoteError", "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url);
-  scale::ClusterManager manager(url, fast_options());
+  TestCluster cluster(1);
+  scale::ClusterManager& manager = *cluster.manager;
   scale::Iterator<int> numbers(iota(10), manager);
   try {
     numbers.map(throw_on_5).get();
@@ -306,10 +310,9 @@ TEST_CASE("an exception thrown by the function arrives as scale::RemoteError", "
 }
 
 TEST_CASE("the canonical program's map runs on cluster workers with a redis:// scope", "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url), b(url);
-  scale::ClusterManager manager(url, fast_options());
+  TestCluster cluster(2);
+  scale::ClusterManager& manager = *cluster.manager;
+  const std::string& url = cluster.url;
   scale::SharedMemory memory(url);
   scale::SharedEventEmitter events(url);
   scale::Iterator<int> numbers({1, 2, 3, 4, 5}, manager);
@@ -387,11 +390,9 @@ TEST_CASE("a worker of another build is never given tasks, is reported incompati
 }
 
 TEST_CASE("a worker ends with status 0 on SIGTERM after finishing the chunk it runs", "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url);
-  scale::ClusterManager manager(url, fast_options());
-  REQUIRE(wait_for_workers(manager, 1));
+  TestCluster cluster(1);
+  scale::ClusterManager& manager = *cluster.manager;
+  WorkerProcess& a = *cluster.workers[0];
   scale::Iterator<int> numbers(iota(1), manager);
   auto pending = numbers.map(sleep_then_twice);
   REQUIRE(eventually([&] { return manager.stats().tasks_running == 1; }));
@@ -406,11 +407,8 @@ TEST_CASE("a worker ends with status 0 on SIGTERM after finishing the chunk it r
 
 TEST_CASE("a chunk that runs past RunOptions::timeout is run again, then fails with scale::WorkerLost",
           "[cluster]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url), b(url);
-  scale::ClusterManager manager(url, fast_options());
-  REQUIRE(wait_for_workers(manager, 2));
+  TestCluster cluster(2);
+  scale::ClusterManager& manager = *cluster.manager;
   scale::Iterator<int> numbers(iota(1), manager);
   scale::RunOptions options{.max_retries = 1, .timeout = 300ms};
   try {

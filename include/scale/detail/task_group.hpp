@@ -6,11 +6,15 @@
 
 #include <cstddef>
 #include <exception>
+#include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include <scale/detail/job.hpp>
+#include <scale/detail/worker.hpp>
 #include <scale/future.hpp>
 
 namespace scale::detail {
@@ -69,5 +73,62 @@ class CompletingLock {
   Completions& m_completions;
   std::unique_lock<std::mutex> m_lock;
 };
+
+/// The start of a remote manager's submit. A chunk that cannot leave this process (the Job's
+/// remote_problem(), a Job with no registered task, or the manager's own `problem`) cancels its
+/// call and gets its failed Future here; otherwise the new Task (with `group` and `chunk` members)
+/// for it, and `future` is its group's.
+template <class Task>
+std::shared_ptr<Task> start_remote_task(Chunk chunk, std::string problem, TaskCounters& counters,
+                                        Future<void>& future) {
+  std::string why = chunk.job->remote_problem();
+  if (why.empty() && chunk.job->task_name().empty())
+    why = "scale: this job has no registered task and cannot run in another process";
+  if (why.empty()) why = std::move(problem);
+  if (!why.empty()) {
+    chunk.job->cancel();
+    ++counters.failed;
+    future = make_failed_future<void>(std::make_exception_ptr(Error(why)));
+    return nullptr;
+  }
+  auto task = std::make_shared<Task>();
+  task->group = std::make_shared<TaskGroup>();
+  task->chunk = std::move(chunk);
+  future = task->group->promise.get_future();
+  return task;
+}
+
+/// A task whose worker was lost while it ran (or that ran past its timeout): what runs again, in
+/// order (the task, and after a split its second half as a new Task in the same group), or
+/// nothing when the task is finished instead through `finish(task, error)` (its call was
+/// cancelled, or it gave up with WorkerLost; see on_lost_chunk).
+template <class Task, class Finish>
+std::vector<std::shared_ptr<Task>> rerun_lost_task(std::shared_ptr<Task> task, const std::string& status,
+                                                   unsigned default_max_retries, TaskCounters& counters,
+                                                   Finish&& finish) {
+  Job& job = *task->chunk.job;
+  if (task->group->finished || job.cancelled()) {
+    finish(*task, std::make_exception_ptr(ChunkSkipped()));
+    return {};
+  }
+  const unsigned max_retries = job.policy().max_retries.value_or(default_max_retries);
+  LostChunk outcome = on_lost_chunk(task->chunk, task->attempts, max_retries, status);
+  if (outcome.kind == LostChunk::Kind::give_up) {
+    job.cancel();
+    finish(*task, outcome.error);
+    return {};
+  }
+  ++counters.retried;
+  std::vector<std::shared_ptr<Task>> again{task};
+  if (outcome.kind == LostChunk::Kind::split) {
+    auto second = std::make_shared<Task>();
+    second->group = task->group;
+    second->chunk = Chunk{task->chunk.job, outcome.middle, task->chunk.end};
+    task->chunk.end = outcome.middle;
+    ++task->group->remaining;
+    again.push_back(std::move(second));
+  }
+  return again;
+}
 
 }  // namespace scale::detail
