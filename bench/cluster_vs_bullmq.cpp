@@ -1,0 +1,207 @@
+// ClusterManager against BullMQ, on one redis-server this benchmark starts on a free loopback
+// port (and kills by its pid at the end), measured in the same run:
+//   - scale: a map of N trivial items (x -> 2x) on a ClusterManager with 2 local workers (child
+//     processes of this binary started with --scale-worker redis://...), with automatic chunks
+//     and with chunk size 1; items/s from the call to the last result, best of a few runs;
+//   - BullMQ (bench/bullmq, Node.js): the same N trivial jobs added with addBulk and processed
+//     by 2 worker processes; jobs/s from the first add to the last completion. BullMQ runs with
+//     1 (its default) and 10 jobs at once per worker, and the better figure is the peer's.
+// Targets (reported, never asserted): >= 5x BullMQ's jobs/s with automatic chunks, >= 1x with
+// chunk size 1. Without node or npm, BullMQ's figure is skipped and the reason printed.
+//
+//   make bench        (or: build/bench/cluster_vs_bullmq [items, default 20000])
+
+#include <scale/iterator.hpp>
+#include <scale/managers/cluster.hpp>
+#include <scale/runtime.hpp>
+
+#include "../tests/support/redis_server.hpp"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+#ifndef SCALE_BENCH_BULLMQ_DIR
+#error "SCALE_BENCH_BULLMQ_DIR (the bench/bullmq folder) is set by bench/CMakeLists.txt"
+#endif
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr auto twice = [](int x) { return 2 * x; };
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+/// A worker of this very executable, joined through `url`; stopped with SIGTERM (SIGKILL after
+/// 5 s), and killed by the kernel if this benchmark dies first (it would otherwise serve on).
+class WorkerProcess {
+ public:
+  explicit WorkerProcess(const std::string& url) {
+    std::string self = "/proc/self/exe", flag = "--scale-worker", value = url;
+    char* argv[] = {self.data(), flag.data(), value.data(), nullptr};
+    const pid_t parent = ::getpid();
+    m_pid = ::fork();
+    if (m_pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);
+      ::execve("/proc/self/exe", argv, environ);
+      ::_exit(127);
+    }
+  }
+  ~WorkerProcess() {
+    if (m_pid <= 0) return;
+    ::kill(m_pid, SIGTERM);
+    for (int i = 0; i < 50; ++i) {
+      if (::waitpid(m_pid, nullptr, WNOHANG) == m_pid) return;
+      std::this_thread::sleep_for(100ms);
+    }
+    ::kill(m_pid, SIGKILL);
+    ::waitpid(m_pid, nullptr, 0);
+  }
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+  bool started() const { return m_pid > 0; }
+
+ private:
+  pid_t m_pid = -1;
+};
+
+struct ScaleFigures {
+  double auto_rate = 0;  // items/s, automatic chunks
+  double one_rate = 0;   // items/s, chunk size 1
+};
+
+/// Best items/s of `runs` maps over `numbers` (0, 1, ..., items - 1); nothing when a result is wrong.
+std::optional<double> measure(const scale::Iterator<int>& numbers, std::size_t items, std::size_t chunk_size, int runs) {
+  double best = 0;
+  for (int run = 0; run < runs; ++run) {
+    scale::RunOptions options;
+    options.chunk_size = chunk_size;
+    const auto start = Clock::now();
+    std::vector<int> result = numbers.map(twice, options).get();
+    const double rate = static_cast<double>(items) / seconds_since(start);
+    if (result.size() != items) {
+      std::fprintf(stderr, "cluster_vs_bullmq: %zu results for %zu items\n", result.size(), items);
+      return std::nullopt;
+    }
+    for (std::size_t i = 0; i < items; ++i)
+      if (result[i] != 2 * static_cast<int>(i)) {
+        std::fprintf(stderr, "cluster_vs_bullmq: wrong result at item %zu\n", i);
+        return std::nullopt;
+      }
+    best = std::max(best, rate);
+  }
+  return best;
+}
+
+std::optional<ScaleFigures> measure_scale(const std::string& url, std::size_t items) {
+  WorkerProcess first(url), second(url);
+  if (!first.started() || !second.started()) {
+    std::fprintf(stderr, "cluster_vs_bullmq: could not start the workers\n");
+    return std::nullopt;
+  }
+  scale::ClusterOptions cluster_options;
+  cluster_options.wait_for_workers = 20s;
+  scale::ClusterManager manager(url, cluster_options);
+  const auto deadline = Clock::now() + 20s;
+  while (manager.stats().workers_alive < 2) {
+    if (Clock::now() > deadline) {
+      std::fprintf(stderr, "cluster_vs_bullmq: the 2 workers did not join within 20 s\n");
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  std::vector<int> values(items);
+  std::iota(values.begin(), values.end(), 0);
+  scale::Iterator<int> numbers(values, manager);
+  const std::vector<int> warm_values(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(items, 100)));
+  scale::Iterator<int> warm(warm_values, manager);
+  if (!measure(warm, warm_values.size(), 1, 1)) return std::nullopt;  // both workers have run a chunk
+  const std::optional<double> auto_rate = measure(numbers, items, 0, 3);
+  const std::optional<double> one_rate = auto_rate ? measure(numbers, items, 1, 2) : std::nullopt;
+  if (!auto_rate || !one_rate) return std::nullopt;
+  return ScaleFigures{*auto_rate, *one_rate};
+}
+
+bool have(const char* program) {
+  return std::system(("command -v " + std::string(program) + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+/// BullMQ's jobs/s with `concurrency` jobs at once per worker, or the reason it has none.
+std::pair<double, std::string> bullmq(int port, std::size_t jobs, int concurrency) {
+  const std::string dir = SCALE_BENCH_BULLMQ_DIR;
+  if (!have("node")) return {0, "node not found: install Node.js (>= 18) to measure BullMQ"};
+  struct stat info {};
+  if (::stat((dir + "/node_modules/bullmq").c_str(), &info) != 0) {
+    if (!have("npm")) return {0, "npm not found: install npm to fetch BullMQ (npm ci in bench/bullmq)"};
+    std::fprintf(stderr, "cluster_vs_bullmq: installing BullMQ (npm ci in %s)\n", dir.c_str());
+    const std::string install = "cd '" + dir + "' && npm ci --no-audit --no-fund --loglevel=error 1>&2";
+    if (std::system(install.c_str()) != 0) return {0, "npm ci failed in " + dir + " (is the npm registry reachable?)"};
+  }
+  const std::string command = "cd '" + dir + "' && node bench.js " + std::to_string(port) + " " +
+                              std::to_string(jobs) + " " + std::to_string(concurrency);
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return {0, "could not run node"};
+  double rate = 0;
+  long completed = 0;
+  const bool parsed = std::fscanf(pipe, "%lf %ld", &rate, &completed) == 2;
+  const int status = ::pclose(pipe);
+  if (!parsed || status != 0 || completed != static_cast<long>(jobs)) return {0, "bench/bullmq/bench.js failed (see above)"};
+  return {rate, ""};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  scale::Runtime runtime(argc, argv);  // as a --scale-worker: serves tasks until SIGTERM, then exits
+  const std::size_t items = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 20'000;
+  if (items == 0) {
+    std::fprintf(stderr, "usage: cluster_vs_bullmq [items > 0]\n");
+    return 2;
+  }
+  if (!have("redis-server")) {
+    std::printf("cluster_vs_bullmq: skipped, redis-server not found (make deps installs it)\n");
+    return 0;
+  }
+  support::RedisServer redis;  // its own port; killed by its pid when main returns
+  const std::optional<ScaleFigures> scale_figures = measure_scale(redis.url(), items);
+  if (!scale_figures) return 1;
+  const auto [bull_1, why_1] = bullmq(redis.port(), items, 1);
+  const auto [bull_10, why_10] = why_1.empty() ? bullmq(redis.port(), items, 10) : std::pair<double, std::string>{0, why_1};
+  const double peer = std::max(bull_1, bull_10);
+
+  std::printf("cluster, 2 workers, %zu items      scale              BullMQ             ratio  target\n", items);
+  if (peer > 0) {
+    std::printf("automatic chunks                   %12.0f it/s  %12.0f jobs/s %6.1fx  >= 5x\n", scale_figures->auto_rate,
+                peer, scale_figures->auto_rate / peer);
+    std::printf("chunk size 1                       %12.0f it/s  %12.0f jobs/s %6.1fx  >= 1x\n", scale_figures->one_rate,
+                peer, scale_figures->one_rate / peer);
+    if (why_10.empty())
+      std::printf("(BullMQ, 1 job at once per worker: %.0f jobs/s; 10 at once: %.0f jobs/s; the better one is compared)\n",
+                  bull_1, bull_10);
+    else
+      std::printf("(BullMQ, 1 job at once per worker: %.0f jobs/s; 10 at once: not measured, %s)\n", bull_1,
+                  why_10.c_str());
+  } else {
+    std::printf("automatic chunks                   %12.0f it/s  (BullMQ skipped: %s)\n", scale_figures->auto_rate,
+                why_1.empty() ? why_10.c_str() : why_1.c_str());
+    std::printf("chunk size 1                       %12.0f it/s  (BullMQ skipped)\n", scale_figures->one_rate);
+  }
+  return 0;
+}
