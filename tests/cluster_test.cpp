@@ -441,6 +441,26 @@ TEST_CASE("destroying the manager fails its outstanding chunks with scale::Stopp
     CHECK(redis(url, {"XLEN", key.str}).integer == 0);
 }
 
+TEST_CASE("a Redis restarted without its data mid-map: the chunks are queued again and the map completes",
+          "[cluster]") {
+  scale::Runtime runtime;
+  support::RedisServer server;
+  const std::string url = server.url();
+  WorkerProcess a(url), b(url);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(wait_for_workers(manager, 2));
+  scale::Iterator<int> numbers(iota(300), manager);
+  scale::RunOptions options{.chunk_size = 5};
+  auto pending = numbers.map(slow_twice_and_pid, options);
+  REQUIRE(eventually([&] { return manager.stats().tasks_done >= 4; }));
+  server.stop();
+  server.start();
+  std::vector<std::pair<int, int>> result = std::move(pending).get();
+  REQUIRE(result.size() == 300);
+  for (std::size_t i = 0; i < result.size(); ++i) REQUIRE(result[i].first == static_cast<int>(2 * i));
+  CHECK(manager.stats().tasks_failed == 0);
+}
+
 TEST_CASE("--scale-worker without a URL and a bad --scale-heartbeat-ms are clear errors", "[cluster]") {
   std::string program = "cluster_test", worker = "--scale-worker", heartbeat = "--scale-heartbeat-ms", bad = "abc";
   {
