@@ -133,7 +133,7 @@ std::optional<ScaleFigures> measure_scale(const std::string& url, std::size_t it
   const std::vector<int> warm_values(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(items, 100)));
   scale::Iterator<int> warm(warm_values, manager);
   if (!measure(warm, warm_values.size(), 1, 1)) return std::nullopt;  // both workers have run a chunk
-  const std::optional<double> auto_rate = measure(numbers, items, 0, 3);
+  const std::optional<double> auto_rate = measure(numbers, items, 0, 5);
   const std::optional<double> one_rate = auto_rate ? measure(numbers, items, 1, 2) : std::nullopt;
   if (!auto_rate || !one_rate) return std::nullopt;
   return ScaleFigures{*auto_rate, *one_rate};
