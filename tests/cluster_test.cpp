@@ -27,6 +27,25 @@
 
 #include "support/redis_server.hpp"
 
+namespace {
+class WorkerProcess;
+std::string fresh_url();
+}  // namespace
+
+/// The Iterator behaviour suite on a ClusterManager with two workers of this executable, started
+/// once for the suite on the shared redis-server, and a fresh redis:// namespace for each scope.
+struct ClusterFactory {
+  static constexpr bool ships = true;
+  static const std::string& url();
+  static std::unique_ptr<scale::ScalabilityManager> make();
+  static scale::SharedMemory memory() { return scale::SharedMemory(fresh_url()); }
+  static scale::SharedEventEmitter events() { return scale::SharedEventEmitter(fresh_url()); }
+};
+
+#define SCALE_ITERATOR_FACTORIES ClusterFactory
+#define SCALE_ITERATOR_TAGS "[iterator][cluster]"
+#include "iterator_suite.hpp"
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #endif
@@ -186,6 +205,18 @@ scale::detail::RedisReply redis(const std::string& url, std::vector<std::string>
 std::string tag_of(const std::string& url) { return "{scale:" + url.substr(url.find("namespace=") + 10) + "}"; }
 
 }  // namespace
+
+const std::string& ClusterFactory::url() {
+  static const std::string url = fresh_url();
+  return url;
+}
+
+std::unique_ptr<scale::ScalabilityManager> ClusterFactory::make() {
+  static WorkerProcess a(url()), b(url());
+  auto manager = std::make_unique<scale::ClusterManager>(url(), fast_options());
+  REQUIRE(eventually([&] { return manager->stats().workers_alive == 2; }));
+  return manager;
+}
 
 TEST_CASE("a map over many items on two workers returns every result in order", "[cluster]") {
   TestCluster cluster(2);

@@ -81,6 +81,25 @@ struct Labelled {
   int value;
 };
 
+/// The state a test's scope uses: in this process, unless the factory names its own (a manager
+/// whose workers cannot reach this process declares `static scale::SharedMemory memory();` and
+/// `static scale::SharedEventEmitter events();`, e.g. on redis://).
+template <class Factory>
+scale::SharedMemory suite_memory() {
+  if constexpr (requires { Factory::memory(); })
+    return Factory::memory();
+  else
+    return scale::SharedMemory();
+}
+
+template <class Factory>
+scale::SharedEventEmitter suite_events() {
+  if constexpr (requires { Factory::events(); })
+    return Factory::events();
+  else
+    return scale::SharedEventEmitter();
+}
+
 inline std::vector<int> iota(int n) {
   std::vector<int> items(static_cast<std::size_t>(n));
   std::iota(items.begin(), items.end(), 0);
@@ -158,7 +177,7 @@ TEMPLATE_TEST_CASE("map takes R(T), R(T, Scope&), Future<R>(T) and Future<R>(T, 
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
-  scale::SharedMemory memory;
+  scale::SharedMemory memory = suite_memory<TestType>();
   memory.set("multiplier", 10).get();
   scale::Iterator<int> numbers({1, 2, 3, 4, 5}, *manager);
   numbers.use_scope(memory);
@@ -173,8 +192,8 @@ TEMPLATE_TEST_CASE("the canonical program's map reads the multiplier through the
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
-  scale::SharedMemory memory;
-  scale::SharedEventEmitter events;
+  scale::SharedMemory memory = suite_memory<TestType>();
+  scale::SharedEventEmitter events = suite_events<TestType>();
   scale::Iterator<int> numbers({1, 2, 3, 4, 5}, *manager);
   numbers.use_scope(memory, events);
   std::vector<int> result = runtime.run([&]() -> scale::Future<std::vector<int>> {
@@ -193,7 +212,7 @@ TEMPLATE_TEST_CASE("filter keeps the items its predicate accepts, in input order
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
-  scale::SharedMemory memory;
+  scale::SharedMemory memory = suite_memory<TestType>();
   memory.set("multiplier", 4).get();
   scale::Iterator<int> numbers(iota(20), *manager);
   numbers.use_scope(memory);
@@ -209,7 +228,7 @@ TEMPLATE_TEST_CASE("reduce folds with fn(T, T) and with fn(A, T) plus combine, i
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
-  scale::SharedMemory memory;
+  scale::SharedMemory memory = suite_memory<TestType>();
   memory.set("multiplier", 2).get();
   scale::Iterator<int> numbers(iota(1000), *manager);
   numbers.use_scope(memory);
@@ -229,7 +248,7 @@ TEMPLATE_TEST_CASE("for_each runs the function once per item, in all four shapes
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
-  scale::SharedMemory memory;
+  scale::SharedMemory memory = suite_memory<TestType>();
   scale::Iterator<int> numbers(iota(100), *manager);
   numbers.use_scope(memory);
   numbers.for_each(nothing).get();
