@@ -1,0 +1,57 @@
+// The SharedMemory behaviour suite on the in-process backend journaled to a scale-store log, as
+// scale-store runs it with --data-dir: each write's Future completes later, on the log's writer
+// thread. Durability must not change what a program observes.
+
+#include <cstddef>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include <scale/detail/store_log.hpp>
+#include <scale/shared_memory.hpp>
+
+namespace {
+
+/// A fresh data directory, removed when the test executable exits.
+std::string fresh_data_dir() {
+  struct Dirs {
+    std::mutex mutex;
+    std::deque<std::filesystem::path> paths;
+    ~Dirs() {
+      for (const auto& path : paths) {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+      }
+    }
+  };
+  static Dirs dirs;
+  std::string pattern = (std::filesystem::temp_directory_path() / "scale-durable-XXXXXX").string();
+  if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
+  std::lock_guard lock(dirs.mutex);
+  dirs.paths.emplace_back(pattern);
+  return pattern + "/data";
+}
+
+scale::SharedMemory journaled(std::size_t history) {
+  scale::detail::RecoveredMemory recovered;
+  auto log = scale::detail::StoreLog::open(
+      // `no` keeps the suite fast; the Futures complete on the writer thread under every policy.
+      {.dir = fresh_data_dir(), .fsync = scale::FsyncPolicy::no, .history = history}, recovered);
+  return scale::SharedMemory(scale::SharedMemory::Options{.history = history, .journal = log});
+}
+
+}  // namespace
+
+struct Journaled {
+  static scale::SharedMemory make() { return journaled(10'000); }
+  static scale::SharedMemory make_with_history(std::size_t history) { return journaled(history); }
+};
+
+using MemoryBackends = std::tuple<Journaled>;
+
+#include "shared_memory_suite.hpp"
