@@ -693,6 +693,29 @@ TEST_CASE("scale-store killed with kill -9 under --fsync always keeps every ackn
   WARN(total << " writes acknowledged before kill -9");
 }
 
+TEST_CASE("scale-store stopped with SIGTERM under --fsync no has every write after a restart", "[store_log][store]") {
+  TempDir dir;
+  {
+    StoreProcess store({"--port", "0", "--data-dir", dir.data(), "--fsync", "no"});
+    Connection connection(store.wait_for_port());
+    for (int i = 0; i < 20; ++i)
+      REQUIRE(connection.request("PUT", "/v1/kv/k" + std::to_string(i), std::to_string(i))->first == 200);
+    REQUIRE(::kill(store.pid, SIGTERM) == 0);
+    int status = store.wait();
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  StoreProcess restarted({"--port", "0", "--data-dir", dir.data(), "--fsync", "no"});
+  Connection connection(restarted.wait_for_port());
+  auto listed = connection.request("GET", "/v1/kv?prefix=k");
+  REQUIRE(listed);
+  REQUIRE(listed->first == 200);
+  auto entries = json::parse(listed->second);
+  REQUIRE(entries.size() == 20);
+  for (const auto& entry : entries)
+    CHECK(entry.at("value") == std::stoi(entry.at("key").get<std::string>().substr(1)));
+}
+
 TEST_CASE("scale-store refuses a corrupt log and a locked data directory, saying why", "[store_log][store]") {
   TempDir dir;
   {
