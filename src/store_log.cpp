@@ -602,8 +602,10 @@ void StoreLog::run_writer() {
         }
         if (m_options.fsync == FsyncPolicy::always && m_dirty) sync();
       } catch (const std::exception& problem) {
-        error = std::current_exception();
-        log_error(std::string(problem.what()) + "; every later write fails until scale-store is restarted");
+        error = std::make_exception_ptr(JournalError(
+            std::string(problem.what()) + "; the write is not durable, and every later write fails until "
+                                          "scale-store is restarted"));
+        log_error(problem.what());
         std::lock_guard lock(m_mutex);
         m_failed = error;
       }
@@ -618,7 +620,8 @@ void StoreLog::run_writer() {
       } catch (const std::exception& problem) {
         log_error(std::string(problem.what()) + "; every later write fails until scale-store is restarted");
         std::lock_guard lock(m_mutex);
-        m_failed = std::current_exception();
+        m_failed = std::make_exception_ptr(JournalError(
+            std::string(problem.what()) + "; every write fails until scale-store is restarted"));
       }
       last_sync = clock::now();
     }
@@ -726,7 +729,8 @@ void StoreLog::close() {
 StoreLog::~StoreLog() {
   close();
   // Writes made after close() were never written.
-  auto error = std::make_exception_ptr(Error("scale-store: the store's log is closed; the write was not made durable"));
+  auto error =
+      std::make_exception_ptr(JournalError("scale-store: the store's log is closed; the write was not made durable"));
   for (auto& pending : m_pending)
     if (pending.waiter) pending.waiter->done(error);
 }

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <scale/detail/subscription_state.hpp>
+#include <scale/error.hpp>
 #include <scale/future.hpp>
 
 namespace scale {
@@ -83,6 +84,13 @@ class MemoryBackend {
                      std::shared_ptr<SubscriptionQueue<Change>> queue) = 0;
 };
 
+/// A write applied in memory that its journal could not make durable (a failed write or fsync of
+/// scale-store's log, or a log already closed). The store server answers it with 500.
+class JournalError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// What a journaled write waits on: the journal calls done() once, from its own thread, with
 /// nullptr when the write is durable or with the error that kept it from being so.
 class JournalWaiter {
@@ -94,6 +102,8 @@ class JournalWaiter {
 /// Where the in-process backend records its writes to make them durable (scale-store's log,
 /// src/store_log.cpp). Both members are called with the backend's lock held, so they must be
 /// quick and must never call back into the backend.
+// NOTE: the waiters complete on the journal's thread. With no Runtime loop running, a Future's
+// continuation resumes right there, so it must not block waiting for another journaled write.
 class MemoryJournal {
  public:
   virtual ~MemoryJournal() = default;
