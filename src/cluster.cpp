@@ -392,6 +392,10 @@ class Cluster {
                        [ttls, i](std::exception_ptr error, RedisReply reply) {
                          if (!error && reply.type == RedisReply::Type::integer) (*ttls)[i] = reply.integer;
                        });
+      // NOTE: the result stream outlives a manager that was killed only by this long; workers then
+      // drop that manager's results (NOMKSTREAM). A live manager renews it at every scan, and
+      // should it lapse anyway (Redis away for that long), the scan below makes it again.
+      m_client->send(Role::commands, {"PEXPIRE", m_results, std::to_string(results_expiry_ms())}, ignore);
       m_client->send(Role::commands, {"EXISTS", m_results},
                      [this, seen, ttls, pending](std::exception_ptr error, RedisReply reply) {
                        if (m_stopping) return;
@@ -411,6 +415,10 @@ class Cluster {
                        next_scan();
                      });
     });
+  }
+
+  std::int64_t results_expiry_ms() const {
+    return std::max<std::int64_t>(60'000, 20 * m_options.heartbeat_ttl.count());
   }
 
   void next_scan() {

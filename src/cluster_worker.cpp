@@ -75,7 +75,9 @@ class ClusterWorkerProcess {
     ::sigaction(SIGTERM, &action, nullptr);
     ::sigaction(SIGINT, &action, nullptr);
 
-    log_error("worker " + m_id + " serving " + m_client.url().text + " (build fingerprint " + m_fingerprint + ")");
+    log_error("worker " + m_id + " serving " + m_client.url().text +
+              (m_keys.tag == "{scale}" ? std::string() : " under " + m_keys.tag) + " (build fingerprint " +
+              m_fingerprint + ")");
     m_client.post([this] { heartbeat(); });
     ensure_group();
     while (!g_stop.load()) read_and_run();

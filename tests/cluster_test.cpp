@@ -235,6 +235,10 @@ TEST_CASE("a map over many items on two workers returns every result in order", 
   CHECK(stats.tasks_done >= (20'000 + 6) / 7);
   CHECK(stats.tasks_running == 0);
   CHECK(stats.tasks_queued == 0);
+  // The manager's result stream expires unless the manager renews it (so a killed one's goes away).
+  auto results = redis(cluster.url, {"KEYS", tag_of(cluster.url) + ":results:*"});
+  REQUIRE(results.elements.size() == 1);
+  CHECK(redis(cluster.url, {"PTTL", results.elements[0].str}).integer > 0);
 }
 
 TEST_CASE("workers() lists each live worker with its host, pid and build, and forgets one that leaves",
