@@ -283,7 +283,8 @@ class Cluster {
                        m_client->post([this] { read_results(); }, 200);  // the connection reopens with backoff
                        return;
                      }
-                     if (!reply.is_nil() && !reply.elements.empty()) results(reply.elements[0].elements[1]);
+                     if (!reply.is_nil() && !reply.elements.empty() && reply.elements[0].elements.size() == 2)
+                       results(reply.elements[0].elements[1]);
                      read_results();
                    });
   }
@@ -291,6 +292,7 @@ class Cluster {
   void results(const RedisReply& entries) {
     std::vector<std::string> del{"XDEL", m_results};
     for (const RedisReply& entry : entries.elements) {
+      if (entry.elements.size() != 2) continue;
       m_last_result = entry.elements[0].str;
       del.push_back(m_last_result);
       const RedisReply& fields = entry.elements[1];

@@ -172,7 +172,9 @@ class ClusterWorkerProcess {
     }
     if (!m_delivery_pending.empty() && m_delivered->load()) m_delivery_pending.clear();
     if (reply.is_nil() || reply.elements.empty()) return;
-    for (const RedisReply& entry : reply.elements[0].elements[1].elements) run(entry);
+    if (reply.elements[0].elements.size() < 2) return;
+    for (const RedisReply& entry : reply.elements[0].elements[1].elements)
+      if (entry.elements.size() == 2) run(entry);
   }
 
   void run(const RedisReply& entry) {

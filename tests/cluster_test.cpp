@@ -112,9 +112,9 @@ std::string fresh_url() {
   return support::RedisServer::shared().url() + "?namespace=" + support::RedisServer::fresh_namespace();
 }
 
-/// Short heartbeats, so a lost worker is noticed within half a second.
+/// Short heartbeats (workers beat every 100 ms), so a lost worker is noticed within about 600 ms.
 scale::ClusterOptions fast_options() {
-  return scale::ClusterOptions{.heartbeat_interval = 100ms, .heartbeat_ttl = 300ms, .wait_for_workers = 10s};
+  return scale::ClusterOptions{.heartbeat_interval = 100ms, .heartbeat_ttl = 500ms, .wait_for_workers = 10s};
 }
 
 bool eventually(auto condition, std::chrono::milliseconds limit = 10s) {
@@ -170,6 +170,11 @@ auto stalled_once = [](int x, scale::Scope& scope) -> int {
 
 auto sleep_then_twice = [](int x) {
   std::this_thread::sleep_for(600ms);
+  return 2 * x;
+};
+
+auto sleep_1200ms_then_twice = [](int x) {
+  std::this_thread::sleep_for(1200ms);
   return 2 * x;
 };
 
@@ -324,8 +329,8 @@ TEST_CASE("a long chunk on a live worker is never taken from it", "[cluster]") {
   scale::ClusterManager& manager = *cluster.manager;
   scale::Iterator<int> numbers(iota(2), manager);
   scale::RunOptions options{.chunk_size = 1};
-  // Each item takes twice the heartbeat TTL: heartbeats keep the worker alive meanwhile.
-  REQUIRE(numbers.map(sleep_then_twice, options).get() == std::vector<int>{0, 2});
+  // Each item takes over twice the heartbeat TTL: heartbeats keep the worker alive meanwhile.
+  REQUIRE(numbers.map(sleep_1200ms_then_twice, options).get() == std::vector<int>{0, 2});
   CHECK(manager.stats().tasks_retried == 0);
   CHECK(manager.stats().workers_lost == 0);
 }
