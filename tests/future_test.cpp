@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <scale/detail/loop.hpp>
 #include <scale/future.hpp>
 #include <scale/runtime.hpp>
 #include <scale/sleep_for.hpp>
@@ -226,4 +227,35 @@ TEST_CASE("a Promise completed from another thread resumes its awaiter on the lo
     co_return v == 9 && scale::detail::on_loop_thread();
   });
   REQUIRE(resumed_on_loop);
+}
+
+namespace {
+scale::detail::Detached await_where_completed(scale::Future<int> future, std::atomic<int>& value,
+                                              std::atomic<std::thread::id>& where) {
+  value = co_await scale::detail::resume_where_completed(std::move(future));
+  where = std::this_thread::get_id();
+}
+}  // namespace
+
+TEST_CASE("resume_where_completed resumes on the completing thread while the loop is busy", "[future]") {
+  scale::Runtime runtime;
+  std::atomic<bool> release_loop{false}, loop_blocked{false};
+  scale::detail::post([&] {
+    loop_blocked = true;
+    while (!release_loop) std::this_thread::sleep_for(1ms);
+  });
+  while (!loop_blocked) std::this_thread::sleep_for(1ms);
+  scale::Promise<int> promise;
+  std::atomic<int> value{0};
+  std::atomic<std::thread::id> where{};
+  await_where_completed(promise.get_future(), value, where);
+  std::thread::id producer_id;
+  std::thread producer([&] {
+    producer_id = std::this_thread::get_id();
+    promise.set_value(7);
+  });
+  producer.join();
+  REQUIRE(value == 7);  // already resumed, though the loop is still blocked
+  REQUIRE(where.load() == producer_id);
+  release_loop = true;
 }

@@ -50,6 +50,29 @@ struct ResumeOnLoop {
   void await_resume() const noexcept {}
 };
 
+/// What detail code may do with a Future that users may not (see resume_where_completed).
+struct FutureAccess {
+  template <class T>
+  static std::shared_ptr<State<T>> claim(Future<T>& future) {
+    return future.claim();
+  }
+};
+
+/// Awaits `future` and resumes on the thread that completes it (at once when it is ready), never
+/// through the loop: for library code that must go on while the loop is busy or absent (the store
+/// server's request path). The coroutine then runs on whatever thread completed the Future, so it
+/// must not touch loop-only state.
+template <class T>
+auto resume_where_completed(Future<T>&& future) {
+  struct Awaiter {
+    std::shared_ptr<State<T>> state;
+    bool await_ready() const noexcept { return state->is_ready(); }
+    bool await_suspend(std::coroutine_handle<> handle) noexcept { return state->set_continuation(handle, true); }
+    T await_resume() { return state->take(); }
+  };
+  return Awaiter{FutureAccess::claim(future)};
+}
+
 /// A coroutine nobody awaits. Its body must handle its own errors; any that escapes is logged.
 struct Detached {
   struct promise_type {
@@ -111,6 +134,7 @@ class [[nodiscard]] Future {
   Awaiter operator co_await() & { return Awaiter{claim()}; }
 
  private:
+  friend struct detail::FutureAccess;
   std::shared_ptr<detail::State<T>> claim() {
     if (!m_state)
       throw std::logic_error("scale::Future is empty (default-constructed or moved from)");

@@ -48,11 +48,13 @@ class StateBase {
           "keep the value, or use when_all to wait for several");
   }
 
-  /// Sets the coroutine to resume on completion. Returns false when already complete (resume now).
-  bool set_continuation(std::coroutine_handle<> handle) noexcept {
+  /// Sets the coroutine to resume on completion: through the loop, or (`where_completed`) on the
+  /// thread that completes the state. Returns false when already complete (resume now).
+  bool set_continuation(std::coroutine_handle<> handle, bool where_completed = false) noexcept {
     std::lock_guard lock(m_mutex);
     if (m_done) return false;
     m_continuation = handle;
+    m_resume_where_completed = where_completed;
     return true;
   }
 
@@ -76,9 +78,12 @@ class StateBase {
     m_ready.store(true, std::memory_order_release);
     auto continuation = std::exchange(m_continuation, {});
     if (m_waiters > 0) m_cv.notify_all();
+    const bool here = m_resume_where_completed;
     lock.unlock();
     untrack(this);
-    if (continuation) post(continuation);
+    if (!continuation) return;
+    if (here) continuation.resume();
+    else post(continuation);
   }
 
   std::mutex m_mutex;
@@ -89,6 +94,7 @@ class StateBase {
   int m_waiters = 0;
   std::exception_ptr m_error;
   std::coroutine_handle<> m_continuation;
+  bool m_resume_where_completed = false;
 };
 
 template <class T>
