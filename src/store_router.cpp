@@ -462,6 +462,9 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
   } catch (const Compacted& error) {
     status = http::status::gone;
     message = error.what();
+  } catch (const JournalError& error) {  // applied in memory, but not made durable: the server's fault
+    status = http::status::internal_server_error;
+    message = error.what();
   } catch (const Error& error) {  // TypeMismatch, or an increment that overflows
     status = http::status::conflict;
     message = error.what();
