@@ -343,12 +343,12 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
         for (const auto& [key, value] : object.items())
           if (key.empty()) fail(http::status::bad_request, "a key of the object is empty");
         Future<Revision> written = m_memory->set_many(std::move(object));
-        Revision revision = co_await written;
+        Revision revision = co_await detail::resume_where_completed(std::move(written));
         co_return ok(revision_body(revision));
       }
       const std::string* prefix = target.find("prefix");
       Future<std::vector<Entry>> listed = m_memory->list(prefix ? *prefix : std::string());
-      std::vector<Entry> entries = co_await listed;
+      std::vector<Entry> entries = co_await detail::resume_where_completed(std::move(listed));
       std::string body = "[";
       for (const auto& entry : entries) {
         if (body.size() > 1) body += ',';
@@ -361,7 +361,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       std::string key = path_name(path, "/v1/kv/", "key");
       if (method == http::verb::get) {
         Future<std::optional<Entry>> found = m_memory->entry(key);
-        std::optional<Entry> entry = co_await found;
+        std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
         if (!entry) fail(http::status::not_found, "key '" + key + "' not found");
         std::string body;
         body.reserve(64 + entry->key.size());
@@ -373,7 +373,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       }
       if (method == http::verb::delete_) {
         Future<bool> erasing = m_memory->erase(key);
-        bool erased = co_await erasing;
+        bool erased = co_await detail::resume_where_completed(std::move(erasing));
         if (!erased) fail(http::status::not_found, "key '" + key + "' not found");
         std::string body = "{\"deleted\":";
         append_json(body, json(key));
@@ -394,7 +394,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       } else if (if_match != request.end()) {
         if (if_match->value() == "*") {
           Future<std::optional<Entry>> found = m_memory->entry(key);
-          std::optional<Entry> entry = co_await found;
+          std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
           if (!entry) fail(http::status::precondition_failed, "key '" + key + "' is absent (If-Match: *)");
           expected = entry->revision;
         } else {
@@ -407,14 +407,14 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
         json object = json::object();
         object.emplace(key, std::move(value));
         Future<Revision> written = m_memory->set_many(std::move(object));
-        Revision revision = co_await written;
+        Revision revision = co_await detail::resume_where_completed(std::move(written));
         co_return ok(revision_body(revision));
       }
       Future<Revision> compared = m_memory->compare_and_set_revision(key, *expected, std::move(value));
-      Revision written = co_await compared;
+      Revision written = co_await detail::resume_where_completed(std::move(compared));
       if (written == 0) {
         Future<std::optional<Entry>> found = m_memory->entry(key);
-        std::optional<Entry> current = co_await found;
+        std::optional<Entry> current = co_await detail::resume_where_completed(std::move(found));
         fail(http::status::precondition_failed,
              "key '" + key + "' " +
                  (current ? "is at revision " + std::to_string(current->revision) : std::string("is absent")) +
@@ -437,7 +437,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
         }
       }
       Future<Incremented> incrementing = m_memory->increment_with_revision(std::move(key), by);
-      Incremented done = co_await incrementing;
+      Incremented done = co_await detail::resume_where_completed(std::move(incrementing));
       co_return make_response(request.version(), request.keep_alive(), http::status::ok,
                               "{\"revision\":" + std::to_string(done.revision) +
                                   ",\"value\":" + std::to_string(done.value) + "}\n");
@@ -446,7 +446,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       std::string name = path_name(path, "/v1/events/", "event name");
       json payload = blank(request.body()) ? json(nullptr) : parse_body(request);
       Future<void> emitted = m_events->emit(std::move(name), std::move(payload));
-      co_await emitted;
+      co_await detail::resume_where_completed(std::move(emitted));
       co_return ok("{\"emitted\":true}\n");
     }
     if (is_stream(endpoint(method, path))) {

@@ -205,16 +205,17 @@ class RequestCounts {
   double m_latency_sum = 0;
 };
 
-/// Waits for a scale::Future from Asio: a detached scale coroutine awaits it (it resumes on the
-/// thread that completes the Future, or on a running Runtime's loop) and posts the result to the
-/// handler's executor, so no I/O thread blocks. Completes with (exception, value).
+/// Waits for a scale::Future from Asio: a detached scale coroutine awaits it, resuming on the
+/// thread that completes the Future (never through a Runtime's loop, which an embedding program
+/// may keep busy), and posts the result to the handler's executor, so no I/O thread blocks.
+/// Completes with (exception, value).
 template <class T, class Handler>
 detail::Detached forward_when_ready(Future<T> future, Handler handler) {
   auto work = asio::make_work_guard(asio::get_associated_executor(handler));
   std::exception_ptr error;
   T value{};
   try {
-    value = co_await future;
+    value = co_await detail::resume_where_completed(std::move(future));
   } catch (...) {
     error = std::current_exception();
   }

@@ -1,6 +1,8 @@
 // The SharedMemory behaviour suite on the in-process backend journaled to a scale-store log, as
-// scale-store runs it with --data-dir: each write's Future completes later, on the log's writer
-// thread. Durability must not change what a program observes.
+// scale-store runs it with --data-dir (each write's Future completes later, on the log's writer
+// thread), and over http:// on a StoreServer embedded in this program with a data directory (its
+// answers must not wait for this program's loop, which the suite blocks in a handler).
+// Durability must not change what a program observes.
 
 #include <cstddef>
 #include <cstdlib>
@@ -14,6 +16,8 @@
 
 #include <scale/detail/store_log.hpp>
 #include <scale/shared_memory.hpp>
+
+#include "support/http_store.hpp"
 
 namespace {
 
@@ -52,6 +56,14 @@ struct Journaled {
   static scale::SharedMemory make_with_history(std::size_t history) { return journaled(history); }
 };
 
-using MemoryBackends = std::tuple<Journaled>;
+struct DurableHttp {
+  static scale::SharedMemory make() { return make_with_history(10'000); }
+  static scale::SharedMemory make_with_history(std::size_t history) {
+    return scale::SharedMemory(support::fresh_store_url(
+        {.history = history, .data_dir = fresh_data_dir(), .fsync = scale::FsyncPolicy::always}));
+  }
+};
+
+using MemoryBackends = std::tuple<Journaled, DurableHttp>;
 
 #include "shared_memory_suite.hpp"
