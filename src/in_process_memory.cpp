@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
+#include <new>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -21,6 +23,82 @@ std::int64_t now_ms() {
 }
 
 using ChangePtr = std::shared_ptr<const Change>;
+
+/// A stored JSON value in 24 bytes: a string of up to 23 bytes inline, anything else as a json.
+/// NOTE: short strings are the common small value; inline, they cost no allocation of their own
+/// (a json string is a heap std::string plus its heap buffer past 15 bytes), which keeps a
+/// million-key store near Redis's memory per key. The tag byte is the last one, after the json's
+/// 16 bytes, so the two never overlap.
+class CompactValue {
+ public:
+  CompactValue() { new (m_bytes) nlohmann::json(); m_bytes[tag_at] = json_tag; }
+  CompactValue(const nlohmann::json& value) { construct(value); }  // NOLINT: stored as given
+  CompactValue(const CompactValue& other) { construct_from(other); }
+  CompactValue(CompactValue&& other) noexcept { construct_from(std::move(other)); }
+  CompactValue& operator=(const CompactValue& other) {
+    if (this != &other) {
+      CompactValue copy(other);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  CompactValue& operator=(CompactValue&& other) noexcept {
+    if (this != &other) {
+      destroy();
+      construct_from(std::move(other));
+    }
+    return *this;
+  }
+  ~CompactValue() { destroy(); }
+
+  /// The value as JSON (a copy).
+  nlohmann::json get() const {
+    if (is_json()) return as_json();
+    return nlohmann::json(std::string(reinterpret_cast<const char*>(m_bytes), m_bytes[tag_at]));
+  }
+
+ private:
+  static constexpr std::size_t tag_at = 23;
+  static constexpr unsigned char json_tag = 0xff;
+  static constexpr std::size_t max_inline = tag_at;
+  static_assert(sizeof(nlohmann::json) <= tag_at && alignof(nlohmann::json) <= 8);
+
+  bool is_json() const noexcept { return m_bytes[tag_at] == json_tag; }
+  const nlohmann::json& as_json() const noexcept { return *std::launder(reinterpret_cast<const nlohmann::json*>(m_bytes)); }
+  void destroy() noexcept {
+    if (is_json()) std::launder(reinterpret_cast<nlohmann::json*>(m_bytes))->~basic_json();
+  }
+  void construct(const nlohmann::json& value) {
+    if (value.is_string()) {
+      const auto& text = value.get_ref<const std::string&>();
+      if (text.size() <= max_inline) {
+        std::memcpy(m_bytes, text.data(), text.size());
+        m_bytes[tag_at] = static_cast<unsigned char>(text.size());
+        return;
+      }
+    }
+    new (m_bytes) nlohmann::json(value);
+    m_bytes[tag_at] = json_tag;
+  }
+  void construct_from(const CompactValue& other) {
+    if (other.is_json()) {
+      new (m_bytes) nlohmann::json(other.as_json());
+      m_bytes[tag_at] = json_tag;
+    } else {
+      std::memcpy(m_bytes, other.m_bytes, sizeof m_bytes);
+    }
+  }
+  void construct_from(CompactValue&& other) noexcept {
+    if (other.is_json()) {
+      new (m_bytes) nlohmann::json(std::move(*std::launder(reinterpret_cast<nlohmann::json*>(other.m_bytes))));
+      m_bytes[tag_at] = json_tag;
+    } else {
+      std::memcpy(m_bytes, other.m_bytes, sizeof m_bytes);
+    }
+  }
+
+  alignas(8) unsigned char m_bytes[24];
+};
 using ChangeQueue = SubscriptionQueue<Change>;
 
 /// Completes a journaled write's Future with its result once the journal reports it durable.
@@ -87,7 +165,7 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     auto found = m_map.find(key);
     if (found == m_map.end()) return make_ready_future(std::optional<Entry>());
     return make_ready_future(std::optional<Entry>(
-        Entry{std::move(key), found->second.value, found->second.revision, found->second.timestamp_ms}));
+        Entry{std::move(key), found->second.value.get(), found->second.revision, found->second.timestamp_ms}));
   }
 
   Future<bool> erase(std::string key) override {
@@ -127,7 +205,7 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     std::vector<Entry> entries;
     std::lock_guard lock(m_mutex);
     for (auto it = m_map.lower_bound(prefix); it != m_map.end() && it->first.starts_with(prefix); ++it)
-      entries.push_back(Entry{it->first, it->second.value, it->second.revision, it->second.timestamp_ms});
+      entries.push_back(Entry{it->first, it->second.value.get(), it->second.revision, it->second.timestamp_ms});
     return make_ready_future(std::move(entries));
   }
 
@@ -161,7 +239,7 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
 
  private:
   struct Stored {
-    nlohmann::json value;
+    CompactValue value;
     Revision revision = 0;
     std::int64_t timestamp_ms = 0;
   };
@@ -220,7 +298,7 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
       auto found = m_map.find(key);
       std::int64_t current = 0;
       if (found != m_map.end()) {
-        const auto& value = found->second.value;
+        const auto value = found->second.value.get();
         if (!value.is_number_integer() ||
             (value.is_number_unsigned() && !std::in_range<std::int64_t>(value.get<std::uint64_t>())))
           return make_failed_future<R>(
@@ -235,7 +313,7 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
       auto revision = ++m_revision;
       auto timestamp = now_ms();
       if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
-      found->second = Stored{sum, revision, timestamp};
+      found->second = Stored{nlohmann::json(sum), revision, timestamp};
       done = Incremented{sum, revision};
       auto change = std::make_shared<const Change>(Change{std::move(key), sum, revision, timestamp, false});
       if (m_options.journal) durable = journal(revision, timestamp, std::span(&change, 1), answer(R{}, done));
@@ -255,7 +333,7 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
       std::vector<Entry> entries;
       entries.reserve(m_map.size());
       for (const auto& [key, stored] : m_map)
-        entries.push_back(Entry{key, stored.value, stored.revision, stored.timestamp_ms});
+        entries.push_back(Entry{key, stored.value.get(), stored.revision, stored.timestamp_ms});
       m_options.journal->snapshot(revision, std::move(entries));
     }
     return durable;
