@@ -95,6 +95,10 @@ class Cluster {
   void start() {
     prepare_streams();
     m_client->send(Role::commands, {"HSET", m_keys.managers(), m_id, m_fingerprint}, ignore);
+    m_client->send(Role::commands, {"CONFIG", "GET", "proto-max-bulk-len"},
+                   [this](std::exception_ptr error, RedisReply reply) {
+                     if (!error && !reply.is_error()) m_bulk_limit = bulk_limit_of(reply);
+                   });
     // The reader's first XREAD waits behind the stream's creation on the commands connection.
     m_client->send(Role::commands, {"PING"}, [this](std::exception_ptr, RedisReply) { read_results(); });
     m_client->post([this] { scan(); });
@@ -201,6 +205,11 @@ class Cluster {
     std::string payload;
     try {
       append_task_payload(task->chunk, payload);
+      if (payload.size() + redis_bulk_margin > m_bulk_limit)
+        throw Error("scale::ClusterManager: a chunk of " + std::to_string(task->chunk.size()) + " item(s) takes " +
+                    std::to_string(payload.size()) + " bytes, more than this Redis accepts in one value " +
+                    "(proto-max-bulk-len " + std::to_string(m_bulk_limit.load()) +
+                    "); pass a smaller RunOptions::chunk_size");
     } catch (...) {
       task->chunk.job->cancel();
       finish_locked(*task, std::current_exception());
@@ -220,7 +229,17 @@ class Cluster {
                      Locked lock(*this);
                      auto at = m_attempts.find(attempt);
                      if (at == m_attempts.end()) return;
-                     if (error || reply.is_error() || reply.type != RedisReply::Type::string) {
+                     if (!error && reply.is_error()) {
+                       // Redis refused the entry (e.g. larger than its proto-max-bulk-len): no retry helps.
+                       auto task = at->second;
+                       m_attempts.erase(at);
+                       task->chunk.job->cancel();
+                       finish_locked(*task, m_client->error_of("XADD (a chunk of " + std::to_string(payload.size()) +
+                                                                   " bytes; a smaller RunOptions::chunk_size may help)",
+                                                               reply));
+                       return;
+                     }
+                     if (error || reply.type != RedisReply::Type::string) {
                        // Redis is away: try again; the wait for workers bounds how long.
                        if (!m_stopping)
                          m_client->post([this, attempt, payload = std::move(payload)]() mutable {
@@ -577,6 +596,7 @@ class Cluster {
 
   mutable std::mutex m_mutex;
   std::atomic<bool> m_stopping{false};
+  std::atomic<std::size_t> m_bulk_limit{redis_default_bulk_limit};
   std::uint64_t m_next_attempt = 0;
   std::unordered_map<std::uint64_t, std::shared_ptr<Task>> m_attempts;  // outstanding, by attempt id
   std::unordered_map<std::string, std::uint64_t> m_by_entry;            // their stream entries

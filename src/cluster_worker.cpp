@@ -23,6 +23,7 @@
 
 #include <scale/detail/loop.hpp>
 #include <scale/detail/task_registry.hpp>
+#include <scale/detail/wire.hpp>
 #include <scale/detail/worker.hpp>
 
 namespace scale::detail {
@@ -80,6 +81,11 @@ class ClusterWorkerProcess {
               m_fingerprint + ")");
     m_client.post([this] { heartbeat(); });
     ensure_group();
+    try {
+      m_bulk_limit = bulk_limit_of(call(RedisClient::Role::commands, {"CONFIG", "GET", "proto-max-bulk-len"}));
+    } catch (const std::exception&) {
+      // CONFIG may be disabled: keep Redis's default.
+    }
     while (!g_stop.load()) read_and_run();
     leave();
   }
@@ -170,7 +176,7 @@ class ClusterWorkerProcess {
       ensure_group();
       return;
     }
-    if (!m_delivery_pending.empty() && m_delivered->load()) m_delivery_pending.clear();
+    settle_delivery();
     if (reply.is_nil() || reply.elements.empty()) return;
     if (reply.elements[0].elements.size() < 2) return;
     for (const RedisReply& entry : reply.elements[0].elements[1].elements)
@@ -181,7 +187,17 @@ class ClusterWorkerProcess {
     const std::string& entry_id = entry.elements[0].str;
     const RedisReply& fields = entry.elements[1];
     std::string out;
-    const bool ok = run_task_payload(field(fields, "p"), nullptr, nullptr, out);
+    bool ok = run_task_payload(field(fields, "p"), nullptr, nullptr, out);
+    if (out.size() + redis_bulk_margin > m_bulk_limit) {
+      const std::size_t size = out.size();
+      out.clear();
+      encode_exception(std::make_exception_ptr(Error(
+                           "scale: Redis refused this chunk's result (" + std::to_string(size) +
+                           " bytes, more than its proto-max-bulk-len " + std::to_string(m_bulk_limit) +
+                           "); pass a smaller RunOptions::chunk_size")),
+                       out);
+      ok = false;
+    }
     m_delivery_pending = {
         {"XADD", m_keys.results(field(fields, "m")), "NOMKSTREAM", "*", "a", field(fields, "a"), "k", ok ? "r" : "e",
          "w", m_id, "p", std::move(out)},
@@ -195,14 +211,37 @@ class ClusterWorkerProcess {
   void send_delivery() {
     if (m_delivery_pending.empty()) return;
     m_delivered = std::make_shared<std::atomic<bool>>(false);
+    m_refused = std::make_shared<std::string>();
     auto failed = std::make_shared<std::atomic<bool>>(false);
     for (std::size_t i = 0; i < m_delivery_pending.size(); ++i) {
       const bool last = i + 1 == m_delivery_pending.size();
+      // NOTE: these callbacks run before the next read's reply (one connection, in order), and
+      // the main thread looks at their flags only after that reply.
       m_client.send(RedisClient::Role::blocking, m_delivery_pending[i],
-                    [failed, last, delivered = m_delivered](std::exception_ptr error, RedisReply) {
+                    [failed, last, first = i == 0, delivered = m_delivered, refused = m_refused](
+                        std::exception_ptr error, RedisReply reply) {
                       if (error) failed->store(true);
+                      if (!error && first && reply.is_error()) *refused = reply.str;
                       if (last && !failed->load()) delivered->store(true);
                     });
+    }
+  }
+
+  /// After a reply that came behind the delivery: done, to send again, or (Redis refused the
+  /// result, e.g. too large for it) replaced by that error for the manager.
+  void settle_delivery() {
+    if (!m_delivery_pending.empty() && !m_refused->empty()) {
+      // Redis would not store the result (too large for it, say): the manager gets that error instead.
+      std::string error;
+      encode_exception(std::make_exception_ptr(Error("scale: Redis refused this chunk's result (" +
+                                                     std::to_string(m_delivery_pending[0][11].size()) +
+                                                     " bytes): " + *m_refused +
+                                                     "; pass a smaller RunOptions::chunk_size")),
+                       error);
+      m_delivery_pending[0][7] = "e";
+      m_delivery_pending[0][11] = std::move(error);
+    } else if (!m_delivery_pending.empty() && m_delivered->load()) {
+      m_delivery_pending.clear();
     }
   }
 
@@ -213,7 +252,7 @@ class ClusterWorkerProcess {
       for (int i = 0; i < 10 && !m_delivery_pending.empty(); ++i) {
         send_delivery();
         call(RedisClient::Role::blocking, {"PING"});
-        if (m_delivered->load()) m_delivery_pending.clear();
+        settle_delivery();
       }
       call(RedisClient::Role::commands, {"DEL", m_keys.heartbeat(m_id)});
       call(RedisClient::Role::commands, {"HDEL", m_keys.workers(), m_id});
@@ -238,6 +277,8 @@ class ClusterWorkerProcess {
   std::set<std::string> m_warned_managers;  // the I/O thread's
   std::vector<std::vector<std::string>> m_delivery_pending;
   std::shared_ptr<std::atomic<bool>> m_delivered = std::make_shared<std::atomic<bool>>(false);
+  std::size_t m_bulk_limit = redis_default_bulk_limit;
+  std::shared_ptr<std::string> m_refused = std::make_shared<std::string>();  // Redis's error for the result
 };
 
 }  // namespace

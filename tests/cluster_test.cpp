@@ -178,6 +178,10 @@ auto sleep_1200ms_then_twice = [](int x) {
   return 2 * x;
 };
 
+auto two_megabytes = [](int x) { return std::string(2u << 20, static_cast<char>('a' + x)); };
+
+auto length_of = [](const std::string& text) { return text.size(); };
+
 auto sleep_2s = [](int x) {
   std::this_thread::sleep_for(2s);
   return x;
@@ -499,6 +503,24 @@ TEST_CASE("a Redis restarted without its data mid-map: the chunks are queued aga
   REQUIRE(result.size() == 300);
   for (std::size_t i = 0; i < result.size(); ++i) REQUIRE(result[i].first == static_cast<int>(2 * i));
   CHECK(manager.stats().tasks_failed == 0);
+}
+
+TEST_CASE("a chunk or a result too large for Redis fails the call with Redis's error instead of hanging",
+          "[cluster]") {
+  scale::Runtime runtime;
+  support::RedisServer server(0, {"--proto-max-bulk-len", "1mb"});
+  const std::string url = server.url();
+  WorkerProcess a(url);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(wait_for_workers(manager, 1));
+  scale::Iterator<int> numbers(iota(1), manager);
+  REQUIRE_THROWS_WITH(numbers.map(two_megabytes).get(),
+                      Catch::Contains("Redis refused this chunk's result") && Catch::Contains("chunk_size"));
+  scale::Iterator<std::string> texts(std::vector<std::string>{std::string(2u << 20, 'x')}, manager);
+  REQUIRE_THROWS_WITH(texts.map(length_of).get(),
+                      Catch::Contains("proto-max-bulk-len") && Catch::Contains("chunk_size"));
+  // The worker still serves.
+  REQUIRE(numbers.map(twice).get() == std::vector<int>{0});
 }
 
 TEST_CASE("--scale-worker without a URL and a bad --scale-heartbeat-ms are clear errors", "[cluster]") {

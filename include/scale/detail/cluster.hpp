@@ -14,6 +14,8 @@
 //   <tag>:managers             a Hash: manager id → its fingerprint (so a worker can say why it
 //                              is given nothing)
 
+#include <cstddef>
+#include <exception>
 #include <string>
 
 #include <scale/detail/redis_client.hpp>
@@ -42,6 +44,24 @@ inline ClusterKeys cluster_keys(const RedisUrl& url, const std::string& who) {
       throw Error(who + "(\"" + url.text + "\"): unknown URL option '" + name + "'; the only option is namespace");
   }
   return keys;
+}
+
+/// The largest string Redis accepts in a command by default (its proto-max-bulk-len). A larger
+/// one makes Redis close the connection, so each side checks sizes before sending.
+inline constexpr std::size_t redis_default_bulk_limit = std::size_t{512} << 20;
+/// Room kept below the limit for the other arguments of a command.
+inline constexpr std::size_t redis_bulk_margin = 4096;
+
+/// proto-max-bulk-len from a CONFIG GET reply ([name, value]), or the default (CONFIG may be
+/// disabled on a managed Redis).
+inline std::size_t bulk_limit_of(const RedisReply& reply) {
+  if (reply.elements.size() != 2) return redis_default_bulk_limit;
+  try {
+    const auto value = std::stoull(reply.elements[1].str);
+    return value > redis_bulk_margin ? static_cast<std::size_t>(value) : redis_default_bulk_limit;
+  } catch (const std::exception&) {
+    return redis_default_bulk_limit;
+  }
 }
 
 /// "host:pid:random", unique among the processes that share a Redis.

@@ -20,7 +20,9 @@ class Cluster;
 /// Timings and retries of a ClusterManager; meant for designated initialisers:
 /// `scale::ClusterManager manager("redis://127.0.0.1:6379", {.wait_for_workers = std::chrono::seconds(5)});`
 struct ClusterOptions {
-  std::chrono::milliseconds heartbeat_interval{1000};  ///< how often a worker renews its heartbeat key
+  /// How often a worker renews its heartbeat key (workers take theirs from `--scale-heartbeat-ms`,
+  /// 1000 by default); the manager looks at the heartbeats this often (at most every heartbeat_ttl / 3).
+  std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_ttl{3000};       ///< a worker silent this long is lost; its chunks run elsewhere
   std::chrono::milliseconds wait_for_workers{30000};   ///< with no live worker, a chunk fails after this
   unsigned max_retries = 3;                            ///< reruns of a chunk whose worker was lost
