@@ -5,6 +5,8 @@
 #include <scale/detail/worker.hpp>
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
 #include <sys/time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,6 +18,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -81,6 +84,41 @@ TaskEntry find_task(std::string_view name) {
   return at->second;
 }
 
+/// The executable's GNU build id (the linker's hash of its contents, `readelf -n`), or empty when
+/// it was linked without one.
+const std::string& gnu_build_id() {
+  static const std::string id = [] {
+    std::string found;
+    ::dl_iterate_phdr(
+        [](dl_phdr_info* info, std::size_t, void* out) -> int {
+          // The first object is the executable itself.
+          for (int i = 0; i < info->dlpi_phnum; ++i) {
+            const auto& header = info->dlpi_phdr[i];
+            if (header.p_type != PT_NOTE) continue;
+            const char* at = reinterpret_cast<const char*>(info->dlpi_addr + header.p_vaddr);
+            const char* end = at + header.p_memsz;
+            while (at + sizeof(ElfW(Nhdr)) <= end) {
+              ElfW(Nhdr) note;
+              std::memcpy(&note, at, sizeof note);
+              const char* name = at + sizeof note;
+              const char* desc = name + ((note.n_namesz + 3) & ~3u);
+              const char* next = desc + ((note.n_descsz + 3) & ~3u);
+              if (next > end) break;
+              if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0) {
+                static_cast<std::string*>(out)->assign(desc, note.n_descsz);
+                return 1;
+              }
+              at = next;
+            }
+          }
+          return 1;
+        },
+        &found);
+    return found;
+  }();
+  return id;
+}
+
 std::string build_fingerprint() {
   std::uint64_t hash = 1469598103934665603ull;  // FNV-1a
   auto mix = [&](std::string_view bytes) {
@@ -98,8 +136,11 @@ std::string build_fingerprint() {
   }
   // NOTE: a test hook: processes whose SCALE_FINGERPRINT_SALT differs count as different builds.
   if (const char* salt = std::getenv("SCALE_FINGERPRINT_SALT")) mix(salt);
-  struct stat st {};
-  if (::stat("/proc/self/exe", &st) == 0) {
+  // The build id names the executable's contents, so a copy on another server (scp without -p,
+  // a container image) matches; without one, its size and modification time stand in.
+  if (!gnu_build_id().empty()) {
+    mix(gnu_build_id());
+  } else if (struct stat st {}; ::stat("/proc/self/exe", &st) == 0) {
     mix(std::to_string(st.st_size));
     mix(std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec));
   }

@@ -523,7 +523,7 @@ TEST_CASE("a chunk or a result too large for Redis fails the call with Redis's e
   REQUIRE(numbers.map(twice).get() == std::vector<int>{0});
 }
 
-TEST_CASE("--scale-worker without a URL and a bad --scale-heartbeat-ms are clear errors", "[cluster]") {
+TEST_CASE("a --scale-worker without a URL and a bad --scale-heartbeat-ms are clear errors", "[cluster]") {
   std::string program = "cluster_test", worker = "--scale-worker", heartbeat = "--scale-heartbeat-ms", bad = "abc";
   {
     char* argv[] = {program.data(), worker.data(), nullptr};

@@ -11,12 +11,14 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -42,6 +44,7 @@ struct ProcessPoolFactory {
 #include "support/redis_server.hpp"
 
 #include <scale/detail/redis_client.hpp>
+#include <scale/detail/task_registry.hpp>
 
 namespace {
 
@@ -376,6 +379,30 @@ TEST_CASE("a worker of another build is refused with a clear error", "[process_p
   REQUIRE(again.map(iterator_suite::twice).get()[9] == 18);
 }
 
+TEST_CASE("a copy of the executable with another modification time has the same fingerprint",
+          "[process_pool]") {
+  // A worker on another server runs a copy of the executable: the build id, not the file's
+  // dates, must decide.
+  std::string copy = "/tmp/scale-fingerprint-copy-" + std::to_string(::getpid());
+  {
+    std::ifstream in("/proc/self/exe", std::ios::binary);
+    std::ofstream out(copy, std::ios::binary);
+    out << in.rdbuf();
+  }
+  REQUIRE(::chmod(copy.c_str(), 0700) == 0);
+  timespec times[2] = {{1'000'000, 0}, {1'000'000, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, copy.c_str(), times, 0) == 0);
+  std::string printed;
+  if (FILE* pipe = ::popen((copy + " --print-fingerprint").c_str(), "r")) {
+    char line[128] = {};
+    if (std::fgets(line, sizeof line, pipe)) printed = line;
+    ::pclose(pipe);
+  }
+  std::remove(copy.c_str());
+  if (!printed.empty() && printed.back() == '\n') printed.pop_back();
+  REQUIRE(printed == scale::detail::build_fingerprint());
+}
+
 TEST_CASE("helper: a long map for the Ctrl-C test", "[.][ctrl_c_helper]") {
   scale::Runtime runtime;
   scale::ProcessPoolManager manager({.max_workers = 2});
@@ -468,5 +495,9 @@ int main(int argc, char** argv) {
   // In a worker this serves tasks and never returns. In the parent the Runtime goes away again:
   // each test case builds its own.
   { scale::Runtime runtime(argc, argv); }
+  if (argc == 2 && std::string(argv[1]) == "--print-fingerprint") {
+    std::printf("%s\n", scale::detail::build_fingerprint().c_str());
+    return 0;
+  }
   return Catch::Session().run(argc, argv);
 }

@@ -6,7 +6,7 @@
 #include <vector>
 
 TEST_CASE("the Runtime takes its --scale-* flags out of argc and argv", "[runtime]") {
-  std::vector<std::string> args = {"app", "--scale-worker", "redis://x:1", "input.txt", "--scale-debug", "-v"};
+  std::vector<std::string> args = {"app", "--scale-heartbeat-ms", "500", "input.txt", "--scale-debug", "-v"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -17,7 +17,7 @@ TEST_CASE("the Runtime takes its --scale-* flags out of argc and argv", "[runtim
   REQUIRE(std::string(argv[1]) == "input.txt");
   REQUIRE(std::string(argv[2]) == "-v");
   REQUIRE(argv[3] == nullptr);
-  REQUIRE(runtime.scale_flags() == std::vector<std::string>{"--scale-worker", "redis://x:1", "--scale-debug"});
+  REQUIRE(runtime.scale_flags() == std::vector<std::string>{"--scale-heartbeat-ms", "500", "--scale-debug"});
 }
 
 TEST_CASE("only one Runtime exists at a time", "[runtime]") {

@@ -33,6 +33,8 @@
 #include <scale/detail/subscription_state.hpp>
 #include <scale/error.hpp>
 
+#include "support/spawn.hpp"
+
 using nlohmann::json;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
@@ -486,7 +488,7 @@ TEST_CASE("concurrent writers under --fsync always share fsyncs and each is ackn
   WARN("fsyncs for " << threads * writes << " writes: " << fsyncs);
 }
 
-TEST_CASE("--fsync no never calls fsync while serving, and close() fsyncs once", "[store_log]") {
+TEST_CASE("under --fsync no, fsync is never called while serving, and close() fsyncs once", "[store_log]") {
   TempDir dir;
   Durable store(options_for(dir.data(), scale::FsyncPolicy::no));
   for (int i = 0; i < 50; ++i) (void)store.memory->set_many(json{{"k", i}}).get();
@@ -495,7 +497,7 @@ TEST_CASE("--fsync no never calls fsync while serving, and close() fsyncs once",
   CHECK(store.log->fsyncs() == 1);
 }
 
-TEST_CASE("--fsync everysec acknowledges before fsync and fsyncs within about a second", "[store_log]") {
+TEST_CASE("under --fsync everysec, a write is acknowledged before fsync, which follows within about a second", "[store_log]") {
   TempDir dir;
   Durable store(options_for(dir.data(), scale::FsyncPolicy::everysec));
   for (int i = 0; i < 50; ++i) (void)store.memory->set_many(json{{"k", i}}).get();
@@ -521,22 +523,7 @@ namespace {
 /// scale-store started with `args`; its output (stdout and stderr) is read for the port and kept.
 struct StoreProcess {
   explicit StoreProcess(const std::vector<std::string>& args) {
-    int pipe_fds[2];
-    if (::pipe(pipe_fds) != 0) throw std::runtime_error("pipe failed");
-    pid = ::fork();
-    if (pid == 0) {
-      ::dup2(pipe_fds[1], 1);
-      ::dup2(pipe_fds[1], 2);
-      ::close(pipe_fds[0]);
-      ::close(pipe_fds[1]);
-      std::vector<char*> argv{const_cast<char*>(SCALE_STORE_BINARY)};
-      for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-      argv.push_back(nullptr);
-      ::execv(SCALE_STORE_BINARY, argv.data());
-      ::_exit(127);
-    }
-    ::close(pipe_fds[1]);
-    log_fd = pipe_fds[0];
+    pid = support::spawn_with_log(SCALE_STORE_BINARY, args, log_fd, /*stdout_too=*/true);
   }
   ~StoreProcess() {
     if (pid > 0) {

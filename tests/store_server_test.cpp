@@ -26,6 +26,8 @@
 #include <scale/error.hpp>
 #include <scale/store_server.hpp>
 
+#include "support/spawn.hpp"
+
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -567,22 +569,7 @@ TEST_CASE("stop() ends open streams and idle connections and returns promptly", 
 namespace {
 /// Starts the scale-store program with `args`; its stderr is read through `log_fd`.
 pid_t spawn_store(const std::vector<std::string>& args, int& log_fd) {
-  int pipe_fds[2];
-  REQUIRE(::pipe(pipe_fds) == 0);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(pipe_fds[1], 2);
-    ::close(pipe_fds[0]);
-    ::close(pipe_fds[1]);
-    std::vector<char*> argv{const_cast<char*>(SCALE_STORE_BINARY)};
-    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-    argv.push_back(nullptr);
-    ::execv(SCALE_STORE_BINARY, argv.data());
-    ::_exit(127);
-  }
-  ::close(pipe_fds[1]);
-  log_fd = pipe_fds[0];
-  return pid;
+  return support::spawn_with_log(SCALE_STORE_BINARY, args, log_fd);
 }
 
 /// Reads the program's stderr until `pattern` matches (or it closes); the whole log so far.

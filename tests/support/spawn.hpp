@@ -1,0 +1,36 @@
+#pragma once
+// A program of the test's own (scale-store, say) started with its output read through a pipe.
+
+#include <unistd.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace support {
+
+/// Starts `program` with `args`; its stderr (and its stdout with `stdout_too`) can be read from
+/// `log_fd`. Returns the pid (the caller stops it by that pid).
+inline pid_t spawn_with_log(const char* program, const std::vector<std::string>& args, int& log_fd,
+                            bool stdout_too = false) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) throw std::runtime_error("pipe failed");
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    if (stdout_too) ::dup2(pipe_fds[1], 1);
+    ::dup2(pipe_fds[1], 2);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    std::vector<char*> argv{const_cast<char*>(program)};
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    ::execv(program, argv.data());
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  log_fd = pipe_fds[0];
+  return pid;
+}
+
+}  // namespace support
