@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
   app.add_option("--cors-origin", options.cors_origin, "Let a web page from this origin use the API (CORS)");
   app.add_option("--history", options.history, "Changes kept for watches that start in the past")
       ->capture_default_str();
+  app.add_option("--io-threads", options.io_threads, "Threads serving connections (each with its own event loop)")
+      ->check(CLI::Range(1u, 256u))
+      ->capture_default_str();
   app.add_option("--data-dir", options.data_dir,
                  "Keep the store durable in DIR (created if missing): an append-only log and snapshots, "
                  "replayed at start; without it the store lives in memory only (docs/durability.md)")
