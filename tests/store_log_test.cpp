@@ -33,6 +33,7 @@
 #include <scale/detail/subscription_state.hpp>
 #include <scale/error.hpp>
 
+#include "support/loopback.hpp"
 #include "support/spawn.hpp"
 
 using nlohmann::json;
@@ -566,17 +567,7 @@ struct StoreProcess {
 /// connection failed (the server went away).
 class Connection {
  public:
-  explicit Connection(std::uint16_t port) {
-    m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{5, 0};
-    ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
-      throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
-  }
+  explicit Connection(std::uint16_t port) : m_fd(support::connect_loopback(port)) {}
   ~Connection() { ::close(m_fd); }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

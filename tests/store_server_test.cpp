@@ -26,6 +26,7 @@
 #include <scale/error.hpp>
 #include <scale/store_server.hpp>
 
+#include "support/loopback.hpp"
 #include "support/spawn.hpp"
 
 using nlohmann::json;
@@ -44,18 +45,8 @@ struct Reply {
 /// A blocking HTTP/1.1 client on one keep-alive connection, enough to talk to the store.
 class Client {
  public:
-  explicit Client(std::uint16_t port, std::chrono::milliseconds timeout = 5s) {
-    m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (m_fd < 0) throw std::runtime_error("socket() failed");
-    timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
-    ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
-      throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
-  }
+  explicit Client(std::uint16_t port, std::chrono::milliseconds timeout = 5s)
+      : m_fd(support::connect_loopback(port, timeout)) {}
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
   ~Client() { ::close(m_fd); }
