@@ -732,21 +732,26 @@ TEST_CASE("scale-store refuses a corrupt log and a locked data directory, saying
   CHECK(refused.log.find("byte offset " + std::to_string(second_record.offset)) != std::string::npos);
 }
 
-TEST_CASE("scale-store rejects an unknown --fsync value and --help documents the durability flags",
-          "[store_log][store]") {
-  StoreProcess bad({"--fsync", "sometimes"});
-  int status = bad.wait();
-  bad.read_until(std::regex("a^"));
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) != 0);
-  CHECK(bad.log.find("sometimes") != std::string::npos);
+TEST_CASE("scale-store rejects bad flag values and --help documents every flag", "[store_log][store]") {
+  for (std::vector<std::string> args : {std::vector<std::string>{"--fsync", "sometimes"},
+                                        std::vector<std::string>{"--io-threads", "0"}}) {
+    StoreProcess bad(args);
+    int status = bad.wait();
+    bad.read_until(std::regex("a^"));
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) != 0);
+    CHECK(bad.log.find(args[0]) != std::string::npos);
+  }
+  int status = 0;
 
   StoreProcess help({"--help"});
   status = help.wait();
   help.read_until(std::regex("a^"));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  for (const char* text : {"--data-dir", "--fsync", "always", "everysec", "--compact-min-bytes"})
+  for (const char* text : {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin",
+                           "--history", "--io-threads", "--data-dir", "--fsync", "always", "everysec",
+                           "--compact-min-bytes"})
     CHECK(help.log.find(text) != std::string::npos);
 }
 #endif
