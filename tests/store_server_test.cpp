@@ -447,6 +447,44 @@ TEST_CASE("a client that sends its headers too slowly is disconnected while othe
   CHECK(std::chrono::steady_clock::now() - started < 3s);
 }
 
+TEST_CASE("a client that pipelines requests and never reads the answers is disconnected while others are served",
+          "[store]") {
+  TestServer server({.read_timeout = 300ms});
+  Client writer(server.port());
+  REQUIRE(writer.request("PUT", "/v1/kv/big", "\"" + std::string(64 * 1024, 'x') + "\"").status == 200);
+  // Requests for the big value until the socket takes no more: the server is then blocked on
+  // answers nobody reads, and must neither queue them without bound nor stall anyone else.
+  Client greedy(server.port());
+  const std::string get = "GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n";
+  auto until = std::chrono::steady_clock::now() + 2s;
+  std::size_t sent = 0;
+  while (std::chrono::steady_clock::now() < until && sent < 2000 * get.size()) {
+    auto n = ::send(greedy.fd(), get.data(), get.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  CHECK(sent > 0);
+  CHECK(writer.request("GET", "/healthz").status == 200);
+  // Past the read timeout the server gives up on this reader: what it had sent is still here to
+  // read, then the connection ends, long before every answer.
+  std::this_thread::sleep_for(1500ms);
+  std::size_t requests = sent / get.size();
+  std::size_t received = 0;
+  char chunk[65536];
+  bool closed = false;
+  for (;;) {
+    auto n = ::recv(greedy.fd(), chunk, sizeof chunk, 0);
+    if (n > 0) received += static_cast<std::size_t>(n);
+    else {
+      closed = n == 0 || errno == ECONNRESET;
+      break;
+    }
+  }
+  CHECK(closed);
+  CHECK(received < requests * 64 * 1024);
+}
+
 TEST_CASE("one connection more than the cap gets 503 and is closed", "[store]") {
   TestServer server({.max_connections = 2});
   Client a(server.port()), b(server.port());
