@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include <scale/detail/store_log.hpp>
+#include "store/store_log.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view bytes(reinterpret_cast<const char*>(data), size);

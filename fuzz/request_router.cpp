@@ -22,7 +22,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <nlohmann/json.hpp>
 
-#include <scale/detail/store_router.hpp>
+#include "store/store_router.hpp"
 
 namespace {
 

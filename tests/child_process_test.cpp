@@ -6,7 +6,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
-#include <scale/detail/child_process.hpp>
+#include "process/child_process.hpp"
 #include <scale/detail/wire.hpp>
 
 #include <dirent.h>

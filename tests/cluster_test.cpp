@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include <scale/detail/redis_client.hpp>
+#include "redis/redis_client.hpp"
 
 #include "support/redis_server.hpp"
 

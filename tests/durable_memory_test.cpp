@@ -14,7 +14,7 @@
 #include <string>
 #include <tuple>
 
-#include <scale/detail/store_log.hpp>
+#include "store/store_log.hpp"
 #include <scale/shared_memory.hpp>
 
 #include "support/http_store.hpp"

@@ -7,7 +7,7 @@
 #include <scale/runtime.hpp>
 #include <scale/shared_memory.hpp>
 #include <scale/store_server.hpp>
-#include <scale/detail/http_client.hpp>
+#include "http/http_client.hpp"
 
 #include "support/recorder.hpp"
 

@@ -43,7 +43,7 @@ struct ProcessPoolFactory {
 #include "iterator_suite.hpp"
 #include "support/redis_server.hpp"
 
-#include <scale/detail/redis_client.hpp>
+#include "redis/redis_client.hpp"
 #include <scale/detail/task_registry.hpp>
 
 namespace {

@@ -8,7 +8,7 @@
 #include <thread>
 #include <vector>
 
-#include <scale/detail/redis_client.hpp>
+#include "redis/redis_client.hpp"
 #include <scale/error.hpp>
 #include <scale/runtime.hpp>
 

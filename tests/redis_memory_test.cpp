@@ -25,7 +25,7 @@ using MemoryBackends = std::tuple<Redis>;
 
 #include "shared_memory_suite.hpp"
 
-#include <scale/detail/redis_client.hpp>
+#include "redis/redis_client.hpp"
 
 TEST_CASE("a redis:// store keeps every key under its hash tag", "[shared_memory][redis]") {
   scale::Runtime runtime;

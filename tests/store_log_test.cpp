@@ -29,7 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include <scale/detail/memory_backend.hpp>
-#include <scale/detail/store_log.hpp>
+#include "store/store_log.hpp"
 #include <scale/detail/subscription_state.hpp>
 #include <scale/error.hpp>
 

@@ -1,5 +1,5 @@
 // scale-store: the HTTP store server (scale::StoreServer) as a program. Flags, signals, logs;
-// everything else is in src/store_server.cpp. `scale-store --help` lists the flags.
+// everything else is in src/store/store_server.cpp. `scale-store --help` lists the flags.
 
 #include <csignal>
 #include <cstdlib>

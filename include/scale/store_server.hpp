@@ -1,6 +1,6 @@
 #pragma once
 /// \file scale::StoreServer, the HTTP store (`scale-store`) embeddable in a program's own process.
-/// The HTTP API is described in docs/http-api.md; the transport stays in src/store_server.cpp.
+/// The HTTP API is described in docs/http-api.md; the transport stays in src/store/store_server.cpp.
 
 #include <chrono>
 #include <cstddef>

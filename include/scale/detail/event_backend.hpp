@@ -26,7 +26,7 @@ class EventBackend {
   virtual void subscribe(std::string event, std::shared_ptr<SubscriptionQueue<nlohmann::json>> queue) = 0;
 };
 
-/// The in-process bus (src/in_process_events.cpp).
+/// The in-process bus (src/in_process/in_process_events.cpp).
 std::shared_ptr<EventBackend> make_in_process_events();
 
 /// The backend for a URL; throws scale::Error for a scheme this build does not support.

@@ -1,5 +1,5 @@
 #pragma once
-// The runtime's loop, as the headers see it. Implemented in src/runtime.cpp.
+// The runtime's loop, as the headers see it. Implemented in src/core/runtime.cpp.
 
 #include <chrono>
 #include <coroutine>

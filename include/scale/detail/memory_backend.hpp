@@ -100,7 +100,7 @@ class JournalWaiter {
 };
 
 /// Where the in-process backend records its writes to make them durable (scale-store's log,
-/// src/store_log.cpp). Both members are called with the backend's lock held, so they must be
+/// src/store/store_log.cpp). Both members are called with the backend's lock held, so they must be
 /// quick and must never call back into the backend.
 // NOTE: the waiters complete on the journal's thread. With no Runtime loop running, a Future's
 // continuation resumes right there, so it must not block waiting for another journaled write.
@@ -141,7 +141,7 @@ struct RecoveredMemory {
   Revision compacted_through = 0;
 };
 
-/// The in-process backend (src/in_process_memory.cpp).
+/// The in-process backend (src/in_process/in_process_memory.cpp).
 std::shared_ptr<MemoryBackend> make_in_process_memory(InProcessMemoryOptions options);
 /// The in-process backend starting from recovered state.
 std::shared_ptr<MemoryBackend> make_in_process_memory(InProcessMemoryOptions options, RecoveredMemory state);

@@ -2,8 +2,8 @@
 
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
-#include <scale/detail/http_client.hpp>
-#include <scale/detail/redis_client.hpp>
+#include "http/http_client.hpp"
+#include "redis/redis_client.hpp"
 
 #include <cstdlib>
 #include <string_view>

@@ -4,7 +4,7 @@
 // docs/redis.md describes the key layout, the scripts and the guarantees.
 
 #include <scale/detail/memory_backend.hpp>
-#include <scale/detail/redis_client.hpp>
+#include "redis/redis_client.hpp"
 #include <scale/shared_memory.hpp>
 
 #include <algorithm>

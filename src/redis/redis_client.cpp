@@ -1,8 +1,8 @@
 // The Redis client behind the redis:// backends: Asio on one I/O thread per client, hiredis's
 // reply reader (redisReaderCreate/Feed/GetReply) and command formatter (redisFormatCommandArgv).
-// See include/scale/detail/redis_client.hpp for the roles of its connections.
+// See src/redis/redis_client.hpp for the roles of its connections.
 
-#include <scale/detail/redis_client.hpp>
+#include "redis/redis_client.hpp"
 
 #include <algorithm>
 #include <array>

@@ -1,5 +1,5 @@
 #pragma once
-// What a ClusterManager (src/cluster.cpp) and its workers (src/cluster_worker.cpp) agree on in
+// What a ClusterManager (src/cluster/manager.cpp) and its workers (src/cluster/worker.cpp) agree on in
 // Redis. Every key sits under one hash tag, "{scale}" (or "{scale:N}" with ?namespace=N in the
 // URL), so a Redis Cluster node can hold them all:
 //
@@ -18,7 +18,7 @@
 #include <exception>
 #include <string>
 
-#include <scale/detail/redis_client.hpp>
+#include "redis/redis_client.hpp"
 #include <scale/error.hpp>
 
 namespace scale::detail {

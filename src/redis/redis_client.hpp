@@ -1,5 +1,5 @@
 #pragma once
-// A Redis client for the redis:// backends (src/redis_client.cpp): Asio on its own I/O thread,
+// A Redis client for the redis:// backends (src/redis/redis_client.cpp): Asio on its own I/O thread,
 // hiredis's reply reader and command formatter (RESP2), no Asio or hiredis in this header.
 //
 // One RedisClient holds up to three connections, one per role, each opened on first use and
@@ -105,7 +105,7 @@ class RedisClient {
 class MemoryBackend;
 class EventBackend;
 
-/// The redis:// backends (src/redis_memory.cpp, src/redis_events.cpp); see docs/redis.md.
+/// The redis:// backends (src/redis/redis_memory.cpp, src/redis/redis_events.cpp); see docs/redis.md.
 std::shared_ptr<MemoryBackend> make_redis_memory(const std::string& url);
 std::shared_ptr<EventBackend> make_redis_events(const std::string& url);
 

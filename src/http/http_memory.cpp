@@ -2,7 +2,7 @@
 // is an SSE stream that, after a dropped connection, asks again from the last revision it saw and
 // skips the keys of that revision it already delivered, so no change is missed or repeated.
 
-#include <scale/detail/http_client.hpp>
+#include "http/http_client.hpp"
 #include <scale/error.hpp>
 #include <scale/shared_memory.hpp>
 

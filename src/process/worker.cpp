@@ -2,7 +2,7 @@
 // that reach the parent's memory and emitter over the link.
 
 #include <scale/detail/task_registry.hpp>
-#include <scale/detail/worker.hpp>
+#include "process/worker.hpp"
 
 #include <dlfcn.h>
 #include <elf.h>

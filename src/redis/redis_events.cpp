@@ -4,7 +4,7 @@
 // with backoff and subscribes again). docs/redis.md states the guarantees.
 
 #include <scale/detail/event_backend.hpp>
-#include <scale/detail/redis_client.hpp>
+#include "redis/redis_client.hpp"
 
 #include <atomic>
 #include <deque>

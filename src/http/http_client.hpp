@@ -1,6 +1,6 @@
 #pragma once
 // The client of the store server (scale-store) that the http:// backends of SharedMemory and
-// SharedEventEmitter share. Beast stays in src/http_client.cpp: this header names none of it.
+// SharedEventEmitter share. Beast stays in src/http/http_client.cpp: this header names none of it.
 
 #include <cstdint>
 #include <exception>

@@ -2,7 +2,7 @@
 
 #include <scale/runtime.hpp>
 
-#include <scale/detail/worker.hpp>
+#include "process/worker.hpp"
 
 #include <algorithm>
 #include <condition_variable>

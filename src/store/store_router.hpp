@@ -1,6 +1,6 @@
 #pragma once
 // The store server's request handling without sockets: a request in, a response out, from the
-// store's backends. src/store_server.cpp reads and writes the bytes and streams the SSE
+// store's backends. src/store/store_server.cpp reads and writes the bytes and streams the SSE
 // endpoints; the fuzz targets (fuzz/) call this directly.
 //
 // NOTE: this header includes Boost.Beast, a private dependency of the library: it is for the

@@ -2,7 +2,7 @@
 // requests (pipelined, each thread's requests in order, reconnected when one drops), and one
 // connection per SSE stream (reconnected with backoff).
 
-#include <scale/detail/http_client.hpp>
+#include "http/http_client.hpp"
 
 #include <scale/error.hpp>
 

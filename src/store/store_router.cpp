@@ -1,7 +1,7 @@
 // scale::detail::StoreRouter: the store server's answers to its non-streaming requests, with no
-// socket in sight (src/store_server.cpp does the I/O; fuzz/request_router.cpp feeds it bytes).
+// socket in sight (src/store/store_server.cpp does the I/O; fuzz/request_router.cpp feeds it bytes).
 
-#include <scale/detail/store_router.hpp>
+#include "store/store_router.hpp"
 
 #include <algorithm>
 #include <charconv>

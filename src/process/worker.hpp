@@ -1,5 +1,5 @@
 #pragma once
-// The worker side of the process pool, and the protocol both sides share (src/worker.cpp).
+// The worker side of the process pool, and the protocol both sides share (src/process/worker.cpp).
 //
 // A worker is a child started by a ProcessPoolManager from /proc/self/exe with the parent's
 // arguments plus worker_flag; its Runtime(argc, argv) finds the flag and its link (child_link())
@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-#include <scale/detail/child_process.hpp>
+#include "process/child_process.hpp"
 #include <scale/detail/job.hpp>
 
 namespace scale {
@@ -68,7 +68,7 @@ struct LostChunk {
 /// `attempts` counts the losses of this exact range; it is bumped (retry, give_up) or reset (split).
 LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_retries, const std::string& status);
 
-/// Serves a ClusterManager through the Redis at `url` (src/cluster_worker.cpp) until SIGTERM or
+/// Serves a ClusterManager through the Redis at `url` (src/cluster/worker.cpp) until SIGTERM or
 /// SIGINT, finishing the chunk it runs, then exits the process with status 0.
 [[noreturn]] void serve_cluster_worker(const std::string& url, int heartbeat_ms);
 

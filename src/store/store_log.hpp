@@ -1,7 +1,7 @@
 #pragma once
 // scale-store's durability: an append-only log of checksummed records in a data directory,
 // snapshots that compact it, recovery at start, and the journal the in-process backend writes
-// through (src/store_log.cpp). The format and the rules are described in docs/durability.md.
+// through (src/store/store_log.cpp). The format and the rules are described in docs/durability.md.
 
 #include <atomic>
 #include <condition_variable>

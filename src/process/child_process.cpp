@@ -1,6 +1,6 @@
-// Spawning, linking and reaping child processes: see <scale/detail/child_process.hpp>.
+// Spawning, linking and reaping child processes: see src/process/child_process.hpp.
 
-#include <scale/detail/child_process.hpp>
+#include "process/child_process.hpp"
 
 #include <fcntl.h>
 #include <poll.h>

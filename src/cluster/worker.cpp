@@ -1,9 +1,9 @@
 // The worker side of the cluster: a process started with `--scale-worker redis://...` joins the
 // consumer group of its build's task stream, keeps its heartbeat key alive, runs one chunk at a
 // time and sends each result to the stream of the manager that queued it. See
-// include/scale/detail/cluster.hpp for the keys.
+// src/cluster/keys.hpp for the keys.
 
-#include <scale/detail/cluster.hpp>
+#include "cluster/keys.hpp"
 
 #include <signal.h>
 #include <unistd.h>
@@ -24,7 +24,7 @@
 #include <scale/detail/loop.hpp>
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include <scale/detail/worker.hpp>
+#include "process/worker.hpp"
 
 namespace scale::detail {
 

@@ -1,5 +1,5 @@
 // ProcessPoolManager: worker processes spawned on demand, one chunk at a time each, with chunks
-// rerun (and split) when a worker dies. See include/scale/detail/worker.hpp for the protocol.
+// rerun (and split) when a worker dies. See src/process/worker.hpp for the protocol.
 
 #include <scale/managers/process_pool.hpp>
 
@@ -17,11 +17,11 @@
 #include <string>
 #include <utility>
 
-#include <scale/detail/child_process.hpp>
-#include <scale/detail/task_group.hpp>
+#include "process/child_process.hpp"
+#include "remote/task_group.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include <scale/detail/worker.hpp>
+#include "process/worker.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
 

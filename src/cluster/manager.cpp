@@ -1,6 +1,6 @@
 // ClusterManager: chunks on a Redis Stream per build, read by a consumer group of workers that
 // joined with --scale-worker; results on a stream per manager; workers watched through their
-// heartbeat keys, and the chunks of a silent one queued again. See include/scale/detail/cluster.hpp
+// heartbeat keys, and the chunks of a silent one queued again. See src/cluster/keys.hpp
 // for the keys and docs/cluster.md for the guarantees.
 
 #include <scale/managers/cluster.hpp>
@@ -20,12 +20,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include <scale/detail/cluster.hpp>
+#include "cluster/keys.hpp"
 #include <scale/detail/loop.hpp>
-#include <scale/detail/task_group.hpp>
+#include "remote/task_group.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include <scale/detail/worker.hpp>
+#include "process/worker.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
 

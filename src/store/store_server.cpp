@@ -1,6 +1,6 @@
 // scale::StoreServer: the in-process SharedMemory and SharedEventEmitter backends served over
 // HTTP/1.1 with Boost.Beast, written as a few small coroutines (listen, session, stream_events) on
-// the server's own io_context. The answers come from detail::StoreRouter (src/store_router.cpp)
+// the server's own io_context. The answers come from detail::StoreRouter (src/store/store_router.cpp)
 // and the store logic is the in-process backend's; this file only speaks HTTP.
 
 #include <scale/store_server.hpp>
@@ -37,8 +37,8 @@
 
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
-#include <scale/detail/store_log.hpp>
-#include <scale/detail/store_router.hpp>
+#include "store/store_log.hpp"
+#include "store/store_router.hpp"
 #include <scale/error.hpp>
 
 namespace scale {

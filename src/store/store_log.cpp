@@ -8,7 +8,7 @@
 //   snapshot.<G>.tmp     a snapshot being written (ignored and removed at start)
 // Recovery loads the newest snapshot.<S> (if any) and replays every log.<G> with G >= S in order.
 
-#include <scale/detail/store_log.hpp>
+#include "store/store_log.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>

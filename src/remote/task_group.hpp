@@ -14,7 +14,7 @@
 #include <vector>
 
 #include <scale/detail/job.hpp>
-#include <scale/detail/worker.hpp>
+#include "process/worker.hpp"
 #include <scale/future.hpp>
 
 namespace scale::detail {
