@@ -2,9 +2,11 @@
 // (each store in a namespace of its own), plus what only the redis:// backend has.
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <vector>
 #include <string>
+#include <thread>
 #include <tuple>
 
 #include <scale/shared_memory.hpp>
@@ -54,4 +56,26 @@ TEST_CASE("a redis:// URL with an unknown option or an unreachable server fails 
   scale::SharedMemory memory(url);
   REQUIRE_THROWS_AS(memory.set("k", 1).get(), scale::ConnectionError);
   REQUIRE_THROWS_WITH(memory.get<int>("k").get(), Catch::Contains(url));
+}
+
+TEST_CASE("a redis:// memory destroyed while its watch's tail is answered never touches a destroyed client",
+          "[shared_memory][redis]") {
+  // NOTE: the tail's reply callback sends the next XREAD; it used to run while the destructor
+  // cleared the client pointer (unique_ptr::reset), and dereference null. A writer keeps the
+  // tail's XREAD answering, so destruction keeps meeting a callback in flight.
+  scale::Runtime runtime;
+  const std::string url = support::RedisServer::shared().url() + "?namespace=" + support::RedisServer::fresh_namespace();
+  scale::SharedMemory writer(url);
+  std::atomic<bool> writing{true};
+  std::thread writes([&] {
+    while (writing.load()) writer.increment("n").get();
+  });
+  for (int round = 0; round < 150; ++round) {
+    scale::SharedMemory memory(url);
+    auto watch = memory.watch("", [](const scale::Change&) {});
+    watch.ready().get();
+  }
+  writing = false;
+  writes.join();
+  REQUIRE(writer.get<std::int64_t>("n").get() > 0);
 }

@@ -5,6 +5,7 @@
 #include "redis/redis_client.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <charconv>
 #include <cstdio>
@@ -365,20 +366,25 @@ struct RedisClient::Impl {
       }
     });
   }
-  ~Impl() {
+  ~Impl() { stop(); }
+
+  void stop() {
+    if (stopped.exchange(true)) return;
     asio::post(io, [this] {
       for (auto& connection : connections) connection->close();
     });
     work.reset();
     io.stop();
     if (thread.get_id() == std::this_thread::get_id())
-      thread.detach();  // destroyed by one of its own callbacks: the thread ends after it returns
+      thread.detach();  // stopped by one of its own callbacks: the thread ends after it returns
     else if (thread.joinable())
       thread.join();
     connections[0].reset();
     connections[1].reset();
     connections[2].reset();
   }
+
+  std::atomic<bool> stopped{false};
 
   RedisUrl url;
   asio::io_context io;
@@ -390,6 +396,8 @@ struct RedisClient::Impl {
 RedisClient::RedisClient(RedisUrl url) : m_impl(std::make_shared<Impl>(std::move(url))) {}
 
 RedisClient::~RedisClient() = default;
+
+void RedisClient::stop() { m_impl->stop(); }
 
 const RedisUrl& RedisClient::url() const noexcept { return m_impl->url; }
 

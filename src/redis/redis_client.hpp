@@ -67,6 +67,13 @@ class RedisClient {
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
 
+  /// What the destructor does, for an owner whose callbacks use the client: once it returns, no
+  /// callback runs any more, and the client may then be destroyed. Idempotent.
+  /// NOTE: an owner must not destroy the client through unique_ptr::reset() while callbacks may
+  /// still run: reset() clears the pointer before the destructor joins the I/O thread, so a
+  /// callback that sends again would see a null client. Call stop() first.
+  void stop();
+
   const RedisUrl& url() const noexcept;
 
   /// Sends a command on the connection of `role`; `done` gets its reply. Any thread; commands

@@ -25,7 +25,7 @@ class RedisEvents final : public EventBackend, public std::enable_shared_from_th
                                   [this] { connected(); }, [this] { disconnected(); });
   }
 
-  ~RedisEvents() override { m_client.reset(); }
+  ~RedisEvents() override { m_client->stop(); }  // no callback runs on a half-destroyed backend
 
   Future<void> emit(std::string event, nlohmann::json payload) override {
     std::string text;

@@ -181,7 +181,7 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
         m_history(std::to_string(history)) {}
 
   ~RedisMemory() override {
-    m_client.reset();  // joins the I/O thread first: no callback runs on a half-destroyed backend
+    m_client->stop();  // joins the I/O thread first: no callback runs on a half-destroyed backend
   }
 
   Future<Revision> set_many(nlohmann::json object) override {
