@@ -22,10 +22,11 @@
 
 #include "cluster/keys.hpp"
 #include <scale/detail/loop.hpp>
+#include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
+#include "remote/task_payload.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include "process/worker.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
 

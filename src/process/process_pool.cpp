@@ -1,5 +1,5 @@
 // ProcessPoolManager: worker processes spawned on demand, one chunk at a time each, with chunks
-// rerun (and split) when a worker dies. See src/process/worker.hpp for the protocol.
+// rerun (and split) when a worker dies. See src/process/worker_link.hpp for the protocol.
 
 #include <scale/managers/process_pool.hpp>
 
@@ -18,10 +18,14 @@
 #include <utility>
 
 #include "process/child_process.hpp"
+#include "process/program_arguments.hpp"
+#include "process/scope_server.hpp"
+#include "process/worker_link.hpp"
+#include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
+#include "remote/task_payload.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include "process/worker.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
 
@@ -272,7 +276,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       return Sent::deferred;
     }
     const std::uint64_t id = ++m_next_id;
-    for (std::size_t b = 0; b < 8; ++b) task->frame[8 + b] = static_cast<char>(id >> (8 * b));  // the header's id
+    set_frame_id(task->frame, id);
     std::string frame = std::move(task->frame);
     task->frame.clear();  // a rerun encodes again (it may be split)
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);

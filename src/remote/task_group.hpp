@@ -14,7 +14,7 @@
 #include <vector>
 
 #include <scale/detail/job.hpp>
-#include "process/worker.hpp"
+#include "remote/task_payload.hpp"
 #include <scale/future.hpp>
 
 namespace scale::detail {
