@@ -24,6 +24,7 @@
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
 #include "remote/task_payload.hpp"
+#include "remote/task_result.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
 #include <scale/shared_event_emitter.hpp>
@@ -387,28 +388,21 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       case FrameType::result:
       case FrameType::error: {
         std::shared_ptr<Task> task;
+        bool group_finished = false;
         {
           Locked lock(*this);
           auto at = std::find_if(worker.inflight.begin(), worker.inflight.end(),
                                  [&](const InFlight& f) { return f.id == frame.id; });
           if (at == worker.inflight.end()) return true;
           task = std::move(at->task);
+          group_finished = task->group->finished;
           worker.inflight.erase(at);
           if (!worker.inflight.empty()) worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
           worker.idle_since = Clock::now();
           --m_counters.running;
         }
-        std::exception_ptr error;
-        if (frame.type == FrameType::error) {
-          error = std::make_exception_ptr(decode_exception(frame.payload));
-        } else {
-          try {
-            task->chunk.job->accept_results(task->chunk.begin, task->chunk.end, frame.payload);
-          } catch (...) {
-            error = std::current_exception();
-          }
-        }
-        if (error) task->chunk.job->cancel();
+        const TaskAnswer answer = frame.type == FrameType::error ? TaskAnswer::error : TaskAnswer::results;
+        std::exception_ptr error = hand_back(task->chunk, group_finished, answer, frame.payload);
         {
           Locked lock(*this);
           finish_locked(*task, error);
