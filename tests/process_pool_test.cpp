@@ -45,6 +45,7 @@ struct ProcessPoolFactory {
 
 #include "redis/redis_client.hpp"
 #include <scale/detail/task_registry.hpp>
+#include "remote/build_fingerprint.hpp"
 
 namespace {
 
@@ -77,6 +78,16 @@ struct BadInput : std::runtime_error {
 
 auto throw_on_5 = [](int x) {
   if (x == 5) throw BadInput("five is not allowed");
+  return x;
+};
+
+// Item 0 fails soon; item 1 answers long after, when its call has already failed.
+auto fail_0_then_answer_1_late = [](int x) {
+  if (x == 0) {
+    std::this_thread::sleep_for(50ms);
+    throw BadInput("zero fails");
+  }
+  std::this_thread::sleep_for(500ms);
   return x;
 };
 
@@ -250,6 +261,26 @@ TEST_CASE("an exception in a worker arrives as RemoteError with its type, and th
   CHECK(manager.stats().tasks_retried == 0);
   CHECK(manager.stats().workers_lost == 0);
   REQUIRE(numbers.map(iterator_suite::twice).get()[19] == 38);
+}
+
+TEST_CASE("a result that arrives after its call failed is not accepted: the chunk counts as skipped",
+          "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2, .min_workers = 2});
+  scale::Iterator<int> numbers({0, 1}, manager);
+  // Both workers ready, so both chunks are on their way before the first one fails.
+  REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 1}).get() == std::vector<int>{0, 2});
+  const auto before = manager.stats();
+  try {
+    numbers.map(fail_0_then_answer_1_late, {.chunk_size = 1}).get();
+    FAIL("the map should have failed");
+  } catch (const scale::RemoteError& error) {
+    CHECK(error.message() == "zero fails");
+  }
+  const auto after = manager.stats();
+  CHECK(after.tasks_done == before.tasks_done);  // item 1's late result was dropped, not accepted
+  CHECK(after.tasks_failed == before.tasks_failed + 2);
+  CHECK(after.tasks_retried == before.tasks_retried);
 }
 
 TEST_CASE("a capturing lambda fails at once with an Error that says to capture nothing", "[process_pool]") {

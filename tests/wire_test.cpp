@@ -217,6 +217,23 @@ TEST_CASE("a frame is a 16-byte header with a little-endian length and id", "[wi
   CHECK(out.substr(16) == "abc");
 }
 
+TEST_CASE("a frame's id can be set after it was encoded, and nothing else changes", "[wire]") {
+  std::string out;
+  scale::detail::encode_frame(out, FrameType::task, 0, "payload");
+  const std::string before = out;
+  scale::detail::set_frame_id(out, 0x1122334455667788ull);
+  CHECK(out.substr(8, 8) == std::string("\x88\x77\x66\x55\x44\x33\x22\x11", 8));
+  CHECK(out.substr(0, 8) == before.substr(0, 8));
+  CHECK(out.substr(16) == "payload");
+  FrameReader reader;
+  reader.feed(out);
+  auto frame = reader.next();
+  REQUIRE(frame);
+  CHECK(frame->id == 0x1122334455667788ull);
+  std::string short_buffer = "SC";
+  CHECK_THROWS_AS(scale::detail::set_frame_id(short_buffer, 1), std::logic_error);
+}
+
 TEST_CASE("a payload can be encoded straight into the frame buffer", "[wire]") {
   std::string out = "prefix";
   auto at = scale::detail::begin_frame(out, FrameType::task, 9);

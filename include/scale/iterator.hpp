@@ -100,8 +100,16 @@ class ResultSlots {
   std::vector<Slot> m_slots;
 };
 
-/// The state every algorithm's job shares: the items, the function and the scope's targets.
-template <class T, class F>
+/// The state every algorithm's job shares (the items, the function and the scope's targets) and
+/// the one per-item loop that runs them, blocking (run) and as a coroutine (run_async). Each
+/// algorithm's Job (`Derived`) states only what an item is:
+///   store(i, state, result)    keeps the result (store(i, state) when there is none)
+/// and, where it differs from the default of fn(item) with no per-chunk state (reduce):
+///   call(scope, i, state)      calls the user function on item i (a Future it returns is waited
+///                              for, or co_awaited on the loop)
+///   start() / finish(begin, state)  the per-chunk state and what becomes of it
+/// Calls go to Derived directly (no virtual call): a plain function over ints stays a tight loop.
+template <class T, class F, class Derived>
 class ItemJob : public Job {
  public:
   ItemJob(std::shared_ptr<const std::vector<T>> items, F fn, SharedMemory* memory, SharedEventEmitter* events,
@@ -115,14 +123,65 @@ class ItemJob : public Job {
  SharedMemory* scope_memory() const noexcept override { return m_memory; }
   SharedEventEmitter* scope_events() const noexcept override { return m_events; }
 
- protected:
-  Scope scope() const noexcept { return Scope(m_memory, m_events); }
+  void run(std::size_t begin, std::size_t end) override {
+    Derived& self = static_cast<Derived&>(*this);
+    Scope scope = this->scope();
+    auto state = self.start();
+    for (std::size_t i = begin; i < end; ++i) {
+      using Raw = decltype(self.call(scope, i, state));
+      if constexpr (std::is_void_v<Raw>) {
+        self.call(scope, i, state);
+        self.store(i, state);
+      } else if constexpr (is_future_v<Raw> && std::is_void_v<unwrap_t<Raw>>) {
+        self.call(scope, i, state).get();
+        self.store(i, state);
+      } else {
+        self.store(i, state, wait_value(self.call(scope, i, state)));
+      }
+    }
+    self.finish(begin, std::move(state));
+  }
 
-  /// The remote path's task payload when there are no extra bytes: a zero length, then the items.
-  void encode_items(std::size_t begin, std::size_t end, std::string& out) const {
-    append_u32(out, 0);
+  Future<void> run_async(std::size_t begin, std::size_t end) override {
+    Derived& self = static_cast<Derived&>(*this);
+    Scope scope = this->scope();
+    auto state = self.start();
+    for (std::size_t i = begin; i < end; ++i) {
+      using Raw = decltype(self.call(scope, i, state));
+      if constexpr (is_future_v<Raw>) {
+        auto pending = self.call(scope, i, state);  // named: see the NOTE in dispatch.hpp
+        if constexpr (std::is_void_v<unwrap_t<Raw>>) {
+          co_await std::move(pending);
+          self.store(i, state);
+        } else {
+          self.store(i, state, co_await std::move(pending));
+        }
+      } else if constexpr (std::is_void_v<Raw>) {
+        self.call(scope, i, state);
+        self.store(i, state);
+      } else {
+        self.store(i, state, self.call(scope, i, state));
+      }
+    }
+    self.finish(begin, std::move(state));
+  }
+
+  /// The remote path: the chunk's items, encoded.
+  void encode_items(std::size_t begin, std::size_t end, std::string& out) const override {
     encode_values(m_items->data() + begin, end - begin, out);
   }
+
+ protected:
+  /// The function of map, filter and for_each: fn(item) (or fn(item, scope)), with no per-chunk
+  /// state; reduce states its own.
+  using ItemCall = FnCall<F, const T&>;
+  struct NoState {};
+  NoState start() const noexcept { return {}; }
+  decltype(auto) call(Scope& scope, std::size_t i, NoState&) const { return ItemCall::call(m_fn, &scope, item(i)); }
+  void finish(std::size_t, NoState&&) const noexcept {}
+
+  Scope scope() const noexcept { return Scope(m_memory, m_events); }
+  const T& item(std::size_t i) const noexcept { return (*m_items)[i]; }
 
   std::shared_ptr<const std::vector<T>> m_items;
   F m_fn;
@@ -131,34 +190,16 @@ class ItemJob : public Job {
 };
 
 template <class T, class F>
-class MapJob final : public ItemJob<T, F> {
-  using Call = FnCall<F, const T&>;
+class MapJob final : public ItemJob<T, F, MapJob<T, F>> {
+  using Base = ItemJob<T, F, MapJob<T, F>>;
+  using Call = typename Base::ItemCall;
+  friend Base;
 
  public:
   using Result = typename Call::result;
-  using ItemJob<T, F>::ItemJob;
+  using Base::Base;
 
   bool is_async() const noexcept override { return Call::async; }
-
-  void run(std::size_t begin, std::size_t end) override {
-    const std::vector<T>& items = *this->m_items;
-    Scope scope = this->scope();
-    for (std::size_t i = begin; i < end; ++i) m_out.put(i, wait_value(Call::call(this->m_fn, &scope, items[i])));
-  }
-
-  Future<void> run_async(std::size_t begin, std::size_t end) override {
-    const std::vector<T>& items = *this->m_items;
-    Scope scope = this->scope();
-    for (std::size_t i = begin; i < end; ++i) {
-      if constexpr (Call::async)
-      {
-        auto pending = Call::call(this->m_fn, &scope, items[i]);  // named: see the NOTE in dispatch.hpp
-        m_out.put(i, co_await std::move(pending));
-      }
-      else
-        m_out.put(i, Call::call(this->m_fn, &scope, items[i]));
-    }
-  }
 
   std::vector<Result> take() { return m_out.take(); }
 
@@ -167,9 +208,6 @@ class MapJob final : public ItemJob<T, F> {
       is_shippable_function_v<F> && is_wire_serializable_v<T> && is_wire_serializable_v<Result>;
   std::string remote_problem() const override { return remote_problem_of<F, T, Result>(); }
   const std::string& task_name() const override { return TaskRegistration<MapJob>::name; }
-  void encode_task(std::size_t begin, std::size_t end, std::string& out) const override {
-    this->encode_items(begin, end, out);
-  }
   void accept_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
     if constexpr (is_wire_serializable_v<Result>) {
       auto values = decode_values<Result>(bytes, end - begin);
@@ -192,38 +230,24 @@ class MapJob final : public ItemJob<T, F> {
   }
 
  private:
+  template <class V>
+  void store(std::size_t i, typename Base::NoState&, V&& result) {
+    m_out.put(i, std::forward<V>(result));
+  }
+
   ResultSlots<Result> m_out{this->size()};
 };
 
 template <class T, class F>
-class FilterJob final : public ItemJob<T, F> {
-  using Call = FnCall<F, const T&>;
+class FilterJob final : public ItemJob<T, F, FilterJob<T, F>> {
+  using Base = ItemJob<T, F, FilterJob<T, F>>;
+  using Call = typename Base::ItemCall;
+  friend Base;
 
  public:
-  using ItemJob<T, F>::ItemJob;
+  using Base::Base;
 
   bool is_async() const noexcept override { return Call::async; }
-
-  void run(std::size_t begin, std::size_t end) override {
-    const std::vector<T>& items = *this->m_items;
-    Scope scope = this->scope();
-    for (std::size_t i = begin; i < end; ++i)
-      m_keep[i] = static_cast<bool>(wait_value(Call::call(this->m_fn, &scope, items[i])));
-  }
-
-  Future<void> run_async(std::size_t begin, std::size_t end) override {
-    const std::vector<T>& items = *this->m_items;
-    Scope scope = this->scope();
-    for (std::size_t i = begin; i < end; ++i) {
-      if constexpr (Call::async)
-      {
-        auto pending = Call::call(this->m_fn, &scope, items[i]);
-        m_keep[i] = static_cast<bool>(co_await std::move(pending));
-      }
-      else
-        m_keep[i] = static_cast<bool>(Call::call(this->m_fn, &scope, items[i]));
-    }
-  }
 
   std::vector<T> take() const {
     const std::vector<T>& items = *this->m_items;
@@ -237,9 +261,6 @@ class FilterJob final : public ItemJob<T, F> {
   static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T>;
   std::string remote_problem() const override { return remote_problem_of<F, T>(); }
   const std::string& task_name() const override { return TaskRegistration<FilterJob>::name; }
-  void encode_task(std::size_t begin, std::size_t end, std::string& out) const override {
-    this->encode_items(begin, end, out);
-  }
   void accept_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
     auto keep = decode_values<unsigned char>(bytes, end - begin);
     for (std::size_t i = 0; i < keep.size(); ++i) m_keep[begin + i] = keep[i] != 0;
@@ -252,50 +273,29 @@ class FilterJob final : public ItemJob<T, F> {
   }
 
  private:
+  template <class V>
+  void store(std::size_t i, typename Base::NoState&, V&& keep) {
+    m_keep[i] = static_cast<bool>(keep);
+  }
+
   std::vector<unsigned char> m_keep = std::vector<unsigned char>(this->size());  // a byte per item: no shared bits
 };
 
 template <class T, class F>
-class ForEachJob final : public ItemJob<T, F> {
-  using Call = FnCall<F, const T&>;
+class ForEachJob final : public ItemJob<T, F, ForEachJob<T, F>> {
+  using Base = ItemJob<T, F, ForEachJob<T, F>>;
+  using Call = typename Base::ItemCall;
+  friend Base;
 
  public:
-  using ItemJob<T, F>::ItemJob;
+  using Base::Base;
 
   bool is_async() const noexcept override { return Call::async; }
-
-  void run(std::size_t begin, std::size_t end) override {
-    const std::vector<T>& items = *this->m_items;
-    Scope scope = this->scope();
-    for (std::size_t i = begin; i < end; ++i) {
-      if constexpr (Call::async)
-        Call::call(this->m_fn, &scope, items[i]).get();
-      else
-        Call::call(this->m_fn, &scope, items[i]);
-    }
-  }
-
-  Future<void> run_async(std::size_t begin, std::size_t end) override {
-    const std::vector<T>& items = *this->m_items;
-    Scope scope = this->scope();
-    for (std::size_t i = begin; i < end; ++i) {
-      if constexpr (Call::async)
-      {
-        auto pending = Call::call(this->m_fn, &scope, items[i]);
-        co_await std::move(pending);
-      }
-      else
-        static_cast<void>(Call::call(this->m_fn, &scope, items[i]));
-    }
-  }
 
   static constexpr bool uses_scope = Call::with_scope;
   static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T>;
   std::string remote_problem() const override { return remote_problem_of<F, T>(); }
   const std::string& task_name() const override { return TaskRegistration<ForEachJob>::name; }
-  void encode_task(std::size_t begin, std::size_t end, std::string& out) const override {
-    this->encode_items(begin, end, out);
-  }
   void accept_results(std::size_t, std::size_t, std::string_view bytes) override {
     if (!bytes.empty()) throw Error("scale: a worker sent results for for_each, which has none");
   }
@@ -304,46 +304,29 @@ class ForEachJob final : public ItemJob<T, F> {
     ForEachJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{});
     job.run(0, input.count);
   }
+
+ private:
+  /// for_each keeps nothing: a value the function returns is dropped.
+  template <class... V>
+  void store(std::size_t, typename Base::NoState&, V&&...) const noexcept {}
 };
 
 /// Each chunk folds its items from `init`; the partial results wait, by chunk, for the loop.
 template <class T, class A, class F>
-class ReduceJob final : public ItemJob<T, F> {
+class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
+  using Base = ItemJob<T, F, ReduceJob<T, A, F>>;
   using Call = FnCall<F, A&&, const T&>;
+  friend Base;
 
  public:
   ReduceJob(std::shared_ptr<const std::vector<T>> items, F fn, SharedMemory* memory, SharedEventEmitter* events,
             TaskPolicy policy, A init, ChunkPlan plan)
-      : ItemJob<T, F>(std::move(items), std::move(fn), memory, events, std::move(policy)),
+      : Base(std::move(items), std::move(fn), memory, events, std::move(policy)),
         m_init(std::move(init)),
         m_plan(plan),
         m_partials(plan.chunks) {}
 
   bool is_async() const noexcept override { return Call::async; }
-
-  void run(std::size_t begin, std::size_t end) override {
-    const std::vector<T>& items = *this->m_items;
-    Scope scope = this->scope();
-    A acc = m_init;
-    for (std::size_t i = begin; i < end; ++i) acc = wait_value(Call::call(this->m_fn, &scope, std::move(acc), items[i]));
-    m_partials[begin / m_plan.chunk_size].emplace(std::move(acc));
-  }
-
-  Future<void> run_async(std::size_t begin, std::size_t end) override {
-    const std::vector<T>& items = *this->m_items;
-    Scope scope = this->scope();
-    A acc = m_init;
-    for (std::size_t i = begin; i < end; ++i) {
-      if constexpr (Call::async)
-      {
-        auto pending = Call::call(this->m_fn, &scope, std::move(acc), items[i]);
-        acc = co_await std::move(pending);
-      }
-      else
-        acc = Call::call(this->m_fn, &scope, std::move(acc), items[i]);
-    }
-    m_partials[begin / m_plan.chunk_size].emplace(std::move(acc));
-  }
 
   std::vector<std::optional<A>>& partials() noexcept { return m_partials; }
   Scope loop_scope() const noexcept { return this->scope(); }
@@ -354,14 +337,8 @@ class ReduceJob final : public ItemJob<T, F> {
   std::string remote_problem() const override { return remote_problem_of<F, T, A>(); }
   const std::string& task_name() const override { return TaskRegistration<ReduceJob>::name; }
   bool splittable() const noexcept override { return false; }
-  void encode_task(std::size_t begin, std::size_t end, std::string& out) const override {
-    const std::size_t length_at = out.size();
-    append_u32(out, 0);
-    encode_value(m_init, out);
-    const auto length = static_cast<std::uint32_t>(out.size() - length_at - 4);
-    for (int b = 0; b < 4; ++b) out[length_at + b] = static_cast<char>(length >> (8 * b));
-    encode_values(this->m_items->data() + begin, end - begin, out);
-  }
+  /// Every chunk folds from `init`, so it travels with each.
+  void encode_extra(std::string& out) const override { encode_value(m_init, out); }
   void accept_results(std::size_t begin, std::size_t, std::string_view bytes) override {
     if constexpr (is_wire_serializable_v<A>)
       m_partials[begin / m_plan.chunk_size].emplace(decode_value<A>(bytes));
@@ -378,6 +355,17 @@ class ReduceJob final : public ItemJob<T, F> {
   }
 
  private:
+  /// The chunk's accumulator, from `init`; it becomes the chunk's partial.
+  A start() const { return m_init; }
+  decltype(auto) call(Scope& scope, std::size_t i, A& acc) const {
+    return Call::call(this->m_fn, &scope, std::move(acc), this->item(i));
+  }
+  template <class V>
+  void store(std::size_t, A& acc, V&& result) {
+    acc = std::forward<V>(result);
+  }
+  void finish(std::size_t begin, A&& acc) { m_partials[begin / m_plan.chunk_size].emplace(std::move(acc)); }
+
   A m_init;
   ChunkPlan m_plan;
   std::vector<std::optional<A>> m_partials;

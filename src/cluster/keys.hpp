@@ -6,7 +6,7 @@
 //   <tag>:tasks:<fingerprint>  a Stream of chunks for workers of that build, read by the consumer
 //                              group "workers" (created with MKSTREAM by whoever comes first).
 //                              Entry fields: m (manager id), a (attempt id), p (task payload,
-//                              worker.hpp's layout)
+//                              remote/task_payload.hpp)
 //   <tag>:results:<manager>    a Stream of results for one manager, read with XREAD BLOCK. Fields:
 //                              a (attempt id), k ("r" results, "e" an encoded exception), p
 //   <tag>:workers              a Hash: worker id → JSON {host, pid, fingerprint, ttl_ms}

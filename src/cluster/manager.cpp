@@ -22,10 +22,12 @@
 
 #include "cluster/keys.hpp"
 #include <scale/detail/loop.hpp>
+#include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
+#include "remote/task_payload.hpp"
+#include "remote/task_result.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include "process/worker.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
 
@@ -329,6 +331,7 @@ class Cluster {
 
   void result(std::uint64_t attempt, std::string_view kind, std::string_view payload) {
     std::shared_ptr<Task> task;
+    bool group_finished = false;
     {
       Locked lock(*this);
       auto at = m_attempts.find(attempt);
@@ -337,27 +340,12 @@ class Cluster {
         return;
       }
       task = at->second;
+      group_finished = task->group->finished;
       m_attempts.erase(at);
       m_by_entry.erase(task->entry);
     }
-    std::exception_ptr error;
-    if (task->group->finished || task->chunk.job->cancelled()) {
-      error = std::make_exception_ptr(ChunkSkipped());
-    } else if (kind == "e") {
-      try {
-        error = std::make_exception_ptr(decode_exception(payload));
-      } catch (...) {
-        error = std::current_exception();
-      }
-      task->chunk.job->cancel();
-    } else {
-      try {
-        task->chunk.job->accept_results(task->chunk.begin, task->chunk.end, payload);
-      } catch (...) {
-        error = std::current_exception();
-        task->chunk.job->cancel();
-      }
-    }
+    const TaskAnswer answer = kind == "e" ? TaskAnswer::error : TaskAnswer::results;
+    std::exception_ptr error = hand_back(task->chunk, group_finished, answer, payload);
     Locked lock(*this);
     finish_locked(*task, error);
   }

@@ -24,7 +24,9 @@
 #include <scale/detail/loop.hpp>
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include "process/worker.hpp"
+#include "cluster/worker.hpp"
+#include "remote/build_fingerprint.hpp"
+#include "remote/task_payload.hpp"
 
 namespace scale::detail {
 

@@ -2,7 +2,9 @@
 
 #include <scale/runtime.hpp>
 
-#include "process/worker.hpp"
+#include "cluster/worker.hpp"
+#include "process/program_arguments.hpp"
+#include "process/worker_link.hpp"
 
 #include <algorithm>
 #include <condition_variable>

@@ -5,13 +5,9 @@
 #include "http/http_client.hpp"
 #include "redis/redis_client.hpp"
 
-#include <cstdlib>
 #include <string_view>
 
-#if __has_include(<cxxabi.h>)
-#include <cxxabi.h>
-#define SCALE_HAS_CXXABI 1
-#endif
+#include <scale/detail/wire.hpp>
 
 namespace scale::detail {
 
@@ -40,19 +36,7 @@ std::string describe_json(const nlohmann::json& value) {
   return "a discarded JSON value";
 }
 
-std::string type_name(const std::type_info& type) {
-#ifdef SCALE_HAS_CXXABI
-  int status = 0;
-  char* demangled = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
-  if (status == 0 && demangled) {
-    std::string name(demangled);
-    std::free(demangled);
-    return name;
-  }
-  std::free(demangled);
-#endif
-  return type.name();
-}
+std::string type_name(const std::type_info& type) { return demangle(type.name()); }
 
 namespace {
 

@@ -4,6 +4,8 @@
 
 #include "http/http_client.hpp"
 
+#include "core/promise_callback.hpp"
+
 #include <scale/error.hpp>
 
 #include <boost/asio.hpp>
@@ -453,14 +455,10 @@ HttpClient::~HttpClient() {
 
 Future<HttpResponse> HttpClient::request(std::string method, std::string target, std::string body,
                                          std::vector<std::pair<std::string, std::string>> headers) {
-  auto promise = std::make_shared<Promise<HttpResponse>>();
-  auto future = promise->get_future();
+  PromiseCallback<HttpResponse> bridge;
   request(std::move(method), std::move(target), std::move(body), std::move(headers),
-          [promise](std::exception_ptr error, HttpResponse response) {
-            if (error) promise->set_exception(error);
-            else promise->set_value(std::move(response));
-          });
-  return future;
+          bridge.callback<HttpResponse>([](HttpResponse response) { return response; }));
+  return std::move(bridge.future);
 }
 
 void HttpClient::request(std::string method, std::string target, std::string body,

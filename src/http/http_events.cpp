@@ -2,6 +2,7 @@
 // of GET /v1/events/{name}. Delivery is at most once across a dropped connection: the stream is
 // opened again (with backoff), and emits made while it was down are not replayed.
 
+#include "core/promise_callback.hpp"
 #include "http/http_client.hpp"
 #include <scale/error.hpp>
 
@@ -23,15 +24,12 @@ class HttpEvents final : public EventBackend {
       return make_failed_future<void>(std::current_exception());
     }
     auto client = m_client;
-    auto promise = std::make_shared<Promise<void>>();
-    auto future = promise->get_future();
+    PromiseCallback<void> bridge;
     m_client->request("POST", "/v1/events/" + percent_encode(event, true), body, {},
-                      [client, promise](std::exception_ptr error, HttpResponse response) {
-                        if (!error && response.status != 200) error = client->answer_error("emit", response);
-                        if (error) promise->set_exception(error);
-                        else promise->set_value();
-                      });
-    return future;
+                      bridge.callback<HttpResponse>([client](HttpResponse response) {
+                        if (response.status != 200) std::rethrow_exception(client->answer_error("emit", response));
+                      }));
+    return std::move(bridge.future);
   }
 
   void subscribe(std::string event, std::shared_ptr<SubscriptionQueue<json>> queue) override {

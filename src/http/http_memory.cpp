@@ -2,6 +2,8 @@
 // is an SSE stream that, after a dropped connection, asks again from the last revision it saw and
 // skips the keys of that revision it already delivered, so no change is missed or repeated.
 
+#include "core/entry_json.hpp"
+#include "core/promise_callback.hpp"
 #include "http/http_client.hpp"
 #include <scale/error.hpp>
 #include <scale/shared_memory.hpp>
@@ -15,30 +17,14 @@ namespace {
 
 using json = nlohmann::json;
 
-Entry entry_of(const json& body) {
-  return Entry{body.at("key").get<std::string>(), body.at("value"), body.at("revision").get<Revision>(),
-               body.at("timestamp_ms").get<std::int64_t>()};
-}
-
 /// Sends a request and completes the Future with convert(response) on the client's I/O thread.
 template <class T, class Convert>
 Future<T> call(HttpClient& client, std::string method, std::string target, std::string body,
                std::vector<std::pair<std::string, std::string>> headers, Convert convert) {
-  auto promise = std::make_shared<Promise<T>>();
-  auto future = promise->get_future();
+  PromiseCallback<T> bridge;
   client.request(std::move(method), std::move(target), std::move(body), std::move(headers),
-                 [promise, convert = std::move(convert)](std::exception_ptr error, HttpResponse response) mutable {
-                   if (error) {
-            promise->set_exception(error);
-            return;
-          }
-                   try {
-                     promise->set_value(convert(std::move(response)));
-                   } catch (...) {
-                     promise->set_exception(std::current_exception());
-                   }
-                 });
-  return future;
+                 bridge.template callback<HttpResponse>(std::move(convert)));
+  return std::move(bridge.future);
 }
 
 class HttpMemory final : public MemoryBackend {
@@ -58,7 +44,7 @@ class HttpMemory final : public MemoryBackend {
     return call<std::optional<Entry>>(*m_client, "GET", kv(key), {}, {}, [client](HttpResponse response) -> std::optional<Entry> {
       if (response.status == 404) return std::nullopt;
       if (response.status != 200) std::rethrow_exception(client->answer_error("get", response));
-      return entry_of(json::parse(response.body));
+      return json::parse(response.body).get<Entry>();
     });
   }
 
@@ -104,8 +90,8 @@ class HttpMemory final : public MemoryBackend {
   template <class F>
   Future<std::invoke_result_t<F, Incremented>> add(std::string key, std::int64_t by, F result) {
     using T = decltype(result(Incremented{}));
-    auto promise = std::make_shared<Promise<T>>();
-    auto future = promise->get_future();
+    PromiseCallback<T> bridge;
+    auto promise = bridge.promise;
     auto client = m_client;
     m_client->request(
         "POST", "/v1/increment/" + percent_encode(key, true), json{{"by", by}}.dump(), {},
@@ -140,7 +126,7 @@ class HttpMemory final : public MemoryBackend {
             promise->set_exception(std::current_exception());
           }
         });
-    return future;
+    return std::move(bridge.future);
   }
 
   Future<std::vector<Entry>> list(std::string prefix) override {
@@ -148,9 +134,7 @@ class HttpMemory final : public MemoryBackend {
     return call<std::vector<Entry>>(*m_client, "GET", "/v1/kv?prefix=" + percent_encode(prefix, false), {}, {},
         [client](HttpResponse response) {
           if (response.status != 200) std::rethrow_exception(client->answer_error("list", response));
-          std::vector<Entry> entries;
-          for (const auto& item : json::parse(response.body)) entries.push_back(entry_of(item));
-          return entries;
+          return json::parse(response.body).get<std::vector<Entry>>();
         });
   }
 
@@ -214,8 +198,7 @@ class HttpMemory final : public MemoryBackend {
       }
       auto body = json::parse(event.data, nullptr, false);
       if (!body.is_object()) return true;
-      Change change{body.value("key", std::string{}), body.value("value", json()), body.value("revision", Revision{0}),
-                    body.value("timestamp_ms", std::int64_t{0}), body.value("erased", false)};
+      auto change = body.get<Change>();
       {
         std::lock_guard lock(cursor->mutex);
         if (change.revision < cursor->last) return true;

@@ -1,5 +1,5 @@
 // ProcessPoolManager: worker processes spawned on demand, one chunk at a time each, with chunks
-// rerun (and split) when a worker dies. See src/process/worker.hpp for the protocol.
+// rerun (and split) when a worker dies. See src/process/worker_link.hpp for the protocol.
 
 #include <scale/managers/process_pool.hpp>
 
@@ -18,10 +18,15 @@
 #include <utility>
 
 #include "process/child_process.hpp"
+#include "process/program_arguments.hpp"
+#include "process/scope_server.hpp"
+#include "process/worker_link.hpp"
+#include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
+#include "remote/task_payload.hpp"
+#include "remote/task_result.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include "process/worker.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
 
@@ -272,7 +277,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       return Sent::deferred;
     }
     const std::uint64_t id = ++m_next_id;
-    for (std::size_t b = 0; b < 8; ++b) task->frame[8 + b] = static_cast<char>(id >> (8 * b));  // the header's id
+    set_frame_id(task->frame, id);
     std::string frame = std::move(task->frame);
     task->frame.clear();  // a rerun encodes again (it may be split)
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
@@ -383,28 +388,21 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       case FrameType::result:
       case FrameType::error: {
         std::shared_ptr<Task> task;
+        bool group_finished = false;
         {
           Locked lock(*this);
           auto at = std::find_if(worker.inflight.begin(), worker.inflight.end(),
                                  [&](const InFlight& f) { return f.id == frame.id; });
           if (at == worker.inflight.end()) return true;
           task = std::move(at->task);
+          group_finished = task->group->finished;
           worker.inflight.erase(at);
           if (!worker.inflight.empty()) worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
           worker.idle_since = Clock::now();
           --m_counters.running;
         }
-        std::exception_ptr error;
-        if (frame.type == FrameType::error) {
-          error = std::make_exception_ptr(decode_exception(frame.payload));
-        } else {
-          try {
-            task->chunk.job->accept_results(task->chunk.begin, task->chunk.end, frame.payload);
-          } catch (...) {
-            error = std::current_exception();
-          }
-        }
-        if (error) task->chunk.job->cancel();
+        const TaskAnswer answer = frame.type == FrameType::error ? TaskAnswer::error : TaskAnswer::results;
+        std::exception_ptr error = hand_back(task->chunk, group_finished, answer, frame.payload);
         {
           Locked lock(*this);
           finish_locked(*task, error);

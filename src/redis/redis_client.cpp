@@ -4,6 +4,8 @@
 
 #include "redis/redis_client.hpp"
 
+#include "core/promise_callback.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <array>
@@ -429,33 +431,26 @@ void RedisClient::eval(const RedisScript& script, std::vector<std::string> keys,
 
 namespace {
 RedisClient::Callback to_promise(const RedisClient& client, std::string name,
-                                 std::shared_ptr<Promise<RedisReply>> promise) {
-  return [&client, name = std::move(name), promise](std::exception_ptr error, RedisReply reply) {
-    if (error) {
-      promise->set_exception(error);
-    } else if (reply.is_error()) {
-      promise->set_exception(client.error_of(name, reply));
-    } else {
-      promise->set_value(std::move(reply));
-    }
-  };
+                                 const PromiseCallback<RedisReply>& bridge) {
+  return bridge.callback<RedisReply>([&client, name = std::move(name)](RedisReply reply) {
+    if (reply.is_error()) std::rethrow_exception(client.error_of(name, reply));
+    return reply;
+  });
 }
 }  // namespace
 
 Future<RedisReply> RedisClient::command(std::vector<std::string> args) {
-  auto promise = std::make_shared<Promise<RedisReply>>();
-  auto future = promise->get_future();
+  PromiseCallback<RedisReply> bridge;
   std::string name = args.empty() ? std::string() : args.front();
-  send(Role::commands, std::move(args), to_promise(*this, std::move(name), promise));
-  return future;
+  send(Role::commands, std::move(args), to_promise(*this, std::move(name), bridge));
+  return std::move(bridge.future);
 }
 
 Future<RedisReply> RedisClient::run(const RedisScript& script, std::vector<std::string> keys,
                                     std::vector<std::string> args) {
-  auto promise = std::make_shared<Promise<RedisReply>>();
-  auto future = promise->get_future();
-  eval(script, std::move(keys), std::move(args), to_promise(*this, "EVALSHA", promise));
-  return future;
+  PromiseCallback<RedisReply> bridge;
+  eval(script, std::move(keys), std::move(args), to_promise(*this, "EVALSHA", bridge));
+  return std::move(bridge.future);
 }
 
 void RedisClient::set_pubsub_handlers(std::function<void(RedisReply)> on_push, std::function<void()> on_connect,

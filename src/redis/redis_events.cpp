@@ -4,6 +4,7 @@
 // with backoff and subscribes again). docs/redis.md states the guarantees.
 
 #include <scale/detail/event_backend.hpp>
+#include "core/promise_callback.hpp"
 #include "redis/redis_client.hpp"
 
 #include <atomic>
@@ -34,16 +35,13 @@ class RedisEvents final : public EventBackend, public std::enable_shared_from_th
     } catch (...) {
       return make_failed_future<void>(std::current_exception());
     }
-    auto promise = std::make_shared<Promise<void>>();
-    auto future = promise->get_future();
-    m_client->post([this, channel = m_prefix + event, text = std::move(text), promise]() mutable {
-      auto publish = [this, channel = std::move(channel), text = std::move(text), promise] {
-        m_client->send(RedisClient::Role::commands, {"PUBLISH", channel, text},
-                       [this, promise](std::exception_ptr error, RedisReply reply) {
-                         if (error) promise->set_exception(error);
-                         else if (reply.is_error()) promise->set_exception(m_client->error_of("PUBLISH", reply));
-                         else promise->set_value();
-                       });
+    PromiseCallback<void> bridge;
+    auto done = bridge.callback<RedisReply>([this](RedisReply reply) {
+      if (reply.is_error()) std::rethrow_exception(m_client->error_of("PUBLISH", reply));
+    });
+    m_client->post([this, channel = m_prefix + event, text = std::move(text), done = std::move(done)]() mutable {
+      auto publish = [this, channel = std::move(channel), text = std::move(text), done = std::move(done)] {
+        m_client->send(RedisClient::Role::commands, {"PUBLISH", channel, text}, done);
       };
       // NOTE: an emit waits for the SUBSCRIBEs requested before it, so a subscriber in this process
       // that subscribed first (once() followed by emit()) sees it.
@@ -54,7 +52,7 @@ class RedisEvents final : public EventBackend, public std::enable_shared_from_th
         publish();
       }
     });
-    return future;
+    return std::move(bridge.future);
   }
 
   void subscribe(std::string event, std::shared_ptr<EventQueue> queue) override {

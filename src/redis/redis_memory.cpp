@@ -4,6 +4,7 @@
 // docs/redis.md describes the key layout, the scripts and the guarantees.
 
 #include <scale/detail/memory_backend.hpp>
+#include "core/promise_callback.hpp"
 #include "redis/redis_client.hpp"
 #include <scale/shared_memory.hpp>
 
@@ -307,38 +308,27 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
   }
 
   template <class T, class Convert>
-  RedisClient::Callback completer(std::shared_ptr<Promise<T>> promise, std::string name, Convert convert) {
-    return [this, promise, name = std::move(name), convert = std::move(convert)](std::exception_ptr error,
-                                                                                  RedisReply reply) {
-      if (error) {
-        promise->set_exception(error);
-      } else if (reply.is_error()) {
-        promise->set_exception(m_client->error_of(name, reply));
-      } else {
-        try {
-          promise->set_value(convert(reply));
-        } catch (...) {
-          promise->set_exception(std::current_exception());
-        }
-      }
-    };
+  RedisClient::Callback completer(const PromiseCallback<T>& bridge, std::string name, Convert convert) {
+    return bridge.template callback<RedisReply>(
+        [this, name = std::move(name), convert = std::move(convert)](RedisReply reply) {
+          if (reply.is_error()) std::rethrow_exception(m_client->error_of(name, reply));
+          return convert(reply);
+        });
   }
 
   template <class T, class Convert>
   Future<T> call(std::string name, std::vector<std::string> args, Convert convert) {
-    auto promise = std::make_shared<Promise<T>>();
-    auto future = promise->get_future();
-    m_client->send(RedisClient::Role::commands, std::move(args), completer<T>(promise, std::move(name), convert));
-    return future;
+    PromiseCallback<T> bridge;
+    m_client->send(RedisClient::Role::commands, std::move(args), completer<T>(bridge, std::move(name), convert));
+    return std::move(bridge.future);
   }
 
   template <class T, class Convert>
   Future<T> script(const RedisScript& script, std::vector<std::string> args, Convert convert) {
-    auto promise = std::make_shared<Promise<T>>();
-    auto future = promise->get_future();
+    PromiseCallback<T> bridge;
     m_client->eval(script, {m_keys.begin(), m_keys.end()}, std::move(args),
-                   completer<T>(promise, "a script", convert));
-    return future;
+                   completer<T>(bridge, "a script", convert));
+    return std::move(bridge.future);
   }
 
   // --- watches: one tail reader per store, plus a replay per watcher ---------------------------

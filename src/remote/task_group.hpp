@@ -2,7 +2,8 @@
 // What the remote managers (process pool, cluster) share about completing submitted chunks: a
 // chunk may be split after a lost worker, so its Promise completes once all of its parts have;
 // and Promises are completed after the manager's lock is released, because a completion may run
-// its continuation inline (no loop running) and submit again.
+// its continuation inline (no loop running) and submit again. A worker's answer goes back to its
+// call through remote/task_result.hpp.
 
 #include <cstddef>
 #include <exception>
@@ -14,7 +15,7 @@
 #include <vector>
 
 #include <scale/detail/job.hpp>
-#include "process/worker.hpp"
+#include "remote/task_payload.hpp"
 #include <scale/future.hpp>
 
 namespace scale::detail {

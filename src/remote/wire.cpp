@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <scale/detail/bytes.hpp>
+
 namespace scale::detail {
 
 std::string demangle(const char* mangled) {
@@ -22,15 +24,11 @@ std::string demangle(const char* mangled) {
 
 namespace {
 
-void put_le(char* at, std::uint64_t value, int bytes) {
-  for (int i = 0; i < bytes; ++i) at[i] = static_cast<char>((value >> (8 * i)) & 0xff);
-}
+// Where the header's fields are (the table in wire.hpp).
+constexpr std::size_t length_at = 4;
+constexpr std::size_t id_at = 8;
 
-std::uint64_t get_le(const char* at, int bytes) {
-  std::uint64_t value = 0;
-  for (int i = 0; i < bytes; ++i) value |= std::uint64_t{static_cast<unsigned char>(at[i])} << (8 * i);
-  return value;
-}
+std::size_t payload_length(const char* header) { return load_le<std::uint32_t>(header + length_at); }
 
 std::string hex_byte(unsigned char byte) {
   char text[8];
@@ -54,8 +52,8 @@ std::size_t begin_frame(std::string& out, FrameType type, std::uint64_t id) {
   header[1] = static_cast<char>(wire_magic_1);
   header[2] = static_cast<char>(wire_version);
   header[3] = static_cast<char>(type);
-  put_le(header + 4, 0, 4);
-  put_le(header + 8, id, 8);
+  store_le<std::uint32_t>(header + length_at, 0);
+  store_le<std::uint64_t>(header + id_at, id);
   out.append(header, sizeof header);
   return offset;
 }
@@ -70,7 +68,12 @@ void end_frame(std::string& out, std::size_t frame_offset, std::size_t max_paylo
     throw Error("scale: a frame payload of " + std::to_string(length) + " bytes (" + mib(length) +
                 ") is over the limit of " + std::to_string(limit) + " bytes; send the work in smaller chunks");
   }
-  put_le(out.data() + frame_offset + 4, length, 4);
+  store_le(out.data() + frame_offset + length_at, static_cast<std::uint32_t>(length));
+}
+
+void set_frame_id(std::string& frame, std::uint64_t id) {
+  if (frame.size() < frame_header_size) throw std::logic_error("scale: set_frame_id() on a buffer without a frame");
+  store_le(frame.data() + id_at, id);
 }
 
 void encode_frame(std::string& out, FrameType type, std::uint64_t id, std::string_view payload,
@@ -112,7 +115,7 @@ std::span<char> FrameReader::prepare(std::size_t at_least) {
   // which the header has already passed), so it is not copied on every doubling.
   const std::size_t held = m_end - m_begin;
   if (m_error.empty() && held >= frame_header_size) {
-    const std::size_t length = get_le(m_data.get() + m_begin + 4, 4);
+    const std::size_t length = payload_length(m_data.get() + m_begin);
     if (length <= m_max_payload && held < frame_header_size + length)
       want = std::max(want, std::min<std::size_t>(frame_header_size + length - held, std::size_t{64} << 20));
   }
@@ -156,7 +159,7 @@ std::optional<Frame> FrameReader::next() {
          std::to_string(wire_version) + "; run the same build of the program on both ends");
   const auto type = static_cast<unsigned char>(header[3]);
   if (type == 0) fail("scale: the peer sent a frame of type 0, which no scale process sends; the stream is corrupt");
-  const std::size_t length = get_le(header + 4, 4);
+  const std::size_t length = payload_length(header);
   if (length > m_max_payload)
     fail("scale: the peer announced a frame of " + std::to_string(length) + " bytes (" + mib(length) +
          "), over the limit of " + std::to_string(m_max_payload) + " bytes (" + mib(m_max_payload) +
@@ -165,7 +168,7 @@ std::optional<Frame> FrameReader::next() {
 
   Frame frame;
   frame.type = static_cast<FrameType>(type);
-  frame.id = get_le(header + 8, 8);
+  frame.id = load_le<std::uint64_t>(header + id_at);
   frame.payload.assign(header + frame_header_size, length);
   m_begin += frame_header_size + length;
   if (m_begin == m_end) m_begin = m_end = 0;
@@ -178,7 +181,7 @@ void FrameReader::expect_end() const {
   if (held == 0) return;
   std::string what = "scale: the stream ended in the middle of a frame (" + std::to_string(held) + " bytes";
   if (held >= frame_header_size)
-    what += " of a " + std::to_string(frame_header_size + get_le(m_data.get() + m_begin + 4, 4)) + "-byte frame";
+    what += " of a " + std::to_string(frame_header_size + payload_length(m_data.get() + m_begin)) + "-byte frame";
   throw Error(what + " arrived); the peer closed its link or died while sending (truncated payload)");
 }
 

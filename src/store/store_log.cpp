@@ -32,6 +32,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <scale/detail/bytes.hpp>
 #include <scale/detail/loop.hpp>
 #include <scale/error.hpp>
 
@@ -75,39 +76,6 @@ __attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(const unsigned char
 const bool has_sse42 = __builtin_cpu_supports("sse4.2");
 #endif
 
-// ---------------------------------------------------------------------------------------------
-// Little-endian fields.
-
-void put_u32(std::string& out, std::uint32_t value) {
-  char bytes[4];
-  for (int i = 0; i < 4; ++i) bytes[i] = static_cast<char>((value >> (8 * i)) & 0xFFu);
-  out.append(bytes, 4);
-}
-
-void put_u64(std::string& out, std::uint64_t value) {
-  char bytes[8];
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((value >> (8 * i)) & 0xFFu);
-  out.append(bytes, 8);
-}
-
-void set_u32(std::string& out, std::size_t at, std::uint32_t value) {
-  for (int i = 0; i < 4; ++i) out[at + static_cast<std::size_t>(i)] = static_cast<char>((value >> (8 * i)) & 0xFFu);
-}
-
-std::uint32_t get_u32(std::string_view bytes, std::size_t at) {
-  std::uint32_t value = 0;
-  for (int i = 0; i < 4; ++i)
-    value |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[at + static_cast<std::size_t>(i)])) << (8 * i);
-  return value;
-}
-
-std::uint64_t get_u64(std::string_view bytes, std::size_t at) {
-  std::uint64_t value = 0;
-  for (int i = 0; i < 8; ++i)
-    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[at + static_cast<std::size_t>(i)])) << (8 * i);
-  return value;
-}
-
 // Payload: kind u8, revision i64, timestamp i64, count u32, then per change:
 // flags u8 (1: erased), key length u32, key, value length u32, value (JSON text; empty if erased).
 constexpr std::size_t payload_fixed = 1 + 8 + 8 + 4;
@@ -121,9 +89,9 @@ std::optional<std::string> parse_payload(std::string_view payload, LogRecord& re
   if (kind < 1 || kind > 3)
     return "unknown record kind " + std::to_string(kind) + " (written by a newer scale-store?)";
   record.kind = static_cast<RecordKind>(kind);
-  record.revision = static_cast<Revision>(get_u64(payload, 1));
-  record.timestamp_ms = static_cast<std::int64_t>(get_u64(payload, 9));
-  std::uint32_t count = get_u32(payload, 17);
+  record.revision = static_cast<Revision>(load_le<std::uint64_t>(payload.data() + 1));
+  record.timestamp_ms = static_cast<std::int64_t>(load_le<std::uint64_t>(payload.data() + 9));
+  std::uint32_t count = load_le<std::uint32_t>(payload.data() + 17);
   if (record.revision < 0) return "a negative revision";
   if (record.kind == RecordKind::write && (count == 0 || record.revision == 0))
     return "a write record without changes or revision";
@@ -135,12 +103,12 @@ std::optional<std::string> parse_payload(std::string_view payload, LogRecord& re
     if (payload.size() - at < change_fixed) return "a change runs past the end of the record";
     auto flags = static_cast<unsigned char>(payload[at]);
     if (flags > 1) return "a change with unknown flags " + std::to_string(flags);
-    std::size_t key_size = get_u32(payload, at + 1);
+    std::size_t key_size = load_le<std::uint32_t>(payload.data() + at + 1);
     at += 5;
     if (payload.size() - at < key_size + 4) return "a key runs past the end of the record";
     std::string_view key = payload.substr(at, key_size);
     at += key_size;
-    std::size_t value_size = get_u32(payload, at);
+    std::size_t value_size = load_le<std::uint32_t>(payload.data() + at);
     at += 4;
     if (payload.size() - at < value_size) return "a value runs past the end of the record";
     std::string_view value = payload.substr(at, value_size);
@@ -269,34 +237,33 @@ std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc) noexcept {
 RecordEncoder::RecordEncoder(std::string& out, RecordKind kind, Revision revision, std::int64_t timestamp_ms)
     : m_out(out), m_start(out.size()) {
   out.append(record_header_size, '\0');
-  out.push_back(static_cast<char>(kind));
-  put_u64(out, static_cast<std::uint64_t>(revision));
-  put_u64(out, static_cast<std::uint64_t>(timestamp_ms));
-  put_u32(out, 0);  // the count, set by finish()
+  ByteWriter writer(out);
+  writer.u8(static_cast<std::uint8_t>(kind));
+  writer.u64(static_cast<std::uint64_t>(revision));
+  writer.u64(static_cast<std::uint64_t>(timestamp_ms));
+  writer.u32(0);  // the count, set by finish()
 }
 
 void RecordEncoder::add(std::string_view key, bool erased, std::string_view value_json) {
-  m_out.push_back(erased ? '\1' : '\0');
-  put_u32(m_out, static_cast<std::uint32_t>(key.size()));
-  m_out.append(key);
-  put_u32(m_out, static_cast<std::uint32_t>(value_json.size()));
-  m_out.append(value_json);
+  ByteWriter writer(m_out);
+  writer.u8(erased ? 1 : 0);
+  writer.sized(key);
+  writer.sized(value_json);
   ++m_count;
 }
 
 void RecordEncoder::add(const Change& change) {
   if (change.erased) return add(change.key, true, {});
-  m_out.push_back('\0');
-  put_u32(m_out, static_cast<std::uint32_t>(change.key.size()));
-  m_out.append(change.key);
-  std::size_t length_at = m_out.size();
-  put_u32(m_out, 0);
+  ByteWriter writer(m_out);
+  writer.u8(0);
+  writer.sized(change.key);
+  const std::size_t length_at = writer.reserve_u32();
   // The JSON text is written straight into the record (what json::dump does into a new string).
   // Invalid UTF-8 in a string is replaced, so encoding never fails.
   nlohmann::detail::serializer<nlohmann::json> serializer(
       nlohmann::detail::output_adapter<char, std::string>(m_out), ' ', nlohmann::json::error_handler_t::replace);
   serializer.dump(change.value, false, false, 0);
-  set_u32(m_out, length_at, static_cast<std::uint32_t>(m_out.size() - length_at - 4));
+  writer.end_sized(length_at);
   ++m_count;
 }
 
@@ -307,10 +274,11 @@ void RecordEncoder::finish() {
     throw Error("scale-store: a write of " + std::to_string(payload_size) +
                 " bytes is larger than a log record may be (1 GiB)");
   }
-  set_u32(m_out, m_start + record_header_size + 17, m_count);
-  set_u32(m_out, m_start, static_cast<std::uint32_t>(payload_size));
-  set_u32(m_out, m_start + 4, crc32c(std::string_view(m_out).substr(m_start, 4)));
-  set_u32(m_out, m_start + 8, crc32c(std::string_view(m_out).substr(m_start + record_header_size, payload_size)));
+  ByteWriter writer(m_out);
+  writer.fill_u32(m_start + record_header_size + 17, m_count);
+  writer.fill_u32(m_start, static_cast<std::uint32_t>(payload_size));
+  writer.fill_u32(m_start + 4, crc32c(std::string_view(m_out).substr(m_start, 4)));
+  writer.fill_u32(m_start + 8, crc32c(std::string_view(m_out).substr(m_start + record_header_size, payload_size)));
 }
 
 void encode_record(std::string& out, const LogRecord& record) {
@@ -332,8 +300,8 @@ DecodedLog decode_log(std::string_view bytes) {
       stop(LogTail::torn, "an incomplete record header (" + std::to_string(left) + " bytes)");
       break;
     }
-    std::uint32_t length = get_u32(bytes, at);
-    if (crc32c(bytes.substr(at, 4)) != get_u32(bytes, at + 4)) {
+    std::uint32_t length = load_le<std::uint32_t>(bytes.data() + at);
+    if (crc32c(bytes.substr(at, 4)) != load_le<std::uint32_t>(bytes.data() + at + 4)) {
       if (all_zero(bytes.substr(at)))
         stop(LogTail::torn, std::to_string(left) + " zero bytes where a record should start");
       else
@@ -351,7 +319,7 @@ DecodedLog decode_log(std::string_view bytes) {
     }
     std::string_view payload = bytes.substr(at + record_header_size, length);
     std::size_t end = at + record_header_size + length;
-    if (crc32c(payload) != get_u32(bytes, at + 8)) {
+    if (crc32c(payload) != load_le<std::uint32_t>(bytes.data() + at + 8)) {
       if (end == bytes.size() || all_zero(bytes.substr(end)))
         stop(LogTail::torn, "a last record whose checksum does not match");
       else

@@ -16,6 +16,7 @@
 #include <boost/beast/http/verb.hpp>
 #include <nlohmann/json.hpp>
 
+#include "core/entry_json.hpp"
 #include <scale/error.hpp>
 
 namespace scale::detail {
@@ -170,19 +171,8 @@ void append_json(std::string& out, const json& value) {
   serializer.dump(value, false, false, 0);
 }
 
-/// {"key":K,"revision":R,"timestamp_ms":T,"value":V} (members sorted, as json::dump writes an
-/// object), written straight into `out`.
-void append_entry(std::string& out, const Entry& entry) {
-  out += "{\"key\":";
-  append_json(out, entry.key);
-  out += ",\"revision\":";
-  out += std::to_string(entry.revision);
-  out += ",\"timestamp_ms\":";
-  out += std::to_string(entry.timestamp_ms);
-  out += ",\"value\":";
-  append_json(out, entry.value);
-  out += '}';
-}
+/// An entry as JSON text (core/entry_json.hpp), written into `out`.
+void append_entry(std::string& out, const Entry& entry) { append_json(out, json(entry)); }
 
 void require(http::verb method, std::initializer_list<http::verb> allowed, const HttpRequest& request,
              std::string_view path) {

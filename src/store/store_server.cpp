@@ -35,6 +35,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "core/entry_json.hpp"
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
 #include "store/store_log.hpp"
@@ -535,11 +536,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     std::string first;  // a compacted watch answers with one event and ends
     if (what.watch) {
       auto queue = std::make_shared<detail::SubscriptionQueue<Change>>([channel](const Change& change) {
-        json data{{"key", change.key},
-                  {"value", change.value},
-                  {"revision", change.revision},
-                  {"timestamp_ms", change.timestamp_ms},
-                  {"erased", change.erased}};
+        json data = change;
         channel->push(sse_event(data.dump(-1, ' ', false, json::error_handler_t::replace), change.revision));
       });
       memory->watch(what.prefix_or_name, what.from, queue);

@@ -13,7 +13,8 @@
 //   - run_async(begin, end): a coroutine for the loop thread (InlineManager): Future-returning
 //     functions are co_awaited; plain ones run straight through.
 //   - the remote path (process and cluster managers): task_name() names the Job's type in the
-//     TaskRegistry (task_registry.hpp), encode_task(begin, end) puts the items on the wire and
+//     TaskRegistry (task_registry.hpp), encode_extra() and encode_items(begin, end) give the bytes
+//     of a task payload (its layout is src/remote/task_payload.hpp's alone) and
 //     accept_results(begin, end, bytes) writes a worker's decoded results into the same buffer. A
 //     worker runs the same per-item kernel (run()) on a Job it builds from the decoded items.
 //     remote_problem() says, before anything is sent, why a Job cannot leave the process (a
@@ -100,9 +101,11 @@ class Job {
   virtual std::string remote_problem() const { return "scale: this job cannot run in another process"; }
   /// The Job's name in the TaskRegistry (the same in every process of this executable).
   virtual const std::string& task_name() const;
-  /// Appends what a worker needs for items [begin, end): the extra bytes' length (u32, little
-  /// endian), the extra bytes (reduce's init) and the encoded items.
-  virtual void encode_task(std::size_t begin, std::size_t end, std::string& out) const;
+  /// Appends the bytes every chunk of the call carries besides its items (reduce's init); none by
+  /// default. The task payload records how many there are.
+  virtual void encode_extra(std::string& out) const { (void)out; }
+  /// Appends items [begin, end), encoded for a worker.
+  virtual void encode_items(std::size_t begin, std::size_t end, std::string& out) const;
   /// Writes a worker's encoded results for items [begin, end) into the Job; throws scale::Error
   /// when they do not decode.
   virtual void accept_results(std::size_t begin, std::size_t end, std::string_view bytes);
@@ -122,7 +125,7 @@ inline const std::string& Job::task_name() const {
   static const std::string none;
   return none;
 }
-inline void Job::encode_task(std::size_t, std::size_t, std::string&) const { throw Error(remote_problem()); }
+inline void Job::encode_items(std::size_t, std::size_t, std::string&) const { throw Error(remote_problem()); }
 inline void Job::accept_results(std::size_t, std::size_t, std::string_view) { throw Error(remote_problem()); }
 
 /// Items [begin, end) of a job: what the algorithms hand a manager.

@@ -60,9 +60,8 @@ struct TaskEntry {
 std::string register_task(const char* type, const void* anchor, TaskEntry entry);
 /// The entry of a registered name; throws scale::Error for an unknown or ambiguous name.
 TaskEntry find_task(std::string_view name);
-/// Identifies this build: the registered names and the executable, hashed. Two processes with
-/// the same fingerprint run the same code for the same task name.
-std::string build_fingerprint();
+/// Every registered name, sorted (what the build fingerprint hashes).
+std::vector<std::string> registered_task_names();
 
 template <class JobType>
 struct TaskRegistration {
@@ -106,18 +105,6 @@ std::string remote_problem_of() {
   }
   return problem;
 }
-
-inline void append_u32(std::string& out, std::uint32_t value) {
-  char bytes[4] = {static_cast<char>(value), static_cast<char>(value >> 8), static_cast<char>(value >> 16),
-                   static_cast<char>(value >> 24)};
-  out.append(bytes, 4);
-}
-inline void append_u64(std::string& out, std::uint64_t value) {
-  append_u32(out, static_cast<std::uint32_t>(value));
-  append_u32(out, static_cast<std::uint32_t>(value >> 32));
-}
-/// Reads a little-endian integer at `offset` and advances it; throws scale::Error past the end.
-std::uint64_t read_le(std::string_view bytes, std::size_t& offset, std::size_t size);
 
 /// encode_values over a whole vector (std::vector<bool> included, which has no data()).
 template <class V>

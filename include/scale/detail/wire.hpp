@@ -99,6 +99,10 @@ void end_frame(std::string& out, std::size_t frame_offset,
 void encode_frame(std::string& out, FrameType type, std::uint64_t id, std::string_view payload,
                   std::size_t max_payload = default_max_payload);
 
+/// Sets the request id of the one frame at the start of `frame` (encoded with id 0 before the
+/// id was known, e.g. a task frame that waited for a worker).
+void set_frame_id(std::string& frame, std::uint64_t id);
+
 /// Reassembles frames from a byte stream fed in slices of any size.
 /// After a bad header it is broken for good: every later next() throws the same error.
 class FrameReader {

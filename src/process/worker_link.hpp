@@ -1,0 +1,76 @@
+#pragma once
+// The child's end of a process-pool link: a worker process serving tasks until its link closes.
+//
+// A worker is a child started by a ProcessPoolManager from /proc/self/exe with the parent's
+// arguments plus worker_flag; its Runtime(argc, argv) finds the flag and its link (child_link())
+// and calls serve_as_worker(), which never returns. On the link (frames of wire.hpp):
+//   worker → parent  hello          build_fingerprint(), so a worker of another build is refused
+//   parent → worker  task (id)      a task payload (remote/task_payload.hpp)
+//   worker → parent  result (id)    the invoker's encoded results
+//   worker → parent  error (id)     encode_exception() of what the function threw
+//   worker → parent  scope_request  (its own id) one Scope call, MessagePack {"op": ..., ...}
+//                                   (process/link_backends.hpp asks, process/scope_server.hpp answers)
+//   parent → worker  scope_reply    (same id) the value or the error (remote/scope_reply.hpp)
+// The worker runs one task at a time and exits with status 0 when the link reads end-of-file
+// (the parent closed it, or died).
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string_view>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "process/child_process.hpp"
+#include <scale/detail/wire.hpp>
+#include <scale/future.hpp>
+
+namespace scale::detail {
+
+/// The flag a ProcessPoolManager adds to a worker's arguments (Runtime strips every --scale-* flag).
+inline constexpr const char* worker_flag = "--scale-worker-link";
+
+/// Serves tasks on `link` until it closes, then exits the process with status 0.
+[[noreturn]] void serve_as_worker(const ChildLink& link);
+
+/// The worker's side of its link: one writer lock, replies matched to pending scope calls.
+class WorkerLink {
+ public:
+  explicit WorkerLink(ChildLink link) : m_link(link) {}
+
+  /// Sends one frame; a link that cannot be written (the parent is gone) ends the process.
+  void send(FrameType type, std::uint64_t id, std::string_view payload);
+
+  /// Sends a scope_request; the Future completes with the parent's answer (or its error).
+  Future<nlohmann::json> call(nlohmann::json request);
+
+  /// The reader thread: tasks to the queue, replies to their callers; exits the process on EOF.
+  [[noreturn]] void read_loop();
+
+  /// The next task for the executor thread, waiting for one; call task_done() after it.
+  Frame next_task();
+  void task_done();
+
+  /// Runs a task: set before the reader starts.
+  std::function<void(const Frame&)> runner;
+
+  [[noreturn]] static void leave();
+
+ private:
+  void dispatch(Frame frame);
+  void answer(Frame frame);
+
+  ChildLink m_link;
+  bool m_busy = false;  // a task is running (on either thread)
+  std::mutex m_write_mutex;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<Frame> m_tasks;
+  std::unordered_map<std::uint64_t, Promise<nlohmann::json>> m_pending;
+  std::uint64_t m_next_id = 0;
+};
+
+}  // namespace scale::detail
