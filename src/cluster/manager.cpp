@@ -25,6 +25,7 @@
 #include "remote/task_group.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
+#include "remote/wire_error.hpp"
 #include "process/worker.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
@@ -345,7 +346,7 @@ class Cluster {
       error = std::make_exception_ptr(ChunkSkipped());
     } else if (kind == "e") {
       try {
-        error = std::make_exception_ptr(decode_exception(payload));
+        error = decode_exception(payload);
       } catch (...) {
         error = std::current_exception();
       }

@@ -24,6 +24,7 @@
 #include <scale/detail/loop.hpp>
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
+#include "remote/wire_error.hpp"
 #include "process/worker.hpp"
 
 namespace scale::detail {

@@ -21,6 +21,7 @@
 #include "remote/task_group.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
+#include "remote/wire_error.hpp"
 #include "process/worker.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
@@ -396,7 +397,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         }
         std::exception_ptr error;
         if (frame.type == FrameType::error) {
-          error = std::make_exception_ptr(decode_exception(frame.payload));
+          error = decode_exception(frame.payload);
         } else {
           try {
             task->chunk.job->accept_results(task->chunk.begin, task->chunk.end, frame.payload);

@@ -30,6 +30,7 @@
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
 #include <scale/detail/wire.hpp>
+#include "remote/wire_error.hpp"
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
 
@@ -350,7 +351,7 @@ class WorkerLink {
             auto value = nlohmann::json::from_msgpack(payload.begin() + 1, payload.end(), /*strict=*/true);
             promise->set_value(std::move(value));
           } else {
-            throw decode_exception(payload.substr(1));
+            std::rethrow_exception(decode_exception(payload.substr(1)));
           }
         } catch (...) {
           promise->set_exception(std::current_exception());
