@@ -187,6 +187,37 @@ auto sleep_2s = [](int x) {
   return x;
 };
 
+auto throws_key_not_found = [](int x) {
+  if (x == 3) throw scale::KeyNotFound("item/3");
+  return x;
+};
+
+auto reads_missing_key = [](int x, scale::Scope& scope) -> scale::Future<int> {
+  scale::Future<int> value = scope.get<int>("missing");
+  int found = co_await std::move(value);
+  co_return found + x;
+};
+
+/// What the function itself sees when the memory refuses its increment.
+auto increment_text_seen = [](int, scale::Scope& scope) -> scale::Future<std::string> {
+  std::string seen = "nothing";
+  try {
+    scale::Future<std::int64_t> sum = scope.increment("text", 1);
+    co_await std::move(sum);
+  } catch (const scale::TypeMismatch& error) {
+    seen = "TypeMismatch " + error.key();
+  } catch (const std::exception& error) {
+    seen = std::string("other ") + error.what();
+  }
+  co_return seen;
+};
+
+auto increments_text = [](int x, scale::Scope& scope) -> scale::Future<int> {
+  scale::Future<std::int64_t> sum = scope.increment("text", 1);
+  std::int64_t n = co_await std::move(sum);
+  co_return x + static_cast<int>(n);
+};
+
 bool wait_for_workers(const scale::ClusterManager& manager, std::size_t n) {
   return eventually([&] { return manager.stats().workers_alive == n; });
 }
@@ -544,6 +575,75 @@ TEST_CASE("a bad URL, an unknown URL option and bad heartbeat options are clear 
                       Catch::Contains("unknown URL option 'colour'"));
   REQUIRE_THROWS_WITH(scale::ClusterManager("redis://127.0.0.1:6379", {.heartbeat_ttl = 0ms}),
                       Catch::Contains("heartbeat_ttl"));
+}
+
+TEST_CASE("a scale::Error subtype raised on a cluster worker reaches the caller as its own type", "[cluster][errors]") {
+  TestCluster cluster(1);
+  scale::ClusterManager& manager = *cluster.manager;
+  scale::SharedMemory memory(cluster.url);
+  memory.set("text", std::string("not a number")).get();
+  scale::Iterator<int> numbers(iota(6), manager);
+  numbers.use_scope(memory);
+  // Thrown by the user's function.
+  try {
+    numbers.map(throws_key_not_found).get();
+    FAIL("the map should have failed");
+  } catch (const scale::KeyNotFound& error) {
+    CHECK(error.key() == "item/3");
+  }
+  // Raised by the library: the worker's own get, and the memory's answer to its increment.
+  try {
+    numbers.map(reads_missing_key).get();
+    FAIL("the map should have failed");
+  } catch (const scale::KeyNotFound& error) {
+    CHECK(error.key() == "missing");
+  }
+  try {
+    numbers.map(increments_text).get();
+    FAIL("the map should have failed");
+  } catch (const scale::TypeMismatch& error) {
+    CHECK(error.key() == "text");
+    CHECK(error.stored() == "a string");
+  }
+  for (const auto& seen : numbers.map(increment_text_seen).get()) CHECK(seen == "TypeMismatch text");
+}
+
+TEST_CASE("a capturing lambda on a cluster fails at once with NotShippable", "[cluster][errors]") {
+  scale::Runtime runtime;
+  scale::ClusterManager manager(fresh_url(), fast_options());
+  scale::Iterator<int> numbers(iota(10), manager);
+  int offset = 3;
+  auto captures = [offset](int x) { return x + offset; };
+  const auto started = std::chrono::steady_clock::now();
+  REQUIRE_THROWS_AS(numbers.map(captures).get(), scale::NotShippable);
+  REQUIRE_THROWS_WITH(numbers.map(captures).get(), Catch::Contains("capture nothing"));
+  CHECK(std::chrono::steady_clock::now() - started < 2s);  // at once, not after wait_for_workers
+}
+
+TEST_CASE("with no worker a map fails with NoWorkers after wait_for_workers", "[cluster][errors]") {
+  scale::Runtime runtime;
+  scale::ClusterOptions options = fast_options();
+  options.wait_for_workers = 300ms;
+  scale::ClusterManager manager(fresh_url(), options);
+  scale::Iterator<int> numbers(iota(10), manager);
+  REQUIRE_THROWS_AS(numbers.map(twice).get(), scale::NoWorkers);
+}
+
+TEST_CASE("with only workers of another build a map fails with BuildMismatch", "[cluster][errors]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess other(url, CLUSTER_OTHER_BUILD);
+  scale::ClusterOptions options = fast_options();
+  options.wait_for_workers = 500ms;
+  scale::ClusterManager manager(url, options);
+  REQUIRE(eventually([&] { return manager.stats().workers_refused == 1; }));
+  scale::Iterator<int> numbers(iota(10), manager);
+  try {
+    numbers.map(twice).get();
+    FAIL("the map should have failed");
+  } catch (const scale::BuildMismatch& error) {
+    CHECK_THAT(std::string(error.what()), Catch::Contains("different build") && Catch::Contains("--scale-worker"));
+  }
 }
 
 int main(int argc, char** argv) {

@@ -18,3 +18,50 @@ struct Http {
 using MemoryBackends = std::tuple<Http>;
 
 #include "shared_memory_suite.hpp"
+
+#include <scale/error.hpp>
+
+#include "http/http_client.hpp"
+
+namespace {
+
+/// The store's count of answered requests to `endpoint` (all statuses), from GET /metrics.
+long requests_to(const std::string& url, const std::string& endpoint) {
+  scale::detail::HttpClient client(scale::detail::parse_http_url(url));
+  const std::string metrics = client.request("GET", "/metrics").get().body;
+  const std::string label = "scale_store_requests_total{endpoint=\"" + endpoint + "\",";
+  long total = 0;
+  for (std::size_t at = metrics.find(label); at != std::string::npos; at = metrics.find(label, at + 1)) {
+    const std::size_t space = metrics.find(' ', at);
+    total += std::stol(metrics.substr(space + 1));
+  }
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("the store's typed errors are rethrown from the answer itself, with no second request", "[http]") {
+  scale::Runtime runtime;
+  const std::string url = support::fresh_store_url();
+  scale::SharedMemory memory(url);
+  memory.set("text", std::string("x")).get();
+  const long gets_before = requests_to(url, "kv_get");
+  try {
+    memory.increment("text", 1).get();
+    FAIL("the increment should have failed");
+  } catch (const scale::TypeMismatch& error) {
+    CHECK(error.key() == "text");
+    CHECK(error.stored() == "a string");
+    CHECK(error.requested() == "a 64-bit integer to increment");
+  }
+  CHECK(requests_to(url, "increment") == 1);
+  CHECK(requests_to(url, "kv_get") == gets_before);  // the answer alone rebuilt it
+
+  // A generic refusal stays a scale::Error naming the request and the server's message.
+  try {
+    memory.set(nlohmann::json{{"", 1}}).get();
+    FAIL("the set should have failed");
+  } catch (const scale::Error& error) {
+    CHECK_THAT(std::string(error.what()), Catch::Contains("(400)") && Catch::Contains("empty"));
+  }
+}

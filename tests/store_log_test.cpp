@@ -515,7 +515,7 @@ TEST_CASE("a write made after the log is closed fails instead of being acknowled
   auto write = store.memory->set_many(json{{"k", 1}});
   store.log.reset();
   store.memory.reset();  // the last owner of the log: its pending writes fail
-  CHECK_THROWS_AS(write.get(), scale::detail::JournalError);
+  CHECK_THROWS_AS(write.get(), scale::JournalError);
 }
 
 #ifdef SCALE_STORE_BINARY

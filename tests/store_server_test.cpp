@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <regex>
@@ -290,6 +292,49 @@ TEST_CASE("bad input gets a 4xx with a JSON error saying what was wrong", "[stor
   CHECK(client.request("PATCH", "/v1/kv/k", "1").status == 405);
   // The connection survived every one of them.
   CHECK(client.request("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("error answers carry the error's type and what rebuilds it; a failed condition has no type", "[store]") {
+  TestServer server({.history = 3});
+  Client client(server.port());
+
+  auto missing = client.request("GET", "/v1/kv/nobody");
+  CHECK(missing.status == 404);
+  CHECK(missing.body_json().at("type") == "KeyNotFound");
+  CHECK(missing.body_json().at("key") == "nobody");
+  CHECK(client.request("DELETE", "/v1/kv/nobody").body_json().at("type") == "KeyNotFound");
+
+  client.request("PUT", "/v1/kv/name", "\"ada\"");
+  auto mismatch = client.request("POST", "/v1/increment/name", R"({"by": 1})");
+  CHECK(mismatch.status == 409);
+  CHECK(mismatch.body_json().at("type") == "TypeMismatch");
+  CHECK(mismatch.body_json().at("key") == "name");
+  CHECK(mismatch.body_json().at("stored") == "a string");
+  CHECK(mismatch.body_json().at("requested") == "a 64-bit integer to increment");
+
+  client.request("PUT", "/v1/kv/big", std::to_string(std::numeric_limits<std::int64_t>::max()));
+  auto overflow = client.request("POST", "/v1/increment/big", R"({"by": 1})");
+  CHECK(overflow.status == 409);
+  CHECK(overflow.body_json().at("type") == "Error");
+  CHECK(overflow.error().find("overflow") != std::string::npos);
+
+  auto bad = client.request("PUT", "/v1/kv/k", "{oops");
+  CHECK(bad.status == 400);
+  CHECK(bad.body_json().at("type") == "Error");
+  CHECK(client.request("GET", "/v2/everything").body_json().at("type") == "Error");
+
+  auto failed = client.request("PUT", "/v1/kv/name", "1", {"If-Match: 999"});
+  CHECK(failed.status == 412);
+  CHECK_FALSE(failed.body_json().contains("type"));
+
+  for (int i = 0; i < 6; ++i) client.request("PUT", "/v1/kv/k", std::to_string(i));
+  Client watcher(server.port());
+  REQUIRE(watcher.request("GET", "/v1/watch?from=1").status == 200);
+  auto event = watcher.next_event();
+  CHECK(event.at("event") == "compacted");
+  auto data = json::parse(event.at("data"));
+  CHECK(data.at("type") == "Compacted");
+  CHECK(data.at("requested") == 1);
 }
 
 TEST_CASE("a body over the limit is refused from its Content-Length, also after Expect: 100-continue", "[store]") {

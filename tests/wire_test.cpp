@@ -1,4 +1,5 @@
-// The wire codec: frames, values and errors as the process pool and the cluster send them.
+// The wire codec: frames and values as the process pool and the cluster send them (errors:
+// wire_error_test.cpp).
 
 #include <catch2/catch.hpp>
 
@@ -52,11 +53,6 @@ struct Opaque {
 struct NotDefaultConstructible {
   explicit NotDefaultConstructible(int v) : value(v) {}
   int value;
-};
-
-class CustomError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
 };
 
 }  // namespace wire_test
@@ -368,42 +364,4 @@ TEST_CASE("frame type 0 is refused on both ends", "[wire]") {
   FrameReader reader;
   reader.feed(stream);
   CHECK_THROWS_AS(reader.next(), scale::Error);
-}
-
-// ----- errors -------------------------------------------------------------------------------
-
-TEST_CASE("an exception crosses as a RemoteError with its type name and message", "[wire]") {
-  std::string payload;
-  try {
-    throw CustomError("the item was bad");
-  } catch (...) {
-    scale::detail::encode_exception(std::current_exception(), payload);
-  }
-  auto error = scale::detail::decode_exception(payload);
-  CHECK(error.type_name() == "wire_test::CustomError");
-  CHECK(error.message() == "the item was bad");
-  CHECK_THAT(std::string(error.what()), Catch::Contains("wire_test::CustomError: the item was bad"));
-
-  payload.clear();
-  scale::detail::encode_exception(std::make_exception_ptr(std::out_of_range("index 3")), payload);
-  CHECK(scale::detail::decode_exception(payload).type_name() == "std::out_of_range");
-}
-
-TEST_CASE("a relayed RemoteError keeps its original type, and non-standard exceptions are named", "[wire]") {
-  std::string payload;
-  scale::detail::encode_exception(std::make_exception_ptr(scale::RemoteError("my::Error", "deep")), payload);
-  auto relayed = scale::detail::decode_exception(payload);
-  CHECK(relayed.type_name() == "my::Error");
-  CHECK(relayed.message() == "deep");
-
-  payload.clear();
-  scale::detail::encode_exception(std::make_exception_ptr(42), payload);
-  CHECK(scale::detail::decode_exception(payload).type_name() == "int");
-}
-
-TEST_CASE("a malformed error report is a scale::Error", "[wire]") {
-  CHECK_THROWS_AS(scale::detail::decode_exception("nonsense"), scale::Error);
-  std::string not_an_error;
-  nlohmann::json::to_msgpack(nlohmann::json{{"type", 1}}, not_an_error);
-  CHECK_THROWS_AS(scale::detail::decode_exception(not_an_error), scale::Error);
 }

@@ -46,14 +46,22 @@ class KeyNotFound : public Error {
 /// A stored value that cannot be read as the requested type.
 class TypeMismatch : public Error {
  public:
-  TypeMismatch(std::string key, const std::string& stored, const std::string& requested)
+  TypeMismatch(std::string key, std::string stored, std::string requested)
       : Error("scale::TypeMismatch: key '" + key + "' holds " + stored + ", which cannot be read as " +
               requested + " without loss; read it as the stored type or store the type you read"),
-        m_key(std::move(key)) {}
+        m_key(std::move(key)),
+        m_stored(std::move(stored)),
+        m_requested(std::move(requested)) {}
   const std::string& key() const noexcept { return m_key; }
+  /// What the key holds, e.g. "a string" or "an integer (300)".
+  const std::string& stored() const noexcept { return m_stored; }
+  /// The type it was read as, e.g. "int".
+  const std::string& requested() const noexcept { return m_requested; }
 
  private:
   std::string m_key;
+  std::string m_stored;
+  std::string m_requested;
 };
 
 /// A watch asked for changes older than the history the backend keeps.
@@ -112,6 +120,47 @@ class WorkerLost : public Error {
 class ConnectionError : public Error {
  public:
   using Error::Error;
+};
+
+// The errors below carry a message written where they arise, which says what to change.
+
+/// A function or value that cannot be sent to another process (a lambda with captures, a function
+/// pointer, a value type without to_json/from_json), given to a process or cluster manager.
+class NotShippable : public Error {
+ public:
+  explicit NotShippable(const std::string& message) : Error(message) {}
+};
+
+/// Only workers of another build of the program are present: they are refused, never fed tasks
+/// they would run wrongly.
+class BuildMismatch : public Error {
+ public:
+  explicit BuildMismatch(const std::string& message) : Error(message) {}
+};
+
+/// No worker joined within ClusterOptions::wait_for_workers.
+class NoWorkers : public Error {
+ public:
+  explicit NoWorkers(const std::string& message) : Error(message) {}
+};
+
+/// No worker can ever meet a call's requirements (its resources or labels).
+class Unsatisfiable : public Error {
+ public:
+  explicit Unsatisfiable(const std::string& message) : Error(message) {}
+};
+
+/// A call stopped through its stop token before it finished.
+class Cancelled : public Error {
+ public:
+  explicit Cancelled(const std::string& message) : Error(message) {}
+};
+
+/// A write applied in memory that its journal could not make durable (a failed write or fsync of
+/// scale-store's log, or a log already closed). The store server answers it with 500.
+class JournalError : public Error {
+ public:
+  explicit JournalError(const std::string& message) : Error(message) {}
 };
 
 }  // namespace scale

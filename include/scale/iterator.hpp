@@ -218,7 +218,7 @@ class MapJob final : public ItemJob<T, F, MapJob<T, F>> {
           m_out.put(begin + i, std::move(values[i]));
       }
     } else {
-      throw Error(remote_problem());
+      throw NotShippable(remote_problem());
     }
   }
   /// In a worker: the same kernel (run) over decoded items.
@@ -343,7 +343,7 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
     if constexpr (is_wire_serializable_v<A>)
       m_partials[begin / m_plan.chunk_size].emplace(decode_value<A>(bytes));
     else
-      throw Error(remote_problem());
+      throw NotShippable(remote_problem());
   }
   static void invoke_remote(const TaskInput& input, std::string& out) {
     auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));

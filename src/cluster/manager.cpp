@@ -563,7 +563,9 @@ class Cluster {
                  " connected worker(s) run a different build of the program (another fingerprint) and are given "
                  "none of its tasks: start them from this very executable";
     if (!m_redis_error.empty()) message += "; Redis could not be reached: " + m_redis_error;
-    auto error = std::make_exception_ptr(Error(message));
+    // Workers of another build are there but refused: that, not their absence, is what to fix.
+    auto error = incompatible > 0 ? std::make_exception_ptr(BuildMismatch(message))
+                                  : std::make_exception_ptr(NoWorkers(message));
     for (auto& task : expired) {
       retire_attempt_locked(*task, to_drop);
       task->chunk.job->cancel();

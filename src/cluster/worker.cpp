@@ -27,6 +27,7 @@
 #include "cluster/worker.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_payload.hpp"
+#include "remote/wire_error.hpp"
 
 namespace scale::detail {
 

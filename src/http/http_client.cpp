@@ -8,6 +8,8 @@
 
 #include <scale/error.hpp>
 
+#include "remote/wire_error.hpp"
+
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/as_tuple.hpp>
 #include <boost/beast/core.hpp>
@@ -361,10 +363,13 @@ struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
             body.append(chunk, sizeof chunk - parser.get().body().size);
             if (e && e != http::error::need_buffer) break;
           }
-          if (!*ended)
-            handlers.on_error(std::make_exception_ptr(Error(
-                "scale: the store server at " + url.text + " refused a stream (" +
-                std::to_string(parser.get().result_int()) + "): " + body)));
+          if (!*ended) {
+            std::exception_ptr error = typed_answer_error(body);
+            if (!error)
+              error = std::make_exception_ptr(Error("scale: the store server at " + url.text + " refused a stream (" +
+                                                    std::to_string(parser.get().result_int()) + "): " + body));
+            handlers.on_error(error);
+          }
           co_return;
         } else {
           std::string text;
@@ -544,7 +549,20 @@ const HttpUrl& HttpClient::url() const noexcept { return m_impl->url; }
 
 std::exception_ptr HttpClient::connection_error(const std::string& what) const { return m_impl->connection_error(what); }
 
+std::exception_ptr typed_answer_error(const std::string& body) {
+  auto wire = nlohmann::json::parse(body, nullptr, false);
+  if (!wire.is_object()) return nullptr;
+  auto type = wire.find("type");
+  if (type == wire.end() || !type->is_string() || *type == "Error") return nullptr;
+  try {
+    return error_from_json(wire);
+  } catch (const Error&) {
+    return nullptr;  // not a wire error after all: reported as an unexpected answer
+  }
+}
+
 std::exception_ptr HttpClient::answer_error(const std::string& request, const HttpResponse& response) const {
+  if (auto typed = typed_answer_error(response.body)) return typed;
   std::string message = response.body;
   try {
     auto body = nlohmann::json::parse(response.body);

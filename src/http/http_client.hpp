@@ -87,7 +87,9 @@ class HttpClient {
   std::size_t connections_for_tests();
   /// The ConnectionError for `what` going wrong while talking to the server.
   std::exception_ptr connection_error(const std::string& what) const;
-  /// The scale::Error for an unexpected answer.
+  /// The error an answer that is not 2xx carries: the error of its "type" (KeyNotFound,
+  /// TypeMismatch, Compacted, ...; src/remote/wire_error.hpp), rebuilt from the answer itself, or
+  /// a scale::Error naming the request and the server's message for a generic one ("Error").
   std::exception_ptr answer_error(const std::string& request, const HttpResponse& response) const;
 
  private:
@@ -118,6 +120,10 @@ void open_subscription_stream(const std::shared_ptr<HttpClient>& client,
     release();
   });
 }
+
+/// The error of a store answer's body whose "type" names one (anything but the generic "Error"),
+/// mapped back by error_from_json(); null for any other body.
+std::exception_ptr typed_answer_error(const std::string& body);
 
 /// Percent-encodes a key or name for a path segment (keeps '/', letters, digits and -._~).
 std::string percent_encode(const std::string& text, bool keep_slash);

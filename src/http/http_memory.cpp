@@ -90,43 +90,15 @@ class HttpMemory final : public MemoryBackend {
   template <class F>
   Future<std::invoke_result_t<F, Incremented>> add(std::string key, std::int64_t by, F result) {
     using T = decltype(result(Incremented{}));
-    PromiseCallback<T> bridge;
-    auto promise = bridge.promise;
     auto client = m_client;
-    m_client->request(
-        "POST", "/v1/increment/" + percent_encode(key, true), json{{"by", by}}.dump(), {},
-        [client, key, promise, result](std::exception_ptr error, HttpResponse response) {
-          if (error) {
-            promise->set_exception(error);
-            return;
-          }
-          try {
-            if (response.status == 409 && response.body.find("TypeMismatch") != std::string::npos) {
-              // The server's message is the in-process store's; read the value to raise the same
-              // typed error here.
-              client->request("GET", kv(key), {}, {}, [key, promise](std::exception_ptr, HttpResponse got) {
-                json value;
-                try {
-                  if (got.status == 200) value = json::parse(got.body).at("value");
-                } catch (...) {
-                }
-                promise->set_exception(
-                    std::make_exception_ptr(TypeMismatch(key, describe_json(value), "a 64-bit integer to increment")));
-              });
-              return;
-            }
-            if (response.status == 409) {
-              auto body = json::parse(response.body, nullptr, false);
-              throw Error(body.is_object() && body.contains("error") ? body["error"].get<std::string>() : response.body);
-            }
-            if (response.status != 200) std::rethrow_exception(client->answer_error("increment", response));
-            auto body = json::parse(response.body);
-            promise->set_value(result(Incremented{body.at("value").get<std::int64_t>(), body.at("revision").get<Revision>()}));
-          } catch (...) {
-            promise->set_exception(std::current_exception());
-          }
-        });
-    return std::move(bridge.future);
+    // A TypeMismatch (or an overflow) comes back typed in the answer itself (answer_error).
+    return call<T>(*m_client, "POST", "/v1/increment/" + percent_encode(key, true), json{{"by", by}}.dump(), {},
+                   [client, result](HttpResponse response) {
+                     if (response.status != 200) std::rethrow_exception(client->answer_error("increment", response));
+                     auto body = json::parse(response.body);
+                     return result(
+                         Incremented{body.at("value").get<std::int64_t>(), body.at("revision").get<Revision>()});
+                   });
   }
 
   Future<std::vector<Entry>> list(std::string prefix) override {
@@ -182,18 +154,11 @@ class HttpMemory final : public MemoryBackend {
       }
     };
     handlers.on_event = [queue, cursor](const SseEvent& event) {
-      if (event.event == "compacted") {
-        auto body = json::parse(event.data, nullptr, false);
-        Revision requested = 0, oldest = 0;
-        if (body.is_object()) {
-          requested = body.value("requested", Revision{0});
-          oldest = body.value("oldest_kept", Revision{0});
-        }
-        queue->set_error(std::make_exception_ptr(Compacted(requested, oldest)));
-        return false;
-      }
-      if (event.event == "error") {
-        queue->set_error(std::make_exception_ptr(Error("scale: watch failed on the store server: " + event.data)));
+      if (event.event == "compacted" || event.event == "error") {
+        // The event carries the error's wire form: a Compacted (or whatever ended the watch) of its own type.
+        std::exception_ptr error = typed_answer_error(event.data);
+        if (!error) error = std::make_exception_ptr(Error("scale: watch failed on the store server: " + event.data));
+        queue->set_error(error);
         return false;
       }
       auto body = json::parse(event.data, nullptr, false);

@@ -456,7 +456,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     m_counters.running -= inflight.size();
     if (!refused.empty()) {
       log_error(refused);
-      m_refused = std::make_exception_ptr(Error("scale: " + refused));
+      m_refused = std::make_exception_ptr(BuildMismatch("scale: " + refused));
       for (auto& f : inflight) finish_locked(*f.task, m_refused);
       fail_queue_locked(m_refused);
       m_cv.notify_all();

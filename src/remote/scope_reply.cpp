@@ -3,8 +3,9 @@
 #include "remote/scope_reply.hpp"
 
 #include <scale/detail/bytes.hpp>
-#include <scale/detail/wire.hpp>
 #include <scale/error.hpp>
+
+#include "remote/wire_error.hpp"
 
 namespace scale::detail {
 
@@ -34,7 +35,7 @@ nlohmann::json decode_scope_reply(std::string_view payload) {
   const std::uint8_t status = reader.u8();
   const std::string_view rest = reader.rest();
   if (status == returned) return nlohmann::json::from_msgpack(rest.begin(), rest.end(), /*strict=*/true);
-  throw decode_exception(rest);
+  std::rethrow_exception(decode_exception(rest));
 }
 
 }  // namespace scale::detail

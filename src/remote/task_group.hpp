@@ -76,20 +76,24 @@ class CompletingLock {
 };
 
 /// The start of a remote manager's submit. A chunk that cannot leave this process (the Job's
-/// remote_problem(), a Job with no registered task, or the manager's own `problem`) cancels its
-/// call and gets its failed Future here; otherwise the new Task (with `group` and `chunk` members)
-/// for it, and `future` is its group's.
+/// remote_problem() or a Job with no registered task: scale::NotShippable; the manager's own
+/// `problem`: scale::Error) cancels its call and gets its failed Future here; otherwise the new
+/// Task (with `group` and `chunk` members) for it, and `future` is its group's.
 template <class Task>
 std::shared_ptr<Task> start_remote_task(Chunk chunk, std::string problem, TaskCounters& counters,
                                         Future<void>& future) {
   std::string why = chunk.job->remote_problem();
   if (why.empty() && chunk.job->task_name().empty())
     why = "scale: this job has no registered task and cannot run in another process";
-  if (why.empty()) why = std::move(problem);
-  if (!why.empty()) {
+  std::exception_ptr error;
+  if (!why.empty())
+    error = std::make_exception_ptr(NotShippable(why));
+  else if (!problem.empty())
+    error = std::make_exception_ptr(Error(problem));
+  if (error) {
     chunk.job->cancel();
     ++counters.failed;
-    future = make_failed_future<void>(std::make_exception_ptr(Error(why)));
+    future = make_failed_future<void>(std::move(error));
     return nullptr;
   }
   auto task = std::make_shared<Task>();

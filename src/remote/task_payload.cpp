@@ -11,6 +11,8 @@
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
 
+#include "remote/wire_error.hpp"
+
 namespace scale::detail {
 
 namespace {

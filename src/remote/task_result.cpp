@@ -2,7 +2,7 @@
 
 #include "remote/task_result.hpp"
 
-#include <scale/detail/wire.hpp>
+#include "remote/wire_error.hpp"
 
 namespace scale::detail {
 
@@ -12,7 +12,7 @@ std::exception_ptr hand_back(const Chunk& chunk, bool group_finished, TaskAnswer
   std::exception_ptr error;
   try {
     if (answer == TaskAnswer::error)
-      error = std::make_exception_ptr(decode_exception(payload));
+      error = decode_exception(payload);
     else
       job.accept_results(chunk.begin, chunk.end, payload);
   } catch (...) {

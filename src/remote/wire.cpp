@@ -1,4 +1,4 @@
-// The frame codec and the error transport of <scale/detail/wire.hpp>.
+// The frame codec and the value helpers of <scale/detail/wire.hpp>.
 
 #include <scale/detail/wire.hpp>
 
@@ -198,42 +198,6 @@ std::string wire_type_error_message(const std::string& type) {
 void throw_wire_decode_error(const std::string& type, const std::string& detail) {
   throw Error("scale: cannot decode values of type '" + type + "' from the peer: " + detail +
               "; both ends must run the same build of the program");
-}
-
-// ----- errors -------------------------------------------------------------------------------
-
-void encode_exception(const std::exception_ptr& error, std::string& out) {
-  std::string type = "(no exception)";
-  std::string message;
-  if (error) {
-    try {
-      std::rethrow_exception(error);
-    } catch (const RemoteError& remote) {
-      type = remote.type_name();
-      message = remote.message();
-    } catch (const std::exception& e) {
-      type = demangle(typeid(e).name());
-      message = e.what();
-    } catch (...) {
-      const std::type_info* info = abi::__cxa_current_exception_type();
-      type = info ? demangle(info->name()) : std::string("(unknown type)");
-      message = "(an exception not derived from std::exception; it has no message)";
-    }
-  }
-  nlohmann::json object = {{"type", std::move(type)}, {"message", std::move(message)}};
-  nlohmann::json::to_msgpack(object, out);
-}
-
-RemoteError decode_exception(std::string_view payload) {
-  try {
-    auto object = nlohmann::json::from_msgpack(payload.begin(), payload.end(), /*strict=*/true);
-    if (object.is_object() && object.contains("type") && object.contains("message") &&
-        object["type"].is_string() && object["message"].is_string())
-      return RemoteError(object["type"].get<std::string>(), object["message"].get<std::string>());
-  } catch (const nlohmann::json::exception&) {
-  }
-  throw Error("scale: the peer sent a malformed error report (" + std::to_string(payload.size()) +
-              " bytes that are not {type, message}); both ends must run the same build of the program");
 }
 
 }  // namespace scale::detail

@@ -19,6 +19,8 @@
 #include "core/entry_json.hpp"
 #include <scale/error.hpp>
 
+#include "remote/wire_error.hpp"
+
 namespace scale::detail {
 namespace {
 
@@ -183,6 +185,16 @@ void require(http::verb method, std::initializer_list<http::verb> allowed, const
 
 std::string revision_body(Revision revision) { return "{\"revision\":" + std::to_string(revision) + "}\n"; }
 
+/// The status that answers an error of this wire type (docs/http-api.md lists them).
+http::status status_of(std::string_view type) {
+  if (type == "KeyNotFound") return http::status::not_found;
+  if (type == "Compacted") return http::status::gone;
+  if (type == "Stopped") return http::status::service_unavailable;
+  if (type == "JournalError") return http::status::internal_server_error;  // applied, not durable: the server's fault
+  if (type == "RemoteError") return http::status::internal_server_error;   // not a scale::Error: e.g. bad_alloc
+  return http::status::conflict;  // TypeMismatch, an increment that overflows: the store's state refuses it
+}
+
 }  // namespace
 
 StoreRouter::StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events,
@@ -227,9 +239,21 @@ HttpResponse StoreRouter::make_response(unsigned version, bool keep_alive, http:
 
 HttpResponse StoreRouter::error_response(unsigned version, bool keep_alive, http::status status,
                                          std::string_view message) const {
-  std::string body = "{\"error\":";
-  append_json(body, json(message));
-  body += "}\n";
+  json wire = {{"error", message}};
+  // A failed condition is an answer, not an error: compare_and_set returns false.
+  if (status != http::status::precondition_failed) wire["type"] = "Error";
+  std::string body;
+  append_json(body, wire);
+  body += '\n';
+  return make_response(version, keep_alive, status, std::move(body));
+}
+
+HttpResponse StoreRouter::error_response(unsigned version, bool keep_alive, const std::exception_ptr& error) const {
+  json wire = error_to_json(error);
+  const http::status status = status_of(wire.at("type").get_ref<const std::string&>());
+  std::string body;
+  append_json(body, wire);
+  body += '\n';
   return make_response(version, keep_alive, status, std::move(body));
 }
 
@@ -308,6 +332,7 @@ std::optional<StreamRequest> StoreRouter::stream_request(const HttpRequest& requ
 Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
   http::status status = http::status::internal_server_error;
   std::string message;
+  std::exception_ptr failure;  // an error of the backends (or of the request: KeyNotFound), answered by its type
   try {
     const Target target = parse_target(request.target());
     const std::string_view path = target.raw_path;
@@ -352,7 +377,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       if (method == http::verb::get) {
         Future<std::optional<Entry>> found = m_memory->entry(key);
         std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
-        if (!entry) fail(http::status::not_found, "key '" + key + "' not found");
+        if (!entry) throw KeyNotFound(key);
         std::string body;
         body.reserve(64 + entry->key.size());
         append_entry(body, *entry);
@@ -364,7 +389,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       if (method == http::verb::delete_) {
         Future<bool> erasing = m_memory->erase(key);
         bool erased = co_await detail::resume_where_completed(std::move(erasing));
-        if (!erased) fail(http::status::not_found, "key '" + key + "' not found");
+        if (!erased) throw KeyNotFound(key);
         std::string body = "{\"deleted\":";
         append_json(body, json(key));
         body += "}\n";
@@ -449,19 +474,10 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
   } catch (HttpError& error) {
     status = error.status;
     message = std::move(error.message);
-  } catch (const Compacted& error) {
-    status = http::status::gone;
-    message = error.what();
-  } catch (const JournalError& error) {  // applied in memory, but not made durable: the server's fault
-    status = http::status::internal_server_error;
-    message = error.what();
-  } catch (const Error& error) {  // TypeMismatch, or an increment that overflows
-    status = http::status::conflict;
-    message = error.what();
-  } catch (const std::exception& error) {
-    status = http::status::internal_server_error;
-    message = error.what();
+  } catch (...) {
+    failure = std::current_exception();
   }
+  if (failure) co_return error_response(request.version(), request.keep_alive(), failure);
   co_return error_response(request, status, message);
 }
 

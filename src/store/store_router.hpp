@@ -7,6 +7,7 @@
 // library's own sources and fuzz targets, never for a public header.
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -71,9 +72,14 @@ class StoreRouter {
   /// A response with the server's common headers, for a request of this HTTP version.
   HttpResponse make_response(unsigned version, bool keep_alive, boost::beast::http::status status,
                              std::string body, std::string_view content_type = "application/json") const;
-  /// A `{"error": message}` response.
+  /// A `{"error": message, "type": "Error"}` response to a request the router refuses (bad input,
+  /// no such endpoint, ...); a 412 (a failed condition, not an error) has no "type".
   HttpResponse error_response(unsigned version, bool keep_alive, boost::beast::http::status status,
                               std::string_view message) const;
+  /// The answer to an error a request ran into: its wire form (src/remote/wire_error.hpp), with
+  /// the status of its type (404 KeyNotFound, 409 TypeMismatch and other conflicts, 410
+  /// Compacted, 500 JournalError or an exception that is not a scale::Error).
+  HttpResponse error_response(unsigned version, bool keep_alive, const std::exception_ptr& error) const;
   /// The same, answering `request` (its version and keep-alive).
   template <class Body>
   HttpResponse error_response(const boost::beast::http::request<Body>& request, boost::beast::http::status status,

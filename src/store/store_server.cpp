@@ -40,6 +40,7 @@
 #include <scale/detail/memory_backend.hpp>
 #include "store/store_log.hpp"
 #include "store/store_router.hpp"
+#include "remote/wire_error.hpp"
 #include <scale/error.hpp>
 
 namespace scale {
@@ -543,13 +544,13 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       try {
         queue->ready().get();
         subscription = queue;
-      } catch (const Compacted& error) {
-        first = sse_event(json{{"error", error.what()}, {"requested", error.requested()},
-                               {"oldest_kept", error.oldest_kept()}}
-                              .dump(),
-                          std::nullopt, "compacted");
-      } catch (const std::exception& error) {
-        first = sse_event(json{{"error", error.what()}}.dump(), std::nullopt, "error");
+      } catch (...) {
+        // The error's wire form ({"error", "type", and what rebuilds it}), which the client maps
+        // back to its type; a Compacted one under its own event name.
+        json wire = detail::error_to_json(std::current_exception());
+        const bool compacted = wire.at("type") == "Compacted";
+        first = sse_event(wire.dump(-1, ' ', false, json::error_handler_t::replace), std::nullopt,
+                          compacted ? "compacted" : "error");
       }
     } else {
       auto queue = std::make_shared<detail::SubscriptionQueue<json>>(

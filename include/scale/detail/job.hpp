@@ -125,8 +125,8 @@ inline const std::string& Job::task_name() const {
   static const std::string none;
   return none;
 }
-inline void Job::encode_items(std::size_t, std::size_t, std::string&) const { throw Error(remote_problem()); }
-inline void Job::accept_results(std::size_t, std::size_t, std::string_view) { throw Error(remote_problem()); }
+inline void Job::encode_items(std::size_t, std::size_t, std::string&) const { throw NotShippable(remote_problem()); }
+inline void Job::accept_results(std::size_t, std::size_t, std::string_view) { throw NotShippable(remote_problem()); }
 
 /// Items [begin, end) of a job: what the algorithms hand a manager.
 struct Chunk {

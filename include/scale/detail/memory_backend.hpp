@@ -84,13 +84,6 @@ class MemoryBackend {
                      std::shared_ptr<SubscriptionQueue<Change>> queue) = 0;
 };
 
-/// A write applied in memory that its journal could not make durable (a failed write or fsync of
-/// scale-store's log, or a log already closed). The store server answers it with 500.
-class JournalError : public Error {
- public:
-  using Error::Error;
-};
-
 /// What a journaled write waits on: the journal calls done() once, from its own thread, with
 /// nullptr when the write is durable or with the error that kept it from being so.
 class JournalWaiter {

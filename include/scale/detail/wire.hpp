@@ -22,8 +22,8 @@
 // type, and only a process or cluster manager reports wire_type_error<T>() at run time.
 // Raw bytes assume the peer runs the same executable (the cluster refuses another build).
 //
-// Errors. encode_exception() carries an exception's demangled type name and what() to the peer,
-// which turns it into a scale::RemoteError.
+// Errors travel in the one wire form of src/remote/wire_error.hpp (encode_exception), which the
+// peer maps back to the error's own type.
 
 #include <bit>
 #include <cstddef>
@@ -72,7 +72,7 @@ enum class FrameType : std::uint8_t {
   hello = 1,          ///< worker → manager: who it is (build identity, pid)
   task = 2,           ///< manager → worker: a chunk to run
   result = 3,         ///< worker → manager: a chunk's results
-  error = 4,          ///< worker → manager: a chunk's exception (encode_exception)
+  error = 4,          ///< worker → manager: a chunk's exception (src/remote/wire_error.hpp)
   scope_request = 5,  ///< worker → manager: a Scope call on the manager's memory
   scope_reply = 6,    ///< manager → worker: its answer
   event = 7,          ///< either way: an emitted event
@@ -167,8 +167,8 @@ std::string wire_type_error_message(const std::string& type);
 
 /// The error a process or cluster manager reports for a value type that cannot be sent.
 template <class T>
-Error wire_type_error() {
-  return Error(wire_type_error_message(type_name<T>()));
+NotShippable wire_type_error() {
+  return NotShippable(wire_type_error_message(type_name<T>()));
 }
 
 [[noreturn]] void throw_wire_decode_error(const std::string& type, const std::string& detail);
@@ -262,14 +262,5 @@ template <class T>
 T decode_value(std::string_view bytes) {
   return std::move(decode_values<T>(bytes, 1).front());
 }
-
-// ----- errors -------------------------------------------------------------------------------
-
-/// Appends `error`'s dynamic type name (demangled) and what() as a payload. A scale::RemoteError
-/// passes on the type and message it carries, so an error relayed twice still names its origin.
-void encode_exception(const std::exception_ptr& error, std::string& out);
-
-/// The scale::RemoteError that encode_exception() described. Throws scale::Error when malformed.
-RemoteError decode_exception(std::string_view payload);
 
 }  // namespace scale::detail
