@@ -30,7 +30,8 @@ class SharedEventEmitter;
 
 namespace detail {
 
-/// The flag a ProcessPoolManager adds to a worker's arguments (Runtime strips every --scale-* flag).
+/// The flag a ProcessPoolManager adds to a worker's arguments. This flag and the two below are the
+/// Runtime's whole table (src/core/runtime.cpp): any other --scale-* argument is refused.
 inline constexpr const char* worker_flag = "--scale-worker-link";
 
 /// Scope flags in a task frame.
