@@ -196,12 +196,17 @@ nlohmann::json run_scope_call(SharedMemory* memory, SharedEventEmitter* events, 
   }
   if (op == "erase") return memory->erase(request.at("key").get<std::string>()).get();
   if (op == "cas")
-    return memory
-        ->compare_and_set(request.at("key").get<std::string>(), request.at("expected").get<Revision>(),
-                          request.at("value"))
+    return MemoryAccess::backend(*memory)
+        .compare_and_set_revision(request.at("key").get<std::string>(), request.at("expected").get<Revision>(),
+                                  request.at("value"))
         .get();
-  if (op == "increment")
-    return memory->increment(request.at("key").get<std::string>(), request.at("by").get<std::int64_t>()).get();
+  if (op == "increment") {
+    Incremented done = MemoryAccess::backend(*memory)
+                           .increment_with_revision(request.at("key").get<std::string>(),
+                                                    request.at("by").get<std::int64_t>())
+                           .get();
+    return {{"value", done.value}, {"revision", done.revision}};
+  }
   if (op == "list") {
     nlohmann::json entries = nlohmann::json::array();
     for (auto& entry : memory->list(request.at("prefix").get<std::string>()).get()) entries.push_back(entry_to_json(entry));
@@ -404,6 +409,12 @@ Future<std::vector<Entry>> reply_as_entries(Future<nlohmann::json> reply) {
   co_return entries;
 }
 
+Future<Incremented> reply_as_incremented(Future<nlohmann::json> reply) {
+  nlohmann::json value = co_await std::move(reply);
+  Incremented done{value.at("value").get<std::int64_t>(), value.at("revision").get<Revision>()};
+  co_return done;
+}
+
 Future<void> reply_as_void(Future<nlohmann::json> reply) { co_await std::move(reply); }
 
 /// A SharedMemory in a worker: every call is answered by the parent's memory.
@@ -422,13 +433,13 @@ class LinkMemory final : public MemoryBackend {
     nlohmann::json request = {{"op", "erase"}, {"key", std::move(key)}};
     return reply_as<bool>(m_link->call(std::move(request)));
   }
-  Future<bool> compare_and_set(std::string key, Revision expected, nlohmann::json value) override {
+  Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
     nlohmann::json request = {{"op", "cas"}, {"key", std::move(key)}, {"expected", expected}, {"value", std::move(value)}};
-    return reply_as<bool>(m_link->call(std::move(request)));
+    return reply_as<Revision>(m_link->call(std::move(request)));
   }
-  Future<std::int64_t> increment(std::string key, std::int64_t by) override {
+  Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {
     nlohmann::json request = {{"op", "increment"}, {"key", std::move(key)}, {"by", by}};
-    return reply_as<std::int64_t>(m_link->call(std::move(request)));
+    return reply_as_incremented(m_link->call(std::move(request)));
   }
   Future<std::vector<Entry>> list(std::string prefix) override {
     nlohmann::json request = {{"op", "list"}, {"prefix", std::move(prefix)}};
