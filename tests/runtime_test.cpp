@@ -1,12 +1,46 @@
 #include <catch2/catch.hpp>
 
+#include <scale/error.hpp>
 #include <scale/runtime.hpp>
 
 #include <string>
 #include <vector>
 
+namespace {
+
+/// A command line for Runtime(argc, argv): the strings stay alive, argv ends with a null.
+struct CommandLine {
+  explicit CommandLine(std::vector<std::string> arguments) : args(std::move(arguments)) {
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    argc = static_cast<int>(args.size());
+  }
+  /// What argv holds now, up to argc.
+  std::vector<std::string> left() const { return {argv.begin(), argv.begin() + argc}; }
+
+  std::vector<std::string> args;
+  std::vector<char*> argv;
+  int argc;
+};
+
+/// The message of the scale::Error that Runtime(argc, argv) throws for `arguments`, which must be
+/// left in argv as they were.
+std::string refusal(std::vector<std::string> arguments) {
+  CommandLine line(arguments);
+  try {
+    scale::Runtime runtime(line.argc, line.argv.data());
+  } catch (const scale::Error& error) {
+    CHECK(line.left() == arguments);
+    return error.what();
+  }
+  FAIL("Runtime(argc, argv) accepted the arguments");
+  return {};
+}
+
+}  // namespace
+
 TEST_CASE("the Runtime takes its --scale-* flags out of argc and argv", "[runtime]") {
-  std::vector<std::string> args = {"app", "--scale-heartbeat-ms", "500", "input.txt", "--scale-debug", "-v"};
+  std::vector<std::string> args = {"app", "--scale-heartbeat-ms", "500", "input.txt", "--scale-worker-link", "-v"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -17,7 +51,65 @@ TEST_CASE("the Runtime takes its --scale-* flags out of argc and argv", "[runtim
   REQUIRE(std::string(argv[1]) == "input.txt");
   REQUIRE(std::string(argv[2]) == "-v");
   REQUIRE(argv[3] == nullptr);
-  REQUIRE(runtime.scale_flags() == std::vector<std::string>{"--scale-heartbeat-ms", "500", "--scale-debug"});
+  REQUIRE(runtime.scale_flags() == std::vector<std::string>{"--scale-heartbeat-ms", "500", "--scale-worker-link"});
+}
+
+TEST_CASE("a flag's value is taken as the next argument or after an equals sign", "[runtime]") {
+  for (const auto& flags : {std::vector<std::string>{"--scale-heartbeat-ms", "250"},
+                            std::vector<std::string>{"--scale-heartbeat-ms=250"}}) {
+    std::vector<std::string> args{"app", "first"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.push_back("last");
+    CommandLine line(args);
+    scale::Runtime runtime(line.argc, line.argv.data());
+    CHECK(line.left() == std::vector<std::string>{"app", "first", "last"});
+    CHECK(runtime.scale_flags() == flags);
+    CHECK(runtime.original_arguments() == args);
+  }
+  // Both forms read the value: a bad one is refused the same way.
+  CHECK_THAT(refusal({"app", "--scale-heartbeat-ms", "soon"}),
+             Catch::Contains("--scale-heartbeat-ms takes milliseconds") && Catch::Contains("'soon'"));
+  CHECK_THAT(refusal({"app", "--scale-heartbeat-ms=soon"}),
+             Catch::Contains("--scale-heartbeat-ms takes milliseconds") && Catch::Contains("'soon'"));
+}
+
+TEST_CASE("a flag is matched by its exact name, never as the prefix of another", "[runtime]") {
+  {
+    // --scale-worker takes a URL; --scale-worker-link, which it is a prefix of, takes none.
+    CommandLine line({"app", "--scale-worker-link", "input.txt"});
+    scale::Runtime runtime(line.argc, line.argv.data());
+    CHECK(line.left() == std::vector<std::string>{"app", "input.txt"});
+    CHECK(runtime.scale_flags() == std::vector<std::string>{"--scale-worker-link"});
+  }
+  // A prefix of a flag, or a flag with more after it, is another (unknown) name.
+  CHECK_THAT(refusal({"app", "--scale-work", "redis://127.0.0.1:6379"}),
+             Catch::Contains("unknown flag '--scale-work'"));
+  CHECK_THAT(refusal({"app", "--scale-worker-links"}), Catch::Contains("unknown flag '--scale-worker-links'"));
+  CHECK_THAT(refusal({"app", "--scale-heartbeat=100"}), Catch::Contains("unknown flag '--scale-heartbeat'"));
+}
+
+TEST_CASE("an unknown --scale-* flag is refused with the list of the known ones", "[runtime]") {
+  const std::string message = refusal({"app", "input.txt", "--scale-debug", "-v"});
+  CHECK_THAT(message, Catch::Contains("unknown flag '--scale-debug'"));
+  for (const char* known : {"--scale-worker redis://host:port", "--scale-heartbeat-ms 1000", "--scale-worker-link"})
+    CHECK_THAT(message, Catch::Contains(known));
+  // Arguments of the program that only look alike are left alone.
+  CommandLine line({"app", "-scale-debug", "--scaled", "scale-debug"});
+  scale::Runtime runtime(line.argc, line.argv.data());
+  CHECK(line.left() == line.args);
+  CHECK(runtime.scale_flags().empty());
+}
+
+TEST_CASE("a flag without its value is refused, saying what the value is", "[runtime]") {
+  CHECK_THAT(refusal({"app", "--scale-heartbeat-ms"}),
+             Catch::Contains("--scale-heartbeat-ms needs a number of milliseconds: --scale-heartbeat-ms 1000"));
+  CHECK_THAT(refusal({"app", "--scale-heartbeat-ms="}), Catch::Contains("--scale-heartbeat-ms needs a number"));
+  // The next argument is not a value when it is another --scale-* flag.
+  CHECK_THAT(refusal({"app", "--scale-worker", "--scale-heartbeat-ms", "100"}),
+             Catch::Contains("--scale-worker needs a URL: --scale-worker redis://host:port"));
+  CHECK_THAT(refusal({"app", "--scale-worker="}), Catch::Contains("--scale-worker needs a URL"));
+  // And a flag that takes no value is refused one.
+  CHECK_THAT(refusal({"app", "--scale-worker-link=3"}), Catch::Contains("--scale-worker-link takes no value"));
 }
 
 TEST_CASE("only one Runtime exists at a time", "[runtime]") {

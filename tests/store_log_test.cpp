@@ -235,7 +235,7 @@ TEST_CASE("recovery restores every entry with its revision and timestamp, and th
     CHECK(memory.compare_and_set_revision("a", 1, 10).get() == 3);
     CHECK(memory.compare_and_set_revision("a", 1, 99).get() == 0);  // fails: writes nothing
     CHECK(memory.increment_with_revision("counter", 5).get().revision == 4);
-    CHECK(memory.increment("counter", 2).get() == 7);
+    CHECK(memory.increment_with_revision("counter", 2).get().value == 7);
     CHECK(memory.set_many(json{{"tmp", true}}).get() == 6);
     CHECK(memory.erase("tmp").get());
     before = all_entries(memory);
@@ -398,7 +398,7 @@ TEST_CASE("writes keep flowing and stay ordered while compactions run", "[store_
     for (int t = 0; t < 4; ++t)
       writers.emplace_back([&, t] {
         for (int i = 0; i < 1500; ++i)
-          (void)store.memory->increment("counter" + std::to_string(t), 1).get();
+          (void)store.memory->increment_with_revision("counter" + std::to_string(t), 1).get();
       });
     for (auto& writer : writers) writer.join();
     store.log->close();

@@ -31,6 +31,14 @@ std::string type_name(const std::type_info& type);
 /// The backend for a URL; throws scale::Error for a scheme this build does not support.
 std::shared_ptr<MemoryBackend> make_memory_backend(const std::string& url);
 
+/// SharedMemory's compare_and_set from the backend's answer: true when a revision was written.
+/// Completes on the thread that completes `revision`, as the backend's Future would.
+Future<bool> written(Future<Revision> revision);
+/// SharedMemory's increment from the backend's answer: the sum alone (same thread as above).
+Future<std::int64_t> sum_of(Future<Incremented> incremented);
+
+struct MemoryAccess;
+
 /// What a watch from a negative revision fails with (every backend alike: SharedMemory checks).
 inline std::exception_ptr negative_revision_error(Revision from) {
   return std::make_exception_ptr(Error("scale::SharedMemory::watch: from_revision " + std::to_string(from) +
@@ -198,17 +206,17 @@ class SharedMemory {
     } catch (...) {
       return make_failed_future<bool>(std::current_exception());
     }
-    return m_backend->compare_and_set(std::move(key), expected_revision, std::move(json));
+    return compare_and_set(std::move(key), expected_revision, std::move(json));
   }
 
   /// compare_and_set with a JSON value, e.g. a braced list.
   Future<bool> compare_and_set(std::string key, Revision expected_revision, nlohmann::json value) const {
-    return m_backend->compare_and_set(std::move(key), expected_revision, std::move(value));
+    return detail::written(m_backend->compare_and_set_revision(std::move(key), expected_revision, std::move(value)));
   }
 
   /// Adds `by` to the key's integer value (a missing key counts from 0); returns the new value.
   Future<std::int64_t> increment(std::string key, std::int64_t by = 1) const {
-    return m_backend->increment(std::move(key), by);
+    return detail::sum_of(m_backend->increment_with_revision(std::move(key), by));
   }
 
   /// Every entry whose key starts with `prefix`, sorted by key.
@@ -228,8 +236,19 @@ class SharedMemory {
   }
 
  private:
+  friend struct detail::MemoryAccess;
   std::shared_ptr<detail::MemoryBackend> m_backend;
   std::string m_url;
 };
+
+namespace detail {
+
+/// What library code may reach that users may not: the backend under a SharedMemory, for the
+/// forms that also answer revisions (a process-pool parent answering its workers' scope calls).
+struct MemoryAccess {
+  static MemoryBackend& backend(const SharedMemory& memory) noexcept { return *memory.m_backend; }
+};
+
+}  // namespace detail
 
 }  // namespace scale

@@ -11,6 +11,7 @@
 #include <exception>
 #include <future>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -70,24 +71,17 @@ class Cluster {
  public:
   Cluster(std::string url, ClusterOptions options)
       : m_url(std::move(url)),
-        m_options(options),
-        m_client(make_client(m_url)),
-        m_keys(cluster_keys(m_client->url(), "scale::ClusterManager")),
+        m_options(checked(options)),
+        m_keys(keys_of(m_url)),
         m_id(cluster_member_id()),
         m_fingerprint(build_fingerprint()),
         m_stream(m_keys.tasks(m_fingerprint)),
         m_results(m_keys.results(m_id)),
-        m_last_live(Clock::now()) {
-    if (m_options.heartbeat_ttl.count() <= 0 || m_options.heartbeat_interval.count() <= 0) {
-      delete m_client;
-      throw Error("scale::ClusterManager: heartbeat_interval and heartbeat_ttl must be positive");
-    }
-  }
+        m_last_live(Clock::now()),
+        m_client(std::make_unique<RedisClient>(parse_redis_url(m_url))) {}
 
-  ~Cluster() {
-    m_stopping = true;
-    delete m_client;  // joins its I/O thread
-  }
+  // m_client, the last member, goes first and joins its I/O thread.
+  ~Cluster() { m_stopping = true; }
 
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
@@ -169,11 +163,16 @@ class Cluster {
  private:
   static void ignore(std::exception_ptr, RedisReply) {}
 
-  /// Checks the whole URL (options included) before the client starts its thread.
-  static RedisClient* make_client(const std::string& url) {
-    RedisUrl parsed = parse_redis_url(url);
-    cluster_keys(parsed, "scale::ClusterManager");
-    return new RedisClient(std::move(parsed));
+  static ClusterOptions checked(ClusterOptions options) {
+    if (options.heartbeat_ttl.count() <= 0 || options.heartbeat_interval.count() <= 0)
+      throw Error("scale::ClusterManager: heartbeat_interval and heartbeat_ttl must be positive");
+    return options;
+  }
+
+  /// The keys for `url`; m_keys is made before m_client, so the whole URL (options included) is
+  /// checked before the client starts its thread.
+  static ClusterKeys keys_of(const std::string& url) {
+    return cluster_keys(parse_redis_url(url), "scale::ClusterManager");
   }
 
   /// Why the workers could not reach the job's scope, or "".
@@ -575,9 +574,6 @@ class Cluster {
 
   std::string m_url;
   ClusterOptions m_options;
-  // NOTE: owned, and deleted by ~Cluster before any other member goes: callbacks still running on
-  // its I/O thread while it closes find m_stopping set and return, and the pointer stays valid.
-  RedisClient* m_client;
   ClusterKeys m_keys;
   std::string m_id;
   std::string m_fingerprint;
@@ -600,6 +596,11 @@ class Cluster {
   TaskCounters m_counters;
 
   std::string m_last_result = "0";  // the reader's position (its own thread only)
+
+  // NOTE: the last member, so it is destroyed before any other: callbacks still running on its
+  // I/O thread while it closes find m_stopping set (by ~Cluster) and return, every member they
+  // touch is alive, and the pointer stays valid until its destructor has returned.
+  std::unique_ptr<RedisClient> m_client;
 };
 
 }  // namespace scale::detail

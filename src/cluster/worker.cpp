@@ -15,9 +15,11 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -58,6 +60,29 @@ std::string field(const RedisReply& fields, std::string_view name) {
     if (fields.elements[i].str == name) return fields.elements[i + 1].str;
   return {};
 }
+
+/// A chunk's result as an entry of its manager's results stream (src/cluster/keys.hpp names the
+/// fields), with the commands that deliver it: built from these parts whenever it is sent, so a
+/// result replaced by an error is a change of `ok` and `payload`, not of a command's arguments.
+struct ResultDelivery {
+  std::string results_stream;  // <tag>:results:<manager>
+  std::string attempt;         // the task entry's "a"
+  bool ok = false;             // "k": "r" results, "e" an encoded exception
+  std::string worker;          // "w": this worker's id
+  std::string payload;         // "p"
+  std::string tasks_stream;    // where the task entry was read from
+  std::string entry_id;        // the task entry, acknowledged and removed once the result is added
+
+  /// XADD of the result (NOMKSTREAM: a manager that is gone has no stream to fill).
+  std::vector<std::string> add_result() const {
+    return {"XADD", results_stream, "NOMKSTREAM", "*", "a", attempt, "k", ok ? "r" : "e", "w", worker, "p", payload};
+  }
+
+  /// add_result(), then XACK and XDEL of the task entry, in the order they are sent.
+  std::vector<std::vector<std::string>> commands() const {
+    return {add_result(), {"XACK", tasks_stream, cluster_group, entry_id}, {"XDEL", tasks_stream, entry_id}};
+  }
+};
 
 class ClusterWorkerProcess {
  public:
@@ -201,26 +226,29 @@ class ClusterWorkerProcess {
                        out);
       ok = false;
     }
-    m_delivery_pending = {
-        {"XADD", m_keys.results(field(fields, "m")), "NOMKSTREAM", "*", "a", field(fields, "a"), "k", ok ? "r" : "e",
-         "w", m_id, "p", std::move(out)},
-        {"XACK", m_stream, cluster_group, entry_id},
-        {"XDEL", m_stream, entry_id}};
+    m_delivery_pending = ResultDelivery{.results_stream = m_keys.results(field(fields, "m")),
+                                        .attempt = field(fields, "a"),
+                                        .ok = ok,
+                                        .worker = m_id,
+                                        .payload = std::move(out),
+                                        .tasks_stream = m_stream,
+                                        .entry_id = entry_id};
   }
 
   /// Sends the last chunk's result, acknowledgement and removal on the blocking connection, ahead
   /// of the next read, so a chunk costs one round trip. The read's reply comes after theirs; a
   /// delivery that failed (the connection dropped) is sent again before the next read.
   void send_delivery() {
-    if (m_delivery_pending.empty()) return;
+    if (!m_delivery_pending) return;
     m_delivered = std::make_shared<std::atomic<bool>>(false);
     m_refused = std::make_shared<std::string>();
     auto failed = std::make_shared<std::atomic<bool>>(false);
-    for (std::size_t i = 0; i < m_delivery_pending.size(); ++i) {
-      const bool last = i + 1 == m_delivery_pending.size();
+    std::vector<std::vector<std::string>> commands = m_delivery_pending->commands();
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      const bool last = i + 1 == commands.size();
       // NOTE: these callbacks run before the next read's reply (one connection, in order), and
       // the main thread looks at their flags only after that reply.
-      m_client.send(RedisClient::Role::blocking, m_delivery_pending[i],
+      m_client.send(RedisClient::Role::blocking, std::move(commands[i]),
                     [failed, last, first = i == 0, delivered = m_delivered, refused = m_refused](
                         std::exception_ptr error, RedisReply reply) {
                       if (error) failed->store(true);
@@ -233,18 +261,18 @@ class ClusterWorkerProcess {
   /// After a reply that came behind the delivery: done, to send again, or (Redis refused the
   /// result, e.g. too large for it) replaced by that error for the manager.
   void settle_delivery() {
-    if (!m_delivery_pending.empty() && !m_refused->empty()) {
+    if (m_delivery_pending && !m_refused->empty()) {
       // Redis would not store the result (too large for it, say): the manager gets that error instead.
       std::string error;
       encode_exception(std::make_exception_ptr(Error("scale: Redis refused this chunk's result (" +
-                                                     std::to_string(m_delivery_pending[0][11].size()) +
+                                                     std::to_string(m_delivery_pending->payload.size()) +
                                                      " bytes): " + *m_refused +
                                                      "; pass a smaller RunOptions::chunk_size")),
                        error);
-      m_delivery_pending[0][7] = "e";
-      m_delivery_pending[0][11] = std::move(error);
-    } else if (!m_delivery_pending.empty() && m_delivered->load()) {
-      m_delivery_pending.clear();
+      m_delivery_pending->ok = false;
+      m_delivery_pending->payload = std::move(error);
+    } else if (m_delivery_pending && m_delivered->load()) {
+      m_delivery_pending.reset();
     }
   }
 
@@ -252,7 +280,7 @@ class ClusterWorkerProcess {
   [[noreturn]] void leave() {
     m_leaving = true;
     try {
-      for (int i = 0; i < 10 && !m_delivery_pending.empty(); ++i) {
+      for (int i = 0; i < 10 && m_delivery_pending; ++i) {
         send_delivery();
         call(RedisClient::Role::blocking, {"PING"});
         settle_delivery();
@@ -278,7 +306,7 @@ class ClusterWorkerProcess {
   std::atomic<bool> m_leaving{false};
   std::atomic<bool> m_warned_unreachable{false};
   std::set<std::string> m_warned_managers;  // the I/O thread's
-  std::vector<std::vector<std::string>> m_delivery_pending;
+  std::optional<ResultDelivery> m_delivery_pending;  // the last chunk's, until Redis has it
   std::shared_ptr<std::atomic<bool>> m_delivered = std::make_shared<std::atomic<bool>>(false);
   std::size_t m_bulk_limit = redis_default_bulk_limit;
   std::shared_ptr<std::string> m_refused = std::make_shared<std::string>();  // Redis's error for the result

@@ -14,6 +14,8 @@
 #include <fstream>
 #include <list>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -256,6 +258,104 @@ void Detached::promise_type::unhandled_exception() noexcept {
   }
 }
 
+namespace {
+
+/// A --scale-* flag the Runtime knows; every other --scale-* argument is refused.
+struct RuntimeFlag {
+  enum class Kind { worker_link, cluster_worker, heartbeat } kind;
+  std::string_view name;
+  std::string_view value;    // what its value is ("a URL"), or empty when it takes none
+  std::string_view example;  // how it is written
+};
+
+constexpr RuntimeFlag runtime_flags[] = {
+    {RuntimeFlag::Kind::cluster_worker, cluster_worker_flag, "a URL", "--scale-worker redis://host:port"},
+    {RuntimeFlag::Kind::heartbeat, heartbeat_flag, "a number of milliseconds", "--scale-heartbeat-ms 1000"},
+    {RuntimeFlag::Kind::worker_link, worker_flag, "", "--scale-worker-link (a ProcessPoolManager adds it)"},
+};
+
+constexpr std::string_view runtime_flag_prefix = "--scale-";
+
+/// The flag named exactly `name`, or null.
+const RuntimeFlag* find_runtime_flag(std::string_view name) {
+  for (const RuntimeFlag& flag : runtime_flags)
+    if (flag.name == name) return &flag;
+  return nullptr;
+}
+
+std::string known_runtime_flags() {
+  std::string out;
+  for (const RuntimeFlag& flag : runtime_flags) {
+    if (!out.empty()) out += ", ";
+    out += flag.example;
+  }
+  return out;
+}
+
+/// What the Runtime found among the arguments.
+struct RuntimeFlags {
+  std::vector<bool> taken;         // by argv index: a flag of ours or its value
+  std::vector<std::string> given;  // those arguments, as written
+  bool worker_link = false;
+  std::optional<std::string> cluster_url;
+  int heartbeat_ms = 1000;
+};
+
+/// Every --scale-* argument of argv[1..argc), matched by exact name, as `--flag value` or
+/// `--flag=value`; throws scale::Error for an unknown flag, a missing value or a bad one.
+RuntimeFlags parse_runtime_flags(int argc, const char* const* argv) {
+  RuntimeFlags flags;
+  flags.taken.assign(static_cast<std::size_t>(std::max(argc, 0)), false);
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i] ? argv[i] : "";
+    if (!arg.starts_with(runtime_flag_prefix)) continue;
+    const std::size_t equals = arg.find('=');
+    const std::string_view name = arg.substr(0, equals);
+    const RuntimeFlag* flag = find_runtime_flag(name);
+    if (flag == nullptr)
+      throw Error("scale::Runtime: unknown flag '" + std::string(name) + "'; the --scale-* flags are " +
+                  known_runtime_flags() +
+                  " (the Runtime takes every --scale-* argument out of argv, so a flag of the program itself "
+                  "needs another name)");
+    flags.taken[static_cast<std::size_t>(i)] = true;
+    flags.given.emplace_back(arg);
+    std::optional<std::string> value;
+    if (equals != std::string_view::npos) {
+      if (flag->value.empty())
+        throw Error("scale::Runtime: " + std::string(name) + " takes no value, not '" +
+                    std::string(arg.substr(equals + 1)) + "'");
+      value = std::string(arg.substr(equals + 1));
+    } else if (!flag->value.empty() && i + 1 < argc && argv[i + 1] &&
+               !std::string_view(argv[i + 1]).starts_with(runtime_flag_prefix)) {
+      // `--flag value`: the value is the next argument, unless that is another flag of ours.
+      value = argv[++i];
+      flags.taken[static_cast<std::size_t>(i)] = true;
+      flags.given.push_back(*value);
+    }
+    if (!flag->value.empty() && (!value || value->empty()))
+      throw Error(std::string(name) + " needs " + std::string(flag->value) + ": " + std::string(flag->example));
+    switch (flag->kind) {
+      case RuntimeFlag::Kind::worker_link:
+        flags.worker_link = true;
+        break;
+      case RuntimeFlag::Kind::cluster_worker:
+        flags.cluster_url = *value;
+        break;
+      case RuntimeFlag::Kind::heartbeat: {
+        char* end = nullptr;
+        const long parsed = std::strtol(value->c_str(), &end, 10);
+        if (end == value->c_str() || *end != '\0' || parsed < 10 || parsed > 3'600'000)
+          throw Error(std::string(name) + " takes milliseconds from 10 to 3600000, not '" + *value + "'");
+        flags.heartbeat_ms = static_cast<int>(parsed);
+        break;
+      }
+    }
+  }
+  return flags;
+}
+
+}  // namespace
+
 class RuntimeImpl {
  public:
   RuntimeImpl() {
@@ -286,71 +386,21 @@ Runtime::Runtime() : m_impl(std::make_unique<detail::RuntimeImpl>()) {
 }
 
 Runtime::Runtime(int& argc, char** argv) : Runtime() {
-  // Flags that take their value as the next argument when not written as --flag=value.
-  static constexpr const char* with_value[] = {detail::cluster_worker_flag, detail::heartbeat_flag, "--scale-link"};
+  // Read and checked before argv changes: a refused flag leaves the command line as it was.
+  detail::RuntimeFlags flags = detail::parse_runtime_flags(argc, argv);
   int kept = 0;
   for (int i = 0; i < argc; ++i) {
-    std::string arg = argv[i] ? argv[i] : "";
-    m_impl->arguments.push_back(arg);
-    if (i > 0 && arg.rfind("--scale-", 0) == 0) {
-      m_impl->flags.push_back(arg);
-      bool takes_value = std::any_of(std::begin(with_value), std::end(with_value),
-                                     [&](const char* name) { return arg == name; });
-      if (takes_value && i + 1 < argc) {
-        m_impl->flags.push_back(argv[++i]);
-        m_impl->arguments.push_back(argv[i]);
-      }
-      continue;
-    }
-    argv[kept++] = argv[i];
+    m_impl->arguments.push_back(argv[i] ? argv[i] : "");
+    if (i == 0 || !flags.taken[static_cast<std::size_t>(i)]) argv[kept++] = argv[i];
   }
   for (int i = kept; i < argc; ++i) argv[i] = nullptr;
   argc = kept;
+  m_impl->flags = std::move(flags.given);
   detail::set_program_arguments(m_impl->arguments);
   // A worker started with --scale-worker URL joins a ClusterManager's workers and never returns.
-  std::string cluster_url;
-  bool cluster_worker = false;
-  int heartbeat_ms = 1000;
-  const std::string cluster_prefix = std::string(detail::cluster_worker_flag) + "=";
-  const std::string heartbeat_prefix = std::string(detail::heartbeat_flag) + "=";
-  auto& flags = m_impl->flags;
-  for (std::size_t i = 0; i < flags.size(); ++i) {
-    const std::string& flag = flags[i];
-    std::string value;
-    bool has_value = false;
-    if (flag == detail::cluster_worker_flag || flag == detail::heartbeat_flag) {
-      has_value = i + 1 < flags.size();
-      if (has_value) value = flags[i + 1];
-    } else if (flag.starts_with(cluster_prefix)) {
-      value = flag.substr(cluster_prefix.size());
-      has_value = true;
-    } else if (flag.starts_with(heartbeat_prefix)) {
-      value = flag.substr(heartbeat_prefix.size());
-      has_value = true;
-    } else {
-      continue;
-    }
-    const bool is_cluster = flag.starts_with(detail::cluster_worker_flag) && !flag.starts_with(detail::worker_flag);
-    if (!has_value || value.empty())
-      throw Error(std::string(is_cluster ? detail::cluster_worker_flag : detail::heartbeat_flag) +
-                  (is_cluster ? " needs a URL: --scale-worker redis://host:port"
-                              : " needs a number of milliseconds: --scale-heartbeat-ms 1000"));
-    if (is_cluster) {
-      cluster_worker = true;
-      cluster_url = value;
-    } else {
-      char* end = nullptr;
-      const long parsed = std::strtol(value.c_str(), &end, 10);
-      if (end == value.c_str() || *end != '\0' || parsed < 10 || parsed > 3'600'000)
-        throw Error(std::string(detail::heartbeat_flag) + " takes milliseconds from 10 to 3600000, not '" + value +
-                    "'");
-      heartbeat_ms = static_cast<int>(parsed);
-    }
-    if (flag == detail::cluster_worker_flag || flag == detail::heartbeat_flag) ++i;
-  }
-  if (cluster_worker) detail::serve_cluster_worker(cluster_url, heartbeat_ms);
+  if (flags.cluster_url) detail::serve_cluster_worker(*flags.cluster_url, flags.heartbeat_ms);
   // A worker started by a ProcessPoolManager serves its parent and never returns.
-  if (std::find(m_impl->flags.begin(), m_impl->flags.end(), detail::worker_flag) != m_impl->flags.end()) {
+  if (flags.worker_link) {
     if (auto link = detail::child_link()) detail::serve_as_worker(*link);
     detail::log_error(std::string(detail::worker_flag) +
                       " given, but this process was not started by a ProcessPoolManager; running normally");

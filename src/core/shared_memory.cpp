@@ -1,4 +1,5 @@
-// SharedMemory's out-of-line helpers: error-message wording and the choice of backend by URL.
+// SharedMemory's out-of-line helpers: error-message wording, the bool and integer answers derived
+// from the backends' revision forms, and the choice of backend by URL.
 
 #include <scale/shared_event_emitter.hpp>
 #include <scale/shared_memory.hpp>
@@ -37,6 +38,18 @@ std::string describe_json(const nlohmann::json& value) {
 }
 
 std::string type_name(const std::type_info& type) { return demangle(type.name()); }
+
+// The backends answer the revision forms only; SharedMemory's bool and integer answers come from
+// them here, resuming where the backend completes (no hop through the loop, as before).
+Future<bool> written(Future<Revision> revision) {
+  Revision written_at = co_await resume_where_completed(std::move(revision));
+  co_return written_at != 0;
+}
+
+Future<std::int64_t> sum_of(Future<Incremented> incremented) {
+  Incremented done = co_await resume_where_completed(std::move(incremented));
+  co_return done.value;
+}
 
 namespace {
 

@@ -57,10 +57,6 @@ class HttpMemory final : public MemoryBackend {
     });
   }
 
-  Future<bool> compare_and_set(std::string key, Revision expected, json value) override {
-    return cas(std::move(key), expected, std::move(value), [](Revision r) { return r != 0; });
-  }
-
   Future<Revision> compare_and_set_revision(std::string key, Revision expected, json value) override {
     return cas(std::move(key), expected, std::move(value), [](Revision r) { return r; });
   }
@@ -77,10 +73,6 @@ class HttpMemory final : public MemoryBackend {
       if (response.status != 200) std::rethrow_exception(client->answer_error("compare_and_set", response));
       return result(json::parse(response.body).at("revision").get<Revision>());
     });
-  }
-
-  Future<std::int64_t> increment(std::string key, std::int64_t by) override {
-    return add(std::move(key), by, [](Incremented i) { return i.value; });
   }
 
   Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {

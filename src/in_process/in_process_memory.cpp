@@ -185,20 +185,60 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     return m_options.journal ? std::move(durable) : make_ready_future(true);
   }
 
-  Future<bool> compare_and_set(std::string key, Revision expected, nlohmann::json value) override {
-    return set_if(std::move(key), expected, std::move(value), false);
-  }
-
   Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
-    return set_if(std::move(key), expected, std::move(value), Revision{});
-  }
-
-  Future<std::int64_t> increment(std::string key, std::int64_t by) override {
-    return add(std::move(key), by, std::int64_t{});
+    Pending pending;
+    Revision revision;
+    Future<Revision> durable;
+    {
+      std::lock_guard lock(m_mutex);
+      auto found = m_map.find(key);
+      Revision current = found == m_map.end() ? 0 : found->second.revision;
+      if (current != expected) return make_ready_future(Revision{0});
+      revision = ++m_revision;
+      auto timestamp = now_ms();
+      if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
+      found->second = Stored{value, revision, timestamp};
+      auto change =
+          std::make_shared<const Change>(Change{std::move(key), std::move(value), revision, timestamp, false});
+      if (m_options.journal) durable = journal(revision, timestamp, std::span(&change, 1), revision);
+      record(std::move(change), pending);
+    }
+    pending.schedule();
+    return m_options.journal ? std::move(durable) : make_ready_future(revision);
   }
 
   Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {
-    return add(std::move(key), by, Incremented{});
+    Pending pending;
+    Incremented done;
+    Future<Incremented> durable;
+    {
+      std::lock_guard lock(m_mutex);
+      auto found = m_map.find(key);
+      std::int64_t current = 0;
+      if (found != m_map.end()) {
+        const auto value = found->second.value.get();
+        if (!value.is_number_integer() ||
+            (value.is_number_unsigned() && !std::in_range<std::int64_t>(value.get<std::uint64_t>())))
+          return make_failed_future<Incremented>(
+              std::make_exception_ptr(TypeMismatch(key, describe_json(value), "a 64-bit integer to increment")));
+        current = value.get<std::int64_t>();
+      }
+      std::int64_t sum = 0;
+      if (__builtin_add_overflow(current, by, &sum))
+        return make_failed_future<Incremented>(std::make_exception_ptr(
+            Error("scale::SharedMemory::increment: key '" + key + "' holds " + std::to_string(current) +
+                  " and adding " + std::to_string(by) + " overflows a 64-bit integer")));
+      auto revision = ++m_revision;
+      auto timestamp = now_ms();
+      if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
+      found->second = Stored{nlohmann::json(sum), revision, timestamp};
+      done = Incremented{sum, revision};
+      auto change = std::make_shared<const Change>(Change{std::move(key), sum, revision, timestamp, false});
+      if (m_options.journal) durable = journal(revision, timestamp, std::span(&change, 1), done);
+      record(std::move(change), pending);
+    }
+    pending.schedule();
+    return m_options.journal ? std::move(durable) : make_ready_future(done);
   }
 
   Future<std::vector<Entry>> list(std::string prefix) override {
@@ -256,73 +296,6 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     }
   };
 
-  /// The result compare_and_set answers: written or not (bool), or the revision written (0: not).
-  static bool answer(bool, Revision revision) { return revision != 0; }
-  static Revision answer(Revision, Revision revision) { return revision; }
-
-  /// compare_and_set's work: writes when the key's revision is `expected`; `R` picks the answer.
-  template <class R>
-  Future<R> set_if(std::string key, Revision expected, nlohmann::json value, R) {
-    Pending pending;
-    Revision revision;
-    Future<R> durable;
-    {
-      std::lock_guard lock(m_mutex);
-      auto found = m_map.find(key);
-      Revision current = found == m_map.end() ? 0 : found->second.revision;
-      if (current != expected) return make_ready_future(answer(R{}, 0));
-      revision = ++m_revision;
-      auto timestamp = now_ms();
-      if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
-      found->second = Stored{value, revision, timestamp};
-      auto change =
-          std::make_shared<const Change>(Change{std::move(key), std::move(value), revision, timestamp, false});
-      if (m_options.journal) durable = journal(revision, timestamp, std::span(&change, 1), answer(R{}, revision));
-      record(std::move(change), pending);
-    }
-    pending.schedule();
-    return m_options.journal ? std::move(durable) : make_ready_future(answer(R{}, revision));
-  }
-
-  static std::int64_t answer(std::int64_t, Incremented done) { return done.value; }
-  static Incremented answer(Incremented, Incremented done) { return done; }
-
-  /// increment's work: the sum (`R` picks whether with its revision), or the error.
-  template <class R>
-  Future<R> add(std::string key, std::int64_t by, R) {
-    Pending pending;
-    Incremented done;
-    Future<R> durable;
-    {
-      std::lock_guard lock(m_mutex);
-      auto found = m_map.find(key);
-      std::int64_t current = 0;
-      if (found != m_map.end()) {
-        const auto value = found->second.value.get();
-        if (!value.is_number_integer() ||
-            (value.is_number_unsigned() && !std::in_range<std::int64_t>(value.get<std::uint64_t>())))
-          return make_failed_future<R>(
-              std::make_exception_ptr(TypeMismatch(key, describe_json(value), "a 64-bit integer to increment")));
-        current = value.get<std::int64_t>();
-      }
-      std::int64_t sum = 0;
-      if (__builtin_add_overflow(current, by, &sum))
-        return make_failed_future<R>(std::make_exception_ptr(
-            Error("scale::SharedMemory::increment: key '" + key + "' holds " + std::to_string(current) +
-                  " and adding " + std::to_string(by) + " overflows a 64-bit integer")));
-      auto revision = ++m_revision;
-      auto timestamp = now_ms();
-      if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
-      found->second = Stored{nlohmann::json(sum), revision, timestamp};
-      done = Incremented{sum, revision};
-      auto change = std::make_shared<const Change>(Change{std::move(key), sum, revision, timestamp, false});
-      if (m_options.journal) durable = journal(revision, timestamp, std::span(&change, 1), answer(R{}, done));
-      record(std::move(change), pending);
-    }
-    pending.schedule();
-    return m_options.journal ? std::move(durable) : make_ready_future(answer(R{}, done));
-  }
-
   /// With m_mutex held, after the write is applied: hands it to the journal and returns the
   /// Future that completes with `result` once the journal has made it durable.
   template <class T>
@@ -376,17 +349,6 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
 };
 
 }  // namespace
-
-// Defaults for backends that cannot report the revision of a conditional write or an increment.
-Future<Revision> MemoryBackend::compare_and_set_revision(std::string, Revision, nlohmann::json) {
-  return make_failed_future<Revision>(std::make_exception_ptr(
-      Error("scale::SharedMemory: this backend does not report the revision of compare_and_set")));
-}
-
-Future<Incremented> MemoryBackend::increment_with_revision(std::string, std::int64_t) {
-  return make_failed_future<Incremented>(std::make_exception_ptr(
-      Error("scale::SharedMemory: this backend does not report the revision of increment")));
-}
 
 std::shared_ptr<MemoryBackend> make_in_process_memory(InProcessMemoryOptions options) {
   return std::make_shared<InProcessMemory>(std::move(options));

@@ -29,6 +29,12 @@ Future<std::optional<Entry>> reply_as_entry(Future<nlohmann::json> reply) {
   co_return value.get<Entry>();
 }
 
+Future<Incremented> reply_as_incremented(Future<nlohmann::json> reply) {
+  nlohmann::json value = co_await std::move(reply);
+  Incremented done{value.at("value").get<std::int64_t>(), value.at("revision").get<Revision>()};
+  co_return done;
+}
+
 Future<void> reply_as_void(Future<nlohmann::json> reply) { co_await std::move(reply); }
 
 /// A SharedMemory in a worker: every call is answered by the parent's memory.
@@ -47,13 +53,13 @@ class LinkMemory final : public MemoryBackend {
     nlohmann::json request = {{"op", "erase"}, {"key", std::move(key)}};
     return reply_as<bool>(m_link->call(std::move(request)));
   }
-  Future<bool> compare_and_set(std::string key, Revision expected, nlohmann::json value) override {
+  Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
     nlohmann::json request = {{"op", "cas"}, {"key", std::move(key)}, {"expected", expected}, {"value", std::move(value)}};
-    return reply_as<bool>(m_link->call(std::move(request)));
+    return reply_as<Revision>(m_link->call(std::move(request)));
   }
-  Future<std::int64_t> increment(std::string key, std::int64_t by) override {
+  Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {
     nlohmann::json request = {{"op", "increment"}, {"key", std::move(key)}, {"by", by}};
-    return reply_as<std::int64_t>(m_link->call(std::move(request)));
+    return reply_as_incremented(m_link->call(std::move(request)));
   }
   Future<std::vector<Entry>> list(std::string prefix) override {
     nlohmann::json request = {{"op", "list"}, {"prefix", std::move(prefix)}};

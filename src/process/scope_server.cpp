@@ -30,12 +30,17 @@ nlohmann::json run_scope_call(SharedMemory* memory, SharedEventEmitter* events, 
   }
   if (op == "erase") return memory->erase(request.at("key").get<std::string>()).get();
   if (op == "cas")
-    return memory
-        ->compare_and_set(request.at("key").get<std::string>(), request.at("expected").get<Revision>(),
-                          request.at("value"))
+    return MemoryAccess::backend(*memory)
+        .compare_and_set_revision(request.at("key").get<std::string>(), request.at("expected").get<Revision>(),
+                                  request.at("value"))
         .get();
-  if (op == "increment")
-    return memory->increment(request.at("key").get<std::string>(), request.at("by").get<std::int64_t>()).get();
+  if (op == "increment") {
+    Incremented done = MemoryAccess::backend(*memory)
+                           .increment_with_revision(request.at("key").get<std::string>(),
+                                                    request.at("by").get<std::int64_t>())
+                           .get();
+    return {{"value", done.value}, {"revision", done.revision}};
+  }
   if (op == "list") {
     nlohmann::json entries = nlohmann::json::array();
     for (auto& entry : memory->list(request.at("prefix").get<std::string>()).get()) entries.push_back(entry);

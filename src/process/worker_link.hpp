@@ -30,7 +30,9 @@
 
 namespace scale::detail {
 
-/// The flag a ProcessPoolManager adds to a worker's arguments (Runtime strips every --scale-* flag).
+/// The flag a ProcessPoolManager adds to a worker's arguments. It and the cluster worker's flags
+/// (cluster/worker.hpp) are the Runtime's whole table (src/core/runtime.cpp): any other --scale-*
+/// argument is refused.
 inline constexpr const char* worker_flag = "--scale-worker-link";
 
 /// Serves tasks on `link` until it closes, then exits the process with status 0.

@@ -216,17 +216,6 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
     });
   }
 
-  Future<bool> compare_and_set(std::string key, Revision expected, nlohmann::json value) override {
-    std::string json;
-    try {
-      json = value.dump();
-    } catch (...) {
-      return make_failed_future<bool>(std::current_exception());
-    }
-    return script<bool>(cas_script(), {m_history, std::move(key), std::to_string(expected), std::move(json)},
-                        [](const RedisReply& reply) { return reply.integer != 0; });
-  }
-
   Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
     std::string json;
     try {
@@ -236,11 +225,6 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
     }
     return script<Revision>(cas_script(), {m_history, std::move(key), std::to_string(expected), std::move(json)},
                             [](const RedisReply& reply) { return reply.integer; });
-  }
-
-  Future<std::int64_t> increment(std::string key, std::int64_t by) override {
-    return script<std::int64_t>(increment_script(), {m_history, key, std::to_string(by)},
-                                [key, by](const RedisReply& reply) { return incremented(key, by, reply).value; });
   }
 
   Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {

@@ -56,19 +56,15 @@ using Response = detail::HttpResponse;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-// NOTE: a compiler issue. Clang (seen with 16) takes the address of a thread_local as constant
-// within a function, so in a coroutine it may compute it once (e.g. hoisted out of a loop) and
-// reuse it after a co_await, though the coroutine may resume on another I/O thread. Each
-// co_await of an operation or of another coroutine allocates a frame from Asio's per-thread
-// cache, found through a thread_local; with the stale address this thread took blocks from
-// another thread's cache while that thread used it too, corrupting the heap (seen as a crash
-// writing a response). The coroutines here are therefore left unoptimized under Clang: nothing
-// is inlined into them or hoisted, so each allocation reads the thread_local where it runs.
-#if defined(__clang__)
-#define SCALE_COROUTINE [[clang::optnone]]
-#else
-#define SCALE_COROUTINE
-#endif
+// NOTE: Asio finds the running thread's recycling cache for coroutine frames and operations
+// through a per-thread pointer, and a coroutine may use it after resuming on another thread than
+// the one it began on (forward_when_ready below resumes where a Future completes, then posts; a
+// strand on a context run by several threads resumes on either). The library is built with
+// BOOST_ASIO_DISABLE_THREAD_KEYWORD_EXTENSION (CMakeLists.txt), so Asio reads that pointer with
+// pthread_getspecific, a call no compiler may reuse across a co_await. With the default __thread
+// pointer, Clang 16 keeps its address in the frame and takes blocks from another thread's cache
+// (heap corruption; tests/asio_thread_hop_test.cpp reproduces it), which once forced these
+// coroutines to be compiled unoptimized. They are now optimized under every compiler.
 
 /// One SSE event; `data` is a single-line JSON text (dump() never emits a newline).
 std::string sse_event(std::string_view data, std::optional<Revision> id = std::nullopt, std::string_view event = {}) {
@@ -288,7 +284,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   std::atomic<bool> stopping{false};
 
   // ---------------------------------------------------------------------------------------------
-  SCALE_COROUTINE asio::awaitable<void> listen() {
+  asio::awaitable<void> listen() {
     for (;;) {
       std::size_t index = next_context++ % (more_contexts.size() + 1);
       asio::io_context& context = index == 0 ? ioc : *more_contexts[index - 1];
@@ -343,7 +339,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   }
 
   /// One more than the cap: answered 503 and closed.
-  SCALE_COROUTINE asio::awaitable<void> refuse(std::shared_ptr<Connection> connection) {
+  asio::awaitable<void> refuse(std::shared_ptr<Connection> connection) {
     Request request{http::verb::get, "/", 11};
     auto response = error_response(request, http::status::service_unavailable,
                                    "the server has reached its connection limit (" +
@@ -356,8 +352,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     counts.add("refused", 503);
   }
 
-  SCALE_COROUTINE asio::awaitable<bool> write(Connection& connection, Response& response,
-                                              std::string_view endpoint) {
+  asio::awaitable<bool> write(Connection& connection, Response& response, std::string_view endpoint) {
     counts.add(endpoint, response.result_int());
     std::string& out = connection.out;
     serialize(response, out);
@@ -381,7 +376,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---------------------------------------------------------------------------------------------
-  SCALE_COROUTINE asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
+  asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
     auto& stream = connection->stream;
     beast::error_code option_error;
     // Answers go out whole, in one write: waiting to fill a segment (Nagle) only adds latency.
@@ -526,8 +521,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   // ---------------------------------------------------------------------------------------------
   /// Writes the SSE headers, subscribes, and forwards what the subscription delivers until the
   /// client goes away, the server stops, or the subscriber falls 'max_subscriber_queue' behind.
-  SCALE_COROUTINE asio::awaitable<void> stream_events(Connection& connection, const Request& request,
-                                                      const detail::StreamRequest& what, std::string_view endpoint) {
+  asio::awaitable<void> stream_events(Connection& connection, const Request& request,
+                                      const detail::StreamRequest& what, std::string_view endpoint) {
     auto& stream = connection.stream;
     auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue);
     channel->stream = &stream;

@@ -61,18 +61,14 @@ class MemoryBackend {
   virtual Future<std::optional<Entry>> entry(std::string key) = 0;
   /// Removes the key; true when it was there (only then is a revision used).
   virtual Future<bool> erase(std::string key) = 0;
-  /// Writes `value` when the key's revision equals `expected` (0: only when absent); true when
-  /// written. A failed comparison uses no revision.
-  virtual Future<bool> compare_and_set(std::string key, Revision expected, nlohmann::json value) = 0;
-  /// Adds `by` to the key's integer value (a missing key counts from 0) and returns the sum; a
-  /// value that is not an integer fails with scale::TypeMismatch.
-  virtual Future<std::int64_t> increment(std::string key, std::int64_t by) = 0;
-  /// Like compare_and_set, but answers the revision written (0 when the comparison failed), which
-  /// the store server returns to its clients. Backends that cannot tell fail with scale::Error.
-  virtual Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value);
-  /// Like increment, also answering the revision of the write. Backends that cannot tell fail
-  /// with scale::Error.
-  virtual Future<Incremented> increment_with_revision(std::string key, std::int64_t by);
+  /// Writes `value` when the key's revision equals `expected` (0: only when absent); answers the
+  /// revision written, or 0 when the comparison failed (which uses no revision). SharedMemory's
+  /// compare_and_set answers whether it is not 0; the store server returns it to its clients.
+  virtual Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) = 0;
+  /// Adds `by` to the key's integer value (a missing key counts from 0); answers the sum and the
+  /// revision of the write. A value that is not an integer fails with scale::TypeMismatch.
+  /// SharedMemory's increment answers the sum.
+  virtual Future<Incremented> increment_with_revision(std::string key, std::int64_t by) = 0;
   /// Every entry whose key starts with `prefix`, sorted by key.
   virtual Future<std::vector<Entry>> list(std::string prefix) = 0;
   /// Delivers every change to keys starting with `prefix` whose revision is >= `from_revision`
