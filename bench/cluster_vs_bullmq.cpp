@@ -88,7 +88,8 @@ struct ScaleFigures {
 };
 
 /// Best items/s of `runs` maps over `numbers` (0, 1, ..., items - 1); nothing when a result is wrong.
-std::optional<double> measure(const scale::Iterator<int>& numbers, std::size_t items, std::size_t chunk_size, int runs) {
+std::optional<double> measure(const scale::Iterator<int>& numbers, std::size_t items, std::size_t chunk_size,
+                              int runs) {
   double best = 0;
   for (int run = 0; run < runs; ++run) {
     scale::RunOptions options;
@@ -130,7 +131,8 @@ std::optional<ScaleFigures> measure_scale(const std::string& url, std::size_t it
   std::vector<int> values(items);
   std::iota(values.begin(), values.end(), 0);
   scale::Iterator<int> numbers(values, manager);
-  const std::vector<int> warm_values(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(items, 100)));
+  const std::vector<int> warm_values(values.begin(),
+                                     values.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(items, 100)));
   scale::Iterator<int> warm(warm_values, manager);
   if (!measure(warm, warm_values.size(), 1, 1)) return std::nullopt;  // both workers have run a chunk
   const std::optional<double> auto_rate = measure(numbers, items, 0, 5);
@@ -154,15 +156,16 @@ std::pair<double, std::string> bullmq(int port, std::size_t jobs, int concurrenc
     const std::string install = "cd '" + dir + "' && npm ci --no-audit --no-fund --loglevel=error 1>&2";
     if (std::system(install.c_str()) != 0) return {0, "npm ci failed in " + dir + " (is the npm registry reachable?)"};
   }
-  const std::string command = "cd '" + dir + "' && node bench.js " + std::to_string(port) + " " +
-                              std::to_string(jobs) + " " + std::to_string(concurrency);
+  const std::string command = "cd '" + dir + "' && node bench.js " + std::to_string(port) + " " + std::to_string(jobs) +
+                              " " + std::to_string(concurrency);
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return {0, "could not run node"};
   double rate = 0;
   long completed = 0;
   const bool parsed = std::fscanf(pipe, "%lf %ld", &rate, &completed) == 2;
   const int status = ::pclose(pipe);
-  if (!parsed || status != 0 || completed != static_cast<long>(jobs)) return {0, "bench/bullmq/bench.js failed (see above)"};
+  if (!parsed || status != 0 || completed != static_cast<long>(jobs))
+    return {0, "bench/bullmq/bench.js failed (see above)"};
   return {rate, ""};
 }
 
@@ -183,18 +186,20 @@ int main(int argc, char** argv) {
   const std::optional<ScaleFigures> scale_figures = measure_scale(redis.url(), items);
   if (!scale_figures) return 1;
   const auto [bull_1, why_1] = bullmq(redis.port(), items, 1);
-  const auto [bull_10, why_10] = why_1.empty() ? bullmq(redis.port(), items, 10) : std::pair<double, std::string>{0, why_1};
+  const auto [bull_10, why_10] = why_1.empty() ? bullmq(redis.port(), items, 10)
+                                               : std::pair<double, std::string>{0, why_1};
   const double peer = std::max(bull_1, bull_10);
 
   std::printf("cluster, 2 workers, %zu items      scale              BullMQ             ratio  target\n", items);
   if (peer > 0) {
-    std::printf("automatic chunks                   %12.0f it/s  %12.0f jobs/s %6.1fx  >= 5x\n", scale_figures->auto_rate,
-                peer, scale_figures->auto_rate / peer);
-    std::printf("chunk size 1                       %12.0f it/s  %12.0f jobs/s %6.1fx  >= 1x\n", scale_figures->one_rate,
-                peer, scale_figures->one_rate / peer);
+    std::printf("automatic chunks                   %12.0f it/s  %12.0f jobs/s %6.1fx  >= 5x\n",
+                scale_figures->auto_rate, peer, scale_figures->auto_rate / peer);
+    std::printf("chunk size 1                       %12.0f it/s  %12.0f jobs/s %6.1fx  >= 1x\n",
+                scale_figures->one_rate, peer, scale_figures->one_rate / peer);
     if (why_10.empty())
-      std::printf("(BullMQ, 1 job at once per worker: %.0f jobs/s; 10 at once: %.0f jobs/s; the better one is compared)\n",
-                  bull_1, bull_10);
+      std::printf(
+          "(BullMQ, 1 job at once per worker: %.0f jobs/s; 10 at once: %.0f jobs/s; the better one is compared)\n",
+          bull_1, bull_10);
     else
       std::printf("(BullMQ, 1 job at once per worker: %.0f jobs/s; 10 at once: not measured, %s)\n", bull_1,
                   why_10.c_str());

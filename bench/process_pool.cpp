@@ -30,24 +30,23 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto trivial = [](int x) { return x * 3 + 1; };
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 /// Python's figures: items/s with default chunks, items/s with chunksize=1 (or negative when
 /// python3 is missing).
 std::pair<double, double> python_pool() {
-  const char* script =
-      "import multiprocessing as mp, time\n"
-      "def f(x): return x * 3 + 1\n"
-      "if __name__ == '__main__':\n"
-      "    with mp.Pool(2) as p:\n"
-      "        p.map(f, range(1000))\n"
-      "        best1 = best2 = 0.0\n"
-      "        for _ in range(3):\n"
-      "            n = 1000000; t = time.perf_counter(); p.map(f, range(n)); best1 = max(best1, n / (time.perf_counter() - t))\n"
-      "            n = 20000; t = time.perf_counter(); p.map(f, range(n), chunksize=1); best2 = max(best2, n / (time.perf_counter() - t))\n"
-      "        print(best1, best2)\n";
+  const char* script = "import multiprocessing as mp, time\n"
+                       "def f(x): return x * 3 + 1\n"
+                       "if __name__ == '__main__':\n"
+                       "    with mp.Pool(2) as p:\n"
+                       "        p.map(f, range(1000))\n"
+                       "        best1 = best2 = 0.0\n"
+                       "        for _ in range(3):\n"
+                       "            n = 1000000; t = time.perf_counter(); p.map(f, range(n)); best1 = max(best1, n / "
+                       "(time.perf_counter() - t))\n"
+                       "            n = 20000; t = time.perf_counter(); p.map(f, range(n), chunksize=1); best2 = "
+                       "max(best2, n / (time.perf_counter() - t))\n"
+                       "        print(best1, best2)\n";
   std::string command = "python3 -c \"$(cat <<'PY'\n" + std::string(script) + "PY\n)\"";
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return {-1, -1};

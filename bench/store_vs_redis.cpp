@@ -374,8 +374,10 @@ int main() {
   const fs::path get_script = scratch / "get.lua";
   std::ofstream(put_script) << "-- PUT of a 16-byte JSON value (a 14-character string and its quotes)\n"
                                "wrk.method = \"PUT\"\n"
-                               "wrk.body = '\"" + value16.substr(0, 14) + "\"'\n"
-                               "wrk.headers[\"Content-Type\"] = \"application/json\"\n";
+                               "wrk.body = '\"" +
+                                   value16.substr(0, 14) +
+                                   "\"'\n"
+                                   "wrk.headers[\"Content-Type\"] = \"application/json\"\n";
   std::ofstream(get_script) << "wrk.method = \"GET\"\n";
 
   std::printf("store_vs_redis: scale-store (%s) against redis-server, both on loopback, started here.\n"
@@ -405,10 +407,12 @@ int main() {
         std::string put = "PUT ops/s, " + std::to_string(connections) + " conn";
         std::string get = "GET ops/s, " + std::to_string(connections) + " conn";
         double target = connections == 50 ? 0.7 : 0;
-        compare(put.c_str(), [&] { return wrk_rate(scale.port(), connections, put_script); },
-                [&] { return redis_rate(redis.port(), connections, "set"); }, target);
-        compare(get.c_str(), [&] { return wrk_rate(scale.port(), connections, get_script); },
-                [&] { return redis_rate(redis.port(), connections, "get"); }, target);
+        compare(
+            put.c_str(), [&] { return wrk_rate(scale.port(), connections, put_script); },
+            [&] { return redis_rate(redis.port(), connections, "set"); }, target);
+        compare(
+            get.c_str(), [&] { return wrk_rate(scale.port(), connections, get_script); },
+            [&] { return redis_rate(redis.port(), connections, "get"); }, target);
       }
 
       std::int64_t scale_before = scale.rss(), redis_before = redis.rss();
@@ -433,13 +437,14 @@ int main() {
                     (scratch / "scale-data").string(), "--fsync", "always"},
                    scale_port);
       int redis_port = free_port();
-      Server redis("redis-server",
-                   {"redis-server", "--port", std::to_string(redis_port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "yes", "--appendfsync", "always", "--dir", (scratch / "redis-data").string(),
-                    "--loglevel", "warning"},
-                   redis_port);
-      compare("durable PUT ops/s, 50 conn", [&] { return wrk_rate(scale.port(), 50, put_script); },
-              [&] { return redis_rate(redis.port(), 50, "set"); }, 1.0);
+      Server redis(
+          "redis-server",
+          {"redis-server", "--port", std::to_string(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+           "yes", "--appendfsync", "always", "--dir", (scratch / "redis-data").string(), "--loglevel", "warning"},
+          redis_port);
+      compare(
+          "durable PUT ops/s, 50 conn", [&] { return wrk_rate(scale.port(), 50, put_script); },
+          [&] { return redis_rate(redis.port(), 50, "set"); }, 1.0);
     }
   } catch (const std::exception& error) {
     std::printf("store_vs_redis: %s\n", error.what());

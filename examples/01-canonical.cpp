@@ -9,15 +9,15 @@
 // It captures nothing; shared state comes through `scope`.
 auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int> {
   int multiplier = co_await scope.get<int>("multiplier");
-  co_return number * multiplier;
+  co_return number* multiplier;
 };
 
 int main(int argc, char** argv) {
   scale::Runtime runtime(argc, argv);  // in a worker process: serves tasks, then exits
   return runtime.run([]() -> scale::Future<int> {
-    scale::SharedMemory memory;               // or "http://localhost:12345", "redis://host:6379"
-    scale::SharedEventEmitter events;         // same URLs
-    scale::ProcessPoolManager manager;        // or InlineManager, ThreadPoolManager, ClusterManager
+    scale::SharedMemory memory;         // or "http://localhost:12345", "redis://host:6379"
+    scale::SharedEventEmitter events;   // same URLs
+    scale::ProcessPoolManager manager;  // or InlineManager, ThreadPoolManager, ClusterManager
     scale::Iterator<int> numbers({1, 2, 3, 4, 5}, manager);
     numbers.use_scope(memory);
 

@@ -6,7 +6,7 @@
 
 auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int> {
   int multiplier = co_await scope.get<int>("multiplier");
-  co_return number * multiplier;
+  co_return number* multiplier;
 };
 
 int main(int argc, char** argv) {

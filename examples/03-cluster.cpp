@@ -26,7 +26,7 @@ auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int
   int multiplier = co_await scope.get<int>("multiplier");
   int pause_ms = co_await scope.get<int>("pause_ms");
   std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));  // stands in for real work
-  co_return number * multiplier;
+  co_return number* multiplier;
 };
 
 int main(int argc, char** argv) {
@@ -43,9 +43,9 @@ int main(int argc, char** argv) {
 
   try {
     return runtime.run([&]() -> scale::Future<int> {
-      scale::SharedMemory memory(url);         // every worker reads "multiplier" from here
+      scale::SharedMemory memory(url);  // every worker reads "multiplier" from here
       scale::SharedEventEmitter events(url);
-      scale::ClusterManager manager(url);      // chunks go to whichever workers joined through `url`
+      scale::ClusterManager manager(url);  // chunks go to whichever workers joined through `url`
       std::vector<int> items(40);
       std::iota(items.begin(), items.end(), 1);
       scale::Iterator<int> numbers(items, manager);

@@ -77,7 +77,7 @@ void serve(StoreRouter& router, std::string_view bytes) {
     http::request_parser<http::empty_body> head;
     head.header_limit(scale::detail::store_header_limit);
     head.body_limit(std::numeric_limits<std::uint64_t>::max());  // judged from Content-Length
-    if (!feed(head, bytes, true)) return;  // the server answers 400/431 and closes
+    if (!feed(head, bytes, true)) return;                        // the server answers 400/431 and closes
 
     std::optional<std::uint64_t> content_length;
     if (auto length = head.content_length()) content_length = *length;

@@ -38,16 +38,20 @@ TEST_CASE("each field is written little-endian, as the layout table says", "[byt
       {"bytes", [](ByteWriter& w) { w.bytes("abc"); }, "abc"},
       {"sized", [](ByteWriter& w) { w.sized("abc"); }, std::string("\x03\0\0\0abc", 7)},
       {"sized empty", [](ByteWriter& w) { w.sized(""); }, std::string("\0\0\0\0", 4)},
-      {"reserve_u32 then end_sized", [](ByteWriter& w) {
+      {"reserve_u32 then end_sized",
+       [](ByteWriter& w) {
          const auto at = w.reserve_u32();
          w.bytes("hello");
          w.end_sized(at);
-       }, std::string("\x05\0\0\0hello", 9)},
-      {"fill_u32 over a reserved field", [](ByteWriter& w) {
+       },
+       std::string("\x05\0\0\0hello", 9)},
+      {"fill_u32 over a reserved field",
+       [](ByteWriter& w) {
          w.u8(7);
          const auto at = w.reserve_u32();
          w.fill_u32(at, 0xdeadbeefu);
-       }, std::string("\x07\xef\xbe\xad\xde", 5)},
+       },
+       std::string("\x07\xef\xbe\xad\xde", 5)},
   };
   for (const Row& row : rows) {
     INFO(row.field);

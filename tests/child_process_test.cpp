@@ -63,8 +63,7 @@ int child_echo(int fd) {
     if (got <= 0) return 0;
     reader.commit(static_cast<std::size_t>(got));
     std::string out;
-    while (auto frame = reader.next())
-      scale::detail::encode_frame(out, frame->type, frame->id, frame->payload);
+    while (auto frame = reader.next()) scale::detail::encode_frame(out, frame->type, frame->id, frame->payload);
     if (!scale::detail::send_all(fd, out)) return 1;
   }
 }
@@ -119,7 +118,9 @@ int run_child(const scale::detail::ChildLink& link, int argc, char** argv) {
   if (mode == "--child-echo") return child_echo(link.fd);
   if (mode == "--child-exit") return argc > 3 ? std::atoi(argv[3]) : 0;
   if (mode == "--child-abort") {
-    struct rlimit no_core{0, 0};
+    struct rlimit no_core {
+      0, 0
+    };
     ::setrlimit(RLIMIT_CORE, &no_core);
     std::abort();
   }
@@ -324,7 +325,8 @@ TEST_CASE("a child starts with stdin on /dev/null, an empty signal mask, default
   sigaddset(&blocked, SIGTERM);
   sigaddset(&blocked, SIGUSR1);
   ::pthread_sigmask(SIG_BLOCK, &blocked, &old_mask);
-  struct sigaction ignore{}, old_int{}, old_usr2{};
+  struct sigaction ignore {
+  }, old_int{}, old_usr2{};
   ignore.sa_handler = SIG_IGN;
   ::sigaction(SIGINT, &ignore, &old_int);
   ::sigaction(SIGUSR2, &ignore, &old_usr2);
@@ -397,8 +399,7 @@ TEST_CASE("a grandchild dies within 2 s when its parent is killed with SIGKILL",
   auto info = middle.wait_for(2s);
   REQUIRE(info);
   CHECK(info->describe() == "killed by signal SIGKILL (9)");
-  while (!process_gone(grandchild) && std::chrono::steady_clock::now() - start < 2s)
-    std::this_thread::sleep_for(10ms);
+  while (!process_gone(grandchild) && std::chrono::steady_clock::now() - start < 2s) std::this_thread::sleep_for(10ms);
   bool gone = process_gone(grandchild);
   if (!gone) ::kill(grandchild, SIGKILL);  // we started it (through the middle); do not leave it behind
   CHECK(gone);
@@ -438,15 +439,15 @@ TEST_CASE("on_exit may spawn a replacement, and spawn_async answers on the spawn
   std::promise<ChildProcess> replacement;
   auto replacement_future = replacement.get_future();
   SpawnOptions options = child({"--child-exit", "0"});
-  options.on_exit = [&](const ExitInfo&) {
-    replacement.set_value(spawner.spawn(child({"--child-wait-eof"})));
-  };
+  options.on_exit = [&](const ExitInfo&) { replacement.set_value(spawner.spawn(child({"--child-wait-eof"}))); };
   std::promise<ChildProcess> first;
   auto first_future = first.get_future();
   spawner.spawn_async(std::move(options), [&](ChildProcess process, std::exception_ptr error) {
     CHECK(spawner.on_spawner_thread());
-    if (error) first.set_exception(error);
-    else first.set_value(std::move(process));
+    if (error)
+      first.set_exception(error);
+    else
+      first.set_value(std::move(process));
   });
   REQUIRE(first_future.wait_for(5s) == std::future_status::ready);
   ChildProcess original = first_future.get();
@@ -462,9 +463,9 @@ TEST_CASE("a program that cannot be executed is a scale::Error naming it and the
   ProcessSpawner spawner;
   SpawnOptions options = child({});
   options.executable = "/nonexistent/scale-worker";
-  CHECK_THROWS_WITH(spawner.spawn(std::move(options)),
-                    Catch::Contains("/nonexistent/scale-worker") && Catch::Contains("execve") &&
-                        Catch::Contains("No such file"));
+  CHECK_THROWS_WITH(spawner.spawn(std::move(options)), Catch::Contains("/nonexistent/scale-worker") &&
+                                                           Catch::Contains("execve") &&
+                                                           Catch::Contains("No such file"));
   CHECK(spawner.running() == 0);
   CHECK(count_children().first == 0);
 }

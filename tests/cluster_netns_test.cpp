@@ -160,8 +160,8 @@ class Lab {
         !run({"ip", "-n", redis, "addr", "add", std::string(redis_address) + "/24", "dev", "br0"}) ||
         !run({"ip", "-n", redis, "link", "set", "br0", "up"}))
       return "the bridge in " + redis;
-    const std::pair<const std::string*, const char*> hosts[] = {{&manager, "10.77.0.2"}, {&worker_a, "10.77.0.3"},
-                                                                {&worker_b, "10.77.0.4"}};
+    const std::pair<const std::string*, const char*> hosts[] = {
+        {&manager, "10.77.0.2"}, {&worker_a, "10.77.0.3"}, {&worker_b, "10.77.0.4"}};
     for (const auto& [host, address] : hosts) {
       const std::string end = bridge_end(*host);
       if (!run({"ip", "-n", redis, "link", "add", end, "type", "veth", "peer", "name", "eth0", "netns", *host}) ||
@@ -293,12 +293,13 @@ TEST_CASE("a map across network namespaces completes when one worker's link is c
 
   const std::string port = "6379";
   const std::string url = std::string("redis://") + redis_address + ":" + port;
-  REQUIRE(lab.start_in(lab.redis, {"redis-server", "--bind", redis_address, "--port", port, "--protected-mode", "no",
-                                   "--save", "", "--appendonly", "no", "--loglevel", "warning"},
+  REQUIRE(lab.start_in(lab.redis,
+                       {"redis-server", "--bind", redis_address, "--port", port, "--protected-mode", "no", "--save", "",
+                        "--appendonly", "no", "--loglevel", "warning"},
                        -1, true) > 0);
   const auto redis_deadline = Clock::now() + 10s;
-  while (output_of({"ip", "netns", "exec", lab.redis, "redis-cli", "-h", redis_address, "-p", port, "ping"}).find("PONG") ==
-         std::string::npos) {
+  while (output_of({"ip", "netns", "exec", lab.redis, "redis-cli", "-h", redis_address, "-p", port, "ping"})
+             .find("PONG") == std::string::npos) {
     REQUIRE(Clock::now() < redis_deadline);
     std::this_thread::sleep_for(50ms);
   }

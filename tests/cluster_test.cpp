@@ -150,7 +150,7 @@ auto throw_on_5 = [](int x) {
 
 auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int> {
   int multiplier = co_await scope.get<int>("multiplier");
-  co_return number * multiplier;
+  co_return number* multiplier;
 };
 
 // Item 0: the first attempt records its pid and is slow (the test stops it with SIGSTOP until its
@@ -281,8 +281,7 @@ TEST_CASE("a map over many items on two workers returns every result in order", 
   CHECK(redis(cluster.url, {"PTTL", results.elements[0].str}).integer > 0);
 }
 
-TEST_CASE("workers() lists each live worker with its host, pid and build, and forgets one that leaves",
-          "[cluster]") {
+TEST_CASE("workers() lists each live worker with its host, pid and build, and forgets one that leaves", "[cluster]") {
   TestCluster cluster(2);
   scale::ClusterManager& manager = *cluster.manager;
   WorkerProcess &a = *cluster.workers[0], &b = *cluster.workers[1];
@@ -406,9 +405,9 @@ TEST_CASE("an in-process SharedMemory or SharedEventEmitter in the scope fails a
   scale::SharedMemory local;
   numbers.use_scope(local);
   const auto started = std::chrono::steady_clock::now();
-  REQUIRE_THROWS_WITH(numbers.map(times_multiplier).get(),
-                      Catch::Contains("in-process SharedMemory") && Catch::Contains("redis://") &&
-                          Catch::Contains("http://"));
+  REQUIRE_THROWS_WITH(numbers.map(times_multiplier).get(), Catch::Contains("in-process SharedMemory") &&
+                                                               Catch::Contains("redis://") &&
+                                                               Catch::Contains("http://"));
   scale::SharedMemory remote(url);
   scale::SharedEventEmitter local_events;
   numbers.use_scope(remote, local_events);
@@ -480,8 +479,7 @@ TEST_CASE("a worker ends with status 0 on SIGTERM after finishing the chunk it r
   CHECK(manager.stats().tasks_retried == 0);
 }
 
-TEST_CASE("a chunk that runs past RunOptions::timeout is run again, then fails with scale::WorkerLost",
-          "[cluster]") {
+TEST_CASE("a chunk that runs past RunOptions::timeout is run again, then fails with scale::WorkerLost", "[cluster]") {
   TestCluster cluster(2);
   scale::ClusterManager& manager = *cluster.manager;
   scale::Iterator<int> numbers(iota(1), manager);
@@ -496,8 +494,7 @@ TEST_CASE("a chunk that runs past RunOptions::timeout is run again, then fails w
   }
 }
 
-TEST_CASE("destroying the manager fails its outstanding chunks with scale::Stopped and removes its keys",
-          "[cluster]") {
+TEST_CASE("destroying the manager fails its outstanding chunks with scale::Stopped and removes its keys", "[cluster]") {
   scale::Runtime runtime;
   const std::string url = fresh_url();
   const std::string tag = tag_of(url);
@@ -512,8 +509,7 @@ TEST_CASE("destroying the manager fails its outstanding chunks with scale::Stopp
   CHECK(redis(url, {"HLEN", tag + ":managers"}).integer == 0);
   CHECK(redis(url, {"KEYS", tag + ":results:*"}).elements.empty());
   // The queued chunks were taken out of the stream again.
-  for (auto& key : redis(url, {"KEYS", tag + ":tasks:*"}).elements)
-    CHECK(redis(url, {"XLEN", key.str}).integer == 0);
+  for (auto& key : redis(url, {"KEYS", tag + ":tasks:*"}).elements) CHECK(redis(url, {"XLEN", key.str}).integer == 0);
 }
 
 TEST_CASE("a Redis restarted without its data mid-map: the chunks are queued again and the map completes",
@@ -536,8 +532,7 @@ TEST_CASE("a Redis restarted without its data mid-map: the chunks are queued aga
   CHECK(manager.stats().tasks_failed == 0);
 }
 
-TEST_CASE("a chunk or a result too large for Redis fails the call with Redis's error instead of hanging",
-          "[cluster]") {
+TEST_CASE("a chunk or a result too large for Redis fails the call with Redis's error instead of hanging", "[cluster]") {
   scale::Runtime runtime;
   support::RedisServer server(0, {"--proto-max-bulk-len", "1mb"});
   const std::string url = server.url();

@@ -245,7 +245,8 @@ TEST_CASE("a capturing lambda, a function pointer or an unsendable value fails w
   REQUIRE(on_threads.map(captures).get()[0] == 3);
 }
 
-TEST_CASE("a pool whose only workers are of another build fails its calls with BuildMismatch", "[errors][process_pool]") {
+TEST_CASE("a pool whose only workers are of another build fails its calls with BuildMismatch",
+          "[errors][process_pool]") {
   scale::Runtime runtime;
   scale::ProcessPoolManager manager({.max_workers = 1});
   // The manager's fingerprint is taken; a worker spawned from now on computes another one.

@@ -28,8 +28,7 @@ std::uint16_t unused_port() {
 
 }  // namespace
 
-TEST_CASE("an unreachable http:// store fails with ConnectionError naming the URL and scale-store",
-          "[http_client]") {
+TEST_CASE("an unreachable http:// store fails with ConnectionError naming the URL and scale-store", "[http_client]") {
   scale::Runtime runtime;
   std::string url = "http://127.0.0.1:" + std::to_string(unused_port());
   scale::SharedMemory memory(url);
@@ -110,8 +109,7 @@ TEST_CASE("one thread's requests keep their order while pipelined on one connect
   REQUIRE(memory.get<int>("k").get() == 199);
 }
 
-TEST_CASE("threads with requests outstanding at once get connections of their own, each in order",
-          "[http_client]") {
+TEST_CASE("threads with requests outstanding at once get connections of their own, each in order", "[http_client]") {
   scale::Runtime runtime;
   scale::StoreServer server;
   server.start();
@@ -137,8 +135,7 @@ TEST_CASE("threads with requests outstanding at once get connections of their ow
   }
 }
 
-TEST_CASE("requests pipelined on a connection the server closed while idle are sent again",
-          "[http_client]") {
+TEST_CASE("requests pipelined on a connection the server closed while idle are sent again", "[http_client]") {
   scale::Runtime runtime;
   scale::StoreServer server({.header_timeout = std::chrono::milliseconds(200)});
   server.start();

@@ -110,7 +110,7 @@ inline std::vector<int> iota(int n) {
 inline constexpr auto twice = [](int x) { return 2 * x; };
 inline constexpr auto times_multiplier = [](int x, scale::Scope& scope) -> scale::Future<int> {
   int multiplier = co_await scope.get<int>("multiplier");
-  co_return x * multiplier;
+  co_return x* multiplier;
 };
 inline constexpr auto twice_later = [](int x) -> scale::Future<int> { co_return 2 * x; };
 inline int plain_times_three(int x, scale::Scope& scope) { return scope.has_memory() ? 3 * x : -1; }
@@ -127,7 +127,8 @@ inline bool plain_divisible_by_three(int x, scale::Scope&) { return x % 3 == 0; 
 // reduce.
 inline constexpr auto plus = [](int a, int b) { return a + b; };
 inline constexpr auto plus_later = [](int a, int b) -> scale::Future<int> { co_return a + b; };
-inline constexpr auto plus_times_multiplier = [](std::int64_t acc, int x, scale::Scope& scope) -> scale::Future<std::int64_t> {
+inline constexpr auto plus_times_multiplier = [](std::int64_t acc, int x,
+                                                 scale::Scope& scope) -> scale::Future<std::int64_t> {
   int multiplier = co_await scope.get<int>("multiplier");
   co_return acc + std::int64_t{x} * multiplier;
 };
@@ -219,12 +220,13 @@ TEMPLATE_TEST_CASE("filter keeps the items its predicate accepts, in input order
   scale::RunOptions options{.chunk_size = 3};
   REQUIRE(numbers.filter(is_even, options).get() == std::vector<int>{0, 2, 4, 6, 8, 10, 12, 14, 16, 18});
   REQUIRE(numbers.filter(is_even_later).get() == std::vector<int>{0, 2, 4, 6, 8, 10, 12, 14, 16, 18});
-  REQUIRE(numbers.filter(plain<TestType, &plain_divisible_by_three>()).get() == std::vector<int>{0, 3, 6, 9, 12, 15, 18});
+  REQUIRE(numbers.filter(plain<TestType, &plain_divisible_by_three>()).get() ==
+          std::vector<int>{0, 3, 6, 9, 12, 15, 18});
   REQUIRE(numbers.filter(divisible_by_multiplier, options).get() == std::vector<int>{0, 4, 8, 12, 16});
 }
 
-TEMPLATE_TEST_CASE("reduce folds with fn(T, T) and with fn(A, T) plus combine, in all four shapes",
-                   SCALE_ITERATOR_TAGS, SCALE_ITERATOR_FACTORIES) {
+TEMPLATE_TEST_CASE("reduce folds with fn(T, T) and with fn(A, T) plus combine, in all four shapes", SCALE_ITERATOR_TAGS,
+                   SCALE_ITERATOR_FACTORIES) {
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
@@ -279,7 +281,8 @@ TEMPLATE_TEST_CASE("chunk_size cuts the work into chunks of that many items", SC
   auto manager = TestType::make();
   scale::Iterator<int> numbers(iota(101), *manager);
   std::vector<int> expected = numbers.map(twice).get();
-  for (std::size_t chunk_size : {std::size_t{1}, std::size_t{7}, std::size_t{100}, std::size_t{101}, std::size_t{5000}}) {
+  for (std::size_t chunk_size :
+       {std::size_t{1}, std::size_t{7}, std::size_t{100}, std::size_t{101}, std::size_t{5000}}) {
     auto before = manager->stats().tasks_done;
     scale::RunOptions options{.chunk_size = chunk_size};
     REQUIRE(numbers.map(twice, options).get() == expected);
@@ -313,8 +316,8 @@ TEMPLATE_TEST_CASE("progress is reported on the loop thread, never decreasing, e
   REQUIRE(report->all_on_loop);
 }
 
-TEMPLATE_TEST_CASE("an exception thrown by the function fails the whole call with that exception",
-                   SCALE_ITERATOR_TAGS, SCALE_ITERATOR_FACTORIES) {
+TEMPLATE_TEST_CASE("an exception thrown by the function fails the whole call with that exception", SCALE_ITERATOR_TAGS,
+                   SCALE_ITERATOR_FACTORIES) {
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
@@ -352,8 +355,8 @@ TEMPLATE_TEST_CASE("an exception thrown by the function fails the whole call wit
   REQUIRE(numbers.map(twice).get().size() == 100);
 }
 
-TEMPLATE_TEST_CASE("a function that takes Scope& on an iterator without use_scope fails at once",
-                   SCALE_ITERATOR_TAGS, SCALE_ITERATOR_FACTORIES) {
+TEMPLATE_TEST_CASE("a function that takes Scope& on an iterator without use_scope fails at once", SCALE_ITERATOR_TAGS,
+                   SCALE_ITERATOR_FACTORIES) {
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
@@ -363,7 +366,8 @@ TEMPLATE_TEST_CASE("a function that takes Scope& on an iterator without use_scop
   REQUIRE_THROWS_AS(mapped.get(), scale::Error);
   REQUIRE_THROWS_WITH(numbers.map(plain<TestType, &plain_times_three>()).get(), Catch::Contains("use_scope"));
   REQUIRE_THROWS_WITH(numbers.filter(divisible_by_multiplier).get(), Catch::Contains("use_scope"));
-  REQUIRE_THROWS_WITH(numbers.reduce(plus_times_multiplier, std::int64_t{0}, add64).get(), Catch::Contains("use_scope"));
+  REQUIRE_THROWS_WITH(numbers.reduce(plus_times_multiplier, std::int64_t{0}, add64).get(),
+                      Catch::Contains("use_scope"));
   REQUIRE_THROWS_WITH(numbers.for_each(count_into_scope).get(), Catch::Contains("use_scope"));
   auto stats = manager->stats();
   REQUIRE(stats.tasks_done + stats.tasks_failed + stats.tasks_queued + stats.tasks_running == 0);
@@ -394,8 +398,8 @@ TEMPLATE_TEST_CASE("map returns move-only results and results without a default 
   }
 }
 
-TEMPLATE_TEST_CASE("a call outlives the Iterator it came from, and Iterators build from any range",
-                   SCALE_ITERATOR_TAGS, SCALE_ITERATOR_FACTORIES) {
+TEMPLATE_TEST_CASE("a call outlives the Iterator it came from, and Iterators build from any range", SCALE_ITERATOR_TAGS,
+                   SCALE_ITERATOR_FACTORIES) {
   using namespace iterator_suite;
   scale::Runtime runtime;
   auto manager = TestType::make();
@@ -411,8 +415,7 @@ TEMPLATE_TEST_CASE("a call outlives the Iterator it came from, and Iterators bui
   std::vector<std::string> words{"a", "bb", "ccc"};
   scale::Iterator<std::string> strings(words, *manager);
   REQUIRE(strings.map(length).get() == std::vector<std::size_t>{1, 2, 3});
-  REQUIRE(strings.map(exclaim).get() ==
-          std::vector<std::string>{"a!", "bb!", "ccc!"});
+  REQUIRE(strings.map(exclaim).get() == std::vector<std::string>{"a!", "bb!", "ccc!"});
 }
 
 TEMPLATE_TEST_CASE("stats count the chunks a call ran", SCALE_ITERATOR_TAGS, SCALE_ITERATOR_FACTORIES) {

@@ -169,8 +169,8 @@ TEST_CASE("functions may capture state on the thread tiers", "[iterator][inline]
   scale::Runtime runtime;
   scale::ThreadPoolManager pool(2);
   scale::InlineManager inline_manager;
-  for (scale::ScalabilityManager* manager : {static_cast<scale::ScalabilityManager*>(&pool),
-                                             static_cast<scale::ScalabilityManager*>(&inline_manager)}) {
+  for (scale::ScalabilityManager* manager :
+       {static_cast<scale::ScalabilityManager*>(&pool), static_cast<scale::ScalabilityManager*>(&inline_manager)}) {
     scale::Iterator<int> numbers(iterator_suite::iota(1000), *manager);
     std::atomic<long> total{0};
     int offset = 5;

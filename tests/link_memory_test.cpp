@@ -30,12 +30,13 @@ namespace link_memory {
 using json = nlohmann::json;
 
 json entry_json(const scale::Entry& entry) {
-  return {{"key", entry.key}, {"value", entry.value}, {"revision", entry.revision}, {"timestamp_ms", entry.timestamp_ms}};
+  return {
+      {"key", entry.key}, {"value", entry.value}, {"revision", entry.revision}, {"timestamp_ms", entry.timestamp_ms}};
 }
 
 scale::Entry entry_of(const json& value) {
-  return scale::Entry{value.at("key").get<std::string>(), value.at("value"), value.at("revision").get<scale::Revision>(),
-                      value.at("timestamp_ms").get<std::int64_t>()};
+  return scale::Entry{value.at("key").get<std::string>(), value.at("value"),
+                      value.at("revision").get<scale::Revision>(), value.at("timestamp_ms").get<std::int64_t>()};
 }
 
 /// Runs in the child: one MemoryBackend call (a JSON request) made through the child's Scope, and
@@ -56,7 +57,8 @@ auto call_in_child = [](std::string text, scale::Scope& scope) -> scale::Future<
     answer = co_await std::move(erased);
   } else if (op == "cas") {
     const std::string key = call.at("key").get<std::string>();
-    scale::Future<bool> swapped = scope.compare_and_set(key, call.at("expected").get<scale::Revision>(), call.at("value"));
+    scale::Future<bool> swapped = scope.compare_and_set(key, call.at("expected").get<scale::Revision>(),
+                                                        call.at("value"));
     const bool done = co_await std::move(swapped);
     answer = 0;
     if (done) {
@@ -137,7 +139,7 @@ class ChildScopeMemory final : public scale::detail::MemoryBackend {
     return answer_as<bool>(ask({{"op", "erase"}, {"key", std::move(key)}}));
   }
   scale::Future<scale::Revision> compare_and_set_revision(std::string key, scale::Revision expected,
-                                                         json value) override {
+                                                          json value) override {
     return answer_as<scale::Revision>(
         ask({{"op", "cas"}, {"key", std::move(key)}, {"expected", expected}, {"value", std::move(value)}}));
   }
@@ -147,7 +149,8 @@ class ChildScopeMemory final : public scale::detail::MemoryBackend {
   scale::Future<std::vector<scale::Entry>> list(std::string prefix) override {
     return answer_as_entries(ask({{"op", "list"}, {"prefix", std::move(prefix)}}));
   }
-  void watch(std::string, scale::Revision, std::shared_ptr<scale::detail::SubscriptionQueue<scale::Change>> queue) override {
+  void watch(std::string, scale::Revision,
+             std::shared_ptr<scale::detail::SubscriptionQueue<scale::Change>> queue) override {
     // A Scope has no watch, and the child's link memory refuses one (LinkMemory::watch).
     queue->set_error(std::make_exception_ptr(
         scale::Error("link_memory_test: a process-pool child cannot watch; watch in the parent")));
@@ -184,7 +187,8 @@ using MemoryBackends = std::tuple<ChildLink>;
 
 #include "shared_memory_suite.hpp"
 
-TEST_CASE("the child's calls really run in a child process, on this process's memory", "[shared_memory][process_pool]") {
+TEST_CASE("the child's calls really run in a child process, on this process's memory",
+          "[shared_memory][process_pool]") {
   scale::Runtime runtime;
   auto backend = std::make_shared<link_memory::ChildScopeMemory>(scale::SharedMemory::Options{});
   scale::SharedMemory memory(backend);

@@ -54,7 +54,7 @@ using namespace std::chrono_literals;
 // The canonical program's function: captures nothing, reads the multiplier through the scope.
 auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int> {
   int multiplier = co_await scope.get<int>("multiplier");
-  co_return number * multiplier;
+  co_return number* multiplier;
 };
 
 auto slow_square = [](int x) {
@@ -289,8 +289,7 @@ TEST_CASE("a capturing lambda fails at once with an Error that says to capture n
   scale::Iterator<int> numbers(iterator_suite::iota(20), manager);
   int offset = 3;
   auto captures = [offset](int x) { return x + offset; };
-  REQUIRE_THROWS_WITH(numbers.map(captures).get(),
-                      Catch::Contains("capture nothing") && Catch::Contains("scope"));
+  REQUIRE_THROWS_WITH(numbers.map(captures).get(), Catch::Contains("capture nothing") && Catch::Contains("scope"));
   REQUIRE_THROWS_AS(numbers.for_each(captures).get(), scale::Error);
   REQUIRE_THROWS_WITH(numbers.map(&add_one).get(), Catch::Contains("scale::fn<&"));
   REQUIRE(manager.stats().workers_spawned == 0);  // nothing was sent anywhere
@@ -410,8 +409,7 @@ TEST_CASE("a worker of another build is refused with a clear error", "[process_p
   REQUIRE(again.map(iterator_suite::twice).get()[9] == 18);
 }
 
-TEST_CASE("a copy of the executable with another modification time has the same fingerprint",
-          "[process_pool]") {
+TEST_CASE("a copy of the executable with another modification time has the same fingerprint", "[process_pool]") {
   // A worker on another server runs a copy of the executable: the build id, not the file's
   // dates, must decide.
   std::string copy = "/tmp/scale-fingerprint-copy-" + std::to_string(::getpid());
@@ -448,8 +446,7 @@ static int redis_clients(scale::detail::RedisClient& client) {
   return at == std::string::npos ? -1 : std::stoi(info.substr(at + 18));
 }
 
-TEST_CASE("a worker opens a redis:// memory itself and its scope calls reach the same store",
-          "[process_pool][redis]") {
+TEST_CASE("a worker opens a redis:// memory itself and its scope calls reach the same store", "[process_pool][redis]") {
   scale::Runtime runtime;
   auto& redis = support::RedisServer::shared();
   scale::SharedMemory memory(redis.url() + "?namespace=" + support::RedisServer::fresh_namespace());
@@ -497,8 +494,7 @@ static bool process_gone(pid_t pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
 }
 
-TEST_CASE("a Ctrl-C to the whole process group ends the parent and its workers and respawns none",
-          "[process_pool]") {
+TEST_CASE("a Ctrl-C to the whole process group ends the parent and its workers and respawns none", "[process_pool]") {
   std::vector<pid_t> workers;
   pid_t helper = start_long_map(workers);
   REQUIRE(::kill(-helper, SIGINT) == 0);  // what the terminal does on Ctrl-C

@@ -14,10 +14,10 @@
 
 #include "support/redis_server.hpp"
 
+using scale::detail::parse_redis_url;
 using scale::detail::RedisClient;
 using scale::detail::RedisReply;
 using scale::detail::RedisScript;
-using scale::detail::parse_redis_url;
 
 namespace {
 

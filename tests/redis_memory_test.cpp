@@ -64,7 +64,8 @@ TEST_CASE("a redis:// memory destroyed while its watch's tail is answered never 
   // cleared the client pointer (unique_ptr::reset), and dereference null. A writer keeps the
   // tail's XREAD answering, so destruction keeps meeting a callback in flight.
   scale::Runtime runtime;
-  const std::string url = support::RedisServer::shared().url() + "?namespace=" + support::RedisServer::fresh_namespace();
+  const std::string url = support::RedisServer::shared().url() +
+                          "?namespace=" + support::RedisServer::fresh_namespace();
   scale::SharedMemory writer(url);
   std::atomic<bool> writing{true};
   std::thread writes([&] {

@@ -122,9 +122,9 @@ TEST_CASE("run returns the callable's value and rethrows its error", "[runtime]"
   REQUIRE(runtime.run([] { return 4; }) == 4);
   REQUIRE(runtime.run([]() -> scale::Future<std::string> { co_return "done"; }) == "done");
   REQUIRE_THROWS_WITH(runtime.run([]() -> scale::Future<int> {
-                        throw std::runtime_error("inside");
-                        co_return 1;
-                      }),
+    throw std::runtime_error("inside");
+    co_return 1;
+  }),
                       "inside");
 }
 

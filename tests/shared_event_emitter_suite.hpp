@@ -95,8 +95,7 @@ TEMPLATE_LIST_TEST_CASE("event names match exactly", "[events]", EventBackends) 
   REQUIRE(longer->items() == std::vector<nlohmann::json>{nlohmann::json(1)});
 }
 
-TEMPLATE_LIST_TEST_CASE("ten thousand emits reach every subscriber in the order emitted", "[events]",
-                        EventBackends) {
+TEMPLATE_LIST_TEST_CASE("ten thousand emits reach every subscriber in the order emitted", "[events]", EventBackends) {
   scale::Runtime runtime;
   scale::SharedEventEmitter events = TestType::make_events();
   auto first = std::make_shared<events_suite::Recorder>();

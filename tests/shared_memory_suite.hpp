@@ -111,8 +111,8 @@ inline scale::Future<int> use_scope(scale::Scope scope) {
 
 }  // namespace memory_suite
 
-TEMPLATE_LIST_TEST_CASE("a value set under a key reads back as its type with revision and timestamp",
-                        "[shared_memory]", MemoryBackends) {
+TEMPLATE_LIST_TEST_CASE("a value set under a key reads back as its type with revision and timestamp", "[shared_memory]",
+                        MemoryBackends) {
   scale::Runtime runtime;
   scale::SharedMemory memory = TestType::make();
   auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -200,9 +200,16 @@ TEMPLATE_LIST_TEST_CASE("get fails with TypeMismatch for another JSON type or a 
                         "[shared_memory]", MemoryBackends) {
   scale::Runtime runtime;
   scale::SharedMemory memory = TestType::make();
-  nlohmann::json values = {{"text", "hello"}, {"half", 2.5},     {"big", 300},      {"negative", -1},
-                           {"huge", 1e20},    {"whole", 3.0},    {"flag", true},    {"object", {{"a", 1}}},
-                           {"odd", 9007199254740993LL}, {"max", std::numeric_limits<std::uint64_t>::max()}};
+  nlohmann::json values = {{"text", "hello"},
+                           {"half", 2.5},
+                           {"big", 300},
+                           {"negative", -1},
+                           {"huge", 1e20},
+                           {"whole", 3.0},
+                           {"flag", true},
+                           {"object", {{"a", 1}}},
+                           {"odd", 9007199254740993LL},
+                           {"max", std::numeric_limits<std::uint64_t>::max()}};
   memory.set(values).get();
 
   REQUIRE_THROWS_AS(memory.get<int>("text").get(), scale::TypeMismatch);
@@ -231,8 +238,7 @@ TEMPLATE_LIST_TEST_CASE("get fails with TypeMismatch for another JSON type or a 
   REQUIRE(memory.get<std::uint64_t>("max").get() == std::numeric_limits<std::uint64_t>::max());
 }
 
-TEMPLATE_LIST_TEST_CASE("erase removes a key and reports whether it was there", "[shared_memory]",
-                        MemoryBackends) {
+TEMPLATE_LIST_TEST_CASE("erase removes a key and reports whether it was there", "[shared_memory]", MemoryBackends) {
   scale::Runtime runtime;
   scale::SharedMemory memory = TestType::make();
   auto revision = memory.set("k", 1).get();
@@ -243,8 +249,8 @@ TEMPLATE_LIST_TEST_CASE("erase removes a key and reports whether it was there", 
   REQUIRE(memory.set("other", 1).get() == revision + 2);
 }
 
-TEMPLATE_LIST_TEST_CASE("compare_and_set writes only when the revision matches, 0 meaning absent",
-                        "[shared_memory]", MemoryBackends) {
+TEMPLATE_LIST_TEST_CASE("compare_and_set writes only when the revision matches, 0 meaning absent", "[shared_memory]",
+                        MemoryBackends) {
   scale::Runtime runtime;
   scale::SharedMemory memory = TestType::make();
   REQUIRE(memory.compare_and_set("lock", 0, std::string("me")).get());
@@ -260,8 +266,8 @@ TEMPLATE_LIST_TEST_CASE("compare_and_set writes only when the revision matches, 
   REQUIRE(entry->revision == created + 1);
 }
 
-TEMPLATE_LIST_TEST_CASE("increment counts from 0 for a missing key and refuses a non-integer",
-                        "[shared_memory]", MemoryBackends) {
+TEMPLATE_LIST_TEST_CASE("increment counts from 0 for a missing key and refuses a non-integer", "[shared_memory]",
+                        MemoryBackends) {
   scale::Runtime runtime;
   scale::SharedMemory memory = TestType::make();
   REQUIRE(memory.increment("count").get() == 1);
@@ -277,8 +283,7 @@ TEMPLATE_LIST_TEST_CASE("increment counts from 0 for a missing key and refuses a
   REQUIRE(memory.set("after", 1).get() == revision + 1);
 }
 
-TEMPLATE_LIST_TEST_CASE("list returns the entries under a prefix sorted by key", "[shared_memory]",
-                        MemoryBackends) {
+TEMPLATE_LIST_TEST_CASE("list returns the entries under a prefix sorted by key", "[shared_memory]", MemoryBackends) {
   scale::Runtime runtime;
   scale::SharedMemory memory = TestType::make();
   nlohmann::json object = {{"user/c", 3}, {"user/a", 1}, {"users", 9}, {"other/x", 0}, {"user/b", 2}};
@@ -346,7 +351,8 @@ TEMPLATE_LIST_TEST_CASE("a watch from a past revision replays history first and 
   auto recorder = std::make_shared<memory_suite::Recorder>();
   auto called_inside = std::make_shared<std::atomic<bool>>(false);
   auto subscription = std::make_shared<scale::Subscription>();
-  runtime.run([&] { return memory_suite::watch_from_the_loop(memory, first + 1, recorder, called_inside, subscription); });
+  runtime.run(
+      [&] { return memory_suite::watch_from_the_loop(memory, first + 1, recorder, called_inside, subscription); });
   memory.set("w/6", 6).get();
   REQUIRE(recorder->wait_for(4));
   auto changes = recorder->items();
@@ -406,7 +412,8 @@ TEMPLATE_LIST_TEST_CASE("a watch from before the kept history fails ready() with
   auto first = memory.set("k", 0).get();
   for (int i = 1; i < 300; ++i) memory.set("k", i).get();
   auto calls = std::make_shared<std::atomic<int>>(0);
-  auto subscription = memory.watch("", [calls](const scale::Change&) { calls->fetch_add(1); }, first);
+  auto subscription = memory.watch(
+      "", [calls](const scale::Change&) { calls->fetch_add(1); }, first);
   REQUIRE_THROWS_AS(subscription.ready().get(), scale::Compacted);
   try {
     subscription.ready().get();
@@ -490,8 +497,7 @@ TEMPLATE_LIST_TEST_CASE("cancel from inside the handler returns at once and stop
   REQUIRE(calls->load() == 1);
 }
 
-TEMPLATE_LIST_TEST_CASE("destroying a Subscription stops delivery", "[shared_memory][subscription]",
-                        MemoryBackends) {
+TEMPLATE_LIST_TEST_CASE("destroying a Subscription stops delivery", "[shared_memory][subscription]", MemoryBackends) {
   if (memory_suite::skips_watch<TestType>()) return;
   scale::Runtime runtime;
   scale::SharedMemory memory = TestType::make();
@@ -517,8 +523,7 @@ TEMPLATE_LIST_TEST_CASE("destroying a Subscription stops delivery", "[shared_mem
   REQUIRE_THROWS_AS(moved.ready().get(), scale::Error);
 }
 
-TEMPLATE_LIST_TEST_CASE("many threads write and read one SharedMemory at once", "[shared_memory]",
-                        MemoryBackends) {
+TEMPLATE_LIST_TEST_CASE("many threads write and read one SharedMemory at once", "[shared_memory]", MemoryBackends) {
   scale::Runtime runtime;
   scale::SharedMemory memory = TestType::make();
   constexpr int threads = 8;

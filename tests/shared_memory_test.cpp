@@ -38,12 +38,34 @@ TEST_CASE("the history kept for watches is bounded by the history option", "[sha
   scale::SharedMemory memory(scale::SharedMemory::Options{.history = 10});
   scale::Revision last = 0;
   for (int i = 0; i < 20; ++i) last = memory.set("k", i).get();
-  REQUIRE(memory.watch("", [](const scale::Change&) {}, last - 9).ready().valid());
-  memory.watch("", [](const scale::Change&) {}, last - 9).ready().get();
-  REQUIRE_THROWS_AS(memory.watch("", [](const scale::Change&) {}, last - 10).ready().get(), scale::Compacted);
+  REQUIRE(memory
+              .watch(
+                  "", [](const scale::Change&) {}, last - 9)
+              .ready()
+              .valid());
+  memory
+      .watch(
+          "", [](const scale::Change&) {}, last - 9)
+      .ready()
+      .get();
+  REQUIRE_THROWS_AS(memory
+                        .watch(
+                            "", [](const scale::Change&) {}, last - 10)
+                        .ready()
+                        .get(),
+                    scale::Compacted);
   // A revision in the future is fine: it delivers once the store gets there.
-  memory.watch("", [](const scale::Change&) {}, last + 100).ready().get();
-  REQUIRE_THROWS_AS(memory.watch("", [](const scale::Change&) {}, -1).ready().get(), scale::Error);
+  memory
+      .watch(
+          "", [](const scale::Change&) {}, last + 100)
+      .ready()
+      .get();
+  REQUIRE_THROWS_AS(memory
+                        .watch(
+                            "", [](const scale::Change&) {}, -1)
+                        .ready()
+                        .get(),
+                    scale::Error);
 }
 
 TEST_CASE("a Scope without shared state fails every call with an error that says to call use_scope", "[scope]") {

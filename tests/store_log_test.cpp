@@ -103,8 +103,7 @@ struct Durable {
     scale::detail::RecoveredMemory recovered;
     log = scale::detail::StoreLog::open(options, recovered);
     revision = recovered.revision;
-    memory = scale::detail::make_in_process_memory({.history = options.history, .journal = log},
-                                                   std::move(recovered));
+    memory = scale::detail::make_in_process_memory({.history = options.history, .journal = log}, std::move(recovered));
   }
   ~Durable() {
     if (log) log->close();
@@ -127,9 +126,9 @@ std::map<std::string, scale::Entry> all_entries(scale::detail::MemoryBackend& me
 
 /// Starts a watch on `memory`; the changes it delivers are appended to `seen`.
 std::shared_ptr<scale::detail::SubscriptionQueue<scale::Change>> watch(scale::detail::MemoryBackend& memory,
-                                                                      scale::Revision from,
-                                                                      std::vector<scale::Revision>& seen,
-                                                                      std::mutex& mutex) {
+                                                                       scale::Revision from,
+                                                                       std::vector<scale::Revision>& seen,
+                                                                       std::mutex& mutex) {
   auto queue = std::make_shared<scale::detail::SubscriptionQueue<scale::Change>>([&](const scale::Change& change) {
     std::lock_guard lock(mutex);
     seen.push_back(change.revision);
@@ -172,8 +171,7 @@ TEST_CASE("records decode to what was encoded and encode again to the same bytes
   CHECK(decoded.records[2].offset + decoded.records[2].size == bytes.size());
 }
 
-TEST_CASE("a torn last record is dropped at every truncation point and the records before it are kept",
-          "[store_log]") {
+TEST_CASE("a torn last record is dropped at every truncation point and the records before it are kept", "[store_log]") {
   auto bytes = three_records();
   auto last = decode_log(bytes).records[2];
   for (std::size_t cut = last.offset + 1; cut < bytes.size(); ++cut) {
@@ -201,12 +199,8 @@ TEST_CASE("a torn last record is dropped at every truncation point and the recor
 TEST_CASE("a damaged record with more data after it is corruption, found at its byte offset", "[store_log]") {
   auto bytes = three_records();
   auto second = decode_log(bytes).records[1];
-  SECTION("in its payload") {
-    bytes[second.offset + scale::detail::record_header_size + 2] ^= 0x01;
-  }
-  SECTION("in its header") {
-    bytes[second.offset] ^= 0x40;
-  }
+  SECTION("in its payload") { bytes[second.offset + scale::detail::record_header_size + 2] ^= 0x01; }
+  SECTION("in its header") { bytes[second.offset] ^= 0x40; }
   auto decoded = decode_log(bytes);
   CHECK(decoded.tail == LogTail::corrupt);
   CHECK(decoded.valid_end == second.offset);
@@ -222,8 +216,7 @@ TEST_CASE("a record with a valid checksum but malformed content is corruption", 
   CHECK(decoded.problem.find("JSON") != std::string::npos);
 }
 
-TEST_CASE("recovery restores every entry with its revision and timestamp, and the store's revision",
-          "[store_log]") {
+TEST_CASE("recovery restores every entry with its revision and timestamp, and the store's revision", "[store_log]") {
   TempDir dir;
   std::map<std::string, scale::Entry> before;
   {
@@ -256,8 +249,7 @@ TEST_CASE("recovery restores every entry with its revision and timestamp, and th
   CHECK(again.memory->set_many(json{{"d", 4}}).get() == 8);
 }
 
-TEST_CASE("a torn tail on disk is dropped with a warning, the file truncated and the rest recovered",
-          "[store_log]") {
+TEST_CASE("a torn tail on disk is dropped with a warning, the file truncated and the rest recovered", "[store_log]") {
   TempDir dir;
   {
     Durable store(options_for(dir.data()));
@@ -279,8 +271,7 @@ TEST_CASE("a torn tail on disk is dropped with a warning, the file truncated and
   CHECK(again.memory->set_many(json{{"k6", 6}}).get() == 6);
 }
 
-TEST_CASE("corruption before the end of the log refuses to start, naming the file and byte offset",
-          "[store_log]") {
+TEST_CASE("corruption before the end of the log refuses to start, naming the file and byte offset", "[store_log]") {
   TempDir dir;
   {
     Durable store(options_for(dir.data()));
@@ -356,12 +347,10 @@ TEST_CASE("compaction writes a snapshot, shrinks the log and keeps every entry a
       if (i % 100 == 0)
         (void)store.memory->erase("key" + std::to_string(i % 40)).get();
       else
-        (void)store.memory->set_many(json{{"key" + std::to_string(i % 40), json{{"i", i}, {"pad", "........"}}}})
-            .get();
+        (void)store.memory->set_many(json{{"key" + std::to_string(i % 40), json{{"i", i}, {"pad", "........"}}}}).get();
       if (i % 50 == 0) {
         auto deadline = std::chrono::steady_clock::now() + 5s;
-        while (store.log->compacting() && std::chrono::steady_clock::now() < deadline)
-          std::this_thread::sleep_for(1ms);
+        while (store.log->compacting() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
       }
     }
     store.log->close();  // waits for a compaction in progress
@@ -441,9 +430,7 @@ TEST_CASE("a compaction interrupted at any step leaves a directory that recovers
     write_file(data / "log.0000000002", log2);
     write_file(data / "snapshot.0000000002", snapshot);
   }
-  SECTION("the new log was not created yet") {
-    write_file(data / "snapshot.0000000002.tmp", "");
-  }
+  SECTION("the new log was not created yet") { write_file(data / "snapshot.0000000002.tmp", ""); }
   Durable store(options_for(dir.data()));
   bool has_log2 = fs::exists(data / "log.0000000002");
   CHECK(store.revision == (has_log2 ? 7 : 5));
@@ -467,8 +454,7 @@ TEST_CASE("a missing log file between a snapshot and a later log is refused, not
                     Catch::Contains("revision 1 was expected"));
 }
 
-TEST_CASE("concurrent writers under --fsync always share fsyncs and each is acknowledged after one",
-          "[store_log]") {
+TEST_CASE("concurrent writers under --fsync always share fsyncs and each is acknowledged after one", "[store_log]") {
   TempDir dir;
   Durable store(options_for(dir.data(), scale::FsyncPolicy::always));
   constexpr int threads = 16, writes = 40;
@@ -498,7 +484,8 @@ TEST_CASE("under --fsync no, fsync is never called while serving, and close() fs
   CHECK(store.log->fsyncs() == 1);
 }
 
-TEST_CASE("under --fsync everysec, a write is acknowledged before fsync, which follows within about a second", "[store_log]") {
+TEST_CASE("under --fsync everysec, a write is acknowledged before fsync, which follows within about a second",
+          "[store_log]") {
   TempDir dir;
   Durable store(options_for(dir.data(), scale::FsyncPolicy::everysec));
   for (int i = 0; i < 50; ++i) (void)store.memory->set_many(json{{"k", i}}).get();
@@ -574,8 +561,9 @@ class Connection {
 
   std::optional<std::pair<int, std::string>> request(const std::string& method, const std::string& target,
                                                      const std::string& body = {}) {
-    std::string text = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " +
-                       std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string text = method + " " + target +
+                       " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+                       body;
     for (std::string_view rest = text; !rest.empty();) {
       auto n = ::send(m_fd, rest.data(), rest.size(), MSG_NOSIGNAL);
       if (n <= 0) return std::nullopt;
@@ -610,8 +598,7 @@ class Connection {
 
 }  // namespace
 
-TEST_CASE("scale-store killed with kill -9 under --fsync always keeps every acknowledged write",
-          "[store_log][store]") {
+TEST_CASE("scale-store killed with kill -9 under --fsync always keeps every acknowledged write", "[store_log][store]") {
   TempDir dir;
   struct Acknowledged {
     std::string key;
@@ -690,8 +677,7 @@ TEST_CASE("scale-store stopped with SIGTERM under --fsync no has every write aft
   REQUIRE(listed->first == 200);
   auto entries = json::parse(listed->second);
   REQUIRE(entries.size() == 20);
-  for (const auto& entry : entries)
-    CHECK(entry.at("value") == std::stoi(entry.at("key").get<std::string>().substr(1)));
+  for (const auto& entry : entries) CHECK(entry.at("value") == std::stoi(entry.at("key").get<std::string>().substr(1)));
 }
 
 TEST_CASE("scale-store refuses a corrupt log and a locked data directory, saying why", "[store_log][store]") {
@@ -733,8 +719,8 @@ TEST_CASE("scale-store refuses a corrupt log and a locked data directory, saying
 }
 
 TEST_CASE("scale-store rejects bad flag values and --help documents every flag", "[store_log][store]") {
-  for (std::vector<std::string> args : {std::vector<std::string>{"--fsync", "sometimes"},
-                                        std::vector<std::string>{"--io-threads", "0"}}) {
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"--fsync", "sometimes"}, std::vector<std::string>{"--io-threads", "0"}}) {
     StoreProcess bad(args);
     int status = bad.wait();
     bad.read_until(std::regex("a^"));
@@ -749,9 +735,9 @@ TEST_CASE("scale-store rejects bad flag values and --help documents every flag",
   help.read_until(std::regex("a^"));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  for (const char* text : {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin",
-                           "--history", "--io-threads", "--data-dir", "--fsync", "always", "everysec",
-                           "--compact-min-bytes"})
+  for (const char* text :
+       {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin", "--history", "--io-threads",
+        "--data-dir", "--fsync", "always", "everysec", "--compact-min-bytes"})
     CHECK(help.log.find(text) != std::string::npos);
 }
 #endif

@@ -362,8 +362,7 @@ TEST_CASE("a body over the limit is refused from its Content-Length, also after 
   {
     // The body arrives with the headers: the answer must not be lost to a reset.
     Client client(server.port());
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" +
-                    std::string(200000, '1'));
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + std::string(200000, '1'));
     CHECK(client.read_reply().status == 413);
   }
   Client client(server.port());
@@ -384,10 +383,10 @@ TEST_CASE("headers over 8 KiB get 431", "[store]") {
 TEST_CASE("a watch from a past revision receives every change in order with the revision as id", "[store]") {
   TestServer server;
   Client writer(server.port());
-  writer.request("PUT", "/v1/kv/app/a", "1");                  // 1
-  writer.request("PUT", "/v1/kv/other", "0");                  // 2 (not under the prefix)
+  writer.request("PUT", "/v1/kv/app/a", "1");                       // 1
+  writer.request("PUT", "/v1/kv/other", "0");                       // 2 (not under the prefix)
   writer.request("POST", "/v1/kv", R"({"app/b": 2, "app/c": 3})");  // 3
-  writer.request("DELETE", "/v1/kv/app/a");                    // 4
+  writer.request("DELETE", "/v1/kv/app/a");                         // 4
 
   Client watcher(server.port());
   auto head = watcher.request("GET", "/v1/watch?prefix=app%2F&from=1");
@@ -401,7 +400,8 @@ TEST_CASE("a watch from a past revision receives every change in order with the 
     seen.emplace_back(event.at("id"), data.at("key"));
     if (data.at("key") == "app/a" && event.at("id") == "4") CHECK(data.at("erased") == true);
   }
-  CHECK(seen == std::vector<std::pair<std::string, std::string>>{{"1", "app/a"}, {"3", "app/b"}, {"3", "app/c"}, {"4", "app/a"}});
+  CHECK(seen == std::vector<std::pair<std::string, std::string>>{
+                    {"1", "app/a"}, {"3", "app/b"}, {"3", "app/c"}, {"4", "app/a"}});
 
   // Changes made while it streams arrive too.
   writer.request("POST", "/v1/increment/app/n", R"({"by": 1})");  // 5
@@ -439,7 +439,8 @@ TEST_CASE("events posted to a name reach every subscriber of its stream in order
   REQUIRE(second.request("GET", "/v1/events/jobs/done").status == 200);
   first.read_until(": ready\n\n");
   second.read_until(": ready\n\n");
-  for (int i = 0; i < 20; ++i) REQUIRE(emitter.request("POST", "/v1/events/jobs/done", json{{"n", i}}.dump()).status == 200);
+  for (int i = 0; i < 20; ++i)
+    REQUIRE(emitter.request("POST", "/v1/events/jobs/done", json{{"n", i}}.dump()).status == 200);
   REQUIRE(emitter.request("POST", "/v1/events/jobs/other", "\"elsewhere\"").status == 200);
   REQUIRE(emitter.request("POST", "/v1/events/jobs/done").status == 200);  // no body: a null payload
   for (auto* subscriber : {&first, &second}) {
@@ -521,7 +522,8 @@ TEST_CASE("a client that pipelines requests and never reads the answers is disco
   bool closed = false;
   for (;;) {
     auto n = ::recv(greedy.fd(), chunk, sizeof chunk, 0);
-    if (n > 0) received += static_cast<std::size_t>(n);
+    if (n > 0)
+      received += static_cast<std::size_t>(n);
     else {
       closed = n == 0 || errno == ECONNRESET;
       break;
@@ -554,7 +556,8 @@ TEST_CASE("a malformed request does not disturb another client", "[store]") {
   CHECK(good.request("GET", "/v1/kv/k").body_json().at("value") == 1);
 }
 
-TEST_CASE("a subscriber that stops reading is cut off once too much is queued and the others get everything", "[store]") {
+TEST_CASE("a subscriber that stops reading is cut off once too much is queued and the others get everything",
+          "[store]") {
   TestServer server({.max_subscriber_queue = 256 * 1024});
   Client stalled(server.port()), healthy(server.port());
   int small = 4096;
@@ -602,7 +605,8 @@ TEST_CASE("healthz answers and metrics count requests, keys, revision and connec
   REQUIRE(metrics.status == 200);
   CHECK(metrics.headers.at("content-type").starts_with("text/plain"));
   CHECK(metrics.body.find("scale_store_requests_total{endpoint=\"kv_get\",status=\"404\"} 1") != std::string::npos);
-  CHECK(metrics.body.find("scale_store_requests_total{endpoint=\"kv_set_many\",status=\"200\"} 1") != std::string::npos);
+  CHECK(metrics.body.find("scale_store_requests_total{endpoint=\"kv_set_many\",status=\"200\"} 1") !=
+        std::string::npos);
   CHECK(metrics.body.find("\nscale_store_keys 2\n") != std::string::npos);
   CHECK(metrics.body.find("\nscale_store_revision 1\n") != std::string::npos);
   CHECK(metrics.body.find("\nscale_store_request_duration_seconds_count 3\n") != std::string::npos);
@@ -711,7 +715,8 @@ TEST_CASE("scale-store --help documents every flag", "[store]") {
   REQUIRE(::waitpid(pid, &status, 0) == pid);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  for (const char* flag : {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin", "--history"})
+  for (const char* flag :
+       {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin", "--history"})
     CHECK(help.find(flag) != std::string::npos);
 }
 

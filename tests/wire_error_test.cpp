@@ -88,9 +88,9 @@ TEST_CASE("a malformed error report is a scale::Error", "[wire]") {
   CHECK_THROWS_AS(scale::detail::decode_exception(not_an_error), scale::Error);
   // A known type without what rebuilds it is malformed too, never a half-built error.
   CHECK_THROWS_AS(scale::detail::error_from_json({{"type", "KeyNotFound"}, {"error", "x"}}), scale::Error);
-  CHECK_THROWS_AS(scale::detail::error_from_json({{"type", "Compacted"}, {"error", "x"}, {"requested", "one"},
-                                                  {"oldest_kept", 2}}),
-                  scale::Error);
+  CHECK_THROWS_AS(
+      scale::detail::error_from_json({{"type", "Compacted"}, {"error", "x"}, {"requested", "one"}, {"oldest_kept", 2}}),
+      scale::Error);
 }
 
 TEST_CASE("the library's errors cross as their own types with their fields and messages", "[wire]") {

@@ -168,9 +168,9 @@ TEST_CASE("the trait is false for a type without to_json and its error names the
 
   std::string message = scale::detail::wire_type_error<Opaque>().what();
   CHECK_THAT(message, Catch::Contains("wire_test::Opaque"));
-  CHECK_THAT(message, Catch::Contains(
-                          "give the type to_json/from_json (or NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE) to send it "
-                          "to other processes"));
+  CHECK_THAT(message,
+             Catch::Contains("give the type to_json/from_json (or NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE) to send it "
+                             "to other processes"));
 
   // The codec compiles for such a type and fails at run time, with the same error.
   Opaque opaque{"x"};

@@ -22,15 +22,13 @@ int main(int argc, char** argv) {
 
   CLI::App app{"scale-store " SCALE_VERSION_STRING
                ": the HTTP store behind SharedMemory(\"http://...\") and SharedEventEmitter(\"http://...\")"};
-  app.add_option("--host", options.host,
-                 "Address to listen on; anything but loopback needs --token")
+  app.add_option("--host", options.host, "Address to listen on; anything but loopback needs --token")
       ->capture_default_str();
   app.add_option("--port", options.port, "Port to listen on (0: any free port, printed at start)")
       ->capture_default_str();
   app.add_option("--token", options.token,
                  "Require 'Authorization: Bearer TOKEN' on every request (SSE also accepts ?token=TOKEN)");
-  app.add_option("--max-body", options.max_body, "Largest request body in bytes (413 beyond)")
-      ->capture_default_str();
+  app.add_option("--max-body", options.max_body, "Largest request body in bytes (413 beyond)")->capture_default_str();
   app.add_option("--max-connections", options.max_connections, "Connections served at once (503 beyond)")
       ->capture_default_str();
   app.add_option("--cors-origin", options.cors_origin, "Let a web page from this origin use the API (CORS)");

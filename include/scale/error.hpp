@@ -25,16 +25,14 @@ class Stopped : public Error {
 /// A Promise was destroyed without a value or an error.
 class BrokenPromise : public Error {
  public:
-  BrokenPromise()
-      : Error("scale::BrokenPromise: the producer of this Future went away without completing it") {}
+  BrokenPromise() : Error("scale::BrokenPromise: the producer of this Future went away without completing it") {}
 };
 
 /// A key that is not in the SharedMemory.
 class KeyNotFound : public Error {
  public:
   explicit KeyNotFound(std::string key)
-      : Error("scale::KeyNotFound: key '" + key +
-              "' is not set; set it first, or use entry(key) to test for presence"),
+      : Error("scale::KeyNotFound: key '" + key + "' is not set; set it first, or use entry(key) to test for presence"),
         m_key(std::move(key)) {}
   /// The key that was asked for.
   const std::string& key() const noexcept { return m_key; }
@@ -47,8 +45,8 @@ class KeyNotFound : public Error {
 class TypeMismatch : public Error {
  public:
   TypeMismatch(std::string key, std::string stored, std::string requested)
-      : Error("scale::TypeMismatch: key '" + key + "' holds " + stored + ", which cannot be read as " +
-              requested + " without loss; read it as the stored type or store the type you read"),
+      : Error("scale::TypeMismatch: key '" + key + "' holds " + stored + ", which cannot be read as " + requested +
+              " without loss; read it as the stored type or store the type you read"),
         m_key(std::move(key)),
         m_stored(std::move(stored)),
         m_requested(std::move(requested)) {}
@@ -100,9 +98,8 @@ class RemoteError : public Error {
 class WorkerLost : public Error {
  public:
   WorkerLost(std::size_t index, std::string status, int attempts)
-      : Error("scale::WorkerLost: item " + std::to_string(index) + " was running when its worker died (" +
-              status + ") on each of " + std::to_string(attempts) +
-              " attempts; the item itself probably crashes the worker"),
+      : Error("scale::WorkerLost: item " + std::to_string(index) + " was running when its worker died (" + status +
+              ") on each of " + std::to_string(attempts) + " attempts; the item itself probably crashes the worker"),
         m_index(index),
         m_status(std::move(status)),
         m_attempts(attempts) {}

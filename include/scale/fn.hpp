@@ -13,10 +13,8 @@ namespace scale {
 template <auto Function>
 struct fn_t {
   template <class... Args>
-    requires std::is_invocable_v<decltype(Function), Args...>
-  std::invoke_result_t<decltype(Function), Args...> operator()(Args&&... args) const {
-    return std::invoke(Function, std::forward<Args>(args)...);
-  }
+  requires std::is_invocable_v<decltype(Function), Args...> std::invoke_result_t<decltype(Function), Args...>
+  operator()(Args&&... args) const { return std::invoke(Function, std::forward<Args>(args)...); }
 };
 
 /// The function object for `Function`: `scale::fn<&name>`.

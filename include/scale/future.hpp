@@ -111,9 +111,8 @@ class [[nodiscard]] Future {
   /// loop thread (there it throws std::logic_error: co_await instead).
   T get() {
     if (detail::on_loop_thread())
-      throw std::logic_error(
-          "scale::Future::get() called on the loop thread, where it would wait for itself; "
-          "co_await the Future (or use then) inside a scale::Future coroutine instead");
+      throw std::logic_error("scale::Future::get() called on the loop thread, where it would wait for itself; "
+                             "co_await the Future (or use then) inside a scale::Future coroutine instead");
     auto state = claim();
     state->wait();
     return state->take();
@@ -136,8 +135,7 @@ class [[nodiscard]] Future {
  private:
   friend struct detail::FutureAccess;
   std::shared_ptr<detail::State<T>> claim() {
-    if (!m_state)
-      throw std::logic_error("scale::Future is empty (default-constructed or moved from)");
+    if (!m_state) throw std::logic_error("scale::Future is empty (default-constructed or moved from)");
     m_state->consume();
     return std::move(m_state);
   }
@@ -243,10 +241,8 @@ template <class T>
 class FuturePromise final : public FuturePromiseBase<T> {
  public:
   template <class U>
-    requires std::constructible_from<T, U&&>
-  void return_value(U&& value) {
-    this->m_result.emplace(std::forward<U>(value));
-  }
+  requires std::constructible_from<T, U&&>
+  void return_value(U&& value) { this->m_result.emplace(std::forward<U>(value)); }
   /// For `co_return {a, b};`.
   void return_value(T&& value) { this->m_result.emplace(std::move(value)); }
 };
@@ -266,8 +262,7 @@ struct ThenResult {
     } else if constexpr (std::is_invocable_v<F&, T&&>) {
       return std::type_identity<std::invoke_result_t<F&, T&&>>{};
     } else {
-      static_assert(std::is_invocable_v<F&>,
-                    "scale::Future<T>::then(fn): fn must take the value (T) or nothing");
+      static_assert(std::is_invocable_v<F&>, "scale::Future<T>::then(fn): fn must take the value (T) or nothing");
       return std::type_identity<std::invoke_result_t<F&>>{};
     }
   }

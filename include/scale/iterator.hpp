@@ -120,7 +120,7 @@ class ItemJob : public Job {
         m_memory(memory),
         m_events(events) {}
 
- SharedMemory* scope_memory() const noexcept override { return m_memory; }
+  SharedMemory* scope_memory() const noexcept override { return m_memory; }
   SharedEventEmitter* scope_events() const noexcept override { return m_events; }
 
   void run(std::size_t begin, std::size_t end) override {
@@ -204,8 +204,8 @@ class MapJob final : public ItemJob<T, F, MapJob<T, F>> {
   std::vector<Result> take() { return m_out.take(); }
 
   static constexpr bool uses_scope = Call::with_scope;
-  static constexpr bool shippable =
-      is_shippable_function_v<F> && is_wire_serializable_v<T> && is_wire_serializable_v<Result>;
+  static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T> &&
+                                    is_wire_serializable_v<Result>;
   std::string remote_problem() const override { return remote_problem_of<F, T, Result>(); }
   const std::string& task_name() const override { return TaskRegistration<MapJob>::name; }
   void accept_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
@@ -332,8 +332,8 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
   Scope loop_scope() const noexcept { return this->scope(); }
 
   static constexpr bool uses_scope = Call::with_scope;
-  static constexpr bool shippable =
-      is_shippable_function_v<F> && is_wire_serializable_v<T> && is_wire_serializable_v<A>;
+  static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T> &&
+                                    is_wire_serializable_v<A>;
   std::string remote_problem() const override { return remote_problem_of<F, T, A>(); }
   const std::string& task_name() const override { return TaskRegistration<ReduceJob>::name; }
   bool splittable() const noexcept override { return false; }
@@ -372,8 +372,8 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
 };
 
 template <class Job>
-Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager,
-                                                  ChunkPlan plan, RunOptions options) {
+Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan,
+                                                  RunOptions options) {
   Future<void> done = dispatch_all(job, manager, plan, std::move(options.progress));
   co_await std::move(done);
   co_return job->take();
@@ -405,12 +405,10 @@ Future<A> run_reduce(std::shared_ptr<Job> job, ScalabilityManager* manager, Chun
   A acc = std::move(*partials.front());
   Scope scope = job->loop_scope();
   for (std::size_t k = 1; k < partials.size(); ++k) {
-    if constexpr (Combine::async)
-    {
+    if constexpr (Combine::async) {
       auto pending = Combine::call(combine, &scope, std::move(acc), std::move(*partials[k]));
       acc = co_await std::move(pending);
-    }
-    else
+    } else
       acc = Combine::call(combine, &scope, std::move(acc), std::move(*partials[k]));
   }
   co_return acc;
@@ -437,9 +435,9 @@ class Iterator {
 
   /// From any input range whose elements convert to T.
   template <std::ranges::input_range Range>
-    requires(!std::same_as<std::remove_cvref_t<Range>, std::vector<T>> &&
-             std::constructible_from<T, std::ranges::range_reference_t<Range>>)
-  Iterator(Range&& range, ScalabilityManager& manager)
+  requires(!std::same_as<std::remove_cvref_t<Range>, std::vector<T>> &&
+           std::constructible_from<T, std::ranges::range_reference_t<Range>>)
+      Iterator(Range&& range, ScalabilityManager& manager)
       : Iterator(collect(std::forward<Range>(range)), manager) {}
 
   /// The state worker functions reach through `Scope&`. Held by pointer: keep `memory` alive
@@ -484,7 +482,8 @@ class Iterator {
     static_assert(Call::callable && std::is_constructible_v<bool, typename Call::result>,
                   "scale::Iterator<T>::filter(pred): pred must be callable as bool(T), bool(T, scale::Scope&), "
                   "scale::Future<bool>(T) or scale::Future<bool>(T, scale::Scope&)");
-    static_assert(std::is_copy_constructible_v<T>, "scale::Iterator<T>::filter copies the kept items: T must be copyable");
+    static_assert(std::is_copy_constructible_v<T>,
+                  "scale::Iterator<T>::filter copies the kept items: T must be copyable");
     if (auto error = check_scope(Call::with_scope)) return make_failed_future<std::vector<T>>(error);
     if (empty()) return make_ready_future(std::vector<T>{});
     auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
@@ -503,13 +502,15 @@ class Iterator {
   /// Folds with `fn(A, T) → A` from `init` (the identity) in each chunk, then combines the
   /// chunk results in order with `combine(A, A) → A` on the loop thread.
   template <class F, class A, class C>
-    requires(!std::same_as<std::remove_cvref_t<C>, RunOptions>)
-  Future<A> reduce(F fn, A init, C combine, RunOptions options = {}) const {
+  requires(!std::same_as<std::remove_cvref_t<C>, RunOptions>) Future<A> reduce(F fn, A init, C combine,
+                                                                               RunOptions options = {})
+  const {
     using Call = detail::FnCall<F, A&&, const T&>;
     using Combine = detail::FnCall<C, A&&, A&&>;
-    static_assert(Call::callable && std::is_convertible_v<typename Call::result, A>,
-                  "scale::Iterator<T>::reduce(fn, init, combine): fn must be callable as A(A, T), A(A, T, scale::Scope&), "
-                  "scale::Future<A>(A, T) or scale::Future<A>(A, T, scale::Scope&)");
+    static_assert(
+        Call::callable && std::is_convertible_v<typename Call::result, A>,
+        "scale::Iterator<T>::reduce(fn, init, combine): fn must be callable as A(A, T), A(A, T, scale::Scope&), "
+        "scale::Future<A>(A, T) or scale::Future<A>(A, T, scale::Scope&)");
     static_assert(Combine::callable && std::is_convertible_v<typename Combine::result, A>,
                   "scale::Iterator<T>::reduce(fn, init, combine): combine must be callable as A(A, A) "
                   "(or with scale::Scope&, or returning scale::Future<A>)");
@@ -517,8 +518,8 @@ class Iterator {
     if (empty()) return make_ready_future(std::move(init));
     auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
     using Job = detail::ReduceJob<T, A, F>;
-    auto job =
-        std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options), std::move(init), plan);
+    auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options), std::move(init),
+                                     plan);
     return detail::run_reduce<Job, A, C>(std::move(job), m_manager, plan, std::move(options), std::move(combine));
   }
 

@@ -28,8 +28,7 @@ class SharedEventEmitter {
   /// scheme this build does not support.
   explicit SharedEventEmitter(std::string url) : m_backend(detail::make_event_backend(url)), m_url(std::move(url)) {}
   /// Over a given backend (for backend implementers).
-  explicit SharedEventEmitter(std::shared_ptr<detail::EventBackend> backend) noexcept
-      : m_backend(std::move(backend)) {}
+  explicit SharedEventEmitter(std::shared_ptr<detail::EventBackend> backend) noexcept : m_backend(std::move(backend)) {}
 
   /// The URL this emitter was opened with; empty for a bus in this process.
   const std::string& url() const noexcept { return m_url; }
@@ -71,11 +70,10 @@ struct OnceState {
 inline Future<nlohmann::json> SharedEventEmitter::once(std::string event) const {
   auto state = std::make_shared<detail::OnceState>();
   Future<nlohmann::json> result = state->promise.get_future();
-  auto queue = std::make_shared<detail::SubscriptionQueue<nlohmann::json>>(
-      [state](const nlohmann::json& payload) {
-        if (!state->promise.set_value(payload)) return;
-        if (auto self = state->queue.lock()) self->cancel();
-      });
+  auto queue = std::make_shared<detail::SubscriptionQueue<nlohmann::json>>([state](const nlohmann::json& payload) {
+    if (!state->promise.set_value(payload)) return;
+    if (auto self = state->queue.lock()) self->cancel();
+  });
   state->queue = queue;
   m_backend->subscribe(std::move(event), queue);
   return result;

@@ -18,8 +18,8 @@ Future<void> sleep_for(std::chrono::duration<Rep, Period> duration) {
   // Promise inside it) is dropped, failing the Future.
   bool scheduled = detail::post_at(when, [promise = std::move(promise)]() mutable { promise.set_value(); });
   if (!scheduled && !future.ready())
-    return make_failed_future<void>(std::make_exception_ptr(
-        Error("scale::sleep_for needs a running scale::Runtime: construct one first in main")));
+    return make_failed_future<void>(
+        std::make_exception_ptr(Error("scale::sleep_for needs a running scale::Runtime: construct one first in main")));
   return future;
 }
 

@@ -39,9 +39,9 @@ class [[nodiscard]] Subscription {
   /// subscription's error, e.g. scale::Compacted for a watch from a revision no longer kept.
   Future<void> ready() const {
     if (!m_state)
-      return make_failed_future<void>(std::make_exception_ptr(
-          Error("scale::Subscription::ready() called on an empty or cancelled Subscription; "
-                "call it on the handle returned by watch() or on()")));
+      return make_failed_future<void>(
+          std::make_exception_ptr(Error("scale::Subscription::ready() called on an empty or cancelled Subscription; "
+                                        "call it on the handle returned by watch() or on()")));
     return m_state->ready();
   }
 

@@ -78,7 +78,7 @@ Future<std::tuple<detail::Stored<Ts>...>> when_all(Future<Ts>... futures) {
   parts.reserve(sizeof...(Ts));
   auto values = std::make_shared<std::tuple<std::optional<detail::Stored<Ts>>...>>();
   auto store = []<class T, class Slot>(Future<T> future, std::shared_ptr<Slot> /*keeps slot alive*/,
-                                        std::optional<detail::Stored<T>>& slot) -> Future<void> {
+                                       std::optional<detail::Stored<T>>& slot) -> Future<void> {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(future);
       slot.emplace();
@@ -88,10 +88,10 @@ Future<std::tuple<detail::Stored<Ts>...>> when_all(Future<Ts>... futures) {
   };
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     (parts.push_back(store(std::move(futures), values, std::get<I>(*values))), ...);
-  }(std::index_sequence_for<Ts...>{});
+  }
+  (std::index_sequence_for<Ts...>{});
   return when_all(std::move(parts)).then([values]() {
-    return std::apply([](auto&... slot) { return std::tuple<detail::Stored<Ts>...>(std::move(*slot)...); },
-                      *values);
+    return std::apply([](auto&... slot) { return std::tuple<detail::Stored<Ts>...>(std::move(*slot)...); }, *values);
   });
 }
 

@@ -60,16 +60,17 @@ auto when_any(std::vector<Future<T>> futures) {
 /// Completes with a variant whose index() is the first Future to complete, holding its value
 /// (std::monostate for a Future<void>), or fails with its error.
 template <class... Ts>
-  requires(sizeof...(Ts) > 0)
-Future<std::variant<detail::Stored<Ts>...>> when_any(Future<Ts>... futures) {
+requires(sizeof...(Ts) > 0) Future<std::variant<detail::Stored<Ts>...>> when_any(Future<Ts>... futures) {
   using R = std::variant<detail::Stored<Ts>...>;
   auto any = std::make_shared<detail::AnyOf<R>>();
   auto result = any->promise.get_future();
   [&]<std::size_t... I>(std::index_sequence<I...>) {
-    (detail::any_watch(std::move(futures), any,
-                       [](auto&& value) -> R { return R(std::in_place_index<I>, std::forward<decltype(value)>(value)); }),
+    (detail::any_watch(
+         std::move(futures), any,
+         [](auto&& value) -> R { return R(std::in_place_index<I>, std::forward<decltype(value)>(value)); }),
      ...);
-  }(std::index_sequence_for<Ts...>{});
+  }
+  (std::index_sequence_for<Ts...>{});
   return result;
 }
 

@@ -43,10 +43,10 @@ using Role = RedisClient::Role;
 struct Task {
   std::shared_ptr<TaskGroup> group;
   Chunk chunk;
-  unsigned attempts = 0;          // times this exact range was lost with its worker
-  std::uint64_t attempt = 0;      // the current attempt's id (results of other attempts are dropped)
-  std::string entry;              // the current attempt's stream entry, once XADD answered
-  Clock::time_point queued_at;    // of the current attempt
+  unsigned attempts = 0;        // times this exact range was lost with its worker
+  std::uint64_t attempt = 0;    // the current attempt's id (results of other attempts are dropped)
+  std::string entry;            // the current attempt's stream entry, once XADD answered
+  Clock::time_point queued_at;  // of the current attempt
 };
 
 /// A worker from the registry hash, with what the last scan found.
@@ -243,10 +243,13 @@ class Cluster {
                      if (error || reply.type != RedisReply::Type::string) {
                        // Redis is away: try again; the wait for workers bounds how long.
                        if (!m_stopping)
-                         m_client->post([this, attempt, payload = std::move(payload)]() mutable {
-                           Locked inner(*this);
-                           if (m_attempts.count(attempt) != 0 && !m_stopping) send_attempt(attempt, std::move(payload));
-                         }, 200);
+                         m_client->post(
+                             [this, attempt, payload = std::move(payload)]() mutable {
+                               Locked inner(*this);
+                               if (m_attempts.count(attempt) != 0 && !m_stopping)
+                                 send_attempt(attempt, std::move(payload));
+                             },
+                             200);
                        return;
                      }
                      at->second->entry = reply.str;
@@ -361,68 +364,68 @@ class Cluster {
                    [pending](std::exception_ptr error, RedisReply reply) {
                      if (!error && !reply.is_error()) *pending = std::move(reply);
                    });
-    m_client->send(Role::commands, {"HGETALL", m_keys.workers()}, [this, pending](std::exception_ptr error,
-                                                                                   RedisReply reply) {
-      if (m_stopping) return;
-      if (error || reply.is_error()) {
-        scanned({}, {}, {}, false, describe_error(error, reply, "HGETALL"));
-        return next_scan();
-      }
-      auto seen = std::make_shared<std::vector<SeenWorker>>();
-      std::set<std::string> ids;
-      for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
-        SeenWorker worker;
-        worker.info.id = reply.elements[i].str;
-        try {
-          auto json = nlohmann::json::parse(reply.elements[i + 1].str);
-          worker.info.host = json.value("host", "");
-          worker.info.pid = json.value("pid", 0);
-          worker.info.fingerprint = json.value("fingerprint", "");
-          worker.ttl_ms = json.value("ttl_ms", 0);
-        } catch (const std::exception&) {
-          continue;  // not a worker of ours
-        }
-        worker.info.compatible = worker.info.fingerprint == m_fingerprint;
-        ids.insert(worker.info.id);
-        seen->push_back(std::move(worker));
-      }
-      for (const RedisReply& item : pending->elements) {
-        if (item.elements.size() < 2 || !ids.insert(item.elements[1].str).second) continue;
-        SeenWorker unregistered;  // in this build's group, so of this build
-        unregistered.info.id = item.elements[1].str;
-        unregistered.info.fingerprint = m_fingerprint;
-        unregistered.info.compatible = true;
-        seen->push_back(std::move(unregistered));
-      }
-      auto ttls = std::make_shared<std::vector<std::int64_t>>(seen->size(), -2);
-      for (std::size_t i = 0; i < seen->size(); ++i)
-        m_client->send(Role::commands, {"PTTL", m_keys.heartbeat((*seen)[i].info.id)},
-                       [ttls, i](std::exception_ptr error, RedisReply reply) {
-                         if (!error && reply.type == RedisReply::Type::integer) (*ttls)[i] = reply.integer;
-                       });
-      // NOTE: the result stream outlives a manager that was killed only by this long; workers then
-      // drop that manager's results (NOMKSTREAM). A live manager renews it at every scan, and
-      // should it lapse anyway (Redis away for that long), the scan below makes it again.
-      m_client->send(Role::commands, {"PEXPIRE", m_results, std::to_string(results_expiry_ms())}, ignore);
-      m_client->send(Role::commands, {"EXISTS", m_results},
-                     [this, seen, ttls, pending](std::exception_ptr error, RedisReply reply) {
-                       if (m_stopping) return;
-                       // Replies come in order: the PTTLs have been answered.
-                       const bool results_exist =
-                           !error && reply.type == RedisReply::Type::integer && reply.integer == 1;
-                       std::vector<SeenWorker> workers = std::move(*seen);
-                       std::vector<bool> alive(workers.size());
-                       for (std::size_t i = 0; i < workers.size(); ++i) {
-                         const std::int64_t ttl = (*ttls)[i];
-                         // Silent for (its TTL - what is left of it); -1: a key without a TTL.
-                         const std::int64_t silent = workers[i].ttl_ms - ttl;
-                         alive[i] = ttl == -1 || (ttl > 0 && silent <= m_options.heartbeat_ttl.count());
-                       }
-                       scanned(std::move(workers), std::move(alive), std::move(*pending), !error && results_exist,
-                               error ? describe_error(error, reply, "EXISTS") : std::string());
-                       next_scan();
-                     });
-    });
+    m_client->send(
+        Role::commands, {"HGETALL", m_keys.workers()}, [this, pending](std::exception_ptr error, RedisReply reply) {
+          if (m_stopping) return;
+          if (error || reply.is_error()) {
+            scanned({}, {}, {}, false, describe_error(error, reply, "HGETALL"));
+            return next_scan();
+          }
+          auto seen = std::make_shared<std::vector<SeenWorker>>();
+          std::set<std::string> ids;
+          for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+            SeenWorker worker;
+            worker.info.id = reply.elements[i].str;
+            try {
+              auto json = nlohmann::json::parse(reply.elements[i + 1].str);
+              worker.info.host = json.value("host", "");
+              worker.info.pid = json.value("pid", 0);
+              worker.info.fingerprint = json.value("fingerprint", "");
+              worker.ttl_ms = json.value("ttl_ms", 0);
+            } catch (const std::exception&) {
+              continue;  // not a worker of ours
+            }
+            worker.info.compatible = worker.info.fingerprint == m_fingerprint;
+            ids.insert(worker.info.id);
+            seen->push_back(std::move(worker));
+          }
+          for (const RedisReply& item : pending->elements) {
+            if (item.elements.size() < 2 || !ids.insert(item.elements[1].str).second) continue;
+            SeenWorker unregistered;  // in this build's group, so of this build
+            unregistered.info.id = item.elements[1].str;
+            unregistered.info.fingerprint = m_fingerprint;
+            unregistered.info.compatible = true;
+            seen->push_back(std::move(unregistered));
+          }
+          auto ttls = std::make_shared<std::vector<std::int64_t>>(seen->size(), -2);
+          for (std::size_t i = 0; i < seen->size(); ++i)
+            m_client->send(Role::commands, {"PTTL", m_keys.heartbeat((*seen)[i].info.id)},
+                           [ttls, i](std::exception_ptr error, RedisReply reply) {
+                             if (!error && reply.type == RedisReply::Type::integer) (*ttls)[i] = reply.integer;
+                           });
+          // NOTE: the result stream outlives a manager that was killed only by this long; workers then
+          // drop that manager's results (NOMKSTREAM). A live manager renews it at every scan, and
+          // should it lapse anyway (Redis away for that long), the scan below makes it again.
+          m_client->send(Role::commands, {"PEXPIRE", m_results, std::to_string(results_expiry_ms())}, ignore);
+          m_client->send(Role::commands, {"EXISTS", m_results},
+                         [this, seen, ttls, pending](std::exception_ptr error, RedisReply reply) {
+                           if (m_stopping) return;
+                           // Replies come in order: the PTTLs have been answered.
+                           const bool results_exist = !error && reply.type == RedisReply::Type::integer &&
+                                                      reply.integer == 1;
+                           std::vector<SeenWorker> workers = std::move(*seen);
+                           std::vector<bool> alive(workers.size());
+                           for (std::size_t i = 0; i < workers.size(); ++i) {
+                             const std::int64_t ttl = (*ttls)[i];
+                             // Silent for (its TTL - what is left of it); -1: a key without a TTL.
+                             const std::int64_t silent = workers[i].ttl_ms - ttl;
+                             alive[i] = ttl == -1 || (ttl > 0 && silent <= m_options.heartbeat_ttl.count());
+                           }
+                           scanned(std::move(workers), std::move(alive), std::move(*pending), !error && results_exist,
+                                   error ? describe_error(error, reply, "EXISTS") : std::string());
+                           next_scan();
+                         });
+        });
   }
 
   std::int64_t results_expiry_ms() const {
@@ -514,7 +517,8 @@ class Cluster {
           const auto limit = task->chunk.job->policy().timeout;
           if (limit.count() <= 0 || idle < limit.count()) continue;
           retire_attempt_locked(*task, to_drop);
-          rerun_locked(std::move(task), "timed out after " + std::to_string(limit.count()) + " ms on worker " + consumer);
+          rerun_locked(std::move(task),
+                       "timed out after " + std::to_string(limit.count()) + " ms on worker " + consumer);
         }
       }
 

@@ -187,8 +187,8 @@ class ClusterWorkerProcess {
 
   /// One XREADGROUP (pipelined behind the previous chunk's result), then the chunk it returns.
   void read_and_run() {
-    std::vector<std::string> read{"XREADGROUP", "GROUP", cluster_group, m_id, "COUNT", "1", "BLOCK", "500",
-                                  "STREAMS", m_stream, ">"};
+    std::vector<std::string> read{"XREADGROUP", "GROUP", cluster_group, m_id,     "COUNT", "1",
+                                  "BLOCK",      "500",   "STREAMS",     m_stream, ">"};
     RedisReply reply;
     try {
       send_delivery();
@@ -219,11 +219,11 @@ class ClusterWorkerProcess {
     if (out.size() + redis_bulk_margin > m_bulk_limit) {
       const std::size_t size = out.size();
       out.clear();
-      encode_exception(std::make_exception_ptr(Error(
-                           "scale: Redis refused this chunk's result (" + std::to_string(size) +
-                           " bytes, more than its proto-max-bulk-len " + std::to_string(m_bulk_limit) +
-                           "); pass a smaller RunOptions::chunk_size")),
-                       out);
+      encode_exception(
+          std::make_exception_ptr(Error("scale: Redis refused this chunk's result (" + std::to_string(size) +
+                                        " bytes, more than its proto-max-bulk-len " + std::to_string(m_bulk_limit) +
+                                        "); pass a smaller RunOptions::chunk_size")),
+          out);
       ok = false;
     }
     m_delivery_pending = ResultDelivery{.results_stream = m_keys.results(field(fields, "m")),
@@ -265,9 +265,8 @@ class ClusterWorkerProcess {
       // Redis would not store the result (too large for it, say): the manager gets that error instead.
       std::string error;
       encode_exception(std::make_exception_ptr(Error("scale: Redis refused this chunk's result (" +
-                                                     std::to_string(m_delivery_pending->payload.size()) +
-                                                     " bytes): " + *m_refused +
-                                                     "; pass a smaller RunOptions::chunk_size")),
+                                                     std::to_string(m_delivery_pending->payload.size()) + " bytes): " +
+                                                     *m_refused + "; pass a smaller RunOptions::chunk_size")),
                        error);
       m_delivery_pending->ok = false;
       m_delivery_pending->payload = std::move(error);
@@ -305,7 +304,7 @@ class ClusterWorkerProcess {
   int m_ttl_ms;
   std::atomic<bool> m_leaving{false};
   std::atomic<bool> m_warned_unreachable{false};
-  std::set<std::string> m_warned_managers;  // the I/O thread's
+  std::set<std::string> m_warned_managers;           // the I/O thread's
   std::optional<ResultDelivery> m_delivery_pending;  // the last chunk's, until Redis has it
   std::shared_ptr<std::atomic<bool>> m_delivered = std::make_shared<std::atomic<bool>>(false);
   std::size_t m_bulk_limit = redis_default_bulk_limit;

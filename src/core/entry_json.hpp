@@ -16,7 +16,8 @@
 namespace scale {
 
 inline void to_json(nlohmann::json& out, const Entry& entry) {
-  out = {{"key", entry.key}, {"value", entry.value}, {"revision", entry.revision}, {"timestamp_ms", entry.timestamp_ms}};
+  out = {
+      {"key", entry.key}, {"value", entry.value}, {"revision", entry.revision}, {"timestamp_ms", entry.timestamp_ms}};
 }
 
 /// Every field is required: a store answer without one is not an entry.

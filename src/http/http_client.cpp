@@ -71,8 +71,10 @@ HttpUrl parse_http_url(const std::string& text) {
     auto eq = pair.find('=');
     std::string name = pair.substr(0, eq);
     std::string value = eq == std::string::npos ? std::string{} : pair.substr(eq + 1);
-    if (name == "token") url.token = value;
-    else throw bad("unknown option '" + name + "'");
+    if (name == "token")
+      url.token = value;
+    else
+      throw bad("unknown option '" + name + "'");
   }
   return url;
 }
@@ -146,8 +148,8 @@ struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
   std::vector<std::shared_ptr<beast::tcp_stream>> streams;
 
   std::exception_ptr connection_error(const std::string& what) const {
-    return std::make_exception_ptr(
-        ConnectionError("scale::ConnectionError: cannot reach the store server at " + url.text + ": " + what + hint(url)));
+    return std::make_exception_ptr(ConnectionError("scale::ConnectionError: cannot reach the store server at " +
+                                                   url.text + ": " + what + hint(url)));
   }
 
   asio::awaitable<beast::error_code> connect(beast::tcp_stream& stream) {
@@ -314,7 +316,8 @@ struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
         finish(pending, error, {});
       }
     }
-    lane->queue.insert(lane->queue.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+    lane->queue.insert(lane->queue.begin(), std::make_move_iterator(again.begin()),
+                       std::make_move_iterator(again.end()));
     kick(lane);
   }
 
@@ -328,8 +331,9 @@ struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // One stream: connect, send, read the head, parse events; reconnect with backoff after a drop.
-  asio::awaitable<void> run_stream([[maybe_unused]] std::shared_ptr<Impl> self, std::shared_ptr<beast::tcp_stream> stream,
-                                   std::shared_ptr<std::atomic<bool>> ended, SseHandlers handlers) {
+  asio::awaitable<void> run_stream([[maybe_unused]] std::shared_ptr<Impl> self,
+                                   std::shared_ptr<beast::tcp_stream> stream, std::shared_ptr<std::atomic<bool>> ended,
+                                   SseHandlers handlers) {
     auto backoff = std::chrono::milliseconds(50);
     bool ever_ready = false;
     while (!*ended && !stopping) {
@@ -405,9 +409,12 @@ struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
                 std::string field = line.substr(0, colon);
                 std::string value = colon == std::string::npos ? std::string{} : line.substr(colon + 1);
                 if (!value.empty() && value[0] == ' ') value.erase(0, 1);
-                if (field == "data") event.data += value + "\n";
-                else if (field == "id") event.id = value;
-                else if (field == "event") event.event = value;
+                if (field == "data")
+                  event.data += value + "\n";
+                else if (field == "id")
+                  event.id = value;
+                else if (field == "event")
+                  event.event = value;
               }
             }
             text.erase(0, start);
@@ -453,8 +460,10 @@ HttpClient::~HttpClient() {
     impl->work.reset();
   });
   if (m_impl->thread.joinable()) {
-    if (m_impl->thread.get_id() == std::this_thread::get_id()) m_impl->thread.detach();
-    else m_impl->thread.join();
+    if (m_impl->thread.get_id() == std::this_thread::get_id())
+      m_impl->thread.detach();
+    else
+      m_impl->thread.join();
   }
 }
 
@@ -547,7 +556,9 @@ std::size_t HttpClient::connections_for_tests() {
 
 const HttpUrl& HttpClient::url() const noexcept { return m_impl->url; }
 
-std::exception_ptr HttpClient::connection_error(const std::string& what) const { return m_impl->connection_error(what); }
+std::exception_ptr HttpClient::connection_error(const std::string& what) const {
+  return m_impl->connection_error(what);
+}
 
 std::exception_ptr typed_answer_error(const std::string& body) {
   auto wire = nlohmann::json::parse(body, nullptr, false);

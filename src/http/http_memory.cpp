@@ -41,11 +41,13 @@ class HttpMemory final : public MemoryBackend {
 
   Future<std::optional<Entry>> entry(std::string key) override {
     auto client = m_client;
-    return call<std::optional<Entry>>(*m_client, "GET", kv(key), {}, {}, [client](HttpResponse response) -> std::optional<Entry> {
-      if (response.status == 404) return std::nullopt;
-      if (response.status != 200) std::rethrow_exception(client->answer_error("get", response));
-      return json::parse(response.body).get<Entry>();
-    });
+    return call<std::optional<Entry>>(*m_client, "GET", kv(key), {}, {},
+                                      [client](HttpResponse response) -> std::optional<Entry> {
+                                        if (response.status == 404) return std::nullopt;
+                                        if (response.status != 200)
+                                          std::rethrow_exception(client->answer_error("get", response));
+                                        return json::parse(response.body).get<Entry>();
+                                      });
   }
 
   Future<bool> erase(std::string key) override {
@@ -65,14 +67,18 @@ class HttpMemory final : public MemoryBackend {
   Future<std::invoke_result_t<F, Revision>> cas(std::string key, Revision expected, json value, F result) {
     using T = decltype(result(Revision{}));
     std::vector<std::pair<std::string, std::string>> headers;
-    if (expected == 0) headers.emplace_back("If-None-Match", "*");
-    else headers.emplace_back("If-Match", std::to_string(expected));
+    if (expected == 0)
+      headers.emplace_back("If-None-Match", "*");
+    else
+      headers.emplace_back("If-Match", std::to_string(expected));
     auto client = m_client;
-    return call<T>(*m_client, "PUT", kv(key), value.dump(), std::move(headers), [client, result](HttpResponse response) {
-      if (response.status == 412) return result(0);
-      if (response.status != 200) std::rethrow_exception(client->answer_error("compare_and_set", response));
-      return result(json::parse(response.body).at("revision").get<Revision>());
-    });
+    return call<T>(*m_client, "PUT", kv(key), value.dump(), std::move(headers),
+                   [client, result](HttpResponse response) {
+                     if (response.status == 412) return result(0);
+                     if (response.status != 200)
+                       std::rethrow_exception(client->answer_error("compare_and_set", response));
+                     return result(json::parse(response.body).at("revision").get<Revision>());
+                   });
   }
 
   Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {
@@ -84,22 +90,23 @@ class HttpMemory final : public MemoryBackend {
     using T = decltype(result(Incremented{}));
     auto client = m_client;
     // A TypeMismatch (or an overflow) comes back typed in the answer itself (answer_error).
-    return call<T>(*m_client, "POST", "/v1/increment/" + percent_encode(key, true), json{{"by", by}}.dump(), {},
-                   [client, result](HttpResponse response) {
-                     if (response.status != 200) std::rethrow_exception(client->answer_error("increment", response));
-                     auto body = json::parse(response.body);
-                     return result(
-                         Incremented{body.at("value").get<std::int64_t>(), body.at("revision").get<Revision>()});
-                   });
+    return call<T>(
+        *m_client, "POST", "/v1/increment/" + percent_encode(key, true), json{{"by", by}}.dump(), {},
+        [client, result](HttpResponse response) {
+          if (response.status != 200) std::rethrow_exception(client->answer_error("increment", response));
+          auto body = json::parse(response.body);
+          return result(Incremented{body.at("value").get<std::int64_t>(), body.at("revision").get<Revision>()});
+        });
   }
 
   Future<std::vector<Entry>> list(std::string prefix) override {
     auto client = m_client;
     return call<std::vector<Entry>>(*m_client, "GET", "/v1/kv?prefix=" + percent_encode(prefix, false), {}, {},
-        [client](HttpResponse response) {
-          if (response.status != 200) std::rethrow_exception(client->answer_error("list", response));
-          return json::parse(response.body).get<std::vector<Entry>>();
-        });
+                                    [client](HttpResponse response) {
+                                      if (response.status != 200)
+                                        std::rethrow_exception(client->answer_error("list", response));
+                                      return json::parse(response.body).get<std::vector<Entry>>();
+                                    });
   }
 
   void watch(std::string prefix, Revision from_revision, std::shared_ptr<SubscriptionQueue<Change>> queue) override {
@@ -107,9 +114,9 @@ class HttpMemory final : public MemoryBackend {
     // request's answer sets; `mutex` guards the cursor.
     struct Cursor {
       std::mutex mutex;
-      Revision from = 0;     // what the first connection asks for (0: from now on)
-      Revision base = 0;     // for a from-now-on watch: the first revision after it was in place
-      Revision last = 0;     // the last revision delivered
+      Revision from = 0;                   // what the first connection asks for (0: from now on)
+      Revision base = 0;                   // for a from-now-on watch: the first revision after it was in place
+      Revision last = 0;                   // the last revision delivered
       std::set<std::string> keys_at_last;  // keys of `last` already delivered
       bool ready = false;
     };

@@ -17,8 +17,7 @@ namespace scale::detail {
 namespace {
 
 std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -31,7 +30,10 @@ using ChangePtr = std::shared_ptr<const Change>;
 /// 16 bytes, so the two never overlap.
 class CompactValue {
  public:
-  CompactValue() { new (m_bytes) nlohmann::json(); m_bytes[tag_at] = json_tag; }
+  CompactValue() {
+    new (m_bytes) nlohmann::json();
+    m_bytes[tag_at] = json_tag;
+  }
   CompactValue(const nlohmann::json& value) { construct(value); }  // NOLINT: stored as given
   CompactValue(const CompactValue& other) { construct_from(other); }
   CompactValue(CompactValue&& other) noexcept { construct_from(std::move(other)); }
@@ -64,7 +66,9 @@ class CompactValue {
   static_assert(sizeof(nlohmann::json) <= tag_at && alignof(nlohmann::json) <= 8);
 
   bool is_json() const noexcept { return m_bytes[tag_at] == json_tag; }
-  const nlohmann::json& as_json() const noexcept { return *std::launder(reinterpret_cast<const nlohmann::json*>(m_bytes)); }
+  const nlohmann::json& as_json() const noexcept {
+    return *std::launder(reinterpret_cast<const nlohmann::json*>(m_bytes));
+  }
   void destroy() noexcept {
     if (is_json()) std::launder(reinterpret_cast<nlohmann::json*>(m_bytes))->~basic_json();
   }
@@ -198,8 +202,8 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
       auto timestamp = now_ms();
       if (found == m_map.end()) found = m_map.emplace(key, Stored{}).first;
       found->second = Stored{value, revision, timestamp};
-      auto change =
-          std::make_shared<const Change>(Change{std::move(key), std::move(value), revision, timestamp, false});
+      auto change = std::make_shared<const Change>(
+          Change{std::move(key), std::move(value), revision, timestamp, false});
       if (m_options.journal) durable = journal(revision, timestamp, std::span(&change, 1), revision);
       record(std::move(change), pending);
     }

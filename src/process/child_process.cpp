@@ -55,7 +55,8 @@ std::string ExitInfo::describe() const {
   if (!known) return "ended with an unknown status (it was reaped by other code)";
   if (signal == 0) return "exited with status " + std::to_string(exit_status);
   const std::string name = signal_name(signal);
-  std::string text = "killed by " + (name.rfind("SIG", 0) == 0 ? "signal " + name + " (" + std::to_string(signal) + ")" : name);
+  std::string text = "killed by " +
+                     (name.rfind("SIG", 0) == 0 ? "signal " + name + " (" + std::to_string(signal) + ")" : name);
   if (core_dumped) text += " (core dumped)";
   return text;
 }
@@ -102,7 +103,7 @@ struct ChildState {
   std::function<void(const ExitInfo&)> on_exit;
   mutable std::mutex mutex;
   mutable std::condition_variable reaped_cv;
-  int pidfd = -1;  // guarded by mutex; closed when reaped
+  int pidfd = -1;                // guarded by mutex; closed when reaped
   std::optional<ExitInfo> exit;  // guarded by mutex
 
   ~ChildState() {
@@ -307,8 +308,8 @@ class ProcessSpawnerImpl {
   int m_wake = -1;
   mutable std::mutex m_mutex;
   std::deque<Request> m_requests;  // guarded by m_mutex
-  bool m_stopping = false;          // guarded by m_mutex
-  std::size_t m_running = 0;        // guarded by m_mutex
+  bool m_stopping = false;         // guarded by m_mutex
+  std::size_t m_running = 0;       // guarded by m_mutex
   // Only the spawner thread touches these.
   std::vector<std::shared_ptr<ChildState>> m_children;
   std::unique_ptr<char[]> m_stack;
@@ -356,7 +357,8 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
     if (opened < 0) throw_errno("open(/dev/null)");
     devnull = move_high(opened);
   } catch (...) {
-    for (int fd : {parent_end, pair[1], child_end}) if (fd >= 0) ::close(fd);
+    for (int fd : {parent_end, pair[1], child_end})
+      if (fd >= 0) ::close(fd);
     throw;
   }
 
@@ -387,8 +389,8 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
     }
     ::close(parent_end);
     const char* stage = args.stage.load(std::memory_order_relaxed);
-    throw Error("scale: cannot start a worker process from '" + options.executable + "': " +
-                (stage ? stage : "setup") + " failed: " + errno_text(error));
+    throw Error("scale: cannot start a worker process from '" + options.executable + "': " + (stage ? stage : "setup") +
+                " failed: " + errno_text(error));
   }
 
   auto state = std::make_shared<ChildState>();
@@ -501,8 +503,7 @@ void ProcessSpawnerImpl::run() {
     // Reap before spawning: an on_exit callback may ask for a replacement.
     std::vector<std::shared_ptr<ChildState>> exited;
     for (std::size_t i = 0; i < m_children.size(); ++i) {
-      if (m_children[i]->pidfd < 0 || (i + 1 < fds.size() && fds[i + 1].revents != 0))
-        exited.push_back(m_children[i]);
+      if (m_children[i]->pidfd < 0 || (i + 1 < fds.size() && fds[i + 1].revents != 0)) exited.push_back(m_children[i]);
     }
     for (auto& child : exited) {
       if (try_reap(child, false)) std::erase(m_children, child);
@@ -527,8 +528,10 @@ void ProcessSpawnerImpl::run() {
       {
         std::lock_guard lock(child->mutex);
         if (!child->exit) {
-          if (child->pidfd >= 0) pidfd_send_signal(child->pidfd, SIGKILL);
-          else ::kill(child->pid, SIGKILL);
+          if (child->pidfd >= 0)
+            pidfd_send_signal(child->pidfd, SIGKILL);
+          else
+            ::kill(child->pid, SIGKILL);
         }
       }
       try_reap(child, true);
@@ -544,8 +547,10 @@ ChildProcess ProcessSpawner::spawn(SpawnOptions options) {
   std::promise<ChildProcess> promise;
   auto result = promise.get_future();
   m_impl->post(std::move(options), [&promise](ChildProcess child, std::exception_ptr error) {
-    if (error) promise.set_exception(error);
-    else promise.set_value(std::move(child));
+    if (error)
+      promise.set_exception(error);
+    else
+      promise.set_value(std::move(child));
   });
   return result.get();
 }

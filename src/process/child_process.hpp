@@ -52,10 +52,10 @@ inline constexpr const char* parent_pid_env = "SCALE_PARENT_PID";
 /// How a child ended.
 struct ExitInfo {
   pid_t pid = -1;
-  bool known = false;      ///< false when the status was lost (someone else reaped the child)
-  int raw_status = 0;      ///< waitpid()'s status word
-  int exit_status = -1;    ///< the exit status when it exited, else -1
-  int signal = 0;          ///< the signal that killed it, else 0
+  bool known = false;    ///< false when the status was lost (someone else reaped the child)
+  int raw_status = 0;    ///< waitpid()'s status word
+  int exit_status = -1;  ///< the exit status when it exited, else -1
+  int signal = 0;        ///< the signal that killed it, else 0
   bool core_dumped = false;
 
   bool exited() const noexcept { return known && signal == 0; }
@@ -159,7 +159,7 @@ class ProcessSpawner {
 
 /// What a process started by a ProcessSpawner knows about its parent.
 struct ChildLink {
-  int fd = -1;          ///< the child's end of the link (fd 3), close-on-exec from now on
+  int fd = -1;           ///< the child's end of the link (fd 3), close-on-exec from now on
   pid_t parent_pid = 0;  ///< the parent's pid at spawn time
 };
 

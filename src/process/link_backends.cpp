@@ -54,7 +54,8 @@ class LinkMemory final : public MemoryBackend {
     return reply_as<bool>(m_link->call(std::move(request)));
   }
   Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
-    nlohmann::json request = {{"op", "cas"}, {"key", std::move(key)}, {"expected", expected}, {"value", std::move(value)}};
+    nlohmann::json request = {
+        {"op", "cas"}, {"key", std::move(key)}, {"expected", expected}, {"value", std::move(value)}};
     return reply_as<Revision>(m_link->call(std::move(request)));
   }
   Future<Incremented> increment_with_revision(std::string key, std::int64_t by) override {

@@ -371,8 +371,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     switch (frame.type) {
       case FrameType::hello: {
         if (frame.payload != m_fingerprint) {
-          refused = "refused worker process " + std::to_string(worker.pid) + ": it runs a different build (fingerprint " +
-                    frame.payload + ", this process " + m_fingerprint +
+          refused = "refused worker process " + std::to_string(worker.pid) +
+                    ": it runs a different build (fingerprint " + frame.payload + ", this process " + m_fingerprint +
                     "); a worker must run the very executable of its manager. Was the program rebuilt or replaced "
                     "while it ran?";
           return false;

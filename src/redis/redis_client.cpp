@@ -28,8 +28,7 @@ using tcp = asio::ip::tcp;
 
 RedisUrl parse_redis_url(const std::string& url) {
   auto bad = [&](const std::string& why) {
-    return Error("scale: bad Redis URL \"" + url + "\": " + why +
-                 "; the form is redis://[:password@]host:port[/db]");
+    return Error("scale: bad Redis URL \"" + url + "\": " + why + "; the form is redis://[:password@]host:port[/db]");
   };
   constexpr std::string_view scheme = "redis://";
   if (!url.starts_with(scheme)) throw bad("it does not start with redis://");
@@ -197,16 +196,18 @@ class RedisConnection {
   void connect() {
     m_state = State::connecting;
     auto generation = ++m_generation;
-    m_resolver.async_resolve(
-        m_url.host, m_url.port, [this, generation](boost::system::error_code error, tcp::resolver::results_type results) {
-          if (generation != m_generation) return;
-          if (error) return fail_connect(error.message());
-          asio::async_connect(m_socket, results, [this, generation](boost::system::error_code error, const tcp::endpoint&) {
-            if (generation != m_generation) return;
-            if (error) return fail_connect(error.message());
-            connected();
-          });
-        });
+    m_resolver.async_resolve(m_url.host, m_url.port,
+                             [this, generation](boost::system::error_code error, tcp::resolver::results_type results) {
+                               if (generation != m_generation) return;
+                               if (error) return fail_connect(error.message());
+                               asio::async_connect(
+                                   m_socket, results,
+                                   [this, generation](boost::system::error_code error, const tcp::endpoint&) {
+                                     if (generation != m_generation) return;
+                                     if (error) return fail_connect(error.message());
+                                     connected();
+                                   });
+                             });
   }
 
   void connected() {
@@ -241,24 +242,24 @@ class RedisConnection {
   }
 
   void read() {
-    m_socket.async_read_some(asio::buffer(m_in), [this, generation = m_generation](boost::system::error_code error,
-                                                                                   std::size_t size) {
-      if (generation != m_generation) return;
-      if (error) return drop(error == asio::error::eof ? "the server closed it" : error.message(), false);
-      if (redisReaderFeed(m_reader, m_in.data(), size) != REDIS_OK)
-        return drop(std::string("protocol error: ") + m_reader->errstr, false);
-      for (;;) {
-        void* raw = nullptr;
-        if (redisReaderGetReply(m_reader, &raw) != REDIS_OK)
-          return drop(std::string("protocol error: ") + m_reader->errstr, false);
-        if (!raw) break;
-        RedisReply reply = convert(static_cast<redisReply*>(raw));
-        freeReplyObject(raw);
-        dispatch(std::move(reply));
-        if (generation != m_generation) return;  // a callback dropped or closed the connection
-      }
-      read();
-    });
+    m_socket.async_read_some(
+        asio::buffer(m_in), [this, generation = m_generation](boost::system::error_code error, std::size_t size) {
+          if (generation != m_generation) return;
+          if (error) return drop(error == asio::error::eof ? "the server closed it" : error.message(), false);
+          if (redisReaderFeed(m_reader, m_in.data(), size) != REDIS_OK)
+            return drop(std::string("protocol error: ") + m_reader->errstr, false);
+          for (;;) {
+            void* raw = nullptr;
+            if (redisReaderGetReply(m_reader, &raw) != REDIS_OK)
+              return drop(std::string("protocol error: ") + m_reader->errstr, false);
+            if (!raw) break;
+            RedisReply reply = convert(static_cast<redisReply*>(raw));
+            freeReplyObject(raw);
+            dispatch(std::move(reply));
+            if (generation != m_generation) return;  // a callback dropped or closed the connection
+          }
+          read();
+        });
   }
 
   void dispatch(RedisReply reply) {
@@ -304,9 +305,8 @@ class RedisConnection {
     m_in_flight.clear();
     std::deque<std::pair<std::string, Callback>> queued;
     if (refused) queued.swap(m_queued);
-    auto error = std::make_exception_ptr(ConnectionError(
-        "scale: lost the connection to Redis at " + m_url.text + " (" + reason +
-        "); a command in flight may or may not have run"));
+    auto error = std::make_exception_ptr(ConnectionError("scale: lost the connection to Redis at " + m_url.text + " (" +
+                                                         reason + "); a command in flight may or may not have run"));
     for (auto& done : in_flight)
       if (done) done(error, {});
     for (auto& [command, done] : queued)

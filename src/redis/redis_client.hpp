@@ -40,7 +40,7 @@ struct RedisUrl {
   std::string password;
   int db = 0;
   std::vector<std::pair<std::string, std::string>> query;  // e.g. namespace, history
-  std::string text;  // the URL as given, without the password (for messages)
+  std::string text;                                        // the URL as given, without the password (for messages)
 };
 
 /// Parses a redis:// URL; throws scale::Error saying what is wrong.
@@ -80,8 +80,7 @@ class RedisClient {
   /// sent from one thread reach Redis in the order sent.
   void send(Role role, std::vector<std::string> args, Callback done);
   /// Runs a script (EVALSHA, reloaded after NOSCRIPT) on the commands connection.
-  void eval(const RedisScript& script, std::vector<std::string> keys, std::vector<std::string> args,
-            Callback done);
+  void eval(const RedisScript& script, std::vector<std::string> keys, std::vector<std::string> args, Callback done);
 
   /// A command on the commands connection as a Future; a Redis error fails it with scale::Error
   /// carrying Redis's message.

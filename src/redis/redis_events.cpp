@@ -22,8 +22,8 @@ class RedisEvents final : public EventBackend, public std::enable_shared_from_th
  public:
   RedisEvents(RedisUrl url, std::string tag)
       : m_client(std::make_unique<RedisClient>(std::move(url))), m_prefix(std::move(tag) + ":event:") {
-    m_client->set_pubsub_handlers([this](RedisReply reply) { pushed(std::move(reply)); },
-                                  [this] { connected(); }, [this] { disconnected(); });
+    m_client->set_pubsub_handlers([this](RedisReply reply) { pushed(std::move(reply)); }, [this] { connected(); },
+                                  [this] { disconnected(); });
   }
 
   ~RedisEvents() override { m_client->stop(); }  // no callback runs on a half-destroyed backend
@@ -167,9 +167,11 @@ class RedisEvents final : public EventBackend, public std::enable_shared_from_th
 
   /// Emits wait at most this long for subscriptions (Redis may be unreachable).
   void hold_timeout() {
-    m_client->post([this, generation = m_hold_generation] {
-      if (generation == m_hold_generation) release_held();
-    }, 5000);
+    m_client->post(
+        [this, generation = m_hold_generation] {
+          if (generation == m_hold_generation) release_held();
+        },
+        5000);
   }
 
   std::unique_ptr<RedisClient> m_client;

@@ -166,10 +166,14 @@ std::pair<StreamId, ChangePtr> decode_change(const RedisReply& item) {
   for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
     const auto& name = fields[i].str;
     const auto& value = fields[i + 1].str;
-    if (name == "k") change.key = value;
-    else if (name == "t") change.timestamp_ms = to_int(value, "timestamp");
-    else if (name == "v") change.value = nlohmann::json::parse(value);
-    else if (name == "d") change.erased = true;
+    if (name == "k")
+      change.key = value;
+    else if (name == "t")
+      change.timestamp_ms = to_int(value, "timestamp");
+    else if (name == "v")
+      change.value = nlohmann::json::parse(value);
+    else if (name == "d")
+      change.erased = true;
   }
   return {id, std::make_shared<const Change>(std::move(change))};
 }
@@ -211,9 +215,8 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
   }
 
   Future<bool> erase(std::string key) override {
-    return script<bool>(erase_script(), {m_history, std::move(key)}, [](const RedisReply& reply) {
-      return reply.integer != 0;
-    });
+    return script<bool>(erase_script(), {m_history, std::move(key)},
+                        [](const RedisReply& reply) { return reply.integer != 0; });
   }
 
   Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
@@ -272,8 +275,8 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
     std::string prefix;
     Revision from = 0;  // deliver changes with revision >= from (0 until resolved for "from now on")
     std::shared_ptr<ChangeQueue> queue;
-    StreamId replay_to;            // the tail's position when it took this watcher: replay up to it
-    bool live = false;             // replay done: the tail delivers directly
+    StreamId replay_to;  // the tail's position when it took this watcher: replay up to it
+    bool live = false;   // replay done: the tail delivers directly
     std::vector<std::pair<StreamId, ChangePtr>> buffer;  // what the tail read while replaying
     bool failed = false;
   };
@@ -310,8 +313,7 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
   template <class T, class Convert>
   Future<T> script(const RedisScript& script, std::vector<std::string> args, Convert convert) {
     PromiseCallback<T> bridge;
-    m_client->eval(script, {m_keys.begin(), m_keys.end()}, std::move(args),
-                   completer<T>(bridge, "a script", convert));
+    m_client->eval(script, {m_keys.begin(), m_keys.end()}, std::move(args), completer<T>(bridge, "a script", convert));
     return std::move(bridge.future);
   }
 
@@ -367,8 +369,7 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
       std::lock_guard lock(m_watch_mutex);
       from = m_position.text();
     }
-    m_client->send(RedisClient::Role::blocking,
-                   {"XREAD", "COUNT", "1000", "BLOCK", "1000", "STREAMS", m_keys[2], from},
+    m_client->send(RedisClient::Role::blocking, {"XREAD", "COUNT", "1000", "BLOCK", "1000", "STREAMS", m_keys[2], from},
                    [this](std::exception_ptr error, RedisReply reply) {
                      if (error || reply.is_error()) {
                        m_client->post([this] { read_tail(); }, 200);  // the connection reopens with backoff
@@ -413,7 +414,8 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
       // "From now on": every revision up to the counter now was written before watch() was called.
       m_client->send(RedisClient::Role::commands, {"GET", m_keys[0]},
                      [this, watcher](std::exception_ptr error, RedisReply reply) {
-                       if (error || reply.is_error()) return fail(watcher, error ? error : m_client->error_of("GET", reply));
+                       if (error || reply.is_error())
+                         return fail(watcher, error ? error : m_client->error_of("GET", reply));
                        Revision now = reply.is_nil() ? 0 : to_int(reply.str, "revision");
                        {
                          std::lock_guard lock(m_watch_mutex);
@@ -430,39 +432,39 @@ class RedisMemory final : public MemoryBackend, public std::enable_shared_from_t
   /// XRANGE from `start` (inclusive) up to replay_to, checking that nothing is missing.
   void replay(std::shared_ptr<Watcher> watcher, StreamId start, std::optional<StreamId> previous) {
     std::string start_text = previous ? "(" + previous->text() : start.text();
-    m_client->send(
-        RedisClient::Role::commands,
-        {"XRANGE", m_keys[2], start_text, watcher->replay_to.text(), "COUNT", "1000"},
-        [this, watcher, start, previous](std::exception_ptr error, RedisReply reply) mutable {
-          if (error || reply.is_error()) return fail(watcher, error ? error : m_client->error_of("XRANGE", reply));
-          std::vector<std::shared_ptr<ChangeQueue>> to_schedule;
-          bool compacted = false;
-          Revision oldest = 0;
-          {
-            std::lock_guard lock(m_watch_mutex);
-            if (watcher->failed) return;
-            for (const auto& item : reply.elements) {
-              auto [id, change] = decode_change(item);
-              bool in_order = previous ? id.follows(*previous) : id == start;
-              if (!in_order) {
-                compacted = true;
-                oldest = id.index == 0 ? id.revision : id.revision + 1;
-                break;
-              }
-              previous = id;
-              if (change->key.starts_with(watcher->prefix) && watcher->queue->enqueue(change))
-                to_schedule.push_back(watcher->queue);
-            }
-            if (!compacted && reply.elements.empty() && (!previous || *previous < watcher->replay_to)) {
-              compacted = true;  // the whole range is gone
-              oldest = watcher->replay_to.revision + 1;
-            }
-          }
-          for (auto& queue : to_schedule) queue->schedule();
-          if (compacted) return fail(watcher, std::make_exception_ptr(Compacted(watcher->from, oldest)));
-          if (*previous < watcher->replay_to) return replay(watcher, start, previous);
-          go_live(watcher);
-        });
+    m_client->send(RedisClient::Role::commands,
+                   {"XRANGE", m_keys[2], start_text, watcher->replay_to.text(), "COUNT", "1000"},
+                   [this, watcher, start, previous](std::exception_ptr error, RedisReply reply) mutable {
+                     if (error || reply.is_error())
+                       return fail(watcher, error ? error : m_client->error_of("XRANGE", reply));
+                     std::vector<std::shared_ptr<ChangeQueue>> to_schedule;
+                     bool compacted = false;
+                     Revision oldest = 0;
+                     {
+                       std::lock_guard lock(m_watch_mutex);
+                       if (watcher->failed) return;
+                       for (const auto& item : reply.elements) {
+                         auto [id, change] = decode_change(item);
+                         bool in_order = previous ? id.follows(*previous) : id == start;
+                         if (!in_order) {
+                           compacted = true;
+                           oldest = id.index == 0 ? id.revision : id.revision + 1;
+                           break;
+                         }
+                         previous = id;
+                         if (change->key.starts_with(watcher->prefix) && watcher->queue->enqueue(change))
+                           to_schedule.push_back(watcher->queue);
+                       }
+                       if (!compacted && reply.elements.empty() && (!previous || *previous < watcher->replay_to)) {
+                         compacted = true;  // the whole range is gone
+                         oldest = watcher->replay_to.revision + 1;
+                       }
+                     }
+                     for (auto& queue : to_schedule) queue->schedule();
+                     if (compacted) return fail(watcher, std::make_exception_ptr(Compacted(watcher->from, oldest)));
+                     if (*previous < watcher->replay_to) return replay(watcher, start, previous);
+                     go_live(watcher);
+                   });
   }
 
   void go_live(const std::shared_ptr<Watcher>& watcher) {

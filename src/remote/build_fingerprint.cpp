@@ -72,7 +72,7 @@ std::string build_fingerprint() {
   // a container image) matches; without one, its size and modification time stand in.
   if (!gnu_build_id().empty()) {
     mix(gnu_build_id());
-  } else if (struct stat st {}; ::stat("/proc/self/exe", &st) == 0) {
+  } else if (struct stat st{}; ::stat("/proc/self/exe", &st) == 0) {
     mix(std::to_string(st.st_size));
     mix(std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec));
   }

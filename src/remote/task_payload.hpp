@@ -54,8 +54,8 @@ bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEven
 /// and the attempts.
 struct LostChunk {
   enum class Kind { split, retry, give_up } kind;
-  std::size_t middle = 0;      ///< split: the second half starts here
-  std::exception_ptr error;    ///< give_up: the WorkerLost
+  std::size_t middle = 0;    ///< split: the second half starts here
+  std::exception_ptr error;  ///< give_up: the WorkerLost
 };
 /// `attempts` counts the losses of this exact range; it is bumped (retry, give_up) or reset (split).
 LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_retries, const std::string& status);

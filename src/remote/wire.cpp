@@ -15,8 +15,7 @@ namespace scale::detail {
 std::string demangle(const char* mangled) {
   if (mangled == nullptr) return "(unknown type)";
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> readable(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
-                                                  std::free);
+  std::unique_ptr<char, void (*)(void*)> readable(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
   return status == 0 && readable ? std::string(readable.get()) : std::string(mangled);
 }
 

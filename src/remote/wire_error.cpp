@@ -58,16 +58,26 @@ json library_error(const Error& error) {
     return remote_error(remote.type_name(), remote.message());
   }
   const char* id = nullptr;
-  if (type == typeid(Error)) id = "Error";
-  else if (type == typeid(Stopped)) id = "Stopped";
-  else if (type == typeid(BrokenPromise)) id = "BrokenPromise";
-  else if (type == typeid(ConnectionError)) id = "ConnectionError";
-  else if (type == typeid(NotShippable)) id = "NotShippable";
-  else if (type == typeid(BuildMismatch)) id = "BuildMismatch";
-  else if (type == typeid(NoWorkers)) id = "NoWorkers";
-  else if (type == typeid(Unsatisfiable)) id = "Unsatisfiable";
-  else if (type == typeid(Cancelled)) id = "Cancelled";
-  else if (type == typeid(JournalError)) id = "JournalError";
+  if (type == typeid(Error))
+    id = "Error";
+  else if (type == typeid(Stopped))
+    id = "Stopped";
+  else if (type == typeid(BrokenPromise))
+    id = "BrokenPromise";
+  else if (type == typeid(ConnectionError))
+    id = "ConnectionError";
+  else if (type == typeid(NotShippable))
+    id = "NotShippable";
+  else if (type == typeid(BuildMismatch))
+    id = "BuildMismatch";
+  else if (type == typeid(NoWorkers))
+    id = "NoWorkers";
+  else if (type == typeid(Unsatisfiable))
+    id = "Unsatisfiable";
+  else if (type == typeid(Cancelled))
+    id = "Cancelled";
+  else if (type == typeid(JournalError))
+    id = "JournalError";
   if (!id) return nullptr;
   return {{"type", id}, {"error", what}};
 }
@@ -120,8 +130,8 @@ std::exception_ptr error_from_json(const json& wire) {
       return std::make_exception_ptr(
           Compacted(field<std::int64_t>(wire, "requested"), field<std::int64_t>(wire, "oldest_kept")));
     if (type == "WorkerLost")
-      return std::make_exception_ptr(WorkerLost(field<std::size_t>(wire, "index"),
-                                                field<std::string>(wire, "status"), field<int>(wire, "attempts")));
+      return std::make_exception_ptr(WorkerLost(field<std::size_t>(wire, "index"), field<std::string>(wire, "status"),
+                                                field<int>(wire, "attempts")));
     if (type == "RemoteError")
       return std::make_exception_ptr(
           RemoteError(field<std::string>(wire, "remote_type"), field<std::string>(wire, "remote_message")));

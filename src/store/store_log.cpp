@@ -60,7 +60,7 @@ std::uint32_t crc32c_table(const unsigned char* data, std::size_t size, std::uin
 
 #if defined(__x86_64__)
 __attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(const unsigned char* data, std::size_t size,
-                                                              std::uint32_t crc) noexcept {
+                                                             std::uint32_t crc) noexcept {
   std::uint64_t crc64 = crc;
   while (size >= 8) {
     std::uint64_t word;
@@ -86,8 +86,7 @@ std::optional<std::string> parse_payload(std::string_view payload, LogRecord& re
   if (payload.size() < payload_fixed)
     return "a payload of " + std::to_string(payload.size()) + " bytes is shorter than a record's fixed fields";
   auto kind = static_cast<unsigned char>(payload[0]);
-  if (kind < 1 || kind > 3)
-    return "unknown record kind " + std::to_string(kind) + " (written by a newer scale-store?)";
+  if (kind < 1 || kind > 3) return "unknown record kind " + std::to_string(kind) + " (written by a newer scale-store?)";
   record.kind = static_cast<RecordKind>(kind);
   record.revision = static_cast<Revision>(load_le<std::uint64_t>(payload.data() + 1));
   record.timestamp_ms = static_cast<std::int64_t>(load_le<std::uint64_t>(payload.data() + 9));
@@ -150,7 +149,7 @@ std::string read_all(const std::string& file) {
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail_io("cannot open", file);
   std::string bytes;
-  struct stat info{};
+  struct stat info {};
   if (::fstat(fd, &info) == 0 && info.st_size > 0) bytes.reserve(static_cast<std::size_t>(info.st_size));
   char chunk[1 << 16];
   for (;;) {
@@ -208,9 +207,12 @@ Listing list_dir(const std::string& dir) {
   if (!handle) fail_io("cannot list the data directory", dir);
   while (auto* entry = ::readdir(handle)) {
     std::string_view name = entry->d_name;
-    if (auto g = generation_of(name, "log.", "")) listing.logs[*g] = std::string(name);
-    else if (auto s = generation_of(name, "snapshot.", "")) listing.snapshots[*s] = std::string(name);
-    else if (auto t = generation_of(name, "snapshot.", ".tmp")) listing.temporaries[*t] = std::string(name);
+    if (auto g = generation_of(name, "log.", ""))
+      listing.logs[*g] = std::string(name);
+    else if (auto s = generation_of(name, "snapshot.", ""))
+      listing.snapshots[*s] = std::string(name);
+    else if (auto t = generation_of(name, "snapshot.", ".tmp"))
+      listing.temporaries[*t] = std::string(name);
   }
   ::closedir(handle);
   return listing;
@@ -260,8 +262,8 @@ void RecordEncoder::add(const Change& change) {
   const std::size_t length_at = writer.reserve_u32();
   // The JSON text is written straight into the record (what json::dump does into a new string).
   // Invalid UTF-8 in a string is replaced, so encoding never fails.
-  nlohmann::detail::serializer<nlohmann::json> serializer(
-      nlohmann::detail::output_adapter<char, std::string>(m_out), ' ', nlohmann::json::error_handler_t::replace);
+  nlohmann::detail::serializer<nlohmann::json> serializer(nlohmann::detail::output_adapter<char, std::string>(m_out),
+                                                          ' ', nlohmann::json::error_handler_t::replace);
   serializer.dump(change.value, false, false, 0);
   writer.end_sized(length_at);
   ++m_count;
@@ -438,8 +440,7 @@ void StoreLog::recover(RecoveredMemory& recovered) {
           entries.erase(change.key);
         } else {
           replayed.value = nlohmann::json::parse(change.value);
-          entries.insert_or_assign(change.key,
-                                   Entry{change.key, replayed.value, record.revision, record.timestamp_ms});
+          entries.insert_or_assign(change.key, Entry{change.key, replayed.value, record.revision, record.timestamp_ms});
         }
         history.push_back(std::move(replayed));
         while (history.size() > m_options.history) {
@@ -450,19 +451,20 @@ void StoreLog::recover(RecoveredMemory& recovered) {
       revision = record.revision;
     }
     if (decoded.tail == LogTail::corrupt || (decoded.tail == LogTail::torn && !last)) {
-      throw Error("scale-store: the log '" + file + "' is corrupt at byte offset " +
-                  std::to_string(decoded.valid_end) + ": " + decoded.problem + ", and " +
-                  std::to_string(bytes.size() - decoded.valid_end) +
+      throw Error("scale-store: the log '" + file + "' is corrupt at byte offset " + std::to_string(decoded.valid_end) +
+                  ": " + decoded.problem + ", and " + std::to_string(bytes.size() - decoded.valid_end) +
                   " bytes follow, so it is not the end of an interrupted write. Refusing to start, which would "
                   "lose the writes after it. Restore the data directory from a backup, or keep only the writes "
-                  "before the damage with 'truncate -s " + std::to_string(decoded.valid_end) + " " + file +
+                  "before the damage with 'truncate -s " +
+                  std::to_string(decoded.valid_end) + " " + file +
                   (last ? "" : "' and by moving the later log files away") + "'");
     }
     if (decoded.tail == LogTail::torn) {
       log_error("scale-store: warning: the log '" + file + "' ends in a torn record at byte offset " +
                 std::to_string(decoded.valid_end) + " (" + decoded.problem +
                 "), left by an interrupted write that was never acknowledged; it is dropped and the file "
-                "truncated to " + std::to_string(decoded.valid_end) + " bytes");
+                "truncated to " +
+                std::to_string(decoded.valid_end) + " bytes");
       int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
       if (fd < 0) fail_io("cannot open", file);
       if (::ftruncate(fd, static_cast<off_t>(decoded.valid_end)) != 0 || ::fsync(fd) != 0) {
@@ -570,9 +572,9 @@ void StoreLog::run_writer() {
         }
         if (m_options.fsync == FsyncPolicy::always && m_dirty) sync();
       } catch (const std::exception& problem) {
-        error = std::make_exception_ptr(JournalError(
-            std::string(problem.what()) + "; the write is not durable, and every later write fails until "
-                                          "scale-store is restarted"));
+        error = std::make_exception_ptr(JournalError(std::string(problem.what()) +
+                                                     "; the write is not durable, and every later write fails until "
+                                                     "scale-store is restarted"));
         log_error(problem.what());
         std::lock_guard lock(m_mutex);
         m_failed = error;
@@ -588,8 +590,8 @@ void StoreLog::run_writer() {
       } catch (const std::exception& problem) {
         log_error(std::string(problem.what()) + "; every later write fails until scale-store is restarted");
         std::lock_guard lock(m_mutex);
-        m_failed = std::make_exception_ptr(JournalError(
-            std::string(problem.what()) + "; every write fails until scale-store is restarted"));
+        m_failed = std::make_exception_ptr(
+            JournalError(std::string(problem.what()) + "; every write fails until scale-store is restarted"));
       }
       last_sync = clock::now();
     }
@@ -697,8 +699,8 @@ void StoreLog::close() {
 StoreLog::~StoreLog() {
   close();
   // Writes made after close() were never written.
-  auto error =
-      std::make_exception_ptr(JournalError("scale-store: the store's log is closed; the write was not made durable"));
+  auto error = std::make_exception_ptr(
+      JournalError("scale-store: the store's log is closed; the write was not made durable"));
   for (auto& pending : m_pending)
     if (pending.waiter) pending.waiter->done(error);
 }

@@ -150,10 +150,10 @@ class StoreLog final : public MemoryJournal {
   const StoreLogOptions m_options;
   int m_lock_fd = -1;
   int m_log_fd = -1;
-  std::uint64_t m_generation = 1;      // of the log being written (writer thread after open)
-  std::uint64_t m_log_bytes = 0;       // its size (writer thread after open)
+  std::uint64_t m_generation = 1;                  // of the log being written (writer thread after open)
+  std::uint64_t m_log_bytes = 0;                   // its size (writer thread after open)
   std::atomic<std::uint64_t> m_snapshot_bytes{0};  // of the last snapshot written or recovered
-  bool m_dirty = false;                // written but not fsync'd (writer thread)
+  bool m_dirty = false;                            // written but not fsync'd (writer thread)
 
   std::mutex m_mutex;  // guards what follows up to m_writer
   std::condition_variable m_wake;

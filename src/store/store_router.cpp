@@ -99,8 +99,8 @@ Target parse_target(std::string_view target) {
 std::string path_name(std::string_view raw_path, std::string_view prefix, std::string_view what) {
   auto decoded = percent_decode(raw_path.substr(prefix.size()), false);
   if (!decoded)
-    fail(http::status::bad_request, "the " + std::string(what) +
-                                        " in the path has a malformed percent escape (use %XX with two hex digits)");
+    fail(http::status::bad_request,
+         "the " + std::string(what) + " in the path has a malformed percent escape (use %XX with two hex digits)");
   if (decoded->empty()) fail(http::status::bad_request, "the " + std::string(what) + " in the path is empty");
   return std::move(*decoded);
 }
@@ -111,9 +111,12 @@ bool nesting_within(std::string_view text, int limit) {
   bool in_string = false, escaped = false;
   for (char c : text) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -211,10 +214,14 @@ std::string_view StoreRouter::endpoint(http::verb method, std::string_view targe
   if (path == "/v1/kv") return method == http::verb::post ? "kv_set_many" : "kv_list";
   if (path.starts_with("/v1/kv/")) {
     switch (method) {
-      case http::verb::get: return "kv_get";
-      case http::verb::put: return "kv_put";
-      case http::verb::delete_: return "kv_delete";
-      default: return "kv_other";
+      case http::verb::get:
+        return "kv_get";
+      case http::verb::put:
+        return "kv_put";
+      case http::verb::delete_:
+        return "kv_delete";
+      default:
+        return "kv_other";
     }
   }
   if (path.starts_with("/v1/increment/")) return "increment";
@@ -306,7 +313,8 @@ std::optional<StreamRequest> StoreRouter::stream_request(const HttpRequest& requ
       if (const std::string* prefix = target.find("prefix")) watch.prefix_or_name = *prefix;
       if (const std::string* from_text = target.find("from")) {
         auto from = parse_revision(*from_text);
-        if (!from) fail(http::status::bad_request, "'from' must be a revision (an integer >= 0), not '" + *from_text + "'");
+        if (!from)
+          fail(http::status::bad_request, "'from' must be a revision (an integer >= 0), not '" + *from_text + "'");
         watch.from = *from;
       }
       if (auto last = request.find("Last-Event-ID"); last != request.end()) {
@@ -347,8 +355,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
     }
     if (path == "/metrics") {
       require(method, {http::verb::get}, request, path);
-      co_return ok(m_metrics ? m_metrics() : std::string(),
-                              "text/plain; version=0.0.4");
+      co_return ok(m_metrics ? m_metrics() : std::string(), "text/plain; version=0.0.4");
     }
     if (path == "/v1/kv") {
       require(method, {http::verb::get, http::verb::post}, request, path);
@@ -453,9 +460,9 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       }
       Future<Incremented> incrementing = m_memory->increment_with_revision(std::move(key), by);
       Incremented done = co_await detail::resume_where_completed(std::move(incrementing));
-      co_return make_response(request.version(), request.keep_alive(), http::status::ok,
-                              "{\"revision\":" + std::to_string(done.revision) +
-                                  ",\"value\":" + std::to_string(done.value) + "}\n");
+      co_return make_response(
+          request.version(), request.keep_alive(), http::status::ok,
+          "{\"revision\":" + std::to_string(done.revision) + ",\"value\":" + std::to_string(done.value) + "}\n");
     }
     if (path.starts_with("/v1/events/") && method == http::verb::post) {
       std::string name = path_name(path, "/v1/events/", "event name");

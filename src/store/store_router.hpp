@@ -47,8 +47,8 @@ struct StreamRequest {
 class StoreRouter {
  public:
   /// `metrics` renders the server's part of GET /metrics (request counts, connections, ...).
-  StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events,
-              StoreServerOptions options, std::function<std::string()> metrics = {});
+  StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events, StoreServerOptions options,
+              std::function<std::string()> metrics = {});
 
   /// The endpoint's name in metrics, e.g. "kv_get"; "unknown" for no endpoint.
   static std::string_view endpoint(boost::beast::http::verb method, std::string_view target);
@@ -70,8 +70,8 @@ class StoreRouter {
   std::optional<StreamRequest> stream_request(const HttpRequest& request, HttpResponse& error) const;
 
   /// A response with the server's common headers, for a request of this HTTP version.
-  HttpResponse make_response(unsigned version, bool keep_alive, boost::beast::http::status status,
-                             std::string body, std::string_view content_type = "application/json") const;
+  HttpResponse make_response(unsigned version, bool keep_alive, boost::beast::http::status status, std::string body,
+                             std::string_view content_type = "application/json") const;
   /// A `{"error": message, "type": "Error"}` response to a request the router refuses (bad input,
   /// no such endpoint, ...); a 412 (a failed condition, not an error) has no "type".
   HttpResponse error_response(unsigned version, bool keep_alive, boost::beast::http::status status,

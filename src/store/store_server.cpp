@@ -126,10 +126,10 @@ struct SseChannel : std::enable_shared_from_this<SseChannel> {
 struct Connection {
   explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
   beast::tcp_stream stream;
-  bool idle = false;    // waiting for the next request's headers
+  bool idle = false;  // waiting for the next request's headers
   bool stopping = false;
   std::chrono::steady_clock::time_point request_started;  // for the latency histogram
-  std::shared_ptr<SseChannel> channel;  // while streaming events
+  std::shared_ptr<SseChannel> channel;                    // while streaming events
   std::string out;  // the answer being written, reused from one request to the next
 };
 
@@ -175,8 +175,8 @@ class RequestCounts {
                       "# TYPE scale_store_requests_total counter\n";
     std::lock_guard lock(m_mutex);
     for (const auto& [labels, count] : m_counts)
-      out += "scale_store_requests_total{endpoint=\"" + labels.first + "\",status=\"" +
-             std::to_string(labels.second) + "\"} " + std::to_string(count) + "\n";
+      out += "scale_store_requests_total{endpoint=\"" + labels.first + "\",status=\"" + std::to_string(labels.second) +
+             "\"} " + std::to_string(count) + "\n";
     out += "# HELP scale_store_request_duration_seconds Time from a request's headers to its answer written.\n"
            "# TYPE scale_store_request_duration_seconds histogram\n";
     for (std::size_t i = 0; i < latency_bounds.size(); ++i) {
@@ -366,8 +366,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     }
     if (!ec && written < out.size()) {
       connection.stream.expires_after(options.read_timeout);
-      auto [error, n] =
-          co_await asio::async_write(connection.stream, asio::buffer(out.data() + written, out.size() - written), use_tuple);
+      auto [error, n] = co_await asio::async_write(connection.stream,
+                                                   asio::buffer(out.data() + written, out.size() - written), use_tuple);
       ec = error;
     }
     counts.observe(std::chrono::steady_clock::now() - connection.request_started);
@@ -396,9 +396,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       connection->request_started = std::chrono::steady_clock::now();
       if (read_error == http::error::header_limit) {
         Request request{http::verb::get, "/", 11};
-        auto response = error_response(request, http::status::request_header_fields_too_large,
-                                       "the request's headers exceed " + std::to_string(detail::store_header_limit) +
-                                           " bytes");
+        auto response = error_response(
+            request, http::status::request_header_fields_too_large,
+            "the request's headers exceed " + std::to_string(detail::store_header_limit) + " bytes");
         response.keep_alive(false);
         co_await write(*connection, response, "unknown");
         unread_input = true;
@@ -442,9 +442,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
         stream.expires_after(options.read_timeout);
         auto [ec, read] = co_await http::async_read(stream, buffer, parser, use_tuple);
         if (ec == http::error::body_limit) {
-          auto response = error_response(parser.get(), http::status::payload_too_large,
-                                         "the body exceeds the limit of " + std::to_string(options.max_body) +
-                                             " bytes (scale-store --max-body)");
+          auto response = error_response(
+              parser.get(), http::status::payload_too_large,
+              "the body exceeds the limit of " + std::to_string(options.max_body) + " bytes (scale-store --max-body)");
           response.keep_alive(false);
           co_await write(*connection, response, endpoint);
           unread_input = true;
@@ -521,8 +521,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   // ---------------------------------------------------------------------------------------------
   /// Writes the SSE headers, subscribes, and forwards what the subscription delivers until the
   /// client goes away, the server stops, or the subscriber falls 'max_subscriber_queue' behind.
-  asio::awaitable<void> stream_events(Connection& connection, const Request& request,
-                                      const detail::StreamRequest& what, std::string_view endpoint) {
+  asio::awaitable<void> stream_events(Connection& connection, const Request& request, const detail::StreamRequest& what,
+                                      std::string_view endpoint) {
     auto& stream = connection.stream;
     auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue);
     channel->stream = &stream;
@@ -548,10 +548,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
                           compacted ? "compacted" : "error");
       }
     } else {
-      auto queue = std::make_shared<detail::SubscriptionQueue<json>>(
-          [channel](const json& payload) {
-            channel->push(sse_event(payload.dump(-1, ' ', false, json::error_handler_t::replace)));
-          });
+      auto queue = std::make_shared<detail::SubscriptionQueue<json>>([channel](const json& payload) {
+        channel->push(sse_event(payload.dump(-1, ' ', false, json::error_handler_t::replace)));
+      });
       events->subscribe(what.prefix_or_name, queue);
       queue->ready().get();
       subscription = queue;
@@ -624,8 +623,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     if (!ec) acceptor->bind(endpoint, ec);
     if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
     if (ec)
-      throw Error("scale::StoreServer: cannot listen on " + options.host + ":" + std::to_string(options.port) +
-                  ": " + ec.message() + " (is another scale-store running? try another --port)");
+      throw Error("scale::StoreServer: cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " +
+                  ec.message() + " (is another scale-store running? try another --port)");
     bound_port = acceptor->local_endpoint().port();
     asio::co_spawn(acceptor->get_executor(), listen(), [](std::exception_ptr error) {
       if (error) detail::log_error("scale-store: the listener stopped with an error");

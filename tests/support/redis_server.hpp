@@ -41,8 +41,8 @@ class RedisServer {
       int null = ::open("/dev/null", O_WRONLY);
       ::dup2(null, 1);
       ::dup2(null, 2);
-      std::vector<const char*> argv{"redis-server", "--port", port.c_str(), "--save", "", "--appendonly", "no",
-                                    "--bind", "127.0.0.1", "--loglevel", "warning"};
+      std::vector<const char*> argv{"redis-server", "--port", port.c_str(), "--save",     "",       "--appendonly",
+                                    "no",           "--bind", "127.0.0.1",  "--loglevel", "warning"};
       for (const auto& arg : m_extra) argv.push_back(arg.c_str());
       argv.push_back(nullptr);
       ::execvp("redis-server", const_cast<char* const*>(argv.data()));

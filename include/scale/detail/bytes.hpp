@@ -25,14 +25,14 @@ namespace scale::detail {
 
 /// Writes `value` as sizeof(U) little-endian bytes at `at`.
 template <class U>
-  requires std::is_unsigned_v<U>
+requires std::is_unsigned_v<U>
 constexpr void store_le(char* at, U value) noexcept {
   for (std::size_t i = 0; i < sizeof(U); ++i) at[i] = static_cast<char>((value >> (8 * i)) & 0xffu);
 }
 
 /// Reads sizeof(U) little-endian bytes at `at`; the caller has checked they are there.
 template <class U>
-  requires std::is_unsigned_v<U>
+requires std::is_unsigned_v<U>
 constexpr U load_le(const char* at) noexcept {
   U value = 0;
   for (std::size_t i = 0; i < sizeof(U); ++i) value |= static_cast<U>(static_cast<unsigned char>(at[i])) << (8 * i);
@@ -80,7 +80,8 @@ class ByteWriter {
 
   static std::uint32_t checked_u32(std::size_t size) {
     if (size > 0xffffffffu)
-      throw Error("scale: a field of " + std::to_string(size) + " bytes is over the 4 GiB - 1 a length can say; "
+      throw Error("scale: a field of " + std::to_string(size) +
+                  " bytes is over the 4 GiB - 1 a length can say; "
                   "send the work in smaller chunks");
     return static_cast<std::uint32_t>(size);
   }
@@ -92,8 +93,7 @@ class ByteWriter {
 /// ("a task payload"): a read past the end throws scale::Error.
 class ByteReader {
  public:
-  explicit ByteReader(std::string_view bytes, const char* what = "a payload") noexcept
-      : m_bytes(bytes), m_what(what) {}
+  explicit ByteReader(std::string_view bytes, const char* what = "a payload") noexcept : m_bytes(bytes), m_what(what) {}
 
   std::uint8_t u8() { return static_cast<std::uint8_t>(take(1)[0]); }
   std::uint32_t u32() { return load_le<std::uint32_t>(take(4).data()); }

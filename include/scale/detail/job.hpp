@@ -62,7 +62,7 @@ class ChunkSkipped : public Error {
 
 /// Per-call settings a manager may need when it runs the call's chunks.
 struct TaskPolicy {
-  std::optional<unsigned> max_retries;  ///< unset: the manager's default
+  std::optional<unsigned> max_retries;   ///< unset: the manager's default
   std::chrono::milliseconds timeout{0};  ///< zero: none
 };
 
@@ -178,9 +178,9 @@ struct TaskCounters {
 
   ManagerStats snapshot() const noexcept {
     constexpr auto r = std::memory_order_relaxed;
-    return ManagerStats{workers_alive.load(r), workers_spawned.load(r), workers_lost.load(r), queued.load(r),
-                        running.load(r),       done.load(r),            failed.load(r),       retried.load(r),
-                        workers_refused.load(r)};
+    return ManagerStats{workers_alive.load(r), workers_spawned.load(r), workers_lost.load(r),
+                        queued.load(r),        running.load(r),         done.load(r),
+                        failed.load(r),        retried.load(r),         workers_refused.load(r)};
   }
 };
 

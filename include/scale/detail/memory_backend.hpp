@@ -76,8 +76,7 @@ class MemoryBackend {
   /// The backend must: enqueue changes in order (see SubscriptionQueue::enqueue), call
   /// queue->set_ready() once it delivers (or set_error(), e.g. scale::Compacted, and then never
   /// deliver), and give queue->set_canceller() what unregisters it. Never calls the handler itself.
-  virtual void watch(std::string prefix, Revision from_revision,
-                     std::shared_ptr<SubscriptionQueue<Change>> queue) = 0;
+  virtual void watch(std::string prefix, Revision from_revision, std::shared_ptr<SubscriptionQueue<Change>> queue) = 0;
 };
 
 /// What a journaled write waits on: the journal calls done() once, from its own thread, with

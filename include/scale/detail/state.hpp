@@ -43,9 +43,8 @@ class StateBase {
   /// Claims the single consumer slot; a second consumer is a programming error.
   void consume() {
     if (m_consumed.exchange(true, std::memory_order_acq_rel))
-      throw std::logic_error(
-          "scale::Future consumed twice: a Future delivers its value once (co_await, then or get); "
-          "keep the value, or use when_all to wait for several");
+      throw std::logic_error("scale::Future consumed twice: a Future delivers its value once (co_await, then or get); "
+                             "keep the value, or use when_all to wait for several");
   }
 
   /// Sets the coroutine to resume on completion: through the loop, or (`where_completed`) on the
@@ -82,8 +81,10 @@ class StateBase {
     lock.unlock();
     untrack(this);
     if (!continuation) return;
-    if (here) continuation.resume();
-    else post(continuation);
+    if (here)
+      continuation.resume();
+    else
+      post(continuation);
   }
 
   std::mutex m_mutex;

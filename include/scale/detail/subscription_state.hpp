@@ -66,8 +66,8 @@ class SubscriptionState {
   mutable std::mutex m_mutex;
   std::condition_variable m_idle;
   std::atomic<bool> m_cancelled{false};
-  bool m_draining = false;             // a drain is scheduled or running
-  bool m_delivering = false;           // a drain is inside its delivery loop
+  bool m_draining = false;              // a drain is scheduled or running
+  bool m_delivering = false;            // a drain is inside its delivery loop
   std::thread::id m_delivering_thread;  // which thread, so cancel() from the handler does not wait
 
  private:
@@ -82,8 +82,7 @@ class SubscriptionState {
 /// A subscription whose handler takes `const T&`. Items are shared (one allocation per change or
 /// event, however many subscribers see it) and delivered in the order they were enqueued.
 template <class T>
-class SubscriptionQueue final : public SubscriptionState,
-                                public std::enable_shared_from_this<SubscriptionQueue<T>> {
+class SubscriptionQueue final : public SubscriptionState, public std::enable_shared_from_this<SubscriptionQueue<T>> {
  public:
   using Handler = std::function<void(const T&)>;
   using Item = std::shared_ptr<const T>;

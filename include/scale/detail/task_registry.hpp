@@ -78,7 +78,7 @@ struct TaskRegistration {
 /// class without data members.
 template <class F>
 inline constexpr bool is_shippable_function_v =
-    std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>;
+    std::is_class_v<F>&& std::is_empty_v<F>&& std::is_default_constructible_v<F>;
 
 template <class V>
 void add_value_problem(std::string& problem) {

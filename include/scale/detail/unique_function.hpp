@@ -11,8 +11,8 @@ class UniqueFunction {
  public:
   UniqueFunction() = default;
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, UniqueFunction> && std::is_invocable_v<F&>)
-  UniqueFunction(F&& f) : m_impl(std::make_unique<Impl<std::decay_t<F>>>(std::forward<F>(f))) {}
+  requires(!std::is_same_v<std::remove_cvref_t<F>, UniqueFunction> && std::is_invocable_v<F&>) UniqueFunction(F&& f)
+      : m_impl(std::make_unique<Impl<std::decay_t<F>>>(std::forward<F>(f))) {}
 
   explicit operator bool() const noexcept { return static_cast<bool>(m_impl); }
   void operator()() { m_impl->call(); }

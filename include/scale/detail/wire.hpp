@@ -92,8 +92,7 @@ std::size_t begin_frame(std::string& out, FrameType type, std::uint64_t id);
 
 /// Writes the payload length into the header begun at `frame_offset`. A payload over
 /// `max_payload` is removed from `out` again and reported as a scale::Error.
-void end_frame(std::string& out, std::size_t frame_offset,
-               std::size_t max_payload = default_max_payload);
+void end_frame(std::string& out, std::size_t frame_offset, std::size_t max_payload = default_max_payload);
 
 /// Appends one whole frame to `out` (which may already hold frames).
 void encode_frame(std::string& out, FrameType type, std::uint64_t id, std::string_view payload,
@@ -160,8 +159,8 @@ inline constexpr bool is_wire_json_v = requires(nlohmann::json& out, const T& va
 
 /// True when values of T can be sent to another process.
 template <class T>
-inline constexpr bool is_wire_serializable_v =
-    !std::is_reference_v<T> && !std::is_void_v<T> && (is_wire_raw_v<T> || is_wire_json_v<T>);
+inline constexpr bool is_wire_serializable_v = !std::is_reference_v<T> && !std::is_void_v<T> &&
+                                               (is_wire_raw_v<T> || is_wire_json_v<T>);
 
 std::string wire_type_error_message(const std::string& type);
 
@@ -185,9 +184,8 @@ void encode_values(const T* items, std::size_t n, std::string& out) {
     // One MessagePack array (array32 header: 0xdd + big-endian count), items streamed into it.
     if (n > 0xffffffffu) throw Error("scale: cannot encode more than 2^32 - 1 values in one payload");
     const auto count = static_cast<std::uint32_t>(n);
-    const char header[5] = {static_cast<char>(0xdd), static_cast<char>(count >> 24),
-                            static_cast<char>(count >> 16), static_cast<char>(count >> 8),
-                            static_cast<char>(count)};
+    const char header[5] = {static_cast<char>(0xdd), static_cast<char>(count >> 24), static_cast<char>(count >> 16),
+                            static_cast<char>(count >> 8), static_cast<char>(count)};
     out.append(header, sizeof header);
     for (std::size_t i = 0; i < n; ++i) {
       nlohmann::json value = items[i];
@@ -207,8 +205,8 @@ std::vector<T> decode_values(std::string_view bytes, std::size_t n) {
   } else if constexpr (is_wire_raw_v<T>) {
     if (n > bytes.size() / sizeof(T) || n * sizeof(T) != bytes.size())
       throw_wire_decode_error(type_name<T>(), std::to_string(bytes.size()) + " bytes do not hold exactly " +
-                                                  std::to_string(n) + " values of " +
-                                                  std::to_string(sizeof(T)) + " bytes");
+                                                  std::to_string(n) + " values of " + std::to_string(sizeof(T)) +
+                                                  " bytes");
     if constexpr (std::is_same_v<std::remove_cv_t<T>, bool>) {
       // A bool byte other than 0 or 1 would be undefined behaviour; check each one.
       result.reserve(n);

@@ -23,9 +23,9 @@ struct ClusterOptions {
   /// How often a worker renews its heartbeat key (workers take theirs from `--scale-heartbeat-ms`,
   /// 1000 by default); the manager looks at the heartbeats this often (at most every heartbeat_ttl / 3).
   std::chrono::milliseconds heartbeat_interval{1000};
-  std::chrono::milliseconds heartbeat_ttl{3000};       ///< a worker silent this long is lost; its chunks run elsewhere
-  std::chrono::milliseconds wait_for_workers{30000};   ///< with no live worker, a chunk fails after this
-  unsigned max_retries = 3;                            ///< reruns of a chunk whose worker was lost
+  std::chrono::milliseconds heartbeat_ttl{3000};      ///< a worker silent this long is lost; its chunks run elsewhere
+  std::chrono::milliseconds wait_for_workers{30000};  ///< with no live worker, a chunk fails after this
+  unsigned max_retries = 3;                           ///< reruns of a chunk whose worker was lost
 };
 
 /// A worker seen through its heartbeat.

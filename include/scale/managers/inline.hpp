@@ -27,9 +27,7 @@ class InlineManager final : public ScalabilityManager {
 
   /// About 16 chunks: one chunk blocks the loop while it runs, so smaller chunks keep the loop
   /// responsive and progress reports regular, at a cost of one loop task per chunk.
-  std::size_t auto_chunk_size(std::size_t items) const noexcept override {
-    return items < 16 ? 1 : (items + 15) / 16;
-  }
+  std::size_t auto_chunk_size(std::size_t items) const noexcept override { return items < 16 ? 1 : (items + 15) / 16; }
 
   ManagerStats stats() const override { return m_counters->snapshot(); }
 
