@@ -89,6 +89,11 @@ endif
 
 CMAKE_CONFIGURE_ARGS := -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_EXPORT_COMPILE_COMMANDS=ON $(CMAKE_CXX_ARG) \
   -DSCALE_SANITIZE=$(SANITIZE) $(CMAKE_LAUNCHER_ARG)
+# A sanitizer build's timings mean nothing, so it leaves the benchmarks out (`make bench
+# SANITIZE=...` still builds them).
+ifneq ($(SANITIZE),)
+  CMAKE_CONFIGURE_ARGS += -DSCALE_BUILD_BENCHES=OFF
+endif
 
 .PHONY: all deps configure build demo test bench fuzz install clean
 

@@ -294,7 +294,7 @@ TEST_CASE("an exit status is reported as a readable string with the raw value", 
 TEST_CASE("a child that calls abort is reported as killed by SIGABRT", "[child_process]") {
   ProcessSpawner spawner;
   SpawnOptions options = child({"--child-abort"});
-  options.extra_environment = scale_test::crash_environment();
+  options.extra_environment = scale_test::no_sanitizer_signal_handlers();
   ChildProcess process = spawner.spawn(std::move(options));
   auto info = process.wait_for(5s);
   REQUIRE(info);
@@ -341,7 +341,10 @@ TEST_CASE("a child starts with stdin on /dev/null, an empty signal mask, default
   std::string report;
   {
     ProcessSpawner spawner;
-    ChildProcess process = spawner.spawn(child({"--child-report"}));
+    SpawnOptions options = child({"--child-report"});
+    // The child reports its dispositions: a sanitizer's own handlers must not be among them.
+    options.extra_environment = scale_test::no_sanitizer_signal_handlers();
+    ChildProcess process = spawner.spawn(std::move(options));
     report = read_line(process.link_fd());
   }
 

@@ -1,8 +1,10 @@
 #pragma once
-// For tests whose child (a spawned child or a process-pool worker) crashes on purpose. In a
-// sanitizer build (`make test SANITIZE=address|thread`) the runtime would otherwise catch the
-// signal and replace the crash with a report and an exit status of its own, so the parent would
-// not see the death the test expects; a plain build is unaffected.
+// For tests whose child (a spawned child or a process-pool worker) crashes on purpose, or reports
+// its own signal dispositions. In a sanitizer build (`make test SANITIZE=address|thread`) the
+// runtime installs handlers of its own in every process at start-up: it would catch the signal
+// and replace the crash with a report and an exit status of its own, so the parent would not see
+// the death the test expects, and a child's SIGSEGV, SIGBUS and SIGFPE would not be at their
+// defaults. A plain build is unaffected.
 
 #include <stdlib.h>  // setenv, unsetenv
 
@@ -18,25 +20,28 @@
 namespace scale_test {
 
 /// The sanitizer runtimes' variables, each with its own signal handling turned off.
-inline std::vector<std::string> crash_environment() {
+inline std::vector<std::string> no_sanitizer_signal_handlers() {
+  constexpr const char* signals_off =
+      "handle_segv=0:handle_abort=0:handle_sigbus=0:handle_sigfpe=0:handle_sigill=0";
   std::vector<std::string> entries;
   for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"}) {
     const char* current = std::getenv(name);
     std::string value = current && *current ? std::string(current) + ":" : std::string();
-    entries.push_back(std::string(name) + "=" + value + "handle_segv=0:handle_abort=0");
+    entries.push_back(std::string(name) + "=" + value + signals_off);
   }
   return entries;
 }
 
-/// Sets crash_environment() in this process's environment while it lives, so that every child
-/// spawned meanwhile (a pool spawns its workers with the parent's environment) inherits it; the
-/// runtimes read these variables once, at start-up, so this process itself is unaffected.
+/// Sets no_sanitizer_signal_handlers() in this process's environment while it lives, so that
+/// every child spawned meanwhile (a pool spawns its workers with the parent's environment)
+/// inherits it; the runtimes read these variables once, at start-up, so this process itself is
+/// unaffected.
 /// NOTE: declare it before the Runtime and the manager, so that no thread of theirs reads the
 /// environment while it changes, and it is restored only after they are gone.
 class CrashingChildren {
  public:
   CrashingChildren() {
-    for (const std::string& entry : crash_environment()) {
+    for (const std::string& entry : no_sanitizer_signal_handlers()) {
       const std::string name = entry.substr(0, entry.find('='));
       const char* current = std::getenv(name.c_str());
       m_saved.push_back({name, current ? std::optional<std::string>(current) : std::nullopt});
