@@ -4,13 +4,18 @@
 #   make build                 configure and build into $(BUILD_DIR)
 #   make demo                  build, then run examples/01-canonical
 #   make test                  build, then run every test with ctest
+#   make test SANITIZE=address the same, built with ASan + UBSan, in build-asan
+#   make test SANITIZE=thread  the same, built with TSan, in build-tsan
+#   make test CXX=clang++-16   the same, built with Clang 16, in build-RelWithDebInfo-clang++-16
 #   make bench                 build, then run each benchmark in turn
 #   make fuzz                  build the libFuzzer targets (clang++-16) and run each FUZZ_SECONDS
 #   make install PREFIX=/opt/scale
 #   make clean
 #
-# Variables: BUILD_TYPE (RelWithDebInfo), JOBS (nproc), CXX (e.g. CXX=clang++-16), BUILD_DIR;
+# Variables: BUILD_TYPE (RelWithDebInfo), JOBS (nproc), CXX (e.g. CXX=clang++-16),
+# SANITIZE (address or thread; combines with CXX), BUILD_DIR (derived from the three above);
 # for fuzz: FUZZ_SECONDS (60 per target), FUZZ_CXX (clang++-16), FUZZ_BUILD_DIR (build-fuzz).
+# ccache, when it is on PATH, serves as the compiler launcher (never required).
 
 SHELL := /bin/bash
 
@@ -19,19 +24,36 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 
 # GNU make defines CXX=g++ itself; pass a compiler to CMake only when the user chose one
-# (command line or environment), and give each compiler its own build tree so that
-# `make test` and `make test CXX=clang++-16` never share a CMake cache.
+# (command line or environment), and give each compiler and each sanitizer its own build tree
+# so that `make test`, `make test CXX=clang++-16` and `make test SANITIZE=address` never share
+# a CMake cache.
 ifneq ($(filter command line environment override,$(origin CXX)),)
   CXX_CHOSEN := 1
 endif
 
+SANITIZE ?=
+ifeq ($(SANITIZE),)
+  SANITIZE_SUFFIX :=
+else ifeq ($(SANITIZE),address)
+  SANITIZE_SUFFIX := -asan
+else ifeq ($(SANITIZE),thread)
+  SANITIZE_SUFFIX := -tsan
+else
+  $(error SANITIZE=$(SANITIZE): use SANITIZE=address (ASan + UBSan) or SANITIZE=thread (TSan))
+endif
+
 ifdef CXX_CHOSEN
   CMAKE_CXX_ARG := -DCMAKE_CXX_COMPILER=$(firstword $(CXX))
-  BUILD_DIR ?= build-$(BUILD_TYPE)-$(notdir $(firstword $(CXX)))
+  BUILD_DIR ?= build-$(BUILD_TYPE)-$(notdir $(firstword $(CXX)))$(SANITIZE_SUFFIX)
 else ifeq ($(BUILD_TYPE),RelWithDebInfo)
-  BUILD_DIR ?= build
+  BUILD_DIR ?= build$(SANITIZE_SUFFIX)
 else
-  BUILD_DIR ?= build-$(BUILD_TYPE)
+  BUILD_DIR ?= build-$(BUILD_TYPE)$(SANITIZE_SUFFIX)
+endif
+
+CCACHE := $(shell command -v ccache 2>/dev/null)
+ifneq ($(CCACHE),)
+  CMAKE_LAUNCHER_ARG := -DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE)
 endif
 
 DEPS_PACKAGES := g++ cmake make pkg-config \
@@ -41,6 +63,19 @@ DEPS_PACKAGES := g++ cmake make pkg-config \
 ifdef CXX_CHOSEN
   ifneq ($(findstring clang++-16,$(CXX)),)
     DEPS_PACKAGES += clang-16
+    CXX_IS_CLANG16 := 1
+  endif
+endif
+# The sanitizers' runtimes: GCC's come in their own packages (g++-12 pulls them in today, named
+# here so that a missing one is installed rather than found missing at link time), Clang's in
+# libclang-rt-16-dev.
+ifneq ($(SANITIZE),)
+  ifdef CXX_IS_CLANG16
+    DEPS_PACKAGES += libclang-rt-16-dev
+  else ifeq ($(SANITIZE),address)
+    DEPS_PACKAGES += libasan8 libubsan1
+  else
+    DEPS_PACKAGES += libtsan2
   endif
 endif
 
@@ -52,7 +87,13 @@ ifneq ($(filter fuzz,$(MAKECMDGOALS)),)
   DEPS_PACKAGES += clang-16 libclang-rt-16-dev
 endif
 
-CMAKE_CONFIGURE_ARGS := -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_EXPORT_COMPILE_COMMANDS=ON $(CMAKE_CXX_ARG)
+CMAKE_CONFIGURE_ARGS := -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_EXPORT_COMPILE_COMMANDS=ON $(CMAKE_CXX_ARG) \
+  -DSCALE_SANITIZE=$(SANITIZE) $(CMAKE_LAUNCHER_ARG)
+# A sanitizer build's timings mean nothing, so it leaves the benchmarks out (`make bench
+# SANITIZE=...` still builds them).
+ifneq ($(SANITIZE),)
+  CMAKE_CONFIGURE_ARGS += -DSCALE_BUILD_BENCHES=OFF
+endif
 
 .PHONY: all deps configure build demo test bench fuzz install clean
 

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include "process/child_process.hpp"
+#include "sanitizers/deliberate_crash.hpp"
 #include <scale/detail/wire.hpp>
 
 #include <dirent.h>
@@ -113,17 +114,20 @@ std::string child_report(const scale::detail::ChildLink& link) {
   return out.str() + "\n";
 }
 
+/// The child that dies of SIGABRT, with no core file left behind.
+[[noreturn]] SCALE_TEST_DELIBERATE_CRASH void abort_without_core() {
+  struct rlimit no_core {
+    0, 0
+  };
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  std::abort();
+}
+
 int run_child(const scale::detail::ChildLink& link, int argc, char** argv) {
   std::string mode = argc > 2 ? argv[2] : "";
   if (mode == "--child-echo") return child_echo(link.fd);
   if (mode == "--child-exit") return argc > 3 ? std::atoi(argv[3]) : 0;
-  if (mode == "--child-abort") {
-    struct rlimit no_core {
-      0, 0
-    };
-    ::setrlimit(RLIMIT_CORE, &no_core);
-    std::abort();
-  }
+  if (mode == "--child-abort") abort_without_core();
   if (mode == "--child-sleep") sleep_forever();
   if (mode == "--child-wait-eof") {
     wait_for_eof(link.fd);
@@ -290,7 +294,9 @@ TEST_CASE("an exit status is reported as a readable string with the raw value", 
 
 TEST_CASE("a child that calls abort is reported as killed by SIGABRT", "[child_process]") {
   ProcessSpawner spawner;
-  ChildProcess process = spawner.spawn(child({"--child-abort"}));
+  SpawnOptions options = child({"--child-abort"});
+  options.extra_environment = scale_test::no_sanitizer_signal_handlers();
+  ChildProcess process = spawner.spawn(std::move(options));
   auto info = process.wait_for(5s);
   REQUIRE(info);
   CHECK(info->signaled());
@@ -337,7 +343,10 @@ TEST_CASE("a child starts with stdin on /dev/null, an empty signal mask, default
   std::string report;
   {
     ProcessSpawner spawner;
-    ChildProcess process = spawner.spawn(child({"--child-report"}));
+    SpawnOptions options = child({"--child-report"});
+    // The child reports its dispositions: a sanitizer's own handlers must not be among them.
+    options.extra_environment = scale_test::no_sanitizer_signal_handlers();
+    ChildProcess process = spawner.spawn(std::move(options));
     report = read_line(process.link_fd());
   }
 

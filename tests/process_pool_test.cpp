@@ -41,6 +41,7 @@ struct ProcessPoolFactory {
 #define SCALE_ITERATOR_FACTORIES ProcessPoolFactory
 #define SCALE_ITERATOR_TAGS "[iterator][process_pool]"
 #include "iterator_suite.hpp"
+#include "sanitizers/deliberate_crash.hpp"
 #include "support/redis_server.hpp"
 
 #include "redis/redis_client.hpp"
@@ -62,7 +63,7 @@ auto slow_square = [](int x) {
   return x * x;
 };
 
-auto abort_on_4321 = [](int x) {
+auto abort_on_4321 = [](int x) SCALE_TEST_DELIBERATE_CRASH {
   if (x == 4321) std::abort();
   return x + 1;
 };
@@ -210,6 +211,7 @@ TEST_CASE("a child killed with kill -9 mid-map has its chunk rerun: all 10,000 r
 
 TEST_CASE("an item that aborts its worker every time fails the call with WorkerLost naming that item",
           "[process_pool]") {
+  scale_test::CrashingChildren crashing_workers;  // first: outlives the runtime and its workers
   scale::Runtime runtime;
   scale::ProcessPoolManager manager({.max_workers = 2});
   scale::Iterator<int> numbers(iterator_suite::iota(10'000), manager);

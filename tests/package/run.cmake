@@ -1,29 +1,28 @@
-# cmake -P script behind the ctest test `package_consumer`:
-#   1. install the scale build tree into PREFIX,
-#   2. configure tests/package against PREFIX only, with the same compiler and build type,
-#   3. build it, 4. run the app.
+# cmake -P script behind the ctest test `package_consumer`, run once the fixture
+# `package_install` (install.cmake) has installed scale into PREFIX:
+#   1. configure tests/package against PREFIX only, with the same compiler, build type and
+#      sanitizer flags (CXX_FLAGS, empty outside a sanitizer build),
+#   2. build it, 3. run the app.
 # Any failing step fails the test.
 cmake_minimum_required(VERSION 3.25)
 
-foreach(var SCALE_BINARY_DIR CONSUMER_SOURCE_DIR CONSUMER_BINARY_DIR PREFIX GENERATOR CXX_COMPILER)
+foreach(var CONSUMER_SOURCE_DIR CONSUMER_BINARY_DIR PREFIX GENERATOR CXX_COMPILER)
   if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
     message(FATAL_ERROR "run.cmake: pass -D${var}=...")
   endif()
 endforeach()
+if(NOT IS_DIRECTORY "${PREFIX}")
+  message(FATAL_ERROR "run.cmake: nothing is installed in ${PREFIX}; the ctest fixture "
+                      "package_install (install.cmake) installs it, and ctest runs it first")
+endif()
 
-# Start clean, so nothing left over from an earlier run (a removed header, an old
-# config file) can make the test pass.
-file(REMOVE_RECURSE "${PREFIX}" "${CONSUMER_BINARY_DIR}")
+# Start clean, so nothing left over from an earlier run can make the test pass.
+file(REMOVE_RECURSE "${CONSUMER_BINARY_DIR}")
 
 set(config_args "")
 if(CONFIG)
   set(config_args --config "${CONFIG}")
 endif()
-
-message(STATUS "package_consumer: installing ${SCALE_BINARY_DIR} into ${PREFIX}")
-execute_process(
-  COMMAND "${CMAKE_COMMAND}" --install "${SCALE_BINARY_DIR}" --prefix "${PREFIX}" ${config_args}
-  COMMAND_ERROR_IS_FATAL ANY)
 
 message(STATUS "package_consumer: configuring ${CONSUMER_SOURCE_DIR}")
 execute_process(
@@ -31,6 +30,8 @@ execute_process(
     -S "${CONSUMER_SOURCE_DIR}" -B "${CONSUMER_BINARY_DIR}"
     -G "${GENERATOR}"
     "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}"
+    "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}"
+    "-DCMAKE_EXE_LINKER_FLAGS=${CXX_FLAGS}"
     "-DCMAKE_BUILD_TYPE=${CONFIG}"
     "-DCMAKE_PREFIX_PATH=${PREFIX}"
     "-DSCALE_VERSION=${SCALE_VERSION}"
