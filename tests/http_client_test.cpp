@@ -11,6 +11,7 @@
 
 #include "support/recorder.hpp"
 
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -146,4 +147,28 @@ TEST_CASE("requests pipelined on a connection the server closed while idle are s
   for (int i = 1; i <= 20; ++i) writes.push_back(memory.set("k", i));
   for (auto& write : writes) REQUIRE(std::move(write).get() > 0);
   REQUIRE(memory.get<int>("k").get() == 20);
+}
+
+TEST_CASE("a client destroyed by one of its own callbacks ends after that callback, on its own thread",
+          "[http_client]") {
+  // The destructor runs on the client's I/O thread, which it detaches; what it posts there must
+  // not free the client's io_context while that thread still runs it (ASan saw a use-after-free).
+  scale::Runtime runtime;
+  scale::StoreServer server;
+  server.start();
+  for (int round = 0; round < 20; ++round) {
+    auto client = std::make_shared<scale::detail::HttpClient>(
+        scale::detail::parse_http_url("http://127.0.0.1:" + std::to_string(server.port())));
+    std::promise<int> answered;
+    auto status = answered.get_future();
+    auto* raw = client.get();
+    raw->request(
+        "GET", "/healthz", {}, {},
+        [client = std::move(client), &answered](std::exception_ptr, scale::detail::HttpResponse response) mutable {
+          const int code = response.status;
+          client.reset();  // the last reference: destroys the client on its own I/O thread
+          answered.set_value(code);
+        });
+    REQUIRE(status.get() == 200);
+  }
 }

@@ -80,8 +80,10 @@ class Cluster {
         m_last_live(Clock::now()),
         m_client(std::make_unique<RedisClient>(parse_redis_url(m_url))) {}
 
-  // m_client, the last member, goes first and joins its I/O thread.
-  ~Cluster() { m_stopping = true; }
+  ~Cluster() {
+    m_stopping = true;
+    m_client->stop();  // joins its I/O thread while every member its callbacks touch is whole
+  }
 
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
@@ -122,8 +124,12 @@ class Cluster {
       m_client->send(Role::commands, std::move(del), ignore);
     }
     m_client->send(Role::commands, {"DEL", m_results}, ignore);
-    m_client->send(Role::commands, {"HDEL", m_keys.managers(), m_id},
-                   [done](std::exception_ptr, RedisReply) { done->set_value(); });
+    // NOTE: the PING is sent from HDEL's callback, after the callbacks of every XADD still
+    // unanswered above have run (replies come in order) and dropped their entries; its answer
+    // comes after those drops, so waiting for it waits for them.
+    m_client->send(Role::commands, {"HDEL", m_keys.managers(), m_id}, [this, done](std::exception_ptr, RedisReply) {
+      m_client->send(Role::commands, {"PING"}, [done](std::exception_ptr, RedisReply) { done->set_value(); });
+    });
     // NOTE: bounded, so an unreachable Redis does not hold up the program's exit.
     finished.wait_for(std::chrono::seconds(2));
   }
@@ -229,7 +235,12 @@ class Cluster {
                    [this, attempt, payload = std::move(payload)](std::exception_ptr error, RedisReply reply) mutable {
                      Locked lock(*this);
                      auto at = m_attempts.find(attempt);
-                     if (at == m_attempts.end()) return;
+                     if (at == m_attempts.end()) {
+                       // Retired before Redis answered (the manager shut down, the call was
+                       // cancelled): no one wants the entry, so no worker may run it.
+                       if (!error && reply.type == RedisReply::Type::string) drop_entries({reply.str});
+                       return;
+                     }
                      if (!error && reply.is_error()) {
                        // Redis refused the entry (e.g. larger than its proto-max-bulk-len): no retry helps.
                        auto task = at->second;
@@ -601,9 +612,8 @@ class Cluster {
 
   std::string m_last_result = "0";  // the reader's position (its own thread only)
 
-  // NOTE: the last member, so it is destroyed before any other: callbacks still running on its
-  // I/O thread while it closes find m_stopping set (by ~Cluster) and return, every member they
-  // touch is alive, and the pointer stays valid until its destructor has returned.
+  // NOTE: ~Cluster stops it (joins its I/O thread) before any member goes, so no callback runs on
+  // a half-destroyed manager; callbacks that run while it stops find m_stopping set and return.
   std::unique_ptr<RedisClient> m_client;
 };
 

@@ -438,7 +438,11 @@ struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
 };
 
 HttpClient::HttpClient(HttpUrl url) : m_impl(std::make_shared<Impl>(std::move(url))) {
-  m_impl->thread = std::thread([impl = m_impl.get()] { impl->io.run(); });
+  // NOTE: the thread owns a reference too. A client destroyed by one of its own callbacks detaches
+  // the thread (it cannot join itself); the last reference must then go when run() has returned,
+  // not with the handler that the destructor posts, inside run(), which would free the io_context
+  // under the scheduler still using it.
+  m_impl->thread = std::thread([impl = m_impl] { impl->io.run(); });
 }
 
 HttpClient::~HttpClient() {
