@@ -16,39 +16,14 @@ if(NOT IS_DIRECTORY "${PREFIX}")
                       "package_install (install.cmake) installs it, and ctest runs it first")
 endif()
 
-# Start clean, so nothing left over from an earlier run can make the test pass.
-file(REMOVE_RECURSE "${CONSUMER_BINARY_DIR}")
-
 set(config_args "")
 if(CONFIG)
   set(config_args --config "${CONFIG}")
 endif()
 
 message(STATUS "package_consumer: configuring ${CONSUMER_SOURCE_DIR}")
-execute_process(
-  COMMAND "${CMAKE_COMMAND}"
-    -S "${CONSUMER_SOURCE_DIR}" -B "${CONSUMER_BINARY_DIR}"
-    -G "${GENERATOR}"
-    "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}"
-    "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}"
-    "-DCMAKE_EXE_LINKER_FLAGS=${CXX_FLAGS}"
-    "-DCMAKE_BUILD_TYPE=${CONFIG}"
-    "-DCMAKE_PREFIX_PATH=${PREFIX}"
-    "-DSCALE_VERSION=${SCALE_VERSION}"
-    # Only the installed tree may satisfy find_package(scale): no package registries.
-    -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
-    -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF
-  COMMAND_ERROR_IS_FATAL ANY)
-
-# Make sure the package came from PREFIX, not from some other scale on the system.
-file(STRINGS "${CONSUMER_BINARY_DIR}/CMakeCache.txt" scale_dir_line REGEX "^scale_DIR:")
-string(REGEX REPLACE "^scale_DIR:[A-Z]+=" "" scale_dir "${scale_dir_line}")
-file(REAL_PATH "${PREFIX}" real_prefix)
-file(REAL_PATH "${scale_dir}" real_scale_dir)
-string(FIND "${real_scale_dir}/" "${real_prefix}/" at)
-if(NOT at EQUAL 0)
-  message(FATAL_ERROR "package_consumer: scale was found in '${scale_dir}', not under '${PREFIX}'")
-endif()
+include("${CMAKE_CURRENT_LIST_DIR}/consumer.cmake")
+configure_consumer(package_consumer "-DSCALE_VERSION=${SCALE_VERSION}")
 
 message(STATUS "package_consumer: building")
 execute_process(
