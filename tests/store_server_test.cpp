@@ -343,26 +343,26 @@ TEST_CASE("a body over the limit is refused from its Content-Length, also after 
   {
     Client client(server.port());
     // Only the headers are sent: the answer must come without the body.
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
     auto reply = client.read_reply();
     CHECK(reply.status == 413);
     CHECK(reply.error().find("1024") != std::string::npos);
   }
   {
     Client client(server.port());
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n");
     CHECK(client.read_reply().status == 413);
   }
   {
     Client client(server.port());
     std::string chunk(2000, '1');
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk + "\r\n");
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk + "\r\n");
     CHECK(client.read_reply().status == 413);
   }
   {
     // The body arrives with the headers: the answer must not be lost to a reset.
     Client client(server.port());
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + std::string(200000, '1'));
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000\r\n\r\n" + std::string(200000, '1'));
     CHECK(client.read_reply().status == 413);
   }
   Client client(server.port());
@@ -502,7 +502,7 @@ TEST_CASE("a client that pipelines requests and never reads the answers is disco
   // Requests for the big value until the socket takes no more: the server is then blocked on
   // answers nobody reads, and must neither queue them without bound nor stall anyone else.
   Client greedy(server.port());
-  const std::string get = "GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string get = "GET /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   auto until = std::chrono::steady_clock::now() + 2s;
   std::size_t sent = 0;
   while (std::chrono::steady_clock::now() < until && sent < 2000 * get.size()) {
@@ -625,14 +625,53 @@ TEST_CASE("a CORS origin is allowed when configured, preflight included", "[stor
   CHECK(reply.headers.at("access-control-allow-origin") == "http://app.example");
 }
 
+TEST_CASE("a web page of another origin or a Host the store does not know is refused; curl and the dashboard are not",
+          "[store]") {
+  TestServer server({.cors_origin = "http://app.example", .allowed_hosts = {"store.internal"}});
+  const std::string own = "127.0.0.1:" + std::to_string(server.port());
+  auto send = [&](const std::string& head_lines, std::string_view body = "1") {
+    Client client(server.port());  // a refusal from the head closes the connection: its body is unread
+    client.send_raw("PUT /v1/kv/k HTTP/1.1\r\n" + head_lines + "Content-Type: text/plain\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\n\r\n" + std::string(body));
+    return client.read_reply();
+  };
+  // Cross-site request forgery: a form or fetch() from another page.
+  auto forged = send("Host: " + own + "\r\nOrigin: https://evil.example\r\n");
+  CHECK(forged.status == 403);
+  CHECK(forged.body_json().at("type") == "Error");
+  CHECK(forged.error().find("https://evil.example") != std::string::npos);
+  CHECK(send("Host: " + own + "\r\nOrigin: null\r\n").status == 403);
+  // DNS rebinding: the page's own name, now pointing at 127.0.0.1, and no Origin (same origin).
+  auto rebound = send("Host: evil.example:" + std::to_string(server.port()) + "\r\n");
+  CHECK(rebound.status == 421);
+  CHECK(rebound.error().find("--allowed-host") != std::string::npos);
+  CHECK(send("Host: evil.example\r\nOrigin: http://evil.example\r\n").status == 421);
+  CHECK(send("Host: 10.1.2.3\r\n").status == 421);
+  Client client(server.port());
+  CHECK(client.request("GET", "/v1/kv/k").status == 404);
+
+  // What keeps working: curl (no Origin), the dashboard (its own origin), --cors-origin, the
+  // loopback names, --allowed-host, and HTTP/1.0 without Host.
+  CHECK(send("Host: " + own + "\r\n").status == 200);
+  CHECK(send("Host: " + own + "\r\nOrigin: http://" + own + "\r\n").status == 200);
+  CHECK(send("Host: " + own + "\r\nOrigin: http://app.example\r\n").status == 200);
+  CHECK(send("Host: localhost:" + std::to_string(server.port()) + "\r\n").status == 200);
+  CHECK(send("Host: [::1]:" + std::to_string(server.port()) + "\r\n").status == 200);
+  CHECK(send("Host: Store.Internal\r\n").status == 200);
+  Client old(server.port());
+  old.send_raw("GET /v1/kv/k HTTP/1.0\r\n\r\n");
+  CHECK(old.read_reply().status == 200);
+  CHECK(client.request("GET", "/v1/kv/k").body_json().at("revision") == 6);
+}
+
 TEST_CASE("pipelined requests on one connection are answered in order", "[store]") {
   TestServer server;
   Client client(server.port());
   std::string batch;
   for (int i = 0; i < 10; ++i)
-    batch += "PUT /v1/kv/p" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n" +
+    batch += "PUT /v1/kv/p" + std::to_string(i) + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n" +
              std::to_string(i);
-  batch += "GET /v1/kv?prefix=p HTTP/1.1\r\nHost: x\r\n\r\n";
+  batch += "GET /v1/kv?prefix=p HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   client.send_raw(batch);
   for (int i = 0; i < 10; ++i) CHECK(client.read_reply().body_json().at("revision") == i + 1);
   CHECK(client.read_reply().body_json().size() == 10);

@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-connections", options.max_connections, "Connections served at once (503 beyond)")
       ->capture_default_str();
   app.add_option("--cors-origin", options.cors_origin, "Let a web page from this origin use the API (CORS)");
+  app.add_option("--allowed-host", options.allowed_hosts,
+                 "Also accept this name in the Host header (repeatable); by default only the address listened on, "
+                 "loopback addresses and localhost are (421 otherwise: it stops DNS rebinding)")
+      ->type_name("NAME");
   app.add_option("--history", options.history, "Changes kept for watches that start in the past")
       ->capture_default_str();
   app.add_option("--io-threads", options.io_threads, "Threads serving connections (each with its own event loop)")

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace scale {
 
@@ -36,6 +37,9 @@ struct StoreServerOptions {
   std::size_t max_connections = 1024;
   /// When not empty, a web page from this origin may use the API (CORS).
   std::string cors_origin{};
+  /// Host names accepted in the Host header besides the address listened on, loopback addresses
+  /// and `localhost` (421 for any other: a DNS-rebinding page names its own domain).
+  std::vector<std::string> allowed_hosts{};
   /// Changes kept for watches that start in the past (older ones get a `compacted` event).
   std::size_t history = 10'000;
   /// Threads running the server's I/O.

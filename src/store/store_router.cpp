@@ -10,6 +10,7 @@
 #include <map>
 #include <utility>
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/status.hpp>
@@ -126,6 +127,31 @@ bool nesting_within(std::string_view text, int limit) {
     }
   }
   return true;
+}
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+/// The host name of a Host header value, without its port and brackets, in lower case.
+std::string host_name(std::string_view value) {
+  if (value.starts_with('[')) {
+    auto close = value.find(']');
+    return lower(value.substr(1, close == std::string_view::npos ? std::string_view::npos : close - 1));
+  }
+  auto colon = value.find(':');
+  return lower(value.substr(0, colon));
+}
+
+/// The address a name spells, when it is an IP literal (a name no DNS answer can change).
+std::optional<boost::asio::ip::address> ip_literal(const std::string& name) {
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(name, ec);
+  if (ec) return std::nullopt;
+  return address;
 }
 
 bool blank(std::string_view text) { return text.find_first_not_of(" \t\r\n") == std::string_view::npos; }
@@ -273,6 +299,7 @@ std::optional<HttpResponse> StoreRouter::check_head(const HttpRequestHead& head,
   } catch (const HttpError& error) {
     return error_response(head, error.status, error.message);
   }
+  if (auto refused = check_origin(head)) return refused;
   if (head.method() == http::verb::options && !m_options.cors_origin.empty()) {
     auto response = make_response(head.version(), head.keep_alive(), http::status::no_content, "");
     response.set(http::field::access_control_allow_methods, "GET, PUT, POST, DELETE, OPTIONS");
@@ -300,6 +327,44 @@ std::optional<HttpResponse> StoreRouter::check_head(const HttpRequestHead& head,
     return error_response(head, http::status::payload_too_large,
                           "the body has " + std::to_string(*content_length) + " bytes; the limit is " +
                               std::to_string(m_options.max_body) + " (scale-store --max-body)");
+  return std::nullopt;
+}
+
+std::optional<HttpResponse> StoreRouter::check_origin(const HttpRequestHead& head) const {
+  // A request without Host (HTTP/1.0) comes from no browser: DNS rebinding needs one.
+  const std::string_view host = head[http::field::host];
+  if (!host.empty()) {
+    const std::string name = host_name(host);
+    bool known = name == "localhost" || name == lower(m_options.host);
+    for (const auto& allowed : m_options.allowed_hosts) known = known || name == lower(allowed);
+    if (!known) {
+      if (auto address = ip_literal(name)) {
+        // An IP literal is what a client typed, not a name a page's DNS may point here; every one
+        // is accepted by a server listening on all addresses, loopback ones by any server.
+        auto listened = ip_literal(m_options.host);
+        known = address->is_loopback() || (listened && listened->is_unspecified());
+      }
+    }
+    if (!known)
+      return error_response(head, http::status::misdirected_request,
+                            "Host '" + std::string(host) +
+                                "' is not this store's address; start scale-store with --allowed-host " + name +
+                                " to accept it (a name this store does not know is how a DNS-rebinding page "
+                                "reaches a loopback server)");
+  }
+  // Browsers send Origin on cross-origin requests and on every POST, PUT and DELETE: a page may
+  // write only from the store's own origin (its dashboard) or from --cors-origin.
+  if (auto origin = head.find(http::field::origin); origin != head.end()) {
+    const std::string_view value = origin->value();
+    const bool own = !host.empty() && lower(value) == "http://" + lower(host);
+    const bool allowed = !m_options.cors_origin.empty() && value == m_options.cors_origin;
+    if (!own && !allowed)
+      return error_response(head, http::status::forbidden,
+                            "requests from the web page at Origin '" + std::string(value) +
+                                "' are refused: only the store's own origin" +
+                                (host.empty() ? std::string() : " (http://" + std::string(host) + ")") +
+                                " and scale-store --cors-origin may use it from a browser");
+  }
   return std::nullopt;
 }
 

@@ -55,9 +55,9 @@ class StoreRouter {
   /// True for the endpoints the server streams (GET /v1/watch, GET /v1/events/{name}).
   static bool is_stream(std::string_view endpoint);
 
-  /// Judges a request from its head alone, before its body is read: CORS preflight, the token,
-  /// the query's escapes and a Content-Length over the body limit. An answer when the request
-  /// stops here.
+  /// Judges a request from its head alone, before its body is read: Host and Origin
+  /// (check_origin), CORS preflight, the token, the query's escapes and a Content-Length over the
+  /// body limit. An answer when the request stops here.
   std::optional<HttpResponse> check_head(const HttpRequestHead& head,
                                          std::optional<std::uint64_t> content_length) const;
 
@@ -65,6 +65,10 @@ class StoreRouter {
   /// is ready at once unless a backend's write completes later (e.g. after an fsync); `request`
   /// must live until it completes.
   Future<HttpResponse> handle(const HttpRequest& request);
+
+  /// Refuses what a web page must not do: a Host the store does not answer to (421; DNS
+  /// rebinding) and an Origin that is neither the store's own nor options().cors_origin (403).
+  std::optional<HttpResponse> check_origin(const HttpRequestHead& head) const;
 
   /// What a request to a streaming endpoint asks for, or the error answer (e.g. a bad `from`).
   std::optional<StreamRequest> stream_request(const HttpRequest& request, HttpResponse& error) const;
