@@ -14,6 +14,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <optional>
@@ -343,7 +344,8 @@ TEST_CASE("a body over the limit is refused from its Content-Length, also after 
   {
     Client client(server.port());
     // Only the headers are sent: the answer must come without the body.
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
+    client.send_raw(
+        "PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
     auto reply = client.read_reply();
     CHECK(reply.status == 413);
     CHECK(reply.error().find("1024") != std::string::npos);
@@ -356,13 +358,15 @@ TEST_CASE("a body over the limit is refused from its Content-Length, also after 
   {
     Client client(server.port());
     std::string chunk(2000, '1');
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk + "\r\n");
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk +
+                    "\r\n");
     CHECK(client.read_reply().status == 413);
   }
   {
     // The body arrives with the headers: the answer must not be lost to a reset.
     Client client(server.port());
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000\r\n\r\n" + std::string(200000, '1'));
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000\r\n\r\n" +
+                    std::string(200000, '1'));
     CHECK(client.read_reply().status == 413);
   }
   Client client(server.port());
@@ -730,6 +734,64 @@ TEST_CASE("the scale-store program serves on a free port and exits 0 on SIGTERM"
   ::close(log_fd);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+namespace {
+/// The resident memory of process `pid` in bytes (VmRSS of /proc/<pid>/status).
+std::int64_t resident_bytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with("VmRSS:")) return std::stoll(line.substr(6)) * 1024;
+  throw std::runtime_error("no VmRSS for pid " + std::to_string(pid));
+}
+
+/// Starts scale-store on a free port with `args`; its pid, port and stderr.
+struct SpawnedStore {
+  explicit SpawnedStore(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--port", "0"});
+    pid = spawn_store(args, log_fd);
+    std::smatch match;
+    read_log_until(log_fd, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)"), match, log);
+    if (match.size() != 2) throw std::runtime_error("scale-store did not start: " + log);
+    port = static_cast<std::uint16_t>(std::stoi(match[1]));
+  }
+  ~SpawnedStore() {
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ::close(log_fd);
+  }
+  pid_t pid = -1;
+  int log_fd = -1;
+  std::uint16_t port = 0;
+  std::string log;
+};
+}  // namespace
+
+TEST_CASE("the kept history is bounded by bytes: large writes to one key do not grow the server", "[store]") {
+  SpawnedStore store({"--max-body", "2000000", "--history-bytes", "16777216"});
+  Client client(store.port);
+  const std::string value = "\"" + std::string(1024 * 1024, 'v') + "\"";
+  std::int64_t last = 0;
+  for (int i = 0; i < 120; ++i) {
+    auto reply = client.request("PUT", "/v1/kv/big", value);
+    REQUIRE(reply.status == 200);
+    last = reply.body_json().at("revision").get<std::int64_t>();
+  }
+  // 120 MiB written to one key; 16 MiB of history (--history-bytes) and the value stay.
+  CHECK(resident_bytes(store.pid) < 80 * 1024 * 1024);
+
+  Client old(store.port);
+  REQUIRE(old.request("GET", "/v1/watch?from=1").status == 200);
+  auto event = old.next_event();
+  CHECK(event.at("event") == "compacted");
+  const auto oldest = json::parse(event.at("data")).at("oldest_kept").get<std::int64_t>();
+  CHECK(oldest > 100);
+  CHECK(oldest <= last);
+  Client recent(store.port);
+  REQUIRE(recent.request("GET", "/v1/watch?from=" + std::to_string(last)).status == 200);
+  CHECK(recent.next_event().at("id") == std::to_string(last));
 }
 
 TEST_CASE("scale-store --help documents every flag", "[store]") {

@@ -38,6 +38,10 @@ int main(int argc, char** argv) {
       ->type_name("NAME");
   app.add_option("--history", options.history, "Changes kept for watches that start in the past")
       ->capture_default_str();
+  app.add_option("--history-bytes", options.history_bytes,
+                 "Bytes of keys and values those changes may hold; older ones are dropped first")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--io-threads", options.io_threads, "Threads serving connections (each with its own event loop)")
       ->check(CLI::Range(1u, 256u))
       ->capture_default_str();

@@ -42,6 +42,8 @@ struct StoreServerOptions {
   std::vector<std::string> allowed_hosts{};
   /// Changes kept for watches that start in the past (older ones get a `compacted` event).
   std::size_t history = 10'000;
+  /// The most those changes may hold in bytes (keys and values); older ones are compacted first.
+  std::size_t history_bytes = 64 * 1024 * 1024;
   /// Threads running the server's I/O.
   unsigned io_threads = 2;
   /// Time a client has to send a request's headers (also the idle keep-alive limit).

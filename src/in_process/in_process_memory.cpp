@@ -23,6 +23,22 @@ std::int64_t now_ms() {
 
 using ChangePtr = std::shared_ptr<const Change>;
 
+/// About what a JSON value holds in memory: its nodes and the bytes of its strings.
+std::size_t json_bytes(const nlohmann::json& value) {
+  std::size_t bytes = sizeof(nlohmann::json);
+  if (value.is_string()) {
+    bytes += value.get_ref<const std::string&>().size();
+  } else if (value.is_object()) {
+    for (const auto& [key, item] : value.items()) bytes += key.size() + 32 + json_bytes(item);  // + the map node
+  } else if (value.is_array()) {
+    for (const auto& item : value) bytes += json_bytes(item);
+  }
+  return bytes;
+}
+
+/// About what a change kept in the history holds in memory.
+std::size_t change_bytes(const Change& change) { return sizeof(Change) + change.key.size() + json_bytes(change.value); }
+
 /// A stored JSON value in 24 bytes: a string of up to 23 bytes inline, anything else as a json.
 /// NOTE: short strings are the common small value; inline, they cost no allocation of their own
 /// (a json string is a heap std::string plus its heap buffer past 15 bytes), which keeps a
@@ -267,9 +283,9 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
       // NOTE: the replay and the registration happen under one lock, so no write falls between them.
       if (from != 0) {
         auto first = std::lower_bound(m_history.begin(), m_history.end(), from,
-                                      [](const ChangePtr& change, Revision r) { return change->revision < r; });
+                                      [](const Kept& kept, Revision r) { return kept.change->revision < r; });
         for (auto it = first; it != m_history.end(); ++it)
-          if ((*it)->key.starts_with(prefix)) must_schedule = queue->enqueue(*it) || must_schedule;
+          if (it->change->key.starts_with(prefix)) must_schedule = queue->enqueue(it->change) || must_schedule;
       }
       id = ++m_next_watcher;
       m_watchers.push_back(Watcher{id, std::move(prefix), queue});
@@ -286,6 +302,11 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     CompactValue value;
     Revision revision = 0;
     std::int64_t timestamp_ms = 0;
+  };
+  /// A change in the history and what it counts against InProcessMemoryOptions::history_bytes.
+  struct Kept {
+    ChangePtr change;
+    std::size_t bytes = 0;
   };
   struct Watcher {
     std::uint64_t id;
@@ -324,11 +345,14 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     remember(std::move(change));
   }
 
-  /// With m_mutex held: keep the change in the bounded history.
+  /// With m_mutex held: keep the change in the history, bounded by count and by bytes.
   void remember(ChangePtr change) {
-    m_history.push_back(std::move(change));
-    while (m_history.size() > m_options.history) {
-      m_compacted_through = m_history.front()->revision;
+    const std::size_t bytes = change_bytes(*change);
+    m_history.push_back(Kept{std::move(change), bytes});
+    m_history_bytes += bytes;
+    while (!m_history.empty() && (m_history.size() > m_options.history || m_history_bytes > m_options.history_bytes)) {
+      m_compacted_through = m_history.front().change->revision;
+      m_history_bytes -= m_history.front().bytes;
       m_history.pop_front();
     }
   }
@@ -345,7 +369,8 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
   const InProcessMemoryOptions m_options;
   std::mutex m_mutex;
   std::map<std::string, Stored, std::less<>> m_map;
-  std::deque<ChangePtr> m_history;
+  std::deque<Kept> m_history;
+  std::size_t m_history_bytes = 0;  // the sum of m_history's Kept::bytes
   std::vector<Watcher> m_watchers;
   Revision m_revision = 0;
   Revision m_compacted_through = 0;  // the newest revision no longer (fully) in the history

@@ -242,7 +242,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   /// The store's memory; with a data_dir, recovered from it and journaled to `log`.
   static std::shared_ptr<detail::MemoryBackend> open_memory(const StoreServerOptions& options,
                                                             std::shared_ptr<detail::StoreLog>& log) {
-    detail::InProcessMemoryOptions memory_options{.history = options.history};
+    detail::InProcessMemoryOptions memory_options{.history = options.history, .history_bytes = options.history_bytes};
     if (options.data_dir.empty()) return detail::make_in_process_memory(std::move(memory_options));
     detail::RecoveredMemory recovered;
     log = detail::StoreLog::open({.dir = options.data_dir,
