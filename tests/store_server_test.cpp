@@ -250,6 +250,41 @@ TEST_CASE("POST /v1/kv sets every key of an object in one revision and a prefix 
   CHECK(client.request("GET", "/v1/kv").body_json().size() == 3);
 }
 
+TEST_CASE("GET /v1/kv answers one page at most and names the next", "[store]") {
+  TestServer server({.max_body = 4 * 1024 * 1024});
+  Client client(server.port());
+  json many = json::object();
+  for (int i = 0; i < 10'500; ++i) many["p/" + std::to_string(100'000 + i)] = i;
+  REQUIRE(client.request("POST", "/v1/kv", many.dump()).status == 200);
+
+  // Without `limit` the answer is the array it always was, its first page, with a Link to the next.
+  auto first = client.request("GET", "/v1/kv?prefix=p/");
+  REQUIRE(first.status == 200);
+  CHECK(first.body_json().is_array());
+  CHECK(first.body_json().size() == 10'000);
+  CHECK(first.headers.at("link") == "</v1/kv?prefix=p%2F&limit=10000&after=p%2F109999>; rel=\"next\"");
+
+  // With `limit` (or `after`) it is an object with the cursor of the next page, null at the end.
+  auto three = client.request("GET", "/v1/kv?prefix=p/&limit=3").body_json();
+  CHECK(three.at("entries").size() == 3);
+  CHECK(three.at("next") == "p/100002");
+  auto last = client.request("GET", "/v1/kv?prefix=p/&after=p/110497").body_json();
+  REQUIRE(last.at("entries").size() == 2);
+  CHECK(last.at("entries")[0].at("key") == "p/110498");
+  CHECK(last.at("next").is_null());
+  CHECK(client.request("GET", "/v1/kv?limit=99999").body_json().at("entries").size() == 10'000);
+  CHECK(client.request("GET", "/v1/kv?limit=0").status == 400);
+  CHECK(client.request("GET", "/v1/kv?limit=x").status == 400);
+
+  // A page also stops at about 8 MiB of keys and values.
+  const std::string mib = "\"" + std::string(1024 * 1024, 'v') + "\"";
+  for (int i = 0; i < 12; ++i) REQUIRE(client.request("PUT", "/v1/kv/big/" + std::to_string(i), mib).status == 200);
+  auto big = client.request("GET", "/v1/kv?prefix=big/&limit=100").body_json();
+  CHECK(big.at("entries").size() < 12);
+  CHECK(big.at("entries").size() >= 7);
+  CHECK(big.at("next") == big.at("entries").back().at("key"));
+}
+
 TEST_CASE("increment counts from zero and refuses a value that is not an integer", "[store]") {
   TestServer server;
   Client client(server.port());

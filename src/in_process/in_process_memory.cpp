@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "in_process/in_process_memory.hpp"
 #include <scale/detail/memory_backend.hpp>
 #include <scale/shared_memory.hpp>
 
@@ -143,7 +144,7 @@ class ValueWaiter final : public JournalWaiter {
 // are updated and while changes are appended to watchers' queues (which keeps every queue in
 // revision order); drains are scheduled after it is released, so no handler ever runs under it,
 // even when there is no loop and post() runs the drain on the writer's thread.
-class InProcessMemory final : public MemoryBackend, public std::enable_shared_from_this<InProcessMemory> {
+class InProcessMemory final : public PagedMemory, public std::enable_shared_from_this<InProcessMemory> {
  public:
   explicit InProcessMemory(InProcessMemoryOptions options) : m_options(std::move(options)) {}
 
@@ -267,6 +268,28 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     for (auto it = m_map.lower_bound(prefix); it != m_map.end() && it->first.starts_with(prefix); ++it)
       entries.push_back(Entry{it->first, it->second.value.get(), it->second.revision, it->second.timestamp_ms});
     return make_ready_future(std::move(entries));
+  }
+
+  ListPage list_page(const std::string& prefix, const std::string& after, std::size_t limit,
+                     std::size_t max_bytes) override {
+    ListPage page;
+    std::size_t bytes = 0;
+    std::lock_guard lock(m_mutex);
+    auto it = after.empty() || after < prefix ? m_map.lower_bound(prefix) : m_map.upper_bound(after);
+    for (; it != m_map.end() && it->first.starts_with(prefix); ++it) {
+      if (page.entries.size() >= limit || (!page.entries.empty() && bytes >= max_bytes)) {
+        page.more = true;
+        break;
+      }
+      page.entries.push_back(Entry{it->first, it->second.value.get(), it->second.revision, it->second.timestamp_ms});
+      bytes += it->first.size() + json_bytes(page.entries.back().value);
+    }
+    return page;
+  }
+
+  MemoryCounts counts() override {
+    std::lock_guard lock(m_mutex);
+    return MemoryCounts{m_map.size(), m_revision};
   }
 
   void watch(std::string prefix, Revision from, std::shared_ptr<ChangeQueue> queue) override {

@@ -106,6 +106,23 @@ std::string path_name(std::string_view raw_path, std::string_view prefix, std::s
   return std::move(*decoded);
 }
 
+/// Percent-encodes all but unreserved characters, for a query value.
+std::string percent_encode(std::string_view text) {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+        c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    }
+  }
+  return out;
+}
+
 /// Nesting depth of a JSON text, counting brackets outside strings; stops counting past `limit`.
 bool nesting_within(std::string_view text, int limit) {
   int depth = 0;
@@ -229,9 +246,12 @@ http::status status_of(std::string_view type) {
 StoreRouter::StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events,
                          StoreServerOptions options, std::function<std::string()> metrics)
     : m_memory(std::move(memory)),
+      m_paged(dynamic_cast<PagedMemory*>(m_memory.get())),
       m_events(std::move(events)),
       m_options(std::move(options)),
-      m_metrics(std::move(metrics)) {}
+      m_metrics(std::move(metrics)) {
+  if (!m_paged) throw Error("scale::detail::StoreRouter: the store's memory must be the in-process backend");
+}
 
 std::string_view StoreRouter::endpoint(http::verb method, std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
@@ -433,16 +453,41 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
         Revision revision = co_await detail::resume_where_completed(std::move(written));
         co_return ok(revision_body(revision));
       }
+      // One page at most: a whole large store built into one answer held the I/O thread and its memory.
       const std::string* prefix = target.find("prefix");
-      Future<std::vector<Entry>> listed = m_memory->list(prefix ? *prefix : std::string());
-      std::vector<Entry> entries = co_await detail::resume_where_completed(std::move(listed));
-      std::string body = "[";
-      for (const auto& entry : entries) {
-        if (body.size() > 1) body += ',';
-        append_entry(body, entry);
+      const std::string* after = target.find("after");
+      const std::string* limit_text = target.find("limit");
+      std::size_t limit = store_list_page_entries;
+      if (limit_text) {
+        auto [end, ec] = std::from_chars(limit_text->data(), limit_text->data() + limit_text->size(), limit);
+        if (ec != std::errc() || end != limit_text->data() + limit_text->size() || limit == 0)
+          fail(http::status::bad_request, "'limit' must be a number of entries (1 to " +
+                                              std::to_string(store_list_page_entries) + "), not '" + *limit_text + "'");
+        limit = std::min(limit, store_list_page_entries);
       }
-      body += "]\n";
-      co_return ok(std::move(body));
+      const std::string no_prefix;
+      ListPage page = m_paged->list_page(prefix ? *prefix : no_prefix, after ? *after : no_prefix, limit,
+                                         store_list_page_bytes);
+      const bool paged = limit_text || after;  // else the array alone, as before pages
+      std::string body = paged ? "{\"entries\":[" : "[";
+      for (std::size_t i = 0; i < page.entries.size(); ++i) {
+        if (i > 0) body += ',';
+        append_entry(body, page.entries[i]);
+      }
+      body += ']';
+      const std::string* next = page.more ? &page.entries.back().key : nullptr;
+      if (paged) {
+        body += ",\"next\":";
+        append_json(body, next ? json(*next) : json(nullptr));
+        body += '}';
+      }
+      body += '\n';
+      auto response = ok(std::move(body));
+      if (next)
+        response.set(http::field::link, "</v1/kv?prefix=" + percent_encode(prefix ? *prefix : no_prefix) +
+                                            "&limit=" + std::to_string(limit) + "&after=" + percent_encode(*next) +
+                                            ">; rel=\"next\"");
+      co_return response;
     }
     if (path.starts_with("/v1/kv/")) {
       std::string key = path_name(path, "/v1/kv/", "key");

@@ -508,8 +508,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       std::lock_guard lock(connections_mutex);
       open = static_cast<std::int64_t>(connections.size());
     }
-    gauge("scale_store_keys", "Keys in the store.", static_cast<std::int64_t>(memory->list("").get().size()));
-    gauge("scale_store_revision", "The store's latest revision.", memory->set_many(json::object()).get());
+    const detail::MemoryCounts stored = router.counts();
+    gauge("scale_store_keys", "Keys in the store.", static_cast<std::int64_t>(stored.keys));
+    gauge("scale_store_revision", "The store's latest revision.", stored.revision);
     gauge("scale_store_connections", "Open connections.", open);
     gauge("scale_store_subscribers", "Open watch and event streams.", subscribers.load());
     out += "# HELP scale_store_fsyncs_total fsync calls on the data directory's log.\n"
