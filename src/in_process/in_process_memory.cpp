@@ -311,7 +311,8 @@ class InProcessMemory final : public PagedMemory, public std::enable_shared_from
           if (it->change->key.starts_with(prefix)) must_schedule = queue->enqueue(it->change) || must_schedule;
       }
       id = ++m_next_watcher;
-      m_watchers.push_back(Watcher{id, std::move(prefix), queue});
+      // A `from` not yet written holds back the changes before it; 0 takes every later change.
+      m_watchers.push_back(Watcher{id, std::move(prefix), from, queue});
     }
     queue->set_canceller([weak = weak_from_this(), id] {
       if (auto self = weak.lock()) self->unwatch(id);
@@ -334,6 +335,7 @@ class InProcessMemory final : public PagedMemory, public std::enable_shared_from
   struct Watcher {
     std::uint64_t id;
     std::string prefix;
+    Revision from = 0;  // deliver only changes with a revision >= from
     std::shared_ptr<ChangeQueue> queue;
   };
   /// Queues that got their first pending change in this write: their drain is posted after unlock.
@@ -363,7 +365,7 @@ class InProcessMemory final : public PagedMemory, public std::enable_shared_from
   /// With m_mutex held: keep the change in the history and hand it to every matching watcher.
   void record(ChangePtr change, Pending& pending) {
     for (auto& watcher : m_watchers)
-      if (change->key.starts_with(watcher.prefix) && watcher.queue->enqueue(change))
+      if (change->revision >= watcher.from && change->key.starts_with(watcher.prefix) && watcher.queue->enqueue(change))
         pending.queues.push_back(watcher.queue);
     remember(std::move(change));
   }
