@@ -231,6 +231,36 @@ TEST_CASE("If-Match and If-None-Match make a put conditional and answer 412 when
         "\"" + client.request("GET", "/v1/kv/lock").body_json().at("revision").dump() + "\"");
 }
 
+TEST_CASE("If-Match and If-None-Match make a delete conditional and answer 412 when it fails", "[store]") {
+  TestServer server;
+  Client client(server.port());
+  for (int i = 0; i < 3; ++i) client.request("PUT", "/v1/kv/k", std::to_string(i));  // k at 3
+  auto stale = client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: 1"});
+  CHECK(stale.status == 412);
+  CHECK(stale.error() == "key 'k' is at revision 3, not 1");
+  CHECK(stale.body_json().count("type") == 0);
+  CHECK(client.request("GET", "/v1/kv/k").body_json().at("revision") == 3);
+  auto present = client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-None-Match: *"});
+  CHECK(present.status == 412);
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: x"}).status == 400);
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-None-Match: \"3\""}).status == 400);
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: 3", "If-None-Match: *"}).status == 400);
+  CHECK(client.request("GET", "/v1/kv/k").status == 200);
+
+  auto deleted = client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: \"3\""});
+  CHECK(deleted.status == 200);
+  CHECK(deleted.body_json() == json{{"deleted", "k"}, {"revision", 4}});
+  CHECK(client.request("GET", "/v1/kv/k").status == 404);
+  auto absent = client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: 3"});
+  CHECK(absent.status == 412);
+  CHECK(absent.error() == "key 'k' is absent, not 3");
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: *"}).status == 412);
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-None-Match: *"}).status == 404);
+
+  client.request("PUT", "/v1/kv/j", "1");  // 5
+  CHECK(client.request("DELETE", "/v1/kv/j", std::nullopt, {"If-Match: *"}).status == 200);
+}
+
 TEST_CASE("POST /v1/kv sets every key of an object in one revision and a prefix lists them", "[store]") {
   TestServer server;
   Client client(server.port());

@@ -206,6 +206,24 @@ class InProcessMemory final : public PagedMemory, public std::enable_shared_from
     return m_options.journal ? std::move(durable) : make_ready_future(true);
   }
 
+  Future<Revision> erase_revision(std::string key, Revision expected) override {
+    Pending pending;
+    Revision revision;
+    Future<Revision> durable;
+    {
+      std::lock_guard lock(m_mutex);
+      auto found = m_map.find(key);
+      if (found == m_map.end() || found->second.revision != expected) return make_ready_future(Revision{0});
+      m_map.erase(found);
+      revision = ++m_revision;
+      auto change = std::make_shared<const Change>(Change{std::move(key), nullptr, revision, now_ms(), true});
+      if (m_options.journal) durable = journal(revision, change->timestamp_ms, std::span(&change, 1), revision);
+      record(std::move(change), pending);
+    }
+    pending.schedule();
+    return m_options.journal ? std::move(durable) : make_ready_future(revision);
+  }
+
   Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
     Pending pending;
     Revision revision;

@@ -30,6 +30,9 @@ class PagedMemory : public MemoryBackend {
   /// `max_bytes` (always at least one when there is one).
   virtual ListPage list_page(const std::string& prefix, const std::string& after, std::size_t limit,
                              std::size_t max_bytes) = 0;
+  /// Removes the key when its revision is `expected` (the HTTP API's DELETE with If-Match): the
+  /// revision of the erase, or 0 when the key is absent or at another revision (nothing written).
+  virtual Future<Revision> erase_revision(std::string key, Revision expected) = 0;
   /// The number of keys and the latest revision.
   virtual MemoryCounts counts() = 0;
 };

@@ -504,6 +504,48 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
         co_return response;
       }
       if (method == http::verb::delete_) {
+        auto if_match = request.find(http::field::if_match);
+        auto if_none_match = request.find(http::field::if_none_match);
+        if (if_match != request.end() && if_none_match != request.end())
+          fail(http::status::bad_request, "send If-Match or If-None-Match, not both");
+        if (if_none_match != request.end()) {
+          // Only '*' means something here: delete only when absent, i.e. refuse a present key.
+          if (if_none_match->value() != "*")
+            fail(http::status::bad_request, "If-None-Match accepts only '*' (refuse to delete a key that exists)");
+          Future<std::optional<Entry>> found = m_memory->entry(key);
+          std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
+          if (entry)
+            fail(http::status::precondition_failed,
+                 "key '" + key + "' is at revision " + std::to_string(entry->revision) + " (If-None-Match: *)");
+          throw KeyNotFound(key);
+        }
+        if (if_match != request.end()) {
+          std::optional<Revision> expected;
+          if (if_match->value() == "*") {
+            Future<std::optional<Entry>> found = m_memory->entry(key);
+            std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
+            if (!entry) fail(http::status::precondition_failed, "key '" + key + "' is absent (If-Match: *)");
+            expected = entry->revision;
+          } else {
+            expected = parse_revision(if_match->value());
+            if (!expected || *expected == 0)
+              fail(http::status::bad_request, "If-Match needs a revision, e.g. If-Match: 42 or If-Match: \"42\"");
+          }
+          Future<Revision> erasing = m_paged->erase_revision(key, *expected);
+          Revision erased = co_await detail::resume_where_completed(std::move(erasing));
+          if (erased == 0) {
+            Future<std::optional<Entry>> found = m_memory->entry(key);
+            std::optional<Entry> current = co_await detail::resume_where_completed(std::move(found));
+            fail(http::status::precondition_failed,
+                 "key '" + key + "' " +
+                     (current ? "is at revision " + std::to_string(current->revision) : std::string("is absent")) +
+                     ", not " + std::to_string(*expected));
+          }
+          std::string body = "{\"deleted\":";
+          append_json(body, json(key));
+          body += ",\"revision\":" + std::to_string(erased) + "}\n";
+          co_return ok(std::move(body));
+        }
         Future<bool> erasing = m_memory->erase(key);
         bool erased = co_await detail::resume_where_completed(std::move(erasing));
         if (!erased) throw KeyNotFound(key);
