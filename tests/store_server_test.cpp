@@ -539,6 +539,26 @@ TEST_CASE("with a token every request needs it, on the header or for SSE in the 
   CHECK(probe.request("GET", "/healthz").status == 200);  // liveness needs no token
 }
 
+TEST_CASE("the token's scheme is case-insensitive and keys that are not UTF-8 are refused at write", "[store]") {
+  TestServer server({.token = "t"});
+  Client client(server.port());
+  CHECK(client.request("PUT", "/v1/kv/k", "1", {"Authorization: bearer t"}).status == 200);
+  CHECK(client.request("GET", "/v1/kv/k", std::nullopt, {"Authorization: BEARER t"}).status == 200);
+  CHECK(client.request("GET", "/v1/kv/k", std::nullopt, {"Authorization: Basic t"}).status == 401);
+
+  const std::vector<std::string> auth{"Authorization: Bearer t"};
+  for (const char* key : {"%FF", "a%C0%AF", "%ED%A0%80", "x%E2%82"}) {
+    auto reply = client.request("PUT", std::string("/v1/kv/") + key, "1", auth);
+    CHECK(reply.status == 400);
+    CHECK(reply.error().find("UTF-8") != std::string::npos);
+    CHECK(client.request("POST", std::string("/v1/increment/") + key, std::nullopt, auth).status == 400);
+  }
+  CHECK(client.request("PUT", "/v1/kv/caf%C3%A9/%F0%9F%98%80", "1", auth).status == 200);
+  auto listed = client.request("GET", "/v1/kv", std::nullopt, auth).body_json();
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0].at("key") == "caf\u00e9/\U0001F600");
+}
+
 TEST_CASE("a non-loopback address without a token is refused at start with the reason", "[store]") {
   scale::StoreServer server({.host = "0.0.0.0"});
   try {
@@ -857,6 +877,30 @@ TEST_CASE("the kept history is bounded by bytes: large writes to one key do not 
   Client recent(store.port);
   REQUIRE(recent.request("GET", "/v1/watch?from=" + std::to_string(last)).status == 200);
   CHECK(recent.next_event().at("id") == std::to_string(last));
+}
+
+TEST_CASE("scale-store refuses a port out of range and a connection cap of 0, naming the flag and its range",
+          "[store]") {
+  auto refused = [](const std::vector<std::string>& args) {
+    int log_fd = -1;
+    pid_t pid = spawn_store(args, log_fd);
+    std::string log;
+    std::smatch match;
+    read_log_until(log_fd, std::regex("a^"), match, log);  // never matches: reads to the end
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ::close(log_fd);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) != 0);
+    return log;
+  };
+  auto port = refused({"--port", "70000"});
+  CHECK(port.find("--port") != std::string::npos);
+  CHECK(port.find("65535") != std::string::npos);
+  CHECK(port.find("At Most") == std::string::npos);
+  auto cap = refused({"--port", "0", "--max-connections", "0"});
+  CHECK(cap.find("--max-connections") != std::string::npos);
+  CHECK(cap.find("listening") == std::string::npos);
 }
 
 TEST_CASE("scale-store --help documents every flag", "[store]") {

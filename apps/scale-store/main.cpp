@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,12 +25,17 @@ int main(int argc, char** argv) {
                ": the HTTP store behind SharedMemory(\"http://...\") and SharedEventEmitter(\"http://...\")"};
   app.add_option("--host", options.host, "Address to listen on; anything but loopback needs --token")
       ->capture_default_str();
-  app.add_option("--port", options.port, "Port to listen on (0: any free port, printed at start)")
+  // NOTE: read as an int and range-checked: CLI11 reads 70000 into a uint16_t as a failed
+  // conversion and says "At Most 1 required but received 2".
+  int port = options.port;
+  app.add_option("--port", port, "Port to listen on, 0 to 65535 (0: any free port, printed at start)")
+      ->check(CLI::Range(0, 65535).description("").name("PORT"))
       ->capture_default_str();
   app.add_option("--token", options.token,
                  "Require 'Authorization: Bearer TOKEN' on every request (SSE also accepts ?token=TOKEN)");
   app.add_option("--max-body", options.max_body, "Largest request body in bytes (413 beyond)")->capture_default_str();
-  app.add_option("--max-connections", options.max_connections, "Connections served at once (503 beyond)")
+  app.add_option("--max-connections", options.max_connections, "Connections served at once, at least 1 (503 beyond)")
+      ->check(CLI::Range(std::size_t{1}, std::numeric_limits<std::size_t>::max()).description(""))
       ->capture_default_str();
   app.add_option("--cors-origin", options.cors_origin, "Let a web page from this origin use the API (CORS)");
   app.add_option("--allowed-host", options.allowed_hosts,
@@ -69,6 +75,7 @@ int main(int argc, char** argv) {
     return app.exit(error);
   }
   options.fsync = fsync_policies.at(fsync);
+  options.port = static_cast<std::uint16_t>(port);
 
   // Block the stop signals before the server's threads exist, so they inherit the mask and only
   // sigwait below sees SIGINT/SIGTERM.

@@ -96,6 +96,26 @@ Target parse_target(std::string_view target) {
   return result;
 }
 
+/// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    std::uint32_t code = length == 1 ? c : c & (0x7f >> length);
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next >> 6) != 0x2) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    static constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < smallest[length] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    i += length;
+  }
+  return true;
+}
+
 /// The decoded path after `prefix` (a key or an event name, which may contain '/').
 std::string path_name(std::string_view raw_path, std::string_view prefix, std::string_view what) {
   auto decoded = percent_decode(raw_path.substr(prefix.size()), false);
@@ -103,6 +123,10 @@ std::string path_name(std::string_view raw_path, std::string_view prefix, std::s
     fail(http::status::bad_request,
          "the " + std::string(what) + " in the path has a malformed percent escape (use %XX with two hex digits)");
   if (decoded->empty()) fail(http::status::bad_request, "the " + std::string(what) + " in the path is empty");
+  // A listing names keys in JSON strings: a key that is not UTF-8 could never be named back.
+  if (!valid_utf8(*decoded))
+    fail(http::status::bad_request,
+         "the " + std::string(what) + " in the path is not valid UTF-8 once percent-decoded; names must be UTF-8");
   return std::move(*decoded);
 }
 
@@ -331,7 +355,9 @@ std::optional<HttpResponse> StoreRouter::check_head(const HttpRequestHead& head,
   if (!m_options.token.empty() && endpoint_name != "healthz") {
     std::string_view authorization = head[http::field::authorization];
     bool ok = false;
-    if (authorization.starts_with("Bearer ")) ok = constant_time_equal(authorization.substr(7), m_options.token);
+    // The scheme is case-insensitive (RFC 9110 11.1): "bearer" is "Bearer".
+    if (authorization.size() > 7 && boost::beast::iequals(authorization.substr(0, 7), "Bearer "))
+      ok = constant_time_equal(authorization.substr(7), m_options.token);
     if (!ok && is_stream(endpoint_name))
       if (const std::string* token = target.find("token")) ok = constant_time_equal(*token, m_options.token);
     if (!ok) {
