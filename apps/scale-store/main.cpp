@@ -4,7 +4,6 @@
 #include <csignal>
 #include <cstdlib>
 #include <exception>
-#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,7 +34,13 @@ int main(int argc, char** argv) {
                  "Require 'Authorization: Bearer TOKEN' on every request (SSE also accepts ?token=TOKEN)");
   app.add_option("--max-body", options.max_body, "Largest request body in bytes (413 beyond)")->capture_default_str();
   app.add_option("--max-connections", options.max_connections, "Connections served at once, at least 1 (503 beyond)")
-      ->check(CLI::Range(std::size_t{1}, std::numeric_limits<std::size_t>::max()).description(""))
+      ->check(CLI::Validator(
+          [](const std::string& text) {
+            const bool positive = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos &&
+                                  text.find_first_not_of('0') != std::string::npos;
+            return positive ? std::string() : "must be a number of connections, at least 1, not " + text;
+          },
+          "", "at least 1"))
       ->capture_default_str();
   app.add_option("--cors-origin", options.cors_origin, "Let a web page from this origin use the API (CORS)");
   app.add_option("--allowed-host", options.allowed_hosts,
