@@ -1,6 +1,7 @@
 // SharedMemory("http://..."): the shared behaviour suite against embedded StoreServers (a fresh
 // one per store), plus what only the http:// backend has.
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <tuple>
@@ -64,4 +65,22 @@ TEST_CASE("the store's typed errors are rethrown from the answer itself, with no
   } catch (const scale::Error& error) {
     CHECK_THAT(std::string(error.what()), Catch::Contains("(400)") && Catch::Contains("empty"));
   }
+}
+
+TEST_CASE("list follows the store's pages, so a prefix lists all its keys", "[http]") {
+  scale::Runtime runtime;
+  const std::string url = support::fresh_store_url();
+  scale::SharedMemory memory(url);
+  nlohmann::json many = nlohmann::json::object();
+  for (int i = 0; i < 10'500; ++i) many["p/" + std::to_string(100'000 + i)] = i;
+  memory.set(many).get();
+  memory.set("q", 1).get();
+  const long lists_before = requests_to(url, "kv_list");
+  auto listed = memory.list("p/").get();
+  REQUIRE(listed.size() == 10'500);
+  CHECK(listed.front().key == "p/100000");
+  CHECK(listed.back().key == "p/110499");
+  CHECK(std::is_sorted(listed.begin(), listed.end(), [](const auto& a, const auto& b) { return a.key < b.key; }));
+  CHECK(requests_to(url, "kv_list") == lists_before + 2);
+  CHECK(memory.list("").get().size() == 10'501);
 }

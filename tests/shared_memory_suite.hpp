@@ -368,6 +368,26 @@ TEMPLATE_LIST_TEST_CASE("a watch from a past revision replays history first and 
   subscription->cancel();
 }
 
+TEMPLATE_LIST_TEST_CASE("a watch from a revision not yet written delivers exactly the revisions from it on",
+                        "[shared_memory][subscription]", MemoryBackends) {
+  if (memory_suite::skips_watch<TestType>()) return;
+  scale::Runtime runtime;
+  scale::SharedMemory memory = TestType::make();
+  const auto now = memory.set("w/0", 0).get();
+  auto recorder = std::make_shared<memory_suite::Recorder>();
+  auto subscription = memory.watch("w/", memory_suite::into(recorder), now + 3);
+  subscription.ready().get();
+  for (int i = 1; i <= 4; ++i) memory.set("w/" + std::to_string(i), i).get();  // now + 1 ... now + 4
+  REQUIRE(recorder->wait_for(2));
+  memory_suite::flush(runtime);
+  auto changes = recorder->items();
+  REQUIRE(changes.size() == 2);
+  REQUIRE(changes[0].revision == now + 3);
+  REQUIRE(changes[0].key == "w/3");
+  REQUIRE(changes[1].revision == now + 4);
+  REQUIRE(changes[1].key == "w/4");
+}
+
 TEMPLATE_LIST_TEST_CASE("a watch from the past sees every revision once, in order, while threads write",
                         "[shared_memory][subscription]", MemoryBackends) {
   if (memory_suite::skips_watch<TestType>()) return;

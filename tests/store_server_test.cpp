@@ -14,6 +14,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <optional>
@@ -230,6 +231,36 @@ TEST_CASE("If-Match and If-None-Match make a put conditional and answer 412 when
         "\"" + client.request("GET", "/v1/kv/lock").body_json().at("revision").dump() + "\"");
 }
 
+TEST_CASE("If-Match and If-None-Match make a delete conditional and answer 412 when it fails", "[store]") {
+  TestServer server;
+  Client client(server.port());
+  for (int i = 0; i < 3; ++i) client.request("PUT", "/v1/kv/k", std::to_string(i));  // k at 3
+  auto stale = client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: 1"});
+  CHECK(stale.status == 412);
+  CHECK(stale.error() == "key 'k' is at revision 3, not 1");
+  CHECK(stale.body_json().count("type") == 0);
+  CHECK(client.request("GET", "/v1/kv/k").body_json().at("revision") == 3);
+  auto present = client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-None-Match: *"});
+  CHECK(present.status == 412);
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: x"}).status == 400);
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-None-Match: \"3\""}).status == 400);
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: 3", "If-None-Match: *"}).status == 400);
+  CHECK(client.request("GET", "/v1/kv/k").status == 200);
+
+  auto deleted = client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: \"3\""});
+  CHECK(deleted.status == 200);
+  CHECK(deleted.body_json() == json{{"deleted", "k"}, {"revision", 4}});
+  CHECK(client.request("GET", "/v1/kv/k").status == 404);
+  auto absent = client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: 3"});
+  CHECK(absent.status == 412);
+  CHECK(absent.error() == "key 'k' is absent, not 3");
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-Match: *"}).status == 412);
+  CHECK(client.request("DELETE", "/v1/kv/k", std::nullopt, {"If-None-Match: *"}).status == 404);
+
+  client.request("PUT", "/v1/kv/j", "1");  // 5
+  CHECK(client.request("DELETE", "/v1/kv/j", std::nullopt, {"If-Match: *"}).status == 200);
+}
+
 TEST_CASE("POST /v1/kv sets every key of an object in one revision and a prefix lists them", "[store]") {
   TestServer server;
   Client client(server.port());
@@ -247,6 +278,41 @@ TEST_CASE("POST /v1/kv sets every key of an object in one revision and a prefix 
   CHECK(entries[0].at("revision") == revision);
   CHECK(entries[1].at("revision") == revision);
   CHECK(client.request("GET", "/v1/kv").body_json().size() == 3);
+}
+
+TEST_CASE("GET /v1/kv answers one page at most and names the next", "[store]") {
+  TestServer server({.max_body = 4 * 1024 * 1024});
+  Client client(server.port());
+  json many = json::object();
+  for (int i = 0; i < 10'500; ++i) many["p/" + std::to_string(100'000 + i)] = i;
+  REQUIRE(client.request("POST", "/v1/kv", many.dump()).status == 200);
+
+  // Without `limit` the answer is the array it always was, its first page, with a Link to the next.
+  auto first = client.request("GET", "/v1/kv?prefix=p/");
+  REQUIRE(first.status == 200);
+  CHECK(first.body_json().is_array());
+  CHECK(first.body_json().size() == 10'000);
+  CHECK(first.headers.at("link") == "</v1/kv?prefix=p%2F&limit=10000&after=p%2F109999>; rel=\"next\"");
+
+  // With `limit` (or `after`) it is an object with the cursor of the next page, null at the end.
+  auto three = client.request("GET", "/v1/kv?prefix=p/&limit=3").body_json();
+  CHECK(three.at("entries").size() == 3);
+  CHECK(three.at("next") == "p/100002");
+  auto last = client.request("GET", "/v1/kv?prefix=p/&after=p/110497").body_json();
+  REQUIRE(last.at("entries").size() == 2);
+  CHECK(last.at("entries")[0].at("key") == "p/110498");
+  CHECK(last.at("next").is_null());
+  CHECK(client.request("GET", "/v1/kv?limit=99999").body_json().at("entries").size() == 10'000);
+  CHECK(client.request("GET", "/v1/kv?limit=0").status == 400);
+  CHECK(client.request("GET", "/v1/kv?limit=x").status == 400);
+
+  // A page also stops at about 8 MiB of keys and values.
+  const std::string mib = "\"" + std::string(1024 * 1024, 'v') + "\"";
+  for (int i = 0; i < 12; ++i) REQUIRE(client.request("PUT", "/v1/kv/big/" + std::to_string(i), mib).status == 200);
+  auto big = client.request("GET", "/v1/kv?prefix=big/&limit=100").body_json();
+  CHECK(big.at("entries").size() < 12);
+  CHECK(big.at("entries").size() >= 7);
+  CHECK(big.at("next") == big.at("entries").back().at("key"));
 }
 
 TEST_CASE("increment counts from zero and refuses a value that is not an integer", "[store]") {
@@ -343,26 +409,29 @@ TEST_CASE("a body over the limit is refused from its Content-Length, also after 
   {
     Client client(server.port());
     // Only the headers are sent: the answer must come without the body.
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
+    client.send_raw(
+        "PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
     auto reply = client.read_reply();
     CHECK(reply.status == 413);
     CHECK(reply.error().find("1024") != std::string::npos);
   }
   {
     Client client(server.port());
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n");
     CHECK(client.read_reply().status == 413);
   }
   {
     Client client(server.port());
     std::string chunk(2000, '1');
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk + "\r\n");
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk +
+                    "\r\n");
     CHECK(client.read_reply().status == 413);
   }
   {
     // The body arrives with the headers: the answer must not be lost to a reset.
     Client client(server.port());
-    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + std::string(200000, '1'));
+    client.send_raw("PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000\r\n\r\n" +
+                    std::string(200000, '1'));
     CHECK(client.read_reply().status == 413);
   }
   Client client(server.port());
@@ -470,6 +539,26 @@ TEST_CASE("with a token every request needs it, on the header or for SSE in the 
   CHECK(probe.request("GET", "/healthz").status == 200);  // liveness needs no token
 }
 
+TEST_CASE("the token's scheme is case-insensitive and keys that are not UTF-8 are refused at write", "[store]") {
+  TestServer server({.token = "t"});
+  Client client(server.port());
+  CHECK(client.request("PUT", "/v1/kv/k", "1", {"Authorization: bearer t"}).status == 200);
+  CHECK(client.request("GET", "/v1/kv/k", std::nullopt, {"Authorization: BEARER t"}).status == 200);
+  CHECK(client.request("GET", "/v1/kv/k", std::nullopt, {"Authorization: Basic t"}).status == 401);
+
+  const std::vector<std::string> auth{"Authorization: Bearer t"};
+  for (const char* key : {"%FF", "a%C0%AF", "%ED%A0%80", "x%E2%82"}) {
+    auto reply = client.request("PUT", std::string("/v1/kv/") + key, "1", auth);
+    CHECK(reply.status == 400);
+    CHECK(reply.error().find("UTF-8") != std::string::npos);
+    CHECK(client.request("POST", std::string("/v1/increment/") + key, std::nullopt, auth).status == 400);
+  }
+  CHECK(client.request("PUT", "/v1/kv/caf%C3%A9/%F0%9F%98%80", "1", auth).status == 200);
+  auto listed = client.request("GET", "/v1/kv", std::nullopt, auth).body_json();
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0].at("key") == "caf\u00e9/\U0001F600");
+}
+
 TEST_CASE("a non-loopback address without a token is refused at start with the reason", "[store]") {
   scale::StoreServer server({.host = "0.0.0.0"});
   try {
@@ -502,7 +591,7 @@ TEST_CASE("a client that pipelines requests and never reads the answers is disco
   // Requests for the big value until the socket takes no more: the server is then blocked on
   // answers nobody reads, and must neither queue them without bound nor stall anyone else.
   Client greedy(server.port());
-  const std::string get = "GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string get = "GET /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   auto until = std::chrono::steady_clock::now() + 2s;
   std::size_t sent = 0;
   while (std::chrono::steady_clock::now() < until && sent < 2000 * get.size()) {
@@ -625,14 +714,53 @@ TEST_CASE("a CORS origin is allowed when configured, preflight included", "[stor
   CHECK(reply.headers.at("access-control-allow-origin") == "http://app.example");
 }
 
+TEST_CASE("a web page of another origin or a Host the store does not know is refused; curl and the dashboard are not",
+          "[store]") {
+  TestServer server({.cors_origin = "http://app.example", .allowed_hosts = {"store.internal"}});
+  const std::string own = "127.0.0.1:" + std::to_string(server.port());
+  auto send = [&](const std::string& head_lines, std::string_view body = "1") {
+    Client client(server.port());  // a refusal from the head closes the connection: its body is unread
+    client.send_raw("PUT /v1/kv/k HTTP/1.1\r\n" + head_lines + "Content-Type: text/plain\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\n\r\n" + std::string(body));
+    return client.read_reply();
+  };
+  // Cross-site request forgery: a form or fetch() from another page.
+  auto forged = send("Host: " + own + "\r\nOrigin: https://evil.example\r\n");
+  CHECK(forged.status == 403);
+  CHECK(forged.body_json().at("type") == "Error");
+  CHECK(forged.error().find("https://evil.example") != std::string::npos);
+  CHECK(send("Host: " + own + "\r\nOrigin: null\r\n").status == 403);
+  // DNS rebinding: the page's own name, now pointing at 127.0.0.1, and no Origin (same origin).
+  auto rebound = send("Host: evil.example:" + std::to_string(server.port()) + "\r\n");
+  CHECK(rebound.status == 421);
+  CHECK(rebound.error().find("--allowed-host") != std::string::npos);
+  CHECK(send("Host: evil.example\r\nOrigin: http://evil.example\r\n").status == 421);
+  CHECK(send("Host: 10.1.2.3\r\n").status == 421);
+  Client client(server.port());
+  CHECK(client.request("GET", "/v1/kv/k").status == 404);
+
+  // What keeps working: curl (no Origin), the dashboard (its own origin), --cors-origin, the
+  // loopback names, --allowed-host, and HTTP/1.0 without Host.
+  CHECK(send("Host: " + own + "\r\n").status == 200);
+  CHECK(send("Host: " + own + "\r\nOrigin: http://" + own + "\r\n").status == 200);
+  CHECK(send("Host: " + own + "\r\nOrigin: http://app.example\r\n").status == 200);
+  CHECK(send("Host: localhost:" + std::to_string(server.port()) + "\r\n").status == 200);
+  CHECK(send("Host: [::1]:" + std::to_string(server.port()) + "\r\n").status == 200);
+  CHECK(send("Host: Store.Internal\r\n").status == 200);
+  Client old(server.port());
+  old.send_raw("GET /v1/kv/k HTTP/1.0\r\n\r\n");
+  CHECK(old.read_reply().status == 200);
+  CHECK(client.request("GET", "/v1/kv/k").body_json().at("revision") == 6);
+}
+
 TEST_CASE("pipelined requests on one connection are answered in order", "[store]") {
   TestServer server;
   Client client(server.port());
   std::string batch;
   for (int i = 0; i < 10; ++i)
-    batch += "PUT /v1/kv/p" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n" +
+    batch += "PUT /v1/kv/p" + std::to_string(i) + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n" +
              std::to_string(i);
-  batch += "GET /v1/kv?prefix=p HTTP/1.1\r\nHost: x\r\n\r\n";
+  batch += "GET /v1/kv?prefix=p HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   client.send_raw(batch);
   for (int i = 0; i < 10; ++i) CHECK(client.read_reply().body_json().at("revision") == i + 1);
   CHECK(client.read_reply().body_json().size() == 10);
@@ -691,6 +819,88 @@ TEST_CASE("the scale-store program serves on a free port and exits 0 on SIGTERM"
   ::close(log_fd);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+namespace {
+/// The resident memory of process `pid` in bytes (VmRSS of /proc/<pid>/status).
+std::int64_t resident_bytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with("VmRSS:")) return std::stoll(line.substr(6)) * 1024;
+  throw std::runtime_error("no VmRSS for pid " + std::to_string(pid));
+}
+
+/// Starts scale-store on a free port with `args`; its pid, port and stderr.
+struct SpawnedStore {
+  explicit SpawnedStore(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--port", "0"});
+    pid = spawn_store(args, log_fd);
+    std::smatch match;
+    read_log_until(log_fd, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)"), match, log);
+    if (match.size() != 2) throw std::runtime_error("scale-store did not start: " + log);
+    port = static_cast<std::uint16_t>(std::stoi(match[1]));
+  }
+  ~SpawnedStore() {
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ::close(log_fd);
+  }
+  pid_t pid = -1;
+  int log_fd = -1;
+  std::uint16_t port = 0;
+  std::string log;
+};
+}  // namespace
+
+TEST_CASE("the kept history is bounded by bytes: large writes to one key do not grow the server", "[store]") {
+  SpawnedStore store({"--max-body", "2000000", "--history-bytes", "16777216"});
+  Client client(store.port);
+  const std::string value = "\"" + std::string(1024 * 1024, 'v') + "\"";
+  std::int64_t last = 0;
+  for (int i = 0; i < 120; ++i) {
+    auto reply = client.request("PUT", "/v1/kv/big", value);
+    REQUIRE(reply.status == 200);
+    last = reply.body_json().at("revision").get<std::int64_t>();
+  }
+  // 120 MiB written to one key; 16 MiB of history (--history-bytes) and the value stay.
+  CHECK(resident_bytes(store.pid) < 80 * 1024 * 1024);
+
+  Client old(store.port);
+  REQUIRE(old.request("GET", "/v1/watch?from=1").status == 200);
+  auto event = old.next_event();
+  CHECK(event.at("event") == "compacted");
+  const auto oldest = json::parse(event.at("data")).at("oldest_kept").get<std::int64_t>();
+  CHECK(oldest > 100);
+  CHECK(oldest <= last);
+  Client recent(store.port);
+  REQUIRE(recent.request("GET", "/v1/watch?from=" + std::to_string(last)).status == 200);
+  CHECK(recent.next_event().at("id") == std::to_string(last));
+}
+
+TEST_CASE("scale-store refuses a port out of range and a connection cap of 0, naming the flag and its range",
+          "[store]") {
+  auto refused = [](const std::vector<std::string>& args) {
+    int log_fd = -1;
+    pid_t pid = spawn_store(args, log_fd);
+    std::string log;
+    std::smatch match;
+    read_log_until(log_fd, std::regex("a^"), match, log);  // never matches: reads to the end
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ::close(log_fd);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) != 0);
+    return log;
+  };
+  auto port = refused({"--port", "70000"});
+  CHECK(port.find("--port") != std::string::npos);
+  CHECK(port.find("65535") != std::string::npos);
+  CHECK(port.find("At Most") == std::string::npos);
+  auto cap = refused({"--port", "0", "--max-connections", "0"});
+  CHECK(cap.find("--max-connections") != std::string::npos);
+  CHECK(cap.find("listening") == std::string::npos);
 }
 
 TEST_CASE("scale-store --help documents every flag", "[store]") {

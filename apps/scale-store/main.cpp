@@ -24,15 +24,34 @@ int main(int argc, char** argv) {
                ": the HTTP store behind SharedMemory(\"http://...\") and SharedEventEmitter(\"http://...\")"};
   app.add_option("--host", options.host, "Address to listen on; anything but loopback needs --token")
       ->capture_default_str();
-  app.add_option("--port", options.port, "Port to listen on (0: any free port, printed at start)")
+  // NOTE: read as an int and range-checked: CLI11 reads 70000 into a uint16_t as a failed
+  // conversion and says "At Most 1 required but received 2".
+  int port = options.port;
+  app.add_option("--port", port, "Port to listen on, 0 to 65535 (0: any free port, printed at start)")
+      ->check(CLI::Range(0, 65535).description("").name("PORT"))
       ->capture_default_str();
   app.add_option("--token", options.token,
                  "Require 'Authorization: Bearer TOKEN' on every request (SSE also accepts ?token=TOKEN)");
   app.add_option("--max-body", options.max_body, "Largest request body in bytes (413 beyond)")->capture_default_str();
-  app.add_option("--max-connections", options.max_connections, "Connections served at once (503 beyond)")
+  app.add_option("--max-connections", options.max_connections, "Connections served at once, at least 1 (503 beyond)")
+      ->check(CLI::Validator(
+          [](const std::string& text) {
+            const bool positive = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos &&
+                                  text.find_first_not_of('0') != std::string::npos;
+            return positive ? std::string() : "must be a number of connections, at least 1, not " + text;
+          },
+          "", "at least 1"))
       ->capture_default_str();
   app.add_option("--cors-origin", options.cors_origin, "Let a web page from this origin use the API (CORS)");
+  app.add_option("--allowed-host", options.allowed_hosts,
+                 "Also accept this name in the Host header (repeatable); by default only the address listened on, "
+                 "loopback addresses and localhost are (421 otherwise: it stops DNS rebinding)")
+      ->type_name("NAME");
   app.add_option("--history", options.history, "Changes kept for watches that start in the past")
+      ->capture_default_str();
+  app.add_option("--history-bytes", options.history_bytes,
+                 "Bytes of keys and values those changes may hold; older ones are dropped first")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--io-threads", options.io_threads, "Threads serving connections (each with its own event loop)")
       ->check(CLI::Range(1u, 256u))
@@ -61,6 +80,7 @@ int main(int argc, char** argv) {
     return app.exit(error);
   }
   options.fsync = fsync_policies.at(fsync);
+  options.port = static_cast<std::uint16_t>(port);
 
   // Block the stop signals before the server's threads exist, so they inherit the mask and only
   // sigwait below sees SIGINT/SIGTERM.

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace scale {
 
@@ -36,8 +37,13 @@ struct StoreServerOptions {
   std::size_t max_connections = 1024;
   /// When not empty, a web page from this origin may use the API (CORS).
   std::string cors_origin{};
+  /// Host names accepted in the Host header besides the address listened on, loopback addresses
+  /// and `localhost` (421 for any other: a DNS-rebinding page names its own domain).
+  std::vector<std::string> allowed_hosts{};
   /// Changes kept for watches that start in the past (older ones get a `compacted` event).
   std::size_t history = 10'000;
+  /// The most those changes may hold in bytes (keys and values); older ones are compacted first.
+  std::size_t history_bytes = 64 * 1024 * 1024;
   /// Threads running the server's I/O.
   unsigned io_threads = 2;
   /// Time a client has to send a request's headers (also the idle keep-alive limit).

@@ -100,13 +100,23 @@ class HttpMemory final : public MemoryBackend {
   }
 
   Future<std::vector<Entry>> list(std::string prefix) override {
+    // The server answers a listing in pages (docs/http-api.md): follow them to the last.
     auto client = m_client;
-    return call<std::vector<Entry>>(*m_client, "GET", "/v1/kv?prefix=" + percent_encode(prefix, false), {}, {},
-                                    [client](HttpResponse response) {
-                                      if (response.status != 200)
-                                        std::rethrow_exception(client->answer_error("list", response));
-                                      return json::parse(response.body).get<std::vector<Entry>>();
-                                    });
+    std::vector<Entry> entries;
+    std::string after;
+    for (;;) {
+      std::string target = "/v1/kv?prefix=" + percent_encode(prefix, false) + "&limit=10000";
+      if (!after.empty()) target += "&after=" + percent_encode(after, false);
+      Future<json> answered = call<json>(*client, "GET", std::move(target), {}, {}, [client](HttpResponse response) {
+        if (response.status != 200) std::rethrow_exception(client->answer_error("list", response));
+        return json::parse(response.body);
+      });
+      json page = co_await detail::resume_where_completed(std::move(answered));
+      for (const auto& item : page.at("entries")) entries.push_back(item.get<Entry>());
+      const json& next = page.at("next");
+      if (next.is_null()) co_return entries;
+      after = next.get<std::string>();
+    }
   }
 
   void watch(std::string prefix, Revision from_revision, std::shared_ptr<SubscriptionQueue<Change>> queue) override {

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "in_process/in_process_memory.hpp"
 #include <scale/detail/memory_backend.hpp>
 #include <scale/shared_memory.hpp>
 
@@ -22,6 +23,22 @@ std::int64_t now_ms() {
 }
 
 using ChangePtr = std::shared_ptr<const Change>;
+
+/// About what a JSON value holds in memory: its nodes and the bytes of its strings.
+std::size_t json_bytes(const nlohmann::json& value) {
+  std::size_t bytes = sizeof(nlohmann::json);
+  if (value.is_string()) {
+    bytes += value.get_ref<const std::string&>().size();
+  } else if (value.is_object()) {
+    for (const auto& [key, item] : value.items()) bytes += key.size() + 32 + json_bytes(item);  // + the map node
+  } else if (value.is_array()) {
+    for (const auto& item : value) bytes += json_bytes(item);
+  }
+  return bytes;
+}
+
+/// About what a change kept in the history holds in memory.
+std::size_t change_bytes(const Change& change) { return sizeof(Change) + change.key.size() + json_bytes(change.value); }
 
 /// A stored JSON value in 24 bytes: a string of up to 23 bytes inline, anything else as a json.
 /// NOTE: short strings are the common small value; inline, they cost no allocation of their own
@@ -127,7 +144,7 @@ class ValueWaiter final : public JournalWaiter {
 // are updated and while changes are appended to watchers' queues (which keeps every queue in
 // revision order); drains are scheduled after it is released, so no handler ever runs under it,
 // even when there is no loop and post() runs the drain on the writer's thread.
-class InProcessMemory final : public MemoryBackend, public std::enable_shared_from_this<InProcessMemory> {
+class InProcessMemory final : public PagedMemory, public std::enable_shared_from_this<InProcessMemory> {
  public:
   explicit InProcessMemory(InProcessMemoryOptions options) : m_options(std::move(options)) {}
 
@@ -187,6 +204,24 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     }
     pending.schedule();
     return m_options.journal ? std::move(durable) : make_ready_future(true);
+  }
+
+  Future<Revision> erase_revision(std::string key, Revision expected) override {
+    Pending pending;
+    Revision revision;
+    Future<Revision> durable;
+    {
+      std::lock_guard lock(m_mutex);
+      auto found = m_map.find(key);
+      if (found == m_map.end() || found->second.revision != expected) return make_ready_future(Revision{0});
+      m_map.erase(found);
+      revision = ++m_revision;
+      auto change = std::make_shared<const Change>(Change{std::move(key), nullptr, revision, now_ms(), true});
+      if (m_options.journal) durable = journal(revision, change->timestamp_ms, std::span(&change, 1), revision);
+      record(std::move(change), pending);
+    }
+    pending.schedule();
+    return m_options.journal ? std::move(durable) : make_ready_future(revision);
   }
 
   Future<Revision> compare_and_set_revision(std::string key, Revision expected, nlohmann::json value) override {
@@ -253,6 +288,28 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     return make_ready_future(std::move(entries));
   }
 
+  ListPage list_page(const std::string& prefix, const std::string& after, std::size_t limit,
+                     std::size_t max_bytes) override {
+    ListPage page;
+    std::size_t bytes = 0;
+    std::lock_guard lock(m_mutex);
+    auto it = after.empty() || after < prefix ? m_map.lower_bound(prefix) : m_map.upper_bound(after);
+    for (; it != m_map.end() && it->first.starts_with(prefix); ++it) {
+      if (page.entries.size() >= limit || (!page.entries.empty() && bytes >= max_bytes)) {
+        page.more = true;
+        break;
+      }
+      page.entries.push_back(Entry{it->first, it->second.value.get(), it->second.revision, it->second.timestamp_ms});
+      bytes += it->first.size() + json_bytes(page.entries.back().value);
+    }
+    return page;
+  }
+
+  MemoryCounts counts() override {
+    std::lock_guard lock(m_mutex);
+    return MemoryCounts{m_map.size(), m_revision};
+  }
+
   void watch(std::string prefix, Revision from, std::shared_ptr<ChangeQueue> queue) override {
     bool must_schedule = false;
     std::uint64_t id;
@@ -267,12 +324,13 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
       // NOTE: the replay and the registration happen under one lock, so no write falls between them.
       if (from != 0) {
         auto first = std::lower_bound(m_history.begin(), m_history.end(), from,
-                                      [](const ChangePtr& change, Revision r) { return change->revision < r; });
+                                      [](const Kept& kept, Revision r) { return kept.change->revision < r; });
         for (auto it = first; it != m_history.end(); ++it)
-          if ((*it)->key.starts_with(prefix)) must_schedule = queue->enqueue(*it) || must_schedule;
+          if (it->change->key.starts_with(prefix)) must_schedule = queue->enqueue(it->change) || must_schedule;
       }
       id = ++m_next_watcher;
-      m_watchers.push_back(Watcher{id, std::move(prefix), queue});
+      // A `from` not yet written holds back the changes before it; 0 takes every later change.
+      m_watchers.push_back(Watcher{id, std::move(prefix), from, queue});
     }
     queue->set_canceller([weak = weak_from_this(), id] {
       if (auto self = weak.lock()) self->unwatch(id);
@@ -287,9 +345,15 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
     Revision revision = 0;
     std::int64_t timestamp_ms = 0;
   };
+  /// A change in the history and what it counts against InProcessMemoryOptions::history_bytes.
+  struct Kept {
+    ChangePtr change;
+    std::size_t bytes = 0;
+  };
   struct Watcher {
     std::uint64_t id;
     std::string prefix;
+    Revision from = 0;  // deliver only changes with a revision >= from
     std::shared_ptr<ChangeQueue> queue;
   };
   /// Queues that got their first pending change in this write: their drain is posted after unlock.
@@ -319,16 +383,19 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
   /// With m_mutex held: keep the change in the history and hand it to every matching watcher.
   void record(ChangePtr change, Pending& pending) {
     for (auto& watcher : m_watchers)
-      if (change->key.starts_with(watcher.prefix) && watcher.queue->enqueue(change))
+      if (change->revision >= watcher.from && change->key.starts_with(watcher.prefix) && watcher.queue->enqueue(change))
         pending.queues.push_back(watcher.queue);
     remember(std::move(change));
   }
 
-  /// With m_mutex held: keep the change in the bounded history.
+  /// With m_mutex held: keep the change in the history, bounded by count and by bytes.
   void remember(ChangePtr change) {
-    m_history.push_back(std::move(change));
-    while (m_history.size() > m_options.history) {
-      m_compacted_through = m_history.front()->revision;
+    const std::size_t bytes = change_bytes(*change);
+    m_history.push_back(Kept{std::move(change), bytes});
+    m_history_bytes += bytes;
+    while (!m_history.empty() && (m_history.size() > m_options.history || m_history_bytes > m_options.history_bytes)) {
+      m_compacted_through = m_history.front().change->revision;
+      m_history_bytes -= m_history.front().bytes;
       m_history.pop_front();
     }
   }
@@ -345,7 +412,8 @@ class InProcessMemory final : public MemoryBackend, public std::enable_shared_fr
   const InProcessMemoryOptions m_options;
   std::mutex m_mutex;
   std::map<std::string, Stored, std::less<>> m_map;
-  std::deque<ChangePtr> m_history;
+  std::deque<Kept> m_history;
+  std::size_t m_history_bytes = 0;  // the sum of m_history's Kept::bytes
   std::vector<Watcher> m_watchers;
   Revision m_revision = 0;
   Revision m_compacted_through = 0;  // the newest revision no longer (fully) in the history

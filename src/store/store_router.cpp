@@ -10,6 +10,7 @@
 #include <map>
 #include <utility>
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/status.hpp>
@@ -95,6 +96,26 @@ Target parse_target(std::string_view target) {
   return result;
 }
 
+/// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    std::uint32_t code = length == 1 ? c : c & (0x7f >> length);
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next >> 6) != 0x2) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    static constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < smallest[length] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    i += length;
+  }
+  return true;
+}
+
 /// The decoded path after `prefix` (a key or an event name, which may contain '/').
 std::string path_name(std::string_view raw_path, std::string_view prefix, std::string_view what) {
   auto decoded = percent_decode(raw_path.substr(prefix.size()), false);
@@ -102,7 +123,28 @@ std::string path_name(std::string_view raw_path, std::string_view prefix, std::s
     fail(http::status::bad_request,
          "the " + std::string(what) + " in the path has a malformed percent escape (use %XX with two hex digits)");
   if (decoded->empty()) fail(http::status::bad_request, "the " + std::string(what) + " in the path is empty");
+  // A listing names keys in JSON strings: a key that is not UTF-8 could never be named back.
+  if (!valid_utf8(*decoded))
+    fail(http::status::bad_request,
+         "the " + std::string(what) + " in the path is not valid UTF-8 once percent-decoded; names must be UTF-8");
   return std::move(*decoded);
+}
+
+/// Percent-encodes all but unreserved characters, for a query value.
+std::string percent_encode(std::string_view text) {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+        c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    }
+  }
+  return out;
 }
 
 /// Nesting depth of a JSON text, counting brackets outside strings; stops counting past `limit`.
@@ -126,6 +168,31 @@ bool nesting_within(std::string_view text, int limit) {
     }
   }
   return true;
+}
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+/// The host name of a Host header value, without its port and brackets, in lower case.
+std::string host_name(std::string_view value) {
+  if (value.starts_with('[')) {
+    auto close = value.find(']');
+    return lower(value.substr(1, close == std::string_view::npos ? std::string_view::npos : close - 1));
+  }
+  auto colon = value.find(':');
+  return lower(value.substr(0, colon));
+}
+
+/// The address a name spells, when it is an IP literal (a name no DNS answer can change).
+std::optional<boost::asio::ip::address> ip_literal(const std::string& name) {
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(name, ec);
+  if (ec) return std::nullopt;
+  return address;
 }
 
 bool blank(std::string_view text) { return text.find_first_not_of(" \t\r\n") == std::string_view::npos; }
@@ -203,9 +270,12 @@ http::status status_of(std::string_view type) {
 StoreRouter::StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events,
                          StoreServerOptions options, std::function<std::string()> metrics)
     : m_memory(std::move(memory)),
+      m_paged(dynamic_cast<PagedMemory*>(m_memory.get())),
       m_events(std::move(events)),
       m_options(std::move(options)),
-      m_metrics(std::move(metrics)) {}
+      m_metrics(std::move(metrics)) {
+  if (!m_paged) throw Error("scale::detail::StoreRouter: the store's memory must be the in-process backend");
+}
 
 std::string_view StoreRouter::endpoint(http::verb method, std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
@@ -273,6 +343,7 @@ std::optional<HttpResponse> StoreRouter::check_head(const HttpRequestHead& head,
   } catch (const HttpError& error) {
     return error_response(head, error.status, error.message);
   }
+  if (auto refused = check_origin(head)) return refused;
   if (head.method() == http::verb::options && !m_options.cors_origin.empty()) {
     auto response = make_response(head.version(), head.keep_alive(), http::status::no_content, "");
     response.set(http::field::access_control_allow_methods, "GET, PUT, POST, DELETE, OPTIONS");
@@ -284,7 +355,9 @@ std::optional<HttpResponse> StoreRouter::check_head(const HttpRequestHead& head,
   if (!m_options.token.empty() && endpoint_name != "healthz") {
     std::string_view authorization = head[http::field::authorization];
     bool ok = false;
-    if (authorization.starts_with("Bearer ")) ok = constant_time_equal(authorization.substr(7), m_options.token);
+    // The scheme is case-insensitive (RFC 9110 11.1): "bearer" is "Bearer".
+    if (authorization.size() > 7 && boost::beast::iequals(authorization.substr(0, 7), "Bearer "))
+      ok = constant_time_equal(authorization.substr(7), m_options.token);
     if (!ok && is_stream(endpoint_name))
       if (const std::string* token = target.find("token")) ok = constant_time_equal(*token, m_options.token);
     if (!ok) {
@@ -300,6 +373,44 @@ std::optional<HttpResponse> StoreRouter::check_head(const HttpRequestHead& head,
     return error_response(head, http::status::payload_too_large,
                           "the body has " + std::to_string(*content_length) + " bytes; the limit is " +
                               std::to_string(m_options.max_body) + " (scale-store --max-body)");
+  return std::nullopt;
+}
+
+std::optional<HttpResponse> StoreRouter::check_origin(const HttpRequestHead& head) const {
+  // A request without Host (HTTP/1.0) comes from no browser: DNS rebinding needs one.
+  const std::string_view host = head[http::field::host];
+  if (!host.empty()) {
+    const std::string name = host_name(host);
+    bool known = name == "localhost" || name == lower(m_options.host);
+    for (const auto& allowed : m_options.allowed_hosts) known = known || name == lower(allowed);
+    if (!known) {
+      if (auto address = ip_literal(name)) {
+        // An IP literal is what a client typed, not a name a page's DNS may point here; every one
+        // is accepted by a server listening on all addresses, loopback ones by any server.
+        auto listened = ip_literal(m_options.host);
+        known = address->is_loopback() || (listened && listened->is_unspecified());
+      }
+    }
+    if (!known)
+      return error_response(head, http::status::misdirected_request,
+                            "Host '" + std::string(host) +
+                                "' is not this store's address; start scale-store with --allowed-host " + name +
+                                " to accept it (a name this store does not know is how a DNS-rebinding page "
+                                "reaches a loopback server)");
+  }
+  // Browsers send Origin on cross-origin requests and on every POST, PUT and DELETE: a page may
+  // write only from the store's own origin (its dashboard) or from --cors-origin.
+  if (auto origin = head.find(http::field::origin); origin != head.end()) {
+    const std::string_view value = origin->value();
+    const bool own = !host.empty() && lower(value) == "http://" + lower(host);
+    const bool allowed = !m_options.cors_origin.empty() && value == m_options.cors_origin;
+    if (!own && !allowed)
+      return error_response(head, http::status::forbidden,
+                            "requests from the web page at Origin '" + std::string(value) +
+                                "' are refused: only the store's own origin" +
+                                (host.empty() ? std::string() : " (http://" + std::string(host) + ")") +
+                                " and scale-store --cors-origin may use it from a browser");
+  }
   return std::nullopt;
 }
 
@@ -368,16 +479,41 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
         Revision revision = co_await detail::resume_where_completed(std::move(written));
         co_return ok(revision_body(revision));
       }
+      // One page at most: a whole large store built into one answer held the I/O thread and its memory.
       const std::string* prefix = target.find("prefix");
-      Future<std::vector<Entry>> listed = m_memory->list(prefix ? *prefix : std::string());
-      std::vector<Entry> entries = co_await detail::resume_where_completed(std::move(listed));
-      std::string body = "[";
-      for (const auto& entry : entries) {
-        if (body.size() > 1) body += ',';
-        append_entry(body, entry);
+      const std::string* after = target.find("after");
+      const std::string* limit_text = target.find("limit");
+      std::size_t limit = store_list_page_entries;
+      if (limit_text) {
+        auto [end, ec] = std::from_chars(limit_text->data(), limit_text->data() + limit_text->size(), limit);
+        if (ec != std::errc() || end != limit_text->data() + limit_text->size() || limit == 0)
+          fail(http::status::bad_request, "'limit' must be a number of entries (1 to " +
+                                              std::to_string(store_list_page_entries) + "), not '" + *limit_text + "'");
+        limit = std::min(limit, store_list_page_entries);
       }
-      body += "]\n";
-      co_return ok(std::move(body));
+      const std::string no_prefix;
+      ListPage page = m_paged->list_page(prefix ? *prefix : no_prefix, after ? *after : no_prefix, limit,
+                                         store_list_page_bytes);
+      const bool paged = limit_text || after;  // else the array alone, as before pages
+      std::string body = paged ? "{\"entries\":[" : "[";
+      for (std::size_t i = 0; i < page.entries.size(); ++i) {
+        if (i > 0) body += ',';
+        append_entry(body, page.entries[i]);
+      }
+      body += ']';
+      const std::string* next = page.more ? &page.entries.back().key : nullptr;
+      if (paged) {
+        body += ",\"next\":";
+        append_json(body, next ? json(*next) : json(nullptr));
+        body += '}';
+      }
+      body += '\n';
+      auto response = ok(std::move(body));
+      if (next)
+        response.set(http::field::link, "</v1/kv?prefix=" + percent_encode(prefix ? *prefix : no_prefix) +
+                                            "&limit=" + std::to_string(limit) + "&after=" + percent_encode(*next) +
+                                            ">; rel=\"next\"");
+      co_return response;
     }
     if (path.starts_with("/v1/kv/")) {
       std::string key = path_name(path, "/v1/kv/", "key");
@@ -394,6 +530,48 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
         co_return response;
       }
       if (method == http::verb::delete_) {
+        auto if_match = request.find(http::field::if_match);
+        auto if_none_match = request.find(http::field::if_none_match);
+        if (if_match != request.end() && if_none_match != request.end())
+          fail(http::status::bad_request, "send If-Match or If-None-Match, not both");
+        if (if_none_match != request.end()) {
+          // Only '*' means something here: delete only when absent, i.e. refuse a present key.
+          if (if_none_match->value() != "*")
+            fail(http::status::bad_request, "If-None-Match accepts only '*' (refuse to delete a key that exists)");
+          Future<std::optional<Entry>> found = m_memory->entry(key);
+          std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
+          if (entry)
+            fail(http::status::precondition_failed,
+                 "key '" + key + "' is at revision " + std::to_string(entry->revision) + " (If-None-Match: *)");
+          throw KeyNotFound(key);
+        }
+        if (if_match != request.end()) {
+          std::optional<Revision> expected;
+          if (if_match->value() == "*") {
+            Future<std::optional<Entry>> found = m_memory->entry(key);
+            std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
+            if (!entry) fail(http::status::precondition_failed, "key '" + key + "' is absent (If-Match: *)");
+            expected = entry->revision;
+          } else {
+            expected = parse_revision(if_match->value());
+            if (!expected || *expected == 0)
+              fail(http::status::bad_request, "If-Match needs a revision, e.g. If-Match: 42 or If-Match: \"42\"");
+          }
+          Future<Revision> erasing = m_paged->erase_revision(key, *expected);
+          Revision erased = co_await detail::resume_where_completed(std::move(erasing));
+          if (erased == 0) {
+            Future<std::optional<Entry>> found = m_memory->entry(key);
+            std::optional<Entry> current = co_await detail::resume_where_completed(std::move(found));
+            fail(http::status::precondition_failed,
+                 "key '" + key + "' " +
+                     (current ? "is at revision " + std::to_string(current->revision) : std::string("is absent")) +
+                     ", not " + std::to_string(*expected));
+          }
+          std::string body = "{\"deleted\":";
+          append_json(body, json(key));
+          body += ",\"revision\":" + std::to_string(erased) + "}\n";
+          co_return ok(std::move(body));
+        }
         Future<bool> erasing = m_memory->erase(key);
         bool erased = co_await detail::resume_where_completed(std::move(erasing));
         if (!erased) throw KeyNotFound(key);

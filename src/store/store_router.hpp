@@ -18,6 +18,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "in_process/in_process_memory.hpp"
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
 #include <scale/future.hpp>
@@ -32,6 +33,10 @@ using HttpResponse = boost::beast::http::response<boost::beast::http::string_bod
 
 /// Largest request head the server reads (431 beyond).
 inline constexpr std::size_t store_header_limit = 8 * 1024;
+/// Most entries in one answer of GET /v1/kv (the default and the largest `limit`).
+inline constexpr std::size_t store_list_page_entries = 10'000;
+/// About the most bytes of keys and values in one answer of GET /v1/kv.
+inline constexpr std::size_t store_list_page_bytes = 8 * 1024 * 1024;
 /// Deepest JSON nesting accepted in a body (400 beyond).
 inline constexpr int store_max_json_depth = 64;
 
@@ -47,6 +52,7 @@ struct StreamRequest {
 class StoreRouter {
  public:
   /// `metrics` renders the server's part of GET /metrics (request counts, connections, ...).
+  /// `memory` is the in-process backend (make_in_process_memory): it lists in pages.
   StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events, StoreServerOptions options,
               std::function<std::string()> metrics = {});
 
@@ -55,9 +61,9 @@ class StoreRouter {
   /// True for the endpoints the server streams (GET /v1/watch, GET /v1/events/{name}).
   static bool is_stream(std::string_view endpoint);
 
-  /// Judges a request from its head alone, before its body is read: CORS preflight, the token,
-  /// the query's escapes and a Content-Length over the body limit. An answer when the request
-  /// stops here.
+  /// Judges a request from its head alone, before its body is read: Host and Origin
+  /// (check_origin), CORS preflight, the token, the query's escapes and a Content-Length over the
+  /// body limit. An answer when the request stops here.
   std::optional<HttpResponse> check_head(const HttpRequestHead& head,
                                          std::optional<std::uint64_t> content_length) const;
 
@@ -65,6 +71,10 @@ class StoreRouter {
   /// is ready at once unless a backend's write completes later (e.g. after an fsync); `request`
   /// must live until it completes.
   Future<HttpResponse> handle(const HttpRequest& request);
+
+  /// Refuses what a web page must not do: a Host the store does not answer to (421; DNS
+  /// rebinding) and an Origin that is neither the store's own nor options().cors_origin (403).
+  std::optional<HttpResponse> check_origin(const HttpRequestHead& head) const;
 
   /// What a request to a streaming endpoint asks for, or the error answer (e.g. a bad `from`).
   std::optional<StreamRequest> stream_request(const HttpRequest& request, HttpResponse& error) const;
@@ -88,11 +98,14 @@ class StoreRouter {
   }
 
   MemoryBackend& memory() const noexcept { return *m_memory; }
+  /// The number of keys and the latest revision, read without copying the store (for /metrics).
+  MemoryCounts counts() const { return m_paged->counts(); }
   EventBackend& events() const noexcept { return *m_events; }
   const StoreServerOptions& options() const noexcept { return m_options; }
 
  private:
   std::shared_ptr<MemoryBackend> m_memory;
+  PagedMemory* m_paged;  // m_memory, as the in-process backend it is
   std::shared_ptr<EventBackend> m_events;
   StoreServerOptions m_options;
   std::function<std::string()> m_metrics;

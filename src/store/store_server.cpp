@@ -242,7 +242,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   /// The store's memory; with a data_dir, recovered from it and journaled to `log`.
   static std::shared_ptr<detail::MemoryBackend> open_memory(const StoreServerOptions& options,
                                                             std::shared_ptr<detail::StoreLog>& log) {
-    detail::InProcessMemoryOptions memory_options{.history = options.history};
+    detail::InProcessMemoryOptions memory_options{.history = options.history, .history_bytes = options.history_bytes};
     if (options.data_dir.empty()) return detail::make_in_process_memory(std::move(memory_options));
     detail::RecoveredMemory recovered;
     log = detail::StoreLog::open({.dir = options.data_dir,
@@ -508,8 +508,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       std::lock_guard lock(connections_mutex);
       open = static_cast<std::int64_t>(connections.size());
     }
-    gauge("scale_store_keys", "Keys in the store.", static_cast<std::int64_t>(memory->list("").get().size()));
-    gauge("scale_store_revision", "The store's latest revision.", memory->set_many(json::object()).get());
+    const detail::MemoryCounts stored = router.counts();
+    gauge("scale_store_keys", "Keys in the store.", static_cast<std::int64_t>(stored.keys));
+    gauge("scale_store_revision", "The store's latest revision.", stored.revision);
     gauge("scale_store_connections", "Open connections.", open);
     gauge("scale_store_subscribers", "Open watch and event streams.", subscribers.load());
     out += "# HELP scale_store_fsyncs_total fsync calls on the data directory's log.\n"

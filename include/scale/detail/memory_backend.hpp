@@ -110,6 +110,9 @@ class MemoryJournal {
 struct InProcessMemoryOptions {
   /// How many of the latest changes are kept for watches that start in the past.
   std::size_t history = 10'000;
+  /// The most those changes may hold, in bytes of keys and values (an estimate of their memory);
+  /// older changes are dropped first, as past `history`.
+  std::size_t history_bytes = 64 * 1024 * 1024;
   /// When set, every write is handed to it under the backend's lock (so in revision order) and
   /// its Future completes only once the journal reports it durable. Readers and watchers see a
   /// write as soon as it is made, which may be a moment before it is acknowledged.
