@@ -19,11 +19,13 @@
 #include <thread>
 #include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -38,6 +40,7 @@
 #include "core/entry_json.hpp"
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
+#include "store/request_reader.hpp"
 #include "store/store_log.hpp"
 #include "store/store_router.hpp"
 #include "remote/wire_error.hpp"
@@ -134,7 +137,7 @@ struct Connection {
 };
 
 /// `response` as HTTP/1.x text, into `out` (Beast's serializer, by hand: one contiguous buffer).
-void serialize(const Response& response, std::string& out) {
+void serialize(const Response& response, std::string& out, bool head_only) {
   out.clear();
   out += response.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
   char status[8];
@@ -150,7 +153,7 @@ void serialize(const Response& response, std::string& out) {
     out += "\r\n";
   }
   out += "\r\n";
-  out += response.body();
+  if (!head_only) out += response.body();
 }
 
 /// Requests by endpoint and status, for /metrics.
@@ -352,10 +355,12 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     counts.add("refused", 503);
   }
 
-  asio::awaitable<bool> write(Connection& connection, Response& response, std::string_view endpoint) {
+  /// Writes `response`; `head_only` (a HEAD request) leaves its body out, Content-Length kept.
+  asio::awaitable<bool> write(Connection& connection, Response& response, std::string_view endpoint,
+                              bool head_only = false) {
     counts.add(endpoint, response.result_int());
     std::string& out = connection.out;
-    serialize(response, out);
+    serialize(response, out, head_only);
     // Most answers fit in the socket's send buffer: written here at once (the socket is in
     // non-blocking mode), with no asynchronous operation or timer. The rest waits for the client.
     beast::error_code ec;
@@ -376,57 +381,78 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---------------------------------------------------------------------------------------------
+  /// Reads until `reader` has something other than need_more, or `timeout` passes (nullopt).
+  asio::awaitable<std::optional<detail::RequestReader::State>> read_until_ready(Connection& connection,
+                                                                                detail::RequestReader& reader,
+                                                                                std::chrono::milliseconds timeout) {
+    using State = detail::RequestReader::State;
+    using namespace asio::experimental::awaitable_operators;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      State state = reader.parse();
+      if (state != State::need_more) co_return state;
+      // Waiting for a request's first byte, the connection is idle (stop() closes it).
+      connection.idle = !reader.in_request();
+      // NOTE: a timer of our own rather than the stream's expiry, which closes the socket and
+      // so leaves no way to answer 408.
+      asio::steady_timer timer(connection.stream.get_executor(), deadline);
+      auto received = co_await (connection.stream.socket().async_read_some(reader.prepare(), use_tuple) ||
+                                timer.async_wait(use_tuple));
+      connection.idle = false;
+      if (received.index() == 1) co_return std::nullopt;  // timed out
+      auto [ec, n] = std::get<0>(received);
+      reader.commit(n);
+      if (ec) reader.eof();
+    }
+  }
+
   asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
+    using State = detail::RequestReader::State;
     auto& stream = connection->stream;
     beast::error_code option_error;
     // Answers go out whole, in one write: waiting to fill a segment (Nagle) only adds latency.
     stream.socket().set_option(tcp::no_delay(true), option_error);
     stream.socket().non_blocking(true, option_error);  // for write()'s immediate attempt
-    beast::flat_buffer buffer;
+    detail::RequestReader reader(options.max_body);
     bool unread_input = false;  // closing after an error while the client may still be sending
+    // An answer the reader owes the client (a refusal or a timeout), then the connection closes.
+    auto refusal = [&](http::status status, std::string_view message) {
+      auto response = router.error_response(11, false, status, message);
+      unread_input = true;
+      return response;
+    };
     while (!connection->stopping && !stopping) {
-      http::request_parser<http::empty_body> head;
-      head.header_limit(detail::store_header_limit);
-      // The body's size is judged below from Content-Length, to answer 413 rather than fail.
-      head.body_limit(std::numeric_limits<std::uint64_t>::max());
-      stream.expires_after(options.header_timeout);
-      connection->idle = true;
-      auto [read_error, n] = co_await http::async_read_header(stream, buffer, head, use_tuple);
-      connection->idle = false;
+      auto state = co_await read_until_ready(*connection, reader, options.header_timeout);
       connection->request_started = std::chrono::steady_clock::now();
-      if (read_error == http::error::header_limit) {
-        Request request{http::verb::get, "/", 11};
-        auto response = error_response(
-            request, http::status::request_header_fields_too_large,
-            "the request's headers exceed " + std::to_string(detail::store_header_limit) + " bytes");
-        response.keep_alive(false);
-        co_await write(*connection, response, "unknown");
-        unread_input = true;
-        break;
-      }
-      if (read_error) {
-        if (read_error.category() == make_error_code(http::error::bad_method).category() &&
-            read_error != http::error::end_of_stream && read_error != http::error::partial_message) {
-          Request request{http::verb::get, "/", 11};
-          auto response = error_response(request, http::status::bad_request,
-                                         "malformed HTTP request: " + read_error.message());
-          response.keep_alive(false);
+      if (!state) {
+        // A client that began a request and did not finish its head in time gets a 408; an idle
+        // keep-alive connection is just closed.
+        if (reader.in_request()) {
+          auto response = refusal(http::status::request_timeout, "the request's headers took longer than " +
+                                                                     std::to_string(options.header_timeout.count()) +
+                                                                     " ms to arrive");
           co_await write(*connection, response, "unknown");
         }
-        break;  // closed, timed out (slowloris), or unparseable
+        break;
+      }
+      if (*state == State::closed) break;
+      if (*state == State::refused) {
+        auto response = refusal(reader.refusal_status(), reader.refusal());
+        co_await write(*connection, response, "unknown");
+        break;
       }
 
-      auto& peek = head.get();
+      const auto& peek = reader.head();
       std::string_view endpoint = detail::StoreRouter::endpoint(peek.method(), peek.target());
-      bool body_pending = !head.is_done();
-      std::optional<std::uint64_t> content_length;
-      if (auto length = head.content_length()) content_length = *length;
-      std::optional<Response> early = router.check_head(peek, content_length);
+      const bool head_only = reader.head_only();
+      bool body_pending = reader.body_pending();
+      std::optional<Response> early = router.check_head(peek, reader.content_length());
       if (early) {
         if (body_pending) early->keep_alive(false);  // the body is never read
         unread_input = body_pending;
-        bool ok = co_await write(*connection, *early, endpoint);
+        bool ok = co_await write(*connection, *early, endpoint, head_only);
         if (!ok || !early->keep_alive()) break;
+        reader.next();
         continue;
       }
       if (body_pending && beast::iequals(peek[http::field::expect], "100-continue")) {
@@ -436,27 +462,29 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
         if (ec) break;
       }
 
-      http::request_parser<http::string_body> parser{std::move(head)};
-      parser.body_limit(options.max_body);
-      if (!parser.is_done()) {
-        stream.expires_after(options.read_timeout);
-        auto [ec, read] = co_await http::async_read(stream, buffer, parser, use_tuple);
-        if (ec == http::error::body_limit) {
-          auto response = error_response(
-              parser.get(), http::status::payload_too_large,
-              "the body exceeds the limit of " + std::to_string(options.max_body) + " bytes (scale-store --max-body)");
-          response.keep_alive(false);
-          co_await write(*connection, response, endpoint);
-          unread_input = true;
-          break;
-        }
-        if (ec) break;
+      reader.read_body();
+      state = co_await read_until_ready(*connection, reader, options.read_timeout);
+      if (!state) {
+        auto response = refusal(
+            http::status::request_timeout,
+            "the request's body took longer than " + std::to_string(options.read_timeout.count()) + " ms to arrive");
+        co_await write(*connection, response, endpoint);
+        break;
       }
-      Request request = parser.release();
+      if (*state == State::refused) {
+        auto response = refusal(reader.refusal_status(), reader.refusal());
+        co_await write(*connection, response, endpoint);
+        break;
+      }
+      if (*state != State::request) break;
+      Request request = reader.take();
 
       Response response;
       if (detail::StoreRouter::is_stream(endpoint)) {
-        if (auto what = router.stream_request(request, response)) {
+        if (head_only) {
+          // What the stream's head would be, and no stream.
+          response = router.make_response(request.version(), false, http::status::ok, "", "text/event-stream");
+        } else if (auto what = router.stream_request(request, response)) {
           co_await stream_events(*connection, request, *what, endpoint);
           break;  // an event stream ends its connection
         }
@@ -476,7 +504,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
         }
       }
       if (connection->stopping) response.keep_alive(false);
-      bool ok = co_await write(*connection, response, endpoint);
+      bool ok = co_await write(*connection, response, endpoint, head_only);
       if (!ok || !response.keep_alive()) break;
     }
     beast::error_code ignored;
