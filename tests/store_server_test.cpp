@@ -906,4 +906,45 @@ TEST_CASE("issue 10 defect 1: a server flooded with empty header fields answers 
   ::waitpid(pid, &status, 0);
   ::close(log_fd);
 }
+TEST_CASE("issue 10 defect 2: under a low descriptor limit the connection cap is lowered and one more gets 503",
+          "[store]") {
+  // `ulimit -n 256` lowers the hard limit too, far below --max-connections 1024.
+  int log_fd = -1;
+  pid_t pid = support::spawn_with_log(
+      "/bin/sh",
+      {"-c", std::string("ulimit -n 256 && exec ") + SCALE_STORE_BINARY + " --port 0 --max-connections 1024"}, log_fd);
+  REQUIRE(pid > 0);
+  std::string log;
+  std::smatch match;
+  read_log_until(log_fd, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)"), match, log);
+  REQUIRE(match.size() == 2);
+  auto port = static_cast<std::uint16_t>(std::stoi(match[1]));
+  CHECK(log.find("serving at most 192 connections, below --max-connections 1024") != std::string::npos);
+  // Idle connections up to the cap are served; every one past it gets 503 (never a hang: each
+  // reply is awaited 3 s at most, and a missing one fails the test).
+  std::vector<std::unique_ptr<Client>> open;
+  int served = 0, refused = 0;
+  for (int i = 0; i < 300; ++i) {
+    auto client = std::make_unique<Client>(port, 3s);
+    client->send_raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    int status = client->read_reply().status;
+    if (status == 200) ++served;
+    if (status == 503) ++refused;
+    open.push_back(std::move(client));
+  }
+  CHECK(served == 192);  // 256 descriptors less a reserve of 64
+  CHECK(refused == 300 - 192);
+  open.clear();
+  // Once the server has seen those connections close, a new one is served again.
+  int status_after = 0;
+  for (int attempt = 0; attempt < 100 && status_after != 200; ++attempt) {
+    Client after(port, 3s);
+    status_after = after.request("GET", "/healthz").status;
+  }
+  CHECK(status_after == 200);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(log_fd);
+}
 #endif

@@ -5,6 +5,11 @@
 
 #include <scale/store_server.hpp>
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -58,6 +63,24 @@ using Request = detail::HttpRequest;
 using Response = detail::HttpResponse;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+/// Descriptors kept free of connections: the log and a snapshot being written, each I/O thread's
+/// epoll and eventfd, timers, stdio, the spare one of the acceptor.
+constexpr std::size_t descriptor_reserve = 64;
+
+/// Raises the soft descriptor limit to the hard one; the connections it leaves room for.
+std::size_t descriptor_budget() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return std::numeric_limits<std::size_t>::max();
+  if (limit.rlim_cur != limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  if (limit.rlim_cur == RLIM_INFINITY) return std::numeric_limits<std::size_t>::max();
+  auto descriptors = static_cast<std::size_t>(limit.rlim_cur);
+  return descriptors > 2 * descriptor_reserve ? descriptors - descriptor_reserve : descriptors / 2;
+}
 
 // NOTE: Asio finds the running thread's recycling cache for coroutine frames and operations
 // through a per-thread pointer, and a coroutine may use it after resuming on another thread than
@@ -278,6 +301,13 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
 
   RequestCounts counts;
   std::atomic<std::int64_t> subscribers{0};
+  // The connection cap in force: options.max_connections, lowered to what the descriptor limit
+  // allows (set by start()).
+  std::size_t max_connections = 0;
+  // NOTE: a descriptor held in reserve (on /dev/null): when accept() fails for want of
+  // descriptors, it is closed to accept the waiting client and answer it 503, then reopened, so
+  // that no client waits in the backlog for an answer that never comes.
+  int spare_descriptor = -1;
 
   // Open connections and how to close each (posted to its strand) at stop().
   std::mutex connections_mutex;
@@ -294,8 +324,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(context), use_tuple);
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
-        // e.g. EMFILE: pause briefly rather than spin, then take the next connection.
-        asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(50));
+        if (ec == asio::error::no_descriptors) refuse_without_descriptors();
+        // Pause briefly rather than spin, then take the next connection.
+        asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(10));
         co_await pause.async_wait(use_tuple);
         continue;
       }
@@ -305,7 +336,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       bool over_cap;
       {
         std::lock_guard lock(connections_mutex);
-        over_cap = connections.size() >= options.max_connections;
+        over_cap = connections.size() >= max_connections;
         id = ++next_connection;
         connections.emplace(id, connection);
       }
@@ -341,12 +372,35 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     return router.error_response(request, status, message);
   }
 
+  /// The listener's strand, after accept() failed with EMFILE/ENFILE: the waiting client is
+  /// accepted on the spare descriptor, answered 503 (as much as its socket takes at once) and
+  /// closed.
+  void refuse_without_descriptors() {
+    if (spare_descriptor < 0) return;
+    ::close(spare_descriptor);
+    spare_descriptor = -1;
+    int client = ::accept4(acceptor->native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (client >= 0) {
+      Request request{http::verb::get, "/", 11};
+      auto response = error_response(request, http::status::service_unavailable,
+                                     "the server has no file descriptors left for another connection; try again later");
+      response.keep_alive(false);
+      std::string out;
+      serialize(response, out, false);
+      [[maybe_unused]] auto sent = ::send(client, out.data(), out.size(), MSG_NOSIGNAL);
+      ::shutdown(client, SHUT_WR);
+      ::close(client);
+      counts.add("refused", 503);
+    }
+    spare_descriptor = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
   /// One more than the cap: answered 503 and closed.
   asio::awaitable<void> refuse(std::shared_ptr<Connection> connection) {
     Request request{http::verb::get, "/", 11};
-    auto response = error_response(request, http::status::service_unavailable,
-                                   "the server has reached its connection limit (" +
-                                       std::to_string(options.max_connections) + "); try again later");
+    auto response = error_response(
+        request, http::status::service_unavailable,
+        "the server has reached its connection limit (" + std::to_string(max_connections) + "); try again later");
     response.keep_alive(false);
     connection->stream.expires_after(std::chrono::seconds(1));
     co_await http::async_write(connection->stream, response, use_tuple);
@@ -640,6 +694,13 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     if (ec || results.empty())
       throw Error("scale::StoreServer: cannot resolve host '" + options.host + "': " + ec.message());
     tcp::endpoint endpoint = results.begin()->endpoint();
+    max_connections = std::min(options.max_connections, descriptor_budget());
+    if (max_connections < options.max_connections)
+      detail::log_error("scale-store: serving at most " + std::to_string(max_connections) +
+                        " connections, below --max-connections " + std::to_string(options.max_connections) +
+                        ": the descriptor limit (ulimit -n) leaves room for no more beside a reserve of " +
+                        std::to_string(descriptor_reserve) + " for the log and snapshots; raise it to allow more");
+    if (spare_descriptor < 0) spare_descriptor = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (!endpoint.address().is_loopback() && options.token.empty())
       throw Error("scale::StoreServer: refusing to listen on " + options.host +
                   " without a token: anyone who can reach that address could read and change the store. "
@@ -699,6 +760,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     for (auto& thread : threads) thread.join();
     threads.clear();
     if (log) log->close();  // writes and fsyncs what is pending, unlocks the data directory
+    if (spare_descriptor >= 0) ::close(spare_descriptor);
+    spare_descriptor = -1;
     std::lock_guard connections_lock(connections_mutex);
     connections.clear();
   }
