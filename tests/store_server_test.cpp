@@ -947,4 +947,36 @@ TEST_CASE("issue 10 defect 2: under a low descriptor limit the connection cap is
   ::waitpid(pid, &status, 0);
   ::close(log_fd);
 }
+TEST_CASE("issue 10 defect 7: what slow subscribers queue is capped as a whole, the largest queues cut off first",
+          "[store]") {
+  int log_fd = -1;
+  pid_t pid = spawn_store({"--port", "0", "--max-queued-bytes", std::to_string(8 << 20)}, log_fd);
+  REQUIRE(pid > 0);
+  std::uint16_t port = program_port(log_fd);
+  {
+    // 40 subscribers that never read: each could queue 7.75 MiB of the 31 events below, under
+    // its own 8 MiB limit (310 MiB in all), but all of them together may queue 8 MiB.
+    std::vector<std::unique_ptr<Client>> stalled;
+    for (int i = 0; i < 40; ++i) {
+      auto client = std::make_unique<Client>(port);
+      int small = 4096;
+      ::setsockopt(client->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+      REQUIRE(client->request("GET", "/v1/events/bulk").status == 200);
+      client->read_until(": ready\n\n");
+      stalled.push_back(std::move(client));
+    }
+    Client emitter(port);
+    std::string payload = json(std::string(256 * 1024, 'x')).dump();
+    for (int i = 0; i < 31; ++i) REQUIRE(emitter.request("POST", "/v1/events/bulk", payload).status == 200);
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (metric(port, "scale_store_subscribers") > 2 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);
+    CHECK(metric(port, "scale_store_subscribers") <= 2);
+    CHECK(rss_kib(pid) < 128 * 1024);
+  }
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(log_fd);
+}
 #endif

@@ -103,37 +103,89 @@ std::string sse_event(std::string_view data, std::optional<Revision> id = std::n
   return out;
 }
 
-/// What an SSE subscription's handler (on any thread) hands to the connection writing it out.
-/// NOTE: `pending` and `overflowed` are guarded by `mutex`; `timer` and `stream` belong to the
-/// connection's strand, so a handler only posts to the strand to wake the writer.
-struct SseChannel : std::enable_shared_from_this<SseChannel> {
-  SseChannel(asio::any_io_executor executor, std::size_t limit) : timer(std::move(executor)), limit(limit) {}
+struct SseChannel;
 
-  /// Any thread: queue `text`; past the limit the subscriber is cut off instead.
+/// What every SSE subscriber of a server has queued, bounded as a whole (--max-queued-bytes):
+/// past the limit, the subscribers with the most queued are cut off first.
+/// NOTE: lock order: `mutex` before a channel's mutex.
+struct QueueBudget {
+  explicit QueueBudget(std::size_t limit) : limit(limit) {}
+  void add(SseChannel* channel) {
+    std::lock_guard lock(mutex);
+    channels.push_back(channel);
+  }
+  void remove(SseChannel* channel) {
+    std::lock_guard lock(mutex);
+    std::erase(channels, channel);
+  }
+  /// Any thread, holding no channel's mutex: cuts off the largest queues until the total fits.
+  void enforce();
+
+  const std::size_t limit;
+  std::atomic<std::size_t> total{0};
+  std::mutex mutex;
+  std::vector<SseChannel*> channels;  // those being written out
+};
+
+/// What an SSE subscription's handler (on any thread) hands to the connection writing it out.
+/// NOTE: `pending`, `queued` and `overflowed` are guarded by `mutex`; `timer` and `stream` belong
+/// to the connection's strand, so a handler only posts to the strand to wake the writer.
+struct SseChannel : std::enable_shared_from_this<SseChannel> {
+  SseChannel(asio::any_io_executor executor, std::size_t limit, std::shared_ptr<QueueBudget> budget)
+      : timer(std::move(executor)), limit(limit), budget(std::move(budget)) {}
+
+  /// Any thread: queue `text`; past the limit (this subscriber's, or all of theirs) the
+  /// subscriber is cut off instead.
   void push(std::string text) {
     {
       std::lock_guard lock(mutex);
       if (overflowed) return;
-      if (pending.size() + text.size() > limit) {
-        overflowed = true;
-        pending.clear();
+      if (queued + text.size() > limit) {
+        cut_off_locked();
       } else {
+        queued += text.size();
+        budget->total += text.size();
         pending += text;
       }
     }
     asio::post(timer.get_executor(), [self = shared_from_this()] { self->wake(); });
+    if (budget->total.load() > budget->limit) budget->enforce();
+  }
+
+  /// Any thread: cut off (the queued bytes are dropped).
+  void cut_off() {
+    {
+      std::lock_guard lock(mutex);
+      if (overflowed) return;
+      cut_off_locked();
+    }
+    asio::post(timer.get_executor(), [self = shared_from_this()] { self->wake(); });
+  }
+
+  /// The writer: `n` bytes taken from `pending` were written.
+  void written(std::size_t n) {
+    std::lock_guard lock(mutex);
+    if (overflowed) return;  // already given back
+    queued -= n;
+    budget->total -= n;
+  }
+
+  /// Queued bytes, written or not yet taken; 0 once cut off.
+  std::size_t queued_bytes() {
+    std::lock_guard lock(mutex);
+    return queued;
   }
 
   /// Strand only: wakes the writer; an overflowed subscriber's socket is closed, since its writer
   /// may be stuck in a write the client never reads.
   void wake() {
     timer.cancel();
-    bool cut_off;
+    bool cut;
     {
       std::lock_guard lock(mutex);
-      cut_off = overflowed;
+      cut = overflowed;
     }
-    if (cut_off && stream) {
+    if (cut && stream) {
       beast::error_code ignored;
       stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
       stream->socket().close(ignored);
@@ -144,9 +196,32 @@ struct SseChannel : std::enable_shared_from_this<SseChannel> {
   beast::tcp_stream* stream = nullptr;  // strand only; null once the connection stops writing
   std::mutex mutex;
   std::string pending;
+  std::size_t queued = 0;  // pending plus what the writer took and has not written yet
   bool overflowed = false;
   const std::size_t limit;
+  const std::shared_ptr<QueueBudget> budget;
+
+ private:
+  void cut_off_locked() {
+    overflowed = true;
+    budget->total -= queued;
+    queued = 0;
+    pending.clear();
+    pending.shrink_to_fit();
+  }
 };
+
+void QueueBudget::enforce() {
+  std::lock_guard lock(mutex);
+  std::vector<std::pair<std::size_t, SseChannel*>> by_size;
+  by_size.reserve(channels.size());
+  for (SseChannel* channel : channels) by_size.emplace_back(channel->queued_bytes(), channel);
+  std::sort(by_size.begin(), by_size.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (const auto& [size, channel] : by_size) {
+    if (total.load() <= limit || size == 0) break;
+    channel->cut_off();
+  }
+}
 
 /// One accepted connection; every member is touched on its strand only.
 struct Connection {
@@ -301,6 +376,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
 
   RequestCounts counts;
   std::atomic<std::int64_t> subscribers{0};
+  std::shared_ptr<QueueBudget> queue_budget = std::make_shared<QueueBudget>(options.max_queued_bytes);
   // The connection cap in force: options.max_connections, lowered to what the descriptor limit
   // allows (set by start()).
   std::size_t max_connections = 0;
@@ -606,8 +682,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> stream_events(Connection& connection, const Request& request, const detail::StreamRequest& what,
                                       std::string_view endpoint) {
     auto& stream = connection.stream;
-    auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue);
+    auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue, queue_budget);
     channel->stream = &stream;
+    queue_budget->add(channel.get());
     connection.channel = channel;
 
     std::shared_ptr<detail::SubscriptionState> subscription;
@@ -654,6 +731,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     // The ": ready" comment tells a client its subscription is in place (nothing before it is lost).
     std::string out = first.empty() ? std::string(": ready\n\n") : first;
     bool ended = !first.empty();
+    bool queued = false;  // `out` was taken from the channel's queue (and counts in it)
     while (!head_error && !connection.stopping) {
       if (out.empty()) {
         bool overflowed;
@@ -663,6 +741,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
           overflowed = channel->overflowed;
         }
         if (overflowed) break;
+        queued = !out.empty();
       }
       if (out.empty()) {
         if (ended) break;
@@ -674,8 +753,12 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       stream.expires_after(options.read_timeout);
       auto [ec, written] = co_await asio::async_write(stream, asio::buffer(out), use_tuple);
       if (ec) break;
+      if (queued) channel->written(out.size());
+      queued = false;
       out.clear();
     }
+    queue_budget->remove(channel.get());
+    channel->cut_off();  // what is still queued is given back; later deliveries are dropped
     channel->stream = nullptr;
     connection.channel.reset();
     if (subscription) {
