@@ -944,3 +944,248 @@ TEST_CASE("the scale-store program refuses a public address without a token and 
   CHECK(log.find("--token") != std::string::npos);
 }
 #endif
+
+namespace {
+
+/// Sends what it can of `bytes` (the server may close early after refusing), in pieces of `piece`.
+void send_what_is_taken(Client& client, std::string_view bytes, std::size_t piece) {
+  while (!bytes.empty()) {
+    auto n = ::send(client.fd(), bytes.data(), std::min(piece, bytes.size()), MSG_NOSIGNAL);
+    if (n <= 0) return;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+std::string repeated(std::string_view text, std::size_t times) {
+  std::string out;
+  out.reserve(text.size() * times);
+  for (std::size_t i = 0; i < times; ++i) out += text;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("issue 10 defect 1: many small header fields get 431 however they arrive", "[store]") {
+  TestServer server;
+  SECTION("more than 100 fields within 8 KiB") {
+    Client client(server.port());
+    std::vector<std::string> headers;
+    for (int i = 0; i < 101; ++i) headers.push_back("X-" + std::to_string(i) + ": v");
+    auto reply = client.request("GET", "/healthz", std::nullopt, headers);
+    CHECK(reply.status == 431);
+    CHECK(reply.error().find("100 header fields") != std::string::npos);
+  }
+  SECTION("empty fields past 8 KiB, sent in small pieces") {
+    Client client(server.port());
+    std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n" + repeated("A:\r\n", 64 * 1024) + "\r\n";
+    send_what_is_taken(client, request, 256);
+    auto reply = client.read_reply();
+    CHECK(reply.status == 431);
+  }
+  SECTION("a head of 100 fields within the limit is still served") {
+    Client client(server.port());
+    std::vector<std::string> headers;
+    for (int i = 0; i < 99; ++i) headers.push_back("X-" + std::to_string(i) + ": v");
+    CHECK(client.request("GET", "/healthz", std::nullopt, headers).status == 200);
+  }
+}
+
+TEST_CASE("issue 10 defect 3: a Transfer-Encoding other than chunked gets 501 and its body never runs as a request",
+          "[store]") {
+  TestServer server;
+  for (std::string coding : {"chunked, gzip", "xchunked", "identity", "gzip"}) {
+    INFO(coding);
+    Client client(server.port());
+    const std::string smuggled = "PUT /v1/kv/smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1";
+    client.send_raw("POST /v1/kv HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding + "\r\n\r\n" + smuggled);
+    auto reply = client.read_reply();
+    CHECK(reply.status == 501);
+    CHECK(reply.error().find("Transfer-Encoding") != std::string::npos);
+    CHECK(client.closed_by_server());
+  }
+  Client other(server.port());
+  CHECK(other.request("GET", "/v1/kv/smuggled").status == 404);
+  // Two Transfer-Encoding fields, and one beside a Content-Length, are refused too.
+  Client twice(server.port());
+  twice.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "1\r\n1\r\n0\r\n\r\n");
+  int status = twice.read_reply().status;
+  CHECK((status == 400 || status == 501));
+  CHECK(twice.closed_by_server());
+  // A lone chunked is read as before.
+  Client chunked(server.port());
+  chunked.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n1\r\n7\r\n0\r\n\r\n");
+  CHECK(chunked.read_reply().status == 200);
+  CHECK(chunked.request("GET", "/v1/kv/k").body_json().at("value") == 7);
+}
+
+TEST_CASE("issue 10 defect 11: a malformed chunked body gets 400 with a JSON reason and is counted", "[store]") {
+  TestServer server;
+  for (std::string body : {"zz\r\n1\r\n0\r\n\r\n", "1\r\n12\r\n0\r\n\r\n", "1;\x01\r\n1\r\n0\r\n\r\n"}) {
+    Client client(server.port());
+    client.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body);
+    auto reply = client.read_reply();
+    CHECK(reply.status == 400);
+    CHECK(reply.error().find("malformed request body") != std::string::npos);
+    CHECK(client.closed_by_server());
+  }
+  Client client(server.port());
+  auto metrics = client.request("GET", "/metrics");
+  CHECK(metrics.body.find("scale_store_requests_total{endpoint=\"kv_put\",status=\"400\"} 3") != std::string::npos);
+  CHECK(client.request("GET", "/v1/kv/k").status == 404);
+}
+
+TEST_CASE("issue 10 defect 14: absolute-form targets, HEAD and a leading empty line are served", "[store]") {
+  TestServer server;
+  Client client(server.port());
+  CHECK(client.request("PUT", "/v1/kv/k", "1").status == 200);
+  CHECK(client.request("GET", "http://127.0.0.1/healthz").status == 200);
+  CHECK(client.request("GET", "HTTP://127.0.0.1:80/v1/kv/k").body_json().at("value") == 1);
+  CHECK(client.request("GET", "http://127.0.0.1?x=1").status == 404);  // the root, as "/" would be
+  // HEAD: the GET's status and headers, no body (the next answer on the connection follows at once).
+  client.send_raw("HEAD /v1/kv/k HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string head = client.read_until("\r\n\r\n");
+  CHECK(head.starts_with("HTTP/1.1 200"));
+  CHECK(head.find("Content-Length: ") != std::string::npos);
+  CHECK(client.request("GET", "/healthz").status == 200);
+  // Empty lines before a request are ignored (RFC 9112 2.2).
+  client.send_raw("\r\n\r\n\n");
+  CHECK(client.request("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("issue 10 defect 14: a request whose head or body is too slow gets 408, then the connection closes",
+          "[store]") {
+  TestServer server({.header_timeout = 300ms, .read_timeout = 300ms});
+  Client slow_head(server.port());
+  slow_head.send_raw("GET /healthz HTTP/1.1\r\nHo");
+  auto reply = slow_head.read_reply();
+  CHECK(reply.status == 408);
+  CHECK(reply.error().find("headers") != std::string::npos);
+  CHECK(slow_head.closed_by_server());
+  Client slow_body(server.port());
+  slow_body.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12");
+  reply = slow_body.read_reply();
+  CHECK(reply.status == 408);
+  CHECK(reply.error().find("body") != std::string::npos);
+  CHECK(slow_body.closed_by_server());
+  // An idle keep-alive connection is closed without an answer.
+  Client idle(server.port());
+  CHECK(idle.closed_by_server());
+}
+
+#ifdef SCALE_STORE_BINARY
+namespace {
+
+/// The port the scale-store program says it listens on (from its log).
+std::uint16_t program_port(int log_fd) {
+  std::string log;
+  std::smatch match;
+  read_log_until(log_fd, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)"), match, log);
+  if (match.size() != 2) throw std::runtime_error("scale-store did not start: " + log);
+  return static_cast<std::uint16_t>(std::stoi(match[1]));
+}
+
+/// A process's resident memory (VmRSS) in KiB.
+std::size_t rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with("VmRSS:")) return std::stoul(line.substr(6));
+  throw std::runtime_error("no VmRSS for pid " + std::to_string(pid));
+}
+
+}  // namespace
+
+TEST_CASE("issue 10 defect 1: a server flooded with empty header fields answers 431 and its RSS stays bounded",
+          "[store]") {
+  int log_fd = -1;
+  pid_t pid = spawn_store({"--port", "0"}, log_fd);
+  REQUIRE(pid > 0);
+  std::uint16_t port = program_port(log_fd);
+  {
+    Client client(port, 10s);
+    // 1,000,000 empty fields (4 MB) in one stream: before the fix each was kept as a field.
+    std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n" + repeated("A:\r\n", 1'000'000) + "\r\n";
+    send_what_is_taken(client, request, 64 * 1024);
+    CHECK(client.read_reply().status == 431);
+  }
+  CHECK(rss_kib(pid) < 64 * 1024);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(log_fd);
+}
+TEST_CASE("issue 10 defect 2: under a low descriptor limit the connection cap is lowered and one more gets 503",
+          "[store]") {
+  // `ulimit -n 256` lowers the hard limit too, far below --max-connections 1024.
+  int log_fd = -1;
+  pid_t pid = support::spawn_with_log(
+      "/bin/sh",
+      {"-c", std::string("ulimit -n 256 && exec ") + SCALE_STORE_BINARY + " --port 0 --max-connections 1024"}, log_fd);
+  REQUIRE(pid > 0);
+  std::string log;
+  std::smatch match;
+  read_log_until(log_fd, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)"), match, log);
+  REQUIRE(match.size() == 2);
+  auto port = static_cast<std::uint16_t>(std::stoi(match[1]));
+  CHECK(log.find("serving at most 192 connections, below --max-connections 1024") != std::string::npos);
+  // Idle connections up to the cap are served; every one past it gets 503 (never a hang: each
+  // reply is awaited 3 s at most, and a missing one fails the test).
+  std::vector<std::unique_ptr<Client>> open;
+  int served = 0, refused = 0;
+  for (int i = 0; i < 300; ++i) {
+    auto client = std::make_unique<Client>(port, 3s);
+    client->send_raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    int status = client->read_reply().status;
+    if (status == 200) ++served;
+    if (status == 503) ++refused;
+    open.push_back(std::move(client));
+  }
+  CHECK(served == 192);  // 256 descriptors less a reserve of 64
+  CHECK(refused == 300 - 192);
+  open.clear();
+  // Once the server has seen those connections close, a new one is served again.
+  int status_after = 0;
+  for (int attempt = 0; attempt < 100 && status_after != 200; ++attempt) {
+    Client after(port, 3s);
+    status_after = after.request("GET", "/healthz").status;
+  }
+  CHECK(status_after == 200);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(log_fd);
+}
+TEST_CASE("issue 10 defect 7: what slow subscribers queue is capped as a whole, the largest queues cut off first",
+          "[store]") {
+  int log_fd = -1;
+  pid_t pid = spawn_store({"--port", "0", "--max-queued-bytes", std::to_string(8 << 20)}, log_fd);
+  REQUIRE(pid > 0);
+  std::uint16_t port = program_port(log_fd);
+  {
+    // 40 subscribers that never read: each could queue 7.75 MiB of the 31 events below, under
+    // its own 8 MiB limit (310 MiB in all), but all of them together may queue 8 MiB.
+    std::vector<std::unique_ptr<Client>> stalled;
+    for (int i = 0; i < 40; ++i) {
+      auto client = std::make_unique<Client>(port);
+      int small = 4096;
+      ::setsockopt(client->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+      REQUIRE(client->request("GET", "/v1/events/bulk").status == 200);
+      client->read_until(": ready\n\n");
+      stalled.push_back(std::move(client));
+    }
+    Client emitter(port);
+    std::string payload = json(std::string(256 * 1024, 'x')).dump();
+    for (int i = 0; i < 31; ++i) REQUIRE(emitter.request("POST", "/v1/events/bulk", payload).status == 200);
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (metric(port, "scale_store_subscribers") > 2 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);
+    CHECK(metric(port, "scale_store_subscribers") <= 2);
+    CHECK(rss_kib(pid) < 128 * 1024);
+  }
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(log_fd);
+}
+#endif

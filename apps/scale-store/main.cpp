@@ -74,6 +74,11 @@ int main(int argc, char** argv) {
                  "With --data-dir: compact the log into a snapshot once it is larger than this and than twice "
                  "the last snapshot")
       ->capture_default_str();
+  app.add_option("--max-queued-bytes", options.max_queued_bytes,
+                 "What all SSE subscribers may have queued in all, in bytes (1 MiB to 1 TiB); past it the "
+                 "subscribers with the most queued are disconnected first")
+      ->check(CLI::Range(std::size_t{1} << 20, std::size_t{1} << 40))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -52,6 +52,8 @@ struct StoreServerOptions {
   std::chrono::milliseconds read_timeout{30'000};
   /// A Server-Sent Events subscriber with this much unsent is disconnected.
   std::size_t max_subscriber_queue = 8 * 1024 * 1024;
+  /// What every SSE subscriber may have queued in all; past it the largest queues are cut off.
+  std::size_t max_queued_bytes = 256 * 1024 * 1024;
   /// Interval of the SSE keep-alive comment (which also finds subscribers that went away).
   std::chrono::milliseconds sse_heartbeat{15'000};
   /// When not empty, the store is kept durable in this directory (created if missing): an

@@ -5,6 +5,11 @@
 
 #include <scale/store_server.hpp>
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -19,11 +24,13 @@
 #include <thread>
 #include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -38,6 +45,7 @@
 #include "core/entry_json.hpp"
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
+#include "store/request_reader.hpp"
 #include "store/store_log.hpp"
 #include "store/store_router.hpp"
 #include "remote/wire_error.hpp"
@@ -55,6 +63,24 @@ using Request = detail::HttpRequest;
 using Response = detail::HttpResponse;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+/// Descriptors kept free of connections: the log and a snapshot being written, each I/O thread's
+/// epoll and eventfd, timers, stdio, the spare one of the acceptor.
+constexpr std::size_t descriptor_reserve = 64;
+
+/// Raises the soft descriptor limit to the hard one; the connections it leaves room for.
+std::size_t descriptor_budget() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return std::numeric_limits<std::size_t>::max();
+  if (limit.rlim_cur != limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  if (limit.rlim_cur == RLIM_INFINITY) return std::numeric_limits<std::size_t>::max();
+  auto descriptors = static_cast<std::size_t>(limit.rlim_cur);
+  return descriptors > 2 * descriptor_reserve ? descriptors - descriptor_reserve : descriptors / 2;
+}
 
 // NOTE: Asio finds the running thread's recycling cache for coroutine frames and operations
 // through a per-thread pointer, and a coroutine may use it after resuming on another thread than
@@ -77,37 +103,89 @@ std::string sse_event(std::string_view data, std::optional<Revision> id = std::n
   return out;
 }
 
-/// What an SSE subscription's handler (on any thread) hands to the connection writing it out.
-/// NOTE: `pending` and `overflowed` are guarded by `mutex`; `timer` and `stream` belong to the
-/// connection's strand, so a handler only posts to the strand to wake the writer.
-struct SseChannel : std::enable_shared_from_this<SseChannel> {
-  SseChannel(asio::any_io_executor executor, std::size_t limit) : timer(std::move(executor)), limit(limit) {}
+struct SseChannel;
 
-  /// Any thread: queue `text`; past the limit the subscriber is cut off instead.
+/// What every SSE subscriber of a server has queued, bounded as a whole (--max-queued-bytes):
+/// past the limit, the subscribers with the most queued are cut off first.
+/// NOTE: lock order: `mutex` before a channel's mutex.
+struct QueueBudget {
+  explicit QueueBudget(std::size_t limit) : limit(limit) {}
+  void add(SseChannel* channel) {
+    std::lock_guard lock(mutex);
+    channels.push_back(channel);
+  }
+  void remove(SseChannel* channel) {
+    std::lock_guard lock(mutex);
+    std::erase(channels, channel);
+  }
+  /// Any thread, holding no channel's mutex: cuts off the largest queues until the total fits.
+  void enforce();
+
+  const std::size_t limit;
+  std::atomic<std::size_t> total{0};
+  std::mutex mutex;
+  std::vector<SseChannel*> channels;  // those being written out
+};
+
+/// What an SSE subscription's handler (on any thread) hands to the connection writing it out.
+/// NOTE: `pending`, `queued` and `overflowed` are guarded by `mutex`; `timer` and `stream` belong
+/// to the connection's strand, so a handler only posts to the strand to wake the writer.
+struct SseChannel : std::enable_shared_from_this<SseChannel> {
+  SseChannel(asio::any_io_executor executor, std::size_t limit, std::shared_ptr<QueueBudget> budget)
+      : timer(std::move(executor)), limit(limit), budget(std::move(budget)) {}
+
+  /// Any thread: queue `text`; past the limit (this subscriber's, or all of theirs) the
+  /// subscriber is cut off instead.
   void push(std::string text) {
     {
       std::lock_guard lock(mutex);
       if (overflowed) return;
-      if (pending.size() + text.size() > limit) {
-        overflowed = true;
-        pending.clear();
+      if (queued + text.size() > limit) {
+        cut_off_locked();
       } else {
+        queued += text.size();
+        budget->total += text.size();
         pending += text;
       }
     }
     asio::post(timer.get_executor(), [self = shared_from_this()] { self->wake(); });
+    if (budget->total.load() > budget->limit) budget->enforce();
+  }
+
+  /// Any thread: cut off (the queued bytes are dropped).
+  void cut_off() {
+    {
+      std::lock_guard lock(mutex);
+      if (overflowed) return;
+      cut_off_locked();
+    }
+    asio::post(timer.get_executor(), [self = shared_from_this()] { self->wake(); });
+  }
+
+  /// The writer: `n` bytes taken from `pending` were written.
+  void written(std::size_t n) {
+    std::lock_guard lock(mutex);
+    if (overflowed) return;  // already given back
+    queued -= n;
+    budget->total -= n;
+  }
+
+  /// Queued bytes, written or not yet taken; 0 once cut off.
+  std::size_t queued_bytes() {
+    std::lock_guard lock(mutex);
+    return queued;
   }
 
   /// Strand only: wakes the writer; an overflowed subscriber's socket is closed, since its writer
   /// may be stuck in a write the client never reads.
   void wake() {
     timer.cancel();
-    bool cut_off;
+    bool cut;
     {
       std::lock_guard lock(mutex);
-      cut_off = overflowed;
+      cut = overflowed;
     }
-    if (cut_off && stream) {
+    if (cut && stream) {
       beast::error_code ignored;
       stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
       stream->socket().close(ignored);
@@ -118,9 +196,32 @@ struct SseChannel : std::enable_shared_from_this<SseChannel> {
   beast::tcp_stream* stream = nullptr;  // strand only; null once the connection stops writing
   std::mutex mutex;
   std::string pending;
+  std::size_t queued = 0;  // pending plus what the writer took and has not written yet
   bool overflowed = false;
   const std::size_t limit;
+  const std::shared_ptr<QueueBudget> budget;
+
+ private:
+  void cut_off_locked() {
+    overflowed = true;
+    budget->total -= queued;
+    queued = 0;
+    pending.clear();
+    pending.shrink_to_fit();
+  }
 };
+
+void QueueBudget::enforce() {
+  std::lock_guard lock(mutex);
+  std::vector<std::pair<std::size_t, SseChannel*>> by_size;
+  by_size.reserve(channels.size());
+  for (SseChannel* channel : channels) by_size.emplace_back(channel->queued_bytes(), channel);
+  std::sort(by_size.begin(), by_size.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (const auto& [size, channel] : by_size) {
+    if (total.load() <= limit || size == 0) break;
+    channel->cut_off();
+  }
+}
 
 /// One accepted connection; every member is touched on its strand only.
 struct Connection {
@@ -134,7 +235,7 @@ struct Connection {
 };
 
 /// `response` as HTTP/1.x text, into `out` (Beast's serializer, by hand: one contiguous buffer).
-void serialize(const Response& response, std::string& out) {
+void serialize(const Response& response, std::string& out, bool head_only) {
   out.clear();
   out += response.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
   char status[8];
@@ -150,7 +251,7 @@ void serialize(const Response& response, std::string& out) {
     out += "\r\n";
   }
   out += "\r\n";
-  out += response.body();
+  if (!head_only) out += response.body();
 }
 
 /// Requests by endpoint and status, for /metrics.
@@ -275,6 +376,14 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
 
   RequestCounts counts;
   std::atomic<std::int64_t> subscribers{0};
+  std::shared_ptr<QueueBudget> queue_budget = std::make_shared<QueueBudget>(options.max_queued_bytes);
+  // The connection cap in force: options.max_connections, lowered to what the descriptor limit
+  // allows (set by start()).
+  std::size_t max_connections = 0;
+  // NOTE: a descriptor held in reserve (on /dev/null): when accept() fails for want of
+  // descriptors, it is closed to accept the waiting client and answer it 503, then reopened, so
+  // that no client waits in the backlog for an answer that never comes.
+  int spare_descriptor = -1;
 
   // Open connections and how to close each (posted to its strand) at stop().
   std::mutex connections_mutex;
@@ -291,8 +400,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(context), use_tuple);
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
-        // e.g. EMFILE: pause briefly rather than spin, then take the next connection.
-        asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(50));
+        if (ec == asio::error::no_descriptors) refuse_without_descriptors();
+        // Pause briefly rather than spin, then take the next connection.
+        asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(10));
         co_await pause.async_wait(use_tuple);
         continue;
       }
@@ -302,7 +412,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       bool over_cap;
       {
         std::lock_guard lock(connections_mutex);
-        over_cap = connections.size() >= options.max_connections;
+        over_cap = connections.size() >= max_connections;
         id = ++next_connection;
         connections.emplace(id, connection);
       }
@@ -338,12 +448,35 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     return router.error_response(request, status, message);
   }
 
+  /// The listener's strand, after accept() failed with EMFILE/ENFILE: the waiting client is
+  /// accepted on the spare descriptor, answered 503 (as much as its socket takes at once) and
+  /// closed.
+  void refuse_without_descriptors() {
+    if (spare_descriptor < 0) return;
+    ::close(spare_descriptor);
+    spare_descriptor = -1;
+    int client = ::accept4(acceptor->native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (client >= 0) {
+      Request request{http::verb::get, "/", 11};
+      auto response = error_response(request, http::status::service_unavailable,
+                                     "the server has no file descriptors left for another connection; try again later");
+      response.keep_alive(false);
+      std::string out;
+      serialize(response, out, false);
+      [[maybe_unused]] auto sent = ::send(client, out.data(), out.size(), MSG_NOSIGNAL);
+      ::shutdown(client, SHUT_WR);
+      ::close(client);
+      counts.add("refused", 503);
+    }
+    spare_descriptor = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
   /// One more than the cap: answered 503 and closed.
   asio::awaitable<void> refuse(std::shared_ptr<Connection> connection) {
     Request request{http::verb::get, "/", 11};
-    auto response = error_response(request, http::status::service_unavailable,
-                                   "the server has reached its connection limit (" +
-                                       std::to_string(options.max_connections) + "); try again later");
+    auto response = error_response(
+        request, http::status::service_unavailable,
+        "the server has reached its connection limit (" + std::to_string(max_connections) + "); try again later");
     response.keep_alive(false);
     connection->stream.expires_after(std::chrono::seconds(1));
     co_await http::async_write(connection->stream, response, use_tuple);
@@ -352,10 +485,12 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     counts.add("refused", 503);
   }
 
-  asio::awaitable<bool> write(Connection& connection, Response& response, std::string_view endpoint) {
+  /// Writes `response`; `head_only` (a HEAD request) leaves its body out, Content-Length kept.
+  asio::awaitable<bool> write(Connection& connection, Response& response, std::string_view endpoint,
+                              bool head_only = false) {
     counts.add(endpoint, response.result_int());
     std::string& out = connection.out;
-    serialize(response, out);
+    serialize(response, out, head_only);
     // Most answers fit in the socket's send buffer: written here at once (the socket is in
     // non-blocking mode), with no asynchronous operation or timer. The rest waits for the client.
     beast::error_code ec;
@@ -376,57 +511,78 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---------------------------------------------------------------------------------------------
+  /// Reads until `reader` has something other than need_more, or `timeout` passes (nullopt).
+  asio::awaitable<std::optional<detail::RequestReader::State>> read_until_ready(Connection& connection,
+                                                                                detail::RequestReader& reader,
+                                                                                std::chrono::milliseconds timeout) {
+    using State = detail::RequestReader::State;
+    using namespace asio::experimental::awaitable_operators;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      State state = reader.parse();
+      if (state != State::need_more) co_return state;
+      // Waiting for a request's first byte, the connection is idle (stop() closes it).
+      connection.idle = !reader.in_request();
+      // NOTE: a timer of our own rather than the stream's expiry, which closes the socket and
+      // so leaves no way to answer 408.
+      asio::steady_timer timer(connection.stream.get_executor(), deadline);
+      auto received = co_await (connection.stream.socket().async_read_some(reader.prepare(), use_tuple) ||
+                                timer.async_wait(use_tuple));
+      connection.idle = false;
+      if (received.index() == 1) co_return std::nullopt;  // timed out
+      auto [ec, n] = std::get<0>(received);
+      reader.commit(n);
+      if (ec) reader.eof();
+    }
+  }
+
   asio::awaitable<void> session(std::shared_ptr<Connection> connection) {
+    using State = detail::RequestReader::State;
     auto& stream = connection->stream;
     beast::error_code option_error;
     // Answers go out whole, in one write: waiting to fill a segment (Nagle) only adds latency.
     stream.socket().set_option(tcp::no_delay(true), option_error);
     stream.socket().non_blocking(true, option_error);  // for write()'s immediate attempt
-    beast::flat_buffer buffer;
+    detail::RequestReader reader(options.max_body);
     bool unread_input = false;  // closing after an error while the client may still be sending
+    // An answer the reader owes the client (a refusal or a timeout), then the connection closes.
+    auto refusal = [&](http::status status, std::string_view message) {
+      auto response = router.error_response(11, false, status, message);
+      unread_input = true;
+      return response;
+    };
     while (!connection->stopping && !stopping) {
-      http::request_parser<http::empty_body> head;
-      head.header_limit(detail::store_header_limit);
-      // The body's size is judged below from Content-Length, to answer 413 rather than fail.
-      head.body_limit(std::numeric_limits<std::uint64_t>::max());
-      stream.expires_after(options.header_timeout);
-      connection->idle = true;
-      auto [read_error, n] = co_await http::async_read_header(stream, buffer, head, use_tuple);
-      connection->idle = false;
+      auto state = co_await read_until_ready(*connection, reader, options.header_timeout);
       connection->request_started = std::chrono::steady_clock::now();
-      if (read_error == http::error::header_limit) {
-        Request request{http::verb::get, "/", 11};
-        auto response = error_response(
-            request, http::status::request_header_fields_too_large,
-            "the request's headers exceed " + std::to_string(detail::store_header_limit) + " bytes");
-        response.keep_alive(false);
-        co_await write(*connection, response, "unknown");
-        unread_input = true;
-        break;
-      }
-      if (read_error) {
-        if (read_error.category() == make_error_code(http::error::bad_method).category() &&
-            read_error != http::error::end_of_stream && read_error != http::error::partial_message) {
-          Request request{http::verb::get, "/", 11};
-          auto response = error_response(request, http::status::bad_request,
-                                         "malformed HTTP request: " + read_error.message());
-          response.keep_alive(false);
+      if (!state) {
+        // A client that began a request and did not finish its head in time gets a 408; an idle
+        // keep-alive connection is just closed.
+        if (reader.in_request()) {
+          auto response = refusal(http::status::request_timeout, "the request's headers took longer than " +
+                                                                     std::to_string(options.header_timeout.count()) +
+                                                                     " ms to arrive");
           co_await write(*connection, response, "unknown");
         }
-        break;  // closed, timed out (slowloris), or unparseable
+        break;
+      }
+      if (*state == State::closed) break;
+      if (*state == State::refused) {
+        auto response = refusal(reader.refusal_status(), reader.refusal());
+        co_await write(*connection, response, "unknown");
+        break;
       }
 
-      auto& peek = head.get();
+      const auto& peek = reader.head();
       std::string_view endpoint = detail::StoreRouter::endpoint(peek.method(), peek.target());
-      bool body_pending = !head.is_done();
-      std::optional<std::uint64_t> content_length;
-      if (auto length = head.content_length()) content_length = *length;
-      std::optional<Response> early = router.check_head(peek, content_length);
+      const bool head_only = reader.head_only();
+      bool body_pending = reader.body_pending();
+      std::optional<Response> early = router.check_head(peek, reader.content_length());
       if (early) {
         if (body_pending) early->keep_alive(false);  // the body is never read
         unread_input = body_pending;
-        bool ok = co_await write(*connection, *early, endpoint);
+        bool ok = co_await write(*connection, *early, endpoint, head_only);
         if (!ok || !early->keep_alive()) break;
+        reader.next();
         continue;
       }
       if (body_pending && beast::iequals(peek[http::field::expect], "100-continue")) {
@@ -436,27 +592,29 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
         if (ec) break;
       }
 
-      http::request_parser<http::string_body> parser{std::move(head)};
-      parser.body_limit(options.max_body);
-      if (!parser.is_done()) {
-        stream.expires_after(options.read_timeout);
-        auto [ec, read] = co_await http::async_read(stream, buffer, parser, use_tuple);
-        if (ec == http::error::body_limit) {
-          auto response = error_response(
-              parser.get(), http::status::payload_too_large,
-              "the body exceeds the limit of " + std::to_string(options.max_body) + " bytes (scale-store --max-body)");
-          response.keep_alive(false);
-          co_await write(*connection, response, endpoint);
-          unread_input = true;
-          break;
-        }
-        if (ec) break;
+      reader.read_body();
+      state = co_await read_until_ready(*connection, reader, options.read_timeout);
+      if (!state) {
+        auto response = refusal(
+            http::status::request_timeout,
+            "the request's body took longer than " + std::to_string(options.read_timeout.count()) + " ms to arrive");
+        co_await write(*connection, response, endpoint);
+        break;
       }
-      Request request = parser.release();
+      if (*state == State::refused) {
+        auto response = refusal(reader.refusal_status(), reader.refusal());
+        co_await write(*connection, response, endpoint);
+        break;
+      }
+      if (*state != State::request) break;
+      Request request = reader.take();
 
       Response response;
       if (detail::StoreRouter::is_stream(endpoint)) {
-        if (auto what = router.stream_request(request, response)) {
+        if (head_only) {
+          // What the stream's head would be, and no stream.
+          response = router.make_response(request.version(), false, http::status::ok, "", "text/event-stream");
+        } else if (auto what = router.stream_request(request, response)) {
           co_await stream_events(*connection, request, *what, endpoint);
           break;  // an event stream ends its connection
         }
@@ -476,7 +634,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
         }
       }
       if (connection->stopping) response.keep_alive(false);
-      bool ok = co_await write(*connection, response, endpoint);
+      bool ok = co_await write(*connection, response, endpoint, head_only);
       if (!ok || !response.keep_alive()) break;
     }
     beast::error_code ignored;
@@ -525,8 +683,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> stream_events(Connection& connection, const Request& request, const detail::StreamRequest& what,
                                       std::string_view endpoint) {
     auto& stream = connection.stream;
-    auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue);
+    auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue, queue_budget);
     channel->stream = &stream;
+    queue_budget->add(channel.get());
     connection.channel = channel;
 
     std::shared_ptr<detail::SubscriptionState> subscription;
@@ -573,6 +732,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     // The ": ready" comment tells a client its subscription is in place (nothing before it is lost).
     std::string out = first.empty() ? std::string(": ready\n\n") : first;
     bool ended = !first.empty();
+    bool queued = false;  // `out` was taken from the channel's queue (and counts in it)
     while (!head_error && !connection.stopping) {
       if (out.empty()) {
         bool overflowed;
@@ -582,6 +742,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
           overflowed = channel->overflowed;
         }
         if (overflowed) break;
+        queued = !out.empty();
       }
       if (out.empty()) {
         if (ended) break;
@@ -593,8 +754,12 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       stream.expires_after(options.read_timeout);
       auto [ec, written] = co_await asio::async_write(stream, asio::buffer(out), use_tuple);
       if (ec) break;
+      if (queued) channel->written(out.size());
+      queued = false;
       out.clear();
     }
+    queue_budget->remove(channel.get());
+    channel->cut_off();  // what is still queued is given back; later deliveries are dropped
     channel->stream = nullptr;
     connection.channel.reset();
     if (subscription) {
@@ -613,6 +778,13 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     if (ec || results.empty())
       throw Error("scale::StoreServer: cannot resolve host '" + options.host + "': " + ec.message());
     tcp::endpoint endpoint = results.begin()->endpoint();
+    max_connections = std::min(options.max_connections, descriptor_budget());
+    if (max_connections < options.max_connections)
+      detail::log_error("scale-store: serving at most " + std::to_string(max_connections) +
+                        " connections, below --max-connections " + std::to_string(options.max_connections) +
+                        ": the descriptor limit (ulimit -n) leaves room for no more beside a reserve of " +
+                        std::to_string(descriptor_reserve) + " for the log and snapshots; raise it to allow more");
+    if (spare_descriptor < 0) spare_descriptor = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (!endpoint.address().is_loopback() && options.token.empty())
       throw Error("scale::StoreServer: refusing to listen on " + options.host +
                   " without a token: anyone who can reach that address could read and change the store. "
@@ -672,6 +844,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     for (auto& thread : threads) thread.join();
     threads.clear();
     if (log) log->close();  // writes and fsyncs what is pending, unlocks the data directory
+    if (spare_descriptor >= 0) ::close(spare_descriptor);
+    spare_descriptor = -1;
     std::lock_guard connections_lock(connections_mutex);
     connections.clear();
   }
