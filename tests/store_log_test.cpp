@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -596,6 +597,16 @@ class Connection {
   std::string m_buffer;
 };
 
+/// The value of the unlabelled series `name` in GET /metrics.
+std::uint64_t metric(Connection& connection, const std::string& name) {
+  auto reply = connection.request("GET", "/metrics");
+  REQUIRE(reply);
+  std::smatch match;
+  INFO(reply->second);
+  REQUIRE(std::regex_search(reply->second, match, std::regex("\n" + name + " ([0-9]+)\n")));
+  return std::stoull(match[1]);
+}
+
 }  // namespace
 
 TEST_CASE("scale-store killed with kill -9 under --fsync always keeps every acknowledged write", "[store_log][store]") {
@@ -739,5 +750,99 @@ TEST_CASE("scale-store rejects bad flag values and --help documents every flag",
        {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin", "--history", "--io-threads",
         "--data-dir", "--fsync", "always", "everysec", "--compact-min-bytes"})
     CHECK(help.log.find(text) != std::string::npos);
+}
+
+TEST_CASE("a log rotation that cannot create the next log keeps the writes going, is logged, and is retried",
+          "[store_log][store]") {
+  TempDir dir;
+  auto data = fs::path(dir.data());
+  const std::string pad(120, '.');
+  int written = 0;
+  {
+    StoreProcess store({"--port", "0", "--data-dir", dir.data(), "--fsync", "no", "--compact-min-bytes", "2048"});
+    Connection connection(store.wait_for_port());
+    // A directory where the next log must go: open(O_CREAT) fails with EISDIR, as it would with
+    // EMFILE or EACCES.
+    fs::create_directory(data / "log.0000000002");
+    auto put = [&] {
+      ++written;
+      auto reply = connection.request("PUT", "/v1/kv/k" + std::to_string(written % 20),
+                                      json{{"i", written}, {"pad", pad}}.dump());
+      REQUIRE(reply);
+      INFO("write " << written << ": " << reply->second);
+      REQUIRE(reply->first == 200);
+    };
+    // About 170 bytes a write: the log passes 2048 bytes, and a rotation is tried, within 20.
+    for (int i = 0; i < 200; ++i) put();
+    CHECK(metric(connection, "scale_store_compaction_failures_total") >= 1);
+    CHECK(
+        store.read_until(std::regex("compaction failed \\(1 in a row\\): cannot create the log '[^']*log\\.0000000002'"
+                                    "[^\\n]*retrying in")));
+    auto health = connection.request("GET", "/healthz");
+    REQUIRE(health);
+    CHECK(health->first == 200);  // the log itself is fine
+    CHECK(metric(connection, "scale_store_compactions_total") == 0);
+
+    fs::remove(data / "log.0000000002");  // the cause is gone: a later attempt succeeds
+    while (metric(connection, "scale_store_compactions_total") == 0) {
+      REQUIRE(written < 200'000);
+      put();
+    }
+    CHECK(store.read_until(std::regex("compaction into '[^']*snapshot\\.0000000002' succeeded after [0-9]+ failed")));
+    REQUIRE(::kill(store.pid, SIGTERM) == 0);
+    int status = store.wait();
+    CHECK(WIFEXITED(status));
+  }
+  CHECK_FALSE(files_named(data, "snapshot.").empty());
+  CHECK_FALSE(fs::exists(data / "log.0000000001"));
+  StoreProcess restarted({"--port", "0", "--data-dir", dir.data(), "--fsync", "no"});
+  Connection connection(restarted.wait_for_port());
+  for (int k = 0; k < 20; ++k) {
+    // The last write to key k was the largest i <= written with i % 20 == k.
+    int last = written - ((written - k) % 20 + 20) % 20;
+    auto reply = connection.request("GET", "/v1/kv/k" + std::to_string(k));
+    REQUIRE(reply);
+    REQUIRE(reply->first == 200);
+    CHECK(json::parse(reply->second).at("value").at("i") == last);
+  }
+}
+
+TEST_CASE("a failed write of the log fails that write and every later one, and /healthz answers 503 with why",
+          "[store_log][store]") {
+  TempDir dir;
+  // A write past RLIMIT_FSIZE fails with EFBIG (a real failed write, as a full disk's ENOSPC);
+  // the child inherits the ignored SIGXFSZ, which would otherwise kill it.
+  auto previous = ::signal(SIGXFSZ, SIG_IGN);
+  StoreProcess store({"--port", "0", "--data-dir", dir.data()});
+  ::signal(SIGXFSZ, previous);
+  Connection connection(store.wait_for_port());
+  REQUIRE(connection.request("PUT", "/v1/kv/before", "1")->first == 200);
+  auto health = connection.request("GET", "/healthz");
+  REQUIRE(health);
+  CHECK(health->first == 200);
+
+  auto log = files_named(dir.data(), "log.").at(0);
+  rlimit limit{static_cast<rlim_t>(fs::file_size(log) + 8), RLIM_INFINITY};
+  REQUIRE(::prlimit(store.pid, RLIMIT_FSIZE, &limit, nullptr) == 0);
+  auto failed = connection.request("PUT", "/v1/kv/after", "\"a value longer than eight bytes\"");
+  REQUIRE(failed);
+  CHECK(failed->first == 500);
+  CHECK(json::parse(failed->second).at("type") == "JournalError");
+  CHECK(store.read_until(std::regex("cannot write to '[^']*log\\.0000000001'")));
+
+  limit.rlim_cur = RLIM_INFINITY;  // the cause is gone, but the log cannot be trusted until a restart
+  REQUIRE(::prlimit(store.pid, RLIMIT_FSIZE, &limit, nullptr) == 0);
+  health = connection.request("GET", "/healthz");
+  REQUIRE(health);
+  CHECK(health->first == 503);
+  auto reason = json::parse(health->second);
+  CHECK(reason.at("type") == "JournalError");
+  CHECK(reason.at("error").get<std::string>().find("log.0000000001") != std::string::npos);
+  auto later = connection.request("PUT", "/v1/kv/later", "2");
+  REQUIRE(later);
+  CHECK(later->first == 500);
+  auto read = connection.request("GET", "/v1/kv/before");  // reads go on
+  REQUIRE(read);
+  CHECK(read->first == 200);
 }
 #endif

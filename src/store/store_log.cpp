@@ -596,7 +596,9 @@ void StoreLog::run_writer() {
       last_sync = clock::now();
     }
     if (!error && !m_compacting.load() &&
-        m_log_bytes > std::max<std::uint64_t>(m_options.compact_min_bytes, 2 * m_snapshot_bytes.load()))
+        m_log_bytes > std::max<std::uint64_t>(m_options.compact_min_bytes, 2 * m_snapshot_bytes.load()) &&
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count() >=
+            m_retry_after_ns.load())
       m_want_snapshot = true;
 
     if (closing) {
@@ -615,21 +617,44 @@ void StoreLog::run_writer() {
 
 void StoreLog::switch_log(Revision revision, std::shared_ptr<std::vector<Entry>> entries) {
   // Everything up to `revision` is in the old log; make it durable before the new one gets more.
+  // A failure here is the log's own: it propagates and fails the writes.
   if (m_dirty) sync();
-  auto old_generation = m_generation;
-  auto file = path(numbered("log.", old_generation + 1));
-  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) fail_io("cannot create the log", file);
+  // NOTE: a new log that cannot be made (EMFILE, EACCES, a file in the way) is not the log's
+  // failure: the writes go on to the current log and the compaction is retried later. O_EXCL, so
+  // the file unlinked on a failure is always the one just made.
+  auto file = path(numbered("log.", m_generation + 1));
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return compaction_failed("cannot create the log '" + file + "': " + errno_text(errno));
+  try {
+    fsync_dir(m_options.dir);
+  } catch (const std::exception& problem) {
+    ::close(fd);
+    ::unlink(file.c_str());
+    return compaction_failed(problem.what());
+  }
   ::close(m_log_fd);
   m_log_fd = fd;
-  m_generation = old_generation + 1;
+  m_generation += 1;
   m_log_bytes = 0;
-  fsync_dir(m_options.dir);
   std::lock_guard lock(m_compaction_mutex);
   if (m_compactor.joinable()) m_compactor.join();
   m_compactor = std::thread([this, generation = m_generation, revision, entries = std::move(entries)]() mutable {
     write_snapshot(generation, revision, std::move(entries));
   });
+}
+
+void StoreLog::compaction_failed(const std::string& problem) {
+  using namespace std::chrono;
+  auto failures = m_failures_in_a_row.fetch_add(1) + 1;
+  // 0.5 s, 1 s, 2 s, ... up to a minute between attempts while the cause lasts.
+  auto delay = milliseconds(500) * (1ll << std::min<std::uint32_t>(failures - 1, 7));
+  delay = std::min<milliseconds>(delay, minutes(1));
+  m_retry_after_ns = duration_cast<nanoseconds>((steady_clock::now() + delay).time_since_epoch()).count();
+  m_compaction_failures.fetch_add(1, std::memory_order_relaxed);
+  log_error("scale-store: compaction failed (" + std::to_string(failures) + " in a row): " + problem +
+            ". Writes go on to the current log, which still holds everything; retrying in " +
+            std::to_string(duration_cast<milliseconds>(delay).count()) + " ms");
+  m_compacting = false;
 }
 
 void StoreLog::write_snapshot(std::uint64_t generation, Revision revision,
@@ -670,12 +695,20 @@ void StoreLog::write_snapshot(std::uint64_t generation, Revision revision,
       if (g < generation) ::unlink(path(file).c_str());
     m_snapshot_bytes = size;
     m_compactions.fetch_add(1, std::memory_order_relaxed);
+    if (auto failures = m_failures_in_a_row.exchange(0); failures > 0)
+      log_error("scale-store: compaction into '" + path(name) + "' succeeded after " + std::to_string(failures) +
+                " failed attempts");
   } catch (const std::exception& problem) {
     if (fd >= 0) ::close(fd);
     ::unlink(temporary.c_str());
-    log_error(std::string(problem.what()) + " (compaction skipped; the logs still hold everything)");
+    return compaction_failed(problem.what());
   }
   m_compacting = false;
+}
+
+std::exception_ptr StoreLog::health() const {
+  std::lock_guard lock(m_mutex);
+  return m_failed;
 }
 
 void StoreLog::close() {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -128,6 +129,11 @@ class StoreLog final : public MemoryJournal {
   bool compacting() const noexcept { return m_compacting.load(); }
   /// Snapshots completed since open.
   std::uint64_t compactions() const noexcept { return m_compactions.load(std::memory_order_relaxed); }
+  /// Rotations or snapshots that failed since open (each is logged and retried later).
+  std::uint64_t compaction_failures() const noexcept { return m_compaction_failures.load(std::memory_order_relaxed); }
+  /// Null while writes can be made durable; once a write or fsync of the log failed, that error
+  /// (every later write fails with it until a restart).
+  std::exception_ptr health() const;
 
  private:
   struct Pending {
@@ -143,6 +149,7 @@ class StoreLog final : public MemoryJournal {
   void recover(RecoveredMemory& recovered);
   void run_writer();
   void switch_log(Revision revision, std::shared_ptr<std::vector<Entry>> entries);
+  void compaction_failed(const std::string& problem);
   void write_snapshot(std::uint64_t generation, Revision revision, std::shared_ptr<std::vector<Entry>> entries);
   void sync();
   std::string path(std::string_view name) const;
@@ -155,7 +162,7 @@ class StoreLog final : public MemoryJournal {
   std::atomic<std::uint64_t> m_snapshot_bytes{0};  // of the last snapshot written or recovered
   bool m_dirty = false;                            // written but not fsync'd (writer thread)
 
-  std::mutex m_mutex;  // guards what follows up to m_writer
+  mutable std::mutex m_mutex;  // guards what follows up to m_writer
   std::condition_variable m_wake;
   std::vector<Pending> m_pending;
   bool m_closing = false;
@@ -168,6 +175,11 @@ class StoreLog final : public MemoryJournal {
   std::thread m_compactor;
   std::atomic<std::uint64_t> m_fsyncs{0};
   std::atomic<std::uint64_t> m_compactions{0};
+  std::atomic<std::uint64_t> m_compaction_failures{0};
+  // After a failed rotation or snapshot: failures in a row, and no new attempt before this
+  // (steady_clock nanoseconds), so a lasting cause (EMFILE, EACCES) is retried with backoff.
+  std::atomic<std::uint32_t> m_failures_in_a_row{0};
+  std::atomic<std::int64_t> m_retry_after_ns{0};
 };
 
 }  // namespace scale::detail
