@@ -197,6 +197,50 @@ TEST_CASE("a torn last record is dropped at every truncation point and the recor
   }
 }
 
+TEST_CASE("the bytes a torn tail drops are counted as records where their headers show, unknown where not",
+          "[store_log]") {
+  auto bytes = three_records();
+  auto last = decode_log(bytes).records[2];
+  SECTION("a record cut short is one record") {
+    auto cut = bytes.substr(0, last.offset + last.size - 4);
+    auto dropped = scale::detail::inspect_dropped(cut, decode_log(cut).valid_end);
+    CHECK(dropped.bytes == last.size - 4);
+    CHECK(dropped.records == 1);
+    CHECK(dropped.counted);
+  }
+  SECTION("a few bytes of a header are one record") {
+    auto cut = bytes.substr(0, last.offset + 5);
+    auto dropped = scale::detail::inspect_dropped(cut, decode_log(cut).valid_end);
+    CHECK(dropped.records == 1);
+    CHECK(dropped.counted);
+  }
+  SECTION("a record zeroed from its middle on: one record seen, then zeros that cannot be counted") {
+    auto zeroed = bytes + std::string(300, '\0');
+    std::fill(zeroed.begin() + static_cast<std::ptrdiff_t>(last.offset + 20), zeroed.end(), '\0');
+    auto decoded = decode_log(zeroed);
+    REQUIRE(decoded.tail == LogTail::torn);
+    auto dropped = scale::detail::inspect_dropped(zeroed, decoded.valid_end);
+    CHECK(dropped.bytes == zeroed.size() - last.offset);
+    CHECK(dropped.records == 1);
+    CHECK_FALSE(dropped.counted);
+    CHECK(dropped.uncounted_bytes == zeroed.size() - last.offset - last.size);
+  }
+  SECTION("zeros from a record boundary on: no record seen, how many is unknown") {
+    auto zeroed = bytes;
+    std::fill(zeroed.begin() + static_cast<std::ptrdiff_t>(last.offset), zeroed.end(), '\0');
+    auto dropped = scale::detail::inspect_dropped(zeroed, decode_log(zeroed).valid_end);
+    CHECK(dropped.records == 0);
+    CHECK_FALSE(dropped.counted);
+    CHECK(dropped.uncounted_bytes == last.size);
+  }
+  SECTION("nothing dropped") {
+    auto dropped = scale::detail::inspect_dropped(bytes, bytes.size());
+    CHECK(dropped.bytes == 0);
+    CHECK(dropped.records == 0);
+    CHECK(dropped.counted);
+  }
+}
+
 TEST_CASE("a damaged record with more data after it is corruption, found at its byte offset", "[store_log]") {
   auto bytes = three_records();
   auto second = decode_log(bytes).records[1];
@@ -844,5 +888,42 @@ TEST_CASE("a failed write of the log fails that write and every later one, and /
   auto read = connection.request("GET", "/v1/kv/before");  // reads go on
   REQUIRE(read);
   CHECK(read->first == 200);
+}
+
+TEST_CASE("scale-store recovering a zeroed log end says which file, bytes and revisions it dropped, and counts them",
+          "[store_log][store]") {
+  TempDir dir;
+  {
+    StoreProcess store({"--port", "0", "--data-dir", dir.data(), "--fsync", "always"});
+    Connection connection(store.wait_for_port());
+    const std::string value = json{{"pad", std::string(80, '.')}}.dump();
+    for (int i = 1; i <= 20; ++i)
+      REQUIRE(connection.request("PUT", "/v1/kv/k" + std::to_string(i), value)->first == 200);
+    REQUIRE(::kill(store.pid, SIGTERM) == 0);
+    store.wait();
+  }
+  auto log = files_named(dir.data(), "log.").at(0);
+  auto bytes = read_file(log);
+  auto records = decode_log(bytes).records;
+  REQUIRE(records.size() == 20);
+  // The disk zeroed the last records, from the middle of revision 9's on: 12 acknowledged writes.
+  const std::size_t from = records[8].offset + 20;
+  std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(from), bytes.end(), '\0');
+  write_file(log, bytes);
+
+  StoreProcess restarted({"--port", "0", "--data-dir", dir.data()});
+  auto port = restarted.wait_for_port();
+  INFO(restarted.log);
+  const std::string expected = "recovery dropped the end of the log '" + log.string() + "': bytes " +
+                               std::to_string(records[8].offset) + " to " + std::to_string(bytes.size() - 1) + " (" +
+                               std::to_string(bytes.size() - records[8].offset) + " bytes";
+  CHECK(restarted.log.find(expected) != std::string::npos);
+  CHECK(restarted.log.find("at least 1 record") != std::string::npos);
+  CHECK(restarted.log.find("revisions 9 to unknown") != std::string::npos);
+  CHECK(restarted.log.find("starts at revision 8") != std::string::npos);
+  Connection connection(port);
+  CHECK(metric(connection, "scale_store_recovery_dropped_records") == 1);
+  CHECK(metric(connection, "scale_store_recovery_dropped_bytes") == bytes.size() - records[8].offset);
+  CHECK(metric(connection, "scale_store_revision") == 8);
 }
 #endif

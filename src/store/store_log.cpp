@@ -342,6 +342,29 @@ DecodedLog decode_log(std::string_view bytes) {
   return decoded;
 }
 
+DroppedTail inspect_dropped(std::string_view bytes, std::size_t from) {
+  DroppedTail dropped;
+  if (from >= bytes.size()) return dropped;
+  dropped.bytes = bytes.size() - from;
+  for (std::size_t at = from; at < bytes.size();) {
+    std::string_view rest = bytes.substr(at);
+    bool header = rest.size() >= record_header_size &&
+                  crc32c(rest.substr(0, 4)) == load_le<std::uint32_t>(rest.data() + 4) &&
+                  load_le<std::uint32_t>(rest.data()) <= max_record_payload;
+    if (!header && (all_zero(rest) || rest.size() >= record_header_size)) {
+      // Zeros, or a header whose checksum does not match: records may be in there, or none.
+      dropped.counted = false;
+      dropped.uncounted_bytes = rest.size();
+      break;
+    }
+    // A record header (or the first bytes of one, written before the crash).
+    ++dropped.records;
+    if (!header) break;
+    at += std::min<std::size_t>(rest.size(), record_header_size + load_le<std::uint32_t>(rest.data()));
+  }
+  return dropped;
+}
+
 // ---------------------------------------------------------------------------------------------
 // StoreLog: open and recovery.
 
@@ -460,11 +483,33 @@ void StoreLog::recover(RecoveredMemory& recovered) {
                   (last ? "" : "' and by moving the later log files away") + "'");
     }
     if (decoded.tail == LogTail::torn) {
-      log_error("scale-store: warning: the log '" + file + "' ends in a torn record at byte offset " +
-                std::to_string(decoded.valid_end) + " (" + decoded.problem +
-                "), left by an interrupted write that was never acknowledged; it is dropped and the file "
-                "truncated to " +
-                std::to_string(decoded.valid_end) + " bytes");
+      // NOTE: a torn write and a tail the disk zeroed look the same (etcd and Redis accept both);
+      // what is dropped is said exactly, as far as the bytes show it.
+      auto dropped = inspect_dropped(bytes, decoded.valid_end);
+      m_recovery_dropped_records += dropped.records;
+      m_recovery_dropped_bytes += dropped.bytes;
+      auto plural = [](std::size_t n, const char* what) {
+        return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+      };
+      std::string records = plural(dropped.records, "record");
+      std::string revisions;
+      if (dropped.counted) {
+        revisions = dropped.records == 1 ? "revision " + std::to_string(revision + 1)
+                                         : "revisions " + std::to_string(revision + 1) + " to " +
+                                               std::to_string(revision + static_cast<Revision>(dropped.records));
+      } else {
+        records = "at least " + records + " (then " + plural(dropped.uncounted_bytes, "byte") +
+                  " without a record header, zeros or damage: how many records they held is unknown)";
+        revisions = "revisions " + std::to_string(revision + 1) + " to unknown";
+      }
+      log_error("scale-store: warning: recovery dropped the end of the log '" + file + "': bytes " +
+                std::to_string(decoded.valid_end) + " to " + std::to_string(bytes.size() - 1) + " (" +
+                plural(dropped.bytes, "byte") + ", starting with " + decoded.problem + "), holding " + records + ", " +
+                revisions +
+                ". An interrupted write ends a log this way, and a tail zeroed by the disk cannot be told apart "
+                "from one (docs/durability.md). The store starts at revision " +
+                std::to_string(revision) + " and the file is truncated to " + std::to_string(decoded.valid_end) +
+                " bytes");
       int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
       if (fd < 0) fail_io("cannot open", file);
       if (::ftruncate(fd, static_cast<off_t>(decoded.valid_end)) != 0 || ::fsync(fd) != 0) {

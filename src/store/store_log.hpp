@@ -73,6 +73,19 @@ inline constexpr std::size_t record_header_size = 12;
 /// is not valid. Pure: no I/O, any input (recovery and the fuzz target use it).
 DecodedLog decode_log(std::string_view bytes);
 
+/// What the bytes after a log's last valid record still show: recovery drops them and says so.
+struct DroppedTail {
+  std::size_t bytes = 0;    ///< dropped, from the last valid record's end to the end of the file
+  std::size_t records = 0;  ///< record headers seen in them: at least this many records are dropped
+  /// True when every dropped byte belongs to a record that was seen, so `records` is exact; false
+  /// when bytes follow (zeros, or a damaged header) that cannot tell how many records they held.
+  bool counted = true;
+  std::size_t uncounted_bytes = 0;  ///< those bytes
+};
+
+/// Reads the headers left in `bytes` from `from` (a DecodedLog's valid_end) to the end. Pure.
+DroppedTail inspect_dropped(std::string_view bytes, std::size_t from);
+
 /// Appends one record to `out`: begin with the kind, revision and time, add() its changes, then
 /// finish(). The only encoder of the format.
 class RecordEncoder {
@@ -131,6 +144,9 @@ class StoreLog final : public MemoryJournal {
   std::uint64_t compactions() const noexcept { return m_compactions.load(std::memory_order_relaxed); }
   /// Rotations or snapshots that failed since open (each is logged and retried later).
   std::uint64_t compaction_failures() const noexcept { return m_compaction_failures.load(std::memory_order_relaxed); }
+  /// Records a torn log end dropped at open (at least: see DroppedTail), and its bytes.
+  std::uint64_t recovery_dropped_records() const noexcept { return m_recovery_dropped_records; }
+  std::uint64_t recovery_dropped_bytes() const noexcept { return m_recovery_dropped_bytes; }
   /// Null while writes can be made durable; once a write or fsync of the log failed, that error
   /// (every later write fails with it until a restart).
   std::exception_ptr health() const;
@@ -161,6 +177,8 @@ class StoreLog final : public MemoryJournal {
   std::uint64_t m_log_bytes = 0;                   // its size (writer thread after open)
   std::atomic<std::uint64_t> m_snapshot_bytes{0};  // of the last snapshot written or recovered
   bool m_dirty = false;                            // written but not fsync'd (writer thread)
+  std::uint64_t m_recovery_dropped_records = 0;    // set by open()
+  std::uint64_t m_recovery_dropped_bytes = 0;
 
   mutable std::mutex m_mutex;  // guards what follows up to m_writer
   std::condition_variable m_wake;

@@ -522,6 +522,11 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       out += "# HELP " + std::string(name) + " " + std::string(help) + "\n# TYPE " + std::string(name) + " counter\n" +
              std::string(name) + " " + std::to_string(value) + "\n";
     };
+    gauge("scale_store_recovery_dropped_records",
+          "Records recovery dropped from a torn log end at start (a lower bound when zeros followed).",
+          static_cast<std::int64_t>(log ? log->recovery_dropped_records() : 0));
+    gauge("scale_store_recovery_dropped_bytes", "Bytes recovery dropped from a torn log end at start.",
+          static_cast<std::int64_t>(log ? log->recovery_dropped_bytes() : 0));
     counter("scale_store_compactions_total", "Snapshots of the data directory written.", log ? log->compactions() : 0);
     counter("scale_store_compaction_failures_total",
             "Log rotations or snapshots that failed (logged; the writes went on, retried later).",
