@@ -488,6 +488,89 @@ TEST_CASE("a compaction interrupted at any step leaves a directory that recovers
   if (fs::exists(data / "snapshot.0000000002")) CHECK_FALSE(fs::exists(data / "log.0000000001"));
 }
 
+TEST_CASE("a stray higher-numbered snapshot is refused instead of deleting the newer logs", "[store_log]") {
+  TempDir dir;
+  auto data = fs::path(dir.data());
+  auto options = options_for(dir.data(), scale::FsyncPolicy::no);
+  options.compact_min_bytes = 2048;
+  {
+    Durable store(options);
+    for (int i = 1; i <= 40; ++i) {
+      (void)store.memory->set_many(json{{"k" + std::to_string(i % 5), std::string(100, 'x')}}).get();
+      auto deadline = std::chrono::steady_clock::now() + 5s;
+      while (store.log->compacting() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    }
+    store.log->close();
+    REQUIRE(store.log->compactions() >= 1);
+  }
+  {
+    Durable store(options_for(dir.data()));
+    for (int i = 0; i < 5; ++i) (void)store.memory->set_many(json{{"after", i}}).get();
+  }
+  auto snapshot = files_named(data, "snapshot.").at(0);
+  auto logs_before = files_named(data, "log.");
+  REQUIRE(logs_before.size() == 1);
+  // Its first record is the header: the generation it was made for and its revision.
+  auto header = decode_log(read_file(snapshot)).records.at(0);
+  CHECK(header.kind == RecordKind::header);
+  CHECK(snapshot.filename().string() == "snapshot." + std::string(10 - std::to_string(header.generation).size(), '0') +
+                                            std::to_string(header.generation));
+  auto log_header = decode_log(read_file(logs_before[0])).records.at(0);
+  CHECK(log_header.kind == RecordKind::header);
+  CHECK(log_header.revision == header.revision + 1);
+
+  fs::copy_file(snapshot, data / "snapshot.0000000099");
+  scale::detail::RecoveredMemory recovered;
+  try {
+    (void)scale::detail::StoreLog::open(options_for(dir.data()), recovered);
+    FAIL("a stray snapshot was used");
+  } catch (const scale::Error& error) {
+    std::string message = error.what();
+    CHECK(message.find((data / "snapshot.0000000099").string()) != std::string::npos);
+    CHECK(message.find(logs_before[0].string()) != std::string::npos);
+    CHECK(message.find("written as '" + snapshot.filename().string()) != std::string::npos);
+    CHECK(message.find("Move '") != std::string::npos);
+  }
+  CHECK(files_named(data, "log.") == logs_before);  // nothing was deleted
+  fs::remove(data / "snapshot.0000000099");
+  Durable store(options_for(dir.data()));
+  CHECK(store.revision == 45);  // 40 writes, then 5 more
+}
+
+TEST_CASE("an old-format directory (no headers) recovers, and a stray snapshot in it is refused by revision",
+          "[store_log]") {
+  // The files as scale-store wrote them before logs and snapshots had headers: snapshot.2 holds
+  // revision 5, log.2 revisions 6 and 7.
+  std::string log2, snapshot;
+  for (int r = 6; r <= 7; ++r) scale::detail::encode_record(log2, write_record(r, {{"k", std::to_string(r), false}}));
+  LogRecord begin;
+  begin.kind = RecordKind::snapshot_begin;
+  begin.revision = 5;
+  scale::detail::encode_record(snapshot, begin);
+  scale::detail::encode_record(snapshot, write_record(5, {{"k", "5", false}}));
+  LogRecord end = begin;
+  end.kind = RecordKind::snapshot_end;
+  scale::detail::encode_record(snapshot, end);
+  TempDir dir;
+  fs::create_directories(dir.data());
+  auto data = fs::path(dir.data());
+  write_file(data / "snapshot.0000000002", snapshot);
+  write_file(data / "log.0000000002", log2);
+  SECTION("it recovers") {
+    Durable store(options_for(dir.data()));
+    CHECK(store.revision == 7);
+    CHECK(store.memory->entry("k").get()->value == 7);
+  }
+  SECTION("a copy of its snapshot under a higher number is refused") {
+    write_file(data / "snapshot.0000000009", snapshot);
+    scale::detail::RecoveredMemory recovered;
+    CHECK_THROWS_WITH(scale::detail::StoreLog::open(options_for(dir.data()), recovered),
+                      Catch::Contains("snapshot.0000000009") && Catch::Contains("log.0000000002") &&
+                          Catch::Contains("up to revision 7"));
+    CHECK(fs::exists(data / "log.0000000002"));
+  }
+}
+
 TEST_CASE("a missing log file between a snapshot and a later log is refused, not skipped", "[store_log]") {
   std::string log3;
   scale::detail::encode_record(log3, write_record(9, {{"k", "9", false}}));
@@ -905,6 +988,7 @@ TEST_CASE("scale-store recovering a zeroed log end says which file, bytes and re
   auto log = files_named(dir.data(), "log.").at(0);
   auto bytes = read_file(log);
   auto records = decode_log(bytes).records;
+  if (!records.empty() && records.front().kind == RecordKind::header) records.erase(records.begin());
   REQUIRE(records.size() == 20);
   // The disk zeroed the last records, from the middle of revision 9's on: 12 acknowledged writes.
   const std::size_t from = records[8].offset + 20;

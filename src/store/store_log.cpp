@@ -3,8 +3,11 @@
 //
 // Files in the directory:
 //   LOCK                 flock'd while a server has the directory open
-//   log.<G>              records of writes, each revision one more than the one before
-//   snapshot.<G>         every entry as of the revision just before log.<G>'s first record
+//   log.<G>              a header (G, the first revision), then records of writes, each revision one
+//                        more than the one before
+//   snapshot.<G>         a header (G, its revision), then every entry as of the revision just
+//                        before log.<G>'s first record
+// (Files written before headers existed begin with their first write or snapshot_begin record.)
 //   snapshot.<G>.tmp     a snapshot being written (ignored and removed at start)
 // Recovery loads the newest snapshot.<S> (if any) and replays every log.<G> with G >= S in order.
 
@@ -78,6 +81,7 @@ const bool has_sse42 = __builtin_cpu_supports("sse4.2");
 
 // Payload: kind u8, revision i64, timestamp i64, count u32, then per change:
 // flags u8 (1: erased), key length u32, key, value length u32, value (JSON text; empty if erased).
+// A header has no changes and ends with its generation u64.
 constexpr std::size_t payload_fixed = 1 + 8 + 8 + 4;
 constexpr std::size_t change_fixed = 1 + 4 + 4;
 
@@ -86,12 +90,20 @@ std::optional<std::string> parse_payload(std::string_view payload, LogRecord& re
   if (payload.size() < payload_fixed)
     return "a payload of " + std::to_string(payload.size()) + " bytes is shorter than a record's fixed fields";
   auto kind = static_cast<unsigned char>(payload[0]);
-  if (kind < 1 || kind > 3) return "unknown record kind " + std::to_string(kind) + " (written by a newer scale-store?)";
+  if (kind < 1 || kind > 4) return "unknown record kind " + std::to_string(kind) + " (written by a newer scale-store?)";
   record.kind = static_cast<RecordKind>(kind);
   record.revision = static_cast<Revision>(load_le<std::uint64_t>(payload.data() + 1));
   record.timestamp_ms = static_cast<std::int64_t>(load_le<std::uint64_t>(payload.data() + 9));
   std::uint32_t count = load_le<std::uint32_t>(payload.data() + 17);
   if (record.revision < 0) return "a negative revision";
+  if (record.kind == RecordKind::header) {
+    if (count != 0) return "a header with changes";
+    if (payload.size() != payload_fixed + 8)
+      return "a header of " + std::to_string(payload.size()) + " bytes instead of " + std::to_string(payload_fixed + 8);
+    record.generation = load_le<std::uint64_t>(payload.data() + payload_fixed);
+    if (record.generation == 0) return "a header of generation 0";
+    return std::nullopt;
+  }
   if (record.kind == RecordKind::write && (count == 0 || record.revision == 0))
     return "a write record without changes or revision";
   if (record.kind != RecordKind::write && count != 0) return "a snapshot marker with changes";
@@ -284,8 +296,16 @@ void RecordEncoder::finish() {
 }
 
 void encode_record(std::string& out, const LogRecord& record) {
+  if (record.kind == RecordKind::header)
+    return encode_header(out, record.generation, record.revision, record.timestamp_ms);
   RecordEncoder encoder(out, record.kind, record.revision, record.timestamp_ms);
   for (const auto& change : record.changes) encoder.add(change.key, change.erased, change.value);
+  encoder.finish();
+}
+
+void encode_header(std::string& out, std::uint64_t generation, Revision revision, std::int64_t timestamp_ms) {
+  RecordEncoder encoder(out, RecordKind::header, revision, timestamp_ms);
+  ByteWriter(out).u64(generation);
   encoder.finish();
 }
 
@@ -405,6 +425,8 @@ void StoreLog::recover(RecoveredMemory& recovered) {
   std::deque<Change> history;
 
   std::uint64_t snapshot_generation = listing.snapshots.empty() ? 0 : listing.snapshots.rbegin()->first;
+  std::uint64_t written_as = snapshot_generation;  // from its header; an older snapshot has none
+  std::optional<Revision> header_revision;
   if (snapshot_generation != 0) {
     auto file = path(listing.snapshots.rbegin()->second);
     auto bytes = read_all(file);
@@ -416,7 +438,12 @@ void StoreLog::recover(RecoveredMemory& recovered) {
                    "restore the data directory from a backup (or move it away to start empty)");
     };
     if (decoded.tail != LogTail::clean) throw damaged(decoded.valid_end, decoded.problem);
-    const auto& records = decoded.records;
+    std::span<const LogRecord> records = decoded.records;
+    if (!records.empty() && records.front().kind == RecordKind::header) {
+      written_as = records.front().generation;
+      header_revision = records.front().revision;
+      records = records.subspan(1);
+    }
     if (records.size() < 2 || records.front().kind != RecordKind::snapshot_begin ||
         records.back().kind != RecordKind::snapshot_end || records.front().revision != records.back().revision)
       throw damaged(records.empty() ? 0 : records.back().offset, "it does not begin and end with its markers");
@@ -430,8 +457,34 @@ void StoreLog::recover(RecoveredMemory& recovered) {
             change.key, Entry{change.key, nlohmann::json::parse(change.value), record.revision, record.timestamp_ms});
       }
     }
+    if (header_revision && *header_revision != records.front().revision)
+      throw damaged(0, "its header's revision " + std::to_string(*header_revision) + " is not its own, " +
+                           std::to_string(records.front().revision));
     revision = compacted_through = records.front().revision;
     m_snapshot_bytes = bytes.size();
+
+    // NOTE: the snapshot replaces the older files only if it holds every revision they hold: a
+    // stray copy (snapshot.23 copied to snapshot.99) must not delete the logs written after it.
+    std::string copy = written_as == snapshot_generation
+                           ? std::string()
+                           : " (it was written as '" + numbered("snapshot.", written_as) + "': a copy or a rename)";
+    for (const auto& [generation, name] : listing.logs) {
+      if (generation >= snapshot_generation) break;
+      Revision last = 0;
+      for (const auto& record : decode_log(read_all(path(name))).records)
+        if (record.kind == RecordKind::write) last = std::max(last, record.revision);
+      if (last > revision)
+        throw Error("scale-store: refusing to start: the snapshot '" + file + "' holds the store as of revision " +
+                    std::to_string(revision) + copy + ", but the older log '" + path(name) +
+                    "', which recovery would delete, holds writes up to revision " + std::to_string(last) +
+                    " that the snapshot does not have. The snapshot is out of place (copied or renamed into the "
+                    "data directory?) and starting from it would lose those writes. Move '" +
+                    file + "' out of the data directory and start again, or restore the directory from a backup");
+    }
+    if (!copy.empty())
+      throw Error("scale-store: refusing to start: the snapshot '" + file + "'" + copy +
+                  " is out of place. Move it out of the data directory and start again, or restore the directory "
+                  "from a backup");
   }
   // Leftovers of a compaction whose clean-up was interrupted: the snapshot holds what they held.
   for (const auto& [generation, name] : listing.snapshots)
@@ -448,6 +501,19 @@ void StoreLog::recover(RecoveredMemory& recovered) {
     auto bytes = read_all(file);
     auto decoded = decode_log(bytes);
     for (const auto& record : decoded.records) {
+      if (record.kind == RecordKind::header && record.offset == 0) {
+        if (record.generation != logs[i].first)
+          throw Error("scale-store: refusing to start: the log '" + file + "' was written as '" +
+                      numbered("log.", record.generation) +
+                      "' (a copy or a rename), so it is out of place. Move it out of the data directory and "
+                      "start again, or restore the directory from a backup");
+        if (record.revision != revision + 1)
+          throw Error("scale-store: the log '" + file + "' begins at revision " + std::to_string(record.revision) +
+                      " where revision " + std::to_string(revision + 1) +
+                      " was expected: a log or snapshot file of this directory is missing or out of place; "
+                      "restore the data directory from a backup");
+        continue;
+      }
       if (record.kind != RecordKind::write)
         throw Error("scale-store: the log '" + file + "' holds a snapshot marker at byte offset " +
                     std::to_string(record.offset) + "; restore the data directory from a backup");
@@ -527,10 +593,16 @@ void StoreLog::recover(RecoveredMemory& recovered) {
   auto file = path(numbered("log.", m_generation));
   m_log_fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (m_log_fd < 0) fail_io("cannot open the log", file);
-  if (created) {
-    m_log_bytes = 0;
-    fsync_dir(dir);
+  if (created) m_log_bytes = 0;
+  if (m_log_bytes == 0) {
+    // A new (or empty) log begins with its header: its generation and first revision.
+    std::string header;
+    encode_header(header, m_generation, revision + 1, now_ms());
+    write_all(m_log_fd, header, file);
+    if (::fdatasync(m_log_fd) != 0) fail_io("cannot fsync the log", file);
+    m_log_bytes = header.size();
   }
+  if (created) fsync_dir(dir);
 
   recovered.entries.clear();
   recovered.entries.reserve(entries.size());
@@ -670,7 +742,11 @@ void StoreLog::switch_log(Revision revision, std::shared_ptr<std::vector<Entry>>
   auto file = path(numbered("log.", m_generation + 1));
   int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return compaction_failed("cannot create the log '" + file + "': " + errno_text(errno));
+  std::string header;
+  encode_header(header, m_generation + 1, revision + 1, now_ms());
   try {
+    write_all(fd, header, file);
+    if (::fdatasync(fd) != 0) fail_io("cannot fsync the log", file);
     fsync_dir(m_options.dir);
   } catch (const std::exception& problem) {
     ::close(fd);
@@ -680,7 +756,7 @@ void StoreLog::switch_log(Revision revision, std::shared_ptr<std::vector<Entry>>
   ::close(m_log_fd);
   m_log_fd = fd;
   m_generation += 1;
-  m_log_bytes = 0;
+  m_log_bytes = header.size();
   std::lock_guard lock(m_compaction_mutex);
   if (m_compactor.joinable()) m_compactor.join();
   m_compactor = std::thread([this, generation = m_generation, revision, entries = std::move(entries)]() mutable {
@@ -712,6 +788,7 @@ void StoreLog::write_snapshot(std::uint64_t generation, Revision revision,
     if (fd < 0) fail_io("cannot create the snapshot", temporary);
     std::string buffer;
     std::uint64_t size = 0;
+    encode_header(buffer, generation, revision, now_ms());
     RecordEncoder(buffer, RecordKind::snapshot_begin, revision, now_ms()).finish();
     for (const auto& entry : *entries) {
       RecordEncoder encoder(buffer, RecordKind::write, entry.revision, entry.timestamp_ms);

@@ -30,6 +30,9 @@ enum class RecordKind : std::uint8_t {
   write = 1,           ///< one write: its changes, all of one revision (a snapshot's entries too)
   snapshot_begin = 2,  ///< first record of a snapshot: the store's revision, no changes
   snapshot_end = 3,    ///< last record of a snapshot (a snapshot without it is incomplete)
+  /// First record of a log or snapshot file (files written before it existed have none): the
+  /// generation the file was made for, and a log's first revision or a snapshot's revision.
+  header = 4,
 };
 
 /// One key's change in a record. `value` is the JSON text of the value (empty for an erase).
@@ -45,8 +48,9 @@ struct LogRecord {
   Revision revision = 0;
   std::int64_t timestamp_ms = 0;
   std::vector<LogChange> changes;
-  std::size_t offset = 0;  ///< of its first byte
-  std::size_t size = 0;    ///< in bytes, header included
+  std::uint64_t generation = 0;  ///< a header's (0 for every other kind)
+  std::size_t offset = 0;        ///< of its first byte
+  std::size_t size = 0;          ///< in bytes, header included
 };
 
 /// How the bytes after the last valid record look.
@@ -104,8 +108,10 @@ class RecordEncoder {
   std::uint32_t m_count = 0;
 };
 
-/// Appends `record` (its kind, revision, time and changes) to `out`.
+/// Appends `record` (its kind, revision, time and changes, or a header's generation) to `out`.
 void encode_record(std::string& out, const LogRecord& record);
+/// Appends the header record of a file of `generation` (`revision`: see RecordKind::header).
+void encode_header(std::string& out, std::uint64_t generation, Revision revision, std::int64_t timestamp_ms);
 
 /// Where and how a StoreLog keeps its data.
 struct StoreLogOptions {
