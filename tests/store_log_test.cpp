@@ -341,6 +341,18 @@ TEST_CASE("corruption before the end of the log refuses to start, naming the fil
   CHECK(read_file(log) == bytes);
 }
 
+TEST_CASE("a data directory whose parents are missing is created with them", "[store_log]") {
+  TempDir dir;
+  auto nested = dir.path / "a" / "b" / "c";
+  {
+    Durable store(options_for(nested.string()));
+    CHECK(store.memory->set_many(json{{"k", 1}}).get() == 1);
+  }
+  CHECK(fs::is_directory(nested));
+  Durable again(options_for(nested.string()));
+  CHECK(again.revision == 1);
+}
+
 TEST_CASE("a second store on the same data directory is refused while the first has it", "[store_log]") {
   TempDir dir;
   auto first = std::make_unique<Durable>(options_for(dir.data()));

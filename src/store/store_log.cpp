@@ -24,6 +24,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <system_error>
@@ -395,8 +396,9 @@ std::string StoreLog::path(std::string_view name) const { return m_options.dir +
 std::shared_ptr<StoreLog> StoreLog::open(const StoreLogOptions& options, RecoveredMemory& recovered) {
   if (options.dir.empty()) throw Error("scale-store: the data directory is empty; pass --data-dir DIR");
   std::shared_ptr<StoreLog> log(new StoreLog(options));
-  if (::mkdir(options.dir.c_str(), 0755) != 0 && errno != EEXIST)
-    fail_io("cannot create the data directory", options.dir);
+  std::error_code created;
+  std::filesystem::create_directories(options.dir, created);  // and its missing parents
+  if (created) fail_io("cannot create the data directory", options.dir, created.value());
   log->m_lock_fd = ::open(log->path("LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (log->m_lock_fd < 0) fail_io("cannot open the lock file", log->path("LOCK"));
   if (::flock(log->m_lock_fd, LOCK_EX | LOCK_NB) != 0) {
