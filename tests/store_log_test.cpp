@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -196,6 +197,50 @@ TEST_CASE("a torn last record is dropped at every truncation point and the recor
   }
 }
 
+TEST_CASE("the bytes a torn tail drops are counted as records where their headers show, unknown where not",
+          "[store_log]") {
+  auto bytes = three_records();
+  auto last = decode_log(bytes).records[2];
+  SECTION("a record cut short is one record") {
+    auto cut = bytes.substr(0, last.offset + last.size - 4);
+    auto dropped = scale::detail::inspect_dropped(cut, decode_log(cut).valid_end);
+    CHECK(dropped.bytes == last.size - 4);
+    CHECK(dropped.records == 1);
+    CHECK(dropped.counted);
+  }
+  SECTION("a few bytes of a header are one record") {
+    auto cut = bytes.substr(0, last.offset + 5);
+    auto dropped = scale::detail::inspect_dropped(cut, decode_log(cut).valid_end);
+    CHECK(dropped.records == 1);
+    CHECK(dropped.counted);
+  }
+  SECTION("a record zeroed from its middle on: one record seen, then zeros that cannot be counted") {
+    auto zeroed = bytes + std::string(300, '\0');
+    std::fill(zeroed.begin() + static_cast<std::ptrdiff_t>(last.offset + 20), zeroed.end(), '\0');
+    auto decoded = decode_log(zeroed);
+    REQUIRE(decoded.tail == LogTail::torn);
+    auto dropped = scale::detail::inspect_dropped(zeroed, decoded.valid_end);
+    CHECK(dropped.bytes == zeroed.size() - last.offset);
+    CHECK(dropped.records == 1);
+    CHECK_FALSE(dropped.counted);
+    CHECK(dropped.uncounted_bytes == zeroed.size() - last.offset - last.size);
+  }
+  SECTION("zeros from a record boundary on: no record seen, how many is unknown") {
+    auto zeroed = bytes;
+    std::fill(zeroed.begin() + static_cast<std::ptrdiff_t>(last.offset), zeroed.end(), '\0');
+    auto dropped = scale::detail::inspect_dropped(zeroed, decode_log(zeroed).valid_end);
+    CHECK(dropped.records == 0);
+    CHECK_FALSE(dropped.counted);
+    CHECK(dropped.uncounted_bytes == last.size);
+  }
+  SECTION("nothing dropped") {
+    auto dropped = scale::detail::inspect_dropped(bytes, bytes.size());
+    CHECK(dropped.bytes == 0);
+    CHECK(dropped.records == 0);
+    CHECK(dropped.counted);
+  }
+}
+
 TEST_CASE("a damaged record with more data after it is corruption, found at its byte offset", "[store_log]") {
   auto bytes = three_records();
   auto second = decode_log(bytes).records[1];
@@ -294,6 +339,18 @@ TEST_CASE("corruption before the end of the log refuses to start, naming the fil
   }
   // Nothing was changed: the file is as it was.
   CHECK(read_file(log) == bytes);
+}
+
+TEST_CASE("a data directory whose parents are missing is created with them", "[store_log]") {
+  TempDir dir;
+  auto nested = dir.path / "a" / "b" / "c";
+  {
+    Durable store(options_for(nested.string()));
+    CHECK(store.memory->set_many(json{{"k", 1}}).get() == 1);
+  }
+  CHECK(fs::is_directory(nested));
+  Durable again(options_for(nested.string()));
+  CHECK(again.revision == 1);
 }
 
 TEST_CASE("a second store on the same data directory is refused while the first has it", "[store_log]") {
@@ -441,6 +498,89 @@ TEST_CASE("a compaction interrupted at any step leaves a directory that recovers
   CHECK(entries["k2"].value == 5);
   CHECK(files_named(data, "snapshot.0000000002.tmp").empty());
   if (fs::exists(data / "snapshot.0000000002")) CHECK_FALSE(fs::exists(data / "log.0000000001"));
+}
+
+TEST_CASE("a stray higher-numbered snapshot is refused instead of deleting the newer logs", "[store_log]") {
+  TempDir dir;
+  auto data = fs::path(dir.data());
+  auto options = options_for(dir.data(), scale::FsyncPolicy::no);
+  options.compact_min_bytes = 2048;
+  {
+    Durable store(options);
+    for (int i = 1; i <= 40; ++i) {
+      (void)store.memory->set_many(json{{"k" + std::to_string(i % 5), std::string(100, 'x')}}).get();
+      auto deadline = std::chrono::steady_clock::now() + 5s;
+      while (store.log->compacting() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    }
+    store.log->close();
+    REQUIRE(store.log->compactions() >= 1);
+  }
+  {
+    Durable store(options_for(dir.data()));
+    for (int i = 0; i < 5; ++i) (void)store.memory->set_many(json{{"after", i}}).get();
+  }
+  auto snapshot = files_named(data, "snapshot.").at(0);
+  auto logs_before = files_named(data, "log.");
+  REQUIRE(logs_before.size() == 1);
+  // Its first record is the header: the generation it was made for and its revision.
+  auto header = decode_log(read_file(snapshot)).records.at(0);
+  CHECK(header.kind == RecordKind::header);
+  CHECK(snapshot.filename().string() == "snapshot." + std::string(10 - std::to_string(header.generation).size(), '0') +
+                                            std::to_string(header.generation));
+  auto log_header = decode_log(read_file(logs_before[0])).records.at(0);
+  CHECK(log_header.kind == RecordKind::header);
+  CHECK(log_header.revision == header.revision + 1);
+
+  fs::copy_file(snapshot, data / "snapshot.0000000099");
+  scale::detail::RecoveredMemory recovered;
+  try {
+    (void)scale::detail::StoreLog::open(options_for(dir.data()), recovered);
+    FAIL("a stray snapshot was used");
+  } catch (const scale::Error& error) {
+    std::string message = error.what();
+    CHECK(message.find((data / "snapshot.0000000099").string()) != std::string::npos);
+    CHECK(message.find(logs_before[0].string()) != std::string::npos);
+    CHECK(message.find("written as '" + snapshot.filename().string()) != std::string::npos);
+    CHECK(message.find("Move '") != std::string::npos);
+  }
+  CHECK(files_named(data, "log.") == logs_before);  // nothing was deleted
+  fs::remove(data / "snapshot.0000000099");
+  Durable store(options_for(dir.data()));
+  CHECK(store.revision == 45);  // 40 writes, then 5 more
+}
+
+TEST_CASE("an old-format directory (no headers) recovers, and a stray snapshot in it is refused by revision",
+          "[store_log]") {
+  // The files as scale-store wrote them before logs and snapshots had headers: snapshot.2 holds
+  // revision 5, log.2 revisions 6 and 7.
+  std::string log2, snapshot;
+  for (int r = 6; r <= 7; ++r) scale::detail::encode_record(log2, write_record(r, {{"k", std::to_string(r), false}}));
+  LogRecord begin;
+  begin.kind = RecordKind::snapshot_begin;
+  begin.revision = 5;
+  scale::detail::encode_record(snapshot, begin);
+  scale::detail::encode_record(snapshot, write_record(5, {{"k", "5", false}}));
+  LogRecord end = begin;
+  end.kind = RecordKind::snapshot_end;
+  scale::detail::encode_record(snapshot, end);
+  TempDir dir;
+  fs::create_directories(dir.data());
+  auto data = fs::path(dir.data());
+  write_file(data / "snapshot.0000000002", snapshot);
+  write_file(data / "log.0000000002", log2);
+  SECTION("it recovers") {
+    Durable store(options_for(dir.data()));
+    CHECK(store.revision == 7);
+    CHECK(store.memory->entry("k").get()->value == 7);
+  }
+  SECTION("a copy of its snapshot under a higher number is refused") {
+    write_file(data / "snapshot.0000000009", snapshot);
+    scale::detail::RecoveredMemory recovered;
+    CHECK_THROWS_WITH(scale::detail::StoreLog::open(options_for(dir.data()), recovered),
+                      Catch::Contains("snapshot.0000000009") && Catch::Contains("log.0000000002") &&
+                          Catch::Contains("up to revision 7"));
+    CHECK(fs::exists(data / "log.0000000002"));
+  }
 }
 
 TEST_CASE("a missing log file between a snapshot and a later log is refused, not skipped", "[store_log]") {
@@ -596,6 +736,16 @@ class Connection {
   std::string m_buffer;
 };
 
+/// The value of the unlabelled series `name` in GET /metrics.
+std::uint64_t metric(Connection& connection, const std::string& name) {
+  auto reply = connection.request("GET", "/metrics");
+  REQUIRE(reply);
+  std::smatch match;
+  INFO(reply->second);
+  REQUIRE(std::regex_search(reply->second, match, std::regex("\n" + name + " ([0-9]+)\n")));
+  return std::stoull(match[1]);
+}
+
 }  // namespace
 
 TEST_CASE("scale-store killed with kill -9 under --fsync always keeps every acknowledged write", "[store_log][store]") {
@@ -739,5 +889,137 @@ TEST_CASE("scale-store rejects bad flag values and --help documents every flag",
        {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin", "--history", "--io-threads",
         "--data-dir", "--fsync", "always", "everysec", "--compact-min-bytes"})
     CHECK(help.log.find(text) != std::string::npos);
+}
+
+TEST_CASE("a log rotation that cannot create the next log keeps the writes going, is logged, and is retried",
+          "[store_log][store]") {
+  TempDir dir;
+  auto data = fs::path(dir.data());
+  const std::string pad(120, '.');
+  int written = 0;
+  {
+    StoreProcess store({"--port", "0", "--data-dir", dir.data(), "--fsync", "no", "--compact-min-bytes", "2048"});
+    Connection connection(store.wait_for_port());
+    // A directory where the next log must go: open(O_CREAT) fails with EISDIR, as it would with
+    // EMFILE or EACCES.
+    fs::create_directory(data / "log.0000000002");
+    auto put = [&] {
+      ++written;
+      auto reply = connection.request("PUT", "/v1/kv/k" + std::to_string(written % 20),
+                                      json{{"i", written}, {"pad", pad}}.dump());
+      REQUIRE(reply);
+      INFO("write " << written << ": " << reply->second);
+      REQUIRE(reply->first == 200);
+    };
+    // About 170 bytes a write: the log passes 2048 bytes, and a rotation is tried, within 20.
+    for (int i = 0; i < 200; ++i) put();
+    CHECK(metric(connection, "scale_store_compaction_failures_total") >= 1);
+    CHECK(
+        store.read_until(std::regex("compaction failed \\(1 in a row\\): cannot create the log '[^']*log\\.0000000002'"
+                                    "[^\\n]*retrying in")));
+    auto health = connection.request("GET", "/healthz");
+    REQUIRE(health);
+    CHECK(health->first == 200);  // the log itself is fine
+    CHECK(metric(connection, "scale_store_compactions_total") == 0);
+
+    fs::remove(data / "log.0000000002");  // the cause is gone: a later attempt succeeds
+    while (metric(connection, "scale_store_compactions_total") == 0) {
+      REQUIRE(written < 200'000);
+      put();
+    }
+    CHECK(store.read_until(std::regex("compaction into '[^']*snapshot\\.0000000002' succeeded after [0-9]+ failed")));
+    REQUIRE(::kill(store.pid, SIGTERM) == 0);
+    int status = store.wait();
+    CHECK(WIFEXITED(status));
+  }
+  CHECK_FALSE(files_named(data, "snapshot.").empty());
+  CHECK_FALSE(fs::exists(data / "log.0000000001"));
+  StoreProcess restarted({"--port", "0", "--data-dir", dir.data(), "--fsync", "no"});
+  Connection connection(restarted.wait_for_port());
+  for (int k = 0; k < 20; ++k) {
+    // The last write to key k was the largest i <= written with i % 20 == k.
+    int last = written - ((written - k) % 20 + 20) % 20;
+    auto reply = connection.request("GET", "/v1/kv/k" + std::to_string(k));
+    REQUIRE(reply);
+    REQUIRE(reply->first == 200);
+    CHECK(json::parse(reply->second).at("value").at("i") == last);
+  }
+}
+
+TEST_CASE("a failed write of the log fails that write and every later one, and /healthz answers 503 with why",
+          "[store_log][store]") {
+  TempDir dir;
+  // A write past RLIMIT_FSIZE fails with EFBIG (a real failed write, as a full disk's ENOSPC);
+  // the child inherits the ignored SIGXFSZ, which would otherwise kill it.
+  auto previous = ::signal(SIGXFSZ, SIG_IGN);
+  StoreProcess store({"--port", "0", "--data-dir", dir.data()});
+  ::signal(SIGXFSZ, previous);
+  Connection connection(store.wait_for_port());
+  REQUIRE(connection.request("PUT", "/v1/kv/before", "1")->first == 200);
+  auto health = connection.request("GET", "/healthz");
+  REQUIRE(health);
+  CHECK(health->first == 200);
+
+  auto log = files_named(dir.data(), "log.").at(0);
+  rlimit limit{static_cast<rlim_t>(fs::file_size(log) + 8), RLIM_INFINITY};
+  REQUIRE(::prlimit(store.pid, RLIMIT_FSIZE, &limit, nullptr) == 0);
+  auto failed = connection.request("PUT", "/v1/kv/after", "\"a value longer than eight bytes\"");
+  REQUIRE(failed);
+  CHECK(failed->first == 500);
+  CHECK(json::parse(failed->second).at("type") == "JournalError");
+  CHECK(store.read_until(std::regex("cannot write to '[^']*log\\.0000000001'")));
+
+  limit.rlim_cur = RLIM_INFINITY;  // the cause is gone, but the log cannot be trusted until a restart
+  REQUIRE(::prlimit(store.pid, RLIMIT_FSIZE, &limit, nullptr) == 0);
+  health = connection.request("GET", "/healthz");
+  REQUIRE(health);
+  CHECK(health->first == 503);
+  auto reason = json::parse(health->second);
+  CHECK(reason.at("type") == "JournalError");
+  CHECK(reason.at("error").get<std::string>().find("log.0000000001") != std::string::npos);
+  auto later = connection.request("PUT", "/v1/kv/later", "2");
+  REQUIRE(later);
+  CHECK(later->first == 500);
+  auto read = connection.request("GET", "/v1/kv/before");  // reads go on
+  REQUIRE(read);
+  CHECK(read->first == 200);
+}
+
+TEST_CASE("scale-store recovering a zeroed log end says which file, bytes and revisions it dropped, and counts them",
+          "[store_log][store]") {
+  TempDir dir;
+  {
+    StoreProcess store({"--port", "0", "--data-dir", dir.data(), "--fsync", "always"});
+    Connection connection(store.wait_for_port());
+    const std::string value = json{{"pad", std::string(80, '.')}}.dump();
+    for (int i = 1; i <= 20; ++i)
+      REQUIRE(connection.request("PUT", "/v1/kv/k" + std::to_string(i), value)->first == 200);
+    REQUIRE(::kill(store.pid, SIGTERM) == 0);
+    store.wait();
+  }
+  auto log = files_named(dir.data(), "log.").at(0);
+  auto bytes = read_file(log);
+  auto records = decode_log(bytes).records;
+  if (!records.empty() && records.front().kind == RecordKind::header) records.erase(records.begin());
+  REQUIRE(records.size() == 20);
+  // The disk zeroed the last records, from the middle of revision 9's on: 12 acknowledged writes.
+  const std::size_t from = records[8].offset + 20;
+  std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(from), bytes.end(), '\0');
+  write_file(log, bytes);
+
+  StoreProcess restarted({"--port", "0", "--data-dir", dir.data()});
+  auto port = restarted.wait_for_port();
+  INFO(restarted.log);
+  const std::string expected = "recovery dropped the end of the log '" + log.string() + "': bytes " +
+                               std::to_string(records[8].offset) + " to " + std::to_string(bytes.size() - 1) + " (" +
+                               std::to_string(bytes.size() - records[8].offset) + " bytes";
+  CHECK(restarted.log.find(expected) != std::string::npos);
+  CHECK(restarted.log.find("at least 1 record") != std::string::npos);
+  CHECK(restarted.log.find("revisions 9 to unknown") != std::string::npos);
+  CHECK(restarted.log.find("starts at revision 8") != std::string::npos);
+  Connection connection(port);
+  CHECK(metric(connection, "scale_store_recovery_dropped_records") == 1);
+  CHECK(metric(connection, "scale_store_recovery_dropped_bytes") == bytes.size() - records[8].offset);
+  CHECK(metric(connection, "scale_store_revision") == 8);
 }
 #endif

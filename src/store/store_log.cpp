@@ -3,8 +3,11 @@
 //
 // Files in the directory:
 //   LOCK                 flock'd while a server has the directory open
-//   log.<G>              records of writes, each revision one more than the one before
-//   snapshot.<G>         every entry as of the revision just before log.<G>'s first record
+//   log.<G>              a header (G, the first revision), then records of writes, each revision one
+//                        more than the one before
+//   snapshot.<G>         a header (G, its revision), then every entry as of the revision just
+//                        before log.<G>'s first record
+// (Files written before headers existed begin with their first write or snapshot_begin record.)
 //   snapshot.<G>.tmp     a snapshot being written (ignored and removed at start)
 // Recovery loads the newest snapshot.<S> (if any) and replays every log.<G> with G >= S in order.
 
@@ -21,6 +24,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <system_error>
@@ -78,6 +82,7 @@ const bool has_sse42 = __builtin_cpu_supports("sse4.2");
 
 // Payload: kind u8, revision i64, timestamp i64, count u32, then per change:
 // flags u8 (1: erased), key length u32, key, value length u32, value (JSON text; empty if erased).
+// A header has no changes and ends with its generation u64.
 constexpr std::size_t payload_fixed = 1 + 8 + 8 + 4;
 constexpr std::size_t change_fixed = 1 + 4 + 4;
 
@@ -86,12 +91,20 @@ std::optional<std::string> parse_payload(std::string_view payload, LogRecord& re
   if (payload.size() < payload_fixed)
     return "a payload of " + std::to_string(payload.size()) + " bytes is shorter than a record's fixed fields";
   auto kind = static_cast<unsigned char>(payload[0]);
-  if (kind < 1 || kind > 3) return "unknown record kind " + std::to_string(kind) + " (written by a newer scale-store?)";
+  if (kind < 1 || kind > 4) return "unknown record kind " + std::to_string(kind) + " (written by a newer scale-store?)";
   record.kind = static_cast<RecordKind>(kind);
   record.revision = static_cast<Revision>(load_le<std::uint64_t>(payload.data() + 1));
   record.timestamp_ms = static_cast<std::int64_t>(load_le<std::uint64_t>(payload.data() + 9));
   std::uint32_t count = load_le<std::uint32_t>(payload.data() + 17);
   if (record.revision < 0) return "a negative revision";
+  if (record.kind == RecordKind::header) {
+    if (count != 0) return "a header with changes";
+    if (payload.size() != payload_fixed + 8)
+      return "a header of " + std::to_string(payload.size()) + " bytes instead of " + std::to_string(payload_fixed + 8);
+    record.generation = load_le<std::uint64_t>(payload.data() + payload_fixed);
+    if (record.generation == 0) return "a header of generation 0";
+    return std::nullopt;
+  }
   if (record.kind == RecordKind::write && (count == 0 || record.revision == 0))
     return "a write record without changes or revision";
   if (record.kind != RecordKind::write && count != 0) return "a snapshot marker with changes";
@@ -284,8 +297,16 @@ void RecordEncoder::finish() {
 }
 
 void encode_record(std::string& out, const LogRecord& record) {
+  if (record.kind == RecordKind::header)
+    return encode_header(out, record.generation, record.revision, record.timestamp_ms);
   RecordEncoder encoder(out, record.kind, record.revision, record.timestamp_ms);
   for (const auto& change : record.changes) encoder.add(change.key, change.erased, change.value);
+  encoder.finish();
+}
+
+void encode_header(std::string& out, std::uint64_t generation, Revision revision, std::int64_t timestamp_ms) {
+  RecordEncoder encoder(out, RecordKind::header, revision, timestamp_ms);
+  ByteWriter(out).u64(generation);
   encoder.finish();
 }
 
@@ -342,6 +363,29 @@ DecodedLog decode_log(std::string_view bytes) {
   return decoded;
 }
 
+DroppedTail inspect_dropped(std::string_view bytes, std::size_t from) {
+  DroppedTail dropped;
+  if (from >= bytes.size()) return dropped;
+  dropped.bytes = bytes.size() - from;
+  for (std::size_t at = from; at < bytes.size();) {
+    std::string_view rest = bytes.substr(at);
+    bool header = rest.size() >= record_header_size &&
+                  crc32c(rest.substr(0, 4)) == load_le<std::uint32_t>(rest.data() + 4) &&
+                  load_le<std::uint32_t>(rest.data()) <= max_record_payload;
+    if (!header && (all_zero(rest) || rest.size() >= record_header_size)) {
+      // Zeros, or a header whose checksum does not match: records may be in there, or none.
+      dropped.counted = false;
+      dropped.uncounted_bytes = rest.size();
+      break;
+    }
+    // A record header (or the first bytes of one, written before the crash).
+    ++dropped.records;
+    if (!header) break;
+    at += std::min<std::size_t>(rest.size(), record_header_size + load_le<std::uint32_t>(rest.data()));
+  }
+  return dropped;
+}
+
 // ---------------------------------------------------------------------------------------------
 // StoreLog: open and recovery.
 
@@ -352,8 +396,9 @@ std::string StoreLog::path(std::string_view name) const { return m_options.dir +
 std::shared_ptr<StoreLog> StoreLog::open(const StoreLogOptions& options, RecoveredMemory& recovered) {
   if (options.dir.empty()) throw Error("scale-store: the data directory is empty; pass --data-dir DIR");
   std::shared_ptr<StoreLog> log(new StoreLog(options));
-  if (::mkdir(options.dir.c_str(), 0755) != 0 && errno != EEXIST)
-    fail_io("cannot create the data directory", options.dir);
+  std::error_code created;
+  std::filesystem::create_directories(options.dir, created);  // and its missing parents
+  if (created) fail_io("cannot create the data directory", options.dir, created.value());
   log->m_lock_fd = ::open(log->path("LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (log->m_lock_fd < 0) fail_io("cannot open the lock file", log->path("LOCK"));
   if (::flock(log->m_lock_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -382,6 +427,8 @@ void StoreLog::recover(RecoveredMemory& recovered) {
   std::deque<Change> history;
 
   std::uint64_t snapshot_generation = listing.snapshots.empty() ? 0 : listing.snapshots.rbegin()->first;
+  std::uint64_t written_as = snapshot_generation;  // from its header; an older snapshot has none
+  std::optional<Revision> header_revision;
   if (snapshot_generation != 0) {
     auto file = path(listing.snapshots.rbegin()->second);
     auto bytes = read_all(file);
@@ -393,7 +440,12 @@ void StoreLog::recover(RecoveredMemory& recovered) {
                    "restore the data directory from a backup (or move it away to start empty)");
     };
     if (decoded.tail != LogTail::clean) throw damaged(decoded.valid_end, decoded.problem);
-    const auto& records = decoded.records;
+    std::span<const LogRecord> records = decoded.records;
+    if (!records.empty() && records.front().kind == RecordKind::header) {
+      written_as = records.front().generation;
+      header_revision = records.front().revision;
+      records = records.subspan(1);
+    }
     if (records.size() < 2 || records.front().kind != RecordKind::snapshot_begin ||
         records.back().kind != RecordKind::snapshot_end || records.front().revision != records.back().revision)
       throw damaged(records.empty() ? 0 : records.back().offset, "it does not begin and end with its markers");
@@ -407,8 +459,34 @@ void StoreLog::recover(RecoveredMemory& recovered) {
             change.key, Entry{change.key, nlohmann::json::parse(change.value), record.revision, record.timestamp_ms});
       }
     }
+    if (header_revision && *header_revision != records.front().revision)
+      throw damaged(0, "its header's revision " + std::to_string(*header_revision) + " is not its own, " +
+                           std::to_string(records.front().revision));
     revision = compacted_through = records.front().revision;
     m_snapshot_bytes = bytes.size();
+
+    // NOTE: the snapshot replaces the older files only if it holds every revision they hold: a
+    // stray copy (snapshot.23 copied to snapshot.99) must not delete the logs written after it.
+    std::string copy = written_as == snapshot_generation
+                           ? std::string()
+                           : " (it was written as '" + numbered("snapshot.", written_as) + "': a copy or a rename)";
+    for (const auto& [generation, name] : listing.logs) {
+      if (generation >= snapshot_generation) break;
+      Revision last = 0;
+      for (const auto& record : decode_log(read_all(path(name))).records)
+        if (record.kind == RecordKind::write) last = std::max(last, record.revision);
+      if (last > revision)
+        throw Error("scale-store: refusing to start: the snapshot '" + file + "' holds the store as of revision " +
+                    std::to_string(revision) + copy + ", but the older log '" + path(name) +
+                    "', which recovery would delete, holds writes up to revision " + std::to_string(last) +
+                    " that the snapshot does not have. The snapshot is out of place (copied or renamed into the "
+                    "data directory?) and starting from it would lose those writes. Move '" +
+                    file + "' out of the data directory and start again, or restore the directory from a backup");
+    }
+    if (!copy.empty())
+      throw Error("scale-store: refusing to start: the snapshot '" + file + "'" + copy +
+                  " is out of place. Move it out of the data directory and start again, or restore the directory "
+                  "from a backup");
   }
   // Leftovers of a compaction whose clean-up was interrupted: the snapshot holds what they held.
   for (const auto& [generation, name] : listing.snapshots)
@@ -425,6 +503,19 @@ void StoreLog::recover(RecoveredMemory& recovered) {
     auto bytes = read_all(file);
     auto decoded = decode_log(bytes);
     for (const auto& record : decoded.records) {
+      if (record.kind == RecordKind::header && record.offset == 0) {
+        if (record.generation != logs[i].first)
+          throw Error("scale-store: refusing to start: the log '" + file + "' was written as '" +
+                      numbered("log.", record.generation) +
+                      "' (a copy or a rename), so it is out of place. Move it out of the data directory and "
+                      "start again, or restore the directory from a backup");
+        if (record.revision != revision + 1)
+          throw Error("scale-store: the log '" + file + "' begins at revision " + std::to_string(record.revision) +
+                      " where revision " + std::to_string(revision + 1) +
+                      " was expected: a log or snapshot file of this directory is missing or out of place; "
+                      "restore the data directory from a backup");
+        continue;
+      }
       if (record.kind != RecordKind::write)
         throw Error("scale-store: the log '" + file + "' holds a snapshot marker at byte offset " +
                     std::to_string(record.offset) + "; restore the data directory from a backup");
@@ -460,11 +551,33 @@ void StoreLog::recover(RecoveredMemory& recovered) {
                   (last ? "" : "' and by moving the later log files away") + "'");
     }
     if (decoded.tail == LogTail::torn) {
-      log_error("scale-store: warning: the log '" + file + "' ends in a torn record at byte offset " +
-                std::to_string(decoded.valid_end) + " (" + decoded.problem +
-                "), left by an interrupted write that was never acknowledged; it is dropped and the file "
-                "truncated to " +
-                std::to_string(decoded.valid_end) + " bytes");
+      // NOTE: a torn write and a tail the disk zeroed look the same (etcd and Redis accept both);
+      // what is dropped is said exactly, as far as the bytes show it.
+      auto dropped = inspect_dropped(bytes, decoded.valid_end);
+      m_recovery_dropped_records += dropped.records;
+      m_recovery_dropped_bytes += dropped.bytes;
+      auto plural = [](std::size_t n, const char* what) {
+        return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+      };
+      std::string records = plural(dropped.records, "record");
+      std::string revisions;
+      if (dropped.counted) {
+        revisions = dropped.records == 1 ? "revision " + std::to_string(revision + 1)
+                                         : "revisions " + std::to_string(revision + 1) + " to " +
+                                               std::to_string(revision + static_cast<Revision>(dropped.records));
+      } else {
+        records = "at least " + records + " (then " + plural(dropped.uncounted_bytes, "byte") +
+                  " without a record header, zeros or damage: how many records they held is unknown)";
+        revisions = "revisions " + std::to_string(revision + 1) + " to unknown";
+      }
+      log_error("scale-store: warning: recovery dropped the end of the log '" + file + "': bytes " +
+                std::to_string(decoded.valid_end) + " to " + std::to_string(bytes.size() - 1) + " (" +
+                plural(dropped.bytes, "byte") + ", starting with " + decoded.problem + "), holding " + records + ", " +
+                revisions +
+                ". An interrupted write ends a log this way, and a tail zeroed by the disk cannot be told apart "
+                "from one (docs/durability.md). The store starts at revision " +
+                std::to_string(revision) + " and the file is truncated to " + std::to_string(decoded.valid_end) +
+                " bytes");
       int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
       if (fd < 0) fail_io("cannot open", file);
       if (::ftruncate(fd, static_cast<off_t>(decoded.valid_end)) != 0 || ::fsync(fd) != 0) {
@@ -482,10 +595,16 @@ void StoreLog::recover(RecoveredMemory& recovered) {
   auto file = path(numbered("log.", m_generation));
   m_log_fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (m_log_fd < 0) fail_io("cannot open the log", file);
-  if (created) {
-    m_log_bytes = 0;
-    fsync_dir(dir);
+  if (created) m_log_bytes = 0;
+  if (m_log_bytes == 0) {
+    // A new (or empty) log begins with its header: its generation and first revision.
+    std::string header;
+    encode_header(header, m_generation, revision + 1, now_ms());
+    write_all(m_log_fd, header, file);
+    if (::fdatasync(m_log_fd) != 0) fail_io("cannot fsync the log", file);
+    m_log_bytes = header.size();
   }
+  if (created) fsync_dir(dir);
 
   recovered.entries.clear();
   recovered.entries.reserve(entries.size());
@@ -596,7 +715,9 @@ void StoreLog::run_writer() {
       last_sync = clock::now();
     }
     if (!error && !m_compacting.load() &&
-        m_log_bytes > std::max<std::uint64_t>(m_options.compact_min_bytes, 2 * m_snapshot_bytes.load()))
+        m_log_bytes > std::max<std::uint64_t>(m_options.compact_min_bytes, 2 * m_snapshot_bytes.load()) &&
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count() >=
+            m_retry_after_ns.load())
       m_want_snapshot = true;
 
     if (closing) {
@@ -615,21 +736,48 @@ void StoreLog::run_writer() {
 
 void StoreLog::switch_log(Revision revision, std::shared_ptr<std::vector<Entry>> entries) {
   // Everything up to `revision` is in the old log; make it durable before the new one gets more.
+  // A failure here is the log's own: it propagates and fails the writes.
   if (m_dirty) sync();
-  auto old_generation = m_generation;
-  auto file = path(numbered("log.", old_generation + 1));
-  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) fail_io("cannot create the log", file);
+  // NOTE: a new log that cannot be made (EMFILE, EACCES, a file in the way) is not the log's
+  // failure: the writes go on to the current log and the compaction is retried later. O_EXCL, so
+  // the file unlinked on a failure is always the one just made.
+  auto file = path(numbered("log.", m_generation + 1));
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return compaction_failed("cannot create the log '" + file + "': " + errno_text(errno));
+  std::string header;
+  encode_header(header, m_generation + 1, revision + 1, now_ms());
+  try {
+    write_all(fd, header, file);
+    if (::fdatasync(fd) != 0) fail_io("cannot fsync the log", file);
+    fsync_dir(m_options.dir);
+  } catch (const std::exception& problem) {
+    ::close(fd);
+    ::unlink(file.c_str());
+    return compaction_failed(problem.what());
+  }
   ::close(m_log_fd);
   m_log_fd = fd;
-  m_generation = old_generation + 1;
-  m_log_bytes = 0;
-  fsync_dir(m_options.dir);
+  m_generation += 1;
+  m_log_bytes = header.size();
   std::lock_guard lock(m_compaction_mutex);
   if (m_compactor.joinable()) m_compactor.join();
   m_compactor = std::thread([this, generation = m_generation, revision, entries = std::move(entries)]() mutable {
     write_snapshot(generation, revision, std::move(entries));
   });
+}
+
+void StoreLog::compaction_failed(const std::string& problem) {
+  using namespace std::chrono;
+  auto failures = m_failures_in_a_row.fetch_add(1) + 1;
+  // 0.5 s, 1 s, 2 s, ... up to a minute between attempts while the cause lasts.
+  auto delay = milliseconds(500) * (1ll << std::min<std::uint32_t>(failures - 1, 7));
+  delay = std::min<milliseconds>(delay, minutes(1));
+  m_retry_after_ns = duration_cast<nanoseconds>((steady_clock::now() + delay).time_since_epoch()).count();
+  m_compaction_failures.fetch_add(1, std::memory_order_relaxed);
+  log_error("scale-store: compaction failed (" + std::to_string(failures) + " in a row): " + problem +
+            ". Writes go on to the current log, which still holds everything; retrying in " +
+            std::to_string(duration_cast<milliseconds>(delay).count()) + " ms");
+  m_compacting = false;
 }
 
 void StoreLog::write_snapshot(std::uint64_t generation, Revision revision,
@@ -642,6 +790,7 @@ void StoreLog::write_snapshot(std::uint64_t generation, Revision revision,
     if (fd < 0) fail_io("cannot create the snapshot", temporary);
     std::string buffer;
     std::uint64_t size = 0;
+    encode_header(buffer, generation, revision, now_ms());
     RecordEncoder(buffer, RecordKind::snapshot_begin, revision, now_ms()).finish();
     for (const auto& entry : *entries) {
       RecordEncoder encoder(buffer, RecordKind::write, entry.revision, entry.timestamp_ms);
@@ -670,12 +819,20 @@ void StoreLog::write_snapshot(std::uint64_t generation, Revision revision,
       if (g < generation) ::unlink(path(file).c_str());
     m_snapshot_bytes = size;
     m_compactions.fetch_add(1, std::memory_order_relaxed);
+    if (auto failures = m_failures_in_a_row.exchange(0); failures > 0)
+      log_error("scale-store: compaction into '" + path(name) + "' succeeded after " + std::to_string(failures) +
+                " failed attempts");
   } catch (const std::exception& problem) {
     if (fd >= 0) ::close(fd);
     ::unlink(temporary.c_str());
-    log_error(std::string(problem.what()) + " (compaction skipped; the logs still hold everything)");
+    return compaction_failed(problem.what());
   }
   m_compacting = false;
+}
+
+std::exception_ptr StoreLog::health() const {
+  std::lock_guard lock(m_mutex);
+  return m_failed;
 }
 
 void StoreLog::close() {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -29,6 +30,9 @@ enum class RecordKind : std::uint8_t {
   write = 1,           ///< one write: its changes, all of one revision (a snapshot's entries too)
   snapshot_begin = 2,  ///< first record of a snapshot: the store's revision, no changes
   snapshot_end = 3,    ///< last record of a snapshot (a snapshot without it is incomplete)
+  /// First record of a log or snapshot file (files written before it existed have none): the
+  /// generation the file was made for, and a log's first revision or a snapshot's revision.
+  header = 4,
 };
 
 /// One key's change in a record. `value` is the JSON text of the value (empty for an erase).
@@ -44,8 +48,9 @@ struct LogRecord {
   Revision revision = 0;
   std::int64_t timestamp_ms = 0;
   std::vector<LogChange> changes;
-  std::size_t offset = 0;  ///< of its first byte
-  std::size_t size = 0;    ///< in bytes, header included
+  std::uint64_t generation = 0;  ///< a header's (0 for every other kind)
+  std::size_t offset = 0;        ///< of its first byte
+  std::size_t size = 0;          ///< in bytes, header included
 };
 
 /// How the bytes after the last valid record look.
@@ -72,6 +77,19 @@ inline constexpr std::size_t record_header_size = 12;
 /// is not valid. Pure: no I/O, any input (recovery and the fuzz target use it).
 DecodedLog decode_log(std::string_view bytes);
 
+/// What the bytes after a log's last valid record still show: recovery drops them and says so.
+struct DroppedTail {
+  std::size_t bytes = 0;    ///< dropped, from the last valid record's end to the end of the file
+  std::size_t records = 0;  ///< record headers seen in them: at least this many records are dropped
+  /// True when every dropped byte belongs to a record that was seen, so `records` is exact; false
+  /// when bytes follow (zeros, or a damaged header) that cannot tell how many records they held.
+  bool counted = true;
+  std::size_t uncounted_bytes = 0;  ///< those bytes
+};
+
+/// Reads the headers left in `bytes` from `from` (a DecodedLog's valid_end) to the end. Pure.
+DroppedTail inspect_dropped(std::string_view bytes, std::size_t from);
+
 /// Appends one record to `out`: begin with the kind, revision and time, add() its changes, then
 /// finish(). The only encoder of the format.
 class RecordEncoder {
@@ -90,8 +108,10 @@ class RecordEncoder {
   std::uint32_t m_count = 0;
 };
 
-/// Appends `record` (its kind, revision, time and changes) to `out`.
+/// Appends `record` (its kind, revision, time and changes, or a header's generation) to `out`.
 void encode_record(std::string& out, const LogRecord& record);
+/// Appends the header record of a file of `generation` (`revision`: see RecordKind::header).
+void encode_header(std::string& out, std::uint64_t generation, Revision revision, std::int64_t timestamp_ms);
 
 /// Where and how a StoreLog keeps its data.
 struct StoreLogOptions {
@@ -128,6 +148,14 @@ class StoreLog final : public MemoryJournal {
   bool compacting() const noexcept { return m_compacting.load(); }
   /// Snapshots completed since open.
   std::uint64_t compactions() const noexcept { return m_compactions.load(std::memory_order_relaxed); }
+  /// Rotations or snapshots that failed since open (each is logged and retried later).
+  std::uint64_t compaction_failures() const noexcept { return m_compaction_failures.load(std::memory_order_relaxed); }
+  /// Records a torn log end dropped at open (at least: see DroppedTail), and its bytes.
+  std::uint64_t recovery_dropped_records() const noexcept { return m_recovery_dropped_records; }
+  std::uint64_t recovery_dropped_bytes() const noexcept { return m_recovery_dropped_bytes; }
+  /// Null while writes can be made durable; once a write or fsync of the log failed, that error
+  /// (every later write fails with it until a restart).
+  std::exception_ptr health() const;
 
  private:
   struct Pending {
@@ -143,6 +171,7 @@ class StoreLog final : public MemoryJournal {
   void recover(RecoveredMemory& recovered);
   void run_writer();
   void switch_log(Revision revision, std::shared_ptr<std::vector<Entry>> entries);
+  void compaction_failed(const std::string& problem);
   void write_snapshot(std::uint64_t generation, Revision revision, std::shared_ptr<std::vector<Entry>> entries);
   void sync();
   std::string path(std::string_view name) const;
@@ -154,8 +183,10 @@ class StoreLog final : public MemoryJournal {
   std::uint64_t m_log_bytes = 0;                   // its size (writer thread after open)
   std::atomic<std::uint64_t> m_snapshot_bytes{0};  // of the last snapshot written or recovered
   bool m_dirty = false;                            // written but not fsync'd (writer thread)
+  std::uint64_t m_recovery_dropped_records = 0;    // set by open()
+  std::uint64_t m_recovery_dropped_bytes = 0;
 
-  std::mutex m_mutex;  // guards what follows up to m_writer
+  mutable std::mutex m_mutex;  // guards what follows up to m_writer
   std::condition_variable m_wake;
   std::vector<Pending> m_pending;
   bool m_closing = false;
@@ -168,6 +199,11 @@ class StoreLog final : public MemoryJournal {
   std::thread m_compactor;
   std::atomic<std::uint64_t> m_fsyncs{0};
   std::atomic<std::uint64_t> m_compactions{0};
+  std::atomic<std::uint64_t> m_compaction_failures{0};
+  // After a failed rotation or snapshot: failures in a row, and no new attempt before this
+  // (steady_clock nanoseconds), so a lasting cause (EMFILE, EACCES) is retried with backoff.
+  std::atomic<std::uint32_t> m_failures_in_a_row{0};
+  std::atomic<std::int64_t> m_retry_after_ns{0};
 };
 
 }  // namespace scale::detail

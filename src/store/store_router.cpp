@@ -462,6 +462,11 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
 
     if (path == "/healthz") {
       require(method, {http::verb::get}, request, path);
+      if (std::exception_ptr problem = m_health ? m_health() : nullptr) {
+        HttpResponse unhealthy = error_response(request.version(), request.keep_alive(), problem);
+        unhealthy.result(http::status::service_unavailable);
+        co_return unhealthy;
+      }
       co_return ok("{\"status\":\"ok\"}\n");
     }
     if (path == "/metrics") {

@@ -97,6 +97,10 @@ class StoreRouter {
     return error_response(request.version(), request.keep_alive(), status, message);
   }
 
+  /// Makes GET /healthz answer 503 with the error `health` returns (null: healthy). Called once,
+  /// before any request.
+  void set_health(std::function<std::exception_ptr()> health) { m_health = std::move(health); }
+
   MemoryBackend& memory() const noexcept { return *m_memory; }
   /// The number of keys and the latest revision, read without copying the store (for /metrics).
   MemoryCounts counts() const { return m_paged->counts(); }
@@ -109,6 +113,7 @@ class StoreRouter {
   std::shared_ptr<EventBackend> m_events;
   StoreServerOptions m_options;
   std::function<std::string()> m_metrics;
+  std::function<std::exception_ptr()> m_health;
 };
 
 }  // namespace scale::detail

@@ -338,7 +338,10 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       : options(std::move(options)),
         memory(open_memory(this->options, log)),
         events(detail::make_in_process_events()),
-        ioc(static_cast<int>(std::max(1u, this->options.io_threads))) {}
+        ioc(static_cast<int>(std::max(1u, this->options.io_threads))) {
+    // GET /healthz answers 503 while the log cannot make writes durable.
+    if (log) router.set_health([log = log] { return log->health(); });
+  }
 
   /// The store's memory; with a data_dir, recovered from it and journaled to `log`.
   static std::shared_ptr<detail::MemoryBackend> open_memory(const StoreServerOptions& options,
@@ -674,6 +677,19 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     out += "# HELP scale_store_fsyncs_total fsync calls on the data directory's log.\n"
            "# TYPE scale_store_fsyncs_total counter\nscale_store_fsyncs_total " +
            std::to_string(log ? log->fsyncs() : 0) + "\n";
+    auto counter = [&](std::string_view name, std::string_view help, std::uint64_t value) {
+      out += "# HELP " + std::string(name) + " " + std::string(help) + "\n# TYPE " + std::string(name) + " counter\n" +
+             std::string(name) + " " + std::to_string(value) + "\n";
+    };
+    gauge("scale_store_recovery_dropped_records",
+          "Records recovery dropped from a torn log end at start (a lower bound when zeros followed).",
+          static_cast<std::int64_t>(log ? log->recovery_dropped_records() : 0));
+    gauge("scale_store_recovery_dropped_bytes", "Bytes recovery dropped from a torn log end at start.",
+          static_cast<std::int64_t>(log ? log->recovery_dropped_bytes() : 0));
+    counter("scale_store_compactions_total", "Snapshots of the data directory written.", log ? log->compactions() : 0);
+    counter("scale_store_compaction_failures_total",
+            "Log rotations or snapshots that failed (logged; the writes went on, retried later).",
+            log ? log->compaction_failures() : 0);
     return out;
   }
 
