@@ -977,7 +977,7 @@ TEST_CASE("issue 10 defect 1: many small header fields get 431 however they arri
   }
   SECTION("empty fields past 8 KiB, sent in small pieces") {
     Client client(server.port());
-    std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n" + repeated("A:\r\n", 64 * 1024) + "\r\n";
+    std::string request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + repeated("A:\r\n", 64 * 1024) + "\r\n";
     send_what_is_taken(client, request, 256);
     auto reply = client.read_reply();
     CHECK(reply.status == 431);
@@ -996,8 +996,8 @@ TEST_CASE("issue 10 defect 3: a Transfer-Encoding other than chunked gets 501 an
   for (std::string coding : {"chunked, gzip", "xchunked", "identity", "gzip"}) {
     INFO(coding);
     Client client(server.port());
-    const std::string smuggled = "PUT /v1/kv/smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1";
-    client.send_raw("POST /v1/kv HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding + "\r\n\r\n" + smuggled);
+    const std::string smuggled = "PUT /v1/kv/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n1";
+    client.send_raw("POST /v1/kv HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: " + coding + "\r\n\r\n" + smuggled);
     auto reply = client.read_reply();
     CHECK(reply.status == 501);
     CHECK(reply.error().find("Transfer-Encoding") != std::string::npos);
@@ -1007,14 +1007,14 @@ TEST_CASE("issue 10 defect 3: a Transfer-Encoding other than chunked gets 501 an
   CHECK(other.request("GET", "/v1/kv/smuggled").status == 404);
   // Two Transfer-Encoding fields, and one beside a Content-Length, are refused too.
   Client twice(server.port());
-  twice.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+  twice.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
                  "1\r\n1\r\n0\r\n\r\n");
   int status = twice.read_reply().status;
   CHECK((status == 400 || status == 501));
   CHECK(twice.closed_by_server());
   // A lone chunked is read as before.
   Client chunked(server.port());
-  chunked.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n1\r\n7\r\n0\r\n\r\n");
+  chunked.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: Chunked\r\n\r\n1\r\n7\r\n0\r\n\r\n");
   CHECK(chunked.read_reply().status == 200);
   CHECK(chunked.request("GET", "/v1/kv/k").body_json().at("value") == 7);
 }
@@ -1023,7 +1023,7 @@ TEST_CASE("issue 10 defect 11: a malformed chunked body gets 400 with a JSON rea
   TestServer server;
   for (std::string body : {"zz\r\n1\r\n0\r\n\r\n", "1\r\n12\r\n0\r\n\r\n", "1;\x01\r\n1\r\n0\r\n\r\n"}) {
     Client client(server.port());
-    client.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body);
+    client.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body);
     auto reply = client.read_reply();
     CHECK(reply.status == 400);
     CHECK(reply.error().find("malformed request body") != std::string::npos);
@@ -1043,7 +1043,7 @@ TEST_CASE("issue 10 defect 14: absolute-form targets, HEAD and a leading empty l
   CHECK(client.request("GET", "HTTP://127.0.0.1:80/v1/kv/k").body_json().at("value") == 1);
   CHECK(client.request("GET", "http://127.0.0.1?x=1").status == 404);  // the root, as "/" would be
   // HEAD: the GET's status and headers, no body (the next answer on the connection follows at once).
-  client.send_raw("HEAD /v1/kv/k HTTP/1.1\r\nHost: x\r\n\r\n");
+  client.send_raw("HEAD /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   std::string head = client.read_until("\r\n\r\n");
   CHECK(head.starts_with("HTTP/1.1 200"));
   CHECK(head.find("Content-Length: ") != std::string::npos);
@@ -1063,7 +1063,7 @@ TEST_CASE("issue 10 defect 14: a request whose head or body is too slow gets 408
   CHECK(reply.error().find("headers") != std::string::npos);
   CHECK(slow_head.closed_by_server());
   Client slow_body(server.port());
-  slow_body.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12");
+  slow_body.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n12");
   reply = slow_body.read_reply();
   CHECK(reply.status == 408);
   CHECK(reply.error().find("body") != std::string::npos);
@@ -1105,7 +1105,7 @@ TEST_CASE("issue 10 defect 1: a server flooded with empty header fields answers 
   {
     Client client(port, 10s);
     // 1,000,000 empty fields (4 MB) in one stream: before the fix each was kept as a field.
-    std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n" + repeated("A:\r\n", 1'000'000) + "\r\n";
+    std::string request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + repeated("A:\r\n", 1'000'000) + "\r\n";
     send_what_is_taken(client, request, 64 * 1024);
     CHECK(client.read_reply().status == 431);
   }
@@ -1135,7 +1135,7 @@ TEST_CASE("issue 10 defect 2: under a low descriptor limit the connection cap is
   int served = 0, refused = 0;
   for (int i = 0; i < 300; ++i) {
     auto client = std::make_unique<Client>(port, 3s);
-    client->send_raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    client->send_raw("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     int status = client->read_reply().status;
     if (status == 200) ++served;
     if (status == 503) ++refused;
