@@ -1188,4 +1188,55 @@ TEST_CASE("issue 10 defect 7: what slow subscribers queue is capped as a whole, 
   ::waitpid(pid, &status, 0);
   ::close(log_fd);
 }
+TEST_CASE("issue 10 defect 8: a watch whose backlog is over the subscriber limit replays it as fast as it is read",
+          "[store]") {
+  int log_fd = -1;
+  pid_t pid = spawn_store({"--port", "0"}, log_fd);
+  REQUIRE(pid > 0);
+  std::uint16_t port = program_port(log_fd);
+  {
+    // 48 changes of 256 KiB: a backlog of 12 MiB, over the 8 MiB a subscriber may have queued.
+    Client writer(port);
+    const std::string value = json(std::string(256 * 1024, 'v')).dump();
+    constexpr int backlog = 48;
+    for (int i = 0; i < backlog; ++i)
+      REQUIRE(writer.request("PUT", "/v1/kv/big/" + std::to_string(i), value).status == 200);
+
+    // 30 watchers from revision 1 that read nothing after the head: each is paced by its socket
+    // and holds about one page, not the backlog (30 x 12 MiB).
+    std::vector<std::unique_ptr<Client>> stalled;
+    for (int i = 0; i < 30; ++i) {
+      auto client = std::make_unique<Client>(port);
+      int small = 4096;
+      ::setsockopt(client->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+      REQUIRE(client->request("GET", "/v1/watch?prefix=big/&from=1").status == 200);
+      stalled.push_back(std::move(client));
+    }
+
+    // A watcher that reads, slowly (a small receive buffer), gets the whole backlog in order and
+    // then the live changes: it is not cut off, and its reconnections do not repeat forever.
+    Client watcher(port, 30s);
+    int small = 16 * 1024;
+    ::setsockopt(watcher.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    REQUIRE(watcher.request("GET", "/v1/watch?prefix=big/&from=1").status == 200);
+    for (int i = 0; i < backlog; ++i) {
+      auto event = watcher.next_event();
+      REQUIRE(event.count("id") == 1);
+      CHECK(event.at("id") == std::to_string(i + 1));
+      CHECK(json::parse(event.at("data")).at("key") == "big/" + std::to_string(i));
+    }
+    REQUIRE(writer.request("PUT", "/v1/kv/big/live", "1").status == 200);
+    auto live = watcher.next_event();
+    CHECK(live.at("id") == std::to_string(backlog + 1));
+    CHECK(json::parse(live.at("data")).at("key") == "big/live");
+
+    CHECK(metric(port, "scale_store_subscribers") >= 1);
+    CHECK(rss_kib(pid) < 160 * 1024);
+  }
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(log_fd);
+}
+
 #endif

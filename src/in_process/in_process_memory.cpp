@@ -310,6 +310,35 @@ class InProcessMemory final : public PagedMemory, public std::enable_shared_from
     return MemoryCounts{m_map.size(), m_revision};
   }
 
+  HistoryPage history_page(const std::string& prefix, Revision from, std::size_t max_bytes) override {
+    // NOTE: a page also ends after `scan_limit` changes of other keys, so that a prefix that
+    // matches little never holds the lock over the whole history.
+    constexpr std::size_t scan_limit = 16 * 1024;
+    HistoryPage page;
+    page.next = from;
+    std::unique_lock lock(m_mutex);
+    if (from <= m_compacted_through) {
+      auto oldest = m_compacted_through + 1;
+      lock.unlock();
+      throw Compacted(from, oldest);
+    }
+    auto it = std::lower_bound(m_history.begin(), m_history.end(), from,
+                               [](const Kept& kept, Revision r) { return kept.change->revision < r; });
+    std::size_t bytes = 0;
+    std::size_t scanned = 0;
+    for (; it != m_history.end(); ++it, ++scanned) {
+      const Revision revision = it->change->revision;
+      if ((bytes >= max_bytes || scanned >= scan_limit) && revision != page.next - 1) break;  // whole revisions only
+      if (it->change->key.starts_with(prefix)) {
+        page.changes.push_back(it->change);
+        bytes += it->bytes;
+      }
+      page.next = revision + 1;
+    }
+    page.more = it != m_history.end();
+    return page;
+  }
+
   void watch(std::string prefix, Revision from, std::shared_ptr<ChangeQueue> queue) override {
     bool must_schedule = false;
     std::uint64_t id;

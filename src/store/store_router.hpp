@@ -101,7 +101,8 @@ class StoreRouter {
   /// before any request.
   void set_health(std::function<std::exception_ptr()> health) { m_health = std::move(health); }
 
-  MemoryBackend& memory() const noexcept { return *m_memory; }
+  /// The in-process backend, with its pages of listing and history.
+  PagedMemory& memory() const noexcept { return *m_paged; }
   /// The number of keys and the latest revision, read without copying the store (for /metrics).
   MemoryCounts counts() const { return m_paged->counts(); }
   EventBackend& events() const noexcept { return *m_events; }

@@ -103,6 +103,15 @@ std::string sse_event(std::string_view data, std::optional<Revision> id = std::n
   return out;
 }
 
+/// A watch's event for one change: its JSON, with the change's revision as the event's id.
+std::string change_event(const Change& change) {
+  json data = change;
+  return sse_event(data.dump(-1, ' ', false, json::error_handler_t::replace), change.revision);
+}
+
+/// About how much of the history a replaying watch reads at a time (src/in_process's pages).
+constexpr std::size_t replay_page_bytes = 1024 * 1024;
+
 struct SseChannel;
 
 /// What every SSE subscriber of a server has queued, bounded as a whole (--max-queued-bytes):
@@ -696,6 +705,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   // ---------------------------------------------------------------------------------------------
   /// Writes the SSE headers, subscribes, and forwards what the subscription delivers until the
   /// client goes away, the server stops, or the subscriber falls 'max_subscriber_queue' behind.
+  /// A watch from a past revision first replays the kept history page by page, each page read
+  /// once the last is written, so a backlog of any size is paced by the client's reading and
+  /// queues nothing; the live watch then starts where the replay ended.
   asio::awaitable<void> stream_events(Connection& connection, const Request& request, const detail::StreamRequest& what,
                                       std::string_view endpoint) {
     auto& stream = connection.stream;
@@ -705,24 +717,45 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     connection.channel = channel;
 
     std::shared_ptr<detail::SubscriptionState> subscription;
-    std::string first;  // a compacted watch answers with one event and ends
-    if (what.watch) {
-      auto queue = std::make_shared<detail::SubscriptionQueue<Change>>([channel](const Change& change) {
-        json data = change;
-        channel->push(sse_event(data.dump(-1, ' ', false, json::error_handler_t::replace), change.revision));
-      });
-      memory->watch(what.prefix_or_name, what.from, queue);
+    Revision from = what.from;
+    detail::HistoryPage page;
+    // A failure's event (e.g. `compacted`): the stream sends it and ends.
+    auto failure_event = [](std::exception_ptr error) {
+      // The error's wire form ({"error", "type", and what rebuilds it}), which the client maps
+      // back to its type; a Compacted one under its own event name.
+      json wire = detail::error_to_json(error);
+      const bool compacted = wire.at("type") == "Compacted";
+      return sse_event(wire.dump(-1, ' ', false, json::error_handler_t::replace), std::nullopt,
+                       compacted ? "compacted" : "error");
+    };
+    auto read_page = [&]() -> std::string {
+      try {
+        page = router.memory().history_page(what.prefix_or_name, from, replay_page_bytes);
+        from = page.next;
+        return {};
+      } catch (...) {
+        return failure_event(std::current_exception());
+      }
+    };
+    auto watch_live = [&]() -> std::string {
+      auto queue = std::make_shared<detail::SubscriptionQueue<Change>>(
+          [channel](const Change& change) { channel->push(change_event(change)); });
+      memory->watch(what.prefix_or_name, from, queue);
       try {
         queue->ready().get();
         subscription = queue;
+        ++subscribers;
+        return {};
       } catch (...) {
-        // The error's wire form ({"error", "type", and what rebuilds it}), which the client maps
-        // back to its type; a Compacted one under its own event name.
-        json wire = detail::error_to_json(std::current_exception());
-        const bool compacted = wire.at("type") == "Compacted";
-        first = sse_event(wire.dump(-1, ' ', false, json::error_handler_t::replace), std::nullopt,
-                          compacted ? "compacted" : "error");
+        return failure_event(std::current_exception());
       }
+    };
+    const bool replay = what.watch && from != 0;
+    std::string first;  // a failed watch answers with one event and ends
+    if (replay) {
+      first = read_page();
+    } else if (what.watch) {
+      first = watch_live();
     } else {
       auto queue = std::make_shared<detail::SubscriptionQueue<json>>([channel](const json& payload) {
         channel->push(sse_event(payload.dump(-1, ' ', false, json::error_handler_t::replace)));
@@ -730,8 +763,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       events->subscribe(what.prefix_or_name, queue);
       queue->ready().get();
       subscription = queue;
+      ++subscribers;
     }
-    if (subscription) ++subscribers;
 
     http::response<http::empty_body> head{http::status::ok, request.version()};
     head.set(http::field::server, "scale-store");
@@ -745,9 +778,31 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     stream.expires_after(options.read_timeout);
     auto [head_error, n] = co_await http::async_write_header(stream, serializer, use_tuple);
 
-    // The ": ready" comment tells a client its subscription is in place (nothing before it is lost).
+    // The ": ready" comment tells a client its subscription is in place (nothing before it is lost;
+    // a replay delivers every change from its revision on, or ends with `compacted`).
     std::string out = first.empty() ? std::string(": ready\n\n") : first;
     bool ended = !first.empty();
+    if (replay && !ended && !head_error) {
+      for (;;) {
+        for (const auto& change : page.changes) out += change_event(*change);
+        page.changes = {};
+        stream.expires_after(options.read_timeout);
+        auto [ec, written] = co_await asio::async_write(stream, asio::buffer(out), use_tuple);
+        out.clear();
+        if (ec || connection.stopping) {
+          head_error = ec ? ec : beast::error_code(asio::error::operation_aborted);
+          break;
+        }
+        std::string failed = page.more ? read_page() : watch_live();
+        if (!failed.empty()) {
+          out = std::move(failed);
+          ended = true;
+          break;
+        }
+        if (subscription) break;  // live from here on
+      }
+      if (out.capacity() > 64 * 1024) std::string().swap(out);
+    }
     bool queued = false;  // `out` was taken from the channel's queue (and counts in it)
     while (!head_error && !connection.stopping) {
       if (out.empty()) {
