@@ -16,6 +16,7 @@
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
+#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -381,6 +382,11 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
   std::size_t next_context = 0;  // the listener's strand only
   std::optional<tcp::acceptor> acceptor;
+  // NOTE: the listener's accept is bound to another context's strand, so its operation holds a
+  // socket of that context: stop() waits for the listener to end before any context stops, or
+  // ~io_context (ioc is destroyed last) would destroy a pending accept whose socket's context
+  // is gone (a use-after-free).
+  std::promise<void> listener_ended;
   std::vector<std::thread> threads;
   std::atomic<std::uint16_t> bound_port{0};
   std::mutex lifecycle;  // start/stop
@@ -870,8 +876,9 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       throw Error("scale::StoreServer: cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " +
                   ec.message() + " (is another scale-store running? try another --port)");
     bound_port = acceptor->local_endpoint().port();
-    asio::co_spawn(acceptor->get_executor(), listen(), [](std::exception_ptr error) {
+    asio::co_spawn(acceptor->get_executor(), listen(), [this](std::exception_ptr error) {
       if (error) detail::log_error("scale-store: the listener stopped with an error");
+      listener_ended.set_value();
     });
     // Every context exists before any thread runs (the listener reads the list).
     for (unsigned i = 1; i < std::max(1u, options.io_threads); ++i) {
@@ -892,6 +899,8 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       beast::error_code ignored;
       acceptor->close(ignored);
     });
+    if (listener_ended.get_future().wait_for(std::chrono::seconds(5)) != std::future_status::ready)
+      detail::log_error("scale-store: the listener did not end within 5 s of stop()");
     {
       std::lock_guard connections_lock(connections_mutex);
       for (auto& [id, connection] : connections)
