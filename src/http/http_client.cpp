@@ -79,22 +79,6 @@ HttpUrl parse_http_url(const std::string& text) {
   return url;
 }
 
-std::string percent_encode(const std::string& text, bool keep_slash) {
-  static const char* digits = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-        c == '_' || c == '~' || (keep_slash && c == '/')) {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += digits[c >> 4];
-      out += digits[c & 15];
-    }
-  }
-  return out;
-}
-
 struct HttpClient::Impl : std::enable_shared_from_this<Impl> {
   using Request = http::request<http::string_body>;
 

@@ -125,9 +125,6 @@ void open_subscription_stream(const std::shared_ptr<HttpClient>& client,
 /// mapped back by error_from_json(); null for any other body.
 std::exception_ptr typed_answer_error(const std::string& body);
 
-/// Percent-encodes a key or name for a path segment (keeps '/', letters, digits and -._~).
-std::string percent_encode(const std::string& text, bool keep_slash);
-
 std::shared_ptr<MemoryBackend> make_http_memory(const std::string& url);
 std::shared_ptr<EventBackend> make_http_events(const std::string& url);
 

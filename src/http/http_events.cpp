@@ -2,6 +2,7 @@
 // of GET /v1/events/{name}. Delivery is at most once across a dropped connection: the stream is
 // opened again (with backoff), and emits made while it was down are not replayed.
 
+#include "core/percent_encoding.hpp"
 #include "core/promise_callback.hpp"
 #include "http/http_client.hpp"
 #include <scale/error.hpp>

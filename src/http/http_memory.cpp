@@ -3,6 +3,7 @@
 // skips the keys of that revision it already delivered, so no change is missed or repeated.
 
 #include "core/entry_json.hpp"
+#include "core/percent_encoding.hpp"
 #include "core/promise_callback.hpp"
 #include "http/http_client.hpp"
 #include <scale/error.hpp>

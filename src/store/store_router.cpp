@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/entry_json.hpp"
+#include "core/percent_encoding.hpp"
 #include <scale/error.hpp>
 
 #include "remote/wire_error.hpp"
@@ -35,34 +36,6 @@ struct HttpError {
 };
 
 [[noreturn]] void fail(http::status status, std::string message) { throw HttpError{status, std::move(message)}; }
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/// Percent-decodes `text` ('+' is a space in a query); nullopt for a malformed escape.
-std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '%') {
-      if (i + 2 >= text.size()) return std::nullopt;
-      int high = hex_value(text[i + 1]), low = hex_value(text[i + 2]);
-      if (high < 0 || low < 0) return std::nullopt;
-      out.push_back(static_cast<char>(high * 16 + low));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
 
 /// The request target split into its raw path and decoded query parameters.
 struct Target {
@@ -128,23 +101,6 @@ std::string path_name(std::string_view raw_path, std::string_view prefix, std::s
     fail(http::status::bad_request,
          "the " + std::string(what) + " in the path is not valid UTF-8 once percent-decoded; names must be UTF-8");
   return std::move(*decoded);
-}
-
-/// Percent-encodes all but unreserved characters, for a query value.
-std::string percent_encode(std::string_view text) {
-  static constexpr char digits[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-        c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += digits[c >> 4];
-      out += digits[c & 15];
-    }
-  }
-  return out;
 }
 
 /// Nesting depth of a JSON text, counting brackets outside strings; stops counting past `limit`.
@@ -263,6 +219,21 @@ http::status status_of(std::string_view type) {
   if (type == "JournalError") return http::status::internal_server_error;  // applied, not durable: the server's fault
   if (type == "RemoteError") return http::status::internal_server_error;   // not a scale::Error: e.g. bad_alloc
   return http::status::conflict;  // TypeMismatch, an increment that overflows: the store's state refuses it
+}
+
+/// The revision an If-Match header names: its number, or for '*' the key's current revision (412
+/// when the key is absent); 400 for anything else.
+Future<Revision> if_match_revision(MemoryBackend& memory, std::string value, std::string key) {
+  if (value == "*") {
+    Future<std::optional<Entry>> found = memory.entry(key);
+    std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
+    if (!entry) fail(http::status::precondition_failed, "key '" + key + "' is absent (If-Match: *)");
+    co_return entry->revision;
+  }
+  std::optional<Revision> expected = parse_revision(value);
+  if (!expected || *expected == 0)
+    fail(http::status::bad_request, "If-Match needs a revision, e.g. If-Match: 42 or If-Match: \"42\"");
+  co_return *expected;
 }
 
 }  // namespace
@@ -551,17 +522,8 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
           throw KeyNotFound(key);
         }
         if (if_match != request.end()) {
-          std::optional<Revision> expected;
-          if (if_match->value() == "*") {
-            Future<std::optional<Entry>> found = m_memory->entry(key);
-            std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
-            if (!entry) fail(http::status::precondition_failed, "key '" + key + "' is absent (If-Match: *)");
-            expected = entry->revision;
-          } else {
-            expected = parse_revision(if_match->value());
-            if (!expected || *expected == 0)
-              fail(http::status::bad_request, "If-Match needs a revision, e.g. If-Match: 42 or If-Match: \"42\"");
-          }
+          Future<Revision> named = if_match_revision(*m_memory, std::string(if_match->value()), key);
+          std::optional<Revision> expected = co_await detail::resume_where_completed(std::move(named));
           Future<Revision> erasing = m_paged->erase_revision(key, *expected);
           Revision erased = co_await detail::resume_where_completed(std::move(erasing));
           if (erased == 0) {
@@ -597,16 +559,8 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
           fail(http::status::bad_request, "If-None-Match accepts only '*' (write only when the key is absent)");
         expected = 0;
       } else if (if_match != request.end()) {
-        if (if_match->value() == "*") {
-          Future<std::optional<Entry>> found = m_memory->entry(key);
-          std::optional<Entry> entry = co_await detail::resume_where_completed(std::move(found));
-          if (!entry) fail(http::status::precondition_failed, "key '" + key + "' is absent (If-Match: *)");
-          expected = entry->revision;
-        } else {
-          expected = parse_revision(if_match->value());
-          if (!expected || *expected == 0)
-            fail(http::status::bad_request, "If-Match needs a revision, e.g. If-Match: 42 or If-Match: \"42\"");
-        }
+        Future<Revision> named = if_match_revision(*m_memory, std::string(if_match->value()), key);
+        expected = co_await detail::resume_where_completed(std::move(named));
       }
       if (!expected) {
         json object = json::object();
