@@ -236,6 +236,17 @@ Future<Revision> if_match_revision(MemoryBackend& memory, std::string value, std
   co_return *expected;
 }
 
+/// Fails with 412 for a conditional write to `key` that found it other than `expected` (0: absent),
+/// saying where the key is now.
+Future<void> refuse_condition(MemoryBackend& memory, std::string key, Revision expected) {
+  Future<std::optional<Entry>> found = memory.entry(key);
+  std::optional<Entry> current = co_await detail::resume_where_completed(std::move(found));
+  fail(http::status::precondition_failed,
+       "key '" + key + "' " +
+           (current ? "is at revision " + std::to_string(current->revision) : std::string("is absent")) +
+           (expected == 0 ? ", not absent" : ", not " + std::to_string(expected)));
+}
+
 }  // namespace
 
 StoreRouter::StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<EventBackend> events,
@@ -527,12 +538,8 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
           Future<Revision> erasing = m_paged->erase_revision(key, *expected);
           Revision erased = co_await detail::resume_where_completed(std::move(erasing));
           if (erased == 0) {
-            Future<std::optional<Entry>> found = m_memory->entry(key);
-            std::optional<Entry> current = co_await detail::resume_where_completed(std::move(found));
-            fail(http::status::precondition_failed,
-                 "key '" + key + "' " +
-                     (current ? "is at revision " + std::to_string(current->revision) : std::string("is absent")) +
-                     ", not " + std::to_string(*expected));
+            Future<void> refused = refuse_condition(*m_memory, key, *expected);
+            co_await detail::resume_where_completed(std::move(refused));
           }
           std::string body = "{\"deleted\":";
           append_json(body, json(key));
@@ -572,12 +579,8 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       Future<Revision> compared = m_memory->compare_and_set_revision(key, *expected, std::move(value));
       Revision written = co_await detail::resume_where_completed(std::move(compared));
       if (written == 0) {
-        Future<std::optional<Entry>> found = m_memory->entry(key);
-        std::optional<Entry> current = co_await detail::resume_where_completed(std::move(found));
-        fail(http::status::precondition_failed,
-             "key '" + key + "' " +
-                 (current ? "is at revision " + std::to_string(current->revision) : std::string("is absent")) +
-                 (*expected == 0 ? ", not absent" : ", not " + std::to_string(*expected)));
+        Future<void> refused = refuse_condition(*m_memory, key, *expected);
+        co_await detail::resume_where_completed(std::move(refused));
       }
       co_return ok(revision_body(written));
     }
