@@ -837,14 +837,25 @@ TEST_CASE("the scale-store program serves on a free port and exits 0 on SIGTERM"
 }
 
 namespace {
-/// The resident memory of process `pid` in bytes (VmRSS of /proc/<pid>/status).
-std::int64_t resident_bytes(pid_t pid) {
+/// The resident memory of process `pid` in KiB (VmRSS of /proc/<pid>/status).
+std::size_t resident_kib(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(status, line))
-    if (line.starts_with("VmRSS:")) return std::stoll(line.substr(6)) * 1024;
+    if (line.starts_with("VmRSS:")) return std::stoul(line.substr(6));
   throw std::runtime_error("no VmRSS for pid " + std::to_string(pid));
 }
+
+// A bound on a server's resident memory, checked in a build without sanitizers: under ASan or
+// TSan, VmRSS also counts the sanitizer's own quarantine of freed blocks and its shadow memory
+// (hundreds of MiB that say nothing of the server's), so there the figure is only reported.
+#ifdef SCALE_TEST_SANITIZER
+#define CHECK_RESIDENT_BELOW(pid, kib)                                                             \
+  WARN("resident " << resident_kib(pid) << " KiB; the bound of " << (kib) << " KiB is not checked" \
+                   << " under " SCALE_TEST_SANITIZER)
+#else
+#define CHECK_RESIDENT_BELOW(pid, kib) CHECK(resident_kib(pid) < (kib))
+#endif
 
 /// Starts scale-store on a free port with `args`; its pid, port and stderr.
 struct SpawnedStore {
@@ -875,7 +886,7 @@ TEST_CASE("the kept history is bounded by bytes: large writes to one key do not 
     last = reply.body_json().at("revision").get<std::int64_t>();
   }
   // 120 MiB written to one key; 16 MiB of history (--history-bytes) and the value stay.
-  CHECK(resident_bytes(store.pid) < 80 * 1024 * 1024);
+  CHECK_RESIDENT_BELOW(store.pid, 80 * 1024);
 
   Client old(store.port);
   REQUIRE(old.request("GET", "/v1/watch?from=1").status == 200);
@@ -1095,15 +1106,6 @@ std::uint16_t program_port(int log_fd) {
   return static_cast<std::uint16_t>(std::stoi(match[1]));
 }
 
-/// A process's resident memory (VmRSS) in KiB.
-std::size_t rss_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.starts_with("VmRSS:")) return std::stoul(line.substr(6));
-  throw std::runtime_error("no VmRSS for pid " + std::to_string(pid));
-}
-
 }  // namespace
 
 TEST_CASE("issue 10 defect 1: a server flooded with empty header fields answers 431 and its RSS stays bounded",
@@ -1119,7 +1121,7 @@ TEST_CASE("issue 10 defect 1: a server flooded with empty header fields answers 
     send_what_is_taken(client, request, 64 * 1024);
     CHECK(client.read_reply().status == 431);
   }
-  CHECK(rss_kib(pid) < 64 * 1024);
+  CHECK_RESIDENT_BELOW(pid, 64 * 1024);
   CHECK(stop_store(pid, log_fd) == 0);
 }
 TEST_CASE("issue 10 defect 2: under a low descriptor limit the connection cap is lowered and one more gets 503",
@@ -1185,7 +1187,7 @@ TEST_CASE("issue 10 defect 7: what slow subscribers queue is capped as a whole, 
     while (metric(port, "scale_store_subscribers") > 2 && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(20ms);
     CHECK(metric(port, "scale_store_subscribers") <= 2);
-    CHECK(rss_kib(pid) < 128 * 1024);
+    CHECK_RESIDENT_BELOW(pid, 128 * 1024);
   }
   CHECK(stop_store(pid, log_fd) == 0);
 }
@@ -1232,7 +1234,7 @@ TEST_CASE("issue 10 defect 8: a watch whose backlog is over the subscriber limit
     CHECK(json::parse(live.at("data")).at("key") == "big/live");
 
     CHECK(metric(port, "scale_store_subscribers") >= 1);
-    CHECK(rss_kib(pid) < 160 * 1024);
+    CHECK_RESIDENT_BELOW(pid, 160 * 1024);
   }
   CHECK(stop_store(pid, log_fd) == 0);
 }
