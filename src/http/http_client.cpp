@@ -471,13 +471,18 @@ void HttpClient::request(std::string method, std::string target, std::string bod
   request->body() = std::move(body);
   request->prepare_payload();
   Impl::Pending pending{std::move(request), std::move(done), std::this_thread::get_id()};
-  asio::post(m_impl->io, [impl = m_impl, pending = std::move(pending)]() mutable { impl->submit(std::move(pending)); });
+  // NOTE: a local reference keeps the Impl (and its io_context) until post() has returned: the
+  // request may be answered and its callback destroy this client, with the last other reference,
+  // while post() is still waking the I/O thread (found by TSan). Every post from a member does so.
+  std::shared_ptr<Impl> impl = m_impl;
+  asio::post(impl->io, [impl, pending = std::move(pending)]() mutable { impl->submit(std::move(pending)); });
 }
 
 std::function<void()> HttpClient::stream(SseHandlers handlers) {
   auto ended = std::make_shared<std::atomic<bool>>(false);
-  auto stream = std::make_shared<beast::tcp_stream>(m_impl->io);
-  asio::post(m_impl->io, [impl = m_impl, stream, ended, handlers = std::move(handlers)]() mutable {
+  std::shared_ptr<Impl> impl = m_impl;  // see the NOTE in request()
+  auto stream = std::make_shared<beast::tcp_stream>(impl->io);
+  asio::post(impl->io, [impl, stream, ended, handlers = std::move(handlers)]() mutable {
     if (*ended) return;
     impl->streams.push_back(stream);
     asio::co_spawn(impl->io, impl->run_stream(impl, stream, ended, std::move(handlers)),
@@ -506,7 +511,8 @@ std::function<void()> HttpClient::stream(SseHandlers handlers) {
 }
 
 std::function<void()> HttpClient::hold() {
-  asio::post(m_impl->io, [impl = m_impl] {
+  std::shared_ptr<Impl> impl = m_impl;  // see the NOTE in request()
+  asio::post(impl->io, [impl] {
     if (impl->holds++ == 0) {
       impl->hold_timer.emplace(impl->io, std::chrono::seconds(2));
       impl->hold_timer->async_wait([impl](beast::error_code ec) {
@@ -534,7 +540,8 @@ std::function<void()> HttpClient::hold() {
 std::size_t HttpClient::connections_for_tests() {
   auto counted = std::make_shared<std::promise<std::size_t>>();
   auto answer = counted->get_future();
-  asio::post(m_impl->io, [impl = m_impl, counted] {
+  std::shared_ptr<Impl> impl = m_impl;  // see the NOTE in request()
+  asio::post(impl->io, [impl, counted] {
     std::size_t open = 0;
     for (auto& lane : impl->lanes) open += lane->connection != nullptr;
     counted->set_value(open);

@@ -186,46 +186,74 @@ struct ChildArgs {
   int link = -1;
   pid_t parent_pid = 0;
   bool own_process_group = false;
-  // Written by the child when it fails; read by the parent once clone returns.
-  std::atomic<int> error{0};
-  std::atomic<const char*> stage{nullptr};
+  // Written by the child when it fails; read by the parent once clone returns (CLONE_VFORK: the
+  // parent's thread resumes only once the child has exec'd or exited, so no atomics are needed).
+  volatile int error = 0;
+  const char* volatile stage = nullptr;
 };
 
-int child_main(void* raw) {
+// NOTE: the child makes its system calls through syscall(2), never the libc wrappers, and
+// child_main is not instrumented by ThreadSanitizer: a sanitizer intercepts those wrappers
+// (sigaction, dup2, close, _exit, ...) and would update its own state, its table of descriptors
+// and of signal handlers, from a child that shares the parent's memory, as if the spawner thread
+// had made the calls (TSan then reported races on every descriptor a child had touched).
+#if defined(__SANITIZE_THREAD__)
+#define SCALE_CHILD_NOT_INSTRUMENTED __attribute__((no_sanitize("thread")))
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SCALE_CHILD_NOT_INSTRUMENTED __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#ifndef SCALE_CHILD_NOT_INSTRUMENTED
+#define SCALE_CHILD_NOT_INSTRUMENTED
+#endif
+
+/// The kernel's own sigaction (handler, flags, restorer, mask), which rt_sigaction takes.
+struct KernelSigaction {
+  void (*handler)(int) = nullptr;
+  unsigned long flags = 0;
+  void (*restorer)() = nullptr;
+  unsigned long mask = 0;
+};
+/// The size of the kernel's signal set (64 signals), which rt_sigaction and rt_sigprocmask take.
+constexpr unsigned long kernel_sigset_size = sizeof(unsigned long);
+
+[[noreturn]] SCALE_CHILD_NOT_INSTRUMENTED void child_fail(ChildArgs* args, const char* stage) {
+  args->stage = stage;
+  args->error = errno ? errno : EINVAL;
+  ::syscall(SYS_exit_group, 127);
+  __builtin_unreachable();
+}
+
+SCALE_CHILD_NOT_INSTRUMENTED int child_main(void* raw) {
   auto* args = static_cast<ChildArgs*>(raw);
-  auto fail = [&](const char* stage) {
-    args->stage.store(stage, std::memory_order_relaxed);
-    args->error.store(errno ? errno : EINVAL, std::memory_order_relaxed);
-    ::_exit(127);
-  };
 
   // Dispositions first (a signal that arrives once the mask is emptied meets SIG_DFL), then the
   // mask. Handled signals would be reset by execve anyway; ignored ones would not.
-  struct sigaction default_action;
-  std::memset(&default_action, 0, sizeof default_action);
-  default_action.sa_handler = SIG_DFL;
+  KernelSigaction default_action;
+  default_action.handler = SIG_DFL;
   for (int signal = 1; signal < NSIG; ++signal) {
     if (signal == SIGKILL || signal == SIGSTOP) continue;
-    ::sigaction(signal, &default_action, nullptr);  // glibc's internal signals refuse: harmless
+    ::syscall(SYS_rt_sigaction, signal, &default_action, nullptr, kernel_sigset_size);  // some refuse: harmless
   }
 
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail("prctl(PR_SET_PDEATHSIG)");
+  if (::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail(args, "prctl(PR_SET_PDEATHSIG)");
   // The parent may have died before the prctl took effect; then nobody would kill us.
-  if (::getppid() != args->parent_pid) ::_exit(126);
+  if (static_cast<pid_t>(::syscall(SYS_getppid)) != args->parent_pid) ::syscall(SYS_exit_group, 126);
 
-  if (args->own_process_group && ::setpgid(0, 0) != 0) fail("setpgid");
-  if (::dup2(args->devnull, STDIN_FILENO) < 0) fail("dup2(/dev/null, 0)");
-  if (::dup2(args->link, child_link_fd_number) < 0) fail("dup2(link, 3)");
+  if (args->own_process_group && ::syscall(SYS_setpgid, 0, 0) != 0) child_fail(args, "setpgid");
+  // dup3 with no flags is dup2 for two different descriptors (both were moved above fd 3).
+  if (::syscall(SYS_dup3, args->devnull, STDIN_FILENO, 0) < 0) child_fail(args, "dup2(/dev/null, 0)");
+  if (::syscall(SYS_dup3, args->link, child_link_fd_number, 0) < 0) child_fail(args, "dup2(link, 3)");
   // Nothing else crosses into the new program, whatever the rest of the parent left open.
-  ::close_range(child_link_fd_number + 1, ~0U, 0);  // ENOSYS on old kernels: fall back on O_CLOEXEC
+  ::syscall(SYS_close_range, child_link_fd_number + 1, ~0U, 0);  // ENOSYS on old kernels: fall back on O_CLOEXEC
 
-  sigset_t empty;
-  sigemptyset(&empty);
-  if (::sigprocmask(SIG_SETMASK, &empty, nullptr) != 0) fail("sigprocmask");
+  const unsigned long empty = 0;
+  if (::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, nullptr, kernel_sigset_size) != 0)
+    child_fail(args, "sigprocmask");
 
-  ::execve(args->path, args->argv, args->envp);
-  fail("execve");
-  return 127;
+  ::syscall(SYS_execve, args->path, args->argv, args->envp);
+  child_fail(args, "execve");
 }
 
 }  // namespace
@@ -382,13 +410,13 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
     ::close(parent_end);
     throw_errno("clone (starting '" + options.executable + "')", clone_error);
   }
-  if (int error = args.error.load(std::memory_order_relaxed); error != 0) {
+  if (int error = args.error; error != 0) {
     // The child never became the new program; it has exited already.
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     ::close(parent_end);
-    const char* stage = args.stage.load(std::memory_order_relaxed);
+    const char* stage = args.stage;
     throw Error("scale: cannot start a worker process from '" + options.executable + "': " + (stage ? stage : "setup") +
                 " failed: " + errno_text(error));
   }

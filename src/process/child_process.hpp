@@ -5,7 +5,9 @@
 // PR_SET_PDEATHSIG fires when the *thread* that created the child exits, so a child started from
 // a short-lived thread would be killed with that thread. The thread starts a child with
 // clone(CLONE_VM | CLONE_VFORK) on a stack of its own (what posix_spawn does, without its limits):
-// no page tables are copied, and the child runs only system calls before execve. In the child,
+// no page tables are copied, and the child runs only system calls before execve, made through
+// syscall(2) rather than the libc wrappers, which a sanitizer intercepts and would update its own
+// state from (the child shares the parent's memory). In the child,
 // before execve of `executable` (default /proc/self/exe, this very program):
 //   - every signal disposition is reset to SIG_DFL and the signal mask emptied,
 //   - PR_SET_PDEATHSIG(SIGKILL) is set, and the child exits at once if its parent already died,
