@@ -2,6 +2,7 @@
 
 #include "process/child_process.hpp"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -20,11 +21,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <future>
 #include <mutex>
 #include <thread>
 
 #include <scale/detail/loop.hpp>
+#include <scale/future.hpp>
 
 extern char** environ;
 
@@ -198,15 +199,36 @@ struct ChildArgs {
 // and of signal handlers, from a child that shares the parent's memory, as if the spawner thread
 // had made the calls (TSan then reported races on every descriptor a child had touched).
 #if defined(__SANITIZE_THREAD__)
-#define SCALE_CHILD_NOT_INSTRUMENTED __attribute__((no_sanitize("thread")))
+#define SCALE_THREAD_SANITIZER 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
+#define SCALE_THREAD_SANITIZER 1
+#endif
+#endif
+#ifdef SCALE_THREAD_SANITIZER
 #define SCALE_CHILD_NOT_INSTRUMENTED __attribute__((no_sanitize("thread")))
-#endif
-#endif
-#ifndef SCALE_CHILD_NOT_INSTRUMENTED
+#else
 #define SCALE_CHILD_NOT_INSTRUMENTED
 #endif
+
+using CloneFunction = int (*)(int (*)(void*), void*, int, void*, ...);
+
+/// clone(2) as libc has it. ThreadSanitizer intercepts clone and takes it for a fork: it resets
+/// its own state in the child, which with CLONE_VM is the parent's, and then loses track of what
+/// the spawner thread did (every descriptor and block it touched was reported as a race). Under
+/// TSan the child is started through libc's own clone, which TSan does not see at all.
+CloneFunction libc_clone() {
+#ifdef SCALE_THREAD_SANITIZER
+  static const CloneFunction found = [] {
+    void* libc = ::dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    void* symbol = libc ? ::dlsym(libc, "clone") : nullptr;
+    return symbol ? reinterpret_cast<CloneFunction>(symbol) : &::clone;
+  }();
+  return found;
+#else
+  return &::clone;
+#endif
+}
 
 /// The kernel's own sigaction (handler, flags, restorer, mask), which rt_sigaction takes.
 struct KernelSigaction {
@@ -401,7 +423,7 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
 
   // The stack grows down on every architecture Linux runs this code on; keep the top 16-aligned.
   auto top = reinterpret_cast<std::uintptr_t>(m_stack.get() + child_stack_size) & ~std::uintptr_t{15};
-  pid_t pid = ::clone(child_main, reinterpret_cast<void*>(top), CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+  pid_t pid = libc_clone()(child_main, reinterpret_cast<void*>(top), CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
   int clone_error = errno;
   ::close(child_end);
   ::close(devnull);
@@ -572,8 +594,10 @@ ProcessSpawner::~ProcessSpawner() = default;
 
 ChildProcess ProcessSpawner::spawn(SpawnOptions options) {
   if (m_impl->on_thread()) return m_impl->spawn_here(options);
-  std::promise<ChildProcess> promise;
-  auto result = promise.get_future();
+  // NOTE: a scale::Promise, not std::promise: std::future waits on a futex inside libstdc++,
+  // where ThreadSanitizer cannot see the hand-over, and reported races on every child it spawned.
+  Promise<ChildProcess> promise;
+  Future<ChildProcess> result = promise.get_future();
   m_impl->post(std::move(options), [&promise](ChildProcess child, std::exception_ptr error) {
     if (error)
       promise.set_exception(error);
