@@ -54,12 +54,24 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Short heartbeats, so that a lost worker is noticed within about 600 ms. A sanitizer's build runs
+// several times slower (TSan most), so there they are three times as long, or a busy machine's
+// late beat would count a live worker as lost.
+#ifdef SCALE_TEST_SANITIZER
+constexpr int beat_scale = 3;
+#else
+constexpr int beat_scale = 1;
+#endif
+constexpr std::chrono::milliseconds test_heartbeat{100 * beat_scale};
+constexpr std::chrono::milliseconds test_heartbeat_ttl{500 * beat_scale};
+
 /// A worker process: this executable (or another) with --scale-worker URL, killed when the test
 /// ends (and when this process dies).
 class WorkerProcess {
  public:
   explicit WorkerProcess(const std::string& url, std::string executable = "/proc/self/exe") {
-    std::vector<std::string> args{executable, "--scale-worker", url, "--scale-heartbeat-ms", "100"};
+    std::vector<std::string> args{executable, "--scale-worker", url, "--scale-heartbeat-ms",
+                                  std::to_string(test_heartbeat.count())};
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -112,9 +124,10 @@ std::string fresh_url() {
   return support::RedisServer::shared().url() + "?namespace=" + support::RedisServer::fresh_namespace();
 }
 
-/// Short heartbeats (workers beat every 100 ms), so a lost worker is noticed within about 600 ms.
+/// Short heartbeats (test_heartbeat above), so a lost worker is noticed soon.
 scale::ClusterOptions fast_options() {
-  return scale::ClusterOptions{.heartbeat_interval = 100ms, .heartbeat_ttl = 500ms, .wait_for_workers = 10s};
+  return scale::ClusterOptions{
+      .heartbeat_interval = test_heartbeat, .heartbeat_ttl = test_heartbeat_ttl, .wait_for_workers = 10s};
 }
 
 bool eventually(auto condition, std::chrono::milliseconds limit = 10s) {
@@ -173,8 +186,8 @@ auto sleep_then_twice = [](int x) {
   return 2 * x;
 };
 
-auto sleep_1200ms_then_twice = [](int x) {
-  std::this_thread::sleep_for(1200ms);
+auto sleep_past_two_ttls_then_twice = [](int x) {
+  std::this_thread::sleep_for(2 * test_heartbeat_ttl + 200ms);
   return 2 * x;
 };
 
@@ -364,7 +377,7 @@ TEST_CASE("a long chunk on a live worker is never taken from it", "[cluster]") {
   scale::Iterator<int> numbers(iota(2), manager);
   scale::RunOptions options{.chunk_size = 1};
   // Each item takes over twice the heartbeat TTL: heartbeats keep the worker alive meanwhile.
-  REQUIRE(numbers.map(sleep_1200ms_then_twice, options).get() == std::vector<int>{0, 2});
+  REQUIRE(numbers.map(sleep_past_two_ttls_then_twice, options).get() == std::vector<int>{0, 2});
   CHECK(manager.stats().tasks_retried == 0);
   CHECK(manager.stats().workers_lost == 0);
 }

@@ -1,6 +1,8 @@
 #pragma once
 // A program of the test's own (scale-store, say) started with its output read through a pipe.
 
+#include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <stdexcept>
@@ -10,7 +12,8 @@
 namespace support {
 
 /// Starts `program` with `args`; its stderr (and its stdout with `stdout_too`) can be read from
-/// `log_fd`. Returns the pid (the caller stops it by that pid).
+/// `log_fd`. Returns the pid (the caller stops it by that pid). The program is killed if the test
+/// dies first (a failed REQUIRE, ctest's timeout), so none outlives it holding ctest's output.
 inline pid_t spawn_with_log(const char* program, const std::vector<std::string>& args, int& log_fd,
                             bool stdout_too = false) {
   int pipe_fds[2];
@@ -18,6 +21,7 @@ inline pid_t spawn_with_log(const char* program, const std::vector<std::string>&
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (stdout_too) ::dup2(pipe_fds[1], 1);
     ::dup2(pipe_fds[1], 2);
     ::close(pipe_fds[0]);
