@@ -18,6 +18,7 @@ struct ThreadPoolFactory {
 #include "iterator_suite.hpp"
 
 #include <atomic>
+#include <string>
 #include <chrono>
 #include <mutex>
 #include <set>
@@ -179,11 +180,60 @@ TEST_CASE("functions may capture state on the thread tiers", "[iterator][inline]
   }
 }
 
-TEST_CASE("the automatic chunk size balances the workers", "[iterator][inline][thread_pool]") {
+TEST_CASE("automatic chunk sizes: small probes, then the target duration, shrinking near the end",
+          "[iterator][dispatch]") {
+  using namespace std::chrono_literals;
+  using scale::detail::next_chunk_size;
+  // Before any measurement: a small probe, at most 64 items, a small share of the call.
+  REQUIRE(next_chunk_size(400, 400, 8, 0ns, 200ms) == 3);
+  REQUIRE(next_chunk_size(10'000'000, 10'000'000, 2, 0ns, 1ms) == 64);
+  REQUIRE(next_chunk_size(5, 5, 4, 0ns, 1ms) == 1);
+  // Measured: the target duration over the time per item (20 ms items, 200 ms target).
+  REQUIRE(next_chunk_size(352, 400, 8, 20ms, 200ms) == 10);
+  // Fast items are capped by guided self-scheduling: the rest over twice the workers.
+  REQUIRE(next_chunk_size(1'000, 1'000, 2, 10ns, 50ms) == 250);
+  // Near the end chunks shrink to single items, never beyond what is left.
+  REQUIRE(next_chunk_size(3, 400, 8, 20ms, 200ms) == 1);
+  REQUIRE(next_chunk_size(1, 1, 1, 1ns, 1ms) == 1);
+  REQUIRE(next_chunk_size(0, 10, 1, 1ns, 1ms) == 0);
+  // Slow items never get more than one per chunk when one item outlasts the target.
+  REQUIRE(next_chunk_size(100, 100, 2, 2s, 50ms) == 1);
+}
+
+TEST_CASE("a call's chunks follow the measured cost: slow items spread over every thread",
+          "[iterator][dispatch][thread_pool]") {
+  // 32 items of 5 ms on 4 threads: a fixed plan of 128-item chunks would run them on one
+  // thread; measured sizing spreads them, so at least three threads see an item.
+  scale::Runtime runtime;
   scale::ThreadPoolManager pool(4);
-  scale::InlineManager inline_manager;
-  REQUIRE(pool.auto_chunk_size(1'600) == 100);  // four chunks per thread
-  REQUIRE(pool.auto_chunk_size(3) == 1);
-  REQUIRE(inline_manager.auto_chunk_size(1'600) == 100);
-  REQUIRE(inline_manager.auto_chunk_size(5) == 1);
+  scale::Iterator<int> items(iterator_suite::iota(32), pool);
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
+  auto seen = items
+                  .map([&](int x) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                    std::lock_guard lock(mutex);
+                    threads.insert(std::this_thread::get_id());
+                    return x * 2;
+                  })
+                  .get();
+  REQUIRE(seen.size() == 32);
+  for (int i = 0; i < 32; ++i) REQUIRE(seen[static_cast<std::size_t>(i)] == 2 * i);
+  REQUIRE(threads.size() >= 3);
+}
+
+TEST_CASE("reduce with measured chunk sizes combines its partials in item order", "[iterator][dispatch][thread_pool]") {
+  // String concatenation is associative but not commutative: any reordering of the partials
+  // (whose number the dispatch decides as it goes) shows in the answer.
+  scale::Runtime runtime;
+  scale::ThreadPoolManager pool(3);
+  std::vector<std::string> letters;
+  std::string expected;
+  for (int i = 0; i < 2'000; ++i) {
+    letters.push_back(std::string(1, static_cast<char>('a' + i % 26)));
+    expected += letters.back();
+  }
+  scale::Iterator<std::string> items(letters, pool);
+  auto joined = items.reduce([](std::string a, const std::string& b) { return a + b; }, std::string()).get();
+  REQUIRE(joined == expected);
 }

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -320,15 +321,21 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
 
  public:
   ReduceJob(std::shared_ptr<const std::vector<T>> items, F fn, SharedMemory* memory, SharedEventEmitter* events,
-            TaskPolicy policy, A init, ChunkPlan plan)
-      : Base(std::move(items), std::move(fn), memory, events, std::move(policy)),
-        m_init(std::move(init)),
-        m_plan(plan),
-        m_partials(plan.chunks) {}
+            TaskPolicy policy, A init)
+      : Base(std::move(items), std::move(fn), memory, events, std::move(policy)), m_init(std::move(init)) {}
 
   bool is_async() const noexcept override { return Call::async; }
 
-  std::vector<std::optional<A>>& partials() noexcept { return m_partials; }
+  /// The chunks' partial results in item order (after every chunk has finished).
+  std::vector<A> take_partials() {
+    std::lock_guard lock(m_partials_mutex);
+    std::sort(m_partials.begin(), m_partials.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<A> ordered;
+    ordered.reserve(m_partials.size());
+    for (auto& [begin, partial] : m_partials) ordered.push_back(std::move(partial));
+    m_partials.clear();
+    return ordered;
+  }
   Scope loop_scope() const noexcept { return this->scope(); }
 
   static constexpr bool uses_scope = Call::with_scope;
@@ -341,17 +348,16 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
   void encode_extra(std::string& out) const override { encode_value(m_init, out); }
   void accept_results(std::size_t begin, std::size_t, std::string_view bytes) override {
     if constexpr (is_wire_serializable_v<A>)
-      m_partials[begin / m_plan.chunk_size].emplace(decode_value<A>(bytes));
+      keep(begin, decode_value<A>(bytes));
     else
       throw NotShippable(remote_problem());
   }
   static void invoke_remote(const TaskInput& input, std::string& out) {
     auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
     A init = decode_value<A>(input.extra);
-    ChunkPlan plan{input.count, std::max<std::size_t>(input.count, 1), 1};
-    ReduceJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{}, std::move(init), plan);
+    ReduceJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{}, std::move(init));
     job.run(0, input.count);
-    encode_value(*job.partials().front(), out);
+    encode_value(job.take_partials().front(), out);
   }
 
  private:
@@ -364,52 +370,57 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
   void store(std::size_t, A& acc, V&& result) {
     acc = std::forward<V>(result);
   }
-  void finish(std::size_t begin, A&& acc) { m_partials[begin / m_plan.chunk_size].emplace(std::move(acc)); }
+  void finish(std::size_t begin, A&& acc) { keep(begin, std::move(acc)); }
+  /// One lock per chunk: chunks finish on several threads and their number is not known ahead.
+  void keep(std::size_t begin, A&& partial) {
+    std::lock_guard lock(m_partials_mutex);
+    m_partials.emplace_back(begin, std::move(partial));
+  }
 
   A m_init;
-  ChunkPlan m_plan;
-  std::vector<std::optional<A>> m_partials;
+  std::mutex m_partials_mutex;
+  std::vector<std::pair<std::size_t, A>> m_partials;
 };
 
 template <class Job>
-Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan,
+Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
                                                   RunOptions options) {
-  Future<void> done = dispatch_all(job, manager, plan, std::move(options.progress));
+  Future<void> done = dispatch_all(job, manager, chunk_size, std::move(options.progress));
   co_await std::move(done);
   co_return job->take();
 }
 
 template <class Job, class T>
-Future<std::vector<T>> run_filter(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan,
+Future<std::vector<T>> run_filter(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
                                   RunOptions options) {
-  Future<void> done = dispatch_all(job, manager, plan, std::move(options.progress));
+  Future<void> done = dispatch_all(job, manager, chunk_size, std::move(options.progress));
   co_await std::move(done);
   co_return job->take();
 }
 
-inline Future<void> run_for_each(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan,
+inline Future<void> run_for_each(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
                                  RunOptions options) {
-  Future<void> done = dispatch_all(std::move(job), manager, plan, std::move(options.progress));
+  Future<void> done = dispatch_all(std::move(job), manager, chunk_size, std::move(options.progress));
   co_await std::move(done);
 }
 
 template <class Job, class A, class C>
-Future<A> run_reduce(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan, RunOptions options,
+Future<A> run_reduce(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size, RunOptions options,
                      C combine) {
   using Combine = FnCall<C, A&&, A&&>;
-  Future<void> done = dispatch_all(job, manager, plan, std::move(options.progress));
+  Future<void> done = dispatch_all(job, manager, chunk_size, std::move(options.progress));
   co_await std::move(done);
   // Partials combine in chunk order on the loop, so an associative but non-commutative
   // combine still gives the sequential answer.
-  auto& partials = job->partials();
-  A acc = std::move(*partials.front());
+  std::vector<A> partials = job->take_partials();
+  A acc = std::move(partials.front());
   Scope scope = job->loop_scope();
   for (std::size_t k = 1; k < partials.size(); ++k) {
     if constexpr (Combine::async) {
-      auto pending = Combine::call(combine, &scope, std::move(acc), std::move(*partials[k]));
+      auto pending = Combine::call(combine, &scope, std::move(acc), std::move(partials[k]));
       acc = co_await std::move(pending);
     } else
-      acc = Combine::call(combine, &scope, std::move(acc), std::move(*partials[k]));
+      acc = Combine::call(combine, &scope, std::move(acc), std::move(partials[k]));
   }
   co_return acc;
 }
@@ -470,9 +481,8 @@ class Iterator {
     using Job = detail::MapJob<T, F>;
     if (auto error = check_scope(Call::with_scope)) return make_failed_future<std::vector<R>>(error);
     if (empty()) return make_ready_future(std::vector<R>{});
-    auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
     auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options));
-    return detail::run_map(std::move(job), m_manager, plan, std::move(options));
+    return detail::run_map(std::move(job), m_manager, options.chunk_size, std::move(options));
   }
 
   /// The items for which `pred(item)` is true, in input order.
@@ -486,9 +496,8 @@ class Iterator {
                   "scale::Iterator<T>::filter copies the kept items: T must be copyable");
     if (auto error = check_scope(Call::with_scope)) return make_failed_future<std::vector<T>>(error);
     if (empty()) return make_ready_future(std::vector<T>{});
-    auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
     auto job = std::make_shared<detail::FilterJob<T, F>>(m_items, std::move(pred), m_memory, m_events, policy(options));
-    return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, plan, std::move(options));
+    return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, options.chunk_size, std::move(options));
   }
 
   /// Folds the items with `fn(T, T) → T`, associative, with `init` its identity; chunks fold in
@@ -516,11 +525,9 @@ class Iterator {
                   "(or with scale::Scope&, or returning scale::Future<A>)");
     if (auto error = check_scope(Call::with_scope || Combine::with_scope)) return make_failed_future<A>(error);
     if (empty()) return make_ready_future(std::move(init));
-    auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
     using Job = detail::ReduceJob<T, A, F>;
-    auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options), std::move(init),
-                                     plan);
-    return detail::run_reduce<Job, A, C>(std::move(job), m_manager, plan, std::move(options), std::move(combine));
+    auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options), std::move(init));
+    return detail::run_reduce<Job, A, C>(std::move(job), m_manager, options.chunk_size, std::move(options), std::move(combine));
   }
 
   /// `fn(item)` for every item, for its effects; a value fn returns is dropped.
@@ -531,9 +538,8 @@ class Iterator {
                                   "scale::Future<R>(T) or scale::Future<R>(T, scale::Scope&)");
     if (auto error = check_scope(Call::with_scope)) return make_failed_future<void>(error);
     if (empty()) return make_ready_future();
-    auto plan = detail::plan_chunks(*m_manager, size(), options.chunk_size);
     auto job = std::make_shared<detail::ForEachJob<T, F>>(m_items, std::move(fn), m_memory, m_events, policy(options));
-    return detail::run_for_each(std::move(job), m_manager, plan, std::move(options));
+    return detail::run_for_each(std::move(job), m_manager, options.chunk_size, std::move(options));
   }
 
  private:

@@ -13,9 +13,10 @@ namespace scale {
 /// NOTE: with GCC 12, build the options first when the call sits inside `co_await`
 /// (`scale::RunOptions options{.chunk_size = 2}; co_await numbers.map(fn, options);`).
 struct RunOptions {
-  /// Items per chunk, the unit a manager runs and reports on. 0: the manager chooses
-  /// (ScalabilityManager::auto_chunk_size): enough chunks to balance the workers, few
-  /// enough that the per-chunk cost stays small beside the work.
+  /// Items per chunk, the unit a manager runs and reports on. 0: sizes from measured time per
+  /// item: small first chunks, then chunks of about the manager's target_chunk_duration()
+  /// (1 ms on a thread pool, 50 ms on a process pool, 200 ms on a cluster), smaller as the call
+  /// nears its end so the last ones do not straggle.
   std::size_t chunk_size = 0;
 
   /// How often a chunk runs again after its worker was lost (a child process or server

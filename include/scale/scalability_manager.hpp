@@ -2,12 +2,31 @@
 /// \file scale::ScalabilityManager: the one interface every place that runs work implements.
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #include <scale/detail/job.hpp>
 #include <scale/future.hpp>
 
 namespace scale {
+
+namespace detail {
+
+/// A running algorithm call as its manager sees it (the dispatch in dispatch.hpp implements it):
+/// how much it still has to run, and a way to tell it that it may start more chunks.
+class CallDemand {
+ public:
+  virtual ~CallDemand() = default;
+  /// Chunks the call still has to run: its unfinished items in chunks of its current size.
+  virtual std::size_t backlog() const noexcept = 0;
+  /// The manager's concurrency changed; the call starts more chunks if that allows. Any thread.
+  virtual void wake() noexcept = 0;
+};
+
+}  // namespace detail
 
 /// Runs chunks of an algorithm's items: on the loop (InlineManager), on threads
 /// (ThreadPoolManager), in child processes or on other servers. The Iterator algorithms are
@@ -24,23 +43,66 @@ class ScalabilityManager {
   /// result is written into the job, or fails with the exception an item threw (type preserved
   /// on the thread tiers). A chunk of an already-cancelled job fails with detail::ChunkSkipped
   /// without running. Implementations run chunks through detail::run_chunk_blocking or
-  /// detail::run_chunk_on_loop, so the cancel rules are the same everywhere.
+  /// detail::run_chunk_on_loop, so the cancel rules are the same everywhere; a manager that runs
+  /// them elsewhere records their time with Job::record_run.
   virtual Future<void> submit(detail::Chunk chunk) = 0;
 
-  /// How many chunks this manager runs at once (threads, worker processes). The algorithms keep
-  /// about twice this many chunks submitted, so each worker has the next one queued.
+  /// How many chunks this manager runs at once now (threads, worker processes, the threads of
+  /// every joined worker). The algorithms keep about twice this many chunks submitted, so each
+  /// worker has the next one queued, and re-read it as chunks complete and whenever the manager
+  /// reports a change (concurrency_changed).
   virtual std::size_t concurrency() const noexcept = 0;
 
-  /// Items per chunk when RunOptions::chunk_size is 0. By default about four chunks per worker
-  /// (so uneven items still balance), never fewer than one item; managers whose per-chunk cost
-  /// is high (a process round trip) override it to keep chunks large enough to amortize that.
-  virtual std::size_t auto_chunk_size(std::size_t items) const noexcept {
-    const std::size_t chunks = std::max<std::size_t>(1, concurrency()) * 4;
-    return std::max<std::size_t>(1, (items + chunks - 1) / chunks);
-  }
+  /// How long one automatically sized chunk should run (RunOptions::chunk_size 0): long enough to
+  /// amortize what a chunk costs here, short enough to spread the work over every worker. The
+  /// algorithms measure the time per item and cut chunks to this, smaller as a call nears its end.
+  virtual std::chrono::microseconds target_chunk_duration() const noexcept { return std::chrono::milliseconds(1); }
 
   /// Workers and tasks (chunks) as of now.
   virtual ManagerStats stats() const = 0;
+
+  /// What the running calls still have to run, in chunks of their current size (what `adapt`
+  /// scales on).
+  std::size_t backlog() const {
+    std::lock_guard lock(m_calls_mutex);
+    std::size_t total = 0;
+    for (const auto& weak : m_calls)
+      if (auto call = weak.lock()) total += call->backlog();
+    return total;
+  }
+
+  // ----- for the algorithms (detail/dispatch.hpp) -----
+
+  /// A call starts: the manager counts its backlog and wakes it when concurrency changes. The
+  /// manager holds it weakly: a call that has ended drops out by itself.
+  void attach_call(const std::shared_ptr<detail::CallDemand>& call) {
+    {
+      std::lock_guard lock(m_calls_mutex);
+      std::erase_if(m_calls, [](const auto& weak) { return weak.expired(); });
+      m_calls.push_back(call);
+    }
+    backlog_changed();
+  }
+  /// A call's backlog changed (it cut or finished chunks). Managers that scale on it override
+  /// this; it must return at once (any thread, usually the loop).
+  virtual void backlog_changed() {}
+
+ protected:
+  /// Tells every running call that concurrency() changed, so each starts more chunks now
+  /// rather than when its next chunk completes. Any thread.
+  void concurrency_changed() {
+    std::vector<std::shared_ptr<detail::CallDemand>> calls;
+    {
+      std::lock_guard lock(m_calls_mutex);
+      for (const auto& weak : m_calls)
+        if (auto call = weak.lock()) calls.push_back(std::move(call));
+    }
+    for (const auto& call : calls) call->wake();
+  }
+
+ private:
+  mutable std::mutex m_calls_mutex;
+  std::vector<std::weak_ptr<detail::CallDemand>> m_calls;
 };
 
 }  // namespace scale

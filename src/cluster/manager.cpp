@@ -634,10 +634,6 @@ std::size_t ClusterManager::concurrency() const noexcept {
   return std::max<std::size_t>(1, m_cluster->live_workers()) * 2;
 }
 
-std::size_t ClusterManager::auto_chunk_size(std::size_t items) const noexcept {
-  // A chunk costs a Redis round trip each way: at least 128 items where there are that many.
-  return std::max(ScalabilityManager::auto_chunk_size(items), std::min<std::size_t>(items, 128));
-}
 
 ManagerStats ClusterManager::stats() const { return m_cluster->stats(); }
 

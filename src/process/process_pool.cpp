@@ -579,9 +579,6 @@ ProcessPoolManager::~ProcessPoolManager() { m_pool->shutdown(); }
 
 Future<void> ProcessPoolManager::submit(detail::Chunk chunk) { return m_pool->submit(std::move(chunk)); }
 std::size_t ProcessPoolManager::concurrency() const noexcept { return m_pool->max_workers(); }
-std::size_t ProcessPoolManager::auto_chunk_size(std::size_t items) const noexcept {
-  return std::max(ScalabilityManager::auto_chunk_size(items), std::min<std::size_t>(items, 64));
-}
 ManagerStats ProcessPoolManager::stats() const { return m_pool->stats(); }
 std::vector<pid_t> ProcessPoolManager::worker_pids() const { return m_pool->pids(); }
 

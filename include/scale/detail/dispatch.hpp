@@ -1,113 +1,233 @@
 #pragma once
-// Cutting a call into chunks and feeding them to a manager: the one dispatch loop every
-// Iterator algorithm shares.
+// Cutting a call into chunks and feeding them to a manager: the one dispatch every Iterator
+// algorithm shares.
+//
+// Why it looks like this:
+//   - Chunks are cut as they are sent, not planned up front: the number in flight follows the
+//     manager's concurrency now (about two per worker, re-read as chunks complete and when the
+//     manager calls concurrency_changed), so workers that join while a call runs get work at once.
+//   - With RunOptions::chunk_size 0 the size comes from measured time per item (Job::record_run,
+//     or the dispatch's own send-to-result time when a manager records none): the first chunks are
+//     small probes, later ones aim at the manager's target_chunk_duration(), and none is larger
+//     than what is left over twice the workers (guided self-scheduling), so the last chunks shrink
+//     and do not straggle.
+//   - Everything but backlog() runs on the loop thread: no lock or atomic per chunk besides the
+//     counters a manager reads from its own threads.
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <utility>
-#include <vector>
 
 #include <scale/detail/job.hpp>
+#include <scale/detail/loop.hpp>
 #include <scale/future.hpp>
 #include <scale/run_options.hpp>
 #include <scale/scalability_manager.hpp>
-#include <scale/when_all.hpp>
 
 namespace scale::detail {
 
-/// How a call of `total` items is cut: chunks of `chunk_size` items, the last one shorter.
-struct ChunkPlan {
-  std::size_t total = 0;
-  std::size_t chunk_size = 1;
-  std::size_t chunks = 0;
-  std::size_t begin_of(std::size_t chunk) const noexcept { return chunk * chunk_size; }
-  std::size_t end_of(std::size_t chunk) const noexcept { return std::min(total, begin_of(chunk) + chunk_size); }
-};
-
-inline ChunkPlan plan_chunks(const ScalabilityManager& manager, std::size_t total, std::size_t chunk_size) {
-  ChunkPlan plan;
-  plan.total = total;
-  plan.chunk_size = chunk_size != 0 ? chunk_size : manager.auto_chunk_size(total);
-  plan.chunk_size = std::clamp<std::size_t>(plan.chunk_size, 1, std::max<std::size_t>(total, 1));
-  plan.chunks = (total + plan.chunk_size - 1) / plan.chunk_size;
-  return plan;
+/// How many items the next chunk of a call gets (RunOptions::chunk_size 0). Pure, for tests.
+///   remaining   items not yet cut;  total  items of the call
+///   workers     the manager's concurrency now (at least 1)
+///   per_item    measured time per item, or zero before any chunk was measured
+///   target      the manager's target_chunk_duration()
+inline std::size_t next_chunk_size(std::size_t remaining, std::size_t total, std::size_t workers,
+                                   std::chrono::nanoseconds per_item, std::chrono::nanoseconds target) noexcept {
+  if (remaining == 0) return 0;
+  workers = std::max<std::size_t>(workers, 1);
+  // Guided self-scheduling: never more than the rest over twice the workers.
+  const std::size_t guided = std::max<std::size_t>(1, (remaining + 2 * workers - 1) / (2 * workers));
+  std::size_t size;
+  if (per_item.count() <= 0) {
+    // A probe: small in count (an item may be slow), and a small share of the call.
+    constexpr std::size_t probe_cap = 64;
+    size = std::clamp<std::size_t>(total / (16 * workers), 1, probe_cap);
+  } else {
+    const auto by_time = target.count() / per_item.count();
+    size = static_cast<std::size_t>(std::max<std::int64_t>(1, by_time));
+  }
+  return std::min({size, guided, remaining});
 }
 
-struct Dispatch {
-  std::shared_ptr<Job> job;
-  ScalabilityManager* manager;
-  ChunkPlan plan;
-  std::function<void(std::size_t, std::size_t)> progress;
-  std::atomic<std::size_t> next{0};
-  std::atomic<std::size_t> done{0};
-  std::mutex mutex;
-  std::exception_ptr error;
+/// One running call: cuts chunks, keeps the number in flight at the manager's concurrency, and
+/// completes `finished` once no chunk is in flight and none is left (or the call failed).
+class Dispatch final : public CallDemand, public std::enable_shared_from_this<Dispatch> {
+ public:
+  Dispatch(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
+           std::function<void(std::size_t, std::size_t)> progress)
+      : m_job(std::move(job)),
+        m_manager(manager),
+        m_fixed_size(chunk_size),
+        m_progress(std::move(progress)),
+        m_total(m_job->size()),
+        m_unfinished(m_total),
+        m_current_size(chunk_size != 0 ? chunk_size : 1) {}
 
-  /// Keeps the first real error and stops further chunks from starting.
-  void fail(std::exception_ptr failure) noexcept {
-    job->cancel();
-    try {
-      std::rethrow_exception(failure);
-    } catch (const ChunkSkipped&) {
-      return;  // a consequence of another chunk's error, which that chunk's lane records
-    } catch (...) {
-    }
-    std::lock_guard lock(mutex);
-    if (!error) error = std::move(failure);
+  /// On the loop: attaches to the manager and starts the first chunks.
+  Future<void> start() {
+    Future<void> done = m_finished.get_future();
+    m_manager->attach_call(shared_from_this());
+    pump();
+    return done;
   }
-};
 
-/// Submits chunks one at a time, the next after the previous completes, until none are left or
-/// the call failed. Never throws: errors go to Dispatch::fail.
-inline Future<void> dispatch_lane(std::shared_ptr<Dispatch> dispatch) {
-  for (;;) {
-    if (dispatch->job->cancelled()) co_return;
-    const std::size_t chunk = dispatch->next.fetch_add(1, std::memory_order_relaxed);
-    if (chunk >= dispatch->plan.chunks) co_return;
-    const std::size_t begin = dispatch->plan.begin_of(chunk);
-    const std::size_t end = dispatch->plan.end_of(chunk);
+  std::size_t backlog() const noexcept override {
+    const std::size_t size = std::max<std::size_t>(1, m_current_size.load(std::memory_order_relaxed));
+    const std::size_t left = m_unfinished.load(std::memory_order_relaxed);
+    return (left + size - 1) / size;
+  }
+
+  void wake() noexcept override {
+    if (m_wake_posted.exchange(true, std::memory_order_acq_rel)) return;
+    post([weak = weak_from_this()]() mutable {
+      if (auto self = weak.lock()) {
+        self->m_wake_posted.store(false, std::memory_order_release);
+        self->pump();
+      }
+    });
+  }
+
+ private:
+  /// Starts chunks while the manager's concurrency allows and items are left. A chunk that
+  /// completes at once calls back into pump(); that only asks the outer call to go round again,
+  /// so the stack stays flat however many chunks complete synchronously.
+  ///
+  /// NOTE: once the call is cancelled (an error, or Stopped because the manager is being
+  /// destroyed) the dispatch no longer touches the manager: it only waits for the chunks in flight.
+  void pump() {
+    if (m_ended) return;
+    if (m_job->cancelled()) {
+      maybe_finish();
+      return;
+    }
+    if (m_pumping) {
+      m_repump = true;
+      return;
+    }
+    m_pumping = true;
+    do {
+      m_repump = false;
+      const std::size_t workers = std::max<std::size_t>(1, m_manager->concurrency());
+      const std::size_t lanes = 2 * workers;
+      while (!m_job->cancelled() && m_next < m_total && m_in_flight < lanes) {
+        const std::size_t size = cut(workers);
+        const std::size_t begin = m_next;
+        m_next += size;
+        ++m_in_flight;
+        run(shared_from_this(), begin, m_next);
+      }
+      if (m_next < m_total && !m_job->cancelled()) m_current_size.store(cut(workers), std::memory_order_relaxed);
+    } while (m_repump);
+    m_pumping = false;
+    m_manager->backlog_changed();
+    maybe_finish();
+  }
+
+  std::size_t cut(std::size_t workers) const noexcept {
+    if (m_fixed_size != 0) return std::min(m_fixed_size, m_total - m_next);
+    std::size_t items = m_job->timed_items();
+    std::chrono::nanoseconds took = m_job->timed_duration();
+    if (items == 0) {
+      items = m_own_items;
+      took = m_own_duration;
+    }
+    const auto per_item = items == 0 ? std::chrono::nanoseconds(0) : took / static_cast<std::int64_t>(items);
+    return next_chunk_size(m_total - m_next, m_total, workers, per_item, m_manager->target_chunk_duration());
+  }
+
+  static Detached run(std::shared_ptr<Dispatch> self, std::size_t begin, std::size_t end) {
     std::exception_ptr error;
+    const auto sent = std::chrono::steady_clock::now();
     try {
       // NOTE: GCC 12 may destroy a temporary inside a co_await expression twice; every
       // co_await in the library awaits a named Future.
-      Future<void> chunk_done = dispatch->manager->submit(Chunk{dispatch->job, begin, end});
+      Future<void> chunk_done = self->m_manager->submit(Chunk{self->m_job, begin, end});
       co_await std::move(chunk_done);
-      const std::size_t done = dispatch->done.fetch_add(end - begin, std::memory_order_relaxed) + (end - begin);
-      if (dispatch->progress) dispatch->progress(done, dispatch->plan.total);
     } catch (...) {
       error = std::current_exception();
     }
-    if (error) {
-      dispatch->fail(std::move(error));
-      co_return;
-    }
+    co_await ResumeOnLoop{};
+    self->completed(begin, end, std::chrono::steady_clock::now() - sent, std::move(error));
   }
-}
 
-/// Runs every chunk of `job` on `manager` and completes on the loop once all have finished, or
-/// fails with the first error once the chunks already running have finished (no chunk of the
-/// job is still running when the Future completes, unless the Runtime is shutting down).
-inline Future<void> dispatch_all(std::shared_ptr<Job> job, ScalabilityManager* manager, ChunkPlan plan,
+  void completed(std::size_t begin, std::size_t end, std::chrono::nanoseconds took, std::exception_ptr error) {
+    --m_in_flight;
+    if (error) {
+      fail(std::move(error));
+    } else {
+      const std::size_t items = end - begin;
+      m_own_items += items;
+      m_own_duration += took;
+      m_done += items;
+      m_unfinished.fetch_sub(items, std::memory_order_relaxed);
+      if (m_progress) m_progress(m_done, m_total);
+    }
+    pump();
+  }
+
+  /// Keeps the first real error and stops further chunks from starting.
+  void fail(std::exception_ptr failure) noexcept {
+    m_job->cancel();
+    try {
+      std::rethrow_exception(failure);
+    } catch (const ChunkSkipped&) {
+      return;  // a consequence of another chunk's error, which that chunk records
+    } catch (...) {
+    }
+    if (!m_error) m_error = std::move(failure);
+  }
+
+  void maybe_finish() {
+    if (m_ended || m_in_flight != 0) return;
+    if (m_next < m_total && !m_job->cancelled()) return;
+    m_ended = true;
+    m_unfinished.store(0, std::memory_order_relaxed);
+    // The manager's registry drops this call when it expires; an adapting manager re-reads its backlog.
+    if (!m_job->cancelled()) m_manager->backlog_changed();
+    if (m_error)
+      m_finished.set_exception(m_error);
+    else
+      m_finished.set_value();
+  }
+
+  std::shared_ptr<Job> m_job;
+  ScalabilityManager* m_manager;
+  const std::size_t m_fixed_size;
+  std::function<void(std::size_t, std::size_t)> m_progress;
+  const std::size_t m_total;
+  Promise<void> m_finished;
+  // Loop thread only.
+  std::size_t m_next = 0;
+  std::size_t m_in_flight = 0;
+  std::size_t m_done = 0;
+  std::size_t m_own_items = 0;
+  std::chrono::nanoseconds m_own_duration{0};
+  std::exception_ptr m_error;
+  bool m_ended = false;
+  bool m_pumping = false;
+  bool m_repump = false;
+  // Read by the manager's threads.
+  std::atomic<std::size_t> m_unfinished;
+  std::atomic<std::size_t> m_current_size;
+  std::atomic<bool> m_wake_posted{false};
+};
+
+/// Runs every item of `job` on `manager` in chunks (`chunk_size` items each, or 0 for sizes
+/// from measured time) and completes on the loop once all have finished, or fails with the
+/// first error once the chunks already running have finished (no chunk of the job is still
+/// running when the Future completes, unless the Runtime is shutting down).
+inline Future<void> dispatch_all(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
                                  std::function<void(std::size_t, std::size_t)> progress) {
   co_await ResumeOnLoop{};
-  auto dispatch = std::make_shared<Dispatch>();
-  dispatch->job = std::move(job);
-  dispatch->manager = manager;
-  dispatch->plan = plan;
-  dispatch->progress = std::move(progress);
-  // Two chunks in flight per worker: each worker has its next chunk queued while it runs one.
-  const std::size_t lanes = std::min(plan.chunks, std::max<std::size_t>(1, manager->concurrency()) * 2);
-  std::vector<Future<void>> running;
-  running.reserve(lanes);
-  for (std::size_t i = 0; i < lanes; ++i) running.push_back(dispatch_lane(dispatch));
-  Future<void> all_done = when_all(std::move(running));
+  auto dispatch = std::make_shared<Dispatch>(std::move(job), manager, chunk_size, std::move(progress));
+  Future<void> all_done = dispatch->start();
   co_await std::move(all_done);
-  if (dispatch->error) std::rethrow_exception(dispatch->error);
 }
 
 }  // namespace scale::detail

@@ -20,7 +20,9 @@
 //     remote_problem() says, before anything is sent, why a Job cannot leave the process (a
 //     lambda with captures, a type without to_json/from_json), so the call fails at once.
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <string>
 #include <string_view>
@@ -49,6 +51,7 @@ struct ManagerStats {
   std::size_t tasks_failed = 0;     ///< finished with an error (the function threw, or Stopped)
   std::size_t tasks_retried = 0;    ///< run again after their worker was lost
   std::size_t workers_refused = 0;  ///< workers of another build seen (never given tasks; cluster only)
+  std::size_t workers_target = 0;   ///< the count the manager is moving to (resize, adapt; cluster: desired_workers())
 };
 
 namespace detail {
@@ -82,6 +85,18 @@ class Job {
   /// Once set, chunks that have not started are skipped (ChunkSkipped). Running ones finish.
   bool cancelled() const noexcept { return m_cancelled.load(std::memory_order_acquire); }
   void cancel() noexcept { m_cancelled.store(true, std::memory_order_release); }
+
+  /// Records that `items` items took `took` to run (one chunk, measured where it ran, or by a
+  /// remote manager from send to result). The dispatch sizes later chunks from it.
+  void record_run(std::size_t items, std::chrono::nanoseconds took) noexcept {
+    m_timed_ns.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(took.count(), 1)), std::memory_order_relaxed);
+    m_timed_items.fetch_add(items, std::memory_order_relaxed);
+  }
+  /// Items and time recorded so far (record_run); zero items when none was.
+  std::size_t timed_items() const noexcept { return m_timed_items.load(std::memory_order_relaxed); }
+  std::chrono::nanoseconds timed_duration() const noexcept {
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(m_timed_ns.load(std::memory_order_relaxed)));
+  }
 
   /// True when the user function returns a Future (its continuations resume on the loop).
   virtual bool is_async() const noexcept = 0;
@@ -119,6 +134,8 @@ class Job {
   std::size_t m_size;
   TaskPolicy m_policy;
   std::atomic<bool> m_cancelled{false};
+  std::atomic<std::uint64_t> m_timed_ns{0};
+  std::atomic<std::size_t> m_timed_items{0};
 };
 
 inline const std::string& Job::task_name() const {
@@ -142,7 +159,9 @@ struct Chunk {
 inline void run_chunk_blocking(const Chunk& chunk) {
   if (chunk.job->cancelled()) throw ChunkSkipped();
   try {
+    const auto start = std::chrono::steady_clock::now();
     chunk.job->run(chunk.begin, chunk.end);
+    chunk.job->record_run(chunk.size(), std::chrono::steady_clock::now() - start);
   } catch (...) {
     chunk.job->cancel();
     throw;
@@ -155,12 +174,14 @@ inline Future<void> run_chunk_on_loop(Chunk chunk) {
   if (chunk.job->cancelled()) throw ChunkSkipped();
   std::exception_ptr error;
   try {
+    const auto start = std::chrono::steady_clock::now();
     if (chunk.job->is_async()) {
       Future<void> done = chunk.job->run_async(chunk.begin, chunk.end);
       co_await std::move(done);
     } else {
       chunk.job->run(chunk.begin, chunk.end);
     }
+    chunk.job->record_run(chunk.size(), std::chrono::steady_clock::now() - start);
   } catch (...) {
     error = std::current_exception();
   }
@@ -174,13 +195,14 @@ inline Future<void> run_chunk_on_loop(Chunk chunk) {
 struct TaskCounters {
   std::atomic<std::size_t> workers_alive{0}, workers_spawned{0}, workers_lost{0};
   std::atomic<std::size_t> queued{0}, running{0}, done{0}, failed{0}, retried{0};
-  std::atomic<std::size_t> workers_refused{0};
+  std::atomic<std::size_t> workers_refused{0}, workers_target{0};
 
   ManagerStats snapshot() const noexcept {
     constexpr auto r = std::memory_order_relaxed;
     return ManagerStats{workers_alive.load(r), workers_spawned.load(r), workers_lost.load(r),
                         queued.load(r),        running.load(r),         done.load(r),
-                        failed.load(r),        retried.load(r),         workers_refused.load(r)};
+                        failed.load(r),        retried.load(r),         workers_refused.load(r),
+                        workers_target.load(r)};
   }
 };
 

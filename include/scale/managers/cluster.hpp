@@ -54,8 +54,8 @@ class ClusterManager final : public ScalabilityManager {
   Future<void> submit(detail::Chunk chunk) override;
   /// Twice the live compatible workers (at least one): each has its next chunk queued.
   std::size_t concurrency() const noexcept override;
-  /// Large enough chunks to amortize a Redis round trip.
-  std::size_t auto_chunk_size(std::size_t items) const noexcept override;
+  /// 200 ms: a chunk costs Redis round trips and a stream entry.
+  std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(200); }
   /// workers_alive counts live compatible workers; workers_refused the incompatible ones seen.
   ManagerStats stats() const override;
   /// The live workers seen through their heartbeats, compatible or not.

@@ -1,6 +1,7 @@
 #pragma once
 /// \file scale::InlineManager: runs every chunk on the loop thread, one after another.
 
+#include <chrono>
 #include <cstddef>
 #include <coroutine>
 #include <exception>
@@ -25,9 +26,9 @@ class InlineManager final : public ScalabilityManager {
 
   std::size_t concurrency() const noexcept override { return 1; }
 
-  /// About 16 chunks: one chunk blocks the loop while it runs, so smaller chunks keep the loop
-  /// responsive and progress reports regular, at a cost of one loop task per chunk.
-  std::size_t auto_chunk_size(std::size_t items) const noexcept override { return items < 16 ? 1 : (items + 15) / 16; }
+  /// Short chunks: one chunk blocks the loop while it runs, so they keep the loop responsive and
+  /// progress reports regular, at a cost of one loop task per chunk.
+  std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(2); }
 
   ManagerStats stats() const override { return m_counters->snapshot(); }
 

@@ -48,8 +48,8 @@ class ProcessPoolManager final : public ScalabilityManager {
 
   Future<void> submit(detail::Chunk chunk) override;
   std::size_t concurrency() const noexcept override;
-  /// At least 64 items per chunk where there are that many: a chunk costs a round trip to a process.
-  std::size_t auto_chunk_size(std::size_t items) const noexcept override;
+  /// 50 ms: a chunk costs a round trip to a process.
+  std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(50); }
   ManagerStats stats() const override;
 
   /// The pids of the worker processes running now (for diagnostics and tests).
