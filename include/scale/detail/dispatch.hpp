@@ -84,6 +84,7 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
   }
 
   void wake() noexcept override {
+    if (!loop_running()) return;  // the Runtime is going: nothing more starts
     if (m_wake_posted.exchange(true, std::memory_order_acq_rel)) return;
     post([weak = weak_from_this()]() mutable {
       if (auto self = weak.lock()) {
