@@ -80,3 +80,15 @@ TEST_CASE("a ScalingPolicy that cannot work is refused naming its field", "[scal
   CHECK_THAT(message({.min = 0, .max = 4, .scale_up_after = -1ms}), Catch::Contains("scale_up_after"));
   CHECK(message({.min = 3, .max = 3, .scale_down_after = 0ms}) == "accepted");  // no window needed
 }
+
+TEST_CASE("after shrinking to a window's peak, a lower want opens the next window at once", "[scaling]") {
+  ScalingController controller(ScalingPolicy{.min = 0, .max = 8, .scale_down_after = 1s}, 16);
+  const auto t0 = Clock::now();
+  REQUIRE(controller.step(t0, 8, 16) == 8);
+  REQUIRE(controller.step(t0 + 1ms, 8, 6) == 8);     // window opens wanting 3
+  REQUIRE(controller.step(t0 + 500ms, 8, 0) == 8);   // now wants 0; the window's peak stays 3
+  REQUIRE(controller.step(t0 + 1001ms, 8, 0) == 3);  // shrinks to the peak ...
+  REQUIRE(controller.next_deadline() == t0 + 2001ms);  // ... and the next window is already open
+  REQUIRE(controller.step(t0 + 2001ms, 3, 0) == 0);
+  REQUIRE_FALSE(controller.next_deadline().has_value());
+}

@@ -38,8 +38,16 @@ std::size_t ScalingController::step(Clock::time_point now, std::size_t target, s
   }
   m_down_peak = std::max(m_down_peak, want);
   if (now - *m_down_since >= m_policy.scale_down_after) {
-    m_down_since.reset();
-    return m_down_peak;
+    const std::size_t shrunk = m_down_peak;
+    // NOTE: when even fewer are wanted now, the next window opens at once, so next_deadline()
+    // keeps a manager stepping down without waiting for another event.
+    if (want < shrunk) {
+      m_down_since = now;
+      m_down_peak = want;
+    } else {
+      m_down_since.reset();
+    }
+    return shrunk;
   }
   return target;
 }

@@ -72,6 +72,8 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
   /// On the loop: attaches to the manager and starts the first chunks.
   Future<void> start() {
     Future<void> done = m_finished.get_future();
+    // The size the first cut will use, so the backlog the manager sees at attach is already right.
+    m_current_size.store(cut(std::max<std::size_t>(1, m_manager->concurrency())), std::memory_order_relaxed);
     m_manager->attach_call(shared_from_this());
     pump();
     return done;
