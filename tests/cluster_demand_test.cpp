@@ -370,9 +370,29 @@ TEST_CASE("a changing count reaches Redis at most every 250 ms, and its last val
   INFO("on_demand calls: " << changes << ", HSETs: " << writes << " in "
                            << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
   CHECK(changes >= 20);  // the count changed often...
-  // ...but Redis heard of it at most once per 250 ms, plus the first write and a renewal.
-  CHECK(writes <= 2 + static_cast<std::size_t>(elapsed / 250ms) + 1);
+  // ...but Redis heard of it at most once per 250 ms, plus the first write and the renewals (every
+  // ten heartbeat intervals, here 1 s).
+  CHECK(writes <= 2 + static_cast<std::size_t>(elapsed / 250ms) + static_cast<std::size_t>(elapsed / 1s));
   CHECK(writes < changes);
+}
+
+TEST_CASE("a live manager removes the field of a manager whose result stream has expired, and keeps a live one's",
+          "[cluster][demand]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  const std::string tag = tag_of(url);
+  scale::ClusterManager manager(url, fast_options({.min = 1}));
+  REQUIRE(eventually([&] { return desired_hash(url).size() == 1; }));
+  const std::string id = desired_hash(url).begin()->first;
+  const std::string key = redis(url, {"KEYS", tag + ":desired:*"}).elements[0].str;
+  // A manager killed with kill -9: its field stays, its result stream has expired. Another one,
+  // alive, whose result stream is there.
+  redis(url, {"HSET", key, "killed-manager", "7", "other-live-manager", "3"});
+  redis(url, {"XADD", tag + ":results:other-live-manager", "*", "a", "0"});
+  // The renewal comes every ten heartbeat intervals (1 s here).
+  REQUIRE(eventually([&] { return desired_hash(url).count("killed-manager") == 0; }, 5s));
+  CHECK(desired_hash(url) == std::map<std::string, std::string>{{id, "1"}, {"other-live-manager", "3"}});
+  redis(url, {"DEL", tag + ":results:other-live-manager"});
 }
 
 TEST_CASE("a ScalingPolicy that validate() refuses makes the constructor throw std::invalid_argument naming the field",

@@ -34,18 +34,19 @@ ClusterDemand::ClusterDemand(ScalingPolicy policy, std::function<void(std::size_
       m_desired(m_target) {}
 
 void ClusterDemand::start(RedisClient& client, const ClusterKeys& keys, const std::string& fingerprint,
-                          const std::string& manager_id) {
+                          const std::string& manager_id, std::chrono::milliseconds every) {
   std::lock_guard lock(m_mutex);
   m_client = &client;
   m_keys = keys;
   m_key = keys.desired(fingerprint);
   m_id = manager_id;
+  m_refresh = every;
   send_locked(Clock::now());
   m_client->post(
       [weak = weak_from_this()] {
         if (auto self = weak.lock()) self->refresh();
       },
-      milliseconds_of(refresh_interval));
+      milliseconds_of(m_refresh));
 }
 
 void ClusterDemand::backlog_changed() {
@@ -154,7 +155,7 @@ void ClusterDemand::refresh() {
       [weak = weak_from_this()] {
         if (auto self = weak.lock()) self->refresh();
       },
-      milliseconds_of(refresh_interval));
+      milliseconds_of(m_refresh));
 }
 
 void ClusterDemand::forget_gone_managers(const RedisReply& fields) {

@@ -10,11 +10,13 @@
 //   - The count lives in field <manager id> of the hash <tag>:desired:<fingerprint>, so that the
 //     managers of one build add up to what the build wants. Redis hears of a change at most once
 //     per write_interval (the latest count, so the last change is never lost), never per chunk.
-//   - A manager killed with kill -9 cannot remove its field, so the field is renewed every
-//     refresh_interval and the hash expires hash_ttl after the last renewal; a live manager also
-//     removes the fields of managers whose result stream has expired (<tag>:results:<id>, which a
-//     live manager renews at every scan). A dead manager stops asking within about a minute.
+//   - A manager killed with kill -9 cannot remove its field, so the field is written again every
+//     refresh interval and the hash expires hash_ttl after the last write; at each refresh a live
+//     manager also removes the fields of managers whose result stream has expired
+//     (<tag>:results:<id>, which a live manager renews at every scan). A dead manager stops asking
+//     within about a minute.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -38,8 +40,12 @@ class ClusterDemand : public std::enable_shared_from_this<ClusterDemand> {
 
   /// The least time between two writes of a changed count.
   static constexpr std::chrono::milliseconds write_interval{250};
-  /// How often the field is written again although it did not change (and dead managers' removed).
-  static constexpr std::chrono::milliseconds refresh_interval{10'000};
+  /// How often the field is written again although it did not change (and dead managers'
+  /// fields removed): ten heartbeat intervals, within [1 s, 10 s] (10 s by default).
+  static std::chrono::milliseconds refresh_interval(std::chrono::milliseconds heartbeat_interval) noexcept {
+    return std::clamp<std::chrono::milliseconds>(10 * heartbeat_interval, std::chrono::seconds(1),
+                                                 std::chrono::seconds(10));
+  }
   /// The hash's TTL, renewed with each write.
   static constexpr std::chrono::milliseconds hash_ttl{60'000};
 
@@ -50,10 +56,10 @@ class ClusterDemand : public std::enable_shared_from_this<ClusterDemand> {
   ClusterDemand(const ClusterDemand&) = delete;
   ClusterDemand& operator=(const ClusterDemand&) = delete;
 
-  /// Writes the first count (policy.min) under `manager_id` and starts the renewals. `client` must
-  /// stay whole until stop() has returned.
+  /// Writes the first count (policy.min) under `manager_id`, and again `every` so long.
+  /// `client` must stay whole until stop() has returned.
   void start(RedisClient& client, const ClusterKeys& keys, const std::string& fingerprint,
-             const std::string& manager_id);
+             const std::string& manager_id, std::chrono::milliseconds every);
 
   /// The manager's backlog changed: evaluated soon on the loop. Returns at once; any thread.
   void backlog_changed();
@@ -97,6 +103,7 @@ class ClusterDemand : public std::enable_shared_from_this<ClusterDemand> {
   ClusterKeys m_keys;
   std::string m_key;  // <tag>:desired:<fingerprint>
   std::string m_id;   // this manager's field
+  std::chrono::milliseconds m_refresh{0};
 };
 
 }  // namespace scale::detail
