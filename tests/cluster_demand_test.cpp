@@ -241,7 +241,9 @@ TEST_CASE("desired_workers() rises with a map's backlog before any worker joins,
   }));
   const std::size_t wanted = manager.desired_workers();
   CHECK(manager.stats().workers_target == wanted);
-  REQUIRE(eventually([&] { return desired_hash(url) == std::map<std::string, std::string>{{id, std::to_string(wanted)}}; }));
+  REQUIRE(eventually([&] {
+    return desired_hash(url) == std::map<std::string, std::string>{{id, std::to_string(wanted)}};
+  }));
 
   // A worker joins and runs the whole map.
   WorkerProcess worker(url);
@@ -258,8 +260,8 @@ TEST_CASE("on_demand gets each new count on the loop thread, and the count falls
   WorkerProcess worker(url);
   DemandLog log;
   constexpr auto window = 400ms;
-  scale::ClusterOptions options =
-      fast_options({.min = 0, .max = 6, .backlog_per_worker = 1, .scale_down_after = window});
+  scale::ClusterOptions options = fast_options(
+      {.min = 0, .max = 6, .backlog_per_worker = 1, .scale_down_after = window});
   options.on_demand = log.callback();
   scale::ClusterManager manager(url, options);
   REQUIRE(eventually([&] { return manager.stats().workers_alive == 1; }));
@@ -344,8 +346,7 @@ TEST_CASE("the hash sits under the URL's ?namespace= tag, named by the build's f
   CHECK(redis(url, {"KEYS", "{scale}:desired:*"}).elements.empty());
 }
 
-TEST_CASE("a changing count reaches Redis at most every 250 ms, and its last value always does",
-          "[cluster][demand]") {
+TEST_CASE("a changing count reaches Redis at most every 250 ms, and its last value always does", "[cluster][demand]") {
   scale::Runtime runtime;
   const std::string url = fresh_url();
   const std::string hset = "\"HSET\" \"" + tag_of(url) + ":desired:";

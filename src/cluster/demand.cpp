@@ -147,10 +147,11 @@ void ClusterDemand::refresh() {
   std::lock_guard lock(m_mutex);
   if (m_stopped) return;
   send_locked(Clock::now());
-  m_client->send(Role::commands, {"HKEYS", m_key}, [weak = weak_from_this()](std::exception_ptr error, RedisReply reply) {
-    auto self = weak.lock();
-    if (self && !error && !reply.is_error()) self->forget_gone_managers(reply);
-  });
+  m_client->send(Role::commands, {"HKEYS", m_key},
+                 [weak = weak_from_this()](std::exception_ptr error, RedisReply reply) {
+                   auto self = weak.lock();
+                   if (self && !error && !reply.is_error()) self->forget_gone_managers(reply);
+                 });
   m_client->post(
       [weak = weak_from_this()] {
         if (auto self = weak.lock()) self->refresh();

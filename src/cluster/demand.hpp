@@ -88,13 +88,13 @@ class ClusterDemand : public std::enable_shared_from_this<ClusterDemand> {
   mutable std::mutex m_mutex;
   std::condition_variable m_idle;  // m_in_callback fell to 0
   ScalingController m_controller;
-  std::size_t m_target;                              // the count, as the controller left it
-  std::atomic<std::size_t> m_desired;                // m_target, for readers on any thread
-  std::atomic<bool> m_evaluation_posted{false};      // an evaluation waits on the loop
-  std::optional<std::size_t> m_written;              // what Redis was last sent
-  Clock::time_point m_last_write{};                  // when
-  bool m_flush_pending = false;                      // a write of a later change is scheduled
-  std::optional<Clock::time_point> m_deadline_due;   // the earliest deadline a loop timer waits for
+  std::size_t m_target;                             // the count, as the controller left it
+  std::atomic<std::size_t> m_desired;               // m_target, for readers on any thread
+  std::atomic<bool> m_evaluation_posted{false};     // an evaluation waits on the loop
+  std::optional<std::size_t> m_written;             // what Redis was last sent
+  Clock::time_point m_last_write{};                 // when
+  bool m_flush_pending = false;                     // a write of a later change is scheduled
+  std::optional<Clock::time_point> m_deadline_due;  // the earliest deadline a loop timer waits for
   bool m_stopped = false;
   int m_in_callback = 0;
 

@@ -629,7 +629,8 @@ class Cluster {
 namespace scale {
 
 ClusterManager::ClusterManager(std::string redis_url, ClusterOptions options)
-    : m_demand(std::make_shared<detail::ClusterDemand>(options.scaling, options.on_demand, [this] { return backlog(); })),
+    : m_demand(
+          std::make_shared<detail::ClusterDemand>(options.scaling, options.on_demand, [this] { return backlog(); })),
       m_cluster(std::make_shared<detail::Cluster>(std::move(redis_url), options)) {
   m_cluster->start();
   m_demand->start(m_cluster->client(), m_cluster->keys(), m_cluster->fingerprint(), m_cluster->id(),
