@@ -13,6 +13,8 @@
 //   <tag>:heartbeat:<worker>   a key whose TTL the worker renews; gone means the worker is lost
 //   <tag>:managers             a Hash: manager id → its fingerprint (so a worker can say why it
 //                              is given nothing)
+//   <tag>:desired:<fingerprint> a Hash: manager id → the worker count it wants (desired_workers());
+//                              the sum is what the build wants (src/cluster/demand.hpp)
 
 #include <cstddef>
 #include <exception>
@@ -32,6 +34,7 @@ struct ClusterKeys {
   std::string workers() const { return tag + ":workers"; }
   std::string heartbeat(const std::string& worker) const { return tag + ":heartbeat:" + worker; }
   std::string managers() const { return tag + ":managers"; }
+  std::string desired(const std::string& fingerprint) const { return tag + ":desired:" + fingerprint; }
 };
 
 /// The keys for a redis:// URL; `who` names the caller in the error for an unknown option.

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cluster/demand.hpp"
 #include "cluster/keys.hpp"
 #include <scale/detail/loop.hpp>
 #include "remote/build_fingerprint.hpp"
@@ -165,6 +166,12 @@ class Cluster {
     std::lock_guard lock(m_mutex);
     return m_live;
   }
+
+  // Where this manager's entries live, for its demand reporter (cluster/demand.hpp).
+  RedisClient& client() noexcept { return *m_client; }
+  const ClusterKeys& keys() const noexcept { return m_keys; }
+  const std::string& id() const noexcept { return m_id; }
+  const std::string& fingerprint() const noexcept { return m_fingerprint; }
 
  private:
   static void ignore(std::exception_ptr, RedisReply) {}
@@ -622,11 +629,18 @@ class Cluster {
 namespace scale {
 
 ClusterManager::ClusterManager(std::string redis_url, ClusterOptions options)
-    : m_cluster(std::make_shared<detail::Cluster>(std::move(redis_url), options)) {
+    : m_demand(
+          std::make_shared<detail::ClusterDemand>(options.scaling, options.on_demand, [this] { return backlog(); })),
+      m_cluster(std::make_shared<detail::Cluster>(std::move(redis_url), options)) {
   m_cluster->start();
+  m_demand->start(m_cluster->client(), m_cluster->keys(), m_cluster->fingerprint(), m_cluster->id(),
+                  detail::ClusterDemand::refresh_interval(options.heartbeat_interval));
 }
 
-ClusterManager::~ClusterManager() { m_cluster->shutdown(); }
+ClusterManager::~ClusterManager() {
+  m_demand->stop();  // NOTE: first: its HDEL goes ahead of shutdown's, whose answer shutdown waits for
+  m_cluster->shutdown();
+}
 
 Future<void> ClusterManager::submit(detail::Chunk chunk) { return m_cluster->submit(std::move(chunk)); }
 
@@ -635,7 +649,15 @@ std::size_t ClusterManager::concurrency() const noexcept {
 }
 
 
-ManagerStats ClusterManager::stats() const { return m_cluster->stats(); }
+ManagerStats ClusterManager::stats() const {
+  ManagerStats stats = m_cluster->stats();
+  stats.workers_target = desired_workers();
+  return stats;
+}
+
+std::size_t ClusterManager::desired_workers() const noexcept { return m_demand->desired(); }
+
+void ClusterManager::backlog_changed() { m_demand->backlog_changed(); }
 
 std::vector<ClusterWorker> ClusterManager::workers() const { return m_cluster->workers(); }
 

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,11 +11,13 @@
 #include <scale/detail/job.hpp>
 #include <scale/future.hpp>
 #include <scale/scalability_manager.hpp>
+#include <scale/scaling_policy.hpp>
 
 namespace scale {
 
 namespace detail {
 class Cluster;
+class ClusterDemand;
 }
 
 /// Timings and retries of a ClusterManager; meant for designated initialisers:
@@ -25,6 +28,11 @@ struct ClusterOptions {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_ttl{3000};      ///< a worker silent this long is lost; its chunks run elsewhere
   std::chrono::milliseconds wait_for_workers{30000};  ///< with no live worker, a chunk fails after this
+  /// How many workers the backlog asks for (desired_workers()); max 0: no cap. Checked by the
+  /// constructor (std::invalid_argument). See docs/cluster.md, "Asking for workers".
+  ScalingPolicy scaling{};
+  /// Called on the loop thread with desired_workers() whenever it changes (not for its first value, scaling.min).
+  std::function<void(std::size_t)> on_demand;
   unsigned max_retries = 3;                           ///< reruns of a chunk whose worker was lost
 };
 
@@ -60,8 +68,14 @@ class ClusterManager final : public ScalabilityManager {
   ManagerStats stats() const override;
   /// The live workers seen through their heartbeats, compatible or not.
   std::vector<ClusterWorker> workers() const;
+  /// The worker count this manager's backlog wants under ClusterOptions::scaling; also in Redis,
+  /// field <manager id> of the hash {scale}:desired:<fingerprint> (the sum: what the build wants).
+  std::size_t desired_workers() const noexcept;
+  /// Re-evaluates desired_workers(); the algorithms call it as they cut and finish chunks.
+  void backlog_changed() override;
 
  private:
+  std::shared_ptr<detail::ClusterDemand> m_demand;  // made first: a bad policy throws before the cluster starts
   std::shared_ptr<detail::Cluster> m_cluster;
 };
 
