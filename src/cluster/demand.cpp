@@ -70,10 +70,6 @@ void ClusterDemand::evaluate() {
   const auto now = Clock::now();
   const std::size_t backlog = m_backlog();
   const std::size_t target = m_controller.step(now, m_target, backlog);
-  // NOTE: a window that ends steps down to its peak and closes; if the backlog wants fewer still,
-  // the next window opens only at the next step, and with no call running none would come. So a
-  // change is stepped once more at once (it cannot grow: the peak is at least what is wanted now).
-  if (target != m_target) m_controller.step(now, target, backlog);
   schedule_deadline_locked();
   if (target == m_target) return;
   m_target = target;
