@@ -9,6 +9,7 @@
 #include <scale/managers/thread_pool.hpp>
 #include <scale/runtime.hpp>
 #include <scale/scaling_policy.hpp>
+#include <scale/sleep_for.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -454,4 +455,51 @@ TEST_CASE("nested filter, reduce and for_each on the same ThreadPoolManager(2) c
                                       .get();
   for (int value : checks) REQUIRE(value == 25 * 10000 + 1225);
   REQUIRE(visited.load() == 6 * 50);
+}
+
+TEST_CASE("two one-thread pools whose threads each wait on a call queued on the other complete",
+          "[thread_pool][nested]") {
+  scale::Runtime runtime;
+  scale::ThreadPoolManager first(1);
+  scale::ThreadPoolManager second(1);
+  Gate both_waiting;
+  // Each outer item holds its pool's only thread and maps on the other pool; neither nested call
+  // is nested in the other pool's chunk, so only a thread started for the starving wait runs it.
+  auto cross = [&](scale::ThreadPoolManager& other, int base) {
+    return [&other, &both_waiting, base](int a) {
+      both_waiting.arrive();
+      (void)both_waiting.arrived(2);  // both outer items hold their pools (no REQUIRE off the test thread)
+      scale::Iterator<int> inner(range(10), other);
+      const std::vector<int> values = inner.map([base, a](int b) { return base + a + b; }).get();
+      return std::accumulate(values.begin(), values.end(), 0);
+    };
+  };
+  scale::Iterator<int> on_first(range(1), first);
+  scale::Iterator<int> on_second(range(1), second);
+  auto x = on_first.map(cross(second, 1000));
+  auto y = on_second.map(cross(first, 2000));
+  REQUIRE(x.get() == std::vector<int>{10 * 1000 + 45});
+  REQUIRE(y.get() == std::vector<int>{10 * 2000 + 45});
+  REQUIRE(first.stats().workers_spawned == 2);  // the one thread, and one started while it waited
+  REQUIRE(second.stats().workers_spawned == 2);
+  // The extra threads retire once idle, back to the fixed count.
+  REQUIRE(eventually([&] { return first.stats().workers_alive == 1 && second.stats().workers_alive == 1; }));
+}
+
+TEST_CASE("a Future-returning function that maps on its own one-thread pool after a co_await completes",
+          "[thread_pool][nested]") {
+  scale::Runtime runtime;
+  scale::ThreadPoolManager pool(1);
+  scale::Iterator<int> outer(range(3), pool);
+  // After the co_await the coroutine runs on the loop, so the nested map is made there, outside
+  // any pool chunk, while the pool's only thread waits in get() on the coroutine's Future.
+  auto fn = [&pool](int a) -> scale::Future<int> {
+    scale::Future<void> pause = scale::sleep_for(1ms);
+    co_await std::move(pause);
+    scale::Iterator<int> inner(range(10), pool);
+    scale::Future<std::vector<int>> nested = inner.map([a](int b) { return a * b; });
+    const std::vector<int> values = co_await std::move(nested);
+    co_return std::accumulate(values.begin(), values.end(), 0);
+  };
+  REQUIRE(outer.map(fn).get() == std::vector<int>{0, 45, 90});
 }

@@ -4,8 +4,8 @@
 // Why it looks like this:
 //   - The thread count has one target (m_target, under m_mutex). Growth starts threads at once;
 //     a shrink only lowers the target, and a thread retires when it is between chunks and the
-//     pool has more threads than it needs: more than the target, or than one while chunks are
-//     still queued (so chunks queued before a resize(0) still run and never hang). A retired
+//     pool has more threads able to run chunks than it needs: more than the target, or than one
+//     while chunks are still queued (so chunks queued before a resize(0) still run and never hang). A retired
 //     thread hands its std::thread to the control thread, which joins it; none is detached.
 //   - adapt() runs detail::ScalingController on a small control thread that sleeps on a
 //     condition variable until the backlog changes (backlog_changed() only sets a flag and wakes
@@ -13,6 +13,9 @@
 //     so a window that ends with no new event is still acted on. A thread of its own rather than
 //     a timer on the loop: it works whether or not a Runtime is running, needs no way to cancel a
 //     stale timer, and cannot outlive the pool (the destructor joins it).
+//   - A thread that waits on a Future runs the queued chunks nested in its own (see
+//     help_while_waiting.hpp and wait_for below); when every thread waits and none may run what
+//     is queued, one more thread starts after a short delay and retires once idle.
 //   - Lock order: m_control_mutex, then the ScalabilityManager's call registry (backlog()), then
 //     m_mutex; a Future's state lock, then m_mutex (its waker). No Promise is completed and no
 //     Entry destroyed while m_mutex is held.
@@ -20,6 +23,7 @@
 #include <scale/managers/thread_pool.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -29,6 +33,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/help_while_waiting.hpp"
 #include "core/scaling_controller.hpp"
@@ -79,7 +84,6 @@ class ThreadPool final : public WaitHelper {
     Promise<void> promise;
     Future<void> future = promise.get_future();
     std::exception_ptr refused;
-    bool wake_all = false;
     bool adapting = false;
     {
       std::lock_guard lock(m_mutex);
@@ -90,11 +94,18 @@ class ThreadPool final : public WaitHelper {
             "scale::ThreadPoolManager has no threads (it was resized to 0 and adapt is off), so nothing can run this "
             "call; call resize(n) with n > 0, or adapt(policy) to start threads as work arrives"));
       } else {
+        const Job& job = *chunk.job;
         m_queue.push_back(Entry{std::move(chunk), std::move(promise)});
         ++m_counters.queued;
-        // A waiting thread sleeps on m_cv too; one notify could reach a waiting thread for which
-        // this chunk is not nested, and leave it queued beside another that could run it.
-        wake_all = m_waiting_helpers > 0;
+        // Waiting threads sleep on their own condition variables: wake those that may run this
+        // chunk, and, when every thread waits, one of them to watch for starvation.
+        bool woken = false;
+        for (Sleeper* sleeper : m_sleepers)
+          if (sleeper->frame != nullptr && nested_in(job, sleeper->frame)) {
+            sleeper->cv.notify_one();
+            woken = true;
+          }
+        if (!woken && !m_sleepers.empty() && m_sleepers.size() == m_alive) m_sleepers.front()->cv.notify_one();
         adapting = m_adapting;
       }
     }
@@ -103,10 +114,7 @@ class ThreadPool final : public WaitHelper {
       promise.set_exception(std::move(refused));
       return future;
     }
-    if (wake_all)
-      m_cv.notify_all();
-    else
-      m_cv.notify_one();
+    m_cv.notify_one();  // an idle thread, if any
     // The queue counts in the backlog too (a chunk submitted outside any dispatch).
     if (adapting) backlog_changed();
     return future;
@@ -150,31 +158,35 @@ class ThreadPool final : public WaitHelper {
   }
 
   /// Future::get() on one of this pool's threads (t_wait_helper): runs queued chunks nested in the
-  /// chunk this thread runs until `state` completes, and sleeps on m_cv when there are none.
+  /// chunk this thread runs until `state` completes, and sleeps when there are none.
+  ///
+  /// NOTE: when every thread of the pool waits here with nothing it may run while chunks are
+  /// queued (a nested call made on the loop rather than in a pool chunk, or two pools whose
+  /// threads each wait on a call queued on the other), nobody would ever run them. After
+  /// kStarvedFor of that, the waiting thread starts one more thread, above the target; it runs
+  /// queued chunks from the front like any idle thread and retires once idle (as ForkJoinPool
+  /// compensates a blocked worker). The delay keeps the short gaps between a nested call's
+  /// chunks (a hop through the loop) from starting threads.
   void wait_for(StateBase& state) override {
-    const NestingFrame* frame = innermost_nesting_frame();
-    if (frame == nullptr) {
-      // No Job was made in this chunk, so nothing queued can be nested in it (a Future-returning
-      // function's own Future, a Promise): a plain wait.
-      state.wait();
-      return;
-    }
+    const NestingFrame* frame = innermost_nesting_frame();  // null: nothing can be nested in it
+    Sleeper sleeper(frame);
     struct Waker final : StateWaker {
-      explicit Waker(ThreadPool& pool) : pool(pool) {}
+      Waker(ThreadPool& pool, Sleeper& sleeper) : pool(pool), sleeper(sleeper) {}
       // NOTE: under the state's lock, after it is marked ready. Taking m_mutex orders this after
       // the waiting thread's check of is_ready() (under m_mutex) or after it went to sleep.
       void state_completed() noexcept override {
         { std::lock_guard lock(pool.m_mutex); }
-        pool.m_cv.notify_all();
+        sleeper.cv.notify_one();
       }
       ThreadPool& pool;
-    } waker(*this);
+      Sleeper& sleeper;
+    } waker(*this, sleeper);
     if (!state.set_waker(&waker)) return;  // already complete
     {
       std::unique_lock lock(m_mutex);
       while (!state.is_ready()) {
         auto nested = m_queue.end();
-        if (!m_stopping)
+        if (frame != nullptr && !m_stopping)
           nested = std::find_if(m_queue.begin(), m_queue.end(),
                                 [&](const Entry& entry) { return nested_in(*entry.chunk.job, frame); });
         if (nested != m_queue.end()) {
@@ -189,10 +201,23 @@ class ThreadPool final : public WaitHelper {
           lock.lock();
           continue;
         }
-        ++m_waiting_helpers;
-        m_cv.wait(lock);
-        --m_waiting_helpers;
+        m_sleepers.push_back(&sleeper);
+        if (starving_locked()) {
+          const bool timed_out = sleeper.cv.wait_for(lock, kStarvedFor) == std::cv_status::timeout;
+          if (timed_out && !state.is_ready() && starving_locked()) {
+            try {
+              add_thread_locked();
+            } catch (const std::exception& error) {
+              log_error(std::string("scale::ThreadPoolManager could not start a thread: ") + error.what());
+            }
+          }
+        } else {
+          sleeper.cv.wait(lock);
+        }
+        std::erase(m_sleepers, &sleeper);
       }
+      // Awake again: a thread started while this one slept may now be one too many.
+      if (m_alive > m_target) m_cv.notify_all();
     }
     state.clear_waker();
   }
@@ -203,9 +228,26 @@ class ThreadPool final : public WaitHelper {
     Promise<void> promise;
   };
 
-  /// Under m_mutex: whether a thread between chunks should retire now.
+  /// A thread waiting in wait_for with nothing it may run, on its own condition variable so that
+  /// a chunk wakes only the threads that may run it.
+  struct Sleeper {
+    explicit Sleeper(const NestingFrame* frame) noexcept : frame(frame) {}
+    const NestingFrame* frame;
+    std::condition_variable cv;
+  };
+
+  static constexpr std::chrono::milliseconds kStarvedFor{50};
+
+  /// Under m_mutex: chunks are queued and every live thread sleeps in wait_for.
+  bool starving_locked() const noexcept { return !m_stopping && !m_queue.empty() && m_sleepers.size() >= m_alive; }
+
+  /// Under m_mutex: whether a thread between chunks should retire now: when more threads are
+  /// able to run chunks (not asleep in wait_for) than the target, keeping one while chunks are
+  /// queued. Threads asleep in a wait do not count, so a thread started for a starving wait stays
+  /// while the others sleep.
   bool must_retire_locked() const noexcept {
-    return !m_stopping && m_alive > std::max<std::size_t>(m_target, m_queue.empty() ? 0 : 1);
+    const std::size_t able = m_alive - m_sleepers.size();
+    return !m_stopping && able > std::max<std::size_t>(m_target, m_queue.empty() ? 0 : 1);
   }
 
   void work(std::list<std::thread>::iterator self) {
@@ -219,9 +261,12 @@ class ThreadPool final : public WaitHelper {
         --m_alive;
         m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
         m_exited.splice(m_exited.end(), m_threads, self);
+        // Leaving only waiting threads behind with chunks queued: one of them watches for it.
+        if (starving_locked()) m_sleepers.front()->cv.notify_one();
         lock.unlock();
         {
           std::lock_guard control(m_control_mutex);
+          start_control_locked();  // a thread started for a starving wait retires without any resize
           m_reap = true;
         }
         m_control_cv.notify_all();
@@ -272,16 +317,24 @@ class ThreadPool final : public WaitHelper {
     const bool rose = threads > m_target;
     m_target = threads;
     m_counters.workers_target.store(threads, std::memory_order_relaxed);
-    while (m_alive < m_target) {
-      // Started under m_mutex: the thread's first act is to take it, so its list node is set
-      // before it can retire and move it.
-      auto self = m_threads.emplace(m_threads.end());
-      *self = std::thread([this, self] { work(self); });
-      ++m_alive;
-      ++m_counters.workers_spawned;
-      m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
-    }
+    while (m_alive < m_target) add_thread_locked();
     return rose;
+  }
+
+  /// Under m_mutex: starts one thread.
+  void add_thread_locked() {
+    // Started under m_mutex: the thread's first act is to take it, so its list node is set
+    // before it can retire and move it.
+    auto self = m_threads.emplace(m_threads.end());
+    try {
+      *self = std::thread([this, self] { work(self); });
+    } catch (...) {
+      m_threads.erase(self);
+      throw;
+    }
+    ++m_alive;
+    ++m_counters.workers_spawned;
+    m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
   }
 
   /// Sets the target (and whether adapt is on), wakes idle threads so extra ones retire, and
@@ -299,9 +352,9 @@ class ThreadPool final : public WaitHelper {
     if (rose) m_grown();
   }
 
-  /// Under m_control_mutex.
+  /// Under m_control_mutex. Not once the destructor has stopped the control thread.
   void start_control_locked() {
-    if (!m_control.joinable()) m_control = std::thread([this] { control(); });
+    if (!m_control_stop && !m_control.joinable()) m_control = std::thread([this] { control(); });
   }
 
   void control() {
@@ -358,13 +411,13 @@ class ThreadPool final : public WaitHelper {
 
   // The queue and the threads.
   mutable std::mutex m_mutex;
-  std::condition_variable m_cv;  // idle threads and waiting (helping) threads
+  std::condition_variable m_cv;  // idle threads (waiting ones sleep on their own)
   std::deque<Entry> m_queue;
   bool m_stopping = false;
   bool m_adapting = false;
   std::size_t m_target = 0;
   std::size_t m_alive = 0;
-  std::size_t m_waiting_helpers = 0;
+  std::vector<Sleeper*> m_sleepers;  // threads asleep in wait_for
   std::list<std::thread> m_threads;  // running work()
   std::list<std::thread> m_exited;   // retired, to be joined
   TaskCounters m_counters;
