@@ -480,8 +480,9 @@ TEST_CASE("two one-thread pools whose threads each wait on a call queued on the 
   auto y = on_second.map(cross(first, 2000));
   REQUIRE(x.get() == std::vector<int>{10 * 1000 + 45});
   REQUIRE(y.get() == std::vector<int>{10 * 2000 + 45});
-  REQUIRE(first.stats().workers_spawned == 2);  // the one thread, and one started while it waited
-  REQUIRE(second.stats().workers_spawned == 2);
+  // Each pool's one thread, and one more started in at least one of them while its thread waited
+  // (once one pool's extra thread has run the other's nested call, that pool's thread is free).
+  REQUIRE(first.stats().workers_spawned + second.stats().workers_spawned >= 3);
   // The extra threads retire once idle, back to the fixed count.
   REQUIRE(eventually([&] { return first.stats().workers_alive == 1 && second.stats().workers_alive == 1; }));
 }

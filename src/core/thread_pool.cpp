@@ -239,7 +239,9 @@ class ThreadPool final : public WaitHelper {
   static constexpr std::chrono::milliseconds kStarvedFor{50};
 
   /// Under m_mutex: chunks are queued and every live thread sleeps in wait_for.
-  bool starving_locked() const noexcept { return !m_stopping && !m_queue.empty() && m_sleepers.size() >= m_alive; }
+  bool starving_locked() const noexcept {
+    return !m_stopping && !m_queue.empty() && !m_sleepers.empty() && m_sleepers.size() >= m_alive;
+  }
 
   /// Under m_mutex: whether a thread between chunks should retire now: when more threads are
   /// able to run chunks (not asleep in wait_for) than the target, keeping one while chunks are
