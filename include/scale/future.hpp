@@ -108,13 +108,18 @@ class [[nodiscard]] Future {
   bool ready() const noexcept { return m_state && m_state->is_ready(); }
 
   /// Blocks until the value is there and returns it, or rethrows the error. Any thread but the
-  /// loop thread (there it throws std::logic_error: co_await instead).
+  /// loop thread (there it throws std::logic_error: co_await instead). On a ThreadPoolManager
+  /// thread it runs the queued chunks nested in the chunk it is running while it waits, so a
+  /// nested map on the same pool cannot deadlock (docs/managers.md).
   T get() {
     if (detail::on_loop_thread())
       throw std::logic_error("scale::Future::get() called on the loop thread, where it would wait for itself; "
                              "co_await the Future (or use then) inside a scale::Future coroutine instead");
     auto state = claim();
-    state->wait();
+    if (detail::WaitHelper* helper = detail::t_wait_helper)
+      helper->wait_for(*state);
+    else
+      state->wait();
     return state->take();
   }
 

@@ -1,30 +1,67 @@
-// ThreadPoolManager: one queue of chunks, N threads, Promise-based completion.
+// ThreadPoolManager: one queue of chunks, a set of threads that resize() and adapt() change while
+// calls run, Promise-based completion, and help while waiting for nested calls.
+//
+// Why it looks like this:
+//   - The thread count has one target (m_target, under m_mutex). Growth starts threads at once;
+//     a shrink only lowers the target, and a thread retires when it is between chunks and the
+//     pool has more threads able to run chunks than it needs: more than the target, or than one
+//     while chunks are still queued (so chunks queued before a resize(0) still run and never hang). A retired
+//     thread hands its std::thread to the control thread, which joins it; none is detached.
+//   - adapt() runs detail::ScalingController on a small control thread that sleeps on a
+//     condition variable until the backlog changes (backlog_changed() only sets a flag and wakes
+//     it) or until the controller's next_deadline() (the end of a scale-up or scale-down window),
+//     so a window that ends with no new event is still acted on. A thread of its own rather than
+//     a timer on the loop: it works whether or not a Runtime is running, needs no way to cancel a
+//     stale timer, and cannot outlive the pool (the destructor joins it).
+//   - A thread that waits on a Future runs the queued chunks nested in its own (see
+//     help_while_waiting.hpp and wait_for below); when every thread waits and none may run what
+//     is queued, one more thread starts after a short delay and retires once idle.
+//   - Lock order: m_control_mutex, then the ScalabilityManager's call registry (backlog()), then
+//     m_mutex; a Future's state lock, then m_mutex (its waker). No Promise is completed and no
+//     Entry destroyed while m_mutex is held.
 
 #include <scale/managers/thread_pool.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
+#include <list>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "core/help_while_waiting.hpp"
+#include "core/scaling_controller.hpp"
+
 namespace scale::detail {
 
-class ThreadPool {
+namespace {
+std::size_t hardware_threads() noexcept { return std::max(1u, std::thread::hardware_concurrency()); }
+}  // namespace
+
+class ThreadPool final : public WaitHelper {
  public:
-  explicit ThreadPool(std::size_t threads) {
-    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-    m_threads.reserve(threads);
-    for (std::size_t i = 0; i < threads; ++i) {
-      m_threads.emplace_back([this] { work(); });
-      ++m_counters.workers_spawned;
-      ++m_counters.workers_alive;
-    }
+  /// `owner` supplies backlog(); `grown` tells its running calls that concurrency rose.
+  ThreadPool(std::size_t threads, const ScalabilityManager& owner, std::function<void()> grown)
+      : m_owner(owner), m_grown(std::move(grown)) {
+    if (threads == 0) threads = hardware_threads();
+    std::lock_guard lock(m_mutex);
+    set_target_locked(threads);
   }
 
   ~ThreadPool() {
+    {
+      std::lock_guard lock(m_control_mutex);
+      m_control_stop = true;
+    }
+    m_control_cv.notify_all();
+    if (m_control.joinable()) m_control.join();
+
     std::deque<Entry> abandoned;
     {
       std::lock_guard lock(m_mutex);
@@ -37,28 +74,153 @@ class ThreadPool {
     auto stopped = std::make_exception_ptr(Stopped());
     for (auto& entry : abandoned) entry.promise.set_exception(stopped);
     abandoned.clear();
-    // Threads finish the chunk they are running (its Promise completes normally), then exit.
+    // Threads finish the chunk they are running (its Promise completes normally), then exit. Once
+    // m_stopping is set no thread retires, so neither list changes any more.
     for (auto& thread : m_threads) thread.join();
+    for (auto& thread : m_exited) thread.join();
   }
 
   Future<void> submit(Chunk chunk) {
     Promise<void> promise;
     Future<void> future = promise.get_future();
+    std::exception_ptr refused;
+    bool adapting = false;
     {
       std::lock_guard lock(m_mutex);
       if (m_stopping) {
-        promise.set_exception(std::make_exception_ptr(Stopped()));
-        return future;
+        refused = std::make_exception_ptr(Stopped());
+      } else if (m_target == 0 && !m_adapting) {
+        refused = std::make_exception_ptr(NoWorkers(
+            "scale::ThreadPoolManager has no threads (it was resized to 0 and adapt is off), so nothing can run this "
+            "call; call resize(n) with n > 0, or adapt(policy) to start threads as work arrives"));
+      } else {
+        const Job& job = *chunk.job;
+        m_queue.push_back(Entry{std::move(chunk), std::move(promise)});
+        ++m_counters.queued;
+        // Waiting threads sleep on their own condition variables: wake those that may run this
+        // chunk, and, when every thread waits, one of them to watch for starvation.
+        bool woken = false;
+        for (Sleeper* sleeper : m_sleepers)
+          if (sleeper->frame != nullptr && nested_in(job, sleeper->frame)) {
+            sleeper->cv.notify_one();
+            woken = true;
+          }
+        if (!woken && !m_sleepers.empty() && m_sleepers.size() == m_alive) m_sleepers.front()->cv.notify_one();
+        adapting = m_adapting;
       }
-      m_queue.push_back(Entry{std::move(chunk), std::move(promise)});
-      ++m_counters.queued;
     }
-    m_cv.notify_one();
+    if (refused) {
+      ++m_counters.failed;
+      promise.set_exception(std::move(refused));
+      return future;
+    }
+    m_cv.notify_one();  // an idle thread, if any
+    // The queue counts in the backlog too (a chunk submitted outside any dispatch).
+    if (adapting) backlog_changed();
     return future;
   }
 
-  std::size_t size() const noexcept { return m_threads.size(); }
+  std::size_t target() const noexcept { return m_counters.workers_target.load(std::memory_order_relaxed); }
   ManagerStats stats() const noexcept { return m_counters.snapshot(); }
+
+  void resize(std::size_t threads) {
+    std::lock_guard control(m_control_mutex);
+    start_control_locked();
+    m_controller.reset();
+    set_target(threads, false);
+  }
+
+  void adapt(ScalingPolicy policy) {
+    // Validates (std::invalid_argument) before anything changes.
+    ScalingController controller(policy, policy.max != 0 ? policy.max : hardware_threads());
+    {
+      std::lock_guard control(m_control_mutex);
+      start_control_locked();
+      m_controller.emplace(std::move(controller));
+      {
+        std::lock_guard lock(m_mutex);
+        m_adapting = true;
+      }
+      m_adapting_flag.store(true, std::memory_order_relaxed);
+      m_backlog_dirty.store(true, std::memory_order_relaxed);
+    }
+    m_control_cv.notify_all();
+  }
+
+  /// Any thread, often the loop: sets a flag and wakes the control thread, once per evaluation.
+  void backlog_changed() noexcept {
+    if (!m_adapting_flag.load(std::memory_order_relaxed)) return;
+    if (m_backlog_dirty.exchange(true, std::memory_order_acq_rel)) return;
+    // NOTE: the flag is set before the lock is taken, and the control thread clears it under the
+    // lock before it reads the backlog; so either it sees the flag or it is waiting and is woken.
+    { std::lock_guard control(m_control_mutex); }
+    m_control_cv.notify_all();
+  }
+
+  /// Future::get() on one of this pool's threads (t_wait_helper): runs queued chunks nested in the
+  /// chunk this thread runs until `state` completes, and sleeps when there are none.
+  ///
+  /// NOTE: when every thread of the pool waits here with nothing it may run while chunks are
+  /// queued (a nested call made on the loop rather than in a pool chunk, or two pools whose
+  /// threads each wait on a call queued on the other), nobody would ever run them. After
+  /// kStarvedFor of that, the waiting thread starts one more thread, above the target; it runs
+  /// queued chunks from the front like any idle thread and retires once idle (as ForkJoinPool
+  /// compensates a blocked worker). The delay keeps the short gaps between a nested call's
+  /// chunks (a hop through the loop) from starting threads.
+  void wait_for(StateBase& state) override {
+    const NestingFrame* frame = innermost_nesting_frame();  // null: nothing can be nested in it
+    Sleeper sleeper(frame);
+    struct Waker final : StateWaker {
+      Waker(ThreadPool& pool, Sleeper& sleeper) : pool(pool), sleeper(sleeper) {}
+      // NOTE: under the state's lock, after it is marked ready. Taking m_mutex orders this after
+      // the waiting thread's check of is_ready() (under m_mutex) or after it went to sleep.
+      void state_completed() noexcept override {
+        { std::lock_guard lock(pool.m_mutex); }
+        sleeper.cv.notify_one();
+      }
+      ThreadPool& pool;
+      Sleeper& sleeper;
+    } waker(*this, sleeper);
+    if (!state.set_waker(&waker)) return;  // already complete
+    {
+      std::unique_lock lock(m_mutex);
+      while (!state.is_ready()) {
+        auto nested = m_queue.end();
+        if (frame != nullptr && !m_stopping)
+          nested = std::find_if(m_queue.begin(), m_queue.end(),
+                                [&](const Entry& entry) { return nested_in(*entry.chunk.job, frame); });
+        if (nested != m_queue.end()) {
+          {
+            Entry entry = std::move(*nested);
+            m_queue.erase(nested);
+            --m_counters.queued;
+            ++m_counters.running;
+            lock.unlock();
+            run(entry);
+          }  // the Entry goes before m_mutex is taken again
+          lock.lock();
+          continue;
+        }
+        m_sleepers.push_back(&sleeper);
+        if (starving_locked()) {
+          const bool timed_out = sleeper.cv.wait_for(lock, kStarvedFor) == std::cv_status::timeout;
+          if (timed_out && !state.is_ready() && starving_locked()) {
+            try {
+              add_thread_locked();
+            } catch (const std::exception& error) {
+              log_error(std::string("scale::ThreadPoolManager could not start a thread: ") + error.what());
+            }
+          }
+        } else {
+          sleeper.cv.wait(lock);
+        }
+        std::erase(m_sleepers, &sleeper);
+      }
+      // Awake again: a thread started while this one slept may now be one too many.
+      if (m_alive > m_target) m_cv.notify_all();
+    }
+    state.clear_waker();
+  }
 
  private:
   struct Entry {
@@ -66,57 +228,226 @@ class ThreadPool {
     Promise<void> promise;
   };
 
-  void work() {
+  /// A thread waiting in wait_for with nothing it may run, on its own condition variable so that
+  /// a chunk wakes only the threads that may run it.
+  struct Sleeper {
+    explicit Sleeper(const NestingFrame* frame) noexcept : frame(frame) {}
+    const NestingFrame* frame;
+    std::condition_variable cv;
+  };
+
+  static constexpr std::chrono::milliseconds kStarvedFor{50};
+
+  /// Under m_mutex: chunks are queued and every live thread sleeps in wait_for.
+  bool starving_locked() const noexcept {
+    return !m_stopping && !m_queue.empty() && !m_sleepers.empty() && m_sleepers.size() >= m_alive;
+  }
+
+  /// Under m_mutex: whether a thread between chunks should retire now: when more threads are
+  /// able to run chunks (not asleep in wait_for) than the target, keeping one while chunks are
+  /// queued. Threads asleep in a wait do not count, so a thread started for a starving wait stays
+  /// while the others sleep.
+  bool must_retire_locked() const noexcept {
+    const std::size_t able = m_alive - m_sleepers.size();
+    return !m_stopping && able > std::max<std::size_t>(m_target, m_queue.empty() ? 0 : 1);
+  }
+
+  void work(std::list<std::thread>::iterator self) {
+    t_wait_helper = this;
+    std::unique_lock lock(m_mutex);
     for (;;) {
-      std::optional<Entry> entry;
+      m_cv.wait(lock, [&] { return m_stopping || !m_queue.empty() || must_retire_locked(); });
+      if (m_stopping) break;
+      if (must_retire_locked()) {
+        // Idle, and more threads than needed: retire. The control thread joins this one.
+        --m_alive;
+        m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
+        m_exited.splice(m_exited.end(), m_threads, self);
+        // Leaving only waiting threads behind with chunks queued: one of them watches for it.
+        if (starving_locked()) m_sleepers.front()->cv.notify_one();
+        lock.unlock();
+        {
+          std::lock_guard control(m_control_mutex);
+          start_control_locked();  // a thread started for a starving wait retires without any resize
+          m_reap = true;
+        }
+        m_control_cv.notify_all();
+        return;
+      }
       {
-        std::unique_lock lock(m_mutex);
-        m_cv.wait(lock, [&] { return m_stopping || !m_queue.empty(); });
-        if (m_stopping) break;
-        entry.emplace(std::move(m_queue.front()));
+        Entry entry = std::move(m_queue.front());
         m_queue.pop_front();
         --m_counters.queued;
         ++m_counters.running;
-      }
-      std::exception_ptr error;
+        lock.unlock();
+        run(entry);
+      }  // the Entry goes before m_mutex is taken again
+      lock.lock();
+    }
+    --m_alive;
+    m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
+  }
+
+  /// Runs one taken chunk and completes its Promise; m_mutex is not held.
+  void run(Entry& entry) {
+    std::exception_ptr error;
+    {
+      ChunkFrame frame(*entry.chunk.job);
       try {
-        run_chunk_blocking(entry->chunk);
+        run_chunk_blocking(entry.chunk);
       } catch (...) {
         error = std::current_exception();
       }
-      // NOTE: the chunk (and with it possibly the last reference to the Job and the user's
-      // function) is released here on the pool thread, after the counters but before the
-      // Promise: once the awaiting algorithm resumes, no pool thread touches the Job.
-      entry->chunk = Chunk{};
-      --m_counters.running;
-      if (error) {
-        ++m_counters.failed;
-        entry->promise.set_exception(std::move(error));
-      } else {
-        ++m_counters.done;
-        entry->promise.set_value();
-      }
     }
-    --m_counters.workers_alive;
+    // NOTE: the chunk (and with it possibly the last reference to the Job and the user's
+    // function) is released here on the pool thread, after the counters but before the
+    // Promise: once the awaiting algorithm resumes, no pool thread touches the Job.
+    entry.chunk = Chunk{};
+    --m_counters.running;
+    if (error) {
+      ++m_counters.failed;
+      entry.promise.set_exception(std::move(error));
+    } else {
+      ++m_counters.done;
+      entry.promise.set_value();
+    }
   }
 
+  /// Under m_mutex: moves the target to `threads`, starting threads at once when it grows.
+  /// Returns whether the target rose.
+  bool set_target_locked(std::size_t threads) {
+    const bool rose = threads > m_target;
+    m_target = threads;
+    m_counters.workers_target.store(threads, std::memory_order_relaxed);
+    while (m_alive < m_target) add_thread_locked();
+    return rose;
+  }
+
+  /// Under m_mutex: starts one thread.
+  void add_thread_locked() {
+    // Started under m_mutex: the thread's first act is to take it, so its list node is set
+    // before it can retire and move it.
+    auto self = m_threads.emplace(m_threads.end());
+    try {
+      *self = std::thread([this, self] { work(self); });
+    } catch (...) {
+      m_threads.erase(self);
+      throw;
+    }
+    ++m_alive;
+    ++m_counters.workers_spawned;
+    m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
+  }
+
+  /// Sets the target (and whether adapt is on), wakes idle threads so extra ones retire, and
+  /// tells running calls when it rose. m_mutex is not held.
+  void set_target(std::size_t threads, bool adapting) {
+    bool rose;
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_stopping) return;
+      m_adapting = adapting;
+      m_adapting_flag.store(adapting, std::memory_order_relaxed);
+      rose = set_target_locked(threads);
+    }
+    m_cv.notify_all();
+    if (rose) m_grown();
+  }
+
+  /// Under m_control_mutex. Not once the destructor has stopped the control thread.
+  void start_control_locked() {
+    if (!m_control_stop && !m_control.joinable()) m_control = std::thread([this] { control(); });
+  }
+
+  void control() {
+    std::unique_lock lock(m_control_mutex);
+    while (!m_control_stop) {
+      if (m_reap) {
+        m_reap = false;
+        std::list<std::thread> exited;
+        {
+          std::lock_guard pool(m_mutex);
+          exited.swap(m_exited);
+        }
+        lock.unlock();
+        for (auto& thread : exited) thread.join();  // each has left work(): the join is short
+        lock.lock();
+        continue;
+      }
+      if (!m_controller) {
+        m_control_cv.wait(lock);
+        continue;
+      }
+      const auto now = ScalingController::Clock::now();
+      const auto deadline = m_controller->next_deadline();
+      if (m_backlog_dirty.exchange(false, std::memory_order_acq_rel) || (deadline && now >= *deadline)) {
+        std::size_t backlog = m_owner.backlog();
+        std::size_t current;
+        {
+          std::lock_guard pool(m_mutex);
+          backlog = std::max(backlog, m_queue.size());
+          current = m_target;
+        }
+        const std::size_t next = m_controller->step(now, current, backlog);
+        if (next != current) {
+          try {
+            set_target(next, true);
+          } catch (const std::exception& error) {
+            log_error(std::string("scale::ThreadPoolManager could not start a thread: ") + error.what());
+          }
+        }
+        // A step that moved the target closed its window; step again at once so the next one
+        // opens (after a shrink to the window's peak, the backlog may want fewer still).
+        if (next != current) m_backlog_dirty.store(true, std::memory_order_relaxed);
+        continue;  // re-read the deadline the step left
+      }
+      if (deadline)
+        m_control_cv.wait_until(lock, *deadline);
+      else
+        m_control_cv.wait(lock);
+    }
+  }
+
+  const ScalabilityManager& m_owner;
+  std::function<void()> m_grown;
+
+  // The queue and the threads.
   mutable std::mutex m_mutex;
-  std::condition_variable m_cv;
+  std::condition_variable m_cv;  // idle threads (waiting ones sleep on their own)
   std::deque<Entry> m_queue;
   bool m_stopping = false;
+  bool m_adapting = false;
+  std::size_t m_target = 0;
+  std::size_t m_alive = 0;
+  std::vector<Sleeper*> m_sleepers;  // threads asleep in wait_for
+  std::list<std::thread> m_threads;  // running work()
+  std::list<std::thread> m_exited;   // retired, to be joined
   TaskCounters m_counters;
-  std::vector<std::thread> m_threads;  // last: started after everything they use exists
+
+  // The control thread: adapt's controller and the joining of retired threads.
+  std::mutex m_control_mutex;
+  std::condition_variable m_control_cv;
+  std::optional<ScalingController> m_controller;
+  bool m_control_stop = false;
+  bool m_reap = false;
+  std::atomic<bool> m_adapting_flag{false};
+  std::atomic<bool> m_backlog_dirty{false};
+  std::thread m_control;
 };
 
 }  // namespace scale::detail
 
 namespace scale {
 
-ThreadPoolManager::ThreadPoolManager(std::size_t threads) : m_pool(std::make_unique<detail::ThreadPool>(threads)) {}
+ThreadPoolManager::ThreadPoolManager(std::size_t threads)
+    : m_pool(std::make_unique<detail::ThreadPool>(threads, *this, [this] { concurrency_changed(); })) {}
 ThreadPoolManager::~ThreadPoolManager() = default;
 
+void ThreadPoolManager::resize(std::size_t threads) { m_pool->resize(threads); }
+void ThreadPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }
 Future<void> ThreadPoolManager::submit(detail::Chunk chunk) { return m_pool->submit(std::move(chunk)); }
-std::size_t ThreadPoolManager::concurrency() const noexcept { return m_pool->size(); }
+std::size_t ThreadPoolManager::concurrency() const noexcept { return m_pool->target(); }
 ManagerStats ThreadPoolManager::stats() const { return m_pool->stats(); }
+void ThreadPoolManager::backlog_changed() { m_pool->backlog_changed(); }
 
 }  // namespace scale

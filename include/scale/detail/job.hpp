@@ -32,6 +32,7 @@
 #include <optional>
 #include <utility>
 
+#include <scale/detail/nesting.hpp>
 #include <scale/error.hpp>
 #include <scale/future.hpp>
 
@@ -73,7 +74,8 @@ struct TaskPolicy {
 /// between the algorithm and every chunk in flight, so it outlives whichever finishes last.
 class Job {
  public:
-  Job(std::size_t size, TaskPolicy policy) noexcept : m_size(size), m_policy(std::move(policy)) {}
+  Job(std::size_t size, TaskPolicy policy)
+      : m_size(size), m_policy(std::move(policy)), m_made_in(current_nesting_frame()) {}
   virtual ~Job() = default;
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
@@ -97,6 +99,9 @@ class Job {
   std::chrono::nanoseconds timed_duration() const noexcept {
     return std::chrono::nanoseconds(static_cast<std::int64_t>(m_timed_ns.load(std::memory_order_relaxed)));
   }
+
+  /// The pool chunk this Job was made in (a nested call), or null (nesting.hpp).
+  const std::shared_ptr<const NestingFrame>& made_in() const noexcept { return m_made_in; }
 
   /// True when the user function returns a Future (its continuations resume on the loop).
   virtual bool is_async() const noexcept = 0;
@@ -133,6 +138,7 @@ class Job {
  private:
   std::size_t m_size;
   TaskPolicy m_policy;
+  std::shared_ptr<const NestingFrame> m_made_in;
   std::atomic<bool> m_cancelled{false};
   std::atomic<std::uint64_t> m_timed_ns{0};
   std::atomic<std::size_t> m_timed_items{0};

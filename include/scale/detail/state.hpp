@@ -22,6 +22,34 @@ namespace scale::detail {
 template <class T>
 using Stored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 
+class StateBase;
+
+/// Told when a state completes (StateBase::set_waker): how a thread that does other work while it
+/// waits (a pool thread running nested chunks) learns that its wait is over.
+class StateWaker {
+ public:
+  /// Called under the state's lock, on the completing thread; must return at once and must not
+  /// touch the state.
+  virtual void state_completed() noexcept = 0;
+
+ protected:
+  ~StateWaker() = default;
+};
+
+/// What Future::get() calls instead of blocking, on a thread that has useful work to do while it
+/// waits: a ThreadPoolManager thread runs the queued chunks nested in the one it is running
+/// (src/core/help_while_waiting.hpp). It returns once `state` is complete.
+class WaitHelper {
+ public:
+  virtual void wait_for(StateBase& state) = 0;
+
+ protected:
+  ~WaitHelper() = default;
+};
+
+/// This thread's WaitHelper, or null (every thread but a pool thread): Future::get() reads it once.
+inline constinit thread_local WaitHelper* t_wait_helper = nullptr;
+
 class StateBase {
  public:
   StateBase() = default;
@@ -57,6 +85,21 @@ class StateBase {
     return true;
   }
 
+  /// Registers `waker` to be told when the state completes. Returns false (and registers nothing)
+  /// when already complete. One waker at a time: the single consumer's.
+  bool set_waker(StateWaker* waker) noexcept {
+    std::lock_guard lock(m_mutex);
+    if (m_done) return false;
+    m_waker = waker;
+    return true;
+  }
+  /// Unregisters the waker. Once this returns no call to it is running or will start, so the
+  /// waker may be destroyed.
+  void clear_waker() noexcept {
+    std::lock_guard lock(m_mutex);
+    m_waker = nullptr;
+  }
+
   /// Blocks the calling thread until complete.
   void wait() {
     std::unique_lock lock(m_mutex);
@@ -71,12 +114,15 @@ class StateBase {
 
  protected:
   // NOTE: the value (if any) is written under m_mutex before finish(); readers see m_ready with
-  // acquire ordering, or take m_mutex, so the value is visible to whoever consumes it.
+  // acquire ordering, or take m_mutex, so the value is visible to whoever consumes it. The waker
+  // is called under m_mutex, after m_ready is set, so that clear_waker (which takes m_mutex)
+  // cannot return while it runs: the waker lives on the waiting thread's stack.
   void finish(std::unique_lock<std::mutex>& lock) noexcept {
     m_done = true;
     m_ready.store(true, std::memory_order_release);
     auto continuation = std::exchange(m_continuation, {});
     if (m_waiters > 0) m_cv.notify_all();
+    if (m_waker) m_waker->state_completed();
     const bool here = m_resume_where_completed;
     lock.unlock();
     untrack(this);
@@ -96,6 +142,7 @@ class StateBase {
   std::exception_ptr m_error;
   std::coroutine_handle<> m_continuation;
   bool m_resume_where_completed = false;
+  StateWaker* m_waker = nullptr;
 };
 
 template <class T>

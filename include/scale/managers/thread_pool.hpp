@@ -1,5 +1,6 @@
 #pragma once
-/// \file scale::ThreadPoolManager: runs chunks on a fixed set of threads in this process.
+/// \file scale::ThreadPoolManager: runs chunks on a set of threads in this process, resized by
+/// hand (resize) or following the backlog (adapt).
 
 #include <cstddef>
 #include <memory>
@@ -8,6 +9,7 @@
 #include <scale/detail/job.hpp>
 #include <scale/future.hpp>
 #include <scale/scalability_manager.hpp>
+#include <scale/scaling_policy.hpp>
 
 namespace scale {
 
@@ -15,19 +17,34 @@ namespace detail {
 class ThreadPool;
 }
 
-/// Runs chunks on `threads` pool threads fed from one queue of chunks (one lock per chunk, none
-/// per item). Items reach the function by reference to the Iterator's shared items and results
-/// are written in place: nothing is copied or serialized. Destroying the manager joins its
-/// threads after their current chunks; chunks still queued fail with scale::Stopped.
+/// Runs chunks on pool threads fed from one queue of chunks (one lock per chunk, none per item).
+/// Items reach the function by reference to the Iterator's shared items and results are written
+/// in place: nothing is copied or serialized. A function may itself run a map (or filter, reduce,
+/// for_each) on this or another manager and `get()` it: the waiting thread runs the chunks nested
+/// in its own meanwhile, so nesting never deadlocks. Destroying the manager joins its threads
+/// after their current chunks; chunks still queued fail with scale::Stopped.
 class ThreadPoolManager final : public ScalabilityManager {
  public:
-  /// `threads` 0 means one per hardware thread (at least one).
+  /// `threads` 0 means one per hardware thread (at least one). This is the initial fixed count.
   explicit ThreadPoolManager(std::size_t threads = std::thread::hardware_concurrency());
   ~ThreadPoolManager() override;
 
+  /// Sets a fixed thread count and turns adapt off. Growth is immediate; to shrink, idle threads
+  /// retire (a busy one finishes its chunk first) and are joined. With 0, chunks already queued
+  /// still run (the last thread stays until the queue is empty) and calls that submit more fail
+  /// with scale::NoWorkers.
+  void resize(std::size_t threads);
+
+  /// Follows the running calls' backlog under `policy` (policy.max 0: one per hardware thread)
+  /// and turns a fixed count off. Throws std::invalid_argument for a policy that
+  /// ScalingPolicy::validate() refuses, leaving the pool as it was.
+  void adapt(ScalingPolicy policy);
+
   Future<void> submit(detail::Chunk chunk) override;
+  /// The thread count the pool is at or moving to (ManagerStats::workers_target).
   std::size_t concurrency() const noexcept override;
   ManagerStats stats() const override;
+  void backlog_changed() override;
 
  private:
   std::unique_ptr<detail::ThreadPool> m_pool;
