@@ -396,9 +396,6 @@ class ThreadPool final : public WaitHelper {
             log_error(std::string("scale::ThreadPoolManager could not start a thread: ") + error.what());
           }
         }
-        // A step that moved the target closed its window; step again at once so the next one
-        // opens (after a shrink to the window's peak, the backlog may want fewer still).
-        if (next != current) m_backlog_dirty.store(true, std::memory_order_relaxed);
         continue;  // re-read the deadline the step left
       }
       if (deadline)
