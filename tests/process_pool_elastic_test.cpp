@@ -196,8 +196,7 @@ TEST_CASE("resize down while a map runs loses no item, runs none twice and retri
     if (pid != kept.front()) CHECK(eventually([&] { return process_gone(pid); }));
 }
 
-TEST_CASE("a map on a pool resized to 0 fails at once with NoWorkers that says what to do",
-          "[process_pool][elastic]") {
+TEST_CASE("a map on a pool resized to 0 fails at once with NoWorkers that says what to do", "[process_pool][elastic]") {
   scale::Runtime runtime;
   scale::ProcessPoolManager manager({.max_workers = 2, .min_workers = 1});
   REQUIRE(eventually([&] { return manager.stats().workers_alive == 1; }));
@@ -209,8 +208,8 @@ TEST_CASE("a map on a pool resized to 0 fails at once with NoWorkers that says w
   scale::Iterator<int> items(iota(10), manager);
   const auto started = std::chrono::steady_clock::now();
   REQUIRE_THROWS_AS(items.map(twice).get(), scale::NoWorkers);
-  REQUIRE_THROWS_WITH(items.map(twice).get(), Catch::Contains("resized to 0") && Catch::Contains("resize(n)") &&
-                                                   Catch::Contains("adapt"));
+  REQUIRE_THROWS_WITH(items.map(twice).get(),
+                      Catch::Contains("resized to 0") && Catch::Contains("resize(n)") && Catch::Contains("adapt"));
   CHECK(std::chrono::steady_clock::now() - started < 1s);
   CHECK(manager.stats().workers_alive == 0);
   CHECK(manager.stats().workers_lost == 0);
@@ -265,6 +264,35 @@ TEST_CASE("adapt grows the pool under a backlog of slow items and shrinks it to 
   CHECK(manager.stats().workers_spawned > 4);
 }
 
+TEST_CASE("max_workers caps resize and adapt, and resize after adapt keeps its count through idle time",
+          "[process_pool][elastic]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2, .idle_timeout = 100ms});
+  manager.resize(10);
+  CHECK(manager.stats().workers_target == 2);
+  CHECK(manager.concurrency() == 2);
+  REQUIRE(eventually([&] { return manager.stats().workers_alive == 2; }));
+
+  manager.adapt({.min = 1, .max = 10, .scale_down_after = 100ms});
+  scale::Iterator<int> items(iota(100), manager);
+  std::vector<Ran> runs = items.map(pid_after_5ms).get();
+  require_in_order(runs, 100);
+  CHECK(manager.stats().workers_target <= 2);
+  // No backlog: down to min (1) after the window; idle_timeout does not apply below it.
+  REQUIRE(eventually([&] { return manager.stats().workers_alive == 1; }));
+  CHECK(manager.stats().workers_target == 1);
+
+  // A fixed count turns adapt off: two workers, kept idle far past idle_timeout and the window.
+  manager.resize(2);
+  REQUIRE(eventually([&] { return manager.stats().workers_alive == 2; }));
+  const std::vector<pid_t> fixed = manager.worker_pids();
+  std::this_thread::sleep_for(400ms);  // the idle time under test, not a wait for a state
+  CHECK(manager.worker_pids() == fixed);
+  CHECK(manager.stats().workers_target == 2);
+  CHECK(manager.stats().workers_lost == 0);
+  CHECK(manager.stats().tasks_retried == 0);
+}
+
 TEST_CASE("adapt refuses an invalid policy with std::invalid_argument naming the field", "[process_pool][elastic]") {
   scale::Runtime runtime;
   scale::ProcessPoolManager manager({.max_workers = 2});
@@ -305,8 +333,8 @@ TEST_CASE("a map on a ProcessPoolManager made inside a worker fails at once with
   } catch (const scale::RemoteError& error) {
     FAIL("expected the library's own scale::Error, got " << error.what());
   } catch (const scale::Error& error) {
-    CHECK_THAT(std::string(error.what()), Catch::Contains("worker process of a ProcessPoolManager") &&
-                                              Catch::Contains("ThreadPoolManager"));
+    CHECK_THAT(std::string(error.what()),
+               Catch::Contains("worker process of a ProcessPoolManager") && Catch::Contains("ThreadPoolManager"));
   }
   CHECK(std::chrono::steady_clock::now() - started < 5s);
   CHECK(children_of(worker).empty());  // the worker spawned nothing, not even the inner min_workers

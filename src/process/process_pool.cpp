@@ -572,7 +572,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         const TaskAnswer answer = frame.type == FrameType::error ? TaskAnswer::error : TaskAnswer::results;
         std::exception_ptr error = hand_back(task->chunk, group_finished, answer, frame.payload);
         // The dispatch sizes the call's next chunks from this (target_chunk_duration()).
-        if (!error && !group_finished && answer == TaskAnswer::results) task->chunk.job->record_run(task->chunk.size(), took);
+        if (!error && !group_finished && answer == TaskAnswer::results)
+          task->chunk.job->record_run(task->chunk.size(), took);
         {
           Locked lock(*this);
           finish_locked(*task, error);
@@ -710,7 +711,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       }
       std::size_t to_spawn = 0;
       if (on_demand) {
-        if (!m_refused && live + m_spawning < m_options.min_workers) to_spawn = m_options.min_workers - live - m_spawning;
+        if (!m_refused && live + m_spawning < m_options.min_workers)
+          to_spawn = m_options.min_workers - live - m_spawning;
         m_spawning += to_spawn;
       } else {
         to_spawn = rebalance_locked();  // replaces lost workers, retires drained ones
@@ -738,9 +740,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   ProcessPoolOptions m_options;
   std::string m_fingerprint;
   CallsHooks m_hooks;
-  PoolSizing m_sizing;                         // guarded by m_mutex
-  std::atomic<std::size_t> m_concurrency;      // m_sizing.concurrency(), read without the lock
-  std::atomic<bool> m_adapting{false};         // m_sizing.mode() == adapt, read without the lock
+  PoolSizing m_sizing;                     // guarded by m_mutex
+  std::atomic<std::size_t> m_concurrency;  // m_sizing.concurrency(), read without the lock
+  std::atomic<bool> m_adapting{false};     // m_sizing.mode() == adapt, read without the lock
   mutable std::mutex m_mutex;
   std::condition_variable m_cv;
   std::deque<std::shared_ptr<Task>> m_queue;
