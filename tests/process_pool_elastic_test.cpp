@@ -66,6 +66,16 @@ auto count_runs_after_5ms = [](int x, scale::Scope& scope) -> scale::Future<std:
 
 auto twice = [](int x) { return 2 * x; };
 
+struct BadItem : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+auto slow_then_throw_on_3 = [](int x) {
+  if (x == 3) throw BadItem("three is bad");
+  std::this_thread::sleep_for(10ms);
+  return x;
+};
+
 /// In a worker: a map of its own on a thread pool; returns the sum of 2 * [0, n).
 auto nested_thread_pool_sum = [](int n) {
   scale::ThreadPoolManager threads(2);
@@ -262,6 +272,19 @@ TEST_CASE("adapt grows the pool under a backlog of slow items and shrinks it to 
   // A new call grows it again.
   REQUIRE(items.map(pid_after_5ms).get()[199].item == 199);
   CHECK(manager.stats().workers_spawned > 4);
+}
+
+TEST_CASE("an adapting pool shrinks to min after a call that failed", "[process_pool][elastic]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 4});
+  manager.adapt({.min = 1, .max = 4, .scale_down_after = 200ms});
+  scale::Iterator<int> items(iota(400), manager);
+  REQUIRE_THROWS_AS(items.map(slow_then_throw_on_3, {.chunk_size = 1}).get(), scale::RemoteError);
+  CHECK(manager.stats().workers_spawned >= 2);  // the backlog of 400 items grew it
+  // The failed call reports no more; the pool still finds its backlog gone.
+  REQUIRE(eventually([&] { return manager.stats().workers_target == 1 && manager.stats().workers_alive == 1; }));
+  CHECK(manager.stats().workers_lost == 0);
+  CHECK(manager.stats().tasks_retried == 0);
 }
 
 TEST_CASE("max_workers caps resize and adapt, and resize after adapt keeps its count through idle time",

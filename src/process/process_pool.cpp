@@ -691,7 +691,10 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   void watch() {
     std::unique_lock lock(m_mutex);
     while (!m_stopping) {
-      m_cv.wait_for(lock, std::chrono::milliseconds(20));
+      // A tick every 20 ms, sooner when an adapt window ends before that.
+      auto wake = Clock::now() + std::chrono::milliseconds(20);
+      if (const auto deadline = m_sizing.next_deadline()) wake = std::min(wake, *deadline);
+      m_cv.wait_until(lock, wake);
       if (m_stopping) break;
       const auto now = Clock::now();
       const bool on_demand = m_sizing.mode() == PoolSizing::Mode::on_demand;
@@ -717,9 +720,10 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       } else {
         to_spawn = rebalance_locked();  // replaces lost workers, retires drained ones
       }
-      // Adapt: a window that ends moves the target even when no call reports anything.
-      const auto deadline = m_sizing.next_deadline();
-      const bool step_now = deadline && now >= *deadline;
+      // Adapt: stepped on every tick as well as on the calls' reports, so a window that ends
+      // moves the target even when nothing is reported (next_deadline() passed), and so does a
+      // backlog that vanished unreported (a call that failed stops reporting).
+      const bool step_now = m_sizing.mode() == PoolSizing::Mode::adapt;
       publish_locked();
       const bool pump_now = m_pump_requested || !m_queue.empty();
       m_pump_requested = false;
