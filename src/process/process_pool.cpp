@@ -1,5 +1,6 @@
-// ProcessPoolManager: worker processes spawned on demand, one chunk at a time each, with chunks
-// rerun (and split) when a worker dies. See src/process/worker_link.hpp for the protocol.
+// ProcessPoolManager: worker processes spawned on demand (or to a target: resize, adapt), one
+// chunk at a time each, with chunks rerun (and split) when a worker dies. See
+// src/process/worker_link.hpp for the protocol and src/process/pool_sizing.hpp for the target.
 
 #include <scale/managers/process_pool.hpp>
 
@@ -11,6 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -18,6 +20,7 @@
 #include <utility>
 
 #include "process/child_process.hpp"
+#include "process/pool_sizing.hpp"
 #include "process/program_arguments.hpp"
 #include "process/scope_server.hpp"
 #include "process/worker_link.hpp"
@@ -53,6 +56,7 @@ struct Task {
 struct InFlight {
   std::shared_ptr<Task> task;
   std::uint64_t id = 0;
+  Clock::time_point sent;
 };
 
 /// Tasks a worker holds at once (see ProcessPool::pump).
@@ -65,12 +69,14 @@ struct Worker {
   pid_t pid = -1;
   int fd = -1;
   bool ready = false;     // hello received and accepted
-  bool retiring = false;  // idle timeout: its link is shut down, its exit is not a loss
+  bool retiring = false;  // idle timeout or above the target: its link is shut down, its exit is not a loss
+  bool draining = false;  // above the target while busy: gets no new task, retires once idle
   bool timed_out = false;
   std::deque<InFlight> inflight;  // sent, in the order the worker runs them; the first is running
   Clock::time_point deadline = Clock::time_point::max();  // of the first
   std::chrono::milliseconds timeout{0};                   // of the first
   Clock::time_point idle_since = Clock::now();
+  Clock::time_point last_answer = Clock::time_point::min();  // its previous result (chunk timing)
   std::mutex write_mutex;
 
   void start_front(std::chrono::milliseconds limit) {
@@ -118,6 +124,26 @@ struct Worker {
   bool flushing = false;
 };
 
+/// What a pool needs from its manager: the running calls' backlog, and a way to tell them that
+/// concurrency() grew. Called without the pool's lock.
+struct CallsHooks {
+  std::function<std::size_t()> backlog;
+  std::function<void()> concurrency_grew;
+};
+
+std::string no_workers_message() {
+  return "scale::NoWorkers: this ProcessPoolManager was resized to 0 workers and does not adapt, so nothing can "
+         "run the map; call resize(n) with n > 0 or adapt(policy) first";
+}
+
+std::string nested_pool_message() {
+  return "scale: a ProcessPoolManager cannot run work inside a worker process of a ProcessPoolManager (this process "
+         "is one, a child of pid " +
+         std::to_string(::getppid()) +
+         "): a worker does not spawn workers of its own. Run the nested map on a ThreadPoolManager inside the worker "
+         "function, or map on the ProcessPoolManager from the parent";
+}
+
 }  // namespace
 
 class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
@@ -128,15 +154,22 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   };
 
  public:
-  explicit ProcessPool(ProcessPoolOptions options) : m_options(options), m_fingerprint(build_fingerprint()) {
-    if (m_options.max_workers == 0) m_options.max_workers = std::max(1u, std::thread::hardware_concurrency());
-    m_options.min_workers = std::min(m_options.min_workers, m_options.max_workers);
+  ProcessPool(ProcessPoolOptions options, CallsHooks hooks)
+      : m_options(normalized(options)),
+        m_fingerprint(build_fingerprint()),
+        m_hooks(std::move(hooks)),
+        m_sizing(m_options.max_workers),
+        m_concurrency(m_options.max_workers) {
+    m_sizing.on_demand(0, m_options.min_workers);
+    m_counters.workers_target = m_sizing.target();
+    // A worker's own pool would spawn grandchildren of the same program: it refuses every map.
+    if (serving_as_worker()) m_refused = std::make_exception_ptr(Error(nested_pool_message()));
   }
 
   /// Starts min_workers (each spawn returns once the child is exec'd, about a millisecond) and the
   /// watchdog.
   void start() {
-    for (std::size_t i = 0; i < m_options.min_workers; ++i) {
+    for (std::size_t i = 0; i < m_options.min_workers && !m_refused; ++i) {
       {
         Locked lock(*this);
         ++m_spawning;
@@ -150,7 +183,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     m_watchdog = std::thread([self = shared_from_this()] { self->watch(); });
   }
 
-  std::size_t max_workers() const noexcept { return m_options.max_workers; }
+  std::size_t concurrency() const noexcept { return m_concurrency.load(std::memory_order_relaxed); }
   ManagerStats stats() const { return m_counters.snapshot(); }
 
   std::vector<pid_t> pids() const {
@@ -164,6 +197,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     Future<void> future;
     auto task = start_remote_task<Task>(std::move(chunk), {}, m_counters, future);
     if (!task) return future;
+    bool adapt_now = false;
     {
       Locked lock(*this);
       if (m_stopping || m_refused) {
@@ -172,11 +206,78 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         finish_locked(*task, error);
         return future;
       }
+      if (m_sizing.mode() == PoolSizing::Mode::fixed && m_sizing.target() == 0) {
+        finish_locked(*task, std::make_exception_ptr(NoWorkers(no_workers_message())));
+        return future;
+      }
       m_queue.push_back(std::move(task));
       ++m_counters.queued;
+      // A chunk not from a call the manager counts (submitted directly) must still grow a pool
+      // that adapts from zero.
+      adapt_now = m_sizing.mode() == PoolSizing::Mode::adapt && m_sizing.target() == 0;
     }
+    if (adapt_now) reevaluate();
     pump();
     return future;
+  }
+
+  // ----- the worker count: resize, adapt -----
+
+  void resize(std::size_t n) {
+    bool grew = false;
+    {
+      Locked lock(*this);
+      const std::size_t before = m_sizing.concurrency();
+      m_sizing.set_fixed(n);
+      publish_locked();
+      grew = m_sizing.concurrency() > before;
+      if (m_sizing.target() == 0) fail_queue_locked(std::make_exception_ptr(NoWorkers(no_workers_message())));
+    }
+    pump();
+    if (grew) m_hooks.concurrency_grew();
+  }
+
+  void adapt(const ScalingPolicy& policy) {
+    const std::size_t calls = m_hooks.backlog();
+    bool grew = false;
+    {
+      Locked lock(*this);
+      const std::size_t before = m_sizing.concurrency();
+      std::size_t live = m_spawning;
+      for (auto& worker : m_workers)
+        if (!worker->retiring && !worker->draining) ++live;
+      m_sizing.set_adapt(policy, live);  // throws std::invalid_argument before changing anything
+      m_sizing.step(Clock::now(), backlog_locked(calls));
+      publish_locked();
+      grew = m_sizing.concurrency() > before;
+    }
+    pump();
+    if (grew) m_hooks.concurrency_grew();
+  }
+
+  /// Adapt mode: steps the controller on the backlog now and moves to its target. Any thread,
+  /// without the pool's lock; returns at once (spawning is asynchronous).
+  void reevaluate() {
+    if (!m_adapting.load(std::memory_order_relaxed)) return;
+    const std::size_t calls = m_hooks.backlog();
+    bool moved = false;
+    bool grew = false;
+    {
+      Locked lock(*this);
+      if (m_stopping || m_sizing.mode() != PoolSizing::Mode::adapt) return;
+      const std::size_t before = m_sizing.concurrency();
+      moved = m_sizing.step(Clock::now(), backlog_locked(calls));
+      publish_locked();
+      grew = m_sizing.concurrency() > before;
+    }
+    if (moved) pump();  // spawns or retires toward the new target
+    if (grew) m_hooks.concurrency_grew();
+  }
+
+  /// The backlog adapt scales on: the running calls' (`calls`), or the chunks this pool holds
+  /// when that is more (chunks submitted by no call the manager counts).
+  std::size_t backlog_locked(std::size_t calls) const {
+    return std::max(calls, m_queue.size() + m_counters.running.load(std::memory_order_relaxed));
   }
 
   /// Closes every link, fails what is queued or running with Stopped, waits for the readers (and
@@ -210,19 +311,23 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     {
       Locked lock(*this);
       if (m_stopping) return;
+      const bool on_demand = m_sizing.mode() == PoolSizing::Mode::on_demand;
+      if (!on_demand) to_spawn = rebalance_locked();
       // Idle workers first, then second slots, so that work spreads before it queues up.
       bool deferred = false;
       for (std::size_t depth = 0; depth < pipeline_depth && !m_queue.empty() && !deferred; ++depth) {
         for (auto& worker : m_workers) {
           if (m_queue.empty() || deferred) break;
-          if (!worker->ready || worker->retiring || worker->inflight.size() != depth) continue;
+          if (!worker->ready || worker->retiring || worker->draining || worker->inflight.size() != depth) continue;
           auto task = take_next_locked();
           if (!task) break;
           Sent sent = send_task_locked(worker, std::move(task));
           if (sent == Sent::queued_flush) to_flush.push_back(worker);
           deferred = sent == Sent::deferred;
         }
-        if (depth == 0) {
+        if (depth == 0 && !on_demand) {
+          if (m_spawning >= m_queue.size()) break;  // leave the rest for the workers being spawned
+        } else if (depth == 0) {
           std::size_t available = m_spawning;
           for (auto& worker : m_workers)
             if (!worker->retiring && worker->inflight.empty()) ++available;
@@ -234,9 +339,66 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           }
         }
       }
+      publish_locked();
     }
     for (std::size_t i = 0; i < to_spawn; ++i) spawn();
     for (auto& worker : to_flush) worker->flush();
+  }
+
+  /// Fixed and adapt modes: moves the workers toward the target. Below it, draining workers are
+  /// kept again and the rest are spawned (returned: the caller spawns them after unlocking);
+  /// above it, idle workers retire now and busy ones drain (they finish what they hold, get
+  /// nothing new, and retire once idle), so scaling never loses or reruns a chunk.
+  std::size_t rebalance_locked() {
+    const std::size_t target = m_sizing.target();
+    std::size_t live = m_spawning;
+    for (auto& worker : m_workers)
+      if (!worker->retiring && !worker->draining) ++live;
+    for (auto& worker : m_workers) {
+      if (live >= target) break;
+      if (worker->draining && !worker->retiring) {
+        worker->draining = false;
+        ++live;
+      }
+    }
+    for (auto& worker : m_workers)
+      if (worker->draining && !worker->retiring && worker->inflight.empty()) retire_locked(*worker);
+    for (auto& worker : m_workers) {
+      if (live <= target) break;
+      if (!worker->retiring && !worker->draining && worker->inflight.empty()) {
+        retire_locked(*worker);
+        --live;
+      }
+    }
+    for (auto& worker : m_workers) {
+      if (live <= target) break;
+      if (!worker->retiring && !worker->draining) {
+        worker->draining = true;
+        --live;
+      }
+    }
+    if (m_refused || live >= target) return 0;
+    m_spawning += target - live;
+    return target - live;
+  }
+
+  /// Shuts an idle worker's link down: it reads end-of-file and exits with status 0, not a loss.
+  void retire_locked(Worker& worker) {
+    worker.retiring = true;
+    ::shutdown(worker.fd, SHUT_RDWR);
+  }
+
+  /// Publishes the target (stats) and concurrency(); on demand, the target is what the queue wants.
+  void publish_locked() {
+    if (m_sizing.mode() == PoolSizing::Mode::on_demand) {
+      std::size_t busy = 0;
+      for (auto& worker : m_workers)
+        if (!worker->inflight.empty()) ++busy;
+      m_sizing.on_demand(busy + m_queue.size(), m_options.min_workers);
+    }
+    m_counters.workers_target.store(m_sizing.target(), std::memory_order_relaxed);
+    m_concurrency.store(m_sizing.concurrency(), std::memory_order_relaxed);
+    m_adapting.store(m_sizing.mode() == PoolSizing::Mode::adapt, std::memory_order_relaxed);
   }
 
   /// The next queued task whose call still wants it; cancelled ones are skipped here.
@@ -281,7 +443,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     std::string frame = std::move(task->frame);
     task->frame.clear();  // a rerun encodes again (it may be split)
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
-    worker->inflight.push_back(InFlight{std::move(task), id});
+    worker->inflight.push_back(InFlight{std::move(task), id, Clock::now()});
     ++m_counters.running;
     return worker->queue(std::move(frame)) ? Sent::queued_flush : Sent::queued;
   }
@@ -389,11 +551,17 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       case FrameType::error: {
         std::shared_ptr<Task> task;
         bool group_finished = false;
+        Clock::duration took{};
         {
           Locked lock(*this);
           auto at = std::find_if(worker.inflight.begin(), worker.inflight.end(),
                                  [&](const InFlight& f) { return f.id == frame.id; });
           if (at == worker.inflight.end()) return true;
+          // A worker runs its chunks in order: one sent behind another started when that one's
+          // result left, so its run is timed from then, not from its send.
+          const auto now = Clock::now();
+          took = now - std::max(at->sent, worker.last_answer);
+          worker.last_answer = now;
           task = std::move(at->task);
           group_finished = task->group->finished;
           worker.inflight.erase(at);
@@ -403,6 +571,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         }
         const TaskAnswer answer = frame.type == FrameType::error ? TaskAnswer::error : TaskAnswer::results;
         std::exception_ptr error = hand_back(task->chunk, group_finished, answer, frame.payload);
+        // The dispatch sizes the call's next chunks from this (target_chunk_duration()).
+        if (!error && !group_finished && answer == TaskAnswer::results)
+          task->chunk.job->record_run(task->chunk.size(), took);
         {
           Locked lock(*this);
           finish_locked(*task, error);
@@ -520,9 +691,13 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   void watch() {
     std::unique_lock lock(m_mutex);
     while (!m_stopping) {
-      m_cv.wait_for(lock, std::chrono::milliseconds(20));
+      // A tick every 20 ms, sooner when an adapt window ends before that.
+      auto wake = Clock::now() + std::chrono::milliseconds(20);
+      if (const auto deadline = m_sizing.next_deadline()) wake = std::min(wake, *deadline);
+      m_cv.wait_until(lock, wake);
       if (m_stopping) break;
       const auto now = Clock::now();
+      const bool on_demand = m_sizing.mode() == PoolSizing::Mode::on_demand;
       std::size_t live = 0;
       for (auto& worker : m_workers)
         if (!worker->retiring) ++live;
@@ -530,27 +705,48 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         if (!worker->inflight.empty() && !worker->timed_out && now >= worker->deadline) {
           worker->timed_out = true;
           worker->child.kill(SIGKILL);
-        } else if (worker->ready && worker->inflight.empty() && !worker->retiring && live > m_options.min_workers &&
-                   now - worker->idle_since >= m_options.idle_timeout && m_queue.empty()) {
-          worker->retiring = true;
+        } else if (on_demand && worker->ready && worker->inflight.empty() && !worker->retiring &&
+                   live > m_options.min_workers && now - worker->idle_since >= m_options.idle_timeout &&
+                   m_queue.empty()) {
           --live;
-          ::shutdown(worker->fd, SHUT_RDWR);  // the worker reads end-of-file and exits with status 0
+          retire_locked(*worker);
         }
       }
       std::size_t to_spawn = 0;
-      if (!m_refused && live + m_spawning < m_options.min_workers) to_spawn = m_options.min_workers - live - m_spawning;
-      m_spawning += to_spawn;
+      if (on_demand) {
+        if (!m_refused && live + m_spawning < m_options.min_workers)
+          to_spawn = m_options.min_workers - live - m_spawning;
+        m_spawning += to_spawn;
+      } else {
+        to_spawn = rebalance_locked();  // replaces lost workers, retires drained ones
+      }
+      // Adapt: stepped on every tick as well as on the calls' reports, so a window that ends
+      // moves the target even when nothing is reported (next_deadline() passed), and so does a
+      // backlog that vanished unreported (a call that failed stops reporting).
+      const bool step_now = m_sizing.mode() == PoolSizing::Mode::adapt;
+      publish_locked();
       const bool pump_now = m_pump_requested || !m_queue.empty();
       m_pump_requested = false;
       lock.unlock();
       for (std::size_t i = 0; i < to_spawn; ++i) spawn();
+      if (step_now) reevaluate();
       if (pump_now) pump();
       lock.lock();
     }
   }
 
+  static ProcessPoolOptions normalized(ProcessPoolOptions options) {
+    if (options.max_workers == 0) options.max_workers = std::max(1u, std::thread::hardware_concurrency());
+    options.min_workers = std::min(options.min_workers, options.max_workers);
+    return options;
+  }
+
   ProcessPoolOptions m_options;
   std::string m_fingerprint;
+  CallsHooks m_hooks;
+  PoolSizing m_sizing;                     // guarded by m_mutex
+  std::atomic<std::size_t> m_concurrency;  // m_sizing.concurrency(), read without the lock
+  std::atomic<bool> m_adapting{false};     // m_sizing.mode() == adapt, read without the lock
   mutable std::mutex m_mutex;
   std::condition_variable m_cv;
   std::deque<std::shared_ptr<Task>> m_queue;
@@ -571,14 +767,20 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
 namespace scale {
 
 ProcessPoolManager::ProcessPoolManager(ProcessPoolOptions options)
-    : m_pool(std::make_shared<detail::ProcessPool>(options)) {
+    : m_pool(std::make_shared<detail::ProcessPool>(
+          options, detail::CallsHooks{[this] { return backlog(); }, [this] { concurrency_changed(); }})) {
+  // NOTE: the hooks use this manager; the pool calls them only until shutdown() returns, which
+  // the destructor waits for before the manager goes.
   m_pool->start();
 }
 
 ProcessPoolManager::~ProcessPoolManager() { m_pool->shutdown(); }
 
 Future<void> ProcessPoolManager::submit(detail::Chunk chunk) { return m_pool->submit(std::move(chunk)); }
-std::size_t ProcessPoolManager::concurrency() const noexcept { return m_pool->max_workers(); }
+std::size_t ProcessPoolManager::concurrency() const noexcept { return m_pool->concurrency(); }
+void ProcessPoolManager::resize(std::size_t n) { m_pool->resize(n); }
+void ProcessPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }
+void ProcessPoolManager::backlog_changed() { m_pool->reevaluate(); }
 ManagerStats ProcessPoolManager::stats() const { return m_pool->stats(); }
 std::vector<pid_t> ProcessPoolManager::worker_pids() const { return m_pool->pids(); }
 

@@ -7,6 +7,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -35,6 +36,8 @@ bool uses_scope(std::string_view payload) {
     return true;
   }
 }
+
+std::atomic<bool> g_serving{false};
 
 void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events, const Frame& frame) {
   std::string out;
@@ -163,7 +166,10 @@ void WorkerLink::answer(Frame frame) {
   }
 }
 
+bool serving_as_worker() noexcept { return g_serving.load(std::memory_order_relaxed); }
+
 void serve_as_worker(const ChildLink& child) {
+  g_serving.store(true, std::memory_order_relaxed);
   // NOTE: never destroyed: the process ends with _Exit while the reader thread still runs.
   auto* link = new WorkerLink(child);
   SharedMemory memory(make_link_memory(*link));

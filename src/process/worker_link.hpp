@@ -38,6 +38,10 @@ inline constexpr const char* worker_flag = "--scale-worker-link";
 /// Serves tasks on `link` until it closes, then exits the process with status 0.
 [[noreturn]] void serve_as_worker(const ChildLink& link);
 
+/// True in a process that serves a ProcessPoolManager (serve_as_worker() was called): its own
+/// ProcessPoolManagers refuse work rather than spawn grandchildren.
+bool serving_as_worker() noexcept;
+
 /// The worker's side of its link: one writer lock, replies matched to pending scope calls.
 class WorkerLink {
  public:

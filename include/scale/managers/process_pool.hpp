@@ -1,5 +1,6 @@
 #pragma once
-/// \file scale::ProcessPoolManager: runs chunks in child processes of this executable, spawned on demand.
+/// \file scale::ProcessPoolManager: runs chunks in child processes of this executable, spawned on
+/// demand, to a fixed count (resize) or to follow the backlog (adapt).
 
 #include <sys/types.h>
 
@@ -12,6 +13,7 @@
 #include <scale/detail/job.hpp>
 #include <scale/future.hpp>
 #include <scale/scalability_manager.hpp>
+#include <scale/scaling_policy.hpp>
 
 namespace scale {
 
@@ -22,11 +24,13 @@ class ProcessPool;
 /// How a ProcessPoolManager grows, shrinks and retries; meant for designated initialisers:
 /// `scale::ProcessPoolManager manager({.max_workers = 4, .idle_timeout = std::chrono::seconds(2)});`
 struct ProcessPoolOptions {
-  /// The most worker processes at once; 0 means one per hardware thread (at least one).
+  /// The most worker processes at once; 0 means one per hardware thread (at least one). Caps
+  /// resize() and adapt() too.
   std::size_t max_workers = 0;
-  /// Workers kept running while idle (started with the manager).
+  /// Workers kept running while idle (started with the manager); until resize() or adapt().
   std::size_t min_workers = 0;
-  /// An idle worker above min_workers exits after this long without a task.
+  /// An idle worker above min_workers exits after this long without a task; until resize() or
+  /// adapt() (a fixed count keeps its workers; adapt uses its scale_down_after window).
   std::chrono::milliseconds idle_timeout{10'000};
   /// How often a chunk runs again after its worker died (RunOptions::max_retries overrides it per call).
   unsigned max_retries = 3;
@@ -39,18 +43,37 @@ struct ProcessPoolOptions {
 /// trivially copyable types, MessagePack otherwise); the function must capture nothing (see
 /// docs/process-pool.md). A worker that dies mid-chunk has the chunk rerun (split in halves, so a
 /// chunk that keeps killing workers ends up naming its one bad item in scale::WorkerLost); an
-/// exception in the function arrives as scale::RemoteError. Destroying the manager closes every
-/// link (the workers exit) and fails chunks still queued or running with scale::Stopped.
+/// exception in the function arrives as scale::RemoteError. resize() and adapt() change the
+/// worker count while maps run. Destroying the manager closes every link (the workers exit) and
+/// fails chunks still queued or running with scale::Stopped. Inside one of its own worker
+/// processes a ProcessPoolManager spawns nothing: a map on it fails at once with scale::Error
+/// (run nested maps on a ThreadPoolManager there).
 class ProcessPoolManager final : public ScalabilityManager {
  public:
   explicit ProcessPoolManager(ProcessPoolOptions options = {});
   ~ProcessPoolManager() override;
 
   Future<void> submit(detail::Chunk chunk) override;
+  /// max_workers while workers are spawned on demand; the target after resize() or adapt().
   std::size_t concurrency() const noexcept override;
   /// 50 ms: a chunk costs a round trip to a process.
   std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(50); }
+  /// workers_target: the count resize() or adapt() moves to; on demand, what the queue wants
+  /// (workers holding chunks plus chunks queued, within [min_workers, max_workers]).
   ManagerStats stats() const override;
+
+  /// Keeps `n` workers (at most max_workers) from now on, and turns adapt() off. Workers are
+  /// spawned at once up to n; above n idle workers exit now and busy ones once they finish what
+  /// they hold, so nothing is lost or run twice. After resize(0) (with no adapt) a map fails at
+  /// once with scale::NoWorkers, and so do chunks still queued when it is called.
+  void resize(std::size_t n);
+  /// Follows the backlog of the running calls under `policy` from now on (max 0: max_workers;
+  /// max_workers caps it), and turns a fixed count off; its scale_down_after replaces
+  /// idle_timeout and its min replaces min_workers. Throws std::invalid_argument (naming the
+  /// field) for a policy ScalingPolicy::validate() refuses, leaving the pool as it was.
+  void adapt(ScalingPolicy policy);
+  /// Re-evaluates adapt()'s target (called by the algorithms as they cut and finish chunks).
+  void backlog_changed() override;
 
   /// The pids of the worker processes running now (for diagnostics and tests).
   std::vector<pid_t> worker_pids() const;
