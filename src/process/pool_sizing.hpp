@@ -58,10 +58,6 @@ class PoolSizing {
     const std::size_t next = m_controller->step(now, m_target, backlog);
     if (next == m_target) return false;
     m_target = next;
-    // A step that moved closes its window; when the backlog still wants another count (a shrink
-    // to the window's peak, above what is wanted now), the next window opens now, so that
-    // next_deadline() has it even if no call reports anything more.
-    m_controller->step(now, m_target, backlog);
     return true;
   }
 
