@@ -184,11 +184,11 @@ auto pid_after_30ms = [](int x) {
   return std::tuple<int, int, std::int64_t>(2 * x, static_cast<int>(::getpid()), started);
 };
 
-/// Counts its runs in the scope, so a test sees that no item ran twice.
-auto counted_slow_twice = [](int x, scale::Scope& scope) -> int {
+/// Counts its runs in the scope, so a test sees that no item ran twice; (2x, the worker's pid).
+auto counted_slow_twice = [](int x, scale::Scope& scope) {
   scope.increment("runs", 1).get();
   std::this_thread::sleep_for(100ms);
-  return 2 * x;
+  return std::pair<int, int>(2 * x, static_cast<int>(::getpid()));
 };
 
 /// (start, end) of an item that sleeps 300 ms.
@@ -302,9 +302,14 @@ TEST_CASE("a drained busy worker finishes its chunk, leaves and exits 0, and not
   REQUIRE(eventually([&] { return manager.stats().tasks_running == 2; }));
   manager.drain(target->id).get();
   CHECK(a.wait_exit(10s) == 0);
-  const std::vector<int> result = std::move(pending).get();
+  const auto result = std::move(pending).get();
   REQUIRE(result.size() == 40);
-  for (std::size_t i = 0; i < result.size(); ++i) REQUIRE(result[i] == static_cast<int>(2 * i));
+  std::size_t on_drained = 0;
+  for (std::size_t i = 0; i < result.size(); ++i) {
+    REQUIRE(result[i].first == static_cast<int>(2 * i));
+    if (result[i].second == target->pid) ++on_drained;
+  }
+  CHECK(on_drained >= 2);                                // the chunk it held when drained was delivered
   CHECK(memory.get<std::int64_t>("runs").get() == 40);  // every item ran once
   const scale::ManagerStats stats = manager.stats();
   CHECK(stats.workers_lost == 0);
@@ -331,6 +336,8 @@ TEST_CASE("order({.threads = 3}) runs three chunks at once on the worker, and th
   manager.order(worker->id, scale::WorkerOrder{.threads = 3}).get();
   REQUIRE(eventually([&] { return manager.concurrency() == 3; }));
   CHECK(worker_with_pid(manager, a.pid())->concurrency == 3);
+  // Its heartbeat announces it.
+  CHECK_THAT(redis(url, {"HGET", tag_of(url) + ":workers", worker->id}).str, Catch::Contains("\"concurrency\":3"));
   scale::Iterator<int> numbers(iota(6), manager);
   const auto spans = numbers.map(span_of_300ms, scale::RunOptions{.chunk_size = 1}).get();
   CHECK(most_at_once(spans) == 3);
@@ -413,7 +420,7 @@ TEST_CASE("a --scale-processes 2 worker: an item that kills its child ends in Wo
   CHECK(manager.stats().workers_alive == 1);
 }
 
-TEST_CASE("--scale-threads 0, a non-number, or both nested flags exit 2 with a usage line", "[cluster][elastic][errors]") {
+TEST_CASE("a worker given --scale-threads 0, a non-number, or both nested flags exits 2 with a usage line", "[cluster][elastic][errors]") {
   scale::Runtime runtime;
   const std::string url = fresh_url();
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases{

@@ -119,8 +119,8 @@ class ClusterWorkerProcess {
 
     log_error("worker " + m_id + " serving " + m_client.url().text +
               (m_keys.tag == "{scale}" ? std::string() : " under " + m_keys.tag) + " (build fingerprint " +
-              m_fingerprint + ", " + std::to_string(m_options.concurrency) +
-              (m_options.processes ? " processes" : " threads") + ")");
+              m_fingerprint + "; " + std::to_string(m_options.concurrency) + " chunk(s) at once on " +
+              (m_options.processes ? "child processes" : "threads") + ")");
     if (m_options.processes) set_program_arguments(without_worker_flags(program_arguments()));
     m_runner = std::make_unique<ChunkRunner>(m_options.concurrency, m_options.processes);
     m_client.post([this] { heartbeat(); });
