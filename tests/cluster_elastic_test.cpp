@@ -309,7 +309,7 @@ TEST_CASE("a drained busy worker finishes its chunk, leaves and exits 0, and not
     REQUIRE(result[i].first == static_cast<int>(2 * i));
     if (result[i].second == target->pid) ++on_drained;
   }
-  CHECK(on_drained >= 2);                                // the chunk it held when drained was delivered
+  CHECK(on_drained >= 2);                               // the chunk it held when drained was delivered
   CHECK(memory.get<std::int64_t>("runs").get() == 40);  // every item ran once
   const scale::ManagerStats stats = manager.stats();
   CHECK(stats.workers_lost == 0);
@@ -346,6 +346,12 @@ TEST_CASE("order({.threads = 3}) runs three chunks at once on the worker, and th
   REQUIRE(eventually([&] { return worker_with_pid(manager, a.pid())->provides.count("gpu") == 1; }));
   CHECK(worker_with_pid(manager, a.pid())->provides.at("gpu") == "2");
   CHECK(worker_with_pid(manager, a.pid())->concurrency == 3);
+  // Another manager of this build may order it too; the first one sees the change.
+  scale::ClusterManager other(url, fast_options());
+  REQUIRE(wait_for_worker(other, a.pid()));
+  other.order(worker->id, scale::WorkerOrder{.threads = 2}).get();
+  REQUIRE(eventually([&] { return manager.concurrency() == 2; }));
+  CHECK(worker_with_pid(manager, a.pid())->concurrency == 2);
 }
 
 TEST_CASE("drain and order of an unknown worker id fail with an Error naming it and the live workers",
@@ -420,7 +426,8 @@ TEST_CASE("a --scale-processes 2 worker: an item that kills its child ends in Wo
   CHECK(manager.stats().workers_alive == 1);
 }
 
-TEST_CASE("a worker given --scale-threads 0, a non-number, or both nested flags exits 2 with a usage line", "[cluster][elastic][errors]") {
+TEST_CASE("a worker given --scale-threads 0, a non-number, or both nested flags exits 2 with a usage line",
+          "[cluster][elastic][errors]") {
   scale::Runtime runtime;
   const std::string url = fresh_url();
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases{

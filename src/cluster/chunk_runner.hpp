@@ -23,7 +23,7 @@ namespace scale::detail {
 /// How a chunk ended on the worker.
 struct ChunkOutcome {
   enum class Kind { results, error, lost } kind = Kind::error;
-  std::string payload;             ///< results, encode_exception() of the error, or what killed the child
+  std::string payload;                ///< results, encode_exception() of the error, or what killed the child
   std::chrono::microseconds took{0};  ///< how long the chunk ran here
 };
 

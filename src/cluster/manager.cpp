@@ -196,17 +196,17 @@ class Cluster {
         std::string live;
         for (const auto& worker : m_live)
           if (worker.compatible) live += (live.empty() ? "" : ", ") + worker.id;
-        return make_failed_future<void>(std::make_exception_ptr(Error(
-            std::string("scale::ClusterManager::") + what + ": no live worker has the id '" + worker_id + "'; " +
-            (live.empty() ? std::string("no worker of this build is live now")
-                          : "the live workers of this build are " + live) +
-            " (ClusterManager::workers() lists them)")));
+        return make_failed_future<void>(std::make_exception_ptr(
+            Error(std::string("scale::ClusterManager::") + what + ": no live worker has the id '" + worker_id + "'; " +
+                  (live.empty() ? std::string("no worker of this build is live now")
+                                : "the live workers of this build are " + live) +
+                  " (ClusterManager::workers() lists them)")));
       }
       if (!found->compatible)
-        return make_failed_future<void>(std::make_exception_ptr(Error(
-            std::string("scale::ClusterManager::") + what + ": " + describe(*found) +
-            " runs a different build (fingerprint " + found->fingerprint +
-            ") and obeys only the managers of its own build; order it from a manager of that executable")));
+        return make_failed_future<void>(std::make_exception_ptr(
+            Error(std::string("scale::ClusterManager::") + what + ": " + describe(*found) +
+                  " runs a different build (fingerprint " + found->fingerprint +
+                  ") and obeys only the managers of its own build; order it from a manager of that executable")));
       id = ++m_next_order;
       PendingOrder pending{worker_id, Promise<void>()};
       taken = pending.promise.get_future();
@@ -216,12 +216,14 @@ class Cluster {
     order.manager = m_id;
     order.fingerprint = m_fingerprint;
     const std::string list = m_keys.orders(worker_id);
-    m_client->send(Role::commands, {"RPUSH", list, encode_order(order)}, [this, id](std::exception_ptr error, RedisReply reply) {
-      if (!error && !reply.is_error()) return;
-      if (!error) error = m_client->error_of("RPUSH (an order)", reply);
-      fail_order(id, error);
-    });
-    // NOTE: an order for a worker that dies before it takes it goes with the worker's keys.
+    m_client->send(Role::commands, {"RPUSH", list, encode_order(order)},
+                   [this, id](std::exception_ptr error, RedisReply reply) {
+                     if (!error && !reply.is_error()) return;
+                     if (!error) error = m_client->error_of("RPUSH (an order)", reply);
+                     fail_order(id, error);
+                   });
+    // NOTE: a live worker empties its list at every heartbeat; the list of one that died first
+    // expires by itself.
     m_client->send(Role::commands, {"PEXPIRE", list, std::to_string(results_expiry_ms())}, ignore);
     return taken;
   }
@@ -740,8 +742,8 @@ class Cluster {
       }
     }
     for (auto& [promise, worker] : orphaned)
-      promise.set_exception(std::make_exception_ptr(
-          Error("scale::ClusterManager: worker " + worker + " left before it took the order")));
+      promise.set_exception(
+          std::make_exception_ptr(Error("scale::ClusterManager: worker " + worker + " left before it took the order")));
     if (changed) concurrency_changed();
     for (auto& warning : warnings) log_error(warning);
     drop_entries(to_drop);
@@ -797,9 +799,9 @@ class Cluster {
   std::set<std::string> m_taken;                                        // entries a worker held at the last scan
   std::vector<ClusterWorker> m_live;
   std::set<std::string> m_joined, m_lost, m_refused;
-  std::set<std::string> m_left;                                   // said they leave ("x")
-  std::map<std::string, Clock::time_point> m_announced_at;         // "j" entries not yet in a scan
-  std::map<std::uint64_t, PendingOrder> m_orders;                  // sent, not yet taken
+  std::set<std::string> m_left;                             // said they leave ("x")
+  std::map<std::string, Clock::time_point> m_announced_at;  // "j" entries not yet in a scan
+  std::map<std::uint64_t, PendingOrder> m_orders;           // sent, not yet taken
   std::uint64_t m_next_order = 0;
   std::atomic<std::size_t> m_concurrency{0};
   std::function<void()> m_on_concurrency;

@@ -23,8 +23,8 @@ struct ResultDelivery {
 
   /// XADD of the result (NOMKSTREAM: a manager that is gone has no stream to fill).
   std::vector<std::string> add_result() const {
-    return {"XADD", results_stream, "NOMKSTREAM", "*", "a", attempt, "k", std::string(1, kind), "w", worker,
-            "t", std::to_string(took_us), "p", payload};
+    return {"XADD", results_stream,          "NOMKSTREAM", "*",    "a", attempt, "k", std::string(1, kind), "w", worker,
+            "t",    std::to_string(took_us), "p",          payload};
   }
   std::vector<std::string> acknowledge() const { return {"XACK", tasks_stream, cluster_group, entry_id}; }
   std::vector<std::string> remove() const { return {"XDEL", tasks_stream, entry_id}; }

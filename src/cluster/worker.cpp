@@ -218,10 +218,11 @@ class ClusterWorkerProcess {
     });
     // NOTE: LPOP takes each order once, so two heartbeats (or a restarted worker of the same id)
     // never both obey it.
-    m_client.send(Role::commands, {"LPOP", m_keys.orders(m_id), "16"}, [this](std::exception_ptr error, RedisReply reply) {
-      if (error || reply.type != RedisReply::Type::array || m_leaving) return;
-      for (const RedisReply& order : reply.elements) take_order(order.str);
-    });
+    m_client.send(Role::commands, {"LPOP", m_keys.orders(m_id), "16"},
+                  [this](std::exception_ptr error, RedisReply reply) {
+                    if (error || reply.type != RedisReply::Type::array || m_leaving) return;
+                    for (const RedisReply& order : reply.elements) take_order(order.str);
+                  });
     m_client.post([this] { heartbeat(); }, m_interval_ms);
   }
 

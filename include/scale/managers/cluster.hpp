@@ -37,6 +37,7 @@ struct ClusterWorker {
   int pid = 0;              ///< its process id on that host
   bool compatible = false;  ///< runs this very build (same fingerprint), so it is given this manager's tasks
   std::string fingerprint;  ///< the build fingerprint it announced
+
   std::size_t concurrency = 1;  ///< chunks it runs at once: its --scale-threads or --scale-processes (or order)
   bool draining = false;        ///< drained: finishing what it holds, then it leaves; given nothing more
   std::map<std::string, std::string> provides;  ///< what it provides, as last ordered (WorkerOrder::provides)
