@@ -424,6 +424,12 @@ TEST_CASE("a --scale-processes 2 worker: an item that kills its child ends in Wo
   CHECK(redis(url, {"PTTL", tag_of(url) + ":heartbeat:" + worker->id}).integer > 0);
   CHECK(manager.stats().workers_lost == 0);
   CHECK(manager.stats().workers_alive == 1);
+
+  // Ordered to 3, it runs three chunks at once, on a pool of three children.
+  manager.order(worker->id, scale::WorkerOrder{.threads = 3}).get();
+  REQUIRE(eventually([&] { return manager.concurrency() == 3; }));
+  scale::Iterator<int> six(iota(6), manager);
+  CHECK(most_at_once(six.map(span_of_300ms, scale::RunOptions{.chunk_size = 1}).get()) == 3);
 }
 
 TEST_CASE("a worker given --scale-threads 0, a non-number, or both nested flags exits 2 with a usage line",
