@@ -412,6 +412,7 @@ Runtime::Runtime(int& argc, char** argv) : Runtime() {
     detail::ClusterWorkerOptions worker = detail::cluster_worker_options(
         flags.cluster_url.value_or(""), flags.heartbeat_ms, flags.worker_threads, flags.worker_processes);
     if (flags.cluster_url) detail::serve_cluster_worker(worker);
+    detail::log_error("--scale-threads and --scale-processes apply to a cluster worker (--scale-worker URL); ignored");
   }
   // A worker started by a ProcessPoolManager serves its parent and never returns.
   if (flags.worker_link) {
