@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "process/program_arguments.hpp"
+
 namespace scale::detail {
 
 namespace {
@@ -30,7 +32,9 @@ std::size_t count_of(const char* flag, const std::string& value) {
 }  // namespace
 
 std::string cluster_worker_usage() {
-  return std::string("usage: PROGRAM ") + cluster_worker_flag + " redis://host:port [" + heartbeat_flag + " MS] [" +
+  const std::vector<std::string> arguments = program_arguments();
+  const std::string program = arguments.empty() || arguments.front().empty() ? "PROGRAM" : arguments.front();
+  return "usage: " + program + " " + cluster_worker_flag + " redis://host:port [" + heartbeat_flag + " MS] [" +
          worker_threads_flag + " N | " + worker_processes_flag + " N]";
 }
 
