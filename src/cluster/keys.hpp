@@ -7,12 +7,26 @@
 //                              group "workers" (created with MKSTREAM by whoever comes first).
 //                              Entry fields: m (manager id), a (attempt id), p (task payload,
 //                              remote/task_payload.hpp)
-//   <tag>:results:<manager>    a Stream of results for one manager, read with XREAD BLOCK. Fields:
-//                              a (attempt id), k ("r" results, "e" an encoded exception), p
-//   <tag>:workers              a Hash: worker id → JSON {host, pid, fingerprint, ttl_ms}
+//   <tag>:results:<manager>    a Stream for one manager, read with XREAD BLOCK, so whatever a
+//                              worker adds wakes the manager at once. Fields: k (the kind), w (the
+//                              worker id), then by kind:
+//                                "r" results, "e" an encoded exception: a (attempt id), p, and
+//                                    t (the microseconds the worker ran the chunk)
+//                                "l" the chunk killed the process that ran it on a worker with
+//                                    --scale-processes: a (attempt id), p (what happened); the
+//                                    manager reruns it as a lost chunk, the worker stays
+//                                "j" a worker joined (its first heartbeat), "x" it leaves (a
+//                                    drain, SIGTERM): p (its registry JSON, below)
+//                                "o" a worker took an order: a (the order id)
+//   <tag>:workers              a Hash: worker id → JSON {host, pid, fingerprint, ttl_ms,
+//                              concurrency (chunks it runs at once), provides {name: value}}
 //   <tag>:heartbeat:<worker>   a key whose TTL the worker renews; gone means the worker is lost
+//   <tag>:orders:<worker>      a List of orders for one worker (RPUSH by any manager of its build,
+//                              LPOP by the worker at every heartbeat; expires with the worker):
+//                              JSON {id, m (manager id), fingerprint, drain: true | threads: n,
+//                              provides: {name: value}}
 //   <tag>:managers             a Hash: manager id → its fingerprint (so a worker can say why it
-//                              is given nothing)
+//                              is given nothing, and whom to announce itself to)
 //   <tag>:desired:<fingerprint> a Hash: manager id → the worker count it wants (desired_workers());
 //                              the sum is what the build wants (src/cluster/demand.hpp)
 
@@ -35,6 +49,7 @@ struct ClusterKeys {
   std::string heartbeat(const std::string& worker) const { return tag + ":heartbeat:" + worker; }
   std::string managers() const { return tag + ":managers"; }
   std::string desired(const std::string& fingerprint) const { return tag + ":desired:" + fingerprint; }
+  std::string orders(const std::string& worker) const { return tag + ":orders:" + worker; }
 };
 
 /// The keys for a redis:// URL; `who` names the caller in the error for an unknown option.

@@ -1,7 +1,8 @@
 // ClusterManager: chunks on a Redis Stream per build, read by a consumer group of workers that
-// joined with --scale-worker; results on a stream per manager; workers watched through their
-// heartbeat keys, and the chunks of a silent one queued again. See src/cluster/keys.hpp
-// for the keys and docs/cluster.md for the guarantees.
+// joined with --scale-worker; results on a stream per manager, which also wakes the manager when a
+// worker joins, changes or leaves; workers watched through their heartbeat keys, and the chunks of
+// a silent one queued again; orders to one worker on its own list. See src/cluster/keys.hpp for
+// the keys and docs/cluster.md for the guarantees.
 
 #include <scale/managers/cluster.hpp>
 
@@ -9,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -23,6 +25,8 @@
 
 #include "cluster/demand.hpp"
 #include "cluster/keys.hpp"
+#include "cluster/worker_order.hpp"
+#include "cluster/worker_record.hpp"
 #include <scale/detail/loop.hpp>
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
@@ -60,6 +64,26 @@ std::string describe(const ClusterWorker& worker) {
   return "worker " + worker.id + " (host " + worker.host + ", pid " + std::to_string(worker.pid) + ")";
 }
 
+/// A worker as its record (cluster/worker_record.hpp) announces it.
+ClusterWorker worker_of(std::string id, const WorkerRecord& record, const std::string& fingerprint) {
+  ClusterWorker worker;
+  worker.id = std::move(id);
+  worker.host = record.host;
+  worker.pid = record.pid;
+  worker.fingerprint = record.fingerprint;
+  worker.compatible = record.fingerprint == fingerprint;
+  worker.concurrency = record.concurrency;
+  worker.draining = record.draining;
+  worker.provides = record.provides;
+  return worker;
+}
+
+/// An order sent to a worker, until the worker says it took it.
+struct PendingOrder {
+  std::string worker;
+  Promise<void> promise;
+};
+
 }  // namespace
 
 class Cluster {
@@ -89,6 +113,9 @@ class Cluster {
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
 
+  /// Called (on the client's thread, never under the lock) whenever concurrency() changes.
+  void on_concurrency_changed(std::function<void()> fn) { m_on_concurrency = std::move(fn); }
+
   /// Creates the streams and groups (idempotently), announces this manager, starts the result
   /// reader and the scans.
   void start() {
@@ -107,6 +134,7 @@ class Cluster {
   /// the client (its I/O thread ends, so no callback runs after this returns).
   void shutdown() {
     std::vector<std::string> entries;
+    std::map<std::uint64_t, PendingOrder> orders;
     {
       Locked lock(*this);
       m_stopping = true;
@@ -116,7 +144,9 @@ class Cluster {
       }
       m_attempts.clear();
       m_by_entry.clear();
+      orders = std::move(m_orders);
     }
+    for (auto& [id, order] : orders) order.promise.set_exception(std::make_exception_ptr(Stopped()));
     auto done = std::make_shared<std::promise<void>>();
     auto finished = done->get_future();
     if (!entries.empty()) {
@@ -150,6 +180,54 @@ class Cluster {
   }
 
   std::size_t live_workers() const noexcept { return m_counters.workers_alive.load(std::memory_order_relaxed); }
+  /// The chunks the live compatible workers run at once (their announced concurrency), or 0.
+  std::size_t concurrency() const noexcept { return m_concurrency.load(std::memory_order_relaxed); }
+
+  /// Sends an order to the live worker `worker_id`; the Future completes when the worker took it.
+  Future<void> order(const std::string& worker_id, SentOrder order, const char* what) {
+    std::uint64_t id = 0;
+    Future<void> taken;
+    {
+      Locked lock(*this);
+      if (m_stopping) return make_failed_future<void>(std::make_exception_ptr(Stopped()));
+      const ClusterWorker* found = nullptr;
+      for (const auto& worker : m_live)
+        if (worker.id == worker_id) found = &worker;
+      if (!found) {
+        std::string live;
+        for (const auto& worker : m_live)
+          if (worker.compatible) live += (live.empty() ? "" : ", ") + worker.id;
+        return make_failed_future<void>(std::make_exception_ptr(
+            Error(std::string("scale::ClusterManager::") + what + ": no live worker has the id '" + worker_id + "'; " +
+                  (live.empty() ? std::string("no worker of this build is live now")
+                                : "the live workers of this build are " + live) +
+                  " (ClusterManager::workers() lists them)")));
+      }
+      if (!found->compatible)
+        return make_failed_future<void>(std::make_exception_ptr(
+            Error(std::string("scale::ClusterManager::") + what + ": " + describe(*found) +
+                  " runs a different build (fingerprint " + found->fingerprint +
+                  ") and obeys only the managers of its own build; order it from a manager of that executable")));
+      id = ++m_next_order;
+      PendingOrder pending{worker_id, Promise<void>()};
+      taken = pending.promise.get_future();
+      m_orders.emplace(id, std::move(pending));
+    }
+    order.id = id;
+    order.manager = m_id;
+    order.fingerprint = m_fingerprint;
+    const std::string list = m_keys.orders(worker_id);
+    m_client->send(Role::commands, {"RPUSH", list, encode_order(order)},
+                   [this, id](std::exception_ptr error, RedisReply reply) {
+                     if (!error && !reply.is_error()) return;
+                     if (!error) error = m_client->error_of("RPUSH (an order)", reply);
+                     fail_order(id, error);
+                   });
+    // NOTE: a live worker empties its list at every heartbeat; the list of one that died first
+    // expires by itself.
+    m_client->send(Role::commands, {"PEXPIRE", list, std::to_string(results_expiry_ms())}, ignore);
+    return taken;
+  }
 
   ManagerStats stats() const {
     ManagerStats stats = m_counters.snapshot();
@@ -337,19 +415,29 @@ class Cluster {
       m_last_result = entry.elements[0].str;
       del.push_back(m_last_result);
       const RedisReply& fields = entry.elements[1];
-      std::string_view attempt_text, kind, payload;
+      std::string_view attempt_text, kind, payload, worker, took;
       for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
         const std::string& name = fields.elements[i].str;
         if (name == "a") attempt_text = fields.elements[i + 1].str;
         if (name == "k") kind = fields.elements[i + 1].str;
         if (name == "p") payload = fields.elements[i + 1].str;
+        if (name == "w") worker = fields.elements[i + 1].str;
+        if (name == "t") took = fields.elements[i + 1].str;
       }
-      result(std::strtoull(std::string(attempt_text).c_str(), nullptr, 10), kind, payload);
+      const std::uint64_t attempt = std::strtoull(std::string(attempt_text).c_str(), nullptr, 10);
+      if (kind == "j" || kind == "x")
+        announced(std::string(worker), kind == "x", std::string(payload));
+      else if (kind == "o")
+        order_taken(attempt);
+      else if (kind == "l")
+        lost_in_child(attempt, std::string(worker), std::string(payload));
+      else
+        result(attempt, kind, payload, std::chrono::microseconds(std::strtoll(std::string(took).c_str(), nullptr, 10)));
     }
     m_client->send(Role::commands, std::move(del), ignore);
   }
 
-  void result(std::uint64_t attempt, std::string_view kind, std::string_view payload) {
+  void result(std::uint64_t attempt, std::string_view kind, std::string_view payload, std::chrono::microseconds took) {
     std::shared_ptr<Task> task;
     bool group_finished = false;
     {
@@ -365,9 +453,97 @@ class Cluster {
       m_by_entry.erase(task->entry);
     }
     const TaskAnswer answer = kind == "e" ? TaskAnswer::error : TaskAnswer::results;
+    // NOTE: the time the worker ran the chunk, not the time from XADD to result: with two chunks
+    // in flight per slot each one waits in the stream about as long as it runs, and that wait
+    // would double the time per item the dispatch sizes chunks from.
+    if (answer == TaskAnswer::results && took.count() > 0) task->chunk.job->record_run(task->chunk.size(), took);
     std::exception_ptr error = hand_back(task->chunk, group_finished, answer, payload);
     Locked lock(*this);
     finish_locked(*task, error);
+  }
+
+  /// A --scale-processes worker's child died with the chunk: the worker stays, and the chunk runs
+  /// again as any lost chunk does (split, retried, or WorkerLost naming its item).
+  void lost_in_child(std::uint64_t attempt, const std::string& worker, const std::string& status) {
+    Locked lock(*this);
+    auto at = m_attempts.find(attempt);
+    if (at == m_attempts.end()) {
+      ++m_late_results;
+      return;
+    }
+    auto task = at->second;
+    m_attempts.erase(at);
+    m_by_entry.erase(task->entry);
+    task->attempt = 0;
+    task->entry.clear();
+    rerun_locked(std::move(task), "the process running it on worker " + worker + " died: " + status);
+  }
+
+  /// A worker's "j" (joined, or its record changed) or "x" (it leaves): the live set changes now,
+  /// not at the next scan, so a joining worker gets chunks at once.
+  void announced(const std::string& id, bool leaving, const std::string& text) {
+    std::optional<WorkerRecord> record = decode_worker_record(text);
+    if (id.empty() || !record) return;
+    bool changed = false;
+    {
+      Locked lock(*this);
+      if (m_stopping) return;
+      std::vector<ClusterWorker> live = m_live;
+      std::erase_if(live, [&](const ClusterWorker& worker) { return worker.id == id; });
+      if (leaving) {
+        m_left.insert(id);
+      } else {
+        ClusterWorker worker = worker_of(id, *record, m_fingerprint);
+        if (worker.compatible && m_joined.insert(id).second) ++m_counters.workers_spawned;
+        m_announced_at[id] = Clock::now();
+        live.push_back(std::move(worker));
+      }
+      changed = set_live_locked(std::move(live));
+    }
+    if (changed) concurrency_changed();
+  }
+
+  void order_taken(std::uint64_t id) {
+    std::optional<Promise<void>> promise;
+    {
+      Locked lock(*this);
+      auto at = m_orders.find(id);
+      if (at == m_orders.end()) return;
+      promise.emplace(std::move(at->second.promise));
+      m_orders.erase(at);
+    }
+    promise->set_value();
+  }
+
+  void fail_order(std::uint64_t id, std::exception_ptr error) {
+    std::optional<Promise<void>> promise;
+    {
+      Locked lock(*this);
+      auto at = m_orders.find(id);
+      if (at == m_orders.end()) return;
+      promise.emplace(std::move(at->second.promise));
+      m_orders.erase(at);
+    }
+    promise->set_exception(std::move(error));
+  }
+
+  /// The live workers are now `live`: the counts and the concurrency follow. True when
+  /// concurrency() changed.
+  bool set_live_locked(std::vector<ClusterWorker> live) {
+    std::size_t compatible = 0, slots = 0;
+    for (const auto& worker : live) {
+      if (!worker.compatible) continue;
+      ++compatible;
+      if (!worker.draining) slots += std::max<std::size_t>(1, worker.concurrency);
+    }
+    m_live = std::move(live);
+    m_counters.workers_alive = compatible;
+    if (compatible > 0) m_last_live = Clock::now();
+    return m_concurrency.exchange(slots) != slots;
+  }
+
+  void concurrency_changed() {
+    if (m_on_concurrency && !m_stopping) m_on_concurrency();
   }
 
   // ----- workers: the scan -----
@@ -392,18 +568,11 @@ class Cluster {
           auto seen = std::make_shared<std::vector<SeenWorker>>();
           std::set<std::string> ids;
           for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+            std::optional<WorkerRecord> record = decode_worker_record(reply.elements[i + 1].str);
+            if (!record) continue;  // not a worker of ours
             SeenWorker worker;
-            worker.info.id = reply.elements[i].str;
-            try {
-              auto json = nlohmann::json::parse(reply.elements[i + 1].str);
-              worker.info.host = json.value("host", "");
-              worker.info.pid = json.value("pid", 0);
-              worker.info.fingerprint = json.value("fingerprint", "");
-              worker.ttl_ms = json.value("ttl_ms", 0);
-            } catch (const std::exception&) {
-              continue;  // not a worker of ours
-            }
-            worker.info.compatible = worker.info.fingerprint == m_fingerprint;
+            worker.info = worker_of(reply.elements[i].str, *record, m_fingerprint);
+            worker.ttl_ms = record->ttl_ms;
             ids.insert(worker.info.id);
             seen->push_back(std::move(worker));
           }
@@ -475,6 +644,8 @@ class Cluster {
     std::vector<std::string> to_drop;
     std::vector<std::string> cleanup;  // dead workers with nothing left pending
     std::vector<std::string> warnings;
+    std::vector<std::pair<Promise<void>, std::string>> orphaned;  // orders whose worker went first
+    bool changed = false;
     {
       Locked lock(*this);
       if (m_stopping) return;
@@ -491,13 +662,13 @@ class Cluster {
       }
 
       std::vector<ClusterWorker> live;
-      std::size_t compatible = 0;
+      std::set<std::string> seen_ids;
       for (std::size_t i = 0; i < workers.size(); ++i) {
         ClusterWorker& info = workers[i].info;
+        seen_ids.insert(info.id);
         if (alive[i]) {
           live.push_back(info);
           if (info.compatible) {
-            ++compatible;
             if (m_joined.insert(info.id).second) ++m_counters.workers_spawned;
           } else if (m_refused.insert(info.id).second) {
             ++m_counters.workers_refused;
@@ -509,8 +680,10 @@ class Cluster {
         }
         if (!info.compatible) continue;  // its own build's managers look after it
         // A lost worker: its entries of this manager run again; once nothing of anyone's is left
-        // pending on it, it leaves the registry and the group.
-        if (m_joined.count(info.id) != 0 && m_lost.insert(info.id).second) ++m_counters.workers_lost;
+        // pending on it, it leaves the registry and the group. One that said it leaves (a drain,
+        // SIGTERM) and whose keys this scan caught half deleted is not lost.
+        if (m_joined.count(info.id) != 0 && m_left.count(info.id) == 0 && m_lost.insert(info.id).second)
+          ++m_counters.workers_lost;
         bool others = false;
         for (auto& [entry, idle] : taken_by[info.id]) {
           auto at = m_by_entry.find(entry);
@@ -552,11 +725,33 @@ class Cluster {
         m_client->send(Role::commands, {"HSET", m_keys.managers(), m_id, m_fingerprint}, ignore);
       }
 
-      m_live = std::move(live);
-      m_counters.workers_alive = compatible;
-      if (compatible > 0) m_last_live = now;
-      if (compatible == 0) fail_waiting_locked(now, to_drop);
+      // A worker that announced itself since this scan read the registry is still live.
+      for (const auto& worker : m_live) {
+        auto at = m_announced_at.find(worker.id);
+        if (seen_ids.count(worker.id) == 0 && at != m_announced_at.end() && now - at->second < m_options.heartbeat_ttl)
+          live.push_back(worker);
+      }
+      std::erase_if(m_announced_at, [&](const auto& item) { return now - item.second >= m_options.heartbeat_ttl; });
+
+      changed = set_live_locked(std::move(live));
+      if (m_counters.workers_alive == 0) fail_waiting_locked(now, to_drop);
+
+      // Orders for a worker that is gone now will never be taken.
+      for (auto at = m_orders.begin(); at != m_orders.end();) {
+        const bool gone = std::none_of(m_live.begin(), m_live.end(),
+                                       [&](const ClusterWorker& worker) { return worker.id == at->second.worker; });
+        if (!gone) {
+          ++at;
+          continue;
+        }
+        orphaned.emplace_back(std::move(at->second.promise), at->second.worker);
+        at = m_orders.erase(at);
+      }
     }
+    for (auto& [promise, worker] : orphaned)
+      promise.set_exception(
+          std::make_exception_ptr(Error("scale::ClusterManager: worker " + worker + " left before it took the order")));
+    if (changed) concurrency_changed();
     for (auto& warning : warnings) log_error(warning);
     drop_entries(to_drop);
     for (auto& id : cleanup) {
@@ -611,6 +806,12 @@ class Cluster {
   std::set<std::string> m_taken;                                        // entries a worker held at the last scan
   std::vector<ClusterWorker> m_live;
   std::set<std::string> m_joined, m_lost, m_refused;
+  std::set<std::string> m_left;                             // said they leave ("x")
+  std::map<std::string, Clock::time_point> m_announced_at;  // "j" entries not yet in a scan
+  std::map<std::uint64_t, PendingOrder> m_orders;           // sent, not yet taken
+  std::uint64_t m_next_order = 0;
+  std::atomic<std::size_t> m_concurrency{0};
+  std::function<void()> m_on_concurrency;
   Clock::time_point m_last_live;
   std::string m_redis_error;
   std::size_t m_late_results = 0;
@@ -632,6 +833,7 @@ ClusterManager::ClusterManager(std::string redis_url, ClusterOptions options)
     : m_demand(
           std::make_shared<detail::ClusterDemand>(options.scaling, options.on_demand, [this] { return backlog(); })),
       m_cluster(std::make_shared<detail::Cluster>(std::move(redis_url), options)) {
+  m_cluster->on_concurrency_changed([this] { concurrency_changed(); });
   m_cluster->start();
   m_demand->start(m_cluster->client(), m_cluster->keys(), m_cluster->fingerprint(), m_cluster->id(),
                   detail::ClusterDemand::refresh_interval(options.heartbeat_interval));
@@ -644,8 +846,22 @@ ClusterManager::~ClusterManager() {
 
 Future<void> ClusterManager::submit(detail::Chunk chunk) { return m_cluster->submit(std::move(chunk)); }
 
-std::size_t ClusterManager::concurrency() const noexcept {
-  return std::max<std::size_t>(1, m_cluster->live_workers()) * 2;
+std::size_t ClusterManager::concurrency() const noexcept { return std::max<std::size_t>(1, m_cluster->concurrency()); }
+
+Future<void> ClusterManager::drain(std::string worker_id) {
+  detail::SentOrder order;
+  order.drain = true;
+  return m_cluster->order(worker_id, std::move(order), "drain");
+}
+
+Future<void> ClusterManager::order(std::string worker_id, WorkerOrder order) {
+  if (order.threads && *order.threads == 0)
+    return make_failed_future<void>(std::make_exception_ptr(
+        Error("scale::ClusterManager::order: threads must be at least 1; to stop a worker, drain it")));
+  detail::SentOrder sent;
+  sent.threads = order.threads;
+  sent.provides = std::move(order.provides);
+  return m_cluster->order(worker_id, std::move(sent), "order");
 }
 
 

@@ -1,48 +1,45 @@
 // The worker side of the cluster: a process started with `--scale-worker redis://...` joins the
-// consumer group of its build's task stream, keeps its heartbeat key alive, runs one chunk at a
-// time and sends each result to the stream of the manager that queued it. See
+// consumer group of its build's task stream, keeps its heartbeat key alive, announces itself to
+// the managers of its build (an entry on each one's results stream, which wakes it at once), runs
+// up to its concurrency of chunks at once (cluster/chunk_runner.hpp), sends each result to the
+// stream of the manager that queued it, and obeys the orders of any manager of its build. See
 // src/cluster/keys.hpp for the keys.
 
-#include "cluster/keys.hpp"
+#include "cluster/worker.hpp"
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
-#include <random>
 #include <set>
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include <scale/detail/loop.hpp>
-#include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
-#include "cluster/worker.hpp"
+
+#include "cluster/chunk_runner.hpp"
+#include "cluster/keys.hpp"
+#include "cluster/result_delivery.hpp"
+#include "cluster/worker_order.hpp"
+#include "cluster/worker_record.hpp"
+#include "process/program_arguments.hpp"
 #include "remote/build_fingerprint.hpp"
-#include "remote/task_payload.hpp"
 #include "remote/wire_error.hpp"
 
 namespace scale::detail {
 
-std::string cluster_member_id() {
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown");
-  std::random_device device;
-  char suffix[16];
-  std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(device()));
-  return std::string(host) + ":" + std::to_string(::getpid()) + ":" + suffix;
-}
-
 namespace {
+
+using Role = RedisClient::Role;
 
 std::atomic<bool> g_stop{false};
 
@@ -61,39 +58,55 @@ std::string field(const RedisReply& fields, std::string_view name) {
   return {};
 }
 
-/// A chunk's result as an entry of its manager's results stream (src/cluster/keys.hpp names the
-/// fields), with the commands that deliver it: built from these parts whenever it is sent, so a
-/// result replaced by an error is a change of `ok` and `payload`, not of a command's arguments.
-struct ResultDelivery {
-  std::string results_stream;  // <tag>:results:<manager>
-  std::string attempt;         // the task entry's "a"
-  bool ok = false;             // "k": "r" results, "e" an encoded exception
-  std::string worker;          // "w": this worker's id
-  std::string payload;         // "p"
-  std::string tasks_stream;    // where the task entry was read from
-  std::string entry_id;        // the task entry, acknowledged and removed once the result is added
-
-  /// XADD of the result (NOMKSTREAM: a manager that is gone has no stream to fill).
-  std::vector<std::string> add_result() const {
-    return {"XADD", results_stream, "NOMKSTREAM", "*", "a", attempt, "k", ok ? "r" : "e", "w", worker, "p", payload};
+/// The program's arguments without the cluster worker's flags: what the children of a
+/// --scale-processes worker start with (with --scale-worker they would join the cluster themselves).
+std::vector<std::string> without_worker_flags(const std::vector<std::string>& arguments) {
+  const std::string flags[] = {cluster_worker_flag, heartbeat_flag, worker_threads_flag, worker_processes_flag};
+  std::vector<std::string> kept;
+  for (std::size_t i = 0; i < arguments.size(); ++i) {
+    bool ours = false;
+    for (const std::string& flag : flags) {
+      if (arguments[i] == flag) {
+        ours = true;
+        if (i + 1 < arguments.size() && !arguments[i + 1].starts_with("--scale-")) ++i;  // its value
+      } else if (arguments[i].starts_with(flag + "=")) {
+        ours = true;
+      }
+      if (ours) break;
+    }
+    if (!ours) kept.push_back(arguments[i]);
   }
+  return kept;
+}
 
-  /// add_result(), then XACK and XDEL of the task entry, in the order they are sent.
-  std::vector<std::vector<std::string>> commands() const {
-    return {add_result(), {"XACK", tasks_stream, cluster_group, entry_id}, {"XDEL", tasks_stream, entry_id}};
+char kind_letter(ChunkOutcome::Kind kind) {
+  switch (kind) {
+    case ChunkOutcome::Kind::results:
+      return 'r';
+    case ChunkOutcome::Kind::lost:
+      return 'l';
+    case ChunkOutcome::Kind::error:
+      break;
   }
-};
+  return 'e';
+}
+
+std::string encoded_error(const std::string& message) {
+  std::string out;
+  encode_exception(std::make_exception_ptr(Error(message)), out);
+  return out;
+}
 
 class ClusterWorkerProcess {
  public:
-  ClusterWorkerProcess(std::string url, int heartbeat_ms)
-      : m_url_text(std::move(url)),
-        m_client(parse_redis_url(m_url_text)),
+  explicit ClusterWorkerProcess(const ClusterWorkerOptions& options)
+      : m_options(options),
+        m_client(parse_redis_url(options.url)),
         m_keys(cluster_keys(m_client.url(), "--scale-worker")),
         m_id(cluster_member_id()),
         m_fingerprint(build_fingerprint()),
         m_stream(m_keys.tasks(m_fingerprint)),
-        m_interval_ms(std::max(10, heartbeat_ms)),
+        m_interval_ms(std::max(10, options.heartbeat_ms)),
         m_ttl_ms(3 * m_interval_ms) {}
 
   [[noreturn]] void serve() {
@@ -106,21 +119,24 @@ class ClusterWorkerProcess {
 
     log_error("worker " + m_id + " serving " + m_client.url().text +
               (m_keys.tag == "{scale}" ? std::string() : " under " + m_keys.tag) + " (build fingerprint " +
-              m_fingerprint + ")");
+              m_fingerprint + "; " + std::to_string(m_options.concurrency) + " chunk(s) at once on " +
+              (m_options.processes ? "child processes" : "threads") + ")");
+    if (m_options.processes) set_program_arguments(without_worker_flags(program_arguments()));
+    m_runner = std::make_unique<ChunkRunner>(m_options.concurrency, m_options.processes);
     m_client.post([this] { heartbeat(); });
     ensure_group();
     try {
-      m_bulk_limit = bulk_limit_of(call(RedisClient::Role::commands, {"CONFIG", "GET", "proto-max-bulk-len"}));
+      m_bulk_limit = bulk_limit_of(call(Role::commands, {"CONFIG", "GET", "proto-max-bulk-len"}));
     } catch (const std::exception&) {
       // CONFIG may be disabled: keep Redis's default.
     }
-    while (!g_stop.load()) read_and_run();
+    while (!g_stop.load() && !m_draining.load()) read_and_run();
     leave();
   }
 
  private:
   /// Sends `args` on `role` and waits for the reply; throws ConnectionError or a Redis error.
-  RedisReply call(RedisClient::Role role, std::vector<std::string> args) {
+  RedisReply call(Role role, std::vector<std::string> args) {
     auto promise = std::make_shared<std::promise<RedisReply>>();
     auto future = promise->get_future();
     const std::string name = args.front();
@@ -138,7 +154,7 @@ class ClusterWorkerProcess {
   void ensure_group() {
     while (!g_stop.load()) {
       try {
-        call(RedisClient::Role::blocking, {"XGROUP", "CREATE", m_stream, cluster_group, "0", "MKSTREAM"});
+        call(Role::blocking, {"XGROUP", "CREATE", m_stream, cluster_group, "0", "MKSTREAM"});
         return;
       } catch (const ConnectionError& error) {
         unreachable(error);
@@ -156,43 +172,109 @@ class ClusterWorkerProcess {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
 
-  /// Runs on the client's I/O thread every interval: the heartbeat key, the registry entry, and a
-  /// look at the managers (to say once why one of another build gives this worker nothing).
+  // ----- the I/O thread: heartbeat, announcements, orders -----
+
+  WorkerRecord record() const {
+    WorkerRecord record;
+    record.host = host_name();
+    record.pid = static_cast<int>(::getpid());
+    record.fingerprint = m_fingerprint;
+    record.ttl_ms = m_ttl_ms;
+    record.concurrency = m_runner->concurrency();
+    record.draining = m_draining.load();
+    record.provides = m_provides;
+    return record;
+  }
+
+  /// Runs on the client's I/O thread every interval: the heartbeat key, the registry entry, a
+  /// look at the managers (to announce this worker to those of its build the first time, and to
+  /// say once why one of another build gives it nothing) and the orders waiting for it.
   void heartbeat() {
-    if (m_leaving.load()) return;
-    const nlohmann::json info = {{"host", host_name()},
-                                 {"pid", static_cast<int>(::getpid())},
-                                 {"fingerprint", m_fingerprint},
-                                 {"ttl_ms", m_ttl_ms}};
-    m_client.send(RedisClient::Role::commands,
-                  {"SET", m_keys.heartbeat(m_id), m_fingerprint, "PX", std::to_string(m_ttl_ms)},
-                  [](std::exception_ptr, RedisReply) {});
-    m_client.send(RedisClient::Role::commands, {"HSET", m_keys.workers(), m_id, info.dump()},
-                  [](std::exception_ptr, RedisReply) {});
-    m_client.send(RedisClient::Role::commands, {"HGETALL", m_keys.managers()},
+    if (m_leaving) return;
+    m_client.send(Role::commands, {"SET", m_keys.heartbeat(m_id), m_fingerprint, "PX", std::to_string(m_ttl_ms)},
+                  ignore);
+    m_client.send(Role::commands, {"HSET", m_keys.workers(), m_id, encode_worker_record(record())}, ignore);
+    m_client.send(Role::commands, {"HGETALL", m_keys.managers()}, [this](std::exception_ptr error, RedisReply reply) {
+      if (error || reply.is_error() || m_leaving) return;
+      std::vector<std::string> ours;
+      for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+        const std::string& manager = reply.elements[i].str;
+        const std::string& fingerprint = reply.elements[i + 1].str;
+        if (fingerprint == m_fingerprint) {
+          ours.push_back(manager);
+          continue;
+        }
+        if (!m_warned_managers.insert(manager).second) continue;
+        log_error("worker " + m_id + ": manager " + manager + " runs a different build (fingerprint " + fingerprint +
+                  ", this worker " + m_fingerprint +
+                  "), so this worker runs none of its tasks; start workers from that manager's very executable");
+      }
+      // A manager seen for the first time hears of this worker now, not at its next scan.
+      std::vector<std::string> fresh;
+      for (const auto& manager : ours)
+        if (m_announced_to.insert(manager).second) fresh.push_back(manager);
+      m_managers = std::move(ours);
+      announce("j", fresh);
+    });
+    // NOTE: LPOP takes each order once, so two heartbeats (or a restarted worker of the same id)
+    // never both obey it.
+    m_client.send(Role::commands, {"LPOP", m_keys.orders(m_id), "16"},
                   [this](std::exception_ptr error, RedisReply reply) {
-                    if (error || reply.is_error()) return;
-                    for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
-                      const std::string& manager = reply.elements[i].str;
-                      const std::string& fingerprint = reply.elements[i + 1].str;
-                      if (fingerprint == m_fingerprint || !m_warned_managers.insert(manager).second) continue;
-                      log_error("worker " + m_id + ": manager " + manager + " runs a different build (fingerprint " +
-                                fingerprint + ", this worker " + m_fingerprint +
-                                "), so this worker runs none of its tasks; start workers from that manager's "
-                                "very executable");
-                    }
+                    if (error || reply.type != RedisReply::Type::array || m_leaving) return;
+                    for (const RedisReply& order : reply.elements) take_order(order.str);
                   });
     m_client.post([this] { heartbeat(); }, m_interval_ms);
   }
 
-  /// One XREADGROUP (pipelined behind the previous chunk's result), then the chunk it returns.
+  /// Adds a `kind` entry ("j" joined or changed, "x" leaving) with this worker's record to the
+  /// results stream of each of `managers` (I/O thread).
+  void announce(const char* kind, const std::vector<std::string>& managers) {
+    if (managers.empty()) return;
+    const std::string text = encode_worker_record(record());
+    for (const auto& manager : managers)
+      m_client.send(Role::commands,
+                    {"XADD", m_keys.results(manager), "NOMKSTREAM", "*", "k", kind, "w", m_id, "p", text}, ignore);
+  }
+
+  /// An order from a manager (I/O thread): obeyed, the record renewed, every manager told of the
+  /// change, and the manager that sent it told that it was taken.
+  void take_order(const std::string& text) {
+    std::optional<SentOrder> order = decode_order(text);
+    if (!order) {
+      log_error("worker " + m_id + ": ignored an order that does not decode: " + text.substr(0, 200));
+      return;
+    }
+    if (order->fingerprint != m_fingerprint) {
+      log_error("worker " + m_id + ": ignored an order from manager " + order->manager +
+                ", which runs a different build (fingerprint " + order->fingerprint + ")");
+      return;
+    }
+    if (order->threads) m_runner->set_concurrency(*order->threads);
+    if (order->provides) m_provides = *order->provides;
+    if (order->drain) m_draining = true;
+    m_client.send(Role::commands, {"HSET", m_keys.workers(), m_id, encode_worker_record(record())}, ignore);
+    announce("j", m_managers);
+    m_client.send(Role::commands,
+                  {"XADD", m_keys.results(order->manager), "NOMKSTREAM", "*", "k", "o", "w", m_id, "a",
+                   std::to_string(order->id)},
+                  ignore);
+  }
+
+  static void ignore(std::exception_ptr, RedisReply) {}
+
+  // ----- the main thread: reading chunks -----
+
+  /// One XREADGROUP for as many chunks as there is room for, each handed to the runner.
   void read_and_run() {
-    std::vector<std::string> read{"XREADGROUP", "GROUP", cluster_group, m_id,     "COUNT", "1",
-                                  "BLOCK",      "500",   "STREAMS",     m_stream, ">"};
+    const std::size_t room = m_runner->wait_for_room(std::chrono::milliseconds(200));
+    if (room == 0 || g_stop.load() || m_draining.load()) return;
+    // NOTE: a short BLOCK, so a drain or SIGTERM that comes while nothing is queued ends the
+    // wait soon; the entries a read returns are this worker's to run, drain or not.
+    std::vector<std::string> read{"XREADGROUP", "GROUP", cluster_group, m_id,     "COUNT", std::to_string(room),
+                                  "BLOCK",      "200",   "STREAMS",     m_stream, ">"};
     RedisReply reply;
     try {
-      send_delivery();
-      reply = call(RedisClient::Role::blocking, std::move(read));
+      reply = call(Role::blocking, std::move(read));
       m_warned_unreachable = false;
     } catch (const ConnectionError& error) {
       unreachable(error);
@@ -204,97 +286,95 @@ class ClusterWorkerProcess {
       ensure_group();
       return;
     }
-    settle_delivery();
     if (reply.is_nil() || reply.elements.empty()) return;
     if (reply.elements[0].elements.size() < 2) return;
     for (const RedisReply& entry : reply.elements[0].elements[1].elements)
-      if (entry.elements.size() == 2) run(entry);
+      if (entry.elements.size() == 2) start(entry);
   }
 
-  void run(const RedisReply& entry) {
-    const std::string& entry_id = entry.elements[0].str;
+  void start(const RedisReply& entry) {
     const RedisReply& fields = entry.elements[1];
-    std::string out;
-    bool ok = run_task_payload(field(fields, "p"), nullptr, nullptr, out);
-    if (out.size() + redis_bulk_margin > m_bulk_limit) {
-      const std::size_t size = out.size();
-      out.clear();
-      encode_exception(
-          std::make_exception_ptr(Error("scale: Redis refused this chunk's result (" + std::to_string(size) +
-                                        " bytes, more than its proto-max-bulk-len " + std::to_string(m_bulk_limit) +
-                                        "); pass a smaller RunOptions::chunk_size")),
-          out);
-      ok = false;
+    auto delivery = std::make_shared<ResultDelivery>();
+    delivery->results_stream = m_keys.results(field(fields, "m"));
+    delivery->attempt = field(fields, "a");
+    delivery->worker = m_id;
+    delivery->tasks_stream = m_stream;
+    delivery->entry_id = entry.elements[0].str;
+    {
+      std::lock_guard lock(m_delivery_mutex);
+      ++m_undelivered;
     }
-    m_delivery_pending = ResultDelivery{.results_stream = m_keys.results(field(fields, "m")),
-                                        .attempt = field(fields, "a"),
-                                        .ok = ok,
-                                        .worker = m_id,
-                                        .payload = std::move(out),
-                                        .tasks_stream = m_stream,
-                                        .entry_id = entry_id};
-  }
-
-  /// Sends the last chunk's result, acknowledgement and removal on the blocking connection, ahead
-  /// of the next read, so a chunk costs one round trip. The read's reply comes after theirs; a
-  /// delivery that failed (the connection dropped) is sent again before the next read.
-  void send_delivery() {
-    if (!m_delivery_pending) return;
-    m_delivered = std::make_shared<std::atomic<bool>>(false);
-    m_refused = std::make_shared<std::string>();
-    auto failed = std::make_shared<std::atomic<bool>>(false);
-    std::vector<std::vector<std::string>> commands = m_delivery_pending->commands();
-    for (std::size_t i = 0; i < commands.size(); ++i) {
-      const bool last = i + 1 == commands.size();
-      // NOTE: these callbacks run before the next read's reply (one connection, in order), and
-      // the main thread looks at their flags only after that reply.
-      m_client.send(RedisClient::Role::blocking, std::move(commands[i]),
-                    [failed, last, first = i == 0, delivered = m_delivered, refused = m_refused](
-                        std::exception_ptr error, RedisReply reply) {
-                      if (error) failed->store(true);
-                      if (!error && first && reply.is_error()) *refused = reply.str;
-                      if (last && !failed->load()) delivered->store(true);
-                    });
-    }
-  }
-
-  /// After a reply that came behind the delivery: done, to send again, or (Redis refused the
-  /// result, e.g. too large for it) replaced by that error for the manager.
-  void settle_delivery() {
-    if (m_delivery_pending && !m_refused->empty()) {
-      // Redis would not store the result (too large for it, say): the manager gets that error instead.
-      std::string error;
-      encode_exception(std::make_exception_ptr(Error("scale: Redis refused this chunk's result (" +
-                                                     std::to_string(m_delivery_pending->payload.size()) + " bytes): " +
-                                                     *m_refused + "; pass a smaller RunOptions::chunk_size")),
-                       error);
-      m_delivery_pending->ok = false;
-      m_delivery_pending->payload = std::move(error);
-    } else if (m_delivery_pending && m_delivered->load()) {
-      m_delivery_pending.reset();
-    }
-  }
-
-  /// SIGTERM or SIGINT: the running chunk is done; deliver it, leave the registry and exit.
-  [[noreturn]] void leave() {
-    m_leaving = true;
-    try {
-      for (int i = 0; i < 10 && m_delivery_pending; ++i) {
-        send_delivery();
-        call(RedisClient::Role::blocking, {"PING"});
-        settle_delivery();
+    m_runner->run(field(fields, "p"), [this, delivery](ChunkOutcome outcome) {
+      delivery->kind = kind_letter(outcome.kind);
+      delivery->took_us = outcome.took.count();
+      delivery->payload = std::move(outcome.payload);
+      if (delivery->payload.size() + redis_bulk_margin > m_bulk_limit) {
+        const std::size_t size = delivery->payload.size();
+        delivery->kind = 'e';
+        delivery->payload = encoded_error("scale: Redis refused this chunk's result (" + std::to_string(size) +
+                                          " bytes, more than its proto-max-bulk-len " + std::to_string(m_bulk_limit) +
+                                          "); pass a smaller RunOptions::chunk_size");
       }
-      call(RedisClient::Role::commands, {"DEL", m_keys.heartbeat(m_id)});
-      call(RedisClient::Role::commands, {"HDEL", m_keys.workers(), m_id});
-      call(RedisClient::Role::commands, {"XGROUP", "DELCONSUMER", m_stream, cluster_group, m_id});
-    } catch (const std::exception& error) {
-      log_error(std::string("worker ") + m_id + " leaving: " + error.what());
+      deliver(std::move(delivery));
+    });
+  }
+
+  /// Sends a chunk's result, then acknowledges and removes its task entry (any thread). A
+  /// delivery that could not reach Redis goes again; one that Redis refused (too large for it,
+  /// say) is replaced by that error for the manager.
+  void deliver(std::shared_ptr<ResultDelivery> delivery) {
+    m_client.send(Role::commands, delivery->add_result(), [this, delivery](std::exception_ptr error, RedisReply reply) {
+      if (error) {
+        m_client.post([this, delivery] { deliver(delivery); }, 200);
+        return;
+      }
+      if (reply.is_error() && !delivery->refused) {
+        delivery->refused = true;
+        const std::size_t size = delivery->payload.size();
+        delivery->kind = 'e';
+        delivery->payload = encoded_error("scale: Redis refused this chunk's result (" + std::to_string(size) +
+                                          " bytes): " + reply.str + "; pass a smaller RunOptions::chunk_size");
+        deliver(delivery);
+        return;
+      }
+      m_client.send(Role::commands, delivery->acknowledge(), ignore);
+      m_client.send(Role::commands, delivery->remove(), [this](std::exception_ptr, RedisReply) {
+        {
+          std::lock_guard lock(m_delivery_mutex);
+          --m_undelivered;
+        }
+        m_delivered.notify_all();
+      });
+    });
+  }
+
+  /// SIGTERM, SIGINT or a drain order: the chunks it holds run to the end and are delivered while
+  /// the heartbeat goes on (so no manager takes them back); then it leaves the registry and the
+  /// group, deletes its keys, tells its managers, and exits 0.
+  [[noreturn]] void leave() {
+    m_runner->wait_idle();
+    {
+      std::unique_lock lock(m_delivery_mutex);
+      m_delivered.wait_for(lock, std::chrono::seconds(10), [&] { return m_undelivered == 0; });
     }
+    // NOTE: on the I/O thread, where the heartbeat runs: once m_leaving is set there, no beat
+    // renews the keys deleted below.
+    std::promise<void> left;
+    m_client.post([this, &left] {
+      m_leaving = true;
+      announce("x", m_managers);
+      m_client.send(Role::commands, {"DEL", m_keys.heartbeat(m_id), m_keys.orders(m_id)}, ignore);
+      m_client.send(Role::commands, {"HDEL", m_keys.workers(), m_id}, ignore);
+      m_client.send(Role::commands, {"XGROUP", "DELCONSUMER", m_stream, cluster_group, m_id},
+                    [&left](std::exception_ptr, RedisReply) { left.set_value(); });
+    });
+    if (left.get_future().wait_for(std::chrono::seconds(5)) != std::future_status::ready)
+      log_error("worker " + m_id + " leaving: Redis did not answer; its keys expire by themselves");
     std::fflush(nullptr);
     std::_Exit(0);
   }
 
-  std::string m_url_text;
+  ClusterWorkerOptions m_options;
   RedisClient m_client;
   ClusterKeys m_keys;
   std::string m_id;
@@ -302,21 +382,28 @@ class ClusterWorkerProcess {
   std::string m_stream;
   int m_interval_ms;
   int m_ttl_ms;
-  std::atomic<bool> m_leaving{false};
+  std::unique_ptr<ChunkRunner> m_runner;
+  std::atomic<bool> m_draining{false};
   std::atomic<bool> m_warned_unreachable{false};
-  std::set<std::string> m_warned_managers;           // the I/O thread's
-  std::optional<ResultDelivery> m_delivery_pending;  // the last chunk's, until Redis has it
-  std::shared_ptr<std::atomic<bool>> m_delivered = std::make_shared<std::atomic<bool>>(false);
   std::size_t m_bulk_limit = redis_default_bulk_limit;
-  std::shared_ptr<std::string> m_refused = std::make_shared<std::string>();  // Redis's error for the result
+  // The I/O thread's.
+  bool m_leaving = false;
+  std::set<std::string> m_warned_managers;
+  std::set<std::string> m_announced_to;
+  std::vector<std::string> m_managers;  // of this build, as of the last heartbeat
+  std::map<std::string, std::string> m_provides;
+  // Results not yet in Redis.
+  std::mutex m_delivery_mutex;
+  std::condition_variable m_delivered;
+  std::size_t m_undelivered = 0;
 };
 
 }  // namespace
 
-void serve_cluster_worker(const std::string& url, int heartbeat_ms) {
+void serve_cluster_worker(const ClusterWorkerOptions& options) {
   std::unique_ptr<ClusterWorkerProcess> worker;
   try {
-    worker = std::make_unique<ClusterWorkerProcess>(url, heartbeat_ms);
+    worker = std::make_unique<ClusterWorkerProcess>(options);
   } catch (const std::exception& error) {
     log_error(std::string("--scale-worker: ") + error.what());
     std::fflush(nullptr);

@@ -262,7 +262,7 @@ namespace {
 
 /// A --scale-* flag the Runtime knows; every other --scale-* argument is refused.
 struct RuntimeFlag {
-  enum class Kind { worker_link, cluster_worker, heartbeat } kind;
+  enum class Kind { worker_link, cluster_worker, heartbeat, worker_threads, worker_processes } kind;
   std::string_view name;
   std::string_view value;    // what its value is ("a URL"), or empty when it takes none
   std::string_view example;  // how it is written
@@ -271,6 +271,8 @@ struct RuntimeFlag {
 constexpr RuntimeFlag runtime_flags[] = {
     {RuntimeFlag::Kind::cluster_worker, cluster_worker_flag, "a URL", "--scale-worker redis://host:port"},
     {RuntimeFlag::Kind::heartbeat, heartbeat_flag, "a number of milliseconds", "--scale-heartbeat-ms 1000"},
+    {RuntimeFlag::Kind::worker_threads, worker_threads_flag, "a number of threads", "--scale-threads 4"},
+    {RuntimeFlag::Kind::worker_processes, worker_processes_flag, "a number of processes", "--scale-processes 4"},
     {RuntimeFlag::Kind::worker_link, worker_flag, "", "--scale-worker-link (a ProcessPoolManager adds it)"},
 };
 
@@ -299,6 +301,7 @@ struct RuntimeFlags {
   bool worker_link = false;
   std::optional<std::string> cluster_url;
   int heartbeat_ms = 1000;
+  std::optional<std::string> worker_threads, worker_processes;  // as written; checked by the cluster worker
 };
 
 /// Every --scale-* argument of argv[1..argc), matched by exact name, as `--flag value` or
@@ -349,6 +352,12 @@ RuntimeFlags parse_runtime_flags(int argc, const char* const* argv) {
         flags.heartbeat_ms = static_cast<int>(parsed);
         break;
       }
+      case RuntimeFlag::Kind::worker_threads:
+        flags.worker_threads = *value;
+        break;
+      case RuntimeFlag::Kind::worker_processes:
+        flags.worker_processes = *value;
+        break;
     }
   }
   return flags;
@@ -398,7 +407,13 @@ Runtime::Runtime(int& argc, char** argv) : Runtime() {
   m_impl->flags = std::move(flags.given);
   detail::set_program_arguments(m_impl->arguments);
   // A worker started with --scale-worker URL joins a ClusterManager's workers and never returns.
-  if (flags.cluster_url) detail::serve_cluster_worker(*flags.cluster_url, flags.heartbeat_ms);
+  if (flags.cluster_url || flags.worker_threads || flags.worker_processes) {
+    // A bad --scale-threads / --scale-processes exits 2 here, with or without --scale-worker.
+    detail::ClusterWorkerOptions worker = detail::cluster_worker_options(
+        flags.cluster_url.value_or(""), flags.heartbeat_ms, flags.worker_threads, flags.worker_processes);
+    if (flags.cluster_url) detail::serve_cluster_worker(worker);
+    detail::log_error("--scale-threads and --scale-processes apply to a cluster worker (--scale-worker URL); ignored");
+  }
   // A worker started by a ProcessPoolManager serves its parent and never returns.
   if (flags.worker_link) {
     if (auto link = detail::child_link()) detail::serve_as_worker(*link);

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,18 @@ struct ClusterWorker {
   int pid = 0;              ///< its process id on that host
   bool compatible = false;  ///< runs this very build (same fingerprint), so it is given this manager's tasks
   std::string fingerprint;  ///< the build fingerprint it announced
+
+  std::size_t concurrency = 1;  ///< chunks it runs at once: its --scale-threads or --scale-processes (or order)
+  bool draining = false;        ///< drained: finishing what it holds, then it leaves; given nothing more
+  std::map<std::string, std::string> provides;  ///< what it provides, as last ordered (WorkerOrder::provides)
+};
+
+/// An order to one running worker (ClusterManager::order); fields left empty are left as they are.
+struct WorkerOrder {
+  /// Chunks it runs at once from now on (its threads, or its processes with --scale-processes); at least 1.
+  std::optional<std::size_t> threads;
+  /// What it announces that it provides (replaces the whole map).
+  std::optional<std::map<std::string, std::string>> provides;
 };
 
 /// Runs chunks on any number of worker processes that join through one Redis server: every
@@ -60,7 +74,8 @@ class ClusterManager final : public ScalabilityManager {
   ~ClusterManager() override;
 
   Future<void> submit(detail::Chunk chunk) override;
-  /// Twice the live compatible workers (at least one): each has its next chunk queued.
+  /// The chunks the live compatible workers run at once: the sum of the concurrency each one
+  /// announces (at least one). A worker that joins or leaves changes it at once.
   std::size_t concurrency() const noexcept override;
   /// 200 ms: a chunk costs Redis round trips and a stream entry.
   std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(200); }
@@ -73,6 +88,16 @@ class ClusterManager final : public ScalabilityManager {
   std::size_t desired_workers() const noexcept;
   /// Re-evaluates desired_workers(); the algorithms call it as they cut and finish chunks.
   void backlog_changed() override;
+
+  /// Orders the live worker `worker_id` (a ClusterWorker::id) to finish the chunks it holds, leave
+  /// and exit 0; those chunks are not lost and do not run again. Completes once the worker has
+  /// taken the order (within about one heartbeat interval), not once it has exited. Fails with
+  /// scale::Error naming the live workers when none has that id.
+  Future<void> drain(std::string worker_id);
+  /// Sends `order` to the live worker `worker_id`; completes once the worker has taken it (its
+  /// heartbeat and workers() then show the change). Fails as drain() does for an unknown id, and
+  /// for threads = 0. Any manager of a worker's build may order it.
+  Future<void> order(std::string worker_id, WorkerOrder order);
 
  private:
   std::shared_ptr<detail::ClusterDemand> m_demand;  // made first: a bad policy throws before the cluster starts

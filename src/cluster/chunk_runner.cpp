@@ -1,0 +1,176 @@
+// The chunks of a cluster worker, on its threads or its own process pool (cluster/chunk_runner.hpp).
+
+#include "cluster/chunk_runner.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include <scale/iterator.hpp>
+#include <scale/managers/process_pool.hpp>
+
+#include "remote/task_payload.hpp"
+#include "remote/wire_error.hpp"
+
+namespace scale::detail {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+/// What a --scale-processes worker's child runs: one whole task payload, its answer prefixed
+/// with 'r' (results) or 'e' (an encoded exception). A chunk of the cluster is one item here, so
+/// the child's death loses that one item of the nested pool, and the cluster's manager decides
+/// how to rerun it (split, retry, or WorkerLost naming the item in the call).
+auto run_payload_in_child = [](const std::string& payload) {
+  std::string out(1, 'r');
+  std::string answer;
+  if (!run_task_payload(payload, nullptr, nullptr, answer)) out[0] = 'e';
+  out += answer;
+  return out;
+};
+
+std::chrono::microseconds since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+}
+
+}  // namespace
+
+ChunkRunner::ChunkRunner(std::size_t concurrency, bool processes)
+    : m_processes(processes), m_target(std::max<std::size_t>(1, concurrency)) {
+  {
+    std::lock_guard lock(m_mutex);
+    grow_locked();
+  }
+  if (m_processes) pool();  // its children start now, not with the first chunk
+}
+
+ChunkRunner::~ChunkRunner() {
+  {
+    std::unique_lock lock(m_mutex);
+    m_changed.wait(lock, [&] { return m_busy == 0; });
+    m_stopping = true;
+  }
+  m_changed.notify_all();
+  for (auto& thread : m_threads)
+    if (thread.joinable()) thread.join();
+}
+
+void ChunkRunner::grow_locked() {
+  while (m_threads_alive < m_target) {
+    ++m_threads_alive;
+    m_threads.emplace_back([this, index = m_threads.size()] { serve(index); });
+  }
+}
+
+std::size_t ChunkRunner::wait_for_room(std::chrono::milliseconds limit) {
+  std::unique_lock lock(m_mutex);
+  m_changed.wait_for(lock, limit, [&] { return m_busy < m_target; });
+  return m_busy < m_target ? m_target - m_busy : 0;
+}
+
+void ChunkRunner::run(std::string payload, Done done) {
+  {
+    std::lock_guard lock(m_mutex);
+    ++m_busy;
+    m_queue.push_back(Item{std::move(payload), std::move(done)});
+  }
+  m_changed.notify_all();
+}
+
+void ChunkRunner::set_concurrency(std::size_t concurrency) {
+  {
+    std::lock_guard lock(m_mutex);
+    m_target = std::max<std::size_t>(1, concurrency);
+    grow_locked();
+  }
+  m_changed.notify_all();  // room for more, or a thread to retire
+}
+
+std::size_t ChunkRunner::concurrency() const {
+  std::lock_guard lock(m_mutex);
+  return m_target;
+}
+
+void ChunkRunner::wait_idle() {
+  std::unique_lock lock(m_mutex);
+  m_changed.wait(lock, [&] { return m_busy == 0; });
+}
+
+void ChunkRunner::serve(std::size_t) {
+  std::unique_lock lock(m_mutex);
+  for (;;) {
+    m_changed.wait(lock, [&] { return m_stopping || !m_queue.empty() || m_threads_alive > m_target; });
+    if (m_queue.empty() && (m_stopping || m_threads_alive > m_target)) {
+      --m_threads_alive;  // retires; joined by the destructor
+      return;
+    }
+    Item item = std::move(m_queue.front());
+    m_queue.pop_front();
+    lock.unlock();
+    ChunkOutcome outcome = m_processes ? run_in_child(item.payload) : run_here(item.payload);
+    item.done(std::move(outcome));
+    item = Item{};
+    lock.lock();
+    --m_busy;
+    m_changed.notify_all();
+  }
+}
+
+ChunkOutcome ChunkRunner::run_here(const std::string& payload) {
+  ChunkOutcome outcome;
+  const auto start = Clock::now();
+  const bool ok = run_task_payload(payload, nullptr, nullptr, outcome.payload);
+  outcome.took = since(start);
+  outcome.kind = ok ? ChunkOutcome::Kind::results : ChunkOutcome::Kind::error;
+  return outcome;
+}
+
+std::shared_ptr<ProcessPoolManager> ChunkRunner::pool() {
+  std::size_t size;
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_pool && m_pool_size == m_target) return m_pool;
+    size = m_target;
+  }
+  // NOTE: made outside the lock (it starts its children); the pool it replaces lives on in the
+  // chunks still running on it and goes when the last of them ends.
+  auto made = std::make_shared<ProcessPoolManager>(ProcessPoolOptions{
+      .max_workers = size, .min_workers = size, .idle_timeout = std::chrono::hours(24), .max_retries = 0});
+  std::lock_guard lock(m_mutex);
+  if (!m_pool || m_pool_size != size) {
+    m_pool = std::move(made);
+    m_pool_size = size;
+  }
+  return m_pool;
+}
+
+ChunkOutcome ChunkRunner::run_in_child(const std::string& payload) {
+  ChunkOutcome outcome;
+  const auto start = Clock::now();
+  try {
+    std::shared_ptr<ProcessPoolManager> children = pool();
+    Iterator<std::string> one(std::vector<std::string>{payload}, *children);
+    RunOptions options;
+    options.chunk_size = 1;
+    options.max_retries = 0;  // a child's death goes back to the manager, which decides what runs again
+    Future<std::vector<std::string>> answer = one.map(run_payload_in_child, std::move(options));
+    std::vector<std::string> answers = answer.get();
+    outcome.took = since(start);
+    if (answers.size() != 1 || answers[0].empty()) throw Error("scale: the worker's child gave no answer");
+    outcome.kind = answers[0][0] == 'r' ? ChunkOutcome::Kind::results : ChunkOutcome::Kind::error;
+    outcome.payload.assign(answers[0], 1);
+  } catch (const WorkerLost& lost) {
+    outcome.took = since(start);
+    outcome.kind = ChunkOutcome::Kind::lost;
+    outcome.payload = lost.status();
+  } catch (...) {
+    outcome.took = since(start);
+    outcome.kind = ChunkOutcome::Kind::error;
+    outcome.payload.clear();
+    encode_exception(std::current_exception(), outcome.payload);
+  }
+  return outcome;
+}
+
+}  // namespace scale::detail

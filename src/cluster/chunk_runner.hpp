@@ -1,0 +1,80 @@
+#pragma once
+// What runs the chunks a cluster worker took (src/cluster/worker.cpp): up to its concurrency at
+// once, on threads of its own (--scale-threads N), or through a ProcessPoolManager of its own
+// (--scale-processes N), whose child may die with a chunk while the worker itself stays joined.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace scale {
+class ProcessPoolManager;
+}
+
+namespace scale::detail {
+
+/// How a chunk ended on the worker.
+struct ChunkOutcome {
+  enum class Kind { results, error, lost } kind = Kind::error;
+  std::string payload;                ///< results, encode_exception() of the error, or what killed the child
+  std::chrono::microseconds took{0};  ///< how long the chunk ran here
+};
+
+class ChunkRunner {
+ public:
+  /// Called on a runner thread once a chunk has ended.
+  using Done = std::function<void(ChunkOutcome)>;
+
+  /// `concurrency` chunks at once (at least 1); with `processes`, each on a child of a process
+  /// pool of that many children, started at once.
+  ChunkRunner(std::size_t concurrency, bool processes);
+  /// Finishes the chunks given, then joins the threads.
+  ~ChunkRunner();
+  ChunkRunner(const ChunkRunner&) = delete;
+  ChunkRunner& operator=(const ChunkRunner&) = delete;
+
+  /// Waits up to `limit` for room; returns how many chunks may be given now without waiting (0
+  /// after the limit).
+  std::size_t wait_for_room(std::chrono::milliseconds limit);
+  /// Runs the task payload `payload`; `done` gets how it ended.
+  void run(std::string payload, Done done);
+  /// Changes how many chunks run at once. Any thread; returns at once: a thread above the new
+  /// count retires after its chunk, and a process pool of the new size replaces the old one once
+  /// the old one's chunks have ended.
+  void set_concurrency(std::size_t concurrency);
+  std::size_t concurrency() const;
+  /// Waits until every chunk given has ended (its Done has returned).
+  void wait_idle();
+
+ private:
+  struct Item {
+    std::string payload;
+    Done done;
+  };
+  void serve(std::size_t index);
+  ChunkOutcome run_here(const std::string& payload);
+  ChunkOutcome run_in_child(const std::string& payload);
+  std::shared_ptr<ProcessPoolManager> pool();
+  void grow_locked();
+
+  const bool m_processes;
+  mutable std::mutex m_mutex;
+  std::condition_variable m_changed;
+  std::size_t m_target;
+  std::size_t m_threads_alive = 0;  // serving threads, retiring ones excluded
+  std::size_t m_busy = 0;           // items given and not yet done
+  bool m_stopping = false;
+  std::deque<Item> m_queue;
+  std::vector<std::thread> m_threads;
+  std::shared_ptr<ProcessPoolManager> m_pool;  // --scale-processes: of m_pool_size children
+  std::size_t m_pool_size = 0;
+};
+
+}  // namespace scale::detail

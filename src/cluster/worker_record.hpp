@@ -1,0 +1,55 @@
+#pragma once
+// What a cluster worker announces about itself (the value of its field in <tag>:workers, and the
+// p of its "j"/"x" entries on a manager's results stream; src/cluster/keys.hpp), written by the
+// worker and read by its managers through these two functions alone.
+
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace scale::detail {
+
+struct WorkerRecord {
+  std::string host;
+  int pid = 0;
+  std::string fingerprint;
+  int ttl_ms = 0;
+  std::size_t concurrency = 1;  ///< chunks it runs at once (its threads or processes)
+  bool draining = false;        ///< finishing what it holds before it leaves: give it nothing more
+  std::map<std::string, std::string> provides;
+};
+
+inline std::string encode_worker_record(const WorkerRecord& record) {
+  return nlohmann::json{{"host", record.host},
+                        {"pid", record.pid},
+                        {"fingerprint", record.fingerprint},
+                        {"ttl_ms", record.ttl_ms},
+                        {"concurrency", record.concurrency},
+                        {"draining", record.draining},
+                        {"provides", record.provides}}
+      .dump();
+}
+
+/// The record, or nothing when `text` is not one (a field that is not a worker of ours).
+inline std::optional<WorkerRecord> decode_worker_record(const std::string& text) {
+  try {
+    const auto json = nlohmann::json::parse(text);
+    WorkerRecord record;
+    record.host = json.value("host", "");
+    record.pid = json.value("pid", 0);
+    record.fingerprint = json.value("fingerprint", "");
+    record.ttl_ms = json.value("ttl_ms", 0);
+    record.concurrency = std::max<std::size_t>(1, json.value("concurrency", std::size_t{1}));
+    record.draining = json.value("draining", false);
+    if (json.contains("provides") && json["provides"].is_object())
+      record.provides = json["provides"].get<std::map<std::string, std::string>>();
+    return record;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace scale::detail
