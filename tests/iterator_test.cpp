@@ -190,11 +190,19 @@ TEST_CASE("automatic chunk sizes: small probes, then the target duration, shrink
   REQUIRE(next_chunk_size(5, 5, 4, 0ns, 1ms) == 1);
   // Measured: the target duration over the time per item (20 ms items, 200 ms target).
   REQUIRE(next_chunk_size(352, 400, 8, 20ms, 200ms) == 10);
-  // Fast items are capped by guided self-scheduling: the rest over twice the workers.
-  REQUIRE(next_chunk_size(1'000, 1'000, 2, 10ns, 50ms) == 250);
+  // Guided self-scheduling caps a chunk at the rest over twice the workers.
+  REQUIRE(next_chunk_size(1'000, 1'000, 2, 100us, 50ms) == 250);
+  // ... but never below 1/50 of the target: 1,000 items of 10 ns are one chunk, and fast items
+  // near the end of a large call stay in chunks of about 1 ms on a process pool.
+  REQUIRE(next_chunk_size(1'000, 1'000, 2, 10ns, 50ms) == 1'000);
+  REQUIRE(next_chunk_size(200'000, 1'000'000, 2, 10ns, 50ms) == 100'000);
   // Near the end chunks shrink to single items, never beyond what is left.
   REQUIRE(next_chunk_size(3, 400, 8, 20ms, 200ms) == 1);
   REQUIRE(next_chunk_size(1, 1, 1, 1ns, 1ms) == 1);
+  // Items faster than a nanosecond (a tight loop over ints) are measured, not taken for unmeasured.
+  using PerItem = scale::detail::PerItem;
+  REQUIRE(next_chunk_size(10'000'000, 10'000'000, 2, PerItem(0.25), 1ms) == 2'500'000);
+  REQUIRE(next_chunk_size(1'000'000, 10'000'000, 2, PerItem(0.5), 100us) == 200'000);
   REQUIRE(next_chunk_size(0, 10, 1, 1ns, 1ms) == 0);
   // Slow items never get more than one per chunk when one item outlasts the target.
   REQUIRE(next_chunk_size(100, 100, 2, 2s, 50ms) == 1);

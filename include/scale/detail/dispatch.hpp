@@ -10,7 +10,8 @@
 //     or the dispatch's own send-to-result time when a manager records none): the first chunks are
 //     small probes, later ones aim at the manager's target_chunk_duration(), and none is larger
 //     than what is left over twice the workers (guided self-scheduling), so the last chunks shrink
-//     and do not straggle.
+//     and do not straggle; they shrink no further than 1/50 of the target, where a chunk's own
+//     cost would outweigh the balance.
 //   - Everything but backlog() runs on the loop thread: no lock or atomic per chunk besides the
 //     counters a manager reads from its own threads.
 
@@ -35,24 +36,34 @@ namespace scale::detail {
 /// How many items the next chunk of a call gets (RunOptions::chunk_size 0). Pure, for tests.
 ///   remaining   items not yet cut;  total  items of the call
 ///   workers     the manager's concurrency now (at least 1)
-///   per_item    measured time per item, or zero before any chunk was measured
+///   per_item    measured time per item (fractions of a nanosecond count: a tight loop over ints
+///               runs several items per nanosecond), or zero before any chunk was measured
 ///   target      the manager's target_chunk_duration()
-inline std::size_t next_chunk_size(std::size_t remaining, std::size_t total, std::size_t workers,
-                                   std::chrono::nanoseconds per_item, std::chrono::nanoseconds target) noexcept {
+using PerItem = std::chrono::duration<double, std::nano>;
+
+inline std::size_t next_chunk_size(std::size_t remaining, std::size_t total, std::size_t workers, PerItem per_item,
+                                   std::chrono::nanoseconds target) noexcept {
   if (remaining == 0) return 0;
   workers = std::max<std::size_t>(workers, 1);
   // Guided self-scheduling: never more than the rest over twice the workers.
   const std::size_t guided = std::max<std::size_t>(1, (remaining + 2 * workers - 1) / (2 * workers));
-  std::size_t size;
   if (per_item.count() <= 0) {
     // A probe: small in count (an item may be slow), and a small share of the call.
     constexpr std::size_t probe_cap = 64;
-    size = std::clamp<std::size_t>(total / (16 * workers), 1, probe_cap);
-  } else {
-    const auto by_time = target.count() / per_item.count();
-    size = static_cast<std::size_t>(std::max<std::int64_t>(1, by_time));
+    const std::size_t probe = std::clamp<std::size_t>(total / (16 * workers), 1, probe_cap);
+    return std::min({probe, guided, remaining});
   }
-  return std::min({size, guided, remaining});
+  // Items that fit in `duration`, at least one (a double: the quotient may exceed any size_t).
+  auto items_in = [&](double duration) {
+    const double items = duration / per_item.count();
+    return items >= static_cast<double>(remaining) ? remaining : std::max<std::size_t>(1, static_cast<std::size_t>(items));
+  };
+  const std::size_t by_time = items_in(static_cast<double>(target.count()));
+  // The tail shrinks only down to chunks of 1/50 of the target: below that, what a chunk costs
+  // (a round trip) outweighs the balance a smaller chunk buys.
+  constexpr double tail_floor_divisor = 50;
+  const std::size_t floor = items_in(static_cast<double>(target.count()) / tail_floor_divisor);
+  return std::min({by_time, std::max(guided, floor), remaining});
 }
 
 /// One running call: cuts chunks, keeps the number in flight at the manager's concurrency, and
@@ -140,7 +151,7 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
       items = m_own_items;
       took = m_own_duration;
     }
-    const auto per_item = items == 0 ? std::chrono::nanoseconds(0) : took / static_cast<std::int64_t>(items);
+    const PerItem per_item = items == 0 ? PerItem(0) : PerItem(took) / static_cast<double>(items);
     return next_chunk_size(m_total - m_next, m_total, workers, per_item, m_manager->target_chunk_duration());
   }
 
