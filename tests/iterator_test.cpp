@@ -245,3 +245,25 @@ TEST_CASE("reduce with measured chunk sizes combines its partials in item order"
   auto joined = items.reduce([](std::string a, const std::string& b) { return a + b; }, std::string()).get();
   REQUIRE(joined == expected);
 }
+
+TEST_CASE("a Future-returning function on InlineManager may co_await a nested map on the same manager",
+          "[iterator][inline][nested]") {
+  // The loop runs both levels: the outer chunk suspends in co_await while the nested chunks run as
+  // loop tasks of their own, so nothing waits for itself.
+  scale::Runtime runtime;
+  scale::InlineManager manager;
+  static scale::InlineManager* nested_on = nullptr;
+  nested_on = &manager;
+  scale::Iterator<int> outer(iterator_suite::iota(6), manager);
+  auto sums = outer
+                  .map([](int x) -> scale::Future<int> {
+                    scale::Iterator<int> inner(iterator_suite::iota(x + 1), *nested_on);
+                    scale::Future<std::vector<int>> mapped = inner.map([](int y) { return y * 10; });
+                    std::vector<int> values = co_await std::move(mapped);
+                    int sum = 0;
+                    for (int v : values) sum += v;
+                    co_return sum;
+                  })
+                  .get();
+  REQUIRE(sums == std::vector<int>{0, 10, 30, 60, 100, 150});
+}
