@@ -504,27 +504,21 @@ class Cluster {
   }
 
   void order_taken(std::uint64_t id) {
-    std::optional<Promise<void>> promise;
-    {
-      Locked lock(*this);
-      auto at = m_orders.find(id);
-      if (at == m_orders.end()) return;
-      promise.emplace(std::move(at->second.promise));
-      m_orders.erase(at);
-    }
-    promise->set_value();
+    if (auto promise = take_order(id)) promise->set_value();
   }
 
   void fail_order(std::uint64_t id, std::exception_ptr error) {
-    std::optional<Promise<void>> promise;
-    {
-      Locked lock(*this);
-      auto at = m_orders.find(id);
-      if (at == m_orders.end()) return;
-      promise.emplace(std::move(at->second.promise));
-      m_orders.erase(at);
-    }
-    promise->set_exception(std::move(error));
+    if (auto promise = take_order(id)) promise->set_exception(std::move(error));
+  }
+
+  /// The pending order's Promise, removed from the table (completed outside the lock), or none.
+  std::optional<Promise<void>> take_order(std::uint64_t id) {
+    Locked lock(*this);
+    auto at = m_orders.find(id);
+    if (at == m_orders.end()) return std::nullopt;
+    std::optional<Promise<void>> promise(std::move(at->second.promise));
+    m_orders.erase(at);
+    return promise;
   }
 
   /// The live workers are now `live`: the counts and the concurrency follow. True when

@@ -190,15 +190,7 @@ class ThreadPool final : public WaitHelper {
           nested = std::find_if(m_queue.begin(), m_queue.end(),
                                 [&](const Entry& entry) { return nested_in(*entry.chunk.job, frame); });
         if (nested != m_queue.end()) {
-          {
-            Entry entry = std::move(*nested);
-            m_queue.erase(nested);
-            --m_counters.queued;
-            ++m_counters.running;
-            lock.unlock();
-            run(entry);
-          }  // the Entry goes before m_mutex is taken again
-          lock.lock();
+          run_taken(lock, nested);
           continue;
         }
         m_sleepers.push_back(&sleeper);
@@ -274,21 +266,27 @@ class ThreadPool final : public WaitHelper {
         m_control_cv.notify_all();
         return;
       }
-      {
-        Entry entry = std::move(m_queue.front());
-        m_queue.pop_front();
-        --m_counters.queued;
-        ++m_counters.running;
-        lock.unlock();
-        run(entry);
-      }  // the Entry goes before m_mutex is taken again
-      lock.lock();
+      run_taken(lock, m_queue.begin());
     }
     --m_alive;
     m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
   }
 
   /// Runs one taken chunk and completes its Promise; m_mutex is not held.
+  /// Takes the entry at `at` out of the queue and runs it with m_mutex released. The Entry goes
+  /// before m_mutex is taken again.
+  void run_taken(std::unique_lock<std::mutex>& lock, std::deque<Entry>::iterator at) {
+    {
+      Entry entry = std::move(*at);
+      m_queue.erase(at);
+      --m_counters.queued;
+      ++m_counters.running;
+      lock.unlock();
+      run(entry);
+    }
+    lock.lock();
+  }
+
   void run(Entry& entry) {
     std::exception_ptr error;
     {
