@@ -17,12 +17,8 @@
 #include <scale/managers/cluster.hpp>
 #include <scale/runtime.hpp>
 
-#include "../tests/support/redis_server.hpp"
+#include "support/redis_for_bench.hpp"
 
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,19 +33,13 @@
 #include <tuple>
 #include <vector>
 
-extern char** environ;
-
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-/// CLOCK_MONOTONIC in microseconds: the same clock in the workers and here.
-std::int64_t monotonic_us() {
-  timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<std::int64_t>(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
-}
+using bench::WorkerProcess;
+using support::monotonic_us;
 
 /// (2x, the pid that ran it, when it started).
 constexpr auto sleep_20ms = [](int x) {
@@ -61,42 +51,6 @@ constexpr auto sleep_20ms = [](int x) {
 constexpr auto sleep_i_mod_10_ms = [](int x) {
   std::this_thread::sleep_for(std::chrono::milliseconds(x % 10));
   return 2 * x;
-};
-
-/// A worker of this very executable, joined through `url`; stopped with SIGTERM by its pid
-/// (SIGKILL after 5 s), and killed by the kernel if this benchmark dies first.
-class WorkerProcess {
- public:
-  explicit WorkerProcess(const std::string& url) : m_started_us(monotonic_us()) {
-    std::string self = "/proc/self/exe", flag = "--scale-worker", value = url;
-    char* argv[] = {self.data(), flag.data(), value.data(), nullptr};
-    const pid_t parent = ::getpid();
-    m_pid = ::fork();
-    if (m_pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);
-      ::execve("/proc/self/exe", argv, environ);
-      ::_exit(127);
-    }
-  }
-  ~WorkerProcess() {
-    if (m_pid <= 0) return;
-    ::kill(m_pid, SIGTERM);
-    for (int i = 0; i < 50; ++i) {
-      if (::waitpid(m_pid, nullptr, WNOHANG) == m_pid) return;
-      std::this_thread::sleep_for(100ms);
-    }
-    ::kill(m_pid, SIGKILL);
-    ::waitpid(m_pid, nullptr, 0);
-  }
-  WorkerProcess(const WorkerProcess&) = delete;
-  WorkerProcess& operator=(const WorkerProcess&) = delete;
-  pid_t pid() const { return m_pid; }
-  std::int64_t started_us() const { return m_started_us; }
-
- private:
-  pid_t m_pid = -1;
-  std::int64_t m_started_us;
 };
 
 using Workers = std::vector<std::unique_ptr<WorkerProcess>>;
@@ -208,19 +162,13 @@ std::optional<double> uneven(const std::string& base) {
   return elapsed;
 }
 
-bool have(const char* program) {
-  return std::system(("command -v " + std::string(program) + " >/dev/null 2>&1").c_str()) == 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   scale::Runtime runtime(argc, argv);  // as a --scale-worker: serves tasks until SIGTERM, then exits
-  if (!have("redis-server")) {
-    std::printf("cluster_elastic: skipped, redis-server not found (make deps installs it)\n");
-    return 0;
-  }
-  support::RedisServer redis;  // its own port; killed by its pid when main returns
+  const auto server = bench::redis_or_skip("cluster_elastic");  // killed by its pid when main returns
+  if (!server) return 0;
+  const support::RedisServer& redis = *server;
   constexpr int runs = 3;
   std::vector<double> a, b, b_first, c;
   std::size_t b_joiners = 7;

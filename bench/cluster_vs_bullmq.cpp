@@ -15,12 +15,9 @@
 #include <scale/managers/cluster.hpp>
 #include <scale/runtime.hpp>
 
-#include "../tests/support/redis_server.hpp"
+#include "support/redis_for_bench.hpp"
 
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,8 +29,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-extern char** environ;
 
 #ifndef SCALE_BENCH_BULLMQ_DIR
 #error "SCALE_BENCH_BULLMQ_DIR (the bench/bullmq folder) is set by bench/CMakeLists.txt"
@@ -48,39 +43,7 @@ constexpr auto twice = [](int x) { return 2 * x; };
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-/// A worker of this very executable, joined through `url`; stopped with SIGTERM (SIGKILL after
-/// 5 s), and killed by the kernel if this benchmark dies first (it would otherwise serve on).
-class WorkerProcess {
- public:
-  explicit WorkerProcess(const std::string& url) {
-    std::string self = "/proc/self/exe", flag = "--scale-worker", value = url;
-    char* argv[] = {self.data(), flag.data(), value.data(), nullptr};
-    const pid_t parent = ::getpid();
-    m_pid = ::fork();
-    if (m_pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);
-      ::execve("/proc/self/exe", argv, environ);
-      ::_exit(127);
-    }
-  }
-  ~WorkerProcess() {
-    if (m_pid <= 0) return;
-    ::kill(m_pid, SIGTERM);
-    for (int i = 0; i < 50; ++i) {
-      if (::waitpid(m_pid, nullptr, WNOHANG) == m_pid) return;
-      std::this_thread::sleep_for(100ms);
-    }
-    ::kill(m_pid, SIGKILL);
-    ::waitpid(m_pid, nullptr, 0);
-  }
-  WorkerProcess(const WorkerProcess&) = delete;
-  WorkerProcess& operator=(const WorkerProcess&) = delete;
-  bool started() const { return m_pid > 0; }
-
- private:
-  pid_t m_pid = -1;
-};
+using bench::have;
 
 struct ScaleFigures {
   double auto_rate = 0;  // items/s, automatic chunks
@@ -112,8 +75,11 @@ std::optional<double> measure(const scale::Iterator<int>& numbers, std::size_t i
 }
 
 std::optional<ScaleFigures> measure_scale(const std::string& url, std::size_t items) {
-  WorkerProcess first(url), second(url);
-  if (!first.started() || !second.started()) {
+  std::unique_ptr<bench::WorkerProcess> first, second;
+  try {
+    first = std::make_unique<bench::WorkerProcess>(url);
+    second = std::make_unique<bench::WorkerProcess>(url);
+  } catch (const std::exception&) {
     std::fprintf(stderr, "cluster_vs_bullmq: could not start the workers\n");
     return std::nullopt;
   }
@@ -139,10 +105,6 @@ std::optional<ScaleFigures> measure_scale(const std::string& url, std::size_t it
   const std::optional<double> one_rate = auto_rate ? measure(numbers, items, 1, 2) : std::nullopt;
   if (!auto_rate || !one_rate) return std::nullopt;
   return ScaleFigures{*auto_rate, *one_rate};
-}
-
-bool have(const char* program) {
-  return std::system(("command -v " + std::string(program) + " >/dev/null 2>&1").c_str()) == 0;
 }
 
 /// BullMQ's jobs/s with `concurrency` jobs at once per worker, or the reason it has none.
@@ -178,11 +140,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: cluster_vs_bullmq [items > 0]\n");
     return 2;
   }
-  if (!have("redis-server")) {
-    std::printf("cluster_vs_bullmq: skipped, redis-server not found (make deps installs it)\n");
-    return 0;
-  }
-  support::RedisServer redis;  // its own port; killed by its pid when main returns
+  const auto server = bench::redis_or_skip("cluster_vs_bullmq");  // killed by its pid when main returns
+  if (!server) return 0;
+  const support::RedisServer& redis = *server;
   const std::optional<ScaleFigures> scale_figures = measure_scale(redis.url(), items);
   if (!scale_figures) return 1;
   const auto [bull_1, why_1] = bullmq(redis.port(), items, 1);

@@ -19,7 +19,7 @@ for tool in redis-server redis-cli bash; do
   fi
 done
 
-redis_pid=""
+. "$here/redis-for-examples.sh"
 loop_pid=""
 log_dir=$(mktemp -d "${TMPDIR:-/tmp}/scale-autoscale-example.XXXXXX")
 touch "$log_dir/loop.log"
@@ -40,36 +40,13 @@ cleanup() {
     fi
     wait "$loop_pid" 2>/dev/null
   fi
-  if [ -n "$redis_pid" ]; then kill -KILL "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; fi
+  stop_redis
   rm -rf "$log_dir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# redis-server cannot be asked for port 0, so try random high ports until one binds.
-port=""
-attempt=0
-while [ -z "$port" ] && [ $attempt -lt 20 ]; do
-  attempt=$((attempt + 1))
-  candidate=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
-  redis-server --port "$candidate" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning \
-    >"$log_dir/redis.log" 2>&1 &
-  redis_pid=$!
-  tries=0
-  while [ $tries -lt 100 ]; do
-    if redis-cli -h 127.0.0.1 -p "$candidate" ping 2>/dev/null | grep -q PONG; then port=$candidate; break; fi
-    kill -0 "$redis_pid" 2>/dev/null || break  # exited: the port was taken
-    sleep 0.05
-    tries=$((tries + 1))
-  done
-  if [ -z "$port" ]; then kill -KILL "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; redis_pid=""; fi
-done
-if [ -z "$port" ]; then
-  echo "could not start redis-server on a free loopback port:"
-  cat "$log_dir/redis.log"
-  exit 1
-fi
-url="redis://127.0.0.1:$port"
+start_redis "$log_dir"
 
 bash "$here/autoscale-workers.sh" "$example" "$url" 4 >"$log_dir/loop.log" 2>&1 &
 loop_pid=$!

@@ -9,11 +9,8 @@
 #include <scale/detail/loop.hpp>
 #include <scale/scale.hpp>
 
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,17 +19,17 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "redis/redis_client.hpp"
-
 #include "support/loopback.hpp"
-#include "support/redis_server.hpp"
+#include "support/cluster.hpp"
+#include "support/eventually.hpp"
+#include "support/iota.hpp"
+#include "support/worker_process.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -43,70 +40,14 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-#ifdef SCALE_TEST_SANITIZER
-constexpr int beat_scale = 3;  // a sanitizer's build runs slower: longer heartbeats (as cluster_test)
-#else
-constexpr int beat_scale = 1;
-#endif
-constexpr std::chrono::milliseconds test_heartbeat{100 * beat_scale};
-constexpr std::chrono::milliseconds test_heartbeat_ttl{500 * beat_scale};
+using namespace support;
 
-/// A worker: this executable with --scale-worker URL, killed (by its pid) when the test ends.
-class WorkerProcess {
- public:
-  explicit WorkerProcess(const std::string& url) {
-    std::vector<std::string> args{"/proc/self/exe", "--scale-worker", url, "--scale-heartbeat-ms",
-                                  std::to_string(test_heartbeat.count())};
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    m_pid = ::fork();
-    if (m_pid < 0) throw std::runtime_error("fork failed");
-    if (m_pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~WorkerProcess() {
-    ::kill(m_pid, SIGKILL);
-    ::waitpid(m_pid, nullptr, 0);
-  }
-  WorkerProcess(const WorkerProcess&) = delete;
-  WorkerProcess& operator=(const WorkerProcess&) = delete;
-
- private:
-  pid_t m_pid = -1;
-};
-
-std::string fresh_url() {
-  return support::RedisServer::shared().url() + "?namespace=" + support::RedisServer::fresh_namespace();
-}
-
-std::string tag_of(const std::string& url) { return "{scale:" + url.substr(url.find("namespace=") + 10) + "}"; }
-
+/// fast_options() with `scaling`; a chunk waits up to 20 s for a worker.
 scale::ClusterOptions fast_options(scale::ScalingPolicy scaling) {
-  return scale::ClusterOptions{.heartbeat_interval = test_heartbeat,
-                               .heartbeat_ttl = test_heartbeat_ttl,
-                               .wait_for_workers = 20s,
-                               .scaling = scaling};
-}
-
-bool eventually(auto condition, std::chrono::milliseconds limit = 10s) {
-  const auto until = Clock::now() + limit;
-  while (Clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return condition();
-}
-
-/// One Redis command from the test, for looking at keys.
-scale::detail::RedisReply redis(const std::string& url, std::vector<std::string> args) {
-  scale::detail::RedisClient client(scale::detail::parse_redis_url(url.substr(0, url.find('?'))));
-  return client.command(std::move(args)).get();
+  scale::ClusterOptions options = support::fast_options();
+  options.wait_for_workers = 20s;
+  options.scaling = scaling;
+  return options;
 }
 
 /// The hash of desired counts of the namespace's one build: field → value.
@@ -125,12 +66,6 @@ std::set<std::string> manager_ids(const std::string& url) {
   std::set<std::string> ids;
   for (auto& id : redis(url, {"HKEYS", tag_of(url) + ":managers"}).elements) ids.insert(id.str);
   return ids;
-}
-
-std::vector<int> iota(int n) {
-  std::vector<int> items(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) items[static_cast<std::size_t>(i)] = i;
-  return items;
 }
 
 auto slow_twice = [](int x) {

@@ -8,12 +8,7 @@
 
 #include <scale/scale.hpp>
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,7 +16,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
-#include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -34,7 +28,10 @@
 #include "redis/redis_client.hpp"
 
 #include "sanitizers/deliberate_crash.hpp"
-#include "support/redis_server.hpp"
+#include "support/cluster.hpp"
+#include "support/eventually.hpp"
+#include "support/iota.hpp"
+#include "support/worker_process.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -44,111 +41,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-#ifdef SCALE_TEST_SANITIZER
-constexpr int beat_scale = 3;
-#else
-constexpr int beat_scale = 1;
-#endif
-constexpr std::chrono::milliseconds test_heartbeat{100 * beat_scale};
-constexpr std::chrono::milliseconds test_heartbeat_ttl{500 * beat_scale};
-
-/// CLOCK_MONOTONIC in microseconds: the same clock in every process of this machine, so a
-/// worker's timestamps compare with the test's.
-std::int64_t monotonic_us() {
-  timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<std::int64_t>(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
-}
-
-/// A worker process: this executable with --scale-worker URL and `extra` flags, killed when the
-/// test ends (and when this process dies). With `stderr_file`, its stderr goes there.
-class WorkerProcess {
- public:
-  WorkerProcess(const std::string& url, std::vector<std::string> extra = {}, std::string stderr_file = {}) {
-    std::vector<std::string> args{"/proc/self/exe", "--scale-worker", url, "--scale-heartbeat-ms",
-                                  std::to_string(test_heartbeat.count())};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    m_pid = ::fork();
-    if (m_pid < 0) throw std::runtime_error("fork failed");
-    if (m_pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);
-      if (!stderr_file.empty()) {
-        const int fd = ::open(stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) ::dup2(fd, 2);
-      }
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~WorkerProcess() { kill(SIGKILL); }
-  WorkerProcess(const WorkerProcess&) = delete;
-  WorkerProcess& operator=(const WorkerProcess&) = delete;
-
-  pid_t pid() const { return m_pid; }
-
-  void kill(int signal) {
-    if (m_pid <= 0) return;
-    ::kill(m_pid, signal);
-    if (signal == SIGKILL) {
-      ::waitpid(m_pid, nullptr, 0);
-      m_pid = -1;
-    }
-  }
-
-  /// The exit status once the process ends within `limit`, or -1.
-  int wait_exit(std::chrono::milliseconds limit) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    for (;;) {
-      int status = 0;
-      if (::waitpid(m_pid, &status, WNOHANG) == m_pid) {
-        m_pid = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (std::chrono::steady_clock::now() >= until) return -1;
-      std::this_thread::sleep_for(10ms);
-    }
-  }
-
- private:
-  pid_t m_pid = -1;
-};
-
-std::string fresh_url() {
-  return support::RedisServer::shared().url() + "?namespace=" + support::RedisServer::fresh_namespace();
-}
-
-std::string tag_of(const std::string& url) { return "{scale:" + url.substr(url.find("namespace=") + 10) + "}"; }
-
-scale::ClusterOptions fast_options() {
-  return scale::ClusterOptions{
-      .heartbeat_interval = test_heartbeat, .heartbeat_ttl = test_heartbeat_ttl, .wait_for_workers = 10s};
-}
-
-bool eventually(auto condition, std::chrono::milliseconds limit = 10s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return condition();
-}
-
-std::vector<int> iota(int n) {
-  std::vector<int> items(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) items[static_cast<std::size_t>(i)] = i;
-  return items;
-}
-
-/// One Redis command from the test, for looking at keys.
-scale::detail::RedisReply redis(const std::string& url, std::vector<std::string> args) {
-  scale::detail::RedisClient client(scale::detail::parse_redis_url(url.substr(0, url.find('?'))));
-  return client.command(std::move(args)).get();
-}
+using namespace support;
 
 /// The live worker of `manager` with process id `pid`, once it is there.
 std::optional<scale::ClusterWorker> worker_with_pid(const scale::ClusterManager& manager, pid_t pid) {
@@ -162,6 +55,20 @@ std::optional<scale::ClusterWorker> wait_for_worker(const scale::ClusterManager&
   eventually([&] { return (found = worker_with_pid(manager, pid)).has_value(); });
   return found;
 }
+
+/// A test's cluster of one worker of this build (with `extra` flags) on a namespace of its own,
+/// and a manager that has seen it join.
+struct OneWorker {
+  explicit OneWorker(std::vector<std::string> extra = {}) : process(url, {.extra = std::move(extra)}) {
+    worker = wait_for_worker(manager, process.pid());
+    REQUIRE(worker);
+  }
+  scale::Runtime runtime;
+  std::string url = fresh_url();
+  WorkerProcess process;
+  scale::ClusterManager manager{url, fast_options()};
+  std::optional<scale::ClusterWorker> worker;
+};
 
 /// The most items that ran at the same time, from their [start, end) times.
 std::size_t most_at_once(std::vector<std::pair<std::int64_t, std::int64_t>> spans) {
@@ -325,66 +232,51 @@ TEST_CASE("a drained busy worker finishes its chunk, leaves and exits 0, and not
 
 TEST_CASE("order({.threads = 3}) runs three chunks at once on the worker, and the manager sees it",
           "[cluster][elastic]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url);
-  scale::ClusterManager manager(url, fast_options());
-  const auto worker = wait_for_worker(manager, a.pid());
-  REQUIRE(worker);
-  CHECK(worker->concurrency == 1);
-  CHECK(manager.concurrency() == 1);
-  manager.order(worker->id, scale::WorkerOrder{.threads = 3}).get();
-  REQUIRE(eventually([&] { return manager.concurrency() == 3; }));
-  CHECK(worker_with_pid(manager, a.pid())->concurrency == 3);
+  OneWorker one;
+  CHECK(one.worker->concurrency == 1);
+  CHECK(one.manager.concurrency() == 1);
+  one.manager.order(one.worker->id, scale::WorkerOrder{.threads = 3}).get();
+  REQUIRE(eventually([&] { return one.manager.concurrency() == 3; }));
+  CHECK(worker_with_pid(one.manager, one.process.pid())->concurrency == 3);
   // Its heartbeat announces it.
-  CHECK_THAT(redis(url, {"HGET", tag_of(url) + ":workers", worker->id}).str, Catch::Contains("\"concurrency\":3"));
-  scale::Iterator<int> numbers(iota(6), manager);
+  CHECK_THAT(redis(one.url, {"HGET", tag_of(one.url) + ":workers", one.worker->id}).str, Catch::Contains("\"concurrency\":3"));
+  scale::Iterator<int> numbers(iota(6), one.manager);
   const auto spans = numbers.map(span_of_300ms, scale::RunOptions{.chunk_size = 1}).get();
   CHECK(most_at_once(spans) == 3);
   // What it provides is carried to its record.
-  manager.order(worker->id, scale::WorkerOrder{.provides = std::map<std::string, std::string>{{"gpu", "2"}}}).get();
-  REQUIRE(eventually([&] { return worker_with_pid(manager, a.pid())->provides.count("gpu") == 1; }));
-  CHECK(worker_with_pid(manager, a.pid())->provides.at("gpu") == "2");
-  CHECK(worker_with_pid(manager, a.pid())->concurrency == 3);
+  one.manager.order(one.worker->id, scale::WorkerOrder{.provides = std::map<std::string, std::string>{{"gpu", "2"}}}).get();
+  REQUIRE(eventually([&] { return worker_with_pid(one.manager, one.process.pid())->provides.count("gpu") == 1; }));
+  CHECK(worker_with_pid(one.manager, one.process.pid())->provides.at("gpu") == "2");
+  CHECK(worker_with_pid(one.manager, one.process.pid())->concurrency == 3);
   // Another manager of this build may order it too; the first one sees the change.
-  scale::ClusterManager other(url, fast_options());
-  REQUIRE(wait_for_worker(other, a.pid()));
-  other.order(worker->id, scale::WorkerOrder{.threads = 2}).get();
-  REQUIRE(eventually([&] { return manager.concurrency() == 2; }));
-  CHECK(worker_with_pid(manager, a.pid())->concurrency == 2);
+  scale::ClusterManager other(one.url, fast_options());
+  REQUIRE(wait_for_worker(other, one.process.pid()));
+  other.order(one.worker->id, scale::WorkerOrder{.threads = 2}).get();
+  REQUIRE(eventually([&] { return one.manager.concurrency() == 2; }));
+  CHECK(worker_with_pid(one.manager, one.process.pid())->concurrency == 2);
 }
 
 TEST_CASE("drain and order of an unknown worker id fail with an Error naming it and the live workers",
           "[cluster][elastic][errors]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url);
-  scale::ClusterManager manager(url, fast_options());
-  const auto worker = wait_for_worker(manager, a.pid());
-  REQUIRE(worker);
-  REQUIRE_THROWS_AS(manager.drain("no-such-worker").get(), scale::Error);
-  REQUIRE_THROWS_WITH(manager.drain("no-such-worker").get(),
-                      Catch::Contains("'no-such-worker'") && Catch::Contains(worker->id));
-  REQUIRE_THROWS_WITH(manager.order("no-such-worker", {.threads = 2}).get(),
-                      Catch::Contains("'no-such-worker'") && Catch::Contains(worker->id));
-  REQUIRE_THROWS_WITH(manager.order(worker->id, {.threads = 0}).get(), Catch::Contains("at least 1"));
+  OneWorker one;
+  REQUIRE_THROWS_AS(one.manager.drain("no-such-worker").get(), scale::Error);
+  REQUIRE_THROWS_WITH(one.manager.drain("no-such-worker").get(),
+                      Catch::Contains("'no-such-worker'") && Catch::Contains(one.worker->id));
+  REQUIRE_THROWS_WITH(one.manager.order("no-such-worker", {.threads = 2}).get(),
+                      Catch::Contains("'no-such-worker'") && Catch::Contains(one.worker->id));
+  REQUIRE_THROWS_WITH(one.manager.order(one.worker->id, {.threads = 0}).get(), Catch::Contains("at least 1"));
   // The worker was left as it was.
-  CHECK(worker_with_pid(manager, a.pid())->concurrency == 1);
+  CHECK(worker_with_pid(one.manager, one.process.pid())->concurrency == 1);
 }
 
 TEST_CASE("a --scale-threads 2 worker runs two chunks at once, and chunks that map on a thread pool of their own",
           "[cluster][elastic][nested]") {
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url, {"--scale-threads", "2"});
-  scale::ClusterManager manager(url, fast_options());
-  const auto worker = wait_for_worker(manager, a.pid());
-  REQUIRE(worker);
-  CHECK(worker->concurrency == 2);
-  CHECK(manager.concurrency() == 2);
-  scale::Iterator<int> numbers(iota(4), manager);
+  OneWorker one({"--scale-threads", "2"});
+  CHECK(one.worker->concurrency == 2);
+  CHECK(one.manager.concurrency() == 2);
+  scale::Iterator<int> numbers(iota(4), one.manager);
   CHECK(most_at_once(numbers.map(span_of_300ms, scale::RunOptions{.chunk_size = 1}).get()) == 2);
-  scale::Iterator<int> sizes({10, 100, 1000, 5}, manager);
+  scale::Iterator<int> sizes({10, 100, 1000, 5}, one.manager);
   const auto sums = sizes.map(sum_of_squares_below, scale::RunOptions{.chunk_size = 1}).get();
   CHECK(sums == std::vector<long>{285, 328350, 332833500, 30});
 }
@@ -393,42 +285,37 @@ TEST_CASE("a --scale-processes 2 worker: an item that kills its child ends in Wo
           "stays joined",
           "[cluster][elastic][nested]") {
   scale_test::CrashingChildren crashing;  // first: its environment reaches the worker and its children
-  scale::Runtime runtime;
-  const std::string url = fresh_url();
-  WorkerProcess a(url, {"--scale-processes", "2"});
-  scale::ClusterManager manager(url, fast_options());
-  const auto worker = wait_for_worker(manager, a.pid());
-  REQUIRE(worker);
-  CHECK(worker->concurrency == 2);
-  scale::Iterator<int> numbers(iota(100), manager);
+  OneWorker one({"--scale-processes", "2"});
+  CHECK(one.worker->concurrency == 2);
+  scale::Iterator<int> numbers(iota(100), one.manager);
   // Results come back through the worker's children (the pids are theirs, not the worker's).
   const std::vector<int> pids = numbers.map(pid_of, scale::RunOptions{.chunk_size = 10}).get();
   std::set<int> ran_on(pids.begin(), pids.end());
-  CHECK(ran_on.count(a.pid()) == 0);
+  CHECK(ran_on.count(one.process.pid()) == 0);
   CHECK(ran_on.size() >= 1);
   REQUIRE(numbers.map(twice).get()[99] == 198);
 
-  scale::Iterator<int> few(iota(10), manager);
+  scale::Iterator<int> few(iota(10), one.manager);
   try {
     few.map(abort_on_5, scale::RunOptions{.chunk_size = 4}).get();
     FAIL("the map should have failed");
   } catch (const scale::WorkerLost& lost) {
     CHECK(lost.index() == 5);
     CHECK(lost.attempts() == 4);  // the first run and max_retries (3) more
-    CHECK_THAT(lost.status(), Catch::Contains(worker->id));
+    CHECK_THAT(lost.status(), Catch::Contains(one.worker->id));
   }
   // The worker itself lived through it: the same process, still joined, beating, and serving.
-  CHECK(a.wait_exit(0ms) == -1);
+  CHECK(one.process.wait_exit(0ms) == -1);
   CHECK(few.map(twice).get() == std::vector<int>{0, 2, 4, 6, 8, 10, 12, 14, 16, 18});
-  CHECK(worker_with_pid(manager, a.pid()).has_value());
-  CHECK(redis(url, {"PTTL", tag_of(url) + ":heartbeat:" + worker->id}).integer > 0);
-  CHECK(manager.stats().workers_lost == 0);
-  CHECK(manager.stats().workers_alive == 1);
+  CHECK(worker_with_pid(one.manager, one.process.pid()).has_value());
+  CHECK(redis(one.url, {"PTTL", tag_of(one.url) + ":heartbeat:" + one.worker->id}).integer > 0);
+  CHECK(one.manager.stats().workers_lost == 0);
+  CHECK(one.manager.stats().workers_alive == 1);
 
   // Ordered to 3, it runs three chunks at once, on a pool of three children.
-  manager.order(worker->id, scale::WorkerOrder{.threads = 3}).get();
-  REQUIRE(eventually([&] { return manager.concurrency() == 3; }));
-  scale::Iterator<int> six(iota(6), manager);
+  one.manager.order(one.worker->id, scale::WorkerOrder{.threads = 3}).get();
+  REQUIRE(eventually([&] { return one.manager.concurrency() == 3; }));
+  scale::Iterator<int> six(iota(6), one.manager);
   CHECK(most_at_once(six.map(span_of_300ms, scale::RunOptions{.chunk_size = 1}).get()) == 3);
 }
 
@@ -445,7 +332,7 @@ TEST_CASE("a worker given --scale-threads 0, a non-number, or both nested flags 
   int n = 0;
   for (const auto& [flags, problem] : cases) {
     const std::string log = "/tmp/scale-elastic-flags-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
-    WorkerProcess worker(url, flags, log);
+    WorkerProcess worker(url, {.extra = flags, .stderr_file = log});
     CHECK(worker.wait_exit(10s) == 2);
     const std::string text = read_file(log);
     ::unlink(log.c_str());

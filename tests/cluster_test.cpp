@@ -8,9 +8,7 @@
 #include <scale/scale.hpp>
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,14 +21,10 @@
 #include <utility>
 #include <vector>
 
-#include "redis/redis_client.hpp"
-
-#include "support/redis_server.hpp"
-
-namespace {
-class WorkerProcess;
-std::string fresh_url();
-}  // namespace
+#include "support/cluster.hpp"
+#include "support/eventually.hpp"
+#include "support/iota.hpp"
+#include "support/worker_process.hpp"
 
 /// The Iterator behaviour suite on a ClusterManager with two workers of this executable, started
 /// once for the suite on the shared redis-server, and a fresh redis:// namespace for each scope.
@@ -38,8 +32,8 @@ struct ClusterFactory {
   static constexpr bool ships = true;
   static const std::string& url();
   static std::unique_ptr<scale::ScalabilityManager> make();
-  static scale::SharedMemory memory() { return scale::SharedMemory(fresh_url()); }
-  static scale::SharedEventEmitter events() { return scale::SharedEventEmitter(fresh_url()); }
+  static scale::SharedMemory memory() { return scale::SharedMemory(support::fresh_url()); }
+  static scale::SharedEventEmitter events() { return scale::SharedEventEmitter(support::fresh_url()); }
 };
 
 #define SCALE_ITERATOR_FACTORIES ClusterFactory
@@ -54,96 +48,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Short heartbeats, so that a lost worker is noticed within about 600 ms. A sanitizer's build runs
-// several times slower (TSan most), so there they are three times as long, or a busy machine's
-// late beat would count a live worker as lost.
-#ifdef SCALE_TEST_SANITIZER
-constexpr int beat_scale = 3;
-#else
-constexpr int beat_scale = 1;
-#endif
-constexpr std::chrono::milliseconds test_heartbeat{100 * beat_scale};
-constexpr std::chrono::milliseconds test_heartbeat_ttl{500 * beat_scale};
-
-/// A worker process: this executable (or another) with --scale-worker URL, killed when the test
-/// ends (and when this process dies).
-class WorkerProcess {
- public:
-  explicit WorkerProcess(const std::string& url, std::string executable = "/proc/self/exe") {
-    std::vector<std::string> args{executable, "--scale-worker", url, "--scale-heartbeat-ms",
-                                  std::to_string(test_heartbeat.count())};
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    m_pid = ::fork();
-    if (m_pid < 0) throw std::runtime_error("fork failed");
-    if (m_pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~WorkerProcess() { kill(SIGKILL); }
-  WorkerProcess(const WorkerProcess&) = delete;
-  WorkerProcess& operator=(const WorkerProcess&) = delete;
-
-  pid_t pid() const { return m_pid; }
-
-  /// Sends `signal`; SIGKILL also reaps the process.
-  void kill(int signal) {
-    if (m_pid <= 0) return;
-    ::kill(m_pid, signal);
-    if (signal == SIGKILL) {
-      ::waitpid(m_pid, nullptr, 0);
-      m_pid = -1;
-    }
-  }
-
-  /// The exit status once the process ends within `limit`, or -1.
-  int wait_exit(std::chrono::milliseconds limit) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < until) {
-      int status = 0;
-      if (::waitpid(m_pid, &status, WNOHANG) == m_pid) {
-        m_pid = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -1;
-  }
-
- private:
-  pid_t m_pid = -1;
-};
-
-/// A URL on the shared server with a namespace of its own.
-std::string fresh_url() {
-  return support::RedisServer::shared().url() + "?namespace=" + support::RedisServer::fresh_namespace();
-}
-
-/// Short heartbeats (test_heartbeat above), so a lost worker is noticed soon.
-scale::ClusterOptions fast_options() {
-  return scale::ClusterOptions{
-      .heartbeat_interval = test_heartbeat, .heartbeat_ttl = test_heartbeat_ttl, .wait_for_workers = 10s};
-}
-
-bool eventually(auto condition, std::chrono::milliseconds limit = 10s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return condition();
-}
-
-std::vector<int> iota(int n) {
-  std::vector<int> items(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) items[static_cast<std::size_t>(i)] = i;
-  return items;
-}
+using namespace support;
 
 auto twice = [](int x) { return 2 * x; };
 
@@ -248,14 +153,6 @@ struct TestCluster {
   std::vector<std::unique_ptr<WorkerProcess>> workers;
   std::optional<scale::ClusterManager> manager;
 };
-
-/// One Redis command from the test, for looking at keys.
-scale::detail::RedisReply redis(const std::string& url, std::vector<std::string> args) {
-  scale::detail::RedisClient client(scale::detail::parse_redis_url(url.substr(0, url.find('?'))));
-  return client.command(std::move(args)).get();
-}
-
-std::string tag_of(const std::string& url) { return "{scale:" + url.substr(url.find("namespace=") + 10) + "}"; }
 
 }  // namespace
 
@@ -452,7 +349,7 @@ TEST_CASE("a worker of another build is never given tasks, is reported incompati
           "[cluster]") {
   scale::Runtime runtime;
   const std::string url = fresh_url();
-  WorkerProcess other(url, CLUSTER_OTHER_BUILD);
+  WorkerProcess other(url, {.executable = CLUSTER_OTHER_BUILD});
   scale::ClusterOptions options = fast_options();
   options.wait_for_workers = 1500ms;
   scale::ClusterManager manager(url, options);
@@ -640,7 +537,7 @@ TEST_CASE("with no worker a map fails with NoWorkers after wait_for_workers", "[
 TEST_CASE("with only workers of another build a map fails with BuildMismatch", "[cluster][errors]") {
   scale::Runtime runtime;
   const std::string url = fresh_url();
-  WorkerProcess other(url, CLUSTER_OTHER_BUILD);
+  WorkerProcess other(url, {.executable = CLUSTER_OTHER_BUILD});
   scale::ClusterOptions options = fast_options();
   options.wait_for_workers = 500ms;
   scale::ClusterManager manager(url, options);

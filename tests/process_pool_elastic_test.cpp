@@ -22,6 +22,10 @@
 #include <thread>
 #include <vector>
 
+#include "support/eventually.hpp"
+#include "support/iota.hpp"
+#include "support/processes.hpp"
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #endif
@@ -29,12 +33,10 @@
 namespace {
 
 using namespace std::chrono_literals;
-
-std::vector<int> iota(int n) {
-  std::vector<int> items(static_cast<std::size_t>(n));
-  std::iota(items.begin(), items.end(), 0);
-  return items;
-}
+using support::children_of;
+using support::eventually;
+using support::iota;
+using support::process_gone;
 
 /// What ran an item: the item and the pid of the process that ran it (raw bytes on the wire).
 struct Ran {
@@ -90,46 +92,6 @@ auto nested_process_pool = [](int x) {
   scale::Iterator<int> items(std::vector<int>{x}, inner);
   return items.map(twice).get()[0];
 };
-
-bool eventually(auto condition, std::chrono::milliseconds limit = 5000ms) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return condition();
-}
-
-/// True once `pid` has exited (gone, or a zombie).
-bool process_gone(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
-}
-
-/// Children of a process (any state), from /proc.
-std::vector<pid_t> children_of(pid_t parent) {
-  std::vector<pid_t> children;
-  if (DIR* dir = ::opendir("/proc")) {
-    while (auto* entry = ::readdir(dir)) {
-      const pid_t pid = static_cast<pid_t>(std::atoi(entry->d_name));
-      if (pid <= 0) continue;
-      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-      std::string line;
-      std::getline(stat, line);
-      auto close = line.rfind(')');
-      if (close == std::string::npos) continue;
-      char state = 0;
-      int ppid = 0;
-      if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == parent)
-        children.push_back(pid);
-    }
-    ::closedir(dir);
-  }
-  return children;
-}
 
 std::set<int> pids_of(const std::vector<Ran>& runs) {
   std::set<int> pids;

@@ -43,6 +43,8 @@ struct ProcessPoolFactory {
 #define SCALE_ITERATOR_TAGS "[iterator][process_pool]"
 #include "iterator_suite.hpp"
 #include "sanitizers/deliberate_crash.hpp"
+#include "support/eventually.hpp"
+#include "support/processes.hpp"
 #include "support/redis_server.hpp"
 
 #include "redis/redis_client.hpp"
@@ -52,6 +54,9 @@ struct ProcessPoolFactory {
 namespace {
 
 using namespace std::chrono_literals;
+using support::children_of;
+using support::eventually;
+using support::process_gone;
 
 // The canonical program's function: captures nothing, reads the multiplier through the scope.
 auto times_multiplier = [](int number, scale::Scope& scope) -> scale::Future<int> {
@@ -120,38 +125,7 @@ std::size_t open_fds() {
   return count;
 }
 
-/// Children of a process (any state), from /proc.
-std::vector<pid_t> children_of(pid_t parent) {
-  std::vector<pid_t> children;
-  const pid_t self = parent;
-  if (DIR* dir = ::opendir("/proc")) {
-    while (auto* entry = ::readdir(dir)) {
-      const pid_t pid = static_cast<pid_t>(std::atoi(entry->d_name));
-      if (pid <= 0) continue;
-      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-      std::string line;
-      std::getline(stat, line);
-      auto close = line.rfind(')');
-      if (close == std::string::npos) continue;
-      char state = 0;
-      int ppid = 0;
-      if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == self) children.push_back(pid);
-    }
-    ::closedir(dir);
-  }
-  return children;
-}
-
 std::vector<pid_t> children_of_self() { return children_of(::getpid()); }
-
-bool eventually(auto condition, std::chrono::milliseconds limit = 5000ms) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return condition();
-}
 
 }  // namespace
 
@@ -492,14 +466,6 @@ static pid_t start_long_map(std::vector<pid_t>& workers) {
 }
 
 /// True once `pid` has exited (gone, or a zombie waiting for a parent that is itself gone).
-static bool process_gone(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
-}
-
 TEST_CASE("a Ctrl-C to the whole process group ends the parent and its workers and respawns none", "[process_pool]") {
   std::vector<pid_t> workers;
   pid_t helper = start_long_map(workers);

@@ -24,15 +24,15 @@
 #include <thread>
 #include <vector>
 
+#include "support/eventually.hpp"
+#include "support/iota.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
 
-std::vector<int> range(int n) {
-  std::vector<int> items(static_cast<std::size_t>(n));
-  std::iota(items.begin(), items.end(), 0);
-  return items;
-}
+using support::eventually;
+using support::iota;
 
 /// Items that wait for the test: each arrive()s, then wait()s until the test open()s the gate.
 /// Waits are bounded, so a broken pool fails the test instead of hanging it.
@@ -69,15 +69,23 @@ class Gate {
   bool m_open = false;
 };
 
-/// Polls `done` until it holds or `within` has passed; returns whether it held.
-template <class P>
-bool eventually(P done, std::chrono::milliseconds within = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + within;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
+/// A map of iota(n) on `pool` in chunks of `chunk_size` whose items count their runs in `runs`
+/// and wait at `gate` (so the test changes the pool while they are inside), then return
+/// `after_gate(x)`.
+template <class F>
+auto gated_map(scale::ThreadPoolManager& pool, int n, std::size_t chunk_size, std::vector<std::atomic<int>>& runs,
+               Gate& gate, F after_gate) {
+  scale::Iterator<int> items(iota(n), pool);
+  scale::RunOptions options;
+  options.chunk_size = chunk_size;
+  return items.map(
+      [&runs, &gate, after_gate](int x) {
+        runs[static_cast<std::size_t>(x)].fetch_add(1);
+        gate.arrive();
+        gate.wait();
+        return after_gate(x);
+      },
+      options);
 }
 
 }  // namespace
@@ -90,7 +98,7 @@ TEST_CASE("a pool resized up while a map runs spreads the rest of the map over t
   std::atomic<bool> resized{false};
   std::mutex mutex;
   std::set<std::thread::id> threads_after;
-  scale::Iterator<int> items(range(60), pool);
+  scale::Iterator<int> items(iota(60), pool);
   scale::RunOptions options;
   options.chunk_size = 1;
   auto doubled = items.map(
@@ -111,7 +119,7 @@ TEST_CASE("a pool resized up while a map runs spreads the rest of the map over t
   gate.open();
   const std::vector<int> result = doubled.get();
 
-  std::vector<int> expected = range(60);
+  std::vector<int> expected = iota(60);
   for (int& x : expected) x *= 2;
   REQUIRE(result == expected);
   REQUIRE(threads_after.size() == 3);  // the two new threads ran items of the running map
@@ -129,18 +137,10 @@ TEST_CASE("a pool resized down while a map runs loses no item, runs none twice a
   constexpr int n = 80;
   std::vector<std::atomic<int>> runs(n);
   Gate gate;
-  scale::Iterator<int> items(range(n), pool);
-  scale::RunOptions options;
-  options.chunk_size = 2;
-  auto plus_one = items.map(
-      [&](int x) {
-        runs[static_cast<std::size_t>(x)].fetch_add(1);
-        gate.arrive();
-        gate.wait();
-        std::this_thread::sleep_for(1ms);
-        return x + 1;
-      },
-      options);
+  auto plus_one = gated_map(pool, n, 2, runs, gate, [](int x) {
+    std::this_thread::sleep_for(1ms);
+    return x + 1;
+  });
   REQUIRE(gate.arrived(4));  // all four threads are inside a chunk
   pool.resize(1);
   REQUIRE(pool.concurrency() == 1);
@@ -165,7 +165,7 @@ TEST_CASE("a map on a pool resized to 0 fails at once with NoWorkers saying what
   pool.resize(0);
   REQUIRE(pool.concurrency() == 0);
   REQUIRE(eventually([&] { return pool.stats().workers_alive == 0; }));
-  scale::Iterator<int> items(range(10), pool);
+  scale::Iterator<int> items(iota(10), pool);
   try {
     (void)items.map([](int x) { return x; }).get();
     FAIL("a map on a pool with no threads and no adapt must fail");
@@ -188,17 +188,7 @@ TEST_CASE("chunks queued when a pool shrinks to 0 still run, and the call then f
   constexpr int n = 20;
   std::vector<std::atomic<int>> runs(n);
   Gate gate;
-  scale::Iterator<int> items(range(n), pool);
-  scale::RunOptions options;
-  options.chunk_size = 1;
-  auto same = items.map(
-      [&](int x) {
-        runs[static_cast<std::size_t>(x)].fetch_add(1);
-        gate.arrive();
-        gate.wait();
-        return x;
-      },
-      options);
+  auto same = gated_map(pool, n, 1, runs, gate, [](int x) { return x; });
   REQUIRE(gate.arrived(2));  // both threads busy; more chunks queued behind them
   pool.resize(0);
   gate.open();
@@ -227,7 +217,7 @@ TEST_CASE("adapt grows the pool under backlog and shrinks it after the window", 
   std::mutex mutex;
   std::set<std::thread::id> threads;
   auto run_map = [&] {
-    scale::Iterator<int> items(range(40), pool);
+    scale::Iterator<int> items(iota(40), pool);
     scale::RunOptions options;
     options.chunk_size = 1;
     return items
@@ -247,7 +237,7 @@ TEST_CASE("adapt grows the pool under backlog and shrinks it after the window", 
             options)
         .get();
   };
-  REQUIRE(run_map() == range(40));
+  REQUIRE(run_map() == iota(40));
   REQUIRE(most_alive.load() == 4);  // 40 chunks of backlog, one per worker: up to max at once
   REQUIRE(threads.size() == 4);
 
@@ -260,7 +250,7 @@ TEST_CASE("adapt grows the pool under backlog and shrinks it after the window", 
 
   // From 0 threads, a new call's backlog starts them again.
   most_alive = 0;
-  REQUIRE(run_map() == range(40));
+  REQUIRE(run_map() == iota(40));
   REQUIRE(most_alive.load() == 4);
   REQUIRE(pool.stats().tasks_retried == 0);
 }
@@ -276,7 +266,7 @@ TEST_CASE("resize turns adapt off, and adapt turns a fixed count off", "[thread_
   REQUIRE(eventually([&] { return pool.stats().workers_alive == 1; }));
   // A backlog that adapt would grow on leaves the fixed count alone.
   std::atomic<std::size_t> most_alive{0};
-  scale::Iterator<int> items(range(30), pool);
+  scale::Iterator<int> items(iota(30), pool);
   scale::RunOptions options;
   options.chunk_size = 1;
   auto done = items.map(
@@ -286,7 +276,7 @@ TEST_CASE("resize turns adapt off, and adapt turns a fixed count off", "[thread_
         return x;
       },
       options);
-  REQUIRE(done.get() == range(30));
+  REQUIRE(done.get() == iota(30));
   REQUIRE(most_alive.load() == 1);
   REQUIRE(pool.stats().workers_target == 1);
 }
@@ -315,15 +305,15 @@ TEST_CASE("three levels of nested maps on one ThreadPoolManager(2) complete with
           "[thread_pool][nested]") {
   scale::Runtime runtime;
   scale::ThreadPoolManager pool(2);
-  scale::Iterator<int> outer(range(8), pool);
+  scale::Iterator<int> outer(iota(8), pool);
   const std::vector<long> sums =
       outer
           .map([&](int a) {
-            scale::Iterator<int> middle(range(10), pool);
+            scale::Iterator<int> middle(iota(10), pool);
             const std::vector<long> parts =
                 middle
                     .map([&, a](int b) {
-                      scale::Iterator<int> inner(range(5), pool);
+                      scale::Iterator<int> inner(iota(5), pool);
                       const std::vector<long> leaves =
                           inner.map([a, b](int c) { return static_cast<long>(a * 100 + b * 10 + c); }).get();
                       return std::accumulate(leaves.begin(), leaves.end(), 0L);
@@ -345,10 +335,10 @@ TEST_CASE("a map of 8 items each mapping 100 items on the same ThreadPoolManager
           "[thread_pool][nested]") {
   scale::Runtime runtime;
   scale::ThreadPoolManager pool(2);
-  scale::Iterator<int> outer(range(8), pool);
+  scale::Iterator<int> outer(iota(8), pool);
   const std::vector<int> sums = outer
                                     .map([&](int a) {
-                                      scale::Iterator<int> inner(range(100), pool);
+                                      scale::Iterator<int> inner(iota(100), pool);
                                       const std::vector<int> values = inner.map([a](int b) { return a + b; }).get();
                                       return std::accumulate(values.begin(), values.end(), 0);
                                     })
@@ -366,7 +356,7 @@ TEST_CASE("a thread waiting on a nested map runs that map's chunks, never anothe
   scale::ThreadPoolManager pool(2);
   std::atomic<int> outer_on_top_of_outer{0};
   std::atomic<int> inner_run_by_waiting_thread{0};
-  scale::Iterator<int> outer(range(8), pool);
+  scale::Iterator<int> outer(iota(8), pool);
   scale::RunOptions one;
   one.chunk_size = 1;
   const std::vector<int> sums = outer
@@ -374,7 +364,7 @@ TEST_CASE("a thread waiting on a nested map runs that map's chunks, never anothe
                                         [&](int a) {
                                           if (t_in_outer_item) ++outer_on_top_of_outer;
                                           t_in_outer_item = true;
-                                          scale::Iterator<int> inner(range(40), pool);
+                                          scale::Iterator<int> inner(iota(40), pool);
                                           const std::vector<int> values = inner
                                                                               .map(
                                                                                   [&, a](int b) {
@@ -399,10 +389,10 @@ TEST_CASE("a nested map on another ThreadPoolManager from a pool thread complete
   scale::Runtime runtime;
   scale::ThreadPoolManager first(2);
   scale::ThreadPoolManager second(2);
-  scale::Iterator<int> outer(range(8), first);
+  scale::Iterator<int> outer(iota(8), first);
   const std::vector<int> sums = outer
                                     .map([&](int a) {
-                                      scale::Iterator<int> inner(range(20), second);
+                                      scale::Iterator<int> inner(iota(20), second);
                                       const std::vector<int> values = inner.map([a](int b) { return a + b; }).get();
                                       return std::accumulate(values.begin(), values.end(), 0);
                                     })
@@ -416,16 +406,16 @@ TEST_CASE("a nested map that goes back to the first one-thread pool through a se
   scale::Runtime runtime;
   scale::ThreadPoolManager first(1);
   scale::ThreadPoolManager second(1);
-  scale::Iterator<int> outer(range(4), first);
+  scale::Iterator<int> outer(iota(4), first);
   const std::vector<int> sums = outer
                                     .map([&](int a) {
-                                      scale::Iterator<int> middle(range(3), second);
+                                      scale::Iterator<int> middle(iota(3), second);
                                       const std::vector<int> parts =
                                           middle
                                               .map([&, a](int b) {
                                                 // Back on `first`, whose only thread waits in the outer item: it runs
                                                 // these.
-                                                scale::Iterator<int> inner(range(3), first);
+                                                scale::Iterator<int> inner(iota(3), first);
                                                 const std::vector<int> leaves =
                                                     inner.map([a, b](int c) { return a * 100 + b * 10 + c; }).get();
                                                 return std::accumulate(leaves.begin(), leaves.end(), 0);
@@ -441,10 +431,10 @@ TEST_CASE("nested filter, reduce and for_each on the same ThreadPoolManager(2) c
   scale::Runtime runtime;
   scale::ThreadPoolManager pool(2);
   std::atomic<int> visited{0};
-  scale::Iterator<int> outer(range(6), pool);
+  scale::Iterator<int> outer(iota(6), pool);
   const std::vector<int> checks = outer
                                       .map([&](int a) {
-                                        scale::Iterator<int> inner(range(50), pool);
+                                        scale::Iterator<int> inner(iota(50), pool);
                                         const std::vector<int> evens =
                                             inner.filter([](int x) { return x % 2 == 0; }).get();
                                         const int sum = inner.reduce([](int acc, int x) { return acc + x; }, 0).get();
@@ -469,13 +459,13 @@ TEST_CASE("two one-thread pools whose threads each wait on a call queued on the 
     return [&other, &both_waiting, base](int a) {
       both_waiting.arrive();
       (void)both_waiting.arrived(2);  // both outer items hold their pools (no REQUIRE off the test thread)
-      scale::Iterator<int> inner(range(10), other);
+      scale::Iterator<int> inner(iota(10), other);
       const std::vector<int> values = inner.map([base, a](int b) { return base + a + b; }).get();
       return std::accumulate(values.begin(), values.end(), 0);
     };
   };
-  scale::Iterator<int> on_first(range(1), first);
-  scale::Iterator<int> on_second(range(1), second);
+  scale::Iterator<int> on_first(iota(1), first);
+  scale::Iterator<int> on_second(iota(1), second);
   auto x = on_first.map(cross(second, 1000));
   auto y = on_second.map(cross(first, 2000));
   REQUIRE(x.get() == std::vector<int>{10 * 1000 + 45});
@@ -491,13 +481,13 @@ TEST_CASE("a Future-returning function that maps on its own one-thread pool afte
           "[thread_pool][nested]") {
   scale::Runtime runtime;
   scale::ThreadPoolManager pool(1);
-  scale::Iterator<int> outer(range(3), pool);
+  scale::Iterator<int> outer(iota(3), pool);
   // After the co_await the coroutine runs on the loop, so the nested map is made there, outside
   // any pool chunk, while the pool's only thread waits in get() on the coroutine's Future.
   auto fn = [&pool](int a) -> scale::Future<int> {
     scale::Future<void> pause = scale::sleep_for(1ms);
     co_await std::move(pause);
-    scale::Iterator<int> inner(range(10), pool);
+    scale::Iterator<int> inner(iota(10), pool);
     scale::Future<std::vector<int>> nested = inner.map([a](int b) { return a * b; });
     const std::vector<int> values = co_await std::move(nested);
     co_return std::accumulate(values.begin(), values.end(), 0);
