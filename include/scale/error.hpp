@@ -2,9 +2,12 @@
 /// \file Errors: every failure the library reports derives from scale::Error.
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
+
+#include <scale/crash_report.hpp>
 
 namespace scale {
 
@@ -97,20 +100,35 @@ class RemoteError : public Error {
 /// A worker died while running an item, more often than the retry limit allows.
 class WorkerLost : public Error {
  public:
-  WorkerLost(std::size_t index, std::string status, int attempts)
+  WorkerLost(std::size_t index, std::string status, int attempts, std::optional<CrashReport> capsule = std::nullopt)
       : Error("scale::WorkerLost: item " + std::to_string(index) + " was running when its worker died (" + status +
-              ") on each of " + std::to_string(attempts) + " attempts; the item itself probably crashes the worker"),
+              ") on each of " + std::to_string(attempts) + " attempts; the item itself probably crashes the worker" +
+              capsule_summary(capsule)),
         m_index(index),
         m_status(std::move(status)),
-        m_attempts(attempts) {}
+        m_attempts(attempts),
+        m_capsule(std::move(capsule)) {}
   std::size_t index() const noexcept { return m_index; }
   const std::string& status() const noexcept { return m_status; }
   int attempts() const noexcept { return m_attempts; }
+  /// What the crashing process recorded when it died of a signal while running the item (its
+  /// value, the signal, the stack); empty when the loss had none (a timeout, a lost heartbeat, a
+  /// plain --scale-worker process).
+  const std::optional<CrashReport>& capsule() const noexcept { return m_capsule; }
 
  private:
+  static std::string capsule_summary(const std::optional<CrashReport>& capsule) {
+    if (!capsule) return {};
+    std::string text = "; " + capsule->signal_name + " in item " + std::to_string(capsule->item_index) + " = " +
+                       capsule->item + " (pid " + std::to_string(capsule->pid) + " on " + capsule->host + ")";
+    for (const std::string& frame : capsule->stack) text += "\n    " + frame;
+    return text;
+  }
+
   std::size_t m_index;
   std::string m_status;
   int m_attempts;
+  std::optional<CrashReport> m_capsule;
 };
 
 /// A backend (store server, Redis, worker link) could not be reached.

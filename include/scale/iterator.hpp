@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <ranges>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -124,30 +125,32 @@ class ItemJob : public Job {
   SharedMemory* scope_memory() const noexcept override { return m_memory; }
   SharedEventEmitter* scope_events() const noexcept override { return m_events; }
 
+  /// In a worker process: the link's control for this task (stop frames, progress frames, the
+  /// crash handler's item index). Unset on the thread tiers, where the Job is its own control.
+  void set_control(ChunkControl* control) noexcept { m_control = control; }
+
   void run(std::size_t begin, std::size_t end) override {
     Derived& self = static_cast<Derived&>(*this);
-    Scope scope = this->scope();
-    auto state = self.start();
-    for (std::size_t i = begin; i < end; ++i) {
-      using Raw = decltype(self.call(scope, i, state));
-      if constexpr (std::is_void_v<Raw>) {
-        self.call(scope, i, state);
-        self.store(i, state);
-      } else if constexpr (is_future_v<Raw> && std::is_void_v<unwrap_t<Raw>>) {
-        self.call(scope, i, state).get();
-        self.store(i, state);
-      } else {
-        self.store(i, state, wait_value(self.call(scope, i, state)));
-      }
+    if (m_control != nullptr) {
+      run_items<true>(self, begin, end, m_control);
+    } else if constexpr (Derived::uses_scope) {
+      JobChunkControl local(*this);
+      run_items<true>(self, begin, end, &local);
+    } else {
+      run_items<false>(self, begin, end, nullptr);
     }
-    self.finish(begin, std::move(state));
   }
 
   Future<void> run_async(std::size_t begin, std::size_t end) override {
     Derived& self = static_cast<Derived&>(*this);
-    Scope scope = this->scope();
+    JobChunkControl local(*this);
+    Scope scope(m_memory, m_events, &local);
     auto state = self.start();
     for (std::size_t i = begin; i < end; ++i) {
+      if constexpr (Derived::uses_scope) {
+        if (local.stop_requested()) throw Cancelled(cancelled_message());
+        scope.m_item = i - begin;
+      }
       using Raw = decltype(self.call(scope, i, state));
       if constexpr (is_future_v<Raw>) {
         auto pending = self.call(scope, i, state);  // named: see the NOTE in dispatch.hpp
@@ -165,6 +168,10 @@ class ItemJob : public Job {
       }
     }
     self.finish(begin, std::move(state));
+  }
+
+  std::string item_text(std::size_t index) const override {
+    return index < m_items->size() ? item_json_text((*m_items)[index]) : std::string();
   }
 
   /// The remote path: the chunk's items, encoded.
@@ -188,6 +195,42 @@ class ItemJob : public Job {
   F m_fn;
   SharedMemory* m_memory;
   SharedEventEmitter* m_events;
+
+ private:
+  /// The per-item loop. Tracked (a function that takes Scope&, or any chunk in a worker process):
+  /// the running item's index is kept for Scope::progress and the crash handler, and a stop
+  /// request ends the chunk between items. Untracked: today's tight loop, nothing per item.
+  template <bool Tracked>
+  void run_items(Derived& self, std::size_t begin, std::size_t end, ChunkControl* control) {
+    Scope scope(m_memory, m_events, control);
+    if constexpr (Tracked) control->started(&scope.m_item);
+    struct Ended {
+      ChunkControl* control;
+      ~Ended() {
+        if (control != nullptr) control->ended();
+      }
+    } ended{Tracked ? control : nullptr};
+    auto state = self.start();
+    for (std::size_t i = begin; i < end; ++i) {
+      if constexpr (Tracked) {
+        if (control->stop_requested()) throw Cancelled(cancelled_message());
+        scope.m_item = i - begin;
+      }
+      using Raw = decltype(self.call(scope, i, state));
+      if constexpr (std::is_void_v<Raw>) {
+        self.call(scope, i, state);
+        self.store(i, state);
+      } else if constexpr (is_future_v<Raw> && std::is_void_v<unwrap_t<Raw>>) {
+        self.call(scope, i, state).get();
+        self.store(i, state);
+      } else {
+        self.store(i, state, wait_value(self.call(scope, i, state)));
+      }
+    }
+    self.finish(begin, std::move(state));
+  }
+
+  ChunkControl* m_control = nullptr;
 };
 
 template <class T, class F>
@@ -226,6 +269,7 @@ class MapJob final : public ItemJob<T, F, MapJob<T, F>> {
   static void invoke_remote(const TaskInput& input, std::string& out) {
     auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
     MapJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{});
+    job.set_control(input.control);
     job.run(0, input.count);
     encode_vector(job.take(), out);
   }
@@ -269,6 +313,7 @@ class FilterJob final : public ItemJob<T, F, FilterJob<T, F>> {
   static void invoke_remote(const TaskInput& input, std::string& out) {
     auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
     FilterJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{});
+    job.set_control(input.control);
     job.run(0, input.count);
     encode_vector(job.m_keep, out);
   }
@@ -303,6 +348,7 @@ class ForEachJob final : public ItemJob<T, F, ForEachJob<T, F>> {
   static void invoke_remote(const TaskInput& input, std::string&) {
     auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
     ForEachJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{});
+    job.set_control(input.control);
     job.run(0, input.count);
   }
 
@@ -356,6 +402,7 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
     auto items = std::make_shared<const std::vector<T>>(decode_values<T>(input.items, input.count));
     A init = decode_value<A>(input.extra);
     ReduceJob job(std::move(items), F{}, input.memory, input.events, TaskPolicy{}, std::move(init));
+    job.set_control(input.control);
     job.run(0, input.count);
     encode_value(job.take_partials().front(), out);
   }
@@ -385,7 +432,7 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
 template <class Job>
 Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
                                                   RunOptions options) {
-  Future<void> done = dispatch_all(job, manager, chunk_size, std::move(options.progress));
+  Future<void> done = dispatch_all(job, manager, std::move(options));
   co_await std::move(done);
   co_return job->take();
 }
@@ -393,14 +440,14 @@ Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, Scal
 template <class Job, class T>
 Future<std::vector<T>> run_filter(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
                                   RunOptions options) {
-  Future<void> done = dispatch_all(job, manager, chunk_size, std::move(options.progress));
+  Future<void> done = dispatch_all(job, manager, std::move(options));
   co_await std::move(done);
   co_return job->take();
 }
 
 inline Future<void> run_for_each(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
                                  RunOptions options) {
-  Future<void> done = dispatch_all(std::move(job), manager, chunk_size, std::move(options.progress));
+  Future<void> done = dispatch_all(std::move(job), manager, std::move(options));
   co_await std::move(done);
 }
 
@@ -408,7 +455,7 @@ template <class Job, class A, class C>
 Future<A> run_reduce(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size, RunOptions options,
                      C combine) {
   using Combine = FnCall<C, A&&, A&&>;
-  Future<void> done = dispatch_all(job, manager, chunk_size, std::move(options.progress));
+  Future<void> done = dispatch_all(job, manager, std::move(options));
   co_await std::move(done);
   // Partials combine in chunk order on the loop, so an associative but non-commutative
   // combine still gives the sequential answer.
@@ -479,7 +526,7 @@ class Iterator {
     using R = typename Call::result;
     static_assert(!std::is_void_v<R>, "scale::Iterator<T>::map(fn): fn returns nothing; use for_each(fn)");
     using Job = detail::MapJob<T, F>;
-    if (auto error = check_scope(Call::with_scope)) return make_failed_future<std::vector<R>>(error);
+    if (auto error = check(options)) return make_failed_future<std::vector<R>>(error);
     if (empty()) return make_ready_future(std::vector<R>{});
     auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options));
     return detail::run_map(std::move(job), m_manager, options.chunk_size, std::move(options));
@@ -494,7 +541,7 @@ class Iterator {
                   "scale::Future<bool>(T) or scale::Future<bool>(T, scale::Scope&)");
     static_assert(std::is_copy_constructible_v<T>,
                   "scale::Iterator<T>::filter copies the kept items: T must be copyable");
-    if (auto error = check_scope(Call::with_scope)) return make_failed_future<std::vector<T>>(error);
+    if (auto error = check(options)) return make_failed_future<std::vector<T>>(error);
     if (empty()) return make_ready_future(std::vector<T>{});
     auto job = std::make_shared<detail::FilterJob<T, F>>(m_items, std::move(pred), m_memory, m_events, policy(options));
     return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, options.chunk_size, std::move(options));
@@ -523,7 +570,7 @@ class Iterator {
     static_assert(Combine::callable && std::is_convertible_v<typename Combine::result, A>,
                   "scale::Iterator<T>::reduce(fn, init, combine): combine must be callable as A(A, A) "
                   "(or with scale::Scope&, or returning scale::Future<A>)");
-    if (auto error = check_scope(Call::with_scope || Combine::with_scope)) return make_failed_future<A>(error);
+    if (auto error = check(options)) return make_failed_future<A>(error);
     if (empty()) return make_ready_future(std::move(init));
     using Job = detail::ReduceJob<T, A, F>;
     auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options), std::move(init));
@@ -536,7 +583,7 @@ class Iterator {
     using Call = detail::FnCall<F, const T&>;
     static_assert(Call::callable, "scale::Iterator<T>::for_each(fn): fn must be callable as R(T), R(T, scale::Scope&), "
                                   "scale::Future<R>(T) or scale::Future<R>(T, scale::Scope&)");
-    if (auto error = check_scope(Call::with_scope)) return make_failed_future<void>(error);
+    if (auto error = check(options)) return make_failed_future<void>(error);
     if (empty()) return make_ready_future();
     auto job = std::make_shared<detail::ForEachJob<T, F>>(m_items, std::move(fn), m_memory, m_events, policy(options));
     return detail::run_for_each(std::move(job), m_manager, options.chunk_size, std::move(options));
@@ -551,12 +598,17 @@ class Iterator {
     return items;
   }
 
-  std::exception_ptr check_scope(bool needs_scope) const {
-    return needs_scope && m_memory == nullptr ? detail::no_shared_state_error() : nullptr;
+  /// What is wrong with the options, before anything runs.
+  static std::exception_ptr check(const RunOptions& options) {
+    if (options.grace.count() < 0)
+      return std::make_exception_ptr(std::invalid_argument(
+          "scale::RunOptions::grace is negative (" + std::to_string(options.grace.count()) +
+          " ms): give the time a stopped worker may keep running, 0 or more (default 2000 ms)"));
+    return nullptr;
   }
 
   static detail::TaskPolicy policy(const RunOptions& options) {
-    return detail::TaskPolicy{options.max_retries, options.timeout};
+    return detail::TaskPolicy{options.max_retries, options.timeout, options.grace};
   }
 
   // NOTE: shared with every call in flight, so a call never dangles if the Iterator goes away.

@@ -5,6 +5,9 @@
 #include <cstddef>
 #include <functional>
 #include <optional>
+#include <stop_token>
+
+#include <scale/progress.hpp>
 
 namespace scale {
 
@@ -33,6 +36,22 @@ struct RunOptions {
   /// ThreadPoolManager) cannot stop a running function without killing the process, so
   /// they do not enforce it: bound slow work inside the function itself.
   std::chrono::milliseconds timeout{0};
+
+  /// Stops the call: no new chunk starts, queued chunks are withdrawn, running functions see
+  /// Scope::stop_requested(), and the call fails with scale::Cancelled once the running chunks
+  /// have returned. A token already stopped fails the call at once and runs nothing. Ctrl-C
+  /// (SIGINT/SIGTERM, see RuntimeOptions) stops every call the same way.
+  std::stop_token stop;
+
+  /// After a stop, how long a process or cluster worker may keep running a stopped chunk before
+  /// it is killed and replaced (not counted as lost). The thread tiers cannot kill a thread: there
+  /// the call waits for running functions to return. Negative: std::invalid_argument.
+  std::chrono::milliseconds grace{2000};
+
+  /// Called on the loop thread at most every 100 ms while the call runs, and exactly once when it
+  /// completes (fraction 1, items_done == items_total), with how far it has got: finished items
+  /// plus what running items report through Scope::progress.
+  std::function<void(const Progress&)> on_progress;
 };
 
 }  // namespace scale

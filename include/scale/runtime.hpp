@@ -29,14 +29,24 @@ Detached forward_into(Future<T> future, Promise<T> promise) {
 }
 }  // namespace detail
 
+/// How a Runtime treats the application process; meant for designated initialisers.
+struct RuntimeOptions {
+  /// Handle SIGINT and SIGTERM: the first one stops every running call (each fails with
+  /// scale::Cancelled, as through RunOptions::stop, so the program can report it and exit its own
+  /// way; calls started later fail at once too), a second one kills the worker processes and ends
+  /// the program at once. False leaves the signals to the program.
+  bool handle_signals = true;
+};
+
 /// The process's runtime: owns the loop thread. Construct it first in main; one at a time.
 /// Destroying it fails every pending Future with scale::Stopped.
 class Runtime {
  public:
   /// A runtime for a program that has no command line to share (tests, embedding).
   Runtime();
+  explicit Runtime(RuntimeOptions options);
   /// Takes the `--scale-*` flags out of argc/argv. In a worker process it serves tasks and exits.
-  Runtime(int& argc, char** argv);
+  Runtime(int& argc, char** argv, RuntimeOptions options = {});
   ~Runtime();
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
@@ -65,6 +75,11 @@ class Runtime {
     });
     return result.get();
   }
+
+  /// Stops every running call and every later one, as the first Ctrl-C does (any thread).
+  void request_stop();
+  /// True once request_stop() was called or a handled SIGINT/SIGTERM arrived.
+  bool stop_requested() const noexcept;
 
   /// The `--scale-*` flags this runtime took out of the command line, in order.
   const std::vector<std::string>& scale_flags() const noexcept;

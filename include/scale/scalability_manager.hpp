@@ -83,6 +83,14 @@ class ScalabilityManager {
     }
     backlog_changed();
   }
+  /// A call was stopped (RunOptions::stop, Ctrl-C), on the loop; its Job's stop flag is already
+  /// set, so chunks not yet started are skipped and running functions see Scope::stop_requested().
+  /// A manager that holds chunks elsewhere withdraws the queued ones, tells the workers running
+  /// the others, and after job->policy().grace kills and replaces a worker still running one (not
+  /// counted as lost). Every chunk it withdraws or kills fails (any error: the call fails with
+  /// Cancelled). The thread tiers need nothing more: they cannot stop a running function.
+  virtual void stop_call(const std::shared_ptr<detail::Job>& job) { (void)job; }
+
   /// A call's backlog changed (it cut or finished chunks). Managers that scale on it override
   /// this; it must return at once (any thread, usually the loop).
   virtual void backlog_changed() {}

@@ -21,5 +21,7 @@
 #include <scale/managers/process_pool.hpp>
 #include <scale/managers/cluster.hpp>
 #include <scale/fn.hpp>
+#include <scale/crash_report.hpp>
+#include <scale/progress.hpp>
 #include <scale/run_options.hpp>
 #include <scale/scalability_manager.hpp>

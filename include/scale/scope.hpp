@@ -1,15 +1,19 @@
 #pragma once
 /// \file scale::Scope: the shared state a worker function sees.
 
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include <scale/detail/chunk_control.hpp>
 #include <scale/error.hpp>
 #include <scale/future.hpp>
 #include <scale/shared_event_emitter.hpp>
@@ -18,6 +22,10 @@
 namespace scale {
 
 namespace detail {
+template <class T, class F, class Derived>
+class ItemJob;
+void log_error(std::string_view message) noexcept;
+
 inline std::exception_ptr no_shared_state_error() {
   return std::make_exception_ptr(
       Error("this function uses scale::Scope but the Iterator has no shared state: call "
@@ -25,19 +33,39 @@ inline std::exception_ptr no_shared_state_error() {
 }
 }  // namespace detail
 
-/// The SharedMemory (and SharedEventEmitter) given to Iterator::use_scope, as a worker function
-/// sees it. The same calls and semantics as SharedMemory wherever the function runs. Holds both by
-/// pointer (they must outlive it); usable from many threads at once. Without the state a call
-/// needs, the call fails (a failed Future) with a scale::Error that says to call use_scope.
+/// What a worker function sees: whether its call was asked to stop, a way to report how far the
+/// running item has got, and the SharedMemory (and SharedEventEmitter) given to
+/// Iterator::use_scope, with the same calls and semantics as SharedMemory wherever the function
+/// runs. stop_requested() and progress() need no use_scope; without the state a memory or emit
+/// call needs, that call fails (a failed Future) with a scale::Error that says to call use_scope.
 class Scope {
  public:
   using Revision = SharedMemory::Revision;
   using Entry = SharedMemory::Entry;
 
-  Scope(SharedMemory* memory, SharedEventEmitter* events) noexcept : m_memory(memory), m_events(events) {}
+  Scope(SharedMemory* memory, SharedEventEmitter* events, detail::ChunkControl* control = nullptr) noexcept
+      : m_memory(memory), m_events(events), m_control(control) {}
 
   bool has_memory() const noexcept { return m_memory != nullptr; }
   bool has_events() const noexcept { return m_events != nullptr; }
+
+  /// True once the call was asked to stop (RunOptions::stop, Ctrl-C), on every tier: the request
+  /// travels to worker processes and cluster workers. Return early when it is.
+  bool stop_requested() const noexcept { return m_control != nullptr && m_control->stop_requested(); }
+
+  /// How far the running item has got, from 0 to 1 (RunOptions::on_progress counts it). Cheap:
+  /// remote workers send at most one message per running item every 50 ms. A value outside
+  /// [0, 1] or NaN is clamped (NaN to 0) and logged to stderr once per call; it never throws.
+  void progress(double fraction) const noexcept {
+    if (m_control == nullptr) return;
+    if (!(fraction >= 0.0 && fraction <= 1.0)) {
+      if (m_control->first_bad_progress())
+        detail::log_error("scale: scope.progress(" + std::to_string(fraction) +
+                          ") is outside [0, 1]; clamped (logged once per call)");
+      fraction = std::isnan(fraction) ? 0.0 : (fraction < 0.0 ? 0.0 : 1.0);
+    }
+    m_control->progress(static_cast<double>(m_item) + fraction);
+  }
 
   /// See SharedMemory::get.
   template <class T>
@@ -99,8 +127,13 @@ class Scope {
   }
 
  private:
+  template <class T, class F, class Derived>
+  friend class detail::ItemJob;
+
   SharedMemory* m_memory;
   SharedEventEmitter* m_events;
+  detail::ChunkControl* m_control;
+  std::size_t m_item = 0;  // index of the running item within its chunk (ItemJob keeps it)
 };
 
 }  // namespace scale

@@ -3,6 +3,7 @@
 #include <scale/runtime.hpp>
 
 #include "cluster/worker.hpp"
+#include "core/application_stop.hpp"
 #include "process/program_arguments.hpp"
 #include "process/worker_link.hpp"
 
@@ -372,29 +373,38 @@ class RuntimeImpl {
     the_loop().start();
   }
   ~RuntimeImpl() {
+    signals.reset();  // no stop request may reach a loop that is going
     the_registry().stop_all();
     the_loop().stop();
   }
   std::vector<std::string> flags;
   std::vector<std::string> arguments;
+  std::optional<SignalHandling> signals;  // last member: removed first
 };
 
 }  // namespace scale::detail
 
 namespace scale {
 
-Runtime::Runtime() : m_impl(std::make_unique<detail::RuntimeImpl>()) {
+Runtime::Runtime() : Runtime(RuntimeOptions{}) {}
+
+Runtime::Runtime(RuntimeOptions options) : m_impl(std::make_unique<detail::RuntimeImpl>()) {
+  detail::reset_application_stop();
   // A worker whose main built Runtime() without argc/argv still must not run the program as a
   // parent would (it would spawn workers of its own): find the flag on the command line.
-  if (std::getenv(detail::link_fd_env) == nullptr) return;
-  std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
-  for (std::string arg; std::getline(cmdline, arg, '\0');)
-    if (arg == detail::worker_flag) {
-      if (auto link = detail::child_link()) detail::serve_as_worker(*link);
-    }
+  if (std::getenv(detail::link_fd_env) != nullptr) {
+    std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
+    for (std::string arg; std::getline(cmdline, arg, '\0');)
+      if (arg == detail::worker_flag) {
+        if (auto link = detail::child_link()) detail::serve_as_worker(*link);
+      }
+  }
+  // NOTE: installed only once this is certainly no process-pool worker (serve_as_worker never
+  // returns); a cluster worker started with --scale-worker never returns either (below).
+  if (options.handle_signals) m_impl->signals.emplace();
 }
 
-Runtime::Runtime(int& argc, char** argv) : Runtime() {
+Runtime::Runtime(int& argc, char** argv, RuntimeOptions options) : Runtime(RuntimeOptions{.handle_signals = false}) {
   // Read and checked before argv changes: a refused flag leaves the command line as it was.
   detail::RuntimeFlags flags = detail::parse_runtime_flags(argc, argv);
   int kept = 0;
@@ -420,7 +430,11 @@ Runtime::Runtime(int& argc, char** argv) : Runtime() {
     detail::log_error(std::string(detail::worker_flag) +
                       " given, but this process was not started by a ProcessPoolManager; running normally");
   }
+  if (options.handle_signals) m_impl->signals.emplace();
 }
+
+void Runtime::request_stop() { detail::request_application_stop(); }
+bool Runtime::stop_requested() const noexcept { return detail::application_stop_requested(); }
 
 Runtime::~Runtime() = default;
 

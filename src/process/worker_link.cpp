@@ -3,6 +3,7 @@
 
 #include "process/worker_link.hpp"
 
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -170,6 +171,9 @@ bool serving_as_worker() noexcept { return g_serving.load(std::memory_order_rela
 
 void serve_as_worker(const ChildLink& child) {
   g_serving.store(true, std::memory_order_relaxed);
+  // A Ctrl-C in a terminal reaches the whole process group: the manager decides what its workers
+  // do (it stops their chunks and, after the grace, kills them), so a worker ignores SIGINT.
+  ::signal(SIGINT, SIG_IGN);
   // NOTE: never destroyed: the process ends with _Exit while the reader thread still runs.
   auto* link = new WorkerLink(child);
   SharedMemory memory(make_link_memory(*link));

@@ -57,7 +57,8 @@ void append_task_payload(const Chunk& chunk, std::string& out) {
 
 std::string_view task_payload_name(std::string_view payload) { return ByteReader(payload, payload_what).sized(); }
 
-bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEventEmitter* events, std::string& out) {
+bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEventEmitter* events, std::string& out,
+                      ChunkControl* control) {
   try {
     ByteReader reader(payload, payload_what);
     const std::string_view name = reader.sized();
@@ -76,6 +77,7 @@ bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEven
     input.items = reader.rest();
     input.memory = (flags & task_has_memory) ? memory_target : nullptr;
     input.events = (flags & task_has_events) ? events_target : nullptr;
+    input.control = control;
     find_task(name).invoke(input, out);
     if (out.size() > default_max_payload)
       throw Error("scale: the results of one chunk take " + std::to_string(out.size()) +

@@ -44,8 +44,10 @@ std::string_view task_payload_name(std::string_view payload);
 /// Runs a task payload in this process: decodes it, opens the memory and emitter it names by URL,
 /// and runs the registered task. Returns true with the encoded results in `out`, or false with
 /// encode_exception() of what failed in `out`. A Scope without a URL is reached through `memory`
-/// and `events` (null in a cluster worker, whose manager refuses such scopes).
-bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEventEmitter* events, std::string& out);
+/// and `events` (null in a cluster worker, whose manager refuses such scopes). `control`, when
+/// given, is the task's stop flag, progress sink and crash-handler item index (chunk_control.hpp).
+bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEventEmitter* events, std::string& out,
+                      ChunkControl* control = nullptr);
 
 /// What becomes of a chunk whose worker was lost while it ran, in the process pool and the
 /// cluster alike: a chunk of several items is split in halves (so a chunk that keeps killing

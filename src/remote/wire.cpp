@@ -186,6 +186,23 @@ void FrameReader::expect_end() const {
 
 // ----- values -------------------------------------------------------------------------------
 
+std::string cut_item_text(std::string text) {
+  if (text.size() > item_text_limit) text.resize(item_text_limit);
+  return text;
+}
+
+std::string raw_bytes_text(const void* data, std::size_t size) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string text = "{\"bytes\":\"";
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < size && text.size() + 4 < item_text_limit; ++i) {
+    text += digits[bytes[i] >> 4];
+    text += digits[bytes[i] & 0xf];
+  }
+  text += "\"}";
+  return cut_item_text(std::move(text));
+}
+
 std::string wire_type_error_message(const std::string& type) {
   return "scale: values of type '" + type +
          "' cannot be sent to other processes: the type is not trivially copyable (or is a pointer) "

@@ -12,6 +12,12 @@
 //     than what is left over twice the workers (guided self-scheduling), so the last chunks shrink
 //     and do not straggle; they shrink no further than 1/50 of the target, where a chunk's own
 //     cost would outweigh the balance.
+//   - A stop (RunOptions::stop, or the application's stop on Ctrl-C) reaches the dispatch on the
+//     loop: the Job's stop flag is set (running functions see Scope::stop_requested, queued chunks
+//     are skipped), the manager withdraws what it holds of the call (stop_call), and the call fails
+//     with Cancelled once nothing of it is in flight.
+//   - on_progress is driven by a 100 ms timer on the loop while the call runs, and called once
+//     more at completion; fraction counts what running items reported (Job::running_progress).
 //   - Everything but backlog() runs on the loop thread: no lock or atomic per chunk besides the
 //     counters a manager reads from its own threads.
 
@@ -23,6 +29,8 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <stop_token>
 #include <utility>
 
 #include <scale/detail/job.hpp>
@@ -70,19 +78,37 @@ inline std::size_t next_chunk_size(std::size_t remaining, std::size_t total, std
 /// completes `finished` once no chunk is in flight and none is left (or the call failed).
 class Dispatch final : public CallDemand, public std::enable_shared_from_this<Dispatch> {
  public:
-  Dispatch(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
-           std::function<void(std::size_t, std::size_t)> progress)
+  Dispatch(std::shared_ptr<Job> job, ScalabilityManager* manager, RunOptions options)
       : m_job(std::move(job)),
         m_manager(manager),
-        m_fixed_size(chunk_size),
-        m_progress(std::move(progress)),
+        m_fixed_size(options.chunk_size),
+        m_progress(std::move(options.progress)),
+        m_on_progress(std::move(options.on_progress)),
+        m_stop_token(std::move(options.stop)),
         m_total(m_job->size()),
         m_unfinished(m_total),
-        m_current_size(chunk_size != 0 ? chunk_size : 1) {}
+        m_current_size(options.chunk_size != 0 ? options.chunk_size : 1) {}
 
-  /// On the loop: attaches to the manager and starts the first chunks.
+  /// On the loop: attaches to the manager and starts the first chunks (none when a stop was
+  /// already requested: the call fails with Cancelled at once).
   Future<void> start() {
     Future<void> done = m_finished.get_future();
+    m_started = std::chrono::steady_clock::now();
+    if (m_stop_token.stop_requested() || application_stop_token().stop_requested()) {
+      m_job->request_stop();
+      m_stopped = true;
+      maybe_finish();
+      return done;
+    }
+    auto on_stop = [weak = weak_from_this()] {
+      if (!loop_running()) return;  // the Runtime is going: its shutdown fails the call
+      post([weak] {
+        if (auto self = weak.lock()) self->stop();
+      });
+    };
+    m_stop_callback.emplace(m_stop_token, on_stop);
+    m_application_stop_callback.emplace(application_stop_token(), on_stop);
+    if (m_on_progress) schedule_progress();
     // The size the first cut will use, so the backlog the manager sees at attach is already right.
     m_current_size.store(cut(std::max<std::size_t>(1, m_manager->concurrency())), std::memory_order_relaxed);
     m_manager->attach_call(shared_from_this());
@@ -170,6 +196,56 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
     self->completed(begin, end, std::chrono::steady_clock::now() - sent, std::move(error));
   }
 
+  /// A stop request, on the loop: nothing more starts, the manager withdraws what it holds.
+  void stop() {
+    if (m_ended || m_stopped) return;
+    m_stopped = true;
+    m_job->request_stop();
+    m_manager->stop_call(m_job);
+    pump();
+  }
+
+  void schedule_progress() {
+    post_at(std::chrono::steady_clock::now() + progress_interval, [weak = weak_from_this()] {
+      auto self = weak.lock();
+      if (!self || self->m_ended) return;
+      self->report_progress(false);
+      if (!self->m_ended) self->schedule_progress();
+    });
+  }
+
+  /// Calls on_progress when something moved since the last call (and always at the end). An
+  /// exception it throws fails the call, as one from the function would.
+  void report_progress(bool final) {
+    Progress progress;
+    progress.items_total = m_total;
+    progress.items_done = final ? m_total : m_done;
+    double fraction = 1.0;
+    if (!final) {
+      const double running = std::max(0.0, m_job->running_progress());
+      fraction = std::min((static_cast<double>(m_done) + running) / static_cast<double>(m_total), max_running_fraction);
+      fraction = std::max(fraction, m_last_fraction);
+      if (m_reported && fraction == m_last_fraction && m_done == m_last_done) return;
+    }
+    m_reported = true;
+    m_last_fraction = fraction;
+    m_last_done = progress.items_done;
+    progress.fraction = fraction;
+    const auto elapsed = std::chrono::steady_clock::now() - m_started;
+    progress.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed);
+    if (final)
+      progress.eta = std::chrono::milliseconds(0);
+    else if (fraction > 0)
+      progress.eta = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed * ((1 - fraction) / fraction));
+    progress.workers = m_manager->stats().workers_alive;
+    try {
+      m_on_progress(progress);
+    } catch (...) {
+      if (!final) fail(std::current_exception());
+      else if (!m_error) m_error = std::current_exception();
+    }
+  }
+
   void completed(std::size_t begin, std::size_t end, std::chrono::nanoseconds took, std::exception_ptr error) {
     --m_in_flight;
     if (error) {
@@ -200,23 +276,41 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
   void maybe_finish() {
     if (m_ended || m_in_flight != 0) return;
     if (m_next < m_total && !m_job->cancelled()) return;
+    if (m_on_progress && !m_job->cancelled() && !m_error) report_progress(true);
     m_ended = true;
     m_unfinished.store(0, std::memory_order_relaxed);
+    m_stop_callback.reset();
+    m_application_stop_callback.reset();
     // The manager's registry drops this call when it expires; an adapting manager re-reads its backlog.
     if (!m_job->cancelled()) m_manager->backlog_changed();
-    if (m_error)
+    if (m_stopped)
+      m_finished.set_exception(std::make_exception_ptr(Cancelled(cancelled_message())));
+    else if (m_error)
       m_finished.set_exception(m_error);
     else
       m_finished.set_value();
   }
 
+  using StopCallback = std::stop_callback<std::function<void()>>;
+  static constexpr auto progress_interval = std::chrono::milliseconds(100);
+  static constexpr double max_running_fraction = 0.999999;  // 1 only at completion
+
   std::shared_ptr<Job> m_job;
   ScalabilityManager* m_manager;
   const std::size_t m_fixed_size;
   std::function<void(std::size_t, std::size_t)> m_progress;
+  std::function<void(const Progress&)> m_on_progress;
+  std::stop_token m_stop_token;
   const std::size_t m_total;
   Promise<void> m_finished;
   // Loop thread only.
+  std::optional<StopCallback> m_stop_callback;
+  std::optional<StopCallback> m_application_stop_callback;
+  std::chrono::steady_clock::time_point m_started;
+  bool m_stopped = false;
+  bool m_reported = false;
+  double m_last_fraction = 0;
+  std::size_t m_last_done = 0;
   std::size_t m_next = 0;
   std::size_t m_in_flight = 0;
   std::size_t m_done = 0;
@@ -232,14 +326,13 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
   std::atomic<bool> m_wake_posted{false};
 };
 
-/// Runs every item of `job` on `manager` in chunks (`chunk_size` items each, or 0 for sizes
-/// from measured time) and completes on the loop once all have finished, or fails with the
+/// Runs every item of `job` on `manager` in chunks (RunOptions::chunk_size items each, or 0 for
+/// sizes from measured time), watched and stopped as `options` say, and completes on the loop once all have finished, or fails with the
 /// first error once the chunks already running have finished (no chunk of the job is still
 /// running when the Future completes, unless the Runtime is shutting down).
-inline Future<void> dispatch_all(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
-                                 std::function<void(std::size_t, std::size_t)> progress) {
+inline Future<void> dispatch_all(std::shared_ptr<Job> job, ScalabilityManager* manager, RunOptions options) {
   co_await ResumeOnLoop{};
-  auto dispatch = std::make_shared<Dispatch>(std::move(job), manager, chunk_size, std::move(progress));
+  auto dispatch = std::make_shared<Dispatch>(std::move(job), manager, std::move(options));
   Future<void> all_done = dispatch->start();
   co_await std::move(all_done);
 }

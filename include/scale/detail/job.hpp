@@ -32,6 +32,7 @@
 #include <optional>
 #include <utility>
 
+#include <scale/detail/chunk_control.hpp>
 #include <scale/detail/nesting.hpp>
 #include <scale/error.hpp>
 #include <scale/future.hpp>
@@ -68,7 +69,14 @@ class ChunkSkipped : public Error {
 struct TaskPolicy {
   std::optional<unsigned> max_retries;   ///< unset: the manager's default
   std::chrono::milliseconds timeout{0};  ///< zero: none
+  std::chrono::milliseconds grace{2000};  ///< after a stop, before a worker still running is killed
 };
+
+/// The message of the scale::Cancelled a stopped call fails with.
+inline const char* cancelled_message() noexcept {
+  return "scale::Cancelled: the call was stopped (its RunOptions::stop token, or Ctrl-C / SIGTERM to the "
+         "application); items that had not run were withdrawn";
+}
 
 /// One algorithm call over a shared, immutable sequence of items. Shared (std::shared_ptr)
 /// between the algorithm and every chunk in flight, so it outlives whichever finishes last.
@@ -87,6 +95,37 @@ class Job {
   /// Once set, chunks that have not started are skipped (ChunkSkipped). Running ones finish.
   bool cancelled() const noexcept { return m_cancelled.load(std::memory_order_acquire); }
   void cancel() noexcept { m_cancelled.store(true, std::memory_order_release); }
+
+  /// Once set (a stop request), chunks that have not started are skipped, running functions see
+  /// Scope::stop_requested(), and a chunk that checks between items stops (scale::Cancelled).
+  bool stop_requested() const noexcept { return m_stop.load(std::memory_order_acquire); }
+  void request_stop() noexcept {
+    m_stop.store(true, std::memory_order_release);
+    cancel();
+  }
+  /// The flag itself, for a ChunkControl.
+  const std::atomic<bool>* stop_flag() const noexcept { return &m_stop; }
+
+  /// What running chunks have reported through Scope::progress, in items (fractions included).
+  /// A chunk adds what it reports and takes it away again when it ends, whatever the tier.
+  /// Kept in fixed point (progress_units), so what a chunk adds it takes away exactly.
+  static std::int64_t progress_units(double items) noexcept {
+    return static_cast<std::int64_t>(items * progress_unit + 0.5);
+  }
+  void add_running_progress(std::int64_t units) noexcept {
+    m_running_progress.fetch_add(units, std::memory_order_relaxed);
+  }
+  double running_progress() const noexcept {
+    return static_cast<double>(m_running_progress.load(std::memory_order_relaxed)) / progress_unit;
+  }
+  /// True the first time it is called: a bad Scope::progress value is logged once per call.
+  bool first_bad_progress() noexcept { return !m_bad_progress_seen.exchange(true, std::memory_order_relaxed); }
+
+  /// Item `index` as JSON text, cut at 4 KiB (a crash capsule's `item`); empty when unknown.
+  virtual std::string item_text(std::size_t index) const {
+    (void)index;
+    return {};
+  }
 
   /// Records that `items` items took `took` to run (one chunk, measured where it ran, or by a
   /// remote manager from send to result). The dispatch sizes later chunks from it.
@@ -139,7 +178,11 @@ class Job {
   std::size_t m_size;
   TaskPolicy m_policy;
   std::shared_ptr<const NestingFrame> m_made_in;
+  static constexpr double progress_unit = 1'000'000;  // fixed point: millionths of an item
   std::atomic<bool> m_cancelled{false};
+  std::atomic<bool> m_stop{false};
+  std::atomic<bool> m_bad_progress_seen{false};
+  std::atomic<std::int64_t> m_running_progress{0};
   std::atomic<std::uint64_t> m_timed_ns{0};
   std::atomic<std::size_t> m_timed_items{0};
 };
@@ -157,6 +200,28 @@ struct Chunk {
   std::size_t begin = 0;
   std::size_t end = 0;
   std::size_t size() const noexcept { return end - begin; }
+};
+
+/// The ChunkControl of a chunk that runs in this process (the thread tiers): the Job's stop flag,
+/// and progress added to the Job's running sum, taken away again when the chunk ends.
+class JobChunkControl final : public ChunkControl {
+ public:
+  explicit JobChunkControl(Job& job) noexcept : ChunkControl(job.stop_flag()), m_job(job) {}
+  ~JobChunkControl() { ended(); }
+  void progress(double items) noexcept override {
+    const std::int64_t units = Job::progress_units(items);
+    m_job.add_running_progress(units - m_reported);
+    m_reported = units;
+  }
+  bool first_bad_progress() noexcept override { return m_job.first_bad_progress(); }
+  void ended() noexcept override {
+    if (m_reported != 0) m_job.add_running_progress(-m_reported);
+    m_reported = 0;
+  }
+
+ private:
+  Job& m_job;
+  std::int64_t m_reported = 0;  // progress units
 };
 
 /// Runs a chunk on a thread that may block (a pool thread, a worker): skips it when the call is

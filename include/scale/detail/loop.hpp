@@ -4,6 +4,7 @@
 #include <chrono>
 #include <coroutine>
 #include <memory>
+#include <stop_token>
 #include <string_view>
 
 #include <scale/detail/unique_function.hpp>
@@ -33,6 +34,10 @@ void track(const std::shared_ptr<StateBase>& state);
 
 /// Removes a completed state from the shutdown registry.
 void untrack(StateBase* state) noexcept;
+
+/// Stopped by the first SIGINT/SIGTERM the Runtime handles (RuntimeOptions::handle_signals) or by
+/// Runtime::request_stop(): every running call stops as through its RunOptions::stop.
+std::stop_token application_stop_token() noexcept;
 
 /// Writes one line to stderr, prefixed with "scale: ".
 void log_error(std::string_view message) noexcept;

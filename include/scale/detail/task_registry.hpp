@@ -26,6 +26,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include <scale/detail/chunk_control.hpp>
 #include <scale/detail/wire.hpp>
 #include <scale/error.hpp>
 
@@ -43,6 +44,9 @@ struct TaskInput {
   std::size_t count = 0;
   SharedMemory* memory = nullptr;
   SharedEventEmitter* events = nullptr;
+  /// The worker's control of this task: its stop flag, where its progress goes, the crash
+  /// handler's item index (chunk_control.hpp). Null: the Job runs as on the thread tiers.
+  ChunkControl* control = nullptr;
 };
 
 /// Decodes the items, runs the Job's per-item kernel over them, appends the encoded results to

@@ -77,6 +77,9 @@ enum class FrameType : std::uint8_t {
   scope_reply = 6,    ///< manager → worker: its answer
   event = 7,          ///< either way: an emitted event
   shutdown = 8,       ///< manager → worker: finish and exit
+  stop = 9,           ///< manager → worker (id of a task): its call was stopped; Scope::stop_requested()
+  progress = 10,      ///< worker → manager (id of a task): 8-byte little-endian double, the chunk's
+                      ///< items done with the running item's fraction (at most one per task every 50 ms)
 };
 
 /// One whole frame.
@@ -163,6 +166,31 @@ inline constexpr bool is_wire_serializable_v = !std::is_reference_v<T> && !std::
                                                (is_wire_raw_v<T> || is_wire_json_v<T>);
 
 std::string wire_type_error_message(const std::string& type);
+
+/// The most of an item a crash capsule keeps (CrashReport::item).
+inline constexpr std::size_t item_text_limit = 4096;
+/// `size` raw bytes as text, for a value with no JSON form: {"bytes": "0a1b..."} (cut to the limit).
+std::string raw_bytes_text(const void* data, std::size_t size);
+/// Cuts `text` to item_text_limit bytes.
+std::string cut_item_text(std::string text);
+
+/// A value as JSON text, cut at 4 KiB: what a crash capsule shows of the item that crashed. Every
+/// type that crosses processes has one (an int 4321 is `4321` whether it travels as raw bytes or
+/// not); a raw type without to_json shows its bytes.
+template <class T>
+std::string item_json_text(const T& value) {
+  if constexpr (is_wire_json_v<T>) {
+    try {
+      nlohmann::json json = value;
+      return cut_item_text(json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    } catch (const std::exception&) {
+    }
+  }
+  if constexpr (is_wire_raw_v<T>)
+    return raw_bytes_text(&value, sizeof(T));
+  else
+    return cut_item_text("\"(" + type_name<T>() + ": no JSON form)\"");
+}
 
 /// The error a process or cluster manager reports for a value type that cannot be sent.
 template <class T>
