@@ -42,6 +42,7 @@ struct ProcessPoolFactory {
 #define SCALE_ITERATOR_FACTORIES ProcessPoolFactory
 #define SCALE_ITERATOR_TAGS "[iterator][process_pool]"
 #include "iterator_suite.hpp"
+#include "control_suite.hpp"
 #include "sanitizers/deliberate_crash.hpp"
 #include "support/eventually.hpp"
 #include "support/processes.hpp"
