@@ -143,12 +143,14 @@ class ItemJob : public Job {
 
   Future<void> run_async(std::size_t begin, std::size_t end) override {
     Derived& self = static_cast<Derived&>(*this);
-    JobChunkControl local(*this);
-    Scope scope(m_memory, m_events, &local);
+    // Only a function that takes Scope& can look at the control (one lock per chunk).
+    std::optional<JobChunkControl> local;
+    if constexpr (Derived::uses_scope) local.emplace(*this);
+    Scope scope(m_memory, m_events, local ? &*local : nullptr);
     auto state = self.start();
     for (std::size_t i = begin; i < end; ++i) {
       if constexpr (Derived::uses_scope) {
-        if (local.stop_requested()) throw Cancelled(cancelled_message());
+        if (local->stop_requested()) throw Cancelled(cancelled_message());
         scope.m_item = i - begin;
       }
       using Raw = decltype(self.call(scope, i, state));
@@ -430,7 +432,7 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
 };
 
 template <class Job>
-Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
+Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager,
                                                   RunOptions options) {
   Future<void> done = dispatch_all(job, manager, std::move(options));
   co_await std::move(done);
@@ -438,22 +440,19 @@ Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, Scal
 }
 
 template <class Job, class T>
-Future<std::vector<T>> run_filter(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
-                                  RunOptions options) {
+Future<std::vector<T>> run_filter(std::shared_ptr<Job> job, ScalabilityManager* manager, RunOptions options) {
   Future<void> done = dispatch_all(job, manager, std::move(options));
   co_await std::move(done);
   co_return job->take();
 }
 
-inline Future<void> run_for_each(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size,
-                                 RunOptions options) {
+inline Future<void> run_for_each(std::shared_ptr<Job> job, ScalabilityManager* manager, RunOptions options) {
   Future<void> done = dispatch_all(std::move(job), manager, std::move(options));
   co_await std::move(done);
 }
 
 template <class Job, class A, class C>
-Future<A> run_reduce(std::shared_ptr<Job> job, ScalabilityManager* manager, std::size_t chunk_size, RunOptions options,
-                     C combine) {
+Future<A> run_reduce(std::shared_ptr<Job> job, ScalabilityManager* manager, RunOptions options, C combine) {
   using Combine = FnCall<C, A&&, A&&>;
   Future<void> done = dispatch_all(job, manager, std::move(options));
   co_await std::move(done);
@@ -529,7 +528,7 @@ class Iterator {
     if (auto error = check(options)) return make_failed_future<std::vector<R>>(error);
     if (empty()) return make_ready_future(std::vector<R>{});
     auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options));
-    return detail::run_map(std::move(job), m_manager, options.chunk_size, std::move(options));
+    return detail::run_map(std::move(job), m_manager, std::move(options));
   }
 
   /// The items for which `pred(item)` is true, in input order.
@@ -544,7 +543,7 @@ class Iterator {
     if (auto error = check(options)) return make_failed_future<std::vector<T>>(error);
     if (empty()) return make_ready_future(std::vector<T>{});
     auto job = std::make_shared<detail::FilterJob<T, F>>(m_items, std::move(pred), m_memory, m_events, policy(options));
-    return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, options.chunk_size, std::move(options));
+    return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, std::move(options));
   }
 
   /// Folds the items with `fn(T, T) → T`, associative, with `init` its identity; chunks fold in
@@ -574,7 +573,7 @@ class Iterator {
     if (empty()) return make_ready_future(std::move(init));
     using Job = detail::ReduceJob<T, A, F>;
     auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options), std::move(init));
-    return detail::run_reduce<Job, A, C>(std::move(job), m_manager, options.chunk_size, std::move(options), std::move(combine));
+    return detail::run_reduce<Job, A, C>(std::move(job), m_manager, std::move(options), std::move(combine));
   }
 
   /// `fn(item)` for every item, for its effects; a value fn returns is dropped.
@@ -586,7 +585,7 @@ class Iterator {
     if (auto error = check(options)) return make_failed_future<void>(error);
     if (empty()) return make_ready_future();
     auto job = std::make_shared<detail::ForEachJob<T, F>>(m_items, std::move(fn), m_memory, m_events, policy(options));
-    return detail::run_for_each(std::move(job), m_manager, options.chunk_size, std::move(options));
+    return detail::run_for_each(std::move(job), m_manager, std::move(options));
   }
 
  private:

@@ -53,18 +53,19 @@ class Scope {
   /// travels to worker processes and cluster workers. Return early when it is.
   bool stop_requested() const noexcept { return m_control != nullptr && m_control->stop_requested(); }
 
-  /// How far the running item has got, from 0 to 1 (RunOptions::on_progress counts it). Cheap:
-  /// remote workers send at most one message per running item every 50 ms. A value outside
+  /// How far the running item has got, from 0 to 1 (RunOptions::on_progress counts it). Cheap
+  /// enough to call in a tight loop: one store; remote workers send at most one message per running
+  /// chunk every 50 ms. A value outside
   /// [0, 1] or NaN is clamped (NaN to 0) and logged to stderr once per call; it never throws.
   void progress(double fraction) const noexcept {
     if (m_control == nullptr) return;
     if (!(fraction >= 0.0 && fraction <= 1.0)) {
       if (m_control->first_bad_progress())
-        detail::log_error("scale: scope.progress(" + std::to_string(fraction) +
+        detail::log_error("scope.progress(" + std::to_string(fraction) +
                           ") is outside [0, 1]; clamped (logged once per call)");
       fraction = std::isnan(fraction) ? 0.0 : (fraction < 0.0 ? 0.0 : 1.0);
     }
-    m_control->progress(static_cast<double>(m_item) + fraction);
+    m_control->set_progress(static_cast<double>(m_item) + fraction);
   }
 
   /// See SharedMemory::get.

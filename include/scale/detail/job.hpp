@@ -29,8 +29,10 @@
 #include <cstddef>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include <scale/detail/chunk_control.hpp>
 #include <scale/detail/nesting.hpp>
@@ -106,8 +108,16 @@ class Job {
   /// The flag itself, for a ChunkControl.
   const std::atomic<bool>* stop_flag() const noexcept { return &m_stop; }
 
-  /// What running chunks have reported through Scope::progress, in items (fractions included).
-  /// A chunk adds what it reports and takes it away again when it ends, whatever the tier.
+  /// What running chunks have reported through Scope::progress, in items (fractions included):
+  /// the chunks running here (their controls, read now) plus what remote chunks reported
+  /// (add_running_progress: a manager adds a remote chunk's reports as deltas and takes them away
+  /// again exactly when the chunk ends, is lost or is withdrawn).
+  double running_progress() const noexcept {
+    double items = static_cast<double>(m_running_progress.load(std::memory_order_relaxed)) / progress_unit;
+    std::lock_guard lock(m_controls_mutex);
+    for (const ChunkControl* control : m_running_controls) items += control->latest_progress();
+    return items;
+  }
   /// Kept in fixed point (progress_units), so what a chunk adds it takes away exactly.
   static std::int64_t progress_units(double items) noexcept {
     return static_cast<std::int64_t>(items * progress_unit + 0.5);
@@ -115,8 +125,14 @@ class Job {
   void add_running_progress(std::int64_t units) noexcept {
     m_running_progress.fetch_add(units, std::memory_order_relaxed);
   }
-  double running_progress() const noexcept {
-    return static_cast<double>(m_running_progress.load(std::memory_order_relaxed)) / progress_unit;
+  /// A chunk running in this process starts or ends (JobChunkControl): one lock per chunk.
+  void attach_control(const ChunkControl* control) {
+    std::lock_guard lock(m_controls_mutex);
+    m_running_controls.push_back(control);
+  }
+  void detach_control(const ChunkControl* control) noexcept {
+    std::lock_guard lock(m_controls_mutex);
+    std::erase(m_running_controls, control);
   }
   /// True the first time it is called: a bad Scope::progress value is logged once per call.
   bool first_bad_progress() noexcept { return !m_bad_progress_seen.exchange(true, std::memory_order_relaxed); }
@@ -183,6 +199,8 @@ class Job {
   std::atomic<bool> m_stop{false};
   std::atomic<bool> m_bad_progress_seen{false};
   std::atomic<std::int64_t> m_running_progress{0};
+  mutable std::mutex m_controls_mutex;
+  std::vector<const ChunkControl*> m_running_controls;
   std::atomic<std::uint64_t> m_timed_ns{0};
   std::atomic<std::size_t> m_timed_items{0};
 };
@@ -202,26 +220,16 @@ struct Chunk {
   std::size_t size() const noexcept { return end - begin; }
 };
 
-/// The ChunkControl of a chunk that runs in this process (the thread tiers): the Job's stop flag,
-/// and progress added to the Job's running sum, taken away again when the chunk ends.
+/// The ChunkControl of a chunk that runs in this process (the thread tiers): the Job's stop flag;
+/// the Job reads its progress while it runs (running_progress).
 class JobChunkControl final : public ChunkControl {
  public:
-  explicit JobChunkControl(Job& job) noexcept : ChunkControl(job.stop_flag()), m_job(job) {}
-  ~JobChunkControl() { ended(); }
-  void progress(double items) noexcept override {
-    const std::int64_t units = Job::progress_units(items);
-    m_job.add_running_progress(units - m_reported);
-    m_reported = units;
-  }
+  explicit JobChunkControl(Job& job) : ChunkControl(job.stop_flag()), m_job(job) { m_job.attach_control(this); }
+  ~JobChunkControl() { m_job.detach_control(this); }
   bool first_bad_progress() noexcept override { return m_job.first_bad_progress(); }
-  void ended() noexcept override {
-    if (m_reported != 0) m_job.add_running_progress(-m_reported);
-    m_reported = 0;
-  }
 
  private:
   Job& m_job;
-  std::int64_t m_reported = 0;  // progress units
 };
 
 /// Runs a chunk on a thread that may block (a pool thread, a worker): skips it when the call is
