@@ -1,10 +1,23 @@
 #include <catch2/catch.hpp>
 
 #include <scale/error.hpp>
+#include <scale/iterator.hpp>
+#include <scale/managers/thread_pool.hpp>
 #include <scale/runtime.hpp>
 
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
+
+// GCC 12 warns about members left out of a designated initialiser (-Wextra); leaving them out is
+// the point of RunOptions.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
 
 namespace {
 
@@ -133,4 +146,51 @@ TEST_CASE("a Runtime can be created again after the previous one is gone", "[run
     scale::Runtime runtime;
     REQUIRE(runtime.run([i] { return i; }) == i);
   }
+}
+
+namespace {
+
+void (*sigint_handler())(int) {
+  struct sigaction current {};
+  ::sigaction(SIGINT, nullptr, &current);
+  return current.sa_handler;
+}
+
+}  // namespace
+
+TEST_CASE("the Runtime handles SIGINT while it lives, and leaves it alone when told to", "[runtime][control]") {
+  auto* before = sigint_handler();
+  {
+    scale::Runtime runtime;
+    REQUIRE(sigint_handler() != before);
+  }
+  REQUIRE(sigint_handler() == before);
+  {
+    scale::Runtime runtime(scale::RuntimeOptions{.handle_signals = false});
+    REQUIRE(sigint_handler() == before);
+  }
+}
+
+TEST_CASE("a first SIGINT stops the running calls with Cancelled, and later ones fail at once", "[runtime][control]") {
+  scale::Runtime runtime;
+  scale::ThreadPoolManager pool(2);
+  scale::Iterator<int> numbers(std::vector<int>{1, 2}, pool);
+  auto wait_for_stop = [](int, scale::Scope& scope) {
+    for (int i = 0; i < 20'000 && !scope.stop_requested(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return scope.stop_requested() ? 1 : 0;
+  };
+  std::atomic<bool> raised{false};
+  scale::RunOptions options{.chunk_size = 1, .on_progress = [&](const scale::Progress&) {
+                              if (!raised.exchange(true)) ::raise(SIGINT);
+                            }};
+  // on_progress runs only when something moved: report from inside the item first.
+  auto reporting = [wait_for_stop](int x, scale::Scope& scope) {
+    scope.progress(0.5);
+    return wait_for_stop(x, scope);
+  };
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE_THROWS_AS(numbers.map(reporting, options).get(), scale::Cancelled);
+  REQUIRE(std::chrono::steady_clock::now() - start < std::chrono::seconds(15));
+  REQUIRE(runtime.stop_requested());
+  REQUIRE_THROWS_AS(numbers.map([](int x) { return x; }).get(), scale::Cancelled);
 }
