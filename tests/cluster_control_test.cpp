@@ -239,9 +239,13 @@ TEST_CASE("a stop withdraws the call's queued chunks: the task stream keeps none
 }
 
 TEST_CASE("a function on a cluster worker sees stop_requested(); the chunk queued behind it never runs",
-          "[cluster][control]") {
+          "[cluster][control][nested]") {
+  // On the worker's own thread, and in its own child process (the stop crosses the child's link).
+  const std::vector<std::string> flags = GENERATE(std::vector<std::string>{"--scale-threads", "1"},
+                                                  std::vector<std::string>{"--scale-processes", "1"});
+  CAPTURE(flags);
   ControlCluster cluster;
-  WorkerProcess worker(cluster.url);
+  WorkerProcess worker(cluster.url, {.extra = flags});
   cluster.joined(worker);
   scale::Iterator<int> numbers(iota(6), cluster.manager);
   numbers.use_scope(cluster.memory);
