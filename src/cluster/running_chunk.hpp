@@ -37,10 +37,6 @@ class RunningChunk final : public ChunkControl {
   std::stop_token stop_token() const noexcept { return m_source.get_token(); }
   std::chrono::milliseconds grace() const noexcept { return m_grace; }
 
-  /// The manager gave up waiting for it after the grace.
-  void abandon() noexcept { m_abandoned.store(true, std::memory_order_relaxed); }
-  bool abandoned() const noexcept { return m_abandoned.load(std::memory_order_relaxed); }
-
   void progress(double items) noexcept override {
     m_units.store(Job::progress_units(items), std::memory_order_relaxed);
     if (!m_dirty.exchange(true, std::memory_order_acq_rel) && m_on_progress_pending) m_on_progress_pending();
@@ -56,7 +52,6 @@ class RunningChunk final : public ChunkControl {
 
  private:
   std::atomic<bool> m_stop{false};
-  std::atomic<bool> m_abandoned{false};
   std::stop_source m_source;
   const std::chrono::milliseconds m_grace;
   std::function<void()> m_on_progress_pending;

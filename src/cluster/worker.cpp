@@ -116,7 +116,6 @@ struct HeldChunk {
   std::shared_ptr<RunningChunk> control;
   std::string results_stream;
   std::string attempt;
-  std::string manager;
 };
 
 class ClusterWorkerProcess {
@@ -319,7 +318,6 @@ class ClusterWorkerProcess {
         auto at = m_held.find(entry);
         if (at == m_held.end()) continue;
         at->second.control->request_stop();
-        at->second.control->abandon();
         running.push_back(entry);
       }
     }
@@ -401,7 +399,7 @@ class ClusterWorkerProcess {
       std::lock_guard lock(m_held_mutex);
       if (m_stopped_early.erase(delivery->entry_id) != 0) control->request_stop();
       m_held.emplace(delivery->entry_id,
-                     HeldChunk{control, delivery->results_stream, delivery->attempt, field(fields, "m")});
+                     HeldChunk{control, delivery->results_stream, delivery->attempt});
     }
     m_runner->run(field(fields, "p"), control, [this, delivery, control](ChunkOutcome outcome) {
       {
