@@ -238,7 +238,7 @@ TEST_CASE("a stop withdraws the call's queued chunks: the task stream keeps none
   CHECK(stream_length(cluster.url) == 0);
 }
 
-TEST_CASE("a function on a cluster worker sees stop_requested(); the chunk queued behind it never runs",
+TEST_CASE("a function on a cluster worker sees stop_requested(), and the chunk queued behind it never runs",
           "[cluster][control][nested]") {
   // On the worker's own thread, and in its own child process (the stop crosses the child's link).
   const std::vector<std::string> flags = GENERATE(std::vector<std::string>{"--scale-threads", "1"},
@@ -270,7 +270,7 @@ TEST_CASE("a function on a cluster worker sees stop_requested(); the chunk queue
   CHECK(cluster.manager.stats().workers_lost == 0);
 }
 
-TEST_CASE("a --scale-processes 1 worker's child that ignores the stop is killed after the grace; the worker stays",
+TEST_CASE("a --scale-processes 1 worker's child that ignores the stop is killed after the grace, and the worker stays",
           "[cluster][control][nested]") {
   ControlCluster cluster;
   WorkerProcess worker(cluster.url, {.extra = {"--scale-processes", "1"}});
