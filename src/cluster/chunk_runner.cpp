@@ -9,6 +9,8 @@
 #include <scale/iterator.hpp>
 #include <scale/managers/process_pool.hpp>
 
+#include "cluster/child_chunk_control.hpp"
+#include "cluster/running_chunk.hpp"
 #include "remote/task_payload.hpp"
 #include "remote/wire_error.hpp"
 
@@ -21,11 +23,19 @@ using Clock = std::chrono::steady_clock;
 /// What a --scale-processes worker's child runs: one whole task payload, its answer prefixed
 /// with 'r' (results) or 'e' (an encoded exception). A chunk of the cluster is one item here, so
 /// the child's death loses that one item of the nested pool, and the cluster's manager decides
-/// how to rerun it (split, retry, or WorkerLost naming the item in the call).
-auto run_payload_in_child = [](const std::string& payload) {
+/// how to rerun it (split, retry, or WorkerLost naming the item in the call). The item's stop
+/// request and progress are the chunk's (cluster/child_chunk_control.hpp).
+auto run_payload_in_child = [](const std::string& payload, Scope& scope) {
   std::string out(1, 'r');
   std::string answer;
-  if (!run_task_payload(payload, nullptr, nullptr, answer)) out[0] = 'e';
+  std::size_t items = 1;
+  try {
+    items = task_payload_count(payload);
+  } catch (const std::exception&) {
+    // run_task_payload reports the bad payload below.
+  }
+  ChildChunkControl control(scope, items);
+  if (!run_task_payload(payload, nullptr, nullptr, answer, &control)) out[0] = 'e';
   out += answer;
   return out;
 };
@@ -69,11 +79,11 @@ std::size_t ChunkRunner::wait_for_room(std::chrono::milliseconds limit) {
   return m_busy < m_target ? m_target - m_busy : 0;
 }
 
-void ChunkRunner::run(std::string payload, Done done) {
+void ChunkRunner::run(std::string payload, std::shared_ptr<RunningChunk> control, Done done) {
   {
     std::lock_guard lock(m_mutex);
     ++m_busy;
-    m_queue.push_back(Item{std::move(payload), std::move(done)});
+    m_queue.push_back(Item{std::move(payload), std::move(control), std::move(done)});
   }
   m_changed.notify_all();
 }
@@ -108,7 +118,8 @@ void ChunkRunner::serve(std::size_t) {
     Item item = std::move(m_queue.front());
     m_queue.pop_front();
     lock.unlock();
-    ChunkOutcome outcome = m_processes ? run_in_child(item.payload) : run_here(item.payload);
+    ChunkOutcome outcome =
+        m_processes ? run_in_child(item.payload, *item.control) : run_here(item.payload, *item.control);
     item.done(std::move(outcome));
     item = Item{};
     lock.lock();
@@ -117,10 +128,10 @@ void ChunkRunner::serve(std::size_t) {
   }
 }
 
-ChunkOutcome ChunkRunner::run_here(const std::string& payload) {
+ChunkOutcome ChunkRunner::run_here(const std::string& payload, RunningChunk& control) {
   ChunkOutcome outcome;
   const auto start = Clock::now();
-  const bool ok = run_task_payload(payload, nullptr, nullptr, outcome.payload);
+  const bool ok = run_task_payload(payload, nullptr, nullptr, outcome.payload, &control);
   outcome.took = since(start);
   outcome.kind = ok ? ChunkOutcome::Kind::results : ChunkOutcome::Kind::error;
   return outcome;
@@ -145,7 +156,23 @@ std::shared_ptr<ProcessPoolManager> ChunkRunner::pool() {
   return m_pool;
 }
 
-ChunkOutcome ChunkRunner::run_in_child(const std::string& payload) {
+void ChunkRunner::relay_control(const std::string& payload, RunningChunk& control, RunOptions& options) {
+  // The pool tells the child of a stop and kills it once the grace has passed.
+  options.stop = control.stop_token();
+  options.grace = control.grace();
+  std::size_t items = 1;
+  try {
+    items = task_payload_count(payload);
+  } catch (const std::exception&) {
+    // The child reports the bad payload.
+  }
+  // The pool's fraction of its one item is the chunk's fraction (child_chunk_control.hpp).
+  options.on_progress = [&control, items](const Progress& progress) {
+    if (progress.fraction < 1.0) control.progress(progress.fraction * static_cast<double>(items));
+  };
+}
+
+ChunkOutcome ChunkRunner::run_in_child(const std::string& payload, RunningChunk& control) {
   ChunkOutcome outcome;
   const auto start = Clock::now();
   try {
@@ -154,6 +181,7 @@ ChunkOutcome ChunkRunner::run_in_child(const std::string& payload) {
     RunOptions options;
     options.chunk_size = 1;
     options.max_retries = 0;  // a child's death goes back to the manager, which decides what runs again
+    relay_control(payload, control, options);
     Future<std::vector<std::string>> answer = one.map(run_payload_in_child, std::move(options));
     std::vector<std::string> answers = answer.get();
     outcome.took = since(start);

@@ -16,9 +16,12 @@
 
 namespace scale {
 class ProcessPoolManager;
+struct RunOptions;
 }
 
 namespace scale::detail {
+
+class RunningChunk;
 
 /// How a chunk ended on the worker.
 struct ChunkOutcome {
@@ -43,8 +46,9 @@ class ChunkRunner {
   /// Waits up to `limit` for room; returns how many chunks may be given now without waiting (0
   /// after the limit).
   std::size_t wait_for_room(std::chrono::milliseconds limit);
-  /// Runs the task payload `payload`; `done` gets how it ended.
-  void run(std::string payload, Done done);
+  /// Runs the task payload `payload` under `control` (its stop flag and progress; on a process
+  /// pool, its stop token and grace go to the child); `done` gets how it ended.
+  void run(std::string payload, std::shared_ptr<RunningChunk> control, Done done);
   /// Changes how many chunks run at once. Any thread; returns at once: a thread above the new
   /// count retires after its chunk, and a process pool of the new size replaces the old one once
   /// the old one's chunks have ended.
@@ -56,11 +60,14 @@ class ChunkRunner {
  private:
   struct Item {
     std::string payload;
+    std::shared_ptr<RunningChunk> control;
     Done done;
   };
   void serve(std::size_t index);
-  ChunkOutcome run_here(const std::string& payload);
-  ChunkOutcome run_in_child(const std::string& payload);
+  ChunkOutcome run_here(const std::string& payload, RunningChunk& control);
+  ChunkOutcome run_in_child(const std::string& payload, RunningChunk& control);
+  /// The options of the pool's map that runs a chunk: the chunk's stop, grace and progress.
+  static void relay_control(const std::string& payload, RunningChunk& control, RunOptions& options);
   std::shared_ptr<ProcessPoolManager> pool();
   void grow_locked();
 

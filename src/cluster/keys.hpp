@@ -5,8 +5,12 @@
 //
 //   <tag>:tasks:<fingerprint>  a Stream of chunks for workers of that build, read by the consumer
 //                              group "workers" (created with MKSTREAM by whoever comes first).
-//                              Entry fields: m (manager id), a (attempt id), p (task payload,
-//                              remote/task_payload.hpp)
+//                              Entry fields: m (manager id), a (attempt id), g (the call's
+//                              RunOptions::grace in ms, for a --scale-processes worker's own
+//                              pool), p (task payload, remote/task_payload.hpp). A stopped call's
+//                              entries are deleted (XDEL) and acknowledged (XACK) by its manager,
+//                              so no worker reads them later and nothing of it stays pending
+//                              (XPENDING names the worker that read one before, which is told)
 //   <tag>:results:<manager>    a Stream for one manager, read with XREAD BLOCK, so whatever a
 //                              worker adds wakes the manager at once. Fields: k (the kind), w (the
 //                              worker id), then by kind:
@@ -18,13 +22,24 @@
 //                                "j" a worker joined (its first heartbeat), "x" it leaves (a
 //                                    drain, SIGTERM): p (its registry JSON, below)
 //                                "o" a worker took an order: a (the order id)
+//                                "g" a running chunk's progress: a (attempt id), p (the items of
+//                                    the chunk done, the running item's fraction included, in
+//                                    Job::progress_units: millionths of an item, decimal); at most
+//                                    one per running chunk every 50 ms, only when it moved
 //   <tag>:workers              a Hash: worker id → JSON {host, pid, fingerprint, ttl_ms,
-//                              concurrency (chunks it runs at once), provides {name: value}}
+//                              concurrency (chunks it runs at once), draining, processes (runs
+//                              chunks on child processes: --scale-processes), provides {name: value}}
 //   <tag>:heartbeat:<worker>   a key whose TTL the worker renews; gone means the worker is lost
 //   <tag>:orders:<worker>      a List of orders for one worker (RPUSH by any manager of its build,
 //                              LPOP by the worker at every heartbeat; expires with the worker):
 //                              JSON {id, m (manager id), fingerprint, drain: true | threads: n,
-//                              provides: {name: value}}
+//                              provides: {name: value} | stop: [entry ids] | abandon: [entry ids]}.
+//                              stop: the calls of those task entries (read by this worker) were
+//                              stopped: their chunks see Scope::stop_requested(); abandon: the
+//                              manager stopped waiting for them after the grace (a
+//                              --scale-processes worker's pool kills the child running one; a
+//                              --scale-threads worker cannot stop a thread, says so and drains).
+//                              No "o" answers a stop or abandon (id 0)
 //   <tag>:managers             a Hash: manager id → its fingerprint (so a worker can say why it
 //                              is given nothing, and whom to announce itself to)
 //   <tag>:desired:<fingerprint> a Hash: manager id → the worker count it wants (desired_workers());

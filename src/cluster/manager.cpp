@@ -1,8 +1,10 @@
 // ClusterManager: chunks on a Redis Stream per build, read by a consumer group of workers that
 // joined with --scale-worker; results on a stream per manager, which also wakes the manager when a
 // worker joins, changes or leaves; workers watched through their heartbeat keys, and the chunks of
-// a silent one queued again; orders to one worker on its own list. See src/cluster/keys.hpp for
-// the keys and docs/cluster.md for the guarantees.
+// a silent one queued again; orders to one worker on its own list. A stopped call's chunks are
+// withdrawn from the stream, and the workers that hold one are told (and, after the grace, that
+// the manager no longer waits); running chunks' progress comes back on the results stream. See
+// src/cluster/keys.hpp for the keys and docs/cluster.md for the guarantees.
 
 #include <scale/managers/cluster.hpp>
 
@@ -12,6 +14,7 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,6 +55,18 @@ struct Task {
   std::uint64_t attempt = 0;    // the current attempt's id (results of other attempts are dropped)
   std::string entry;            // the current attempt's stream entry, once XADD answered
   Clock::time_point queued_at;  // of the current attempt
+  std::int64_t progress = 0;    // Job::progress_units the current attempt reported (in the Job's running sum)
+  bool stopped = false;         // its call was stopped: it is withdrawn, or waited for until the grace
+  std::string holder;           // the worker that held its entry when its call was stopped
+};
+
+/// What a stop's withdrawal learnt of each entry of the call: whether it was still in the stream
+/// (XDEL removed it) and which worker held it (its XPENDING line), in the order sent.
+struct Withdrawal {
+  std::vector<std::uint64_t> attempts;
+  std::vector<std::string> entries;
+  std::vector<bool> deleted;
+  std::vector<std::string> holders;
 };
 
 /// A worker from the registry hash, with what the last scan found.
@@ -74,6 +89,7 @@ ClusterWorker worker_of(std::string id, const WorkerRecord& record, const std::s
   worker.compatible = record.fingerprint == fingerprint;
   worker.concurrency = record.concurrency;
   worker.draining = record.draining;
+  worker.processes = record.processes;
   worker.provides = record.provides;
   return worker;
 }
@@ -177,6 +193,64 @@ class Cluster {
     }
     enqueue_locked(std::move(task));
     return future;
+  }
+
+  /// A call was stopped (on the loop): its chunks still in the stream are withdrawn (deleted and
+  /// acknowledged; their Futures fail at once), the workers holding the others are told (their
+  /// chunks see Scope::stop_requested()), and after the call's grace the manager stops waiting:
+  /// a --scale-processes worker has its child killed by its own pool (the manager waits a little
+  /// longer for its answer), a --scale-threads worker's chunk fails here and is reported.
+  void stop_call(const std::shared_ptr<Job>& job) {
+    auto withdrawal = std::make_shared<Withdrawal>();
+    std::vector<std::uint64_t> stopped;
+    {
+      Locked lock(*this);
+      if (m_stopping) return;
+      std::vector<std::shared_ptr<Task>> unsent;
+      for (auto& [attempt, task] : m_attempts) {
+        if (task->chunk.job != job) continue;
+        task->stopped = true;
+        if (task->entry.empty()) {
+          unsent.push_back(task);  // its XADD's answer finds it retired and drops the entry
+          continue;
+        }
+        stopped.push_back(attempt);
+        withdrawal->attempts.push_back(attempt);
+        withdrawal->entries.push_back(task->entry);
+      }
+      std::vector<std::string> none;
+      for (auto& task : unsent) {
+        retire_attempt_locked(*task, none);
+        finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
+      }
+    }
+    const std::size_t n = withdrawal->entries.size();
+    withdrawal->deleted.resize(n);
+    withdrawal->holders.resize(n);
+    // NOTE: per entry, in this order: XDEL first, so no worker can read it from now on; then its
+    // pending line names the worker that read it before (if any); then XACK, so nothing of the
+    // call stays pending in the group. Replies come in order: the last XACK's comes after all.
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string& entry = withdrawal->entries[i];
+      m_client->send(Role::commands, {"XDEL", m_stream, entry},
+                     [withdrawal, i](std::exception_ptr error, RedisReply reply) {
+                       withdrawal->deleted[i] = !error && reply.type == RedisReply::Type::integer && reply.integer == 1;
+                     });
+      m_client->send(Role::commands, {"XPENDING", m_stream, cluster_group, entry, entry, "1"},
+                     [withdrawal, i](std::exception_ptr error, RedisReply reply) {
+                       if (error || reply.is_error() || reply.elements.empty()) return;
+                       const RedisReply& line = reply.elements[0];
+                       if (line.elements.size() >= 2) withdrawal->holders[i] = line.elements[1].str;
+                     });
+      m_client->send(Role::commands, {"XACK", m_stream, cluster_group, entry},
+                     [this, withdrawal, i, n](std::exception_ptr, RedisReply) {
+                       if (i + 1 == n && !m_stopping) withdrawn(*withdrawal);
+                     });
+    }
+    if (stopped.empty()) return;
+    const auto grace = std::max<std::int64_t>(0, job->policy().grace.count());
+    m_client->post([this, stopped, grace] { grace_passed(stopped, grace, false); },
+                   static_cast<int>(std::min<std::int64_t>(grace, std::numeric_limits<int>::max())));
   }
 
   std::size_t live_workers() const noexcept { return m_counters.workers_alive.load(std::memory_order_relaxed); }
@@ -307,17 +381,20 @@ class Cluster {
       finish_locked(*task, std::current_exception());
       return;
     }
+    take_progress_locked(*task);  // a new attempt reports from 0
     task->attempt = ++m_next_attempt;
     task->entry.clear();
     task->queued_at = Clock::now();
     m_attempts.emplace(task->attempt, task);
-    send_attempt(task->attempt, std::move(payload));
+    send_attempt(task->attempt, std::move(payload), task->chunk.job->policy().grace.count());
   }
 
-  void send_attempt(std::uint64_t attempt, std::string payload) {
-    std::vector<std::string> args{"XADD", m_stream, "*", "m", m_id, "a", std::to_string(attempt), "p", payload};
+  /// XADD of an attempt; "g" is the call's grace, for a --scale-processes worker's own pool.
+  void send_attempt(std::uint64_t attempt, std::string payload, std::int64_t grace) {
+    std::vector<std::string> args{"XADD", m_stream, "*", "m", m_id, "a", std::to_string(attempt),
+                                  "g", std::to_string(grace), "p", payload};
     m_client->send(Role::commands, std::move(args),
-                   [this, attempt, payload = std::move(payload)](std::exception_ptr error, RedisReply reply) mutable {
+                   [this, attempt, grace, payload = std::move(payload)](std::exception_ptr error, RedisReply reply) mutable {
                      Locked lock(*this);
                      auto at = m_attempts.find(attempt);
                      if (at == m_attempts.end()) {
@@ -340,12 +417,21 @@ class Cluster {
                        // Redis is away: try again; the wait for workers bounds how long.
                        if (!m_stopping)
                          m_client->post(
-                             [this, attempt, payload = std::move(payload)]() mutable {
+                             [this, attempt, grace, payload = std::move(payload)]() mutable {
                                Locked inner(*this);
                                if (m_attempts.count(attempt) != 0 && !m_stopping)
-                                 send_attempt(attempt, std::move(payload));
+                                 send_attempt(attempt, std::move(payload), grace);
                              },
                              200);
+                       return;
+                     }
+                     if (at->second->stopped) {
+                       // Its call was stopped while the XADD was on its way: withdrawn now.
+                       auto task = at->second;
+                       std::vector<std::string> entries{reply.str};
+                       retire_attempt_locked(*task, entries);
+                       drop_entries(entries);
+                       finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
                        return;
                      }
                      at->second->entry = reply.str;
@@ -356,6 +442,7 @@ class Cluster {
   /// Ends the current attempt of a task without accepting anything from it: its entry is
   /// acknowledged and deleted, so no worker runs it, and its late result is dropped.
   void retire_attempt_locked(Task& task, std::vector<std::string>& entries) {
+    take_progress_locked(task);
     m_attempts.erase(task.attempt);
     if (!task.entry.empty()) {
       m_by_entry.erase(task.entry);
@@ -375,6 +462,115 @@ class Cluster {
     m_client->send(Role::commands, std::move(del), ignore);
   }
 
+  /// What a stop's withdrawal found: an entry no worker had read fails now; the workers that hold
+  /// the others are told to stop them; one a worker finished already has its answer on the way.
+  void withdrawn(const Withdrawal& withdrawal) {
+    std::map<std::string, std::vector<std::string>> to_stop;  // worker → its entries
+    {
+      Locked lock(*this);
+      if (m_stopping) return;
+      for (std::size_t i = 0; i < withdrawal.attempts.size(); ++i) {
+        auto at = m_attempts.find(withdrawal.attempts[i]);
+        if (at == m_attempts.end()) continue;  // its answer came meanwhile
+        auto task = at->second;
+        if (!withdrawal.holders[i].empty()) {
+          task->holder = withdrawal.holders[i];
+          to_stop[task->holder].push_back(withdrawal.entries[i]);
+        } else if (withdrawal.deleted[i]) {
+          std::vector<std::string> none;  // deleted and acknowledged already
+          retire_attempt_locked(*task, none);
+          finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
+        }
+      }
+    }
+    for (auto& [worker, entries] : to_stop) {
+      SentOrder order;
+      order.stop = std::move(entries);
+      send_chunk_order(worker, std::move(order));
+    }
+  }
+
+  /// The grace of a stopped call has passed (`late`: and the extra wait for a --scale-processes
+  /// worker's answer). A chunk still outstanding on a worker with child processes waits a little
+  /// longer: that worker's pool kills the child and the chunk's answer comes. Any other fails now,
+  /// and is reported; its worker is told that no one waits for it (a --scale-threads worker then
+  /// drains, as its thread cannot be stopped).
+  void grace_passed(const std::vector<std::uint64_t>& attempts, std::int64_t grace, bool late) {
+    std::map<std::string, std::vector<std::string>> to_abandon;
+    std::vector<std::uint64_t> waiting;
+    std::vector<std::string> reports;
+    {
+      Locked lock(*this);
+      if (m_stopping) return;
+      for (std::uint64_t attempt : attempts) {
+        auto at = m_attempts.find(attempt);
+        if (at == m_attempts.end()) continue;
+        auto task = at->second;
+        const ClusterWorker* holder = nullptr;
+        for (const auto& worker : m_live)
+          if (worker.id == task->holder) holder = &worker;
+        if (!task->holder.empty()) to_abandon[task->holder].push_back(task->entry);
+        if (!late && holder && holder->processes) {
+          waiting.push_back(attempt);
+          continue;
+        }
+        std::string where = holder ? describe(*holder)
+                                   : (task->holder.empty() ? std::string("no worker") : "worker " + task->holder);
+        std::string report = "scale::ClusterManager: a stopped chunk (items " + std::to_string(task->chunk.begin) +
+                             " to " + std::to_string(task->chunk.end - 1) + ") still ran on " + where + " after the grace of " +
+                             std::to_string(grace) + " ms (RunOptions::grace); the call no longer waits for it";
+        if (holder && !holder->processes)
+          report += ". A thread cannot be stopped: that worker takes no more chunks and leaves once the chunk returns; "
+                    "start workers with --scale-processes N to have such a chunk's process killed and replaced";
+        else if (holder)
+          report += ". Its worker's own process pool did not answer after killing the child running it";
+        reports.push_back(report);
+        std::vector<std::string> none;  // acknowledged and deleted when the call was stopped
+        retire_attempt_locked(*task, none);
+        finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message() + (": " + report))));
+      }
+    }
+    for (auto& report : reports) log_error(report);
+    for (auto& [worker, entries] : to_abandon) {
+      SentOrder order;
+      order.abandon = std::move(entries);
+      send_chunk_order(worker, std::move(order));
+    }
+    if (waiting.empty()) return;
+    // The worker reads the abandon within a heartbeat; its pool killed the child already.
+    const auto extra = m_options.heartbeat_interval.count() + m_options.heartbeat_ttl.count();
+    m_client->post([this, waiting, grace] { grace_passed(waiting, grace, true); },
+                   static_cast<int>(std::min<std::int64_t>(extra, std::numeric_limits<int>::max())));
+  }
+
+  /// A stop or abandon for chunks a worker holds, on its orders list (no one waits for an "o").
+  void send_chunk_order(const std::string& worker, SentOrder order) {
+    order.manager = m_id;
+    order.fingerprint = m_fingerprint;
+    const std::string list = m_keys.orders(worker);
+    m_client->send(Role::commands, {"RPUSH", list, encode_order(order)}, ignore);
+    m_client->send(Role::commands, {"PEXPIRE", list, std::to_string(results_expiry_ms())}, ignore);
+  }
+
+  /// A running chunk's progress ("g"): what it adds to the Job's running sum since its last report.
+  void progress_reported(std::uint64_t attempt, std::string_view payload) {
+    Locked lock(*this);
+    auto at = m_attempts.find(attempt);
+    if (at == m_attempts.end() || !at->second->chunk.job) return;  // an attempt that ended: dropped
+    Task& task = *at->second;
+    const std::int64_t most = Job::progress_units(static_cast<double>(task.chunk.size()));
+    const std::int64_t units = std::clamp<std::int64_t>(std::strtoll(std::string(payload).c_str(), nullptr, 10), 0, most);
+    task.chunk.job->add_running_progress(units - task.progress);
+    task.progress = units;
+  }
+
+  /// Takes the attempt's reported progress away from its Job's running sum (its answer came, it was
+  /// lost, withdrawn or abandoned, or it runs again).
+  static void take_progress_locked(Task& task) {
+    if (task.progress != 0 && task.chunk.job) task.chunk.job->add_running_progress(-task.progress);
+    task.progress = 0;
+  }
+
   /// A task whose worker was lost (or that ran past its timeout): split it, run it again, or give
   /// up with WorkerLost, as the process pool does.
   void rerun_locked(std::shared_ptr<Task> task, const std::string& status) {
@@ -387,6 +583,7 @@ class Cluster {
   /// Completes one part of a group: the group's Promise fails with the first error, or succeeds
   /// once every part has.
   void finish_locked(Task& task, std::exception_ptr error) {
+    take_progress_locked(task);
     task.chunk = Chunk{};  // NOTE: the Job may go away once the Promise completes
     m_completions.finish(*task.group, std::move(error), m_counters);
   }
@@ -425,7 +622,9 @@ class Cluster {
         if (name == "t") took = fields.elements[i + 1].str;
       }
       const std::uint64_t attempt = std::strtoull(std::string(attempt_text).c_str(), nullptr, 10);
-      if (kind == "j" || kind == "x")
+      if (kind == "g")
+        progress_reported(attempt, payload);
+      else if (kind == "j" || kind == "x")
         announced(std::string(worker), kind == "x", std::string(payload));
       else if (kind == "o")
         order_taken(attempt);
@@ -472,6 +671,7 @@ class Cluster {
       return;
     }
     auto task = at->second;
+    take_progress_locked(*task);
     m_attempts.erase(at);
     m_by_entry.erase(task->entry);
     task->attempt = 0;
@@ -822,6 +1022,8 @@ class Cluster {
 }  // namespace scale::detail
 
 namespace scale {
+
+void ClusterManager::stop_call(const std::shared_ptr<detail::Job>& job) { m_cluster->stop_call(job); }
 
 ClusterManager::ClusterManager(std::string redis_url, ClusterOptions options)
     : m_demand(

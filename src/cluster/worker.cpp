@@ -2,8 +2,9 @@
 // consumer group of its build's task stream, keeps its heartbeat key alive, announces itself to
 // the managers of its build (an entry on each one's results stream, which wakes it at once), runs
 // up to its concurrency of chunks at once (cluster/chunk_runner.hpp), sends each result to the
-// stream of the manager that queued it, and obeys the orders of any manager of its build. See
-// src/cluster/keys.hpp for the keys.
+// stream of the manager that queued it, and obeys the orders of any manager of its build: drain,
+// threads, provides, and the stop and abandon of chunks it holds (cluster/running_chunk.hpp),
+// whose progress it sends in batches. See src/cluster/keys.hpp for the keys.
 
 #include "cluster/worker.hpp"
 
@@ -29,6 +30,7 @@
 #include "cluster/chunk_runner.hpp"
 #include "cluster/keys.hpp"
 #include "cluster/result_delivery.hpp"
+#include "cluster/running_chunk.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
 #include "process/program_arguments.hpp"
@@ -96,6 +98,25 @@ std::string encoded_error(const std::string& message) {
   encode_exception(std::make_exception_ptr(Error(message)), out);
   return out;
 }
+
+/// The task entry's "g": its call's grace in milliseconds (the default when absent or bad).
+std::chrono::milliseconds grace_of(const std::string& text) {
+  if (text.empty()) return std::chrono::milliseconds(2000);
+  char* end = nullptr;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (end == text.c_str() || value < 0) return std::chrono::milliseconds(2000);
+  return std::chrono::milliseconds(value);
+}
+
+/// How often a running chunk's progress goes to its manager, at most.
+constexpr int progress_batch_ms = 50;
+
+/// A chunk this worker holds: its control, and where its progress goes.
+struct HeldChunk {
+  std::shared_ptr<RunningChunk> control;
+  std::string results_stream;
+  std::string attempt;
+};
 
 class ClusterWorkerProcess {
  public:
@@ -182,6 +203,7 @@ class ClusterWorkerProcess {
     record.ttl_ms = m_ttl_ms;
     record.concurrency = m_runner->concurrency();
     record.draining = m_draining.load();
+    record.processes = m_options.processes;
     record.provides = m_provides;
     return record;
   }
@@ -249,6 +271,9 @@ class ClusterWorkerProcess {
                 ", which runs a different build (fingerprint " + order->fingerprint + ")");
       return;
     }
+    stop_chunks(order->stop);
+    const bool drains = abandon_chunks(order->manager, order->abandon);
+    if (order->only_chunks() && !drains) return;
     if (order->threads) m_runner->set_concurrency(*order->threads);
     if (order->provides) m_provides = *order->provides;
     if (order->drain) m_draining = true;
@@ -261,6 +286,71 @@ class ClusterWorkerProcess {
   }
 
   static void ignore(std::exception_ptr, RedisReply) {}
+
+  // ----- stopped chunks and progress -----
+
+  /// A manager stopped the calls of these entries: their chunks see Scope::stop_requested() (a
+  /// --scale-processes worker's pool tells the child, and kills it after the grace). An entry
+  /// not held yet (its read is still on its way) starts stopped.
+  void stop_chunks(const std::vector<std::string>& entries) {
+    if (entries.empty()) return;
+    std::lock_guard lock(m_held_mutex);
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(m_stopped_early, [&](const auto& item) { return now - item.second > std::chrono::minutes(1); });
+    for (const std::string& entry : entries) {
+      auto at = m_held.find(entry);
+      if (at != m_held.end())
+        at->second.control->request_stop();
+      else
+        m_stopped_early.emplace(entry, now);
+    }
+  }
+
+  /// The manager no longer waits for these stopped entries. A child process running one is
+  /// killed by the pool once the grace has passed; a thread cannot be, so a --scale-threads
+  /// worker still running one says so and drains (true: the record changed).
+  bool abandon_chunks(const std::string& manager, const std::vector<std::string>& entries) {
+    if (entries.empty()) return false;
+    std::vector<std::string> running;
+    {
+      std::lock_guard lock(m_held_mutex);
+      for (const std::string& entry : entries) {
+        auto at = m_held.find(entry);
+        if (at == m_held.end()) continue;
+        at->second.control->request_stop();
+        running.push_back(entry);
+      }
+    }
+    if (running.empty() || m_options.processes) return false;
+    std::string list;
+    for (const auto& entry : running) list += (list.empty() ? "" : ", ") + entry;
+    log_error("worker " + m_id + ": the stopped chunk(s) " + list + " of manager " + manager +
+              " still run after the call's grace, and a thread cannot be stopped; this worker takes no more "
+              "chunks and leaves once they return (run workers with --scale-processes N to have such a chunk's "
+              "process killed instead)");
+    m_draining = true;
+    return true;
+  }
+
+  /// A chunk reported progress and none was waiting: one batch goes in progress_batch_ms.
+  void progress_pending() {
+    if (!m_progress_flush_posted.exchange(true)) m_client.post([this] { flush_progress(); }, progress_batch_ms);
+  }
+
+  /// Sends the progress of every chunk that reported some since the last batch: one "g" entry
+  /// each, on its manager's results stream (I/O thread).
+  void flush_progress() {
+    m_progress_flush_posted = false;
+    std::lock_guard lock(m_held_mutex);
+    for (auto& [entry, held] : m_held) {
+      const std::optional<std::int64_t> units = held.control->take_progress();
+      if (!units) continue;
+      m_client.send(Role::commands,
+                    {"XADD", held.results_stream, "NOMKSTREAM", "*", "k", "g", "w", m_id, "a", held.attempt, "p",
+                     std::to_string(*units)},
+                    ignore);
+    }
+  }
 
   // ----- the main thread: reading chunks -----
 
@@ -304,7 +394,24 @@ class ClusterWorkerProcess {
       std::lock_guard lock(m_delivery_mutex);
       ++m_undelivered;
     }
-    m_runner->run(field(fields, "p"), [this, delivery](ChunkOutcome outcome) {
+    auto control = std::make_shared<RunningChunk>(grace_of(field(fields, "g")), [this] { progress_pending(); });
+    {
+      std::lock_guard lock(m_held_mutex);
+      if (m_stopped_early.erase(delivery->entry_id) != 0) control->request_stop();
+      m_held.emplace(delivery->entry_id,
+                     HeldChunk{control, delivery->results_stream, delivery->attempt});
+    }
+    m_runner->run(field(fields, "p"), control, [this, delivery, control](ChunkOutcome outcome) {
+      {
+        std::lock_guard lock(m_held_mutex);
+        m_held.erase(delivery->entry_id);
+      }
+      // NOTE: a stopped chunk whose child the pool killed is not a lost chunk: it ends as stopped.
+      if (control->stopped() && outcome.kind == ChunkOutcome::Kind::lost) {
+        outcome.kind = ChunkOutcome::Kind::error;
+        outcome.payload.clear();
+        encode_exception(std::make_exception_ptr(Cancelled(cancelled_message())), outcome.payload);
+      }
       delivery->kind = kind_letter(outcome.kind);
       delivery->took_us = outcome.took.count();
       delivery->payload = std::move(outcome.payload);
@@ -392,6 +499,11 @@ class ClusterWorkerProcess {
   std::set<std::string> m_announced_to;
   std::vector<std::string> m_managers;  // of this build, as of the last heartbeat
   std::map<std::string, std::string> m_provides;
+  // The chunks held now, by task entry, and stops that came before their entry was held.
+  std::mutex m_held_mutex;
+  std::map<std::string, HeldChunk> m_held;
+  std::map<std::string, std::chrono::steady_clock::time_point> m_stopped_early;
+  std::atomic<bool> m_progress_flush_posted{false};
   // Results not yet in Redis.
   std::mutex m_delivery_mutex;
   std::condition_variable m_delivered;

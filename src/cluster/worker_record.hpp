@@ -19,6 +19,9 @@ struct WorkerRecord {
   int ttl_ms = 0;
   std::size_t concurrency = 1;  ///< chunks it runs at once (its threads or processes)
   bool draining = false;        ///< finishing what it holds before it leaves: give it nothing more
+  /// Runs chunks on child processes (--scale-processes): a stopped chunk's child is killed after
+  /// the grace; on threads it cannot be.
+  bool processes = false;
   std::map<std::string, std::string> provides;
 };
 
@@ -29,6 +32,7 @@ inline std::string encode_worker_record(const WorkerRecord& record) {
                         {"ttl_ms", record.ttl_ms},
                         {"concurrency", record.concurrency},
                         {"draining", record.draining},
+                        {"processes", record.processes},
                         {"provides", record.provides}}
       .dump();
 }
@@ -44,6 +48,7 @@ inline std::optional<WorkerRecord> decode_worker_record(const std::string& text)
     record.ttl_ms = json.value("ttl_ms", 0);
     record.concurrency = std::max<std::size_t>(1, json.value("concurrency", std::size_t{1}));
     record.draining = json.value("draining", false);
+    record.processes = json.value("processes", false);
     if (json.contains("provides") && json["provides"].is_object())
       record.provides = json["provides"].get<std::map<std::string, std::string>>();
     return record;

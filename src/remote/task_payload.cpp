@@ -57,6 +57,15 @@ void append_task_payload(const Chunk& chunk, std::string& out) {
 
 std::string_view task_payload_name(std::string_view payload) { return ByteReader(payload, payload_what).sized(); }
 
+std::size_t task_payload_count(std::string_view payload) {
+  ByteReader reader(payload, payload_what);
+  reader.sized();
+  const unsigned char flags = reader.u8();
+  if (flags & task_memory_url) reader.sized();
+  if (flags & task_events_url) reader.sized();
+  return static_cast<std::size_t>(reader.u64());
+}
+
 bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEventEmitter* events, std::string& out,
                       ChunkControl* control) {
   try {

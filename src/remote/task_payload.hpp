@@ -13,6 +13,7 @@
 //
 // A worker's answer is the invoker's encoded results, or encode_exception() of what failed.
 
+#include <cstddef>
 #include <exception>
 #include <string>
 #include <string_view>
@@ -40,6 +41,8 @@ void append_task_payload(const Chunk& chunk, std::string& out);
 
 /// The task name a payload starts with; throws scale::Error when it is not a task payload.
 std::string_view task_payload_name(std::string_view payload);
+/// The number of items in a payload; throws scale::Error when it is not a task payload.
+std::size_t task_payload_count(std::string_view payload);
 
 /// Runs a task payload in this process: decodes it, opens the memory and emitter it names by URL,
 /// and runs the registered task. Returns true with the encoded results in `out`, or false with

@@ -48,6 +48,9 @@ struct ClusterWorker {
 
   std::size_t concurrency = 1;  ///< chunks it runs at once: its --scale-threads or --scale-processes (or order)
   bool draining = false;        ///< drained: finishing what it holds, then it leaves; given nothing more
+  /// Runs chunks on child processes of its own (--scale-processes): after a stop's grace, the child
+  /// running a stopped chunk is killed and replaced; a --scale-threads worker cannot do that.
+  bool processes = false;
   std::map<std::string, std::string> provides;  ///< what it provides, as last ordered (WorkerOrder::provides)
 };
 
@@ -88,6 +91,12 @@ class ClusterManager final : public ScalabilityManager {
   std::size_t desired_workers() const noexcept;
   /// Re-evaluates desired_workers(); the algorithms call it as they cut and finish chunks.
   void backlog_changed() override;
+  /// A call was stopped: its chunks still queued in Redis are deleted and acknowledged (no worker
+  /// runs them), the workers holding the others are told (Scope::stop_requested() turns true there
+  /// within about one heartbeat interval), and after the call's grace a --scale-processes worker's
+  /// child still running one is killed and replaced, while on a --scale-threads worker the chunk is
+  /// given up and reported (that worker drains). See docs/cluster.md, "Stop and progress on the cluster".
+  void stop_call(const std::shared_ptr<detail::Job>& job) override;
 
   /// Orders the live worker `worker_id` (a ClusterWorker::id) to finish the chunks it holds, leave
   /// and exit 0; those chunks are not lost and do not run again. Completes once the worker has
