@@ -11,8 +11,9 @@
 
 namespace scale::detail {
 
-/// One thread per child that, while chunks run, looks at their items' stop requests every 10 ms
-/// (the item's flag is read through its Scope only, so it is polled; a chunk runs far longer).
+/// One thread per child that, while chunks run, relays their items' stop requests and their own
+/// progress every 10 ms (the item is reached through its Scope only, so both are polled; a chunk
+/// runs far longer).
 class StopRelay {
  public:
   static StopRelay& instance() {
@@ -43,7 +44,7 @@ class StopRelay {
     std::unique_lock lock(m_mutex);
     for (;;) {
       m_changed.wait(lock, [&] { return !m_watched.empty(); });
-      for (ChildChunkControl* control : m_watched) control->relay_stop();
+      for (ChildChunkControl* control : m_watched) control->relay();
       m_changed.wait_for(lock, std::chrono::milliseconds(10));
     }
   }
@@ -56,16 +57,15 @@ class StopRelay {
 
 ChildChunkControl::ChildChunkControl(const Scope& item, std::size_t items)
     : ChunkControl(&m_stop), m_item(item), m_items(static_cast<double>(std::max<std::size_t>(1, items))) {
-  relay_stop();
+  relay();
   StopRelay::instance().watch(this);
 }
 
 ChildChunkControl::~ChildChunkControl() { StopRelay::instance().unwatch(this); }
 
-void ChildChunkControl::relay_stop() noexcept {
+void ChildChunkControl::relay() noexcept {
   if (m_item.stop_requested()) m_stop.store(true, std::memory_order_relaxed);
+  m_item.progress(std::clamp(latest_progress() / m_items, 0.0, 1.0));
 }
-
-void ChildChunkControl::progress(double items) noexcept { m_item.progress(std::clamp(items / m_items, 0.0, 1.0)); }
 
 }  // namespace scale::detail

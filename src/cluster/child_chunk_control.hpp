@@ -3,7 +3,7 @@
 // chunk's whole task payload as one item of its worker's own process pool, so the chunk's Scope
 // reaches the pool's control of that item: its stop flag (set by the pool's stop frame) is
 // relayed to the chunk's own flag, and the chunk's progress (items of the chunk) goes to the
-// item as a fraction of the chunk.
+// item as a fraction of the chunk, both every 10 ms by one relay thread per child.
 
 #include <atomic>
 #include <cstddef>
@@ -21,13 +21,13 @@ class ChildChunkControl final : public ChunkControl {
   ChildChunkControl(const ChildChunkControl&) = delete;
   ChildChunkControl& operator=(const ChildChunkControl&) = delete;
 
-  void progress(double items) noexcept override;
   bool first_bad_progress() noexcept override { return !m_bad_progress_seen.exchange(true); }
 
  private:
   friend class StopRelay;
-  /// Copies the item's stop request to the chunk's flag (the relay's thread).
-  void relay_stop() noexcept;
+  /// Copies the item's stop request to the chunk's flag and the chunk's progress to the item (the
+  /// relay's thread).
+  void relay() noexcept;
 
   const Scope& m_item;
   const double m_items;

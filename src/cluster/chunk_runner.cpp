@@ -168,7 +168,7 @@ void ChunkRunner::relay_control(const std::string& payload, RunningChunk& contro
   }
   // The pool's fraction of its one item is the chunk's fraction (child_chunk_control.hpp).
   options.on_progress = [&control, items](const Progress& progress) {
-    if (progress.fraction < 1.0) control.progress(progress.fraction * static_cast<double>(items));
+    if (progress.fraction < 1.0) control.set_progress(progress.fraction * static_cast<double>(items));
   };
 }
 

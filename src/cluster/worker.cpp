@@ -332,16 +332,17 @@ class ClusterWorkerProcess {
     return true;
   }
 
-  /// A chunk reported progress and none was waiting: one batch goes in progress_batch_ms.
+  /// While chunks are held, a batch goes every progress_batch_ms (one timer, not one per chunk).
   void progress_pending() {
     if (!m_progress_flush_posted.exchange(true)) m_client.post([this] { flush_progress(); }, progress_batch_ms);
   }
 
   /// Sends the progress of every chunk that reported some since the last batch: one "g" entry
-  /// each, on its manager's results stream (I/O thread).
+  /// each, on its manager's results stream (I/O thread); then the next batch, while chunks are held.
   void flush_progress() {
     m_progress_flush_posted = false;
     std::lock_guard lock(m_held_mutex);
+    if (!m_held.empty()) progress_pending();
     for (auto& [entry, held] : m_held) {
       const std::optional<std::int64_t> units = held.control->take_progress();
       if (!units) continue;
@@ -394,13 +395,14 @@ class ClusterWorkerProcess {
       std::lock_guard lock(m_delivery_mutex);
       ++m_undelivered;
     }
-    auto control = std::make_shared<RunningChunk>(grace_of(field(fields, "g")), [this] { progress_pending(); });
+    auto control = std::make_shared<RunningChunk>(grace_of(field(fields, "g")));
     {
       std::lock_guard lock(m_held_mutex);
       if (m_stopped_early.erase(delivery->entry_id) != 0) control->request_stop();
       m_held.emplace(delivery->entry_id,
                      HeldChunk{control, delivery->results_stream, delivery->attempt});
     }
+    progress_pending();
     m_runner->run(field(fields, "p"), control, [this, delivery, control](ChunkOutcome outcome) {
       {
         std::lock_guard lock(m_held_mutex);
