@@ -240,7 +240,10 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       const auto kill_at = Clock::now() + job->policy().grace;
       for (auto& worker : m_workers) {
         bool queued = false;
-        for (auto& f : worker->inflight) {
+        // NOTE: the last first: the worker withdraws a task queued behind the running one before
+        // the running one learns of the stop, so it cannot end and start the next one between.
+        for (auto it = worker->inflight.rbegin(); it != worker->inflight.rend(); ++it) {
+          InFlight& f = *it;
           if (f.stopped || f.task->chunk.job.get() != job.get()) continue;
           f.stopped = true;
           f.kill_at = kill_at;
@@ -332,6 +335,11 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (m_watchdog.joinable()) m_watchdog.join();
     std::unique_lock lock(m_mutex);
     m_cv.wait(lock, [&] { return m_readers == 0 && m_spawning == 0; });
+    // Workers whose spawn completed during the shutdown were killed at once; they are gone too
+    // before the manager is (the spawner thread reaps them, so waiting here cannot block it).
+    std::vector<ChildProcess> unborn = std::move(m_unborn);
+    lock.unlock();
+    for (auto& child : unborn) child.wait_for(std::chrono::seconds(2));
   }
 
  private:
@@ -566,8 +574,13 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           log_error(what);
           if (m_workers.empty() && m_spawning == 0) fail_queue_locked(error);
         }
+        // A child that arrives once the pool is shutting down never serves: it goes at once.
+        if (child.valid()) {
+          child.kill(SIGKILL);
+          m_unborn.push_back(std::move(child));
+        }
         m_cv.notify_all();
-        return;  // dropping the child closes its link; it exits
+        return;
       }
       worker = std::make_shared<Worker>();
       worker->pid = child.pid();
@@ -844,6 +857,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   std::deque<std::shared_ptr<Task>> m_queue;
   std::list<std::shared_ptr<Worker>> m_workers;
   std::size_t m_spawning = 0;
+  std::vector<ChildProcess> m_unborn;  // spawned during shutdown() and killed; it waits for them
   std::size_t m_readers = 0;
   std::uint64_t m_next_id = 0;
   bool m_stopping = false;
