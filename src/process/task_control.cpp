@@ -74,11 +74,13 @@ void TaskControl::flush_loop() {
     m_cv.wait(lock, [&] { return m_flushing != 0 || m_closing; });
     if (m_closing) return;
     const std::uint64_t task = m_flushing;
-    // NOTE: the interval first: a task that ends within it sends nothing (its result says more),
-    // and a long one sends its latest value once per interval, only when it changed.
-    m_cv.wait_for(lock, progress_interval, [&] { return m_flushing != task || m_closing; });
-    if (m_closing) return;
-    if (m_flushing != task) continue;
+    // A task's first report goes at once (so a progress bar moves as soon as an item starts);
+    // after that, one frame per interval at most, and only when the value changed.
+    if (task == sent_task) {
+      m_cv.wait_for(lock, progress_interval, [&] { return m_flushing != task || m_closing; });
+      if (m_closing) return;
+      if (m_flushing != task) continue;
+    }
     // NOTE: ended() clears m_flushing under this lock and the next task's first report sets it
     // under it, so the value read here is this task's; a frame sent after the task's result is
     // ignored by the manager (it no longer holds the id).

@@ -7,11 +7,10 @@
 //   - Stop: the reader sets the flag when a stop frame names the running task.
 //   - Progress: Scope::progress stores the latest value in an atomic (a plain store: no lock,
 //     no clock, no system call); a flusher thread, started on the first report this process
-//     sees, sends the running task's latest value at most once every 50 ms (progress_interval),
-//     and only when it changed. A task's first report takes a lock once, to hand the task to the
-//     flusher; a task that ends within 50 ms of it sends nothing (its result follows at once).
-//     The value held back is never lost while the task runs: the flusher sends it at the end of
-//     the interval, whether or not another report comes.
+//     sees, sends a task's first report at once and then its latest value at most once every
+//     50 ms (progress_interval), only when it changed. A task's first report takes a lock once,
+//     to hand the task to the flusher. The value held back is never lost while the task runs:
+//     the flusher sends it at the end of the interval, whether or not another report comes.
 //   - started()/ended(): the crash handler's view of the running task (crash_context.hpp).
 
 #include <atomic>
