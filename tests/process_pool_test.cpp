@@ -414,7 +414,9 @@ TEST_CASE("helper: a long map for the Ctrl-C test", "[.][ctrl_c_helper]") {
   // SIGINT as a user's program has it: Catch2 installs a handler of its own for the session,
   // which reports from inside the signal (allocating there, which TSan rightly refuses).
   std::signal(SIGINT, SIG_DFL);
-  scale::Runtime runtime;
+  // A program that leaves SIGINT to itself (the Runtime's own handling is what
+  // process_pool_control_test's Ctrl-C tests run, through tests/control_app.cpp).
+  scale::Runtime runtime({.handle_signals = false});
   scale::ProcessPoolManager manager({.max_workers = 2});
   scale::Iterator<int> numbers(iterator_suite::iota(1'000'000), manager);
   numbers.map(slow_square, {.chunk_size = 10}).get();  // far longer than the test waits
@@ -467,7 +469,9 @@ static pid_t start_long_map(std::vector<pid_t>& workers) {
 }
 
 /// True once `pid` has exited (gone, or a zombie waiting for a parent that is itself gone).
-TEST_CASE("a Ctrl-C to the whole process group ends the parent and its workers and respawns none", "[process_pool]") {
+TEST_CASE("without the Runtime's signal handling, a Ctrl-C to the process group ends the parent and its workers and "
+          "respawns none",
+          "[process_pool]") {
   std::vector<pid_t> workers;
   pid_t helper = start_long_map(workers);
   REQUIRE(::kill(-helper, SIGINT) == 0);  // what the terminal does on Ctrl-C

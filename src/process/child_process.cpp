@@ -24,6 +24,7 @@
 #include <mutex>
 #include <thread>
 
+#include "process/child_registry.hpp"
 #include <scale/detail/loop.hpp>
 #include <scale/future.hpp>
 
@@ -425,6 +426,8 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
   auto top = reinterpret_cast<std::uintptr_t>(m_stack.get() + child_stack_size) & ~std::uintptr_t{15};
   pid_t pid = libc_clone()(child_main, reinterpret_cast<void*>(top), CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
   int clone_error = errno;
+  // At once: a second Ctrl-C on another thread kills every remembered child (child_registry.hpp).
+  if (pid > 0) remember_child(pid);
   ::close(child_end);
   ::close(devnull);
 
@@ -437,6 +440,7 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
+    forget_child(pid);
     ::close(parent_end);
     const char* stage = args.stage;
     throw Error("scale: cannot start a worker process from '" + options.executable + "': " + (stage ? stage : "setup") +
@@ -479,6 +483,9 @@ bool ProcessSpawnerImpl::try_reap(const std::shared_ptr<ChildState>& child, bool
     }
     child->exit = info;
     if (child->pidfd >= 0) ::close(std::exchange(child->pidfd, -1));
+    // NOTE: right after the reap; only in the few instructions between could a second Ctrl-C
+    // signal the pid after the kernel gave it to another process.
+    forget_child(child->pid);
   }
   child->reaped_cv.notify_all();
   if (auto on_exit = std::move(child->on_exit)) {

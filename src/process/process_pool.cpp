@@ -23,6 +23,7 @@
 #include "process/pool_sizing.hpp"
 #include "process/program_arguments.hpp"
 #include "process/scope_server.hpp"
+#include "process/task_control.hpp"
 #include "process/worker_link.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
@@ -57,6 +58,9 @@ struct InFlight {
   std::shared_ptr<Task> task;
   std::uint64_t id = 0;
   Clock::time_point sent;
+  std::int64_t progress = 0;  // what its progress frames added to the Job (Job::progress_units)
+  bool stopped = false;       // its call was stopped: a stop frame went to the worker
+  Clock::time_point kill_at = Clock::time_point::max();  // stopped: when its grace ends
 };
 
 /// Tasks a worker holds at once (see ProcessPool::pump).
@@ -72,6 +76,7 @@ struct Worker {
   bool retiring = false;  // idle timeout or above the target: its link is shut down, its exit is not a loss
   bool draining = false;  // above the target while busy: gets no new task, retires once idle
   bool timed_out = false;
+  bool stop_killed = false;  // killed because it ran a stopped chunk past its grace: not a loss
   std::deque<InFlight> inflight;  // sent, in the order the worker runs them; the first is running
   Clock::time_point deadline = Clock::time_point::max();  // of the first
   std::chrono::milliseconds timeout{0};                   // of the first
@@ -221,6 +226,40 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return future;
   }
 
+  // ----- stopping a call -----
+
+  /// A call was stopped (its Job's stop flag is set): its queued tasks fail at once, and each
+  /// worker holding one of its tasks gets a stop frame for it. The watchdog kills a worker still
+  /// running one once the call's grace has passed (kill_stopped_locked).
+  void stop(const std::shared_ptr<Job>& job) {
+    std::vector<std::shared_ptr<Worker>> to_flush;
+    {
+      Locked lock(*this);
+      if (m_stopping) return;
+      withdraw_locked(*job);
+      const auto kill_at = Clock::now() + job->policy().grace;
+      for (auto& worker : m_workers) {
+        bool queued = false;
+        // NOTE: the last first: the worker withdraws a task queued behind the running one before
+        // the running one learns of the stop, so it cannot end and start the next one between.
+        for (auto it = worker->inflight.rbegin(); it != worker->inflight.rend(); ++it) {
+          InFlight& f = *it;
+          if (f.stopped || f.task->chunk.job.get() != job.get()) continue;
+          f.stopped = true;
+          f.kill_at = kill_at;
+          std::string frame;
+          encode_frame(frame, FrameType::stop, f.id, {});
+          // NOTE: through the worker's outbox, so it follows the task frame it names.
+          queued = worker->queue(std::move(frame)) || queued;
+        }
+        if (queued) to_flush.push_back(worker);
+      }
+    }
+    // A stop frame is 16 bytes: it fits the link's buffer even behind a pipelined task frame
+    // (max_pipelined_frame), so this never waits for a worker busy on its reader thread.
+    for (auto& worker : to_flush) worker->flush();
+  }
+
   // ----- the worker count: resize, adapt -----
 
   void resize(std::size_t n) {
@@ -296,6 +335,11 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (m_watchdog.joinable()) m_watchdog.join();
     std::unique_lock lock(m_mutex);
     m_cv.wait(lock, [&] { return m_readers == 0 && m_spawning == 0; });
+    // Workers whose spawn completed during the shutdown were killed at once; they are gone too
+    // before the manager is (the spawner thread reaps them, so waiting here cannot block it).
+    std::vector<ChildProcess> unborn = std::move(m_unborn);
+    lock.unlock();
+    for (auto& child : unborn) child.wait_for(std::chrono::seconds(2));
   }
 
  private:
@@ -401,6 +445,50 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     m_adapting.store(m_sizing.mode() == PoolSizing::Mode::adapt, std::memory_order_relaxed);
   }
 
+  /// Fails the queued tasks of a stopped call at once (Cancelled), so the call does not wait for
+  /// a worker to come by and skip them.
+  void withdraw_locked(const Job& job) {
+    std::deque<std::shared_ptr<Task>> kept;
+    std::deque<std::shared_ptr<Task>> withdrawn;
+    for (auto& task : m_queue) (task->chunk.job.get() == &job ? withdrawn : kept).push_back(std::move(task));
+    m_queue.swap(kept);
+    m_counters.queued -= withdrawn.size();
+    for (auto& task : withdrawn) finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
+  }
+
+  /// The watchdog: kills each worker whose running task belongs to a stopped call whose grace
+  /// has passed. worker_gone() fails that task (its call is stopped) and does not count the loss.
+  void kill_stopped_locked(Clock::time_point now) {
+    for (auto& worker : m_workers) {
+      if (worker->inflight.empty() || worker->stop_killed) continue;
+      const InFlight& running = worker->inflight.front();
+      if (running.stopped && now >= running.kill_at) {
+        worker->stop_killed = true;
+        worker->child.kill(SIGKILL);
+      }
+    }
+  }
+
+  /// A progress frame: the chunk's items done so far, added to its Job as the change since the
+  /// last frame (take_back_progress takes it all away again when the chunk ends).
+  void note_progress(Worker& worker, const Frame& frame) {
+    const double items = decode_progress_payload(frame.payload);
+    if (!(items >= 0)) return;  // NaN or negative: Scope::progress clamps, so another build sent it
+    Locked lock(*this);
+    auto at = std::find_if(worker.inflight.begin(), worker.inflight.end(),
+                           [&](const InFlight& f) { return f.id == frame.id; });
+    if (at == worker.inflight.end()) return;  // its answer came first
+    const auto units = Job::progress_units(std::min(items, static_cast<double>(at->task->chunk.size())));
+    at->task->chunk.job->add_running_progress(units - at->progress);
+    at->progress = units;
+  }
+
+  /// The chunk's answer came, or its worker is gone: what it reported leaves the Job's sum.
+  static void take_back_progress(InFlight& f) noexcept {
+    if (f.progress != 0) f.task->chunk.job->add_running_progress(-f.progress);
+    f.progress = 0;
+  }
+
   /// The next queued task whose call still wants it; cancelled ones are skipped here.
   std::shared_ptr<Task> take_next_locked() {
     while (!m_queue.empty()) {
@@ -486,8 +574,13 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           log_error(what);
           if (m_workers.empty() && m_spawning == 0) fail_queue_locked(error);
         }
+        // A child that arrives once the pool is shutting down never serves: it goes at once.
+        if (child.valid()) {
+          child.kill(SIGKILL);
+          m_unborn.push_back(std::move(child));
+        }
         m_cv.notify_all();
-        return;  // dropping the child closes its link; it exits
+        return;
       }
       worker = std::make_shared<Worker>();
       worker->pid = child.pid();
@@ -562,10 +655,15 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           const auto now = Clock::now();
           took = now - std::max(at->sent, worker.last_answer);
           worker.last_answer = now;
+          take_back_progress(*at);
           task = std::move(at->task);
           group_finished = task->group->finished;
+          const bool was_running = at == worker.inflight.begin();
           worker.inflight.erase(at);
-          if (!worker.inflight.empty()) worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
+          // A task answered from behind the running one (withdrawn by a stop frame) leaves the
+          // running one's timeout as it was.
+          if (was_running && !worker.inflight.empty())
+            worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
           worker.idle_since = Clock::now();
           --m_counters.running;
         }
@@ -581,6 +679,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         pump();
         return true;
       }
+      case FrameType::progress:
+        note_progress(worker, frame);
+        return true;
       case FrameType::scope_request: {
         SharedMemory* memory = nullptr;
         SharedEventEmitter* events = nullptr;
@@ -625,6 +726,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     std::deque<InFlight> inflight = std::move(worker->inflight);
     worker->inflight.clear();
     m_counters.running -= inflight.size();
+    for (auto& f : inflight) take_back_progress(f);
     if (!refused.empty()) {
       log_error(refused);
       m_refused = std::make_exception_ptr(BuildMismatch("scale: " + refused));
@@ -633,7 +735,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       m_cv.notify_all();
       return;
     }
-    if (!worker->retiring && !m_stopping) ++m_counters.workers_lost;
+    // A worker killed for running a stopped chunk past its grace is no loss; its chunks' call is
+    // stopped (so cancelled), and the rerun below fails them rather than running them again.
+    if (!worker->retiring && !m_stopping && !worker->stop_killed) ++m_counters.workers_lost;
     // Tasks behind the running one never started: back to the queue, in order, uncharged.
     for (std::size_t i = inflight.size(); i-- > 1;) requeue_locked(std::move(inflight[i].task));
     if (!inflight.empty()) rerun_locked(std::move(inflight.front().task), status);
@@ -701,6 +805,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       std::size_t live = 0;
       for (auto& worker : m_workers)
         if (!worker->retiring) ++live;
+      kill_stopped_locked(now);
       for (auto& worker : m_workers) {
         if (!worker->inflight.empty() && !worker->timed_out && now >= worker->deadline) {
           worker->timed_out = true;
@@ -752,6 +857,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   std::deque<std::shared_ptr<Task>> m_queue;
   std::list<std::shared_ptr<Worker>> m_workers;
   std::size_t m_spawning = 0;
+  std::vector<ChildProcess> m_unborn;  // spawned during shutdown() and killed; it waits for them
   std::size_t m_readers = 0;
   std::uint64_t m_next_id = 0;
   bool m_stopping = false;
@@ -777,6 +883,7 @@ ProcessPoolManager::ProcessPoolManager(ProcessPoolOptions options)
 ProcessPoolManager::~ProcessPoolManager() { m_pool->shutdown(); }
 
 Future<void> ProcessPoolManager::submit(detail::Chunk chunk) { return m_pool->submit(std::move(chunk)); }
+void ProcessPoolManager::stop_call(const std::shared_ptr<detail::Job>& job) { m_pool->stop(job); }
 std::size_t ProcessPoolManager::concurrency() const noexcept { return m_pool->concurrency(); }
 void ProcessPoolManager::resize(std::size_t n) { m_pool->resize(n); }
 void ProcessPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }

@@ -8,6 +8,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include "remote/build_fingerprint.hpp"
 #include "remote/scope_reply.hpp"
 #include "remote/task_payload.hpp"
+#include "remote/wire_error.hpp"
 #include <scale/detail/loop.hpp>
 #include <scale/detail/task_registry.hpp>
 #include <scale/shared_event_emitter.hpp>
@@ -42,11 +44,17 @@ std::atomic<bool> g_serving{false};
 
 void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events, const Frame& frame) {
   std::string out;
-  const bool ok = run_task_payload(frame.payload, &memory, &events, out);
+  link.control().set_payload(frame.payload);
+  const bool ok = run_task_payload(frame.payload, &memory, &events, out, &link.control());
   link.send(ok ? FrameType::result : FrameType::error, frame.id, out);
 }
 
 }  // namespace
+
+WorkerLink::WorkerLink(ChildLink link)
+    : m_link(link), m_control([this](std::uint64_t id, double items) {
+        send(FrameType::progress, id, encode_progress_payload(items));
+      }) {}
 
 void WorkerLink::send(FrameType type, std::uint64_t id, std::string_view payload) {
   std::string frame;
@@ -101,6 +109,7 @@ Frame WorkerLink::next_task() {
   m_busy = true;
   Frame frame = std::move(m_tasks.front());
   m_tasks.pop_front();
+  m_control.begin(frame.id);
   return frame;
 }
 
@@ -128,6 +137,7 @@ void WorkerLink::dispatch(Frame frame) {
         std::lock_guard lock(m_mutex);
         if (!m_busy && m_tasks.empty() && !uses_scope(frame.payload)) {
           m_busy = true;
+          m_control.begin(frame.id);
           run_here = true;
         } else {
           m_tasks.push_back(std::move(frame));
@@ -143,6 +153,9 @@ void WorkerLink::dispatch(Frame frame) {
     }
     case FrameType::scope_reply:
       answer(std::move(frame));
+      return;
+    case FrameType::stop:
+      stop_task(frame.id);
       return;
     case FrameType::shutdown:
       leave();
@@ -165,6 +178,26 @@ void WorkerLink::answer(Frame frame) {
   } catch (...) {
     promise->set_exception(std::current_exception());
   }
+}
+
+void WorkerLink::stop_task(std::uint64_t id) {
+  // NOTE: a task that runs on this reader thread cannot be reached here until it returns (it
+  // takes no Scope, so it could not look anyway); its manager kills the worker after the grace.
+  std::optional<Frame> withdrawn;
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_busy && m_control.task_id() == id) {
+      m_control.request_stop();
+      return;
+    }
+    auto at = std::find_if(m_tasks.begin(), m_tasks.end(), [&](const Frame& task) { return task.id == id; });
+    if (at == m_tasks.end()) return;  // already answered
+    withdrawn.emplace(std::move(*at));
+    m_tasks.erase(at);
+  }
+  std::string out;
+  encode_exception(std::make_exception_ptr(Cancelled(cancelled_message())), out);
+  send(FrameType::error, id, out);
 }
 
 bool serving_as_worker() noexcept { return g_serving.load(std::memory_order_relaxed); }

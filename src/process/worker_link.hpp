@@ -11,6 +11,13 @@
 //   worker → parent  scope_request  (its own id) one Scope call, MessagePack {"op": ..., ...}
 //                                   (process/link_backends.hpp asks, process/scope_server.hpp answers)
 //   parent → worker  scope_reply    (same id) the value or the error (remote/scope_reply.hpp)
+//   parent → worker  stop (id)      the task's call was stopped: a running task's Scope sees
+//                                   stop_requested() (and its chunk ends before its next item);
+//                                   a task still queued here is answered at once with an error
+//                                   frame (scale::Cancelled) instead of run; no payload
+//   worker → parent  progress (id)  the running task's items done, the running item's fraction
+//                                   included: an 8-byte little-endian double, at most one per task
+//                                   every 50 ms (process/task_control.hpp)
 // The worker runs one task at a time and exits with status 0 when the link reads end-of-file
 // (the parent closed it, or died).
 
@@ -25,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "process/child_process.hpp"
+#include "process/task_control.hpp"
 #include <scale/detail/wire.hpp>
 #include <scale/future.hpp>
 
@@ -45,7 +53,7 @@ bool serving_as_worker() noexcept;
 /// The worker's side of its link: one writer lock, replies matched to pending scope calls.
 class WorkerLink {
  public:
-  explicit WorkerLink(ChildLink link) : m_link(link) {}
+  explicit WorkerLink(ChildLink link);
 
   /// Sends one frame; a link that cannot be written (the parent is gone) ends the process.
   void send(FrameType type, std::uint64_t id, std::string_view payload);
@@ -63,11 +71,16 @@ class WorkerLink {
   /// Runs a task: set before the reader starts.
   std::function<void(const Frame&)> runner;
 
+  /// The control of the task running now (begun as next_task() or the reader takes it).
+  TaskControl& control() noexcept { return m_control; }
+
   [[noreturn]] static void leave();
 
  private:
   void dispatch(Frame frame);
   void answer(Frame frame);
+  /// A stop frame: stops the running task, or answers a queued one with scale::Cancelled.
+  void stop_task(std::uint64_t id);
 
   ChildLink m_link;
   bool m_busy = false;  // a task is running (on either thread)
@@ -77,6 +90,7 @@ class WorkerLink {
   std::deque<Frame> m_tasks;
   std::unordered_map<std::uint64_t, Promise<nlohmann::json>> m_pending;
   std::uint64_t m_next_id = 0;
+  TaskControl m_control;  // begun under m_mutex with m_busy
 };
 
 }  // namespace scale::detail

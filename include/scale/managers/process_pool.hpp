@@ -54,6 +54,10 @@ class ProcessPoolManager final : public ScalabilityManager {
   ~ProcessPoolManager() override;
 
   Future<void> submit(detail::Chunk chunk) override;
+  /// Withdraws the call's queued chunks, sends a stop to each worker running one (its Scope sees
+  /// stop_requested()), and after the call's grace kills and replaces a worker still running
+  /// one (not counted in workers_lost).
+  void stop_call(const std::shared_ptr<detail::Job>& job) override;
   /// max_workers while workers are spawned on demand; the target after resize() or adapt().
   std::size_t concurrency() const noexcept override;
   /// 50 ms: a chunk costs a round trip to a process.
