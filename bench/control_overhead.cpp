@@ -26,7 +26,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto trivial = [](int x) { return x * 3 + 1; };
 constexpr auto trivial_reporting = [](int x, scale::Scope& scope) {
-  for (int step = 1; step <= 10; ++step) scope.progress(step / 10.0);
+  for (int step = 1; step <= 10; ++step) scope.progress(step * 0.1);
   return x * 3 + 1;
 };
 

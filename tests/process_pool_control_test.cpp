@@ -190,10 +190,10 @@ TEST_CASE("a worker's task control sends at most one progress frame per task eve
   std::size_t item = 0;
   control.begin(7);
   control.started(&item);
-  // 300 ms of reports as fast as they come: the first at once, then one per 50 ms at most.
+  // 300 ms of reports as fast as they come: one frame per 50 ms at most.
   const auto start = Clock::now();
   double value = 0;
-  while (Clock::now() - start < 300ms) control.progress(value += 1e-6);
+  while (Clock::now() - start < 300ms) control.set_progress(value += 1e-6);
   // The last value is held back (the interval had not passed) and still arrives, unasked.
   REQUIRE(eventually([&] {
     auto f = frames();
@@ -213,7 +213,7 @@ TEST_CASE("a worker's task control sends at most one progress frame per task eve
   // under the next task's.
   control.begin(8);
   control.started(&item);
-  control.progress(0.25);
+  control.set_progress(0.25);
   control.ended();
   control.begin(9);
   control.started(&item);

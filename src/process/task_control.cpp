@@ -39,31 +39,21 @@ TaskControl::~TaskControl() {
 void TaskControl::begin(std::uint64_t task_id) noexcept {
   m_task_id = task_id;
   m_stop.store(false, std::memory_order_relaxed);
+  set_progress(0);
   m_payload = {};
 }
 
-void TaskControl::progress(double items) noexcept {
-  if (!m_reported) return hand_to_flusher(items);
-  m_latest.store(items, std::memory_order_relaxed);
-}
-
-void TaskControl::hand_to_flusher(double items) noexcept {
-  m_reported = true;
-  {
-    std::lock_guard lock(m_mutex);
-    m_latest.store(items, std::memory_order_relaxed);
-    m_flushing = m_task_id;
-    if (!m_flusher.joinable() && !m_closing) {
-      try {
-        m_flusher = std::thread([this] { flush_loop(); });
-      } catch (...) {
-        // No thread, no progress frames: the chunk runs on, and its result still arrives.
-        m_closing = true;
-        log_error("a worker could not start its progress thread; this worker sends no progress");
-      }
-    }
+void TaskControl::start_flusher() noexcept {
+  std::lock_guard lock(m_mutex);
+  if (m_flusher.joinable() || m_closing) return;
+  try {
+    m_flusher = std::thread([this] { flush_loop(); });
+  } catch (...) {
+    // No thread, no progress frames: the chunks run on, and their results still arrive.
+    m_closing = true;
+    log_error("a worker could not start its progress thread; this worker sends no progress");
   }
-  m_cv.notify_one();
+  m_flusher_started.store(true, std::memory_order_release);
 }
 
 void TaskControl::flush_loop() {
@@ -71,21 +61,15 @@ void TaskControl::flush_loop() {
   double sent_items = 0;
   std::unique_lock lock(m_mutex);
   for (;;) {
-    m_cv.wait(lock, [&] { return m_flushing != 0 || m_closing; });
+    m_cv.wait_for(lock, progress_interval, [&] { return m_closing; });
     if (m_closing) return;
-    const std::uint64_t task = m_flushing;
-    // A task's first report goes at once (so a progress bar moves as soon as an item starts);
-    // after that, one frame per interval at most, and only when the value changed.
-    if (task == sent_task) {
-      m_cv.wait_for(lock, progress_interval, [&] { return m_flushing != task || m_closing; });
-      if (m_closing) return;
-      if (m_flushing != task) continue;
-    }
-    // NOTE: ended() clears m_flushing under this lock and the next task's first report sets it
-    // under it, so the value read here is this task's; a frame sent after the task's result is
-    // ignored by the manager (it no longer holds the id).
-    const double items = m_latest.load(std::memory_order_relaxed);
-    if (task == sent_task && items == sent_items) continue;  // nothing new
+    // NOTE: the running task's id, then its progress: a task that ended in between may have its
+    // last frame carry the next task's first value, but the manager ignores a frame for a task
+    // whose result it has (the result went before the next task began).
+    const std::uint64_t task = m_running.load(std::memory_order_acquire);
+    if (task == 0) continue;
+    const double items = latest_progress();
+    if (items <= 0 || (task == sent_task && items == sent_items)) continue;  // nothing new
     sent_task = task;
     sent_items = items;
     lock.unlock();
@@ -106,17 +90,15 @@ bool TaskControl::first_bad_progress() noexcept {
   }
 }
 
-void TaskControl::started(const std::size_t* item) noexcept { set_running_task(m_task_id, item); }
+void TaskControl::started(const std::size_t* item) noexcept {
+  set_running_task(m_task_id, item);
+  m_running.store(m_task_id, std::memory_order_release);
+  if (!m_flusher_started.load(std::memory_order_acquire)) start_flusher();
+}
 
 void TaskControl::ended() noexcept {
+  m_running.store(0, std::memory_order_release);
   clear_running_task();
-  if (!m_reported) return;
-  m_reported = false;
-  {
-    std::lock_guard lock(m_mutex);
-    m_flushing = 0;
-  }
-  m_cv.notify_one();
 }
 
 }  // namespace scale::detail

@@ -5,12 +5,11 @@
 // link owns one TaskControl and begins it for each task (under the link's lock, the one that
 // already marks the worker busy: nothing is added per task on the hot path).
 //   - Stop: the reader sets the flag when a stop frame names the running task.
-//   - Progress: Scope::progress stores the latest value in an atomic (a plain store: no lock,
-//     no clock, no system call); a flusher thread, started on the first report this process
-//     sees, sends a task's first report at once and then its latest value at most once every
-//     50 ms (progress_interval), only when it changed. A task's first report takes a lock once,
-//     to hand the task to the flusher. The value held back is never lost while the task runs:
-//     the flusher sends it at the end of the interval, whether or not another report comes.
+//   - Progress: Scope::progress stores the latest value in the control (one relaxed store: no
+//     lock, no clock, no system call); a flusher thread, started with the first task this
+//     process runs, reads the running task's value every 50 ms (progress_interval) and sends it
+//     when it moved. Nothing per task but two atomic stores: a task that never reports sends
+//     nothing, and the value held back is never lost while the task runs (the next read sends it).
 //   - started()/ended(): the crash handler's view of the running task (crash_context.hpp).
 
 #include <atomic>
@@ -58,28 +57,26 @@ class TaskControl final : public ChunkControl {
   /// The running task's call was stopped (a stop frame for task_id()).
   void request_stop() noexcept { m_stop.store(true, std::memory_order_relaxed); }
 
-  void progress(double items) noexcept override;
   /// Once per task name in this worker process: the call itself lives in the parent.
   bool first_bad_progress() noexcept override;
   void started(const std::size_t* item) noexcept override;
   void ended() noexcept override;
 
  private:
-  void hand_to_flusher(double items) noexcept;
+  void start_flusher() noexcept;
   void flush_loop();
 
   std::atomic<bool> m_stop{false};
   std::uint64_t m_task_id = 0;  // written by begin() under the link's lock, read by the running task
   std::string_view m_payload;
-  bool m_reported = false;  // the running task reported (its thread alone touches it)
 
   SendProgress m_send;
-  std::atomic<double> m_latest{0};  // the running task's last report
+  std::atomic<std::uint64_t> m_running{0};  // the task between started() and ended(), 0 for none
+  std::atomic<bool> m_flusher_started{false};
   std::mutex m_mutex;
   std::condition_variable m_cv;
-  std::uint64_t m_flushing = 0;  // guarded by m_mutex: the task the flusher sends for, 0 for none
-  bool m_closing = false;        // guarded by m_mutex
-  std::thread m_flusher;         // started on the first report (under m_mutex)
+  bool m_closing = false;  // guarded by m_mutex
+  std::thread m_flusher;   // started with the first task (under m_mutex)
 };
 
 }  // namespace scale::detail
