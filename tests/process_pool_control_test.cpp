@@ -187,9 +187,8 @@ TEST_CASE("a worker's task control sends at most one progress frame per task eve
     std::lock_guard lock(mutex);
     return sent;
   };
-  std::size_t item = 0;
   control.begin(7);
-  control.started(&item);
+  control.started();
   // 300 ms of reports as fast as they come: one frame per 50 ms at most.
   const auto start = Clock::now();
   double value = 0;
@@ -212,11 +211,11 @@ TEST_CASE("a worker's task control sends at most one progress frame per task eve
   // A report made just before its task ends is sent under that task's id or not at all, never
   // under the next task's.
   control.begin(8);
-  control.started(&item);
+  control.started();
   control.set_progress(0.25);
   control.ended();
   control.begin(9);
-  control.started(&item);
+  control.started();
   control.ended();
   std::this_thread::sleep_for(150ms);
   const auto later = frames();

@@ -151,7 +151,7 @@ class ItemJob : public Job {
     for (std::size_t i = begin; i < end; ++i) {
       if constexpr (Derived::uses_scope) {
         if (local->stop_requested()) throw Cancelled(cancelled_message());
-        scope.m_item = i - begin;
+        local->set_item(i - begin);
       }
       using Raw = decltype(self.call(scope, i, state));
       if constexpr (is_future_v<Raw>) {
@@ -205,7 +205,7 @@ class ItemJob : public Job {
   template <bool Tracked>
   void run_items(Derived& self, std::size_t begin, std::size_t end, ChunkControl* control) {
     Scope scope(m_memory, m_events, control);
-    if constexpr (Tracked) control->started(&scope.m_item);
+    if constexpr (Tracked) control->started();
     struct Ended {
       ChunkControl* control;
       ~Ended() {
@@ -216,7 +216,7 @@ class ItemJob : public Job {
     for (std::size_t i = begin; i < end; ++i) {
       if constexpr (Tracked) {
         if (control->stop_requested()) throw Cancelled(cancelled_message());
-        scope.m_item = i - begin;
+        control->set_item(i - begin);
       }
       using Raw = decltype(self.call(scope, i, state));
       if constexpr (std::is_void_v<Raw>) {

@@ -59,13 +59,9 @@ class Scope {
   /// [0, 1] or NaN is clamped (NaN to 0) and logged to stderr once per call; it never throws.
   void progress(double fraction) const noexcept {
     if (m_control == nullptr) return;
-    if (!(fraction >= 0.0 && fraction <= 1.0)) {
-      if (m_control->first_bad_progress())
-        detail::log_error("scope.progress(" + std::to_string(fraction) +
-                          ") is outside [0, 1]; clamped (logged once per call)");
-      fraction = std::isnan(fraction) ? 0.0 : (fraction < 0.0 ? 0.0 : 1.0);
-    }
-    m_control->set_progress(static_cast<double>(m_item) + fraction);
+    if (!(fraction >= 0.0 && fraction <= 1.0)) [[unlikely]]
+      fraction = clamp_bad_progress(fraction);
+    m_control->set_fraction(fraction);
   }
 
   /// See SharedMemory::get.
@@ -128,13 +124,16 @@ class Scope {
   }
 
  private:
-  template <class T, class F, class Derived>
-  friend class detail::ItemJob;
+  /// A value outside [0, 1] or NaN: clamped (NaN to 0), and logged once per call.
+  [[gnu::cold]] double clamp_bad_progress(double fraction) const noexcept {
+    if (m_control->first_bad_progress())
+      detail::log_error("scope.progress(" + std::to_string(fraction) + ") is outside [0, 1]; clamped (logged once per call)");
+    return std::isnan(fraction) ? 0.0 : (fraction < 0.0 ? 0.0 : 1.0);
+  }
 
   SharedMemory* m_memory;
   SharedEventEmitter* m_events;
   detail::ChunkControl* m_control;
-  std::size_t m_item = 0;  // index of the running item within its chunk (ItemJob keeps it)
 };
 
 }  // namespace scale

@@ -65,7 +65,8 @@ ChildChunkControl::~ChildChunkControl() { StopRelay::instance().unwatch(this); }
 
 void ChildChunkControl::relay() noexcept {
   if (m_item.stop_requested()) m_stop.store(true, std::memory_order_relaxed);
-  m_item.progress(std::clamp(latest_progress() / m_items, 0.0, 1.0));
+  if (latest_fraction() != 0) m_reporting = true;  // else its function reports nothing
+  if (m_reporting) m_item.progress(std::clamp(latest_progress() / m_items, 0.0, 1.0));
 }
 
 }  // namespace scale::detail

@@ -33,6 +33,7 @@ class ChildChunkControl final : public ChunkControl {
   const double m_items;
   std::atomic<bool> m_stop{false};
   std::atomic<bool> m_bad_progress_seen{false};
+  bool m_reporting = false;  // the relay's thread: a fraction was seen
 };
 
 }  // namespace scale::detail

@@ -41,6 +41,8 @@ class RunningChunk final : public ChunkControl {
   /// The progress (Job::progress_units) reported since the last call, or nothing (the worker's
   /// I/O thread, under the worker's lock of its held chunks).
   std::optional<std::int64_t> take_progress() noexcept {
+    if (latest_fraction() != 0) m_reporting = true;
+    if (!m_reporting) return std::nullopt;  // its function reports nothing: its result says it all
     const std::int64_t units = Job::progress_units(latest_progress());
     if (units == m_taken) return std::nullopt;
     m_taken = units;
@@ -51,7 +53,8 @@ class RunningChunk final : public ChunkControl {
   std::atomic<bool> m_stop{false};
   std::stop_source m_source;
   const std::chrono::milliseconds m_grace;
-  std::int64_t m_taken = 0;  // what take_progress() last returned
+  std::int64_t m_taken = 0;   // what take_progress() last returned
+  bool m_reporting = false;  // a fraction was seen
   std::atomic<bool> m_bad_progress_seen{false};
 };
 

@@ -3,6 +3,7 @@
 // ChunkControl as the chunk starts and ends, read by the signal handler (async-signal-safe: plain
 // atomics, no allocation, no lock).
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -15,7 +16,7 @@ struct RunningTask {
 };
 
 /// A task starts on this process; `item` is where its running item's index is kept.
-void set_running_task(std::uint64_t task_id, const std::size_t* item) noexcept;
+void set_running_task(std::uint64_t task_id, const std::atomic<std::size_t>* item) noexcept;
 /// The task ended.
 void clear_running_task() noexcept;
 /// The task running now; async-signal-safe.

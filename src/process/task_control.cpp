@@ -59,6 +59,7 @@ void TaskControl::start_flusher() noexcept {
 void TaskControl::flush_loop() {
   std::uint64_t sent_task = 0;  // what the last frame said
   double sent_items = 0;
+  std::uint64_t reporting_task = 0;  // the task seen reporting a fraction (the others send nothing)
   std::unique_lock lock(m_mutex);
   for (;;) {
     m_cv.wait_for(lock, progress_interval, [&] { return m_closing; });
@@ -68,6 +69,8 @@ void TaskControl::flush_loop() {
     // whose result it has (the result went before the next task began).
     const std::uint64_t task = m_running.load(std::memory_order_acquire);
     if (task == 0) continue;
+    if (latest_fraction() != 0) reporting_task = task;
+    if (task != reporting_task) continue;  // its function reports nothing: its result says it all
     const double items = latest_progress();
     if (items <= 0 || (task == sent_task && items == sent_items)) continue;  // nothing new
     sent_task = task;
@@ -90,8 +93,8 @@ bool TaskControl::first_bad_progress() noexcept {
   }
 }
 
-void TaskControl::started(const std::size_t* item) noexcept {
-  set_running_task(m_task_id, item);
+void TaskControl::started() noexcept {
+  set_running_task(m_task_id, item_slot());
   m_running.store(m_task_id, std::memory_order_release);
   if (!m_flusher_started.load(std::memory_order_acquire)) start_flusher();
 }

@@ -59,7 +59,7 @@ class TaskControl final : public ChunkControl {
 
   /// Once per task name in this worker process: the call itself lives in the parent.
   bool first_bad_progress() noexcept override;
-  void started(const std::size_t* item) noexcept override;
+  void started() noexcept override;
   void ended() noexcept override;
 
  private:
