@@ -15,6 +15,8 @@
 #include <optional>
 #include <thread>
 
+#include "process/crash_handler.hpp"
+#include "process/crash_tracking_control.hpp"
 #include "process/link_backends.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/scope_reply.hpp"
@@ -42,7 +44,10 @@ std::atomic<bool> g_serving{false};
 
 void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events, const Frame& frame) {
   std::string out;
-  const bool ok = run_task_payload(frame.payload, &memory, &events, out);
+  // NOTE: the crash handler's item index only; the link's stop-and-progress control of each task
+  // takes its place (and calls the same set_running_task()).
+  CrashTrackingControl control(frame.id);
+  const bool ok = run_task_payload(frame.payload, &memory, &events, out, &control);
   link.send(ok ? FrameType::result : FrameType::error, frame.id, out);
 }
 
@@ -174,13 +179,18 @@ void serve_as_worker(const ChildLink& child) {
   // A Ctrl-C in a terminal reaches the whole process group: the manager decides what its workers
   // do (it stops their chunks and, after the grace, kills them), so a worker ignores SIGINT.
   ::signal(SIGINT, SIG_IGN);
+  // Before any item runs: a crash leaves its record for the parent (process/crash_handler.hpp).
+  install_crash_handler();
   // NOTE: never destroyed: the process ends with _Exit while the reader thread still runs.
   auto* link = new WorkerLink(child);
   SharedMemory memory(make_link_memory(*link));
   SharedEventEmitter events(make_link_events(*link));
   link->runner = [link, &memory, &events](const Frame& task) { run_task(*link, memory, events, task); };
   link->send(FrameType::hello, 0, build_fingerprint());
-  std::thread([link] { link->read_loop(); }).detach();
+  std::thread([link] {
+    add_crash_signal_stack();  // it runs tasks too (WorkerLink::dispatch)
+    link->read_loop();
+  }).detach();
   for (;;) {
     Frame task = link->next_task();
     run_task(*link, memory, events, task);
