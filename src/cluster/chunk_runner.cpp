@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <exception>
+#include <optional>
 #include <utility>
 
 #include <scale/iterator.hpp>
 #include <scale/managers/process_pool.hpp>
 
+#include "process/crash_context.hpp"
+#include "process/crash_tracking_control.hpp"
 #include "remote/task_payload.hpp"
 #include "remote/wire_error.hpp"
 
@@ -21,14 +24,28 @@ using Clock = std::chrono::steady_clock;
 /// What a --scale-processes worker's child runs: one whole task payload, its answer prefixed
 /// with 'r' (results) or 'e' (an encoded exception). A chunk of the cluster is one item here, so
 /// the child's death loses that one item of the nested pool, and the cluster's manager decides
-/// how to rerun it (split, retry, or WorkerLost naming the item in the call).
+/// how to rerun it (split, retry, or WorkerLost naming the item in the call). The child's crash
+/// handler is pointed at the item of the cluster chunk (CrashTrackingControl), so a capsule names
+/// the item within it.
 auto run_payload_in_child = [](const std::string& payload) {
   std::string out(1, 'r');
   std::string answer;
-  if (!run_task_payload(payload, nullptr, nullptr, answer)) out[0] = 'e';
+  CrashTrackingControl control(running_task().task_id);
+  if (!run_task_payload(payload, nullptr, nullptr, answer, &control)) out[0] = 'e';
   out += answer;
   return out;
 };
+
+/// The loss as the manager gets it: the child pool's WorkerLost, whose capsule (when the child died
+/// of a crash signal) has the index within the cluster chunk; its item, here the pool's own item
+/// (the payload), is the manager's to fill in.
+std::string lost_payload(const WorkerLost& lost) {
+  std::optional<CrashReport> capsule = lost.capsule();
+  if (capsule) capsule->item.clear();
+  std::string out;
+  encode_exception(std::make_exception_ptr(WorkerLost(0, lost.status(), lost.attempts(), std::move(capsule))), out);
+  return out;
+}
 
 std::chrono::microseconds since(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
@@ -163,7 +180,7 @@ ChunkOutcome ChunkRunner::run_in_child(const std::string& payload) {
   } catch (const WorkerLost& lost) {
     outcome.took = since(start);
     outcome.kind = ChunkOutcome::Kind::lost;
-    outcome.payload = lost.status();
+    outcome.payload = lost_payload(lost);
   } catch (...) {
     outcome.took = since(start);
     outcome.kind = ChunkOutcome::Kind::error;
