@@ -43,7 +43,9 @@ int main(int argc, char** argv) {
   scale::Runtime runtime(argc, argv);  // in a worker process: serves tasks and never returns
   scale::ProcessPoolManager pool({.max_workers = 4});
   scale::Iterator<int> items(std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8}, pool);
-  scale::RunOptions options{.chunk_size = 1, .on_progress = draw};
+  scale::RunOptions options;
+  options.chunk_size = 1;  // one item per chunk: 8 chunks over 4 workers
+  options.on_progress = draw;
   try {
     std::vector<int> squares = runtime.run([&] { return items.map(long_item, options); });
     assert((squares == std::vector<int>{1, 4, 9, 16, 25, 36, 49, 64}));

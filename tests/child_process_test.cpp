@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -365,6 +366,23 @@ TEST_CASE("a child starts with stdin on /dev/null, an empty signal mask, default
   CHECK_THAT(report, Catch::Contains("parent=ok"));
   CHECK_THAT(report, Catch::Contains("env=clean"));
   CHECK_THAT(report, Catch::Contains("marker=spawn-time"));
+  CHECK_THAT(report, Catch::Contains("link_cloexec=yes"));
+}
+
+TEST_CASE("SpawnOptions::inherited_fd reaches the child as fd 4, and nothing else does", "[child_process]") {
+  const int record = ::memfd_create("inherited", MFD_CLOEXEC);  // as the process pool's crash record
+  REQUIRE(record >= 0);
+  std::string report;
+  {
+    ProcessSpawner spawner;
+    SpawnOptions options = child({"--child-report"});
+    options.inherited_fd = record;
+    ChildProcess process = spawner.spawn(std::move(options));
+    report = read_line(process.link_fd());
+  }
+  ::close(record);
+  INFO(report);
+  CHECK_THAT(report, Catch::Contains("fds=0,1,2,3,4 "));
   CHECK_THAT(report, Catch::Contains("link_cloexec=yes"));
 }
 

@@ -2,6 +2,8 @@
 
 #include "cluster/child_chunk_control.hpp"
 
+#include "process/crash_context.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -56,12 +58,19 @@ class StopRelay {
 };
 
 ChildChunkControl::ChildChunkControl(const Scope& item, std::size_t items)
-    : ChunkControl(&m_stop), m_item(item), m_items(static_cast<double>(std::max<std::size_t>(1, items))) {
+    : ChunkControl(&m_stop),
+      m_item(item),
+      m_items(static_cast<double>(std::max<std::size_t>(1, items))),
+      m_task_id(running_task().task_id) {
   relay();
   StopRelay::instance().watch(this);
 }
 
 ChildChunkControl::~ChildChunkControl() { StopRelay::instance().unwatch(this); }
+
+void ChildChunkControl::started() noexcept { set_running_task(m_task_id, item_slot()); }
+
+void ChildChunkControl::ended() noexcept { clear_running_task(); }
 
 void ChildChunkControl::relay() noexcept {
   if (m_item.stop_requested()) m_stop.store(true, std::memory_order_relaxed);

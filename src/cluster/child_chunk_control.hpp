@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 
 #include <scale/detail/chunk_control.hpp>
 #include <scale/scope.hpp>
@@ -22,6 +23,9 @@ class ChildChunkControl final : public ChunkControl {
   ChildChunkControl& operator=(const ChildChunkControl&) = delete;
 
   bool first_bad_progress() noexcept override { return !m_bad_progress_seen.exchange(true); }
+  /// The child's crash handler names the item within the cluster chunk, under the pool's task.
+  void started() noexcept override;
+  void ended() noexcept override;
 
  private:
   friend class StopRelay;
@@ -31,6 +35,7 @@ class ChildChunkControl final : public ChunkControl {
 
   const Scope& m_item;
   const double m_items;
+  const std::uint64_t m_task_id;  // the pool's task running the chunk
   std::atomic<bool> m_stop{false};
   std::atomic<bool> m_bad_progress_seen{false};
   bool m_reporting = false;  // the relay's thread: a fraction was seen

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <optional>
 #include <utility>
 
 #include <scale/iterator.hpp>
@@ -39,6 +40,17 @@ auto run_payload_in_child = [](const std::string& payload, Scope& scope) {
   out += answer;
   return out;
 };
+
+/// The loss as the manager gets it: the child pool's WorkerLost, whose capsule (when the child died
+/// of a crash signal) has the index within the cluster chunk; its item, here the pool's own item
+/// (the payload), is the manager's to fill in.
+std::string lost_payload(const WorkerLost& lost) {
+  std::optional<CrashReport> capsule = lost.capsule();
+  if (capsule) capsule->item.clear();
+  std::string out;
+  encode_exception(std::make_exception_ptr(WorkerLost(0, lost.status(), lost.attempts(), std::move(capsule))), out);
+  return out;
+}
 
 std::chrono::microseconds since(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
@@ -191,7 +203,7 @@ ChunkOutcome ChunkRunner::run_in_child(const std::string& payload, RunningChunk&
   } catch (const WorkerLost& lost) {
     outcome.took = since(start);
     outcome.kind = ChunkOutcome::Kind::lost;
-    outcome.payload = lost.status();
+    outcome.payload = lost_payload(lost);
   } catch (...) {
     outcome.took = since(start);
     outcome.kind = ChunkOutcome::Kind::error;

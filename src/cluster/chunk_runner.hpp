@@ -26,7 +26,10 @@ class RunningChunk;
 /// How a chunk ended on the worker.
 struct ChunkOutcome {
   enum class Kind { results, error, lost } kind = Kind::error;
-  std::string payload;                ///< results, encode_exception() of the error, or what killed the child
+  /// The results; encode_exception() of the error; or, lost, encode_exception() of the WorkerLost
+  /// of the child's death: its status and, when the child died of a crash signal, its capsule,
+  /// whose item_index is within the chunk and whose item is left to the manager (it has the items).
+  std::string payload;
   std::chrono::microseconds took{0};  ///< how long the chunk ran here
 };
 

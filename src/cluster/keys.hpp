@@ -17,8 +17,10 @@
 //                                "r" results, "e" an encoded exception: a (attempt id), p, and
 //                                    t (the microseconds the worker ran the chunk)
 //                                "l" the chunk killed the process that ran it on a worker with
-//                                    --scale-processes: a (attempt id), p (what happened); the
-//                                    manager reruns it as a lost chunk, the worker stays
+//                                    --scale-processes: a (attempt id), p (the encoded WorkerLost
+//                                    of that death: its status and its crash capsule, whose
+//                                    item_index is within the chunk); the manager reruns it as
+//                                    a lost chunk, the worker stays
 //                                "j" a worker joined (its first heartbeat), "x" it leaves (a
 //                                    drain, SIGTERM): p (its registry JSON, below)
 //                                "o" a worker took an order: a (the order id)

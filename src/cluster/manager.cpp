@@ -35,6 +35,7 @@
 #include "remote/task_group.hpp"
 #include "remote/task_payload.hpp"
 #include "remote/task_result.hpp"
+#include "remote/wire_error.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
 #include <scale/shared_event_emitter.hpp>
@@ -99,6 +100,23 @@ struct PendingOrder {
   std::string worker;
   Promise<void> promise;
 };
+
+/// What a --scale-processes worker says of a chunk that killed its child ("l" entries, keys.hpp):
+/// how the child ended and, when it died of a crash signal, its capsule (the index within the chunk).
+struct ChildLoss {
+  std::string status;
+  std::optional<CrashReport> capsule;
+};
+
+ChildLoss child_loss(const std::string& payload) {
+  try {
+    std::rethrow_exception(decode_exception(payload));
+  } catch (const WorkerLost& lost) {
+    return ChildLoss{lost.status(), lost.capsule()};
+  } catch (const std::exception& error) {
+    return ChildLoss{std::string("(its report could not be read: ") + error.what() + ")", std::nullopt};
+  }
+}
 
 }  // namespace
 
@@ -573,9 +591,9 @@ class Cluster {
 
   /// A task whose worker was lost (or that ran past its timeout): split it, run it again, or give
   /// up with WorkerLost, as the process pool does.
-  void rerun_locked(std::shared_ptr<Task> task, const std::string& status) {
+  void rerun_locked(std::shared_ptr<Task> task, const std::string& status, const CrashReport* capsule = nullptr) {
     auto finish = [this](Task& part, std::exception_ptr error) { finish_locked(part, std::move(error)); };
-    for (auto& again : rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish))
+    for (auto& again : rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish, capsule))
       enqueue_locked(std::move(again));
   }
 
@@ -662,8 +680,10 @@ class Cluster {
   }
 
   /// A --scale-processes worker's child died with the chunk: the worker stays, and the chunk runs
-  /// again as any lost chunk does (split, retried, or WorkerLost naming its item).
-  void lost_in_child(std::uint64_t attempt, const std::string& worker, const std::string& status) {
+  /// again as any lost chunk does (split, retried, or WorkerLost naming its item, with the
+  /// capsule of the last crash: its index made the call's, its item read from the call's items).
+  void lost_in_child(std::uint64_t attempt, const std::string& worker, const std::string& payload) {
+    ChildLoss loss = child_loss(payload);
     Locked lock(*this);
     auto at = m_attempts.find(attempt);
     if (at == m_attempts.end()) {
@@ -676,7 +696,12 @@ class Cluster {
     m_by_entry.erase(task->entry);
     task->attempt = 0;
     task->entry.clear();
-    rerun_locked(std::move(task), "the process running it on worker " + worker + " died: " + status);
+    if (loss.capsule && task->chunk.job) {
+      loss.capsule->item_index += task->chunk.begin;
+      loss.capsule->item = task->chunk.job->item_text(loss.capsule->item_index);
+    }
+    rerun_locked(std::move(task), "the process running it on worker " + worker + " died: " + loss.status,
+                 loss.capsule ? &*loss.capsule : nullptr);
   }
 
   /// A worker's "j" (joined, or its record changed) or "x" (it leaves): the live set changes now,

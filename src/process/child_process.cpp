@@ -186,6 +186,7 @@ struct ChildArgs {
   char* const* envp = nullptr;
   int devnull = -1;
   int link = -1;
+  int inherited = -1;  // SpawnOptions::inherited_fd, moved above fd 4; -1 for none
   pid_t parent_pid = 0;
   bool own_process_group = false;
   // Written by the child when it fails; read by the parent once clone returns (CLONE_VFORK: the
@@ -268,8 +269,11 @@ SCALE_CHILD_NOT_INSTRUMENTED int child_main(void* raw) {
   // dup3 with no flags is dup2 for two different descriptors (both were moved above fd 3).
   if (::syscall(SYS_dup3, args->devnull, STDIN_FILENO, 0) < 0) child_fail(args, "dup2(/dev/null, 0)");
   if (::syscall(SYS_dup3, args->link, child_link_fd_number, 0) < 0) child_fail(args, "dup2(link, 3)");
+  if (args->inherited >= 0 && ::syscall(SYS_dup3, args->inherited, child_inherited_fd_number, 0) < 0)
+    child_fail(args, "dup2(inherited descriptor, 4)");
   // Nothing else crosses into the new program, whatever the rest of the parent left open.
-  ::syscall(SYS_close_range, child_link_fd_number + 1, ~0U, 0);  // ENOSYS on old kernels: fall back on O_CLOEXEC
+  const unsigned first_closed = args->inherited >= 0 ? child_inherited_fd_number + 1 : child_link_fd_number + 1;
+  ::syscall(SYS_close_range, first_closed, ~0U, 0);  // ENOSYS on old kernels: fall back on O_CLOEXEC
 
   const unsigned long empty = 0;
   if (::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, nullptr, kernel_sigset_size) != 0)
@@ -401,14 +405,20 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
   int parent_end = pair[0];
   int child_end = -1;
   int devnull = -1;
+  int inherited = -1;
   try {
     child_end = move_high(pair[1]);
     pair[1] = -1;
     int opened = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (opened < 0) throw_errno("open(/dev/null)");
     devnull = move_high(opened);
+    if (options.inherited_fd >= 0) {
+      // A copy of our own above fd 10, so that arranging fds 0, 3 and 4 never overwrites it.
+      inherited = ::fcntl(options.inherited_fd, F_DUPFD_CLOEXEC, 10);
+      if (inherited < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC) of the inherited descriptor");
+    }
   } catch (...) {
-    for (int fd : {parent_end, pair[1], child_end})
+    for (int fd : {parent_end, pair[1], child_end, devnull})
       if (fd >= 0) ::close(fd);
     throw;
   }
@@ -419,6 +429,7 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
   args.envp = envp.data();
   args.devnull = devnull;
   args.link = child_end;
+  args.inherited = inherited;
   args.parent_pid = parent_pid;
   args.own_process_group = options.own_process_group;
 
@@ -430,6 +441,7 @@ ChildProcess ProcessSpawnerImpl::spawn_here(SpawnOptions& options) {
   if (pid > 0) remember_child(pid);
   ::close(child_end);
   ::close(devnull);
+  if (inherited >= 0) ::close(inherited);
 
   if (pid < 0) {
     ::close(parent_end);

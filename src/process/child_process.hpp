@@ -12,9 +12,10 @@
 //   - every signal disposition is reset to SIG_DFL and the signal mask emptied,
 //   - PR_SET_PDEATHSIG(SIGKILL) is set, and the child exits at once if its parent already died,
 //   - stdin is /dev/null; stdout and stderr are inherited,
-//   - its end of a socketpair(AF_UNIX, SOCK_STREAM) becomes fd 3 (child_link_fd_number), and
-//     every other descriptor above 2 is closed (close_range), so siblings never hold each other's
-//     links open whatever the rest of the program forgot to mark close-on-exec,
+//   - its end of a socketpair(AF_UNIX, SOCK_STREAM) becomes fd 3 (child_link_fd_number), the
+//     caller's SpawnOptions::inherited_fd (when given) becomes fd 4 (child_inherited_fd_number),
+//     and every other descriptor above 2 is closed (close_range), so siblings never hold each
+//     other's links open whatever the rest of the program forgot to mark close-on-exec,
 //   - the environment is the parent's `environ` at spawn time plus SCALE_LINK_FD=3 and
 //     SCALE_PARENT_PID=<parent pid>, which child_link() reads (and removes) in the child.
 // Every descriptor the spawner itself holds (links, pidfds, its eventfd) is close-on-exec.
@@ -47,6 +48,8 @@ namespace scale::detail {
 
 /// The descriptor number of the link in a child.
 inline constexpr int child_link_fd_number = 3;
+/// The descriptor number of SpawnOptions::inherited_fd in a child.
+inline constexpr int child_inherited_fd_number = 4;
 /// Environment variables a spawned child finds (child_link() removes them).
 inline constexpr const char* link_fd_env = "SCALE_LINK_FD";
 inline constexpr const char* parent_pid_env = "SCALE_PARENT_PID";
@@ -81,6 +84,10 @@ struct SpawnOptions {
   /// Start the child in a process group of its own, so that a Ctrl-C sent to the terminal's
   /// process group reaches only the parent (which decides what the children do).
   bool own_process_group = false;
+  /// A descriptor of the caller's that the child gets as fd 4 (child_inherited_fd_number), e.g.
+  /// the process pool's crash record (process/crash_record.hpp); -1 for none. The caller keeps
+  /// its own descriptor (and closes it); the spawner duplicates it for the child.
+  int inherited_fd = -1;
   /// Called once, on the spawner thread, after the child is reaped. Must not block for long.
   std::function<void(const ExitInfo&)> on_exit;
 };

@@ -20,6 +20,8 @@
 #include <utility>
 
 #include "process/child_process.hpp"
+#include "process/crash_capsule.hpp"
+#include "process/crash_record.hpp"
 #include "process/pool_sizing.hpp"
 #include "process/program_arguments.hpp"
 #include "process/scope_server.hpp"
@@ -70,6 +72,7 @@ constexpr std::size_t max_pipelined_frame = 64 * 1024;
 
 struct Worker {
   ChildProcess child;
+  CrashRecordFile crash_record;  // what it leaves if it dies of a crash signal
   pid_t pid = -1;
   int fd = -1;
   bool ready = false;     // hello received and accepted
@@ -179,10 +182,12 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         Locked lock(*this);
         ++m_spawning;
       }
+      CrashRecordFile record = CrashRecordFile::create();
       try {
-        spawned(pool_spawner().spawn(spawn_options()), nullptr);
+        ChildProcess child = pool_spawner().spawn(spawn_options(record));
+        spawned(std::move(child), nullptr, std::move(record));
       } catch (...) {
-        spawned(ChildProcess(), std::current_exception());
+        spawned(ChildProcess(), std::current_exception(), CrashRecordFile());
       }
     }
     m_watchdog = std::thread([self = shared_from_this()] { self->watch(); });
@@ -550,14 +555,26 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return options;
   }
 
+  /// The worker's options with its crash record (process/crash_record.hpp) as its fd 4.
+  static SpawnOptions spawn_options(const CrashRecordFile& record) {
+    SpawnOptions options = spawn_options();
+    if (record.valid()) {
+      options.inherited_fd = record.fd();
+      options.extra_environment.push_back(std::string(crash_fd_env) + "=" + std::to_string(child_inherited_fd_number));
+    }
+    return options;
+  }
+
   void spawn() {
     std::weak_ptr<ProcessPool> weak = weak_from_this();
-    pool_spawner().spawn_async(spawn_options(), [weak](ChildProcess child, std::exception_ptr error) {
-      if (auto self = weak.lock()) self->spawned(std::move(child), std::move(error));
+    // NOTE: shared, as the callback must be copyable; the spawner duplicates the descriptor.
+    auto record = std::make_shared<CrashRecordFile>(CrashRecordFile::create());
+    pool_spawner().spawn_async(spawn_options(*record), [weak, record](ChildProcess child, std::exception_ptr error) {
+      if (auto self = weak.lock()) self->spawned(std::move(child), std::move(error), std::move(*record));
     });
   }
 
-  void spawned(ChildProcess child, std::exception_ptr error) {
+  void spawned(ChildProcess child, std::exception_ptr error, CrashRecordFile record) {
     std::shared_ptr<Worker> worker;
     {
       Locked lock(*this);
@@ -586,6 +603,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       worker->pid = child.pid();
       worker->fd = child.link_fd();
       worker->child = std::move(child);
+      worker->crash_record = std::move(record);
       m_workers.push_back(worker);
       ++m_readers;
       ++m_counters.workers_spawned;
@@ -718,6 +736,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       exit = worker->child.wait_for(std::chrono::seconds(2));
     }
     std::string status = exit ? exit->describe() : std::string("its link closed");
+    std::optional<CrashReport> capsule = exit ? capsule_of(*worker, *exit) : std::nullopt;
     Locked lock(*this);
     if (worker->timed_out)
       status = "timed out after " + std::to_string(worker->timeout.count()) + " ms, then " + status;
@@ -740,10 +759,26 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (!worker->retiring && !m_stopping && !worker->stop_killed) ++m_counters.workers_lost;
     // Tasks behind the running one never started: back to the queue, in order, uncharged.
     for (std::size_t i = inflight.size(); i-- > 1;) requeue_locked(std::move(inflight[i].task));
-    if (!inflight.empty()) rerun_locked(std::move(inflight.front().task), status);
+    if (!inflight.empty()) rerun_locked(std::move(inflight.front().task), status, capsule);
     m_cv.notify_all();
     // Outside the lock: a new worker for the rerun (pump takes the lock itself).
     if (!m_stopping && !m_queue.empty()) post_pump();
+  }
+
+  /// The capsule of a worker that died of a crash signal while running a task, from its crash
+  /// record; read and symbolized without the pool's lock (only this worker's reader calls it, so
+  /// the task running cannot change meanwhile).
+  std::optional<CrashReport> capsule_of(Worker& worker, const ExitInfo& exit) {
+    if (!exit.signaled() || !is_crash_signal(exit.signal)) return std::nullopt;
+    std::uint64_t task_id = 0;
+    Chunk chunk;
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_stopping || worker.inflight.empty()) return std::nullopt;
+      task_id = worker.inflight.front().id;
+      chunk = worker.inflight.front().task->chunk;
+    }
+    return crash_capsule(exit, worker.crash_record, task_id, chunk);
   }
 
   void post_pump() {
@@ -763,10 +798,11 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
   /// A task whose worker died while running it: split it, run it again, or give up with WorkerLost.
-  void rerun_locked(std::shared_ptr<Task> task, const std::string& status) {
+  void rerun_locked(std::shared_ptr<Task> task, const std::string& status, const std::optional<CrashReport>& capsule) {
     if (m_stopping) return finish_locked(*task, std::make_exception_ptr(Stopped()));
     auto finish = [this](Task& part, std::exception_ptr error) { finish_locked(part, std::move(error)); };
-    auto again = rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish);
+    auto again = rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish,
+                                 capsule ? &*capsule : nullptr);
     for (auto part = again.rbegin(); part != again.rend(); ++part) {
       m_queue.push_front(std::move(*part));
       ++m_counters.queued;

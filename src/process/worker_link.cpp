@@ -16,6 +16,7 @@
 #include <optional>
 #include <thread>
 
+#include "process/crash_handler.hpp"
 #include "process/link_backends.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/scope_reply.hpp"
@@ -207,13 +208,18 @@ void serve_as_worker(const ChildLink& child) {
   // A Ctrl-C in a terminal reaches the whole process group: the manager decides what its workers
   // do (it stops their chunks and, after the grace, kills them), so a worker ignores SIGINT.
   ::signal(SIGINT, SIG_IGN);
+  // Before any item runs: a crash leaves its record for the parent (process/crash_handler.hpp).
+  install_crash_handler();
   // NOTE: never destroyed: the process ends with _Exit while the reader thread still runs.
   auto* link = new WorkerLink(child);
   SharedMemory memory(make_link_memory(*link));
   SharedEventEmitter events(make_link_events(*link));
   link->runner = [link, &memory, &events](const Frame& task) { run_task(*link, memory, events, task); };
   link->send(FrameType::hello, 0, build_fingerprint());
-  std::thread([link] { link->read_loop(); }).detach();
+  std::thread([link] {
+    add_crash_signal_stack();  // it runs tasks too (WorkerLink::dispatch)
+    link->read_loop();
+  }).detach();
   for (;;) {
     Frame task = link->next_task();
     run_task(*link, memory, events, task);

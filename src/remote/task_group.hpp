@@ -106,18 +106,18 @@ std::shared_ptr<Task> start_remote_task(Chunk chunk, std::string problem, TaskCo
 /// A task whose worker was lost while it ran (or that ran past its timeout): what runs again, in
 /// order (the task, and after a split its second half as a new Task in the same group), or
 /// nothing when the task is finished instead through `finish(task, error)` (its call was
-/// cancelled, or it gave up with WorkerLost; see on_lost_chunk).
+/// cancelled, or it gave up with WorkerLost, carrying `capsule`; see on_lost_chunk).
 template <class Task, class Finish>
 std::vector<std::shared_ptr<Task>> rerun_lost_task(std::shared_ptr<Task> task, const std::string& status,
                                                    unsigned default_max_retries, TaskCounters& counters,
-                                                   Finish&& finish) {
+                                                   Finish&& finish, const CrashReport* capsule = nullptr) {
   Job& job = *task->chunk.job;
   if (task->group->finished || job.cancelled()) {
     finish(*task, std::make_exception_ptr(ChunkSkipped()));
     return {};
   }
   const unsigned max_retries = job.policy().max_retries.value_or(default_max_retries);
-  LostChunk outcome = on_lost_chunk(task->chunk, task->attempts, max_retries, status);
+  LostChunk outcome = on_lost_chunk(task->chunk, task->attempts, max_retries, status, capsule);
   if (outcome.kind == LostChunk::Kind::give_up) {
     job.cancel();
     finish(*task, outcome.error);

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include <scale/detail/bytes.hpp>
 #include <scale/detail/task_registry.hpp>
@@ -99,7 +100,8 @@ bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEven
   return true;
 }
 
-LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_retries, const std::string& status) {
+LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_retries, const std::string& status,
+                        const CrashReport* capsule) {
   if (chunk.size() > 1 && chunk.job->splittable() && max_retries > 0) {
     attempts = 0;
     return LostChunk{LostChunk::Kind::split, chunk.begin + chunk.size() / 2, nullptr};
@@ -107,7 +109,8 @@ LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_ret
   ++attempts;
   if (attempts > max_retries)
     return LostChunk{LostChunk::Kind::give_up, 0,
-                     std::make_exception_ptr(WorkerLost(chunk.begin, status, static_cast<int>(attempts)))};
+                     std::make_exception_ptr(WorkerLost(chunk.begin, status, static_cast<int>(attempts),
+                                                        capsule ? std::optional<CrashReport>(*capsule) : std::nullopt))};
   return LostChunk{LostChunk::Kind::retry, 0, nullptr};
 }
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include <scale/crash_report.hpp>
 #include <scale/detail/job.hpp>
 
 namespace scale {
@@ -55,15 +56,16 @@ bool run_task_payload(std::string_view payload, SharedMemory* memory, SharedEven
 /// What becomes of a chunk whose worker was lost while it ran, in the process pool and the
 /// cluster alike: a chunk of several items is split in halves (so a chunk that keeps killing
 /// workers narrows down to its one bad item) and runs again; a single item runs again until it was
-/// lost more than `max_retries` times, then fails with scale::WorkerLost naming the item, `status`
-/// and the attempts.
+/// lost more than `max_retries` times, then fails with scale::WorkerLost naming the item, `status`,
+/// the attempts and a copy of `capsule` (what the last loss's crash handler recorded; null: none).
 struct LostChunk {
   enum class Kind { split, retry, give_up } kind;
   std::size_t middle = 0;    ///< split: the second half starts here
   std::exception_ptr error;  ///< give_up: the WorkerLost
 };
 /// `attempts` counts the losses of this exact range; it is bumped (retry, give_up) or reset (split).
-LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_retries, const std::string& status);
+LostChunk on_lost_chunk(const Chunk& chunk, unsigned& attempts, unsigned max_retries, const std::string& status,
+                        const CrashReport* capsule = nullptr);
 
 }  // namespace detail
 }  // namespace scale

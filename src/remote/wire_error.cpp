@@ -5,7 +5,10 @@
 #include <cxxabi.h>
 
 #include <cstdint>
+#include <optional>
 #include <typeinfo>
+#include <utility>
+#include <vector>
 
 #include <scale/detail/wire.hpp>
 #include <scale/error.hpp>
@@ -46,11 +49,13 @@ json library_error(const Error& error) {
   }
   if (type == typeid(WorkerLost)) {
     const auto& lost = static_cast<const WorkerLost&>(error);
-    return {{"type", "WorkerLost"},
-            {"error", what},
-            {"index", lost.index()},
-            {"status", lost.status()},
-            {"attempts", lost.attempts()}};
+    json wire = {{"type", "WorkerLost"},
+                 {"error", what},
+                 {"index", lost.index()},
+                 {"status", lost.status()},
+                 {"attempts", lost.attempts()}};
+    if (lost.capsule()) wire["capsule"] = crash_report_to_json(*lost.capsule());
+    return wire;
   }
   if (type == typeid(RemoteError)) {
     // Relayed as it came, so an error that crosses twice still names its origin.
@@ -96,6 +101,30 @@ T field(const json& wire, const char* name) {
 
 }  // namespace
 
+json crash_report_to_json(const CrashReport& report) {
+  return {{"signal", report.signal}, {"signal_name", report.signal_name},
+          {"item_index", report.item_index}, {"item", report.item},
+          {"stack", report.stack}, {"host", report.host},
+          {"pid", report.pid}};
+}
+
+CrashReport crash_report_from_json(const json& wire) {
+  if (!wire.is_object()) throw Error(std::string("a capsule that is a JSON ") + wire.type_name() + ", not an object");
+  try {
+    CrashReport report;
+    report.signal = field<int>(wire, "signal");
+    report.signal_name = field<std::string>(wire, "signal_name");
+    report.item_index = field<std::size_t>(wire, "item_index");
+    report.item = field<std::string>(wire, "item");
+    report.stack = field<std::vector<std::string>>(wire, "stack");
+    report.host = field<std::string>(wire, "host");
+    report.pid = field<int>(wire, "pid");
+    return report;
+  } catch (const json::exception& e) {
+    throw Error(std::string("a capsule with a field of the wrong type: ") + e.what());
+  }
+}
+
 json error_to_json(const std::exception_ptr& error) {
   if (!error) return remote_error("(no exception)", "");
   try {
@@ -129,9 +158,12 @@ std::exception_ptr error_from_json(const json& wire) {
     if (type == "Compacted")
       return std::make_exception_ptr(
           Compacted(field<std::int64_t>(wire, "requested"), field<std::int64_t>(wire, "oldest_kept")));
-    if (type == "WorkerLost")
+    if (type == "WorkerLost") {
+      std::optional<CrashReport> capsule;
+      if (auto at = wire.find("capsule"); at != wire.end()) capsule = crash_report_from_json(*at);
       return std::make_exception_ptr(WorkerLost(field<std::size_t>(wire, "index"), field<std::string>(wire, "status"),
-                                                field<int>(wire, "attempts")));
+                                                field<int>(wire, "attempts"), std::move(capsule)));
+    }
     if (type == "RemoteError")
       return std::make_exception_ptr(
           RemoteError(field<std::string>(wire, "remote_type"), field<std::string>(wire, "remote_message")));

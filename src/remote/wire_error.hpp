@@ -9,7 +9,7 @@
 //   KeyNotFound   "key"
 //   TypeMismatch  "key", "stored", "requested"
 //   Compacted     "requested", "oldest_kept"
-//   WorkerLost    "index", "status", "attempts"
+//   WorkerLost    "index", "status", "attempts", and "capsule" when it has one (crash_report_to_json)
 //   RemoteError   "remote_type", "remote_message"
 // An exception that is not exactly one of those types (std::out_of_range, a user's own class,
 // including one derived from scale::Error) goes as a RemoteError carrying its demangled type
@@ -23,7 +23,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <scale/crash_report.hpp>
+
 namespace scale::detail {
+
+/// A crash capsule's wire form: {"signal", "signal_name", "item_index", "item", "stack" (an array
+/// of strings), "host", "pid"}.
+nlohmann::json crash_report_to_json(const CrashReport& report);
+/// The capsule of crash_report_to_json(); throws scale::Error when a field is missing or of
+/// another type.
+CrashReport crash_report_from_json(const nlohmann::json& wire);
 
 /// The wire form of `error` (see above); a null `error` is a RemoteError of "(no exception)".
 nlohmann::json error_to_json(const std::exception_ptr& error);
