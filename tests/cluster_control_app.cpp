@@ -47,10 +47,10 @@ int run_on_cluster(const std::string& url, std::chrono::milliseconds grace) {
   options.heartbeat_ttl = 1500ms;
   scale::ClusterManager manager(url, options);
   scale::Iterator<int> numbers(std::vector<int>(64, 1), manager);
-  scale::RunOptions options;
-  options.chunk_size = 1;
-  options.grace = grace;
-  auto pending = numbers.map(waits_for_stop, options);
+  scale::RunOptions run_options;
+  run_options.chunk_size = 1;
+  run_options.grace = grace;
+  auto pending = numbers.map(waits_for_stop, run_options);
   // NOTE: a poll, in the program under test: the test itself waits for the line it prints.
   while (manager.stats().tasks_running < 1 && !pending.ready()) std::this_thread::sleep_for(5ms);
   say("running");
