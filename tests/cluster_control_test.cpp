@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/control_app.hpp"
 #include "support/cluster.hpp"
 #include "support/eventually.hpp"
 #include "support/iota.hpp"
@@ -131,84 +132,6 @@ struct ControlCluster {
   }
 };
 
-#ifdef CLUSTER_CONTROL_APP
-/// tests/cluster_control_app.cpp as an application started from a shell: SIGINT at its default
-/// (a background job of a non-interactive shell, ctest's included, starts with it ignored, which
-/// an exec keeps), in a process group of its own, its stdout and stderr on one pipe read here.
-class ControlApp {
- public:
-  explicit ControlApp(const std::vector<std::string>& args) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
-    m_pid = spawn(CLUSTER_CONTROL_APP, args, [&] {
-      ::setpgid(0, 0);
-      ::signal(SIGINT, SIG_DFL);
-      ::signal(SIGTERM, SIG_DFL);
-      sigset_t none;
-      sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::dup2(fds[1], 1);
-      ::dup2(fds[1], 2);
-    });
-    ::close(fds[1]);
-    m_output = fds[0];
-  }
-  ~ControlApp() {
-    if (m_pid > 0) {
-      ::kill(m_pid, SIGKILL);
-      ::waitpid(m_pid, nullptr, 0);
-    }
-    ::close(m_output);
-  }
-  ControlApp(const ControlApp&) = delete;
-  ControlApp& operator=(const ControlApp&) = delete;
-
-  pid_t pid() const { return m_pid; }
-
-  /// Reads lines until one is `text` (true), or false once `limit` has passed or the output closed.
-  bool line(const std::string& text, std::chrono::milliseconds limit) {
-    const auto until = Clock::now() + limit;
-    for (;;) {
-      for (auto end = m_buffered.find('\n'); end != std::string::npos; end = m_buffered.find('\n')) {
-        const std::string next = m_buffered.substr(0, end);
-        m_buffered.erase(0, end + 1);
-        m_seen += next + "\n";
-        if (next == text) return true;
-      }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
-      if (left.count() <= 0) return false;
-      pollfd readable{m_output, POLLIN, 0};
-      if (::poll(&readable, 1, static_cast<int>(left.count())) <= 0) continue;
-      char bytes[4096];
-      const ssize_t n = ::read(m_output, bytes, sizeof bytes);
-      if (n <= 0) return false;
-      m_buffered.append(bytes, static_cast<std::size_t>(n));
-    }
-  }
-  /// Everything it printed so far, for a failure's message.
-  const std::string& seen() const { return m_seen; }
-
-  /// The exit status (128 + the signal for a killed one) once it ends within `limit`, or -1.
-  int wait_exit(std::chrono::milliseconds limit) {
-    const auto until = Clock::now() + limit;
-    for (;;) {
-      int status = 0;
-      if (::waitpid(m_pid, &status, WNOHANG) == m_pid) {
-        m_pid = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (Clock::now() >= until) return -1;
-      std::this_thread::sleep_for(10ms);
-    }
-  }
-
- private:
-  pid_t m_pid = -1;
-  int m_output = -1;
-  std::string m_buffered;
-  std::string m_seen;
-};
-#endif
 
 }  // namespace
 
@@ -355,26 +278,32 @@ TEST_CASE("progress moves inside long items on cluster workers, threads and proc
   CHECK(within_an_item);
 }
 
-#ifdef CLUSTER_CONTROL_APP
+#ifdef CONTROL_APP_BINARY
 TEST_CASE("Ctrl-C to an application mid-map on a cluster: it reports Cancelled and exits, and Redis keeps no chunk",
           "[cluster][control][signals]") {
   scale::Runtime runtime;
   const std::string url = fresh_url();
   // Workers of the application's own build: the application itself, started as a worker.
-  WorkerProcess worker(url, {.executable = CLUSTER_CONTROL_APP, .extra = {"--scale-threads", "2"}});
+  WorkerProcess worker(url, {.executable = CONTROL_APP_BINARY, .extra = {"--scale-threads", "2"}});
   constexpr auto grace = 500ms;
-  ControlApp app({url, std::to_string(grace.count())});
-  const bool running = app.line("running", 20s);
-  INFO("the application printed: " << app.seen());
+  support::ControlApp app;
+  support::start_control_app(app, CONTROL_APP_BINARY, {"cluster", std::to_string(grace.count()), url});
+  std::string seen;
+  auto keep = [&seen](const std::string& line) { seen += line + "\n"; };
+  const bool running = app.line_with("running", 20s, keep).has_value();
+  INFO("the application printed: " << seen);
   REQUIRE(running);
   // Chunks wait in the stream behind the two the worker runs.
   REQUIRE(eventually([&] { return stream_length(url) >= 3; }));
   const auto interrupted = Clock::now();
-  REQUIRE(::kill(app.pid(), SIGINT) == 0);
-  const bool cancelled = app.line("cancelled", grace + 5s);
-  INFO("then: " << app.seen());
+  REQUIRE(::kill(app.pid, SIGINT) == 0);
+  const bool cancelled = app.line_with("cancelled", grace + 5s, keep).has_value();
+  INFO("then: " << seen);
   CHECK(cancelled);
-  CHECK(app.wait_exit(grace + 5s) == 3);
+  const std::optional<int> status = app.wait_exit(grace + 5s);
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 3);
   CHECK(Clock::now() - interrupted < grace + 5s);
   // Nothing of the stopped map is left for a worker, queued or pending.
   CHECK(stream_length(url) == 0);

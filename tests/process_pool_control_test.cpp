@@ -260,18 +260,6 @@ std::vector<pid_t> start_running(support::ControlApp& app, const std::string& mo
 }
 
 /// The program's wait status once it has exited, or nothing after `limit`.
-std::optional<int> exit_status(pid_t pid, std::chrono::milliseconds limit) {
-  std::optional<int> status;
-  eventually(
-      [&] {
-        int raw = 0;
-        if (::waitpid(pid, &raw, WNOHANG) == pid) status = raw;
-        return status.has_value();
-      },
-      limit, 5ms);
-  return status;
-}
-
 /// This test's children still running (adopted orphans included; zombies do not count).
 std::vector<pid_t> living_children() {
   std::vector<pid_t> living;
@@ -285,7 +273,7 @@ std::vector<pid_t> living_children() {
 TEST_CASE("Ctrl-C mid-map on a process pool: the program reports Cancelled, exits its own way, and its workers are "
           "gone within the grace and a second",
           "[process_pool][control][ctrl_c]") {
-  const std::string mode = GENERATE("pool", "pool-stubborn");
+  const std::string mode = GENERATE("pool", "pool-ignoring-stop");
   CAPTURE(mode);
   constexpr auto grace = 300ms;
   support::ControlApp app;
@@ -296,11 +284,11 @@ TEST_CASE("Ctrl-C mid-map on a process pool: the program reports Cancelled, exit
   CHECK(eventually([&] { return all_gone(workers); }, grace + 1s, 5ms));
   INFO("within " << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - sent).count() << " ms");
   REQUIRE(app.line_with("cancelled", 10s, [](const std::string&) {}));
-  const std::optional<int> status = exit_status(app.pid, 10s);
+  const std::optional<int> status = app.wait_exit(10s);
   REQUIRE(status);
   CHECK(WIFEXITED(*status));
   CHECK(WEXITSTATUS(*status) == 3);
-  // Its replacements too (the stubborn workers were killed and replaced): nothing is left.
+  // Its replacements too (the workers that ignored the stop were killed and replaced): nothing is left.
   CHECK(eventually([] { return living_children().empty(); }, 2s));
 }
 
@@ -308,13 +296,13 @@ TEST_CASE("a second Ctrl-C ends the program at once with SIGINT and takes its wo
           "[process_pool][control][ctrl_c]") {
   support::ControlApp app;
   // A grace far longer than the test: only the second signal can end the map.
-  const std::vector<pid_t> workers = start_running(app, "pool-stubborn", "60000");
+  const std::vector<pid_t> workers = start_running(app, "pool-ignoring-stop", "60000");
   REQUIRE(::kill(-app.pid, SIGINT) == 0);
   // The Runtime says that it is stopping (and how to exit now) once it has the first signal.
   REQUIRE(app.line_with("send it again to exit now", 10s, [](const std::string&) {}));
   const auto sent = Clock::now();
   REQUIRE(::kill(-app.pid, SIGINT) == 0);
-  const std::optional<int> status = exit_status(app.pid, 2s);
+  const std::optional<int> status = app.wait_exit(2s);
   REQUIRE(status);
   CHECK(Clock::now() - sent < 2s);
   CHECK(WIFSIGNALED(*status));

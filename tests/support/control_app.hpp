@@ -17,6 +17,9 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
+
+#include "eventually.hpp"
 #include "spawn.hpp"
 
 namespace support {
@@ -29,9 +32,29 @@ struct ControlApp {
   ControlApp() = default;
   ControlApp(const ControlApp&) = delete;
   ControlApp& operator=(const ControlApp&) = delete;
+  /// A program still running when the test ends (a failed check) is killed and reaped.
   ~ControlApp() {
+    if (pid > 0 && !exited) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
     if (output >= 0) ::close(output);
   }
+
+  /// Its raw wait status once it ends within `limit` (it is reaped), or nothing.
+  std::optional<int> wait_exit(std::chrono::milliseconds limit) {
+    std::optional<int> status;
+    eventually(
+        [&] {
+          int raw = 0;
+          if (::waitpid(pid, &raw, WNOHANG) == pid) status = raw;
+          return status.has_value();
+        },
+        limit, std::chrono::milliseconds(5));
+    exited = exited || status.has_value();
+    return status;
+  }
+  bool exited = false;
 
   /// The next line it prints (without the newline), or nothing once `limit` has passed or the
   /// program closed its output.
@@ -69,7 +92,7 @@ struct ControlApp {
   }
 };
 
-/// Starts `program` (tests/control_app) with `args`.
+/// Starts `program` (tests/control_app) with `args` (its mode first).
 inline void start_control_app(ControlApp& app, const std::string& program, const std::vector<std::string>& args) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
