@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <optional>
 #include <stop_token>
+#include <string>
 
 #include <scale/progress.hpp>
 
@@ -52,6 +54,16 @@ struct RunOptions {
   /// completes (fraction 1, items_done == items_total), with how far it has got: finished items
   /// plus what running items report through Scope::progress.
   std::function<void(const Progress&)> on_progress;
+
+  /// Amounts each running chunk of the call holds of what workers provide (`{{"gpu", 1}}`): a
+  /// worker that provides gpu=2 runs at most two such chunks at once. Amounts must be finite and
+  /// > 0 (else std::invalid_argument). No worker present or seen that could ever hold them:
+  /// scale::Unsatisfiable within 100 ms; a matching worker busy: the chunks wait for it, and
+  /// chunks of other calls never wait behind them. (Named `resources`: `requires` is a keyword.)
+  std::map<std::string, double> resources;
+
+  /// Labels a worker must provide with exactly these values (`{{"site", "eu-1"}}`).
+  std::map<std::string, std::string> labels;
 };
 
 }  // namespace scale

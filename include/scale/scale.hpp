@@ -23,5 +23,6 @@
 #include <scale/fn.hpp>
 #include <scale/crash_report.hpp>
 #include <scale/progress.hpp>
+#include <scale/provides.hpp>
 #include <scale/run_options.hpp>
 #include <scale/scalability_manager.hpp>
