@@ -603,11 +603,20 @@ class Iterator {
       return std::make_exception_ptr(std::invalid_argument(
           "scale::RunOptions::grace is negative (" + std::to_string(options.grace.count()) +
           " ms): give the time a stopped worker may keep running, 0 or more (default 2000 ms)"));
+    try {
+      requirement(options).validate();
+    } catch (const std::invalid_argument&) {
+      return std::current_exception();
+    }
     return nullptr;
   }
 
+  static detail::Requirement requirement(const RunOptions& options) {
+    return detail::Requirement{options.resources, options.labels};
+  }
+
   static detail::TaskPolicy policy(const RunOptions& options) {
-    return detail::TaskPolicy{options.max_retries, options.timeout, options.grace};
+    return detail::TaskPolicy{options.max_retries, options.timeout, options.grace, requirement(options)};
   }
 
   // NOTE: shared with every call in flight, so a call never dangles if the Iterator goes away.

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include <scale/detail/chunk_control.hpp>
+#include <scale/detail/requirement.hpp>
 #include <scale/detail/nesting.hpp>
 #include <scale/error.hpp>
 #include <scale/future.hpp>
@@ -72,6 +73,7 @@ struct TaskPolicy {
   std::optional<unsigned> max_retries;   ///< unset: the manager's default
   std::chrono::milliseconds timeout{0};  ///< zero: none
   std::chrono::milliseconds grace{2000};  ///< after a stop, before a worker still running is killed
+  Requirement requirement{};              ///< what each running chunk holds and must match
 };
 
 /// The message of the scale::Cancelled a stopped call fails with.
