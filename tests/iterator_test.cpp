@@ -17,6 +17,8 @@ struct ThreadPoolFactory {
 #define SCALE_ITERATOR_TAGS "[iterator][inline][thread_pool]"
 #include "iterator_suite.hpp"
 #include "control_suite.hpp"
+#define SCALE_ROUTING_MANAGERS scale::InlineManager, scale::ThreadPoolManager
+#include "routing_suite.hpp"
 
 #include <atomic>
 #include <string>

@@ -43,6 +43,8 @@ struct ProcessPoolFactory {
 #define SCALE_ITERATOR_TAGS "[iterator][process_pool]"
 #include "iterator_suite.hpp"
 #include "control_suite.hpp"
+#define SCALE_ROUTING_MANAGERS scale::ProcessPoolManager
+#include "routing_suite.hpp"
 #include "sanitizers/deliberate_crash.hpp"
 #include "support/eventually.hpp"
 #include "support/processes.hpp"

@@ -16,6 +16,22 @@
 //   - A thread that waits on a Future runs the queued chunks nested in its own (see
 //     help_while_waiting.hpp and wait_for below); when every thread waits and none may run what
 //     is queued, one more thread starts after a short delay and retires once idle.
+//   - Routing: the pool is one worker that offers ThreadPoolOptions::provides as a whole (its
+//     threads share the machine's two GPUs, gpu=2, rather than each having them). A chunk whose
+//     call needs amounts (RunOptions::resources) takes them from m_ledger when a thread takes it
+//     and gives them back when it ends; the queue keeps such chunks in one FIFO per class
+//     (routed_queue.hpp), so a chunk that must wait for an amount never holds up a chunk behind it.
+//     A call the pool can never meet fails at submit with Unsatisfiable. With no requirement a
+//     chunk costs one more branch at submit, at take and at its end, nothing per item.
+//   - NOTE: a chunk nested in one that holds amounts (a map made inside a chunk, on this pool) may
+//     need what its outer chunk holds while that chunk waits for it in get(). A waiting thread
+//     runs such a nested chunk under the amounts its own chunks hold (t_held) when the ledger has
+//     too little free: the outer chunk is blocked beneath it on the same stack, so the two never
+//     use the amount at once, and the nested call completes instead of waiting for ever on its
+//     own outer chunk. Only the holding thread lends, only to chunks nested in its own, exactly
+//     the chunks it runs while it waits anyway. A nested call made outside any pool chunk (on the
+//     loop, after a co_await) cannot be told from an unrelated call: it waits like one (see
+//     docs/routing.md).
 //   - Lock order: m_control_mutex, then the ScalabilityManager's call registry (backlog()), then
 //     m_mutex; a Future's state lock, then m_mutex (its waker). No Promise is completed and no
 //     Entry destroyed while m_mutex is held.
@@ -36,19 +52,32 @@
 #include <vector>
 
 #include "core/help_while_waiting.hpp"
+#include "core/resource_ledger.hpp"
+#include "core/routed_queue.hpp"
 #include "core/scaling_controller.hpp"
 
 namespace scale::detail {
 
 namespace {
 std::size_t hardware_threads() noexcept { return std::max(1u, std::thread::hardware_concurrency()); }
+
+const Resources& resources_of(const Chunk& chunk) noexcept { return chunk.job->policy().requirement.resources; }
+
+/// What the chunks running on this thread hold, innermost first (see the NOTE on lending above).
+struct HeldFrame {
+  const void* pool;
+  const Resources* resources;
+  const HeldFrame* outer;
+};
+thread_local const HeldFrame* t_held = nullptr;
 }  // namespace
 
 class ThreadPool final : public WaitHelper {
  public:
   /// `owner` supplies backlog(); `grown` tells its running calls that concurrency rose.
-  ThreadPool(std::size_t threads, const ScalabilityManager& owner, std::function<void()> grown)
-      : m_owner(owner), m_grown(std::move(grown)) {
+  ThreadPool(std::size_t threads, ThreadPoolOptions options, const ScalabilityManager& owner,
+             std::function<void()> grown)
+      : m_owner(owner), m_grown(std::move(grown)), m_ledger(std::move(options.provides), "ThreadPoolOptions::provides") {
     if (threads == 0) threads = hardware_threads();
     std::lock_guard lock(m_mutex);
     set_target_locked(threads);
@@ -62,11 +91,11 @@ class ThreadPool final : public WaitHelper {
     m_control_cv.notify_all();
     if (m_control.joinable()) m_control.join();
 
-    std::deque<Entry> abandoned;
+    std::vector<Entry> abandoned;
     {
       std::lock_guard lock(m_mutex);
       m_stopping = true;
-      abandoned.swap(m_queue);
+      abandoned = m_queue.take_all();
     }
     m_cv.notify_all();
     m_counters.queued -= abandoned.size();
@@ -85,17 +114,22 @@ class ThreadPool final : public WaitHelper {
     Future<void> future = promise.get_future();
     std::exception_ptr refused;
     bool adapting = false;
+    // The ledger's provides never change on a pool: read without the lock.
+    const Requirement& requirement = chunk.job->policy().requirement;
+    const bool can_meet = requirement.empty() || m_ledger.can_meet(requirement);
     {
       std::lock_guard lock(m_mutex);
       if (m_stopping) {
         refused = std::make_exception_ptr(Stopped());
+      } else if (!can_meet) {
+        refused = std::make_exception_ptr(Unsatisfiable(unsatisfiable_message(requirement, {{"thread-pool", m_ledger.provides()}})));
       } else if (m_target == 0 && !m_adapting) {
         refused = std::make_exception_ptr(NoWorkers(
             "scale::ThreadPoolManager has no threads (it was resized to 0 and adapt is off), so nothing can run this "
             "call; call resize(n) with n > 0, or adapt(policy) to start threads as work arrives"));
       } else {
         const Job& job = *chunk.job;
-        m_queue.push_back(Entry{std::move(chunk), std::move(promise)});
+        m_queue.push_back(Entry{std::move(chunk), std::move(promise)}, requirement.resources);
         ++m_counters.queued;
         // Waiting threads sleep on their own condition variables: wake those that may run this
         // chunk, and, when every thread waits, one of them to watch for starvation.
@@ -157,6 +191,26 @@ class ThreadPool final : public WaitHelper {
     m_control_cv.notify_all();
   }
 
+  /// A call was stopped: chunks of it that wait for amounts held by other calls fail now
+  /// (Cancelled) rather than when the amounts come free. Any other queued chunk of it is skipped
+  /// as soon as a thread comes by, as before routing; with no chunk waiting for amounts this does
+  /// nothing.
+  void stop(const std::shared_ptr<Job>& job) {
+    std::vector<Entry> withdrawn;
+    {
+      std::lock_guard lock(m_mutex);
+      if (!m_queue.has_classes()) return;
+      withdrawn = m_queue.take_all_if([&](const Entry& entry) { return entry.chunk.job == job; });
+    }
+    m_counters.queued -= withdrawn.size();
+    m_counters.failed += withdrawn.size();
+    const auto cancelled = std::make_exception_ptr(Cancelled(cancelled_message()));
+    for (auto& entry : withdrawn) {
+      entry.chunk = Chunk{};
+      entry.promise.set_exception(cancelled);
+    }
+  }
+
   /// Future::get() on one of this pool's threads (t_wait_helper): runs queued chunks nested in the
   /// chunk this thread runs until `state` completes, and sleeps when there are none.
   ///
@@ -185,12 +239,15 @@ class ThreadPool final : public WaitHelper {
     {
       std::unique_lock lock(m_mutex);
       while (!state.is_ready()) {
-        auto nested = m_queue.end();
+        std::optional<Entry> nested;
         if (frame != nullptr && !m_stopping)
-          nested = std::find_if(m_queue.begin(), m_queue.end(),
-                                [&](const Entry& entry) { return nested_in(*entry.chunk.job, frame); });
-        if (nested != m_queue.end()) {
-          run_taken(lock, nested);
+          nested = m_queue.take_first([&](const Resources& resources, const Entry& entry) {
+            if (!nested_in(*entry.chunk.job, frame)) return false;
+            return resources.empty() || entry.chunk.job->cancelled() || m_ledger.fits(resources) || lent_here(resources);
+          });
+        if (nested) {
+          hold_locked(*nested);  // too little free: it runs under what this thread's chunks hold
+          run_taken(lock, std::move(*nested));
           continue;
         }
         m_sleepers.push_back(&sleeper);
@@ -218,6 +275,7 @@ class ThreadPool final : public WaitHelper {
   struct Entry {
     Chunk chunk;
     Promise<void> promise;
+    bool holds = false;  // took resources_of(chunk) from m_ledger; gives them back when it ends
   };
 
   /// A thread waiting in wait_for with nothing it may run, on its own condition variable so that
@@ -230,9 +288,61 @@ class ThreadPool final : public WaitHelper {
 
   static constexpr std::chrono::milliseconds kStarvedFor{50};
 
-  /// Under m_mutex: chunks are queued and every live thread sleeps in wait_for.
+  /// Under m_mutex: chunks that could start are queued and every live thread sleeps in wait_for.
+  /// (A chunk waiting for amounts held by the sleepers' own chunks is no reason for a thread: it
+  /// could not take them either.)
   bool starving_locked() const noexcept {
-    return !m_stopping && !m_queue.empty() && !m_sleepers.empty() && m_sleepers.size() >= m_alive;
+    return !m_stopping && startable_locked() && !m_sleepers.empty() && m_sleepers.size() >= m_alive;
+  }
+
+  /// Under m_mutex: some queued chunk could start now.
+  bool startable_locked() const noexcept {
+    if (!m_queue.has_classes()) return !m_queue.empty();
+    return m_queue.startable([&](const Resources& resources, std::size_t queued) {
+             return m_ledger.room_for(resources, queued);
+           }) > 0;
+  }
+
+  /// Under m_mutex: the next chunk an idle thread may start, oldest first; its amounts taken.
+  std::optional<Entry> take_next_locked() {
+    std::optional<Entry> entry = m_queue.take_next([&](const Resources& resources, const Entry& queued) {
+      return queued.chunk.job->cancelled() || m_ledger.fits(resources);  // a cancelled one is only skipped
+    });
+    if (entry) hold_locked(*entry);
+    return entry;
+  }
+
+  /// Under m_mutex: takes a chunk's amounts for it, unless it needs none or its call was cancelled
+  /// (it is skipped), or they do not fit (it runs under its outer chunk's: see lent_here).
+  void hold_locked(Entry& entry) {
+    const Resources& resources = resources_of(entry.chunk);
+    if (!resources.empty() && !entry.chunk.job->cancelled()) entry.holds = m_ledger.take(resources);
+  }
+
+  /// Whether the chunks this thread is running for this pool hold at least `resources` between
+  /// them (the NOTE on lending at the top of this file).
+  bool lent_here(const Resources& resources) const noexcept {
+    for (const auto& [name, asked] : resources) {
+      double held = 0;
+      for (const HeldFrame* at = t_held; at != nullptr; at = at->outer)
+        if (at->pool == this)
+          if (const auto found = at->resources->find(name); found != at->resources->end()) held += found->second;
+      if (held < asked) return false;
+    }
+    return true;
+  }
+
+  /// Gives back what a chunk held and wakes the threads that might start a waiting chunk with it.
+  void release(const Resources& resources) {
+    bool waiting;
+    {
+      std::lock_guard lock(m_mutex);
+      m_ledger.release(resources);
+      waiting = m_queue.has_classes();
+      if (waiting)
+        for (Sleeper* sleeper : m_sleepers) sleeper->cv.notify_one();
+    }
+    if (waiting) m_cv.notify_all();
   }
 
   /// Under m_mutex: whether a thread between chunks should retire now: when more threads are
@@ -248,7 +358,6 @@ class ThreadPool final : public WaitHelper {
     t_wait_helper = this;
     std::unique_lock lock(m_mutex);
     for (;;) {
-      m_cv.wait(lock, [&] { return m_stopping || !m_queue.empty() || must_retire_locked(); });
       if (m_stopping) break;
       if (must_retire_locked()) {
         // Idle, and more threads than needed: retire. The control thread joins this one.
@@ -266,19 +375,21 @@ class ThreadPool final : public WaitHelper {
         m_control_cv.notify_all();
         return;
       }
-      run_taken(lock, m_queue.begin());
+      if (std::optional<Entry> entry = take_next_locked()) {
+        run_taken(lock, std::move(*entry));
+        continue;
+      }
+      m_cv.wait(lock);  // woken by a submit, a release, a resize or the destructor
     }
     --m_alive;
     m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
   }
 
-  /// Runs one taken chunk and completes its Promise; m_mutex is not held.
-  /// Takes the entry at `at` out of the queue and runs it with m_mutex released. The Entry goes
-  /// before m_mutex is taken again.
-  void run_taken(std::unique_lock<std::mutex>& lock, std::deque<Entry>::iterator at) {
+  /// Runs an entry taken out of the queue with m_mutex released. The Entry goes before m_mutex is
+  /// taken again.
+  void run_taken(std::unique_lock<std::mutex>& lock, Entry taken) {
     {
-      Entry entry = std::move(*at);
-      m_queue.erase(at);
+      Entry entry = std::move(taken);
       --m_counters.queued;
       ++m_counters.running;
       lock.unlock();
@@ -291,12 +402,16 @@ class ThreadPool final : public WaitHelper {
     std::exception_ptr error;
     {
       ChunkFrame frame(*entry.chunk.job);
+      const HeldFrame held{this, &resources_of(entry.chunk), t_held};
+      if (entry.holds) t_held = &held;
       try {
         run_chunk_blocking(entry.chunk);
       } catch (...) {
         error = std::current_exception();
       }
+      t_held = held.outer;
     }
+    if (entry.holds) release(resources_of(entry.chunk));
     // NOTE: the chunk (and with it possibly the last reference to the Job and the user's
     // function) is released here on the pool thread, after the counters but before the
     // Promise: once the awaiting algorithm resumes, no pool thread touches the Job.
@@ -405,11 +520,12 @@ class ThreadPool final : public WaitHelper {
 
   const ScalabilityManager& m_owner;
   std::function<void()> m_grown;
+  ResourceLedger m_ledger;  // guarded by m_mutex; its provides() are fixed at construction
 
   // The queue and the threads.
   mutable std::mutex m_mutex;
   std::condition_variable m_cv;  // idle threads (waiting ones sleep on their own)
-  std::deque<Entry> m_queue;
+  RoutedQueue<Entry> m_queue;
   bool m_stopping = false;
   bool m_adapting = false;
   std::size_t m_target = 0;
@@ -434,13 +550,14 @@ class ThreadPool final : public WaitHelper {
 
 namespace scale {
 
-ThreadPoolManager::ThreadPoolManager(std::size_t threads)
-    : m_pool(std::make_unique<detail::ThreadPool>(threads, *this, [this] { concurrency_changed(); })) {}
+ThreadPoolManager::ThreadPoolManager(std::size_t threads, ThreadPoolOptions options)
+    : m_pool(std::make_unique<detail::ThreadPool>(threads, std::move(options), *this, [this] { concurrency_changed(); })) {}
 ThreadPoolManager::~ThreadPoolManager() = default;
 
 void ThreadPoolManager::resize(std::size_t threads) { m_pool->resize(threads); }
 void ThreadPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }
 Future<void> ThreadPoolManager::submit(detail::Chunk chunk) { return m_pool->submit(std::move(chunk)); }
+void ThreadPoolManager::stop_call(const std::shared_ptr<detail::Job>& job) { m_pool->stop(job); }
 std::size_t ThreadPoolManager::concurrency() const noexcept { return m_pool->target(); }
 ManagerStats ThreadPoolManager::stats() const { return m_pool->stats(); }
 void ThreadPoolManager::backlog_changed() { m_pool->backlog_changed(); }

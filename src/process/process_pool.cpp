@@ -1,6 +1,17 @@
 // ProcessPoolManager: worker processes spawned on demand (or to a target: resize, adapt), one
 // chunk at a time each, with chunks rerun (and split) when a worker dies. See
 // src/process/worker_link.hpp for the protocol and src/process/pool_sizing.hpp for the target.
+//
+// Routing: the pool is one worker that offers ProcessPoolOptions::provides as a whole (its
+// children share the machine's GPUs). A task of a call with RunOptions::resources takes them from
+// m_ledger when it is sent to a child and gives them back when its answer comes or its child is
+// gone; such tasks wait in a queue of their own class (src/core/routed_queue.hpp), so the tasks
+// behind them go ahead. A task that holds amounts is sent only to an idle child and nothing is
+// pipelined behind it: it holds them only while it runs, and a long one (a GPU kernel) does not
+// hold up a task queued behind it on its child. The pool sizes itself on the tasks that could
+// start (a task waiting for amounts needs no new child). A call the pool can never meet fails at
+// submit with Unsatisfiable. A worker cannot map on its own pool (it refuses), so no chunk here
+// is nested in another of this pool's chunks.
 
 #include <scale/managers/process_pool.hpp>
 
@@ -27,6 +38,8 @@
 #include "process/scope_server.hpp"
 #include "process/task_control.hpp"
 #include "process/worker_link.hpp"
+#include "core/resource_ledger.hpp"
+#include "core/routed_queue.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
 #include "remote/task_payload.hpp"
@@ -56,10 +69,13 @@ struct Task {
   std::string frame;      // encoded, while it waits for an idle worker (see send_task_locked)
 };
 
+const Resources& resources_of(const Task& task) noexcept { return task.chunk.job->policy().requirement.resources; }
+
 struct InFlight {
   std::shared_ptr<Task> task;
   std::uint64_t id = 0;
   Clock::time_point sent;
+  bool holds = false;         // took resources_of(*task) from the pool's ledger
   std::int64_t progress = 0;  // what its progress frames added to the Job (Job::progress_units)
   bool stopped = false;       // its call was stopped: a stop frame went to the worker
   Clock::time_point kill_at = Clock::time_point::max();  // stopped: when its grace ends
@@ -167,7 +183,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         m_fingerprint(build_fingerprint()),
         m_hooks(std::move(hooks)),
         m_sizing(m_options.max_workers),
-        m_concurrency(m_options.max_workers) {
+        m_concurrency(m_options.max_workers),
+        m_ledger(m_options.provides, "ProcessPoolOptions::provides") {
     m_sizing.on_demand(0, m_options.min_workers);
     m_counters.workers_target = m_sizing.target();
     // A worker's own pool would spawn grandchildren of the same program: it refuses every map.
@@ -208,6 +225,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     auto task = start_remote_task<Task>(std::move(chunk), {}, m_counters, future);
     if (!task) return future;
     bool adapt_now = false;
+    // The ledger's provides never change on a pool: read without the lock.
+    const Requirement& requirement = task->chunk.job->policy().requirement;
+    const bool can_meet = requirement.empty() || m_ledger.can_meet(requirement);
     {
       Locked lock(*this);
       if (m_stopping || m_refused) {
@@ -216,11 +236,16 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         finish_locked(*task, error);
         return future;
       }
+      if (!can_meet) {
+        finish_locked(*task, std::make_exception_ptr(Unsatisfiable(
+                                 unsatisfiable_message(requirement, {{"process-pool", m_ledger.provides()}}))));
+        return future;
+      }
       if (m_sizing.mode() == PoolSizing::Mode::fixed && m_sizing.target() == 0) {
         finish_locked(*task, std::make_exception_ptr(NoWorkers(no_workers_message())));
         return future;
       }
-      m_queue.push_back(std::move(task));
+      m_queue.push_back(std::move(task), requirement.resources);
       ++m_counters.queued;
       // A chunk not from a call the manager counts (submitted directly) must still grow a pool
       // that adapts from zero.
@@ -321,7 +346,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// The backlog adapt scales on: the running calls' (`calls`), or the chunks this pool holds
   /// when that is more (chunks submitted by no call the manager counts).
   std::size_t backlog_locked(std::size_t calls) const {
-    return std::max(calls, m_queue.size() + m_counters.running.load(std::memory_order_relaxed));
+    return std::max(calls, startable_locked() + m_counters.running.load(std::memory_order_relaxed));
   }
 
   /// Closes every link, fails what is queued or running with Stopped, waits for the readers (and
@@ -331,7 +356,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     {
       Locked lock(*this);
       m_stopping = true;
-      abandoned.swap(m_queue);
+      for (auto& task : m_queue.take_all()) abandoned.push_back(std::move(task));
       m_counters.queued -= abandoned.size();
       for (auto& task : abandoned) finish_locked(*task, std::make_exception_ptr(Stopped()));
       for (auto& worker : m_workers) ::shutdown(worker->fd, SHUT_RDWR);
@@ -368,21 +393,24 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         for (auto& worker : m_workers) {
           if (m_queue.empty() || deferred) break;
           if (!worker->ready || worker->retiring || worker->draining || worker->inflight.size() != depth) continue;
-          auto task = take_next_locked();
+          // Nothing goes behind a task that holds amounts; one that takes them goes to an idle worker.
+          if (depth > 0 && worker->inflight.front().holds) continue;
+          auto task = take_next_locked(depth == 0);
           if (!task) break;
           Sent sent = send_task_locked(worker, std::move(task));
           if (sent == Sent::queued_flush) to_flush.push_back(worker);
           deferred = sent == Sent::deferred;
         }
         if (depth == 0 && !on_demand) {
-          if (m_spawning >= m_queue.size()) break;  // leave the rest for the workers being spawned
+          if (m_spawning >= startable_locked()) break;  // leave the rest for the workers being spawned
         } else if (depth == 0) {
           std::size_t available = m_spawning;
           for (auto& worker : m_workers)
             if (!worker->retiring && worker->inflight.empty()) ++available;
           const std::size_t total = m_workers.size() + m_spawning;
-          if (m_queue.size() > available && total < m_options.max_workers) {
-            to_spawn = std::min(m_queue.size() - available, m_options.max_workers - total);
+          const std::size_t startable = startable_locked();
+          if (startable > available && total < m_options.max_workers) {
+            to_spawn = std::min(startable - available, m_options.max_workers - total);
             m_spawning += to_spawn;
             break;  // leave the rest for the new workers
           }
@@ -443,7 +471,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       std::size_t busy = 0;
       for (auto& worker : m_workers)
         if (!worker->inflight.empty()) ++busy;
-      m_sizing.on_demand(busy + m_queue.size(), m_options.min_workers);
+      m_sizing.on_demand(busy + startable_locked(), m_options.min_workers);
     }
     m_counters.workers_target.store(m_sizing.target(), std::memory_order_relaxed);
     m_concurrency.store(m_sizing.concurrency(), std::memory_order_relaxed);
@@ -453,10 +481,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// Fails the queued tasks of a stopped call at once (Cancelled), so the call does not wait for
   /// a worker to come by and skip them.
   void withdraw_locked(const Job& job) {
-    std::deque<std::shared_ptr<Task>> kept;
-    std::deque<std::shared_ptr<Task>> withdrawn;
-    for (auto& task : m_queue) (task->chunk.job.get() == &job ? withdrawn : kept).push_back(std::move(task));
-    m_queue.swap(kept);
+    auto withdrawn = m_queue.take_all_if([&](const std::shared_ptr<Task>& task) { return task->chunk.job.get() == &job; });
     m_counters.queued -= withdrawn.size();
     for (auto& task : withdrawn) finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
   }
@@ -494,16 +519,34 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     f.progress = 0;
   }
 
-  /// The next queued task whose call still wants it; cancelled ones are skipped here.
-  std::shared_ptr<Task> take_next_locked() {
-    while (!m_queue.empty()) {
-      auto task = std::move(m_queue.front());
-      m_queue.pop_front();
+  /// The next queued task whose call still wants it, oldest first among those that may start:
+  /// free ones, and (`classed`) those whose amounts fit now. Cancelled ones are skipped here, from a
+  /// class's front too, so a failed call does not wait for amounts to finish.
+  std::shared_ptr<Task> take_next_locked(bool classed) {
+    auto may_start = [&](const Resources& resources, const std::shared_ptr<Task>& task) {
+      return classed && (abandoned(*task) || m_ledger.fits(resources));
+    };
+    while (auto task = m_queue.take_next(may_start)) {
       --m_counters.queued;
-      if (!task->group->finished && !task->chunk.job->cancelled()) return task;
-      finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
+      if (!abandoned(**task)) return std::move(*task);
+      finish_locked(**task, std::make_exception_ptr(ChunkSkipped()));
     }
     return nullptr;
+  }
+
+  static bool abandoned(const Task& task) noexcept { return task.group->finished || task.chunk.job->cancelled(); }
+
+  /// Under the lock: the queued tasks that could start now (free ones, and as many of each class
+  /// as fit), what the pool sizes itself on. With no class queued, the queue's size.
+  std::size_t startable_locked() const {
+    if (!m_queue.has_classes()) return m_queue.size();
+    return m_queue.startable([&](const Resources& resources, std::size_t queued) { return m_ledger.room_for(resources, queued); });
+  }
+
+  /// A task's answer came or its worker is gone: what it held goes back (the caller pumps).
+  void release_locked(InFlight& f) noexcept {
+    if (f.holds) m_ledger.release(resources_of(*f.task));
+    f.holds = false;
   }
 
   /// Encodes a task and queues it for the worker; true when the caller must flush the worker.
@@ -527,16 +570,19 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     // could wait for each other. Larger frames wait until the worker is idle (they amortize the
     // round trip anyway).
     if (!worker->inflight.empty() && task->frame.size() > max_pipelined_frame) {
-      m_queue.push_front(std::move(task));
+      const Resources& resources = resources_of(*task);
+      m_queue.push_front(std::move(task), resources);
       ++m_counters.queued;
       return Sent::deferred;
     }
+    // take_next_locked gave it only if its amounts fit: this take succeeds.
+    const bool holds = !resources_of(*task).empty() && m_ledger.take(resources_of(*task));
     const std::uint64_t id = ++m_next_id;
     set_frame_id(task->frame, id);
     std::string frame = std::move(task->frame);
     task->frame.clear();  // a rerun encodes again (it may be split)
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
-    worker->inflight.push_back(InFlight{std::move(task), id, Clock::now()});
+    worker->inflight.push_back(InFlight{std::move(task), id, Clock::now(), holds});
     ++m_counters.running;
     return worker->queue(std::move(frame)) ? Sent::queued_flush : Sent::queued;
   }
@@ -674,6 +720,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           took = now - std::max(at->sent, worker.last_answer);
           worker.last_answer = now;
           take_back_progress(*at);
+          release_locked(*at);
           task = std::move(at->task);
           group_finished = task->group->finished;
           const bool was_running = at == worker.inflight.begin();
@@ -745,7 +792,10 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     std::deque<InFlight> inflight = std::move(worker->inflight);
     worker->inflight.clear();
     m_counters.running -= inflight.size();
-    for (auto& f : inflight) take_back_progress(f);
+    for (auto& f : inflight) {
+      take_back_progress(f);
+      release_locked(f);
+    }
     if (!refused.empty()) {
       log_error(refused);
       m_refused = std::make_exception_ptr(BuildMismatch("scale: " + refused));
@@ -793,7 +843,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (task->group->finished || task->chunk.job->cancelled())
       return finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
     ++m_counters.retried;
-    m_queue.push_front(std::move(task));
+    const Resources& resources = resources_of(*task);
+    m_queue.push_front(std::move(task), resources);
     ++m_counters.queued;
   }
 
@@ -804,7 +855,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     auto again = rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish,
                                  capsule ? &*capsule : nullptr);
     for (auto part = again.rbegin(); part != again.rend(); ++part) {
-      m_queue.push_front(std::move(*part));
+      const Resources& resources = resources_of(**part);
+      m_queue.push_front(std::move(*part), resources);
       ++m_counters.queued;
     }
   }
@@ -818,9 +870,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
   void fail_queue_locked(std::exception_ptr error) {
-    while (!m_queue.empty()) {
-      auto task = std::move(m_queue.front());
-      m_queue.pop_front();
+    for (auto& task : m_queue.take_all()) {
       --m_counters.queued;
       finish_locked(*task, error);
     }
@@ -848,7 +898,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           worker->child.kill(SIGKILL);
         } else if (on_demand && worker->ready && worker->inflight.empty() && !worker->retiring &&
                    live > m_options.min_workers && now - worker->idle_since >= m_options.idle_timeout &&
-                   m_queue.empty()) {
+                   startable_locked() == 0) {
           --live;
           retire_locked(*worker);
         }
@@ -890,7 +940,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   std::atomic<bool> m_adapting{false};     // m_sizing.mode() == adapt, read without the lock
   mutable std::mutex m_mutex;
   std::condition_variable m_cv;
-  std::deque<std::shared_ptr<Task>> m_queue;
+  ResourceLedger m_ledger;  // guarded by m_mutex; its provides() are fixed at construction
+  RoutedQueue<std::shared_ptr<Task>> m_queue;
   std::list<std::shared_ptr<Worker>> m_workers;
   std::size_t m_spawning = 0;
   std::vector<ChildProcess> m_unborn;  // spawned during shutdown() and killed; it waits for them

@@ -3,26 +3,49 @@
 
 #include <chrono>
 #include <cstddef>
-#include <coroutine>
-#include <exception>
 #include <memory>
-#include <utility>
 
 #include <scale/detail/job.hpp>
-#include <scale/detail/loop.hpp>
 #include <scale/future.hpp>
+#include <scale/provides.hpp>
 #include <scale/scalability_manager.hpp>
 
 namespace scale {
 
+namespace detail {
+class InlineState;
+}
+
+/// What an InlineManager offers, meant for designated initialisers:
+/// `scale::InlineManager manager({.provides = {{"gpu", "1"}}});`
+struct InlineOptions {
+  /// Amounts and labels this manager offers (Provides: a number is an amount, anything else a
+  /// label), for calls with RunOptions::resources or ::labels. Empty: none, so a call that needs
+  /// any fails with scale::Unsatisfiable. Checked as parse_provides checks its text
+  /// (std::invalid_argument).
+  Provides provides{};
+};
+
 /// Runs chunks on the loop thread, in submission order, each as a separate loop task so that
 /// other loop work (timers, events, progress callbacks) runs between chunks. Needs no threads;
 /// the tier for debugging and for work that is all waiting.
+///
+/// Routing: the loop runs one chunk's code at a time, so a chunk that needs nothing never waits
+/// for another; but a Future-returning function's chunks interleave at their co_awaits, so a chunk
+/// of a call with RunOptions::resources holds them from its start to its end, across its
+/// co_awaits, and a chunk whose amounts are held waits (in a queue of its class; chunks of other
+/// classes go ahead). A call this manager can never meet fails at once with scale::Unsatisfiable.
+/// A map made inside a chunk that holds amounts, before its first co_await, may use what that
+/// chunk holds (docs/routing.md).
 class InlineManager final : public ScalabilityManager {
  public:
-  InlineManager() { m_counters->workers_alive = 1; }
+  explicit InlineManager(InlineOptions options = {});
+  /// Chunks waiting for amounts fail with scale::Stopped; chunks already running finish.
+  ~InlineManager() override;
 
-  Future<void> submit(detail::Chunk chunk) override { return run(std::move(chunk), m_counters); }
+  Future<void> submit(detail::Chunk chunk) override;
+  /// Fails the call's chunks that wait for amounts at once (the others are skipped when they come up).
+  void stop_call(const std::shared_ptr<detail::Job>& job) override;
 
   std::size_t concurrency() const noexcept override { return 1; }
 
@@ -30,38 +53,11 @@ class InlineManager final : public ScalabilityManager {
   /// progress reports regular, at a cost of one loop task per chunk.
   std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(2); }
 
-  ManagerStats stats() const override { return m_counters->snapshot(); }
+  ManagerStats stats() const override;
 
  private:
-  /// Always suspends and resumes through the loop's queue, even on the loop thread.
-  struct Requeue {
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> handle) const noexcept { detail::post(handle); }
-    void await_resume() const noexcept {}
-  };
-
-  static Future<void> run(detail::Chunk chunk, std::shared_ptr<detail::TaskCounters> counters) {
-    ++counters->queued;
-    co_await Requeue{};
-    --counters->queued;
-    ++counters->running;
-    std::exception_ptr error;
-    try {
-      Future<void> done = detail::run_chunk_on_loop(std::move(chunk));
-      co_await std::move(done);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    --counters->running;
-    if (error) {
-      ++counters->failed;
-      std::rethrow_exception(error);
-    }
-    ++counters->done;
-  }
-
   // NOTE: shared with every chunk coroutine in flight, which may outlive the manager.
-  std::shared_ptr<detail::TaskCounters> m_counters = std::make_shared<detail::TaskCounters>();
+  std::shared_ptr<detail::InlineState> m_state;
 };
 
 }  // namespace scale

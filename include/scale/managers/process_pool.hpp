@@ -12,6 +12,7 @@
 
 #include <scale/detail/job.hpp>
 #include <scale/future.hpp>
+#include <scale/provides.hpp>
 #include <scale/scalability_manager.hpp>
 #include <scale/scaling_policy.hpp>
 
@@ -34,6 +35,12 @@ struct ProcessPoolOptions {
   std::chrono::milliseconds idle_timeout{10'000};
   /// How often a chunk runs again after its worker died (RunOptions::max_retries overrides it per call).
   unsigned max_retries = 3;
+  /// Amounts and labels the pool offers as a whole, for calls with RunOptions::resources or
+  /// ::labels (Provides: a number is an amount, anything else a label). gpu=2 means the machine's
+  /// two GPUs: at most two tasks of calls needing gpu=1 run at once, whatever max_workers is.
+  /// Empty: none, so a call that needs any fails with scale::Unsatisfiable. Checked as
+  /// parse_provides checks its text (std::invalid_argument from the constructor).
+  Provides provides{};
 };
 
 /// Runs chunks in worker processes: children started from /proc/self/exe with this program's
@@ -48,6 +55,12 @@ struct ProcessPoolOptions {
 /// fails chunks still queued or running with scale::Stopped. Inside one of its own worker
 /// processes a ProcessPoolManager spawns nothing: a map on it fails at once with scale::Error
 /// (run nested maps on a ThreadPoolManager there).
+///
+/// Routing: a task of a call with RunOptions::resources holds them while a worker runs it; the
+/// pool never runs tasks that together hold more than options.provides offers, such a task waits
+/// in a queue of its own class (tasks behind it go ahead), and nothing is pipelined behind it on
+/// its worker. A call the pool can never meet fails at once with scale::Unsatisfiable, before any
+/// of its tasks is sent.
 class ProcessPoolManager final : public ScalabilityManager {
  public:
   explicit ProcessPoolManager(ProcessPoolOptions options = {});
