@@ -122,9 +122,9 @@ std::vector<std::string> ChunkReader::streams_read() const {
   return {m_read_from.begin(), m_read_from.end()};
 }
 
-std::size_t ChunkReader::served() const {
+std::shared_ptr<const ChunkReader::ServedList> ChunkReader::served_now() const {
   std::lock_guard lock(m_mutex);
-  return m_served->size();
+  return m_served;
 }
 
 bool ChunkReader::missing(const std::string& stream) {
@@ -158,17 +158,17 @@ std::vector<ChunkReader::Candidate> ChunkReader::candidates(const ServedList& se
 }
 
 std::vector<ReadChunk> ChunkReader::read(std::size_t room, HeldAmounts& amounts) {
-  std::shared_ptr<const ServedList> served;
-  {
-    std::lock_guard lock(m_mutex);
-    served = m_served;
+  std::shared_ptr<const ServedList> served = served_now();
+  if (served->empty()) {
+    // Nothing known to serve (the worker just started, or no manager is there yet): look now.
+    refresh();
+    served = served_now();
   }
   bool held_out = false;
   const std::vector<Candidate> streams = candidates(*served, room, amounts, held_out);
   if (streams.empty()) {
     // Nothing to serve, or every class's amounts are held: wait for a chunk to end.
     amounts.wait_for_release(std::chrono::milliseconds(block_ms));
-    if (served->empty()) refresh();
     return {};
   }
   if (streams.size() == 1) {
@@ -200,7 +200,7 @@ std::vector<ReadChunk> ChunkReader::read_blocking(const std::vector<Candidate>& 
       if (!error && reply.type == RedisReply::Type::integer) m_unblock_id.store(reply.integer);
     });
   }
-  const RedisReply reply = wait_for_reply(m_client, Role::blocking, std::move(args));
+  RedisReply reply = wait_for_reply(m_client, Role::blocking, std::move(args));
   m_unblock_id.store(0);
   if (is_gone(reply)) {
     // One stream's group is gone; the script finds which, so with one stream it is that one.
@@ -210,15 +210,17 @@ std::vector<ReadChunk> ChunkReader::read_blocking(const std::vector<Candidate>& 
   if (reply.is_error()) throw Error("Redis (" + m_client.url().text + ") answered XREADGROUP: " + reply.str);
   std::vector<ReadChunk> chunks;
   if (reply.type != RedisReply::Type::array) return chunks;  // nil: nothing came within the block
-  for (const RedisReply& stream : reply.elements) {
+  for (RedisReply& stream : reply.elements) {
     if (stream.elements.size() != 2) continue;
     const Served* served = nullptr;
     for (const Candidate& candidate : streams)
       if (candidate.served->stream == stream.elements[0].str) served = candidate.served;
     if (!served) continue;
-    for (const RedisReply& entry : stream.elements[1].elements) {
+    for (RedisReply& entry : stream.elements[1].elements) {
       if (entry.elements.size() != 2) continue;
-      chunks.push_back(ReadChunk{served->stream, entry.elements[0].str, entry.elements[1], served->requirement.resources});
+      // NOTE: moved, not copied: the fields hold the chunk's payload.
+      chunks.push_back(ReadChunk{served->stream, std::move(entry.elements[0].str), std::move(entry.elements[1]),
+                                 served->requirement.resources});
     }
     served_last(served->stream);
   }
@@ -251,19 +253,20 @@ std::vector<ReadChunk> ChunkReader::read_by_script(const std::vector<Candidate>&
     std::lock_guard lock(m_mutex);
     m_read_from.insert(keys.begin(), keys.end());
   }
-  const RedisReply reply = wait_for_script(m_client, read_script(), std::move(keys), std::move(args));
+  RedisReply reply = wait_for_script(m_client, read_script(), std::move(keys), std::move(args));
   if (reply.is_error()) throw Error("Redis (" + m_client.url().text + ") answered the worker's read: " + reply.str);
   std::vector<ReadChunk> chunks;
   if (reply.elements.size() != 2) return chunks;
   for (const RedisReply& index : reply.elements[1].elements)
     if (index.integer >= 1 && static_cast<std::size_t>(index.integer) <= streams.size())
       m_missing[streams[static_cast<std::size_t>(index.integer - 1)].served->stream] = Clock::now() + missing_for;
-  for (const RedisReply& taken : reply.elements[0].elements) {
+  for (RedisReply& taken : reply.elements[0].elements) {
     if (taken.elements.size() != 3) continue;
     const std::int64_t index = taken.elements[0].integer;
     if (index < 1 || static_cast<std::size_t>(index) > streams.size()) continue;
     const Served& served = *streams[static_cast<std::size_t>(index - 1)].served;
-    chunks.push_back(ReadChunk{served.stream, taken.elements[1].str, taken.elements[2], served.requirement.resources});
+    chunks.push_back(ReadChunk{served.stream, std::move(taken.elements[1].str), std::move(taken.elements[2]),
+                               served.requirement.resources});
     served_last(served.stream);
   }
   return chunks;

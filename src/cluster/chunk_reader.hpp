@@ -79,8 +79,6 @@ class ChunkReader {
 
   /// Every stream read from so far (a worker that leaves removes itself from their groups).
   std::vector<std::string> streams_read() const;
-  /// The number of streams served now.
-  std::size_t served() const;
 
  private:
   struct Served {
@@ -96,6 +94,7 @@ class ChunkReader {
   using ServedList = std::vector<Served>;
 
   void rebuild_locked();
+  std::shared_ptr<const ServedList> served_now() const;
   /// The streams to read now, in this turn's order; `held_out`: some were left out for their amounts.
   std::vector<Candidate> candidates(const ServedList& served, std::size_t room, HeldAmounts& amounts, bool& held_out);
   std::vector<ReadChunk> read_blocking(const std::vector<Candidate>& candidates, std::size_t count, bool held_out);
