@@ -63,6 +63,13 @@ auto span_of_150ms = [](int) {
   return std::pair<std::int64_t, std::int64_t>(started, monotonic_us());
 };
 
+/// (start, end) of an item that holds for 30 ms.
+auto span_of_30ms = [](int) {
+  const std::int64_t started = monotonic_us();
+  std::this_thread::sleep_for(30ms);
+  return std::pair<std::int64_t, std::int64_t>(started, monotonic_us());
+};
+
 /// Says it runs ("held" = its pid), then holds until the test sets "release" (20 s at most).
 auto held_until_released = [](int, scale::Scope& scope) {
   scope.set("held", static_cast<int>(::getpid())).get();
@@ -306,6 +313,38 @@ TEST_CASE("a call that was unsatisfiable completes once the worker is ordered to
   // Provides that --scale-provides would refuse are refused before they travel.
   CHECK_THROWS_AS(manager.order(before.id, scale::WorkerOrder{.provides = scale::Provides{{"gpu", "-1"}}}).get(),
                   std::invalid_argument);
+}
+
+TEST_CASE("a worker serves two managers with queued work in turn, not the first one until it drains",
+          "[cluster][routing]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerProcess worker(url);
+  scale::ClusterManager first(url, fast_options()), second(url, fast_options());
+  joined(first, worker.pid());
+  joined(second, worker.pid());
+  scale::Iterator<int> a(iota(20), first), b(iota(20), second);
+  auto from_first = a.map(span_of_30ms, needing({}));
+  REQUIRE(eventually([&] { return first.stats().tasks_done >= 1; }));
+  const auto from_second = b.map(span_of_30ms, needing({})).get();
+  const auto first_spans = std::move(from_first).get();
+  // While both had work, the worker took theirs in turn, whichever stream it finds first: the
+  // second's items ran before the first's last one, and the first's between the second's first
+  // and last, about every other item.
+  auto starts = [](const std::vector<std::pair<std::int64_t, std::int64_t>>& spans) {
+    std::vector<std::int64_t> out;
+    for (auto& [start, end] : spans) out.push_back(start);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const std::vector<std::int64_t> of_first = starts(first_spans), of_second = starts(from_second);
+  const auto second_before_first_ends =
+      std::count_if(of_second.begin(), of_second.end(), [&](std::int64_t t) { return t < of_first.back(); });
+  const auto first_among_second = std::count_if(of_first.begin(), of_first.end(), [&](std::int64_t t) {
+    return of_second.front() < t && t < of_second.back();
+  });
+  CHECK(second_before_first_ends >= 5);
+  CHECK(first_among_second >= 5);
 }
 
 int main(int argc, char** argv) {
