@@ -400,8 +400,8 @@ class Cluster {
   /// Gives the task a new attempt id and adds it to its class's stream; a requirement that no
   /// worker seen can ever meet fails it with Unsatisfiable instead.
   void enqueue_locked(std::shared_ptr<Task> task) {
+    // NOTE: a chunk that needs nothing costs two tests of an empty map here, nothing more.
     if (!task->stream) {
-      // NOTE: the one check a chunk that needs nothing costs.
       const Requirement& requirement = task->chunk.job->policy().requirement;
       task->stream = requirement.empty() ? m_streams.any() : m_streams.of(*m_client, requirement, Clock::now());
     }
