@@ -274,9 +274,11 @@ TEST_CASE("the hash sits under the URL's ?namespace= tag, named by the build's f
   const std::string tag = tag_of(url);
   scale::ClusterManager manager(url, fast_options({.min = 2, .max = 4}));
   REQUIRE(eventually([&] { return redis(url, {"KEYS", tag + ":desired:*"}).elements.size() == 1; }));
+  // The build's task streams are <tag>:tasks:<fingerprint>:<class>:<manager>.
   auto tasks = redis(url, {"KEYS", tag + ":tasks:*"});
   REQUIRE(tasks.elements.size() == 1);
-  const std::string fingerprint = tasks.elements[0].str.substr((tag + ":tasks:").size());
+  const std::string after_tasks = tasks.elements[0].str.substr((tag + ":tasks:").size());
+  const std::string fingerprint = after_tasks.substr(0, after_tasks.find(':'));
   CHECK(redis(url, {"HGET", tag + ":desired:" + fingerprint, *manager_ids(url).begin()}).str == "2");
   CHECK(redis(url, {"KEYS", "{scale}:desired:*"}).elements.empty());
 }

@@ -3,14 +3,27 @@
 // Redis. Every key sits under one hash tag, "{scale}" (or "{scale:N}" with ?namespace=N in the
 // URL), so a Redis Cluster node can hold them all:
 //
-//   <tag>:tasks:<fingerprint>  a Stream of chunks for workers of that build, read by the consumer
-//                              group "workers" (created with MKSTREAM by whoever comes first).
-//                              Entry fields: m (manager id), a (attempt id), g (the call's
+//   <tag>:tasks:<fingerprint>:<class>:<manager>
+//                              a Stream of one manager's chunks of one requirement class for
+//                              workers of that build (class: "any" for chunks that need nothing,
+//                              else a hash of the Requirement's text; cluster/class_directory.hpp),
+//                              read by the consumer group "workers", which its manager creates
+//                              (MKSTREAM) before it names the stream in <tag>:classes. A stream of
+//                              its own per class and manager, so one class never waits behind
+//                              another, and workers rotate over managers and classes. Entry
+//                              fields: m (manager id), a (attempt id), g (the call's
 //                              RunOptions::grace in ms, for a --scale-processes worker's own
 //                              pool), p (task payload, remote/task_payload.hpp). A stopped call's
 //                              entries are deleted (XDEL) and acknowledged (XACK) by its manager,
 //                              so no worker reads them later and nothing of it stays pending
-//                              (XPENDING names the worker that read one before, which is told)
+//                              (XPENDING names the worker that read one before, which is told).
+//                              The manager renews its streams' TTL at every scan and deletes them
+//                              when it goes, so a killed manager's streams expire
+//   <tag>:classes:<fingerprint> a Hash: manager id → JSON {site (ClusterOptions::site), classes:
+//                              {class: {text, resources, labels}}}: the streams each manager of the
+//                              build keeps, with the requirement of each, which workers read at
+//                              every heartbeat (and when idle) to know what they can serve
+//                              (cluster/class_directory.hpp)
 //   <tag>:results:<manager>    a Stream for one manager, read with XREAD BLOCK, so whatever a
 //                              worker adds wakes the manager at once. Fields: k (the kind), w (the
 //                              worker id), then by kind:
@@ -24,18 +37,23 @@
 //                                "j" a worker joined (its first heartbeat), "x" it leaves (a
 //                                    drain, SIGTERM): p (its registry JSON, below)
 //                                "o" a worker took an order: a (the order id)
+//                                "b" a worker gives back a chunk it read but cannot run now (its
+//                                    amounts or slots were taken meanwhile): a (attempt id); the
+//                                    manager queues it again, not counted as a retry
 //                                "g" a running chunk's progress: a (attempt id), p (the items of
 //                                    the chunk done, the running item's fraction included, in
 //                                    Job::progress_units: millionths of an item, decimal); at most
 //                                    one per running chunk every 50 ms, only when it moved
 //   <tag>:workers              a Hash: worker id → JSON {host, pid, fingerprint, ttl_ms,
 //                              concurrency (chunks it runs at once), draining, processes (runs
-//                              chunks on child processes: --scale-processes), provides {name: value}}
+//                              chunks on child processes: --scale-processes), provides {name: value},
+//                              site (--scale-site)}
 //   <tag>:heartbeat:<worker>   a key whose TTL the worker renews; gone means the worker is lost
 //   <tag>:orders:<worker>      a List of orders for one worker (RPUSH by any manager of its build,
 //                              LPOP by the worker at every heartbeat; expires with the worker):
 //                              JSON {id, m (manager id), fingerprint, drain: true | threads: n,
-//                              provides: {name: value} | stop: [entry ids] | abandon: [entry ids]}.
+//                              provides: {name: value} | stop: [chunk keys] | abandon: [chunk keys]}.
+//                              A chunk key names a task entry and its stream (chunk_key below).
 //                              stop: the calls of those task entries (read by this worker) were
 //                              stopped: their chunks see Scope::stop_requested(); abandon: the
 //                              manager stopped waiting for them after the grace (a
@@ -60,7 +78,10 @@ inline constexpr const char* cluster_group = "workers";
 
 struct ClusterKeys {
   std::string tag = "{scale}";
-  std::string tasks(const std::string& fingerprint) const { return tag + ":tasks:" + fingerprint; }
+  std::string tasks(const std::string& fingerprint, const std::string& route_class, const std::string& manager) const {
+    return tag + ":tasks:" + fingerprint + ":" + route_class + ":" + manager;
+  }
+  std::string classes(const std::string& fingerprint) const { return tag + ":classes:" + fingerprint; }
   std::string results(const std::string& manager) const { return tag + ":results:" + manager; }
   std::string workers() const { return tag + ":workers"; }
   std::string heartbeat(const std::string& worker) const { return tag + ":heartbeat:" + worker; }
@@ -98,6 +119,9 @@ inline std::size_t bulk_limit_of(const RedisReply& reply) {
     return redis_default_bulk_limit;
   }
 }
+
+/// A task entry by its id and stream: entry ids are unique within one stream only.
+inline std::string chunk_key(const std::string& stream, const std::string& entry) { return entry + "@" + stream; }
 
 /// "host:pid:random", unique among the processes that share a Redis.
 std::string cluster_member_id();

@@ -1,10 +1,13 @@
-// ClusterManager: chunks on a Redis Stream per build, read by a consumer group of workers that
-// joined with --scale-worker; results on a stream per manager, which also wakes the manager when a
-// worker joins, changes or leaves; workers watched through their heartbeat keys, and the chunks of
-// a silent one queued again; orders to one worker on its own list. A stopped call's chunks are
-// withdrawn from the stream, and the workers that hold one are told (and, after the grace, that
-// the manager no longer waits); running chunks' progress comes back on the results stream. See
-// src/cluster/keys.hpp for the keys and docs/cluster.md for the guarantees.
+// ClusterManager: chunks on a Redis Stream per requirement class of this manager
+// (cluster/class_streams.hpp), read by a consumer group of the workers of its build that joined
+// with --scale-worker and whose provides meet the class; a call that no worker seen can ever meet
+// fails at once with Unsatisfiable (cluster/worker_offers.hpp). Results on a stream per manager,
+// which also wakes the manager when a worker joins, changes or leaves; workers watched through
+// their heartbeat keys, and the chunks of a silent one queued again; orders to one worker on its
+// own list. A stopped call's chunks are withdrawn from their streams, and the workers that hold
+// one are told (and, after the grace, that the manager no longer waits); running chunks' progress
+// comes back on the results stream. See src/cluster/keys.hpp for the keys and docs/cluster.md and
+// docs/routing.md for the guarantees.
 
 #include <scale/managers/cluster.hpp>
 
@@ -20,14 +23,17 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "cluster/class_streams.hpp"
 #include "cluster/demand.hpp"
 #include "cluster/keys.hpp"
+#include "cluster/worker_offers.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
 #include <scale/detail/loop.hpp>
@@ -52,6 +58,7 @@ using Role = RedisClient::Role;
 struct Task {
   std::shared_ptr<TaskGroup> group;
   Chunk chunk;
+  std::shared_ptr<ClassStream> stream;  // its class's stream, set when it is first queued
   unsigned attempts = 0;        // times this exact range was lost with its worker
   std::uint64_t attempt = 0;    // the current attempt's id (results of other attempts are dropped)
   std::string entry;            // the current attempt's stream entry, once XADD answered
@@ -65,6 +72,7 @@ struct Task {
 /// (XDEL removed it) and which worker held it (its XPENDING line), in the order sent.
 struct Withdrawal {
   std::vector<std::uint64_t> attempts;
+  std::vector<std::string> streams;
   std::vector<std::string> entries;
   std::vector<bool> deleted;
   std::vector<std::string> holders;
@@ -74,7 +82,14 @@ struct Withdrawal {
 struct SeenWorker {
   ClusterWorker info;
   int ttl_ms = 0;
+  bool registered = false;  // its record was read (one seen only in a group's pending entries was not)
 };
+
+/// Task entries by stream, as the group commands take them (XACK and XDEL name one stream).
+using StreamEntries = std::map<std::string, std::vector<std::string>>;
+
+/// A scan's pending entries: each stream's XPENDING lines.
+using Pending = std::vector<std::pair<std::shared_ptr<ClassStream>, RedisReply>>;
 
 std::string describe(const ClusterWorker& worker) {
   return "worker " + worker.id + " (host " + worker.host + ", pid " + std::to_string(worker.pid) + ")";
@@ -92,6 +107,7 @@ ClusterWorker worker_of(std::string id, const WorkerRecord& record, const std::s
   worker.draining = record.draining;
   worker.processes = record.processes;
   worker.provides = record.provides;
+  worker.site = record.site;
   return worker;
 }
 
@@ -134,8 +150,9 @@ class Cluster {
         m_keys(keys_of(m_url)),
         m_id(cluster_member_id()),
         m_fingerprint(build_fingerprint()),
-        m_stream(m_keys.tasks(m_fingerprint)),
         m_results(m_keys.results(m_id)),
+        m_streams(m_keys, m_fingerprint, m_id, m_options.site),
+        m_offers(m_options.wait_for_workers),
         m_last_live(Clock::now()),
         m_client(std::make_unique<RedisClient>(parse_redis_url(m_url))) {}
 
@@ -167,27 +184,20 @@ class Cluster {
   /// Fails what is outstanding with Stopped, removes this manager's entries and keys, and closes
   /// the client (its I/O thread ends, so no callback runs after this returns).
   void shutdown() {
-    std::vector<std::string> entries;
     std::map<std::uint64_t, PendingOrder> orders;
     {
       Locked lock(*this);
       m_stopping = true;
-      for (auto& [attempt, task] : m_attempts) {
-        if (!task->entry.empty()) entries.push_back(task->entry);
-        finish_locked(*task, std::make_exception_ptr(Stopped()));
-      }
+      for (auto& [attempt, task] : m_attempts) finish_locked(*task, std::make_exception_ptr(Stopped()));
       m_attempts.clear();
-      m_by_entry.clear();
+      for (const auto& stream : m_streams.all()) stream->attempts.clear();
       orders = std::move(m_orders);
+      // Its streams are its own: deleting them takes every queued chunk out at once.
+      m_streams.remove_all(*m_client);
     }
     for (auto& [id, order] : orders) order.promise.set_exception(std::make_exception_ptr(Stopped()));
     auto done = std::make_shared<std::promise<void>>();
     auto finished = done->get_future();
-    if (!entries.empty()) {
-      std::vector<std::string> del{"XDEL", m_stream};
-      del.insert(del.end(), entries.begin(), entries.end());
-      m_client->send(Role::commands, std::move(del), ignore);
-    }
     m_client->send(Role::commands, {"DEL", m_results}, ignore);
     // NOTE: the PING is sent from HDEL's callback, after the callbacks of every XADD still
     // unanswered above have run (replies come in order) and dropped their entries; its answer
@@ -234,9 +244,10 @@ class Cluster {
         }
         stopped.push_back(attempt);
         withdrawal->attempts.push_back(attempt);
+        withdrawal->streams.push_back(task->stream->key);
         withdrawal->entries.push_back(task->entry);
       }
-      std::vector<std::string> none;
+      StreamEntries none;
       for (auto& task : unsent) {
         retire_attempt_locked(*task, none);
         finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
@@ -249,18 +260,19 @@ class Cluster {
     // pending line names the worker that read it before (if any); then XACK, so nothing of the
     // call stays pending in the group. Replies come in order: the last XACK's comes after all.
     for (std::size_t i = 0; i < n; ++i) {
+      const std::string& stream = withdrawal->streams[i];
       const std::string& entry = withdrawal->entries[i];
-      m_client->send(Role::commands, {"XDEL", m_stream, entry},
+      m_client->send(Role::commands, {"XDEL", stream, entry},
                      [withdrawal, i](std::exception_ptr error, RedisReply reply) {
                        withdrawal->deleted[i] = !error && reply.type == RedisReply::Type::integer && reply.integer == 1;
                      });
-      m_client->send(Role::commands, {"XPENDING", m_stream, cluster_group, entry, entry, "1"},
+      m_client->send(Role::commands, {"XPENDING", stream, cluster_group, entry, entry, "1"},
                      [withdrawal, i](std::exception_ptr error, RedisReply reply) {
                        if (error || reply.is_error() || reply.elements.empty()) return;
                        const RedisReply& line = reply.elements[0];
                        if (line.elements.size() >= 2) withdrawal->holders[i] = line.elements[1].str;
                      });
-      m_client->send(Role::commands, {"XACK", m_stream, cluster_group, entry},
+      m_client->send(Role::commands, {"XACK", stream, cluster_group, entry},
                      [this, withdrawal, i, n](std::exception_ptr, RedisReply) {
                        if (i + 1 == n && !m_stopping) withdrawn(*withdrawal);
                      });
@@ -326,7 +338,7 @@ class Cluster {
     std::lock_guard lock(m_mutex);
     std::size_t running = 0;
     for (auto& [attempt, task] : m_attempts)
-      if (!task->entry.empty() && m_taken.count(task->entry) != 0) ++running;
+      if (!task->entry.empty() && task->stream->taken.count(task->entry) != 0) ++running;
     stats.tasks_running = running;
     stats.tasks_queued = m_attempts.size() - running;
     return stats;
@@ -375,17 +387,29 @@ class Cluster {
   }
 
   void prepare_streams() {
-    // NOTE: workers may have made the task stream's group already (BUSYGROUP is fine); the results
-    // stream is created empty here, and workers add to it with NOMKSTREAM, so results for a
-    // manager that has gone (and deleted it) are dropped instead of piling up.
-    m_client->send(Role::commands, {"XGROUP", "CREATE", m_stream, cluster_group, "0", "MKSTREAM"}, ignore);
+    // NOTE: the results stream is created empty here, and workers add to it with NOMKSTREAM, so
+    // results for a manager that has gone (and deleted it) are dropped instead of piling up. It
+    // comes first: another manager takes this one for gone once it lacks one
+    // (cluster/class_streams.hpp), and the task streams are named in the directory after it.
     m_client->send(Role::commands, {"XGROUP", "CREATE", m_results, "manager", "$", "MKSTREAM"}, ignore);
+    m_streams.prepare(*m_client);
   }
 
   // ----- queueing attempts -----
 
-  /// Gives the task a new attempt id and adds it to the stream.
+  /// Gives the task a new attempt id and adds it to its class's stream; a requirement that no
+  /// worker seen can ever meet fails it with Unsatisfiable instead.
   void enqueue_locked(std::shared_ptr<Task> task) {
+    // NOTE: a chunk that needs nothing costs two tests of an empty map here, nothing more.
+    if (!task->stream) {
+      const Requirement& requirement = task->chunk.job->policy().requirement;
+      task->stream = requirement.empty() ? m_streams.any() : m_streams.of(*m_client, requirement, Clock::now());
+    }
+    if (!task->stream->requirement.empty() && !satisfiable_locked(*task->stream)) {
+      task->chunk.job->cancel();
+      finish_locked(*task, std::make_exception_ptr(Unsatisfiable(unsatisfiable_locked(*task->stream))));
+      return;
+    }
     std::string payload;
     try {
       append_task_payload(task->chunk, payload);
@@ -404,21 +428,39 @@ class Cluster {
     task->entry.clear();
     task->queued_at = Clock::now();
     m_attempts.emplace(task->attempt, task);
-    send_attempt(task->attempt, std::move(payload), task->chunk.job->policy().grace.count());
+    send_attempt(task->attempt, task->stream, std::move(payload), task->chunk.job->policy().grace.count());
   }
 
-  /// XADD of an attempt; "g" is the call's grace, for a --scale-processes worker's own pool.
-  void send_attempt(std::uint64_t attempt, std::string payload, std::int64_t grace) {
-    std::vector<std::string> args{"XADD", m_stream, "*", "m", m_id, "a", std::to_string(attempt),
+  /// Whether a worker seen can ever meet `stream`'s requirement (none seen at all: it waits, for
+  /// NoWorkers); checked once per change of the offers, not per chunk.
+  bool satisfiable_locked(ClassStream& stream) {
+    if (m_offers.empty()) return true;
+    if (stream.met_version != m_offers.version()) {
+      stream.met = m_offers.can_meet(stream.requirement);
+      stream.met_version = m_offers.version();
+    }
+    return stream.met;
+  }
+
+  std::string unsatisfiable_locked(const ClassStream& stream) const {
+    return "scale::ClusterManager: " + unsatisfiable_message(stream.requirement, m_offers.offers());
+  }
+
+  /// XADD of an attempt to its class's stream; "g" is the call's grace, for a --scale-processes
+  /// worker's own pool.
+  void send_attempt(std::uint64_t attempt, std::shared_ptr<ClassStream> stream, std::string payload,
+                    std::int64_t grace) {
+    std::vector<std::string> args{"XADD", stream->key, "*", "m", m_id, "a", std::to_string(attempt),
                                   "g", std::to_string(grace), "p", payload};
     m_client->send(Role::commands, std::move(args),
-                   [this, attempt, grace, payload = std::move(payload)](std::exception_ptr error, RedisReply reply) mutable {
+                   [this, attempt, stream, grace, payload = std::move(payload)](std::exception_ptr error,
+                                                                                RedisReply reply) mutable {
                      Locked lock(*this);
                      auto at = m_attempts.find(attempt);
                      if (at == m_attempts.end()) {
                        // Retired before Redis answered (the manager shut down, the call was
                        // cancelled): no one wants the entry, so no worker may run it.
-                       if (!error && reply.type == RedisReply::Type::string) drop_entries({reply.str});
+                       if (!error && reply.type == RedisReply::Type::string) drop_entries({{stream->key, {reply.str}}});
                        return;
                      }
                      if (!error && reply.is_error()) {
@@ -435,10 +477,10 @@ class Cluster {
                        // Redis is away: try again; the wait for workers bounds how long.
                        if (!m_stopping)
                          m_client->post(
-                             [this, attempt, grace, payload = std::move(payload)]() mutable {
+                             [this, attempt, stream, grace, payload = std::move(payload)]() mutable {
                                Locked inner(*this);
                                if (m_attempts.count(attempt) != 0 && !m_stopping)
-                                 send_attempt(attempt, std::move(payload), grace);
+                                 send_attempt(attempt, stream, std::move(payload), grace);
                              },
                              200);
                        return;
@@ -446,44 +488,47 @@ class Cluster {
                      if (at->second->stopped) {
                        // Its call was stopped while the XADD was on its way: withdrawn now.
                        auto task = at->second;
-                       std::vector<std::string> entries{reply.str};
+                       task->entry = reply.str;
+                       StreamEntries entries;
                        retire_attempt_locked(*task, entries);
                        drop_entries(entries);
                        finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
                        return;
                      }
                      at->second->entry = reply.str;
-                     m_by_entry.emplace(reply.str, attempt);
+                     stream->attempts.emplace(reply.str, attempt);
                    });
   }
 
   /// Ends the current attempt of a task without accepting anything from it: its entry is
   /// acknowledged and deleted, so no worker runs it, and its late result is dropped.
-  void retire_attempt_locked(Task& task, std::vector<std::string>& entries) {
+  void retire_attempt_locked(Task& task, StreamEntries& entries) {
     take_progress_locked(task);
     m_attempts.erase(task.attempt);
     if (!task.entry.empty()) {
-      m_by_entry.erase(task.entry);
-      entries.push_back(task.entry);
+      task.stream->attempts.erase(task.entry);
+      entries[task.stream->key].push_back(task.entry);
     }
     task.attempt = 0;
     task.entry.clear();
   }
 
-  void drop_entries(const std::vector<std::string>& entries) {
-    if (entries.empty()) return;
-    std::vector<std::string> ack{"XACK", m_stream, cluster_group};
-    std::vector<std::string> del{"XDEL", m_stream};
-    ack.insert(ack.end(), entries.begin(), entries.end());
-    del.insert(del.end(), entries.begin(), entries.end());
-    m_client->send(Role::commands, std::move(ack), ignore);
-    m_client->send(Role::commands, std::move(del), ignore);
+  void drop_entries(const StreamEntries& entries) {
+    for (const auto& [stream, ids] : entries) {
+      if (ids.empty()) continue;
+      std::vector<std::string> ack{"XACK", stream, cluster_group};
+      std::vector<std::string> del{"XDEL", stream};
+      ack.insert(ack.end(), ids.begin(), ids.end());
+      del.insert(del.end(), ids.begin(), ids.end());
+      m_client->send(Role::commands, std::move(ack), ignore);
+      m_client->send(Role::commands, std::move(del), ignore);
+    }
   }
 
   /// What a stop's withdrawal found: an entry no worker had read fails now; the workers that hold
   /// the others are told to stop them; one a worker finished already has its answer on the way.
   void withdrawn(const Withdrawal& withdrawal) {
-    std::map<std::string, std::vector<std::string>> to_stop;  // worker → its entries
+    std::map<std::string, std::vector<std::string>> to_stop;  // worker → its chunk keys
     {
       Locked lock(*this);
       if (m_stopping) return;
@@ -493,9 +538,9 @@ class Cluster {
         auto task = at->second;
         if (!withdrawal.holders[i].empty()) {
           task->holder = withdrawal.holders[i];
-          to_stop[task->holder].push_back(withdrawal.entries[i]);
+          to_stop[task->holder].push_back(chunk_key(withdrawal.streams[i], withdrawal.entries[i]));
         } else if (withdrawal.deleted[i]) {
-          std::vector<std::string> none;  // deleted and acknowledged already
+          StreamEntries none;  // deleted and acknowledged already
           retire_attempt_locked(*task, none);
           finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
         }
@@ -527,7 +572,7 @@ class Cluster {
         const ClusterWorker* holder = nullptr;
         for (const auto& worker : m_live)
           if (worker.id == task->holder) holder = &worker;
-        if (!task->holder.empty()) to_abandon[task->holder].push_back(task->entry);
+        if (!task->holder.empty()) to_abandon[task->holder].push_back(chunk_key(task->stream->key, task->entry));
         if (!late && holder && holder->processes) {
           waiting.push_back(attempt);
           continue;
@@ -543,7 +588,7 @@ class Cluster {
         else if (holder)
           report += ". Its worker's own process pool did not answer after killing the child running it";
         reports.push_back(report);
-        std::vector<std::string> none;  // acknowledged and deleted when the call was stopped
+        StreamEntries none;  // acknowledged and deleted when the call was stopped
         retire_attempt_locked(*task, none);
         finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message() + (": " + report))));
       }
@@ -648,6 +693,8 @@ class Cluster {
         order_taken(attempt);
       else if (kind == "l")
         lost_in_child(attempt, std::string(worker), std::string(payload));
+      else if (kind == "b")
+        given_back(attempt);
       else
         result(attempt, kind, payload, std::chrono::microseconds(std::strtoll(std::string(took).c_str(), nullptr, 10)));
     }
@@ -667,7 +714,7 @@ class Cluster {
       task = at->second;
       group_finished = task->group->finished;
       m_attempts.erase(at);
-      m_by_entry.erase(task->entry);
+      task->stream->attempts.erase(task->entry);
     }
     const TaskAnswer answer = kind == "e" ? TaskAnswer::error : TaskAnswer::results;
     // NOTE: the time the worker ran the chunk, not the time from XADD to result: with two chunks
@@ -693,7 +740,7 @@ class Cluster {
     auto task = at->second;
     take_progress_locked(*task);
     m_attempts.erase(at);
-    m_by_entry.erase(task->entry);
+    task->stream->attempts.erase(task->entry);
     task->attempt = 0;
     task->entry.clear();
     if (loss.capsule && task->chunk.job) {
@@ -704,12 +751,31 @@ class Cluster {
                  loss.capsule ? &*loss.capsule : nullptr);
   }
 
+  /// A worker read the attempt's entry but could not start it (its amounts or slots were taken in
+  /// the meantime; cluster/chunk_reader.hpp): the entry goes, and the chunk is queued again, as
+  /// the same try (nothing counts as retried). A stopped call's chunk ends as stopped instead.
+  void given_back(std::uint64_t attempt) {
+    Locked lock(*this);
+    auto at = m_attempts.find(attempt);
+    if (at == m_attempts.end() || m_stopping) return;
+    auto task = at->second;
+    StreamEntries entries;
+    retire_attempt_locked(*task, entries);
+    drop_entries(entries);
+    if (task->stopped) {
+      finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
+      return;
+    }
+    enqueue_locked(std::move(task));
+  }
+
   /// A worker's "j" (joined, or its record changed) or "x" (it leaves): the live set changes now,
   /// not at the next scan, so a joining worker gets chunks at once.
   void announced(const std::string& id, bool leaving, const std::string& text) {
     std::optional<WorkerRecord> record = decode_worker_record(text);
     if (id.empty() || !record) return;
     bool changed = false;
+    StreamEntries to_drop;
     {
       Locked lock(*this);
       if (m_stopping) return;
@@ -719,12 +785,18 @@ class Cluster {
         m_left.insert(id);
       } else {
         ClusterWorker worker = worker_of(id, *record, m_fingerprint);
-        if (worker.compatible && m_joined.insert(id).second) ++m_counters.workers_spawned;
-        m_announced_at[id] = Clock::now();
+        const auto now = Clock::now();
+        if (worker.compatible) {
+          if (m_joined.insert(id).second) ++m_counters.workers_spawned;
+          m_offers.seen(id, worker.provides, now);
+        }
+        m_announced_at[id] = now;
         live.push_back(std::move(worker));
       }
       changed = set_live_locked(std::move(live));
+      fail_unsatisfiable_locked(to_drop);
     }
+    drop_entries(to_drop);
     if (changed) concurrency_changed();
   }
 
@@ -765,6 +837,27 @@ class Cluster {
     if (m_on_concurrency && !m_stopping) m_on_concurrency();
   }
 
+  /// The offers changed: queued chunks of a class that no worker seen can meet any more (one
+  /// ordered to provide less, or gone for longer than wait_for_workers while others stay) fail
+  /// with Unsatisfiable. One a worker holds runs on. Once per change of the offers.
+  void fail_unsatisfiable_locked(StreamEntries& to_drop) {
+    if (m_offers.version() == m_checked_offers) return;
+    m_checked_offers = m_offers.version();
+    std::vector<std::shared_ptr<Task>> failing;
+    for (auto& [attempt, task] : m_attempts) {
+      ClassStream& stream = *task->stream;
+      if (stream.requirement.empty() || satisfiable_locked(stream)) continue;
+      if (!task->entry.empty() && stream.taken.count(task->entry) != 0) continue;
+      failing.push_back(task);
+    }
+    for (auto& task : failing) {
+      const std::string message = unsatisfiable_locked(*task->stream);
+      retire_attempt_locked(*task, to_drop);
+      task->chunk.job->cancel();
+      finish_locked(*task, std::make_exception_ptr(Unsatisfiable(message)));
+    }
+  }
+
   // ----- workers: the scan -----
 
   /// Every interval: the group's pending entries and the registry, then the heartbeat of every
@@ -772,16 +865,22 @@ class Cluster {
   /// pipelined; then lost workers, timeouts and the wait for workers.
   void scan() {
     if (m_stopping) return;
-    auto pending = std::make_shared<RedisReply>();
-    m_client->send(Role::commands, {"XPENDING", m_stream, cluster_group, "-", "+", "10000"},
-                   [pending](std::exception_ptr error, RedisReply reply) {
-                     if (!error && !reply.is_error()) *pending = std::move(reply);
-                   });
+    auto pending = std::make_shared<Pending>();
+    const auto started = Clock::now();
+    {
+      Locked lock(*this);
+      for (auto& stream : m_streams.all()) pending->emplace_back(std::move(stream), RedisReply{});
+    }
+    for (std::size_t i = 0; i < pending->size(); ++i)
+      m_client->send(Role::commands, {"XPENDING", (*pending)[i].first->key, cluster_group, "-", "+", "10000"},
+                     [pending, i](std::exception_ptr error, RedisReply reply) {
+                       if (!error && !reply.is_error()) (*pending)[i].second = std::move(reply);
+                     });
     m_client->send(
-        Role::commands, {"HGETALL", m_keys.workers()}, [this, pending](std::exception_ptr error, RedisReply reply) {
+        Role::commands, {"HGETALL", m_keys.workers()}, [this, pending, started](std::exception_ptr error, RedisReply reply) {
           if (m_stopping) return;
           if (error || reply.is_error()) {
-            scanned({}, {}, {}, false, describe_error(error, reply, "HGETALL"));
+            scanned(started, {}, {}, {}, false, describe_error(error, reply, "HGETALL"));
             return next_scan();
           }
           auto seen = std::make_shared<std::vector<SeenWorker>>();
@@ -792,17 +891,19 @@ class Cluster {
             SeenWorker worker;
             worker.info = worker_of(reply.elements[i].str, *record, m_fingerprint);
             worker.ttl_ms = record->ttl_ms;
+            worker.registered = true;
             ids.insert(worker.info.id);
             seen->push_back(std::move(worker));
           }
-          for (const RedisReply& item : pending->elements) {
-            if (item.elements.size() < 2 || !ids.insert(item.elements[1].str).second) continue;
-            SeenWorker unregistered;  // in this build's group, so of this build
-            unregistered.info.id = item.elements[1].str;
-            unregistered.info.fingerprint = m_fingerprint;
-            unregistered.info.compatible = true;
-            seen->push_back(std::move(unregistered));
-          }
+          for (const auto& [stream, lines] : *pending)
+            for (const RedisReply& item : lines.elements) {
+              if (item.elements.size() < 2 || !ids.insert(item.elements[1].str).second) continue;
+              SeenWorker unregistered;  // in this build's group, so of this build
+              unregistered.info.id = item.elements[1].str;
+              unregistered.info.fingerprint = m_fingerprint;
+              unregistered.info.compatible = true;
+              seen->push_back(std::move(unregistered));
+            }
           auto ttls = std::make_shared<std::vector<std::int64_t>>(seen->size(), -2);
           for (std::size_t i = 0; i < seen->size(); ++i)
             m_client->send(Role::commands, {"PTTL", m_keys.heartbeat((*seen)[i].info.id)},
@@ -814,7 +915,7 @@ class Cluster {
           // should it lapse anyway (Redis away for that long), the scan below makes it again.
           m_client->send(Role::commands, {"PEXPIRE", m_results, std::to_string(results_expiry_ms())}, ignore);
           m_client->send(Role::commands, {"EXISTS", m_results},
-                         [this, seen, ttls, pending](std::exception_ptr error, RedisReply reply) {
+                         [this, seen, ttls, pending, started](std::exception_ptr error, RedisReply reply) {
                            if (m_stopping) return;
                            // Replies come in order: the PTTLs have been answered.
                            const bool results_exist = !error && reply.type == RedisReply::Type::integer &&
@@ -827,7 +928,8 @@ class Cluster {
                              const std::int64_t silent = workers[i].ttl_ms - ttl;
                              alive[i] = ttl == -1 || (ttl > 0 && silent <= m_options.heartbeat_ttl.count());
                            }
-                           scanned(std::move(workers), std::move(alive), std::move(*pending), !error && results_exist,
+                           scanned(started, std::move(workers), std::move(alive), std::move(*pending),
+                                   !error && results_exist,
                                    error ? describe_error(error, reply, "EXISTS") : std::string());
                            next_scan();
                          });
@@ -856,11 +958,12 @@ class Cluster {
     }
   }
 
-  /// What a scan found: workers with whether each is alive, the group's pending entries (each
-  /// [entry, consumer, idle ms, deliveries]), whether the results stream is still there.
-  void scanned(std::vector<SeenWorker> workers, std::vector<bool> alive, RedisReply pending, bool results_exist,
-               std::string redis_error) {
-    std::vector<std::string> to_drop;
+  /// What a scan begun at `started` found: workers with whether each is alive, the groups' pending
+  /// entries (each [entry, consumer, idle ms, deliveries], per stream), whether the results stream
+  /// is still there.
+  void scanned(Clock::time_point started, std::vector<SeenWorker> workers, std::vector<bool> alive, Pending pending,
+               bool results_exist, std::string redis_error) {
+    StreamEntries to_drop;
     std::vector<std::string> cleanup;  // dead workers with nothing left pending
     std::vector<std::string> warnings;
     std::vector<std::pair<Promise<void>, std::string>> orphaned;  // orders whose worker went first
@@ -872,12 +975,19 @@ class Cluster {
       m_redis_error = std::move(redis_error);
 
       // Entries taken by each consumer, and how long ago (for timeouts).
-      std::map<std::string, std::vector<std::pair<std::string, std::int64_t>>> taken_by;
-      m_taken.clear();
-      for (const RedisReply& item : pending.elements) {
-        if (item.elements.size() < 3) continue;
-        taken_by[item.elements[1].str].emplace_back(item.elements[0].str, item.elements[2].integer);
-        m_taken.insert(item.elements[0].str);
+      struct Taken {
+        ClassStream* stream;
+        std::string entry;
+        std::int64_t idle;
+      };
+      std::map<std::string, std::vector<Taken>> taken_by;
+      for (auto& [stream, lines] : pending) {
+        stream->taken.clear();
+        for (const RedisReply& item : lines.elements) {
+          if (item.elements.size() < 3) continue;
+          taken_by[item.elements[1].str].push_back(Taken{stream.get(), item.elements[0].str, item.elements[2].integer});
+          stream->taken.insert(item.elements[0].str);
+        }
       }
 
       std::vector<ClusterWorker> live;
@@ -886,9 +996,18 @@ class Cluster {
         ClusterWorker& info = workers[i].info;
         seen_ids.insert(info.id);
         if (alive[i]) {
+          // NOTE: a worker that announced a change (an order taken) after this scan read the
+          // registry is as it announced, not as the registry said before.
+          const auto announced = m_announced_at.find(info.id);
+          if (announced != m_announced_at.end() && announced->second > started) {
+            const auto fresher = std::find_if(m_live.begin(), m_live.end(),
+                                              [&](const ClusterWorker& worker) { return worker.id == info.id; });
+            if (fresher != m_live.end()) info = *fresher;
+          }
           live.push_back(info);
           if (info.compatible) {
             if (m_joined.insert(info.id).second) ++m_counters.workers_spawned;
+            if (workers[i].registered) m_offers.seen(info.id, info.provides, now);
           } else if (m_refused.insert(info.id).second) {
             ++m_counters.workers_refused;
             warnings.push_back(describe(info) + " runs a different build (fingerprint " + info.fingerprint +
@@ -898,16 +1017,17 @@ class Cluster {
           continue;
         }
         if (!info.compatible) continue;  // its own build's managers look after it
-        // A lost worker: its entries of this manager run again; once nothing of anyone's is left
-        // pending on it, it leaves the registry and the group. One that said it leaves (a drain,
-        // SIGTERM) and whose keys this scan caught half deleted is not lost.
+        // A lost worker: its entries run again; once nothing is left pending on it, it leaves the
+        // registry and this manager's groups (another manager's streams show it to that manager
+        // as a worker without a heartbeat, which reruns its own entries the same way). One that
+        // said it leaves (a drain, SIGTERM) and whose keys this scan caught half deleted is not lost.
         if (m_joined.count(info.id) != 0 && m_left.count(info.id) == 0 && m_lost.insert(info.id).second)
           ++m_counters.workers_lost;
         bool others = false;
-        for (auto& [entry, idle] : taken_by[info.id]) {
-          auto at = m_by_entry.find(entry);
-          if (at == m_by_entry.end()) {
-            others = true;
+        for (const Taken& taken : taken_by[info.id]) {
+          auto at = taken.stream->attempts.find(taken.entry);
+          if (at == taken.stream->attempts.end()) {
+            others = true;  // retired already: its acknowledgement is on its way
             continue;
           }
           auto task = m_attempts.at(at->second);
@@ -920,12 +1040,12 @@ class Cluster {
 
       // Per-task timeouts: the pending entry's idle time is how long its worker has been running it.
       for (auto& [consumer, entries] : taken_by) {
-        for (auto& [entry, idle] : entries) {
-          auto at = m_by_entry.find(entry);
-          if (at == m_by_entry.end()) continue;
+        for (const Taken& taken : entries) {
+          auto at = taken.stream->attempts.find(taken.entry);
+          if (at == taken.stream->attempts.end()) continue;
           auto task = m_attempts.at(at->second);
           const auto limit = task->chunk.job->policy().timeout;
-          if (limit.count() <= 0 || idle < limit.count()) continue;
+          if (limit.count() <= 0 || taken.idle < limit.count()) continue;
           retire_attempt_locked(*task, to_drop);
           rerun_locked(std::move(task),
                        "timed out after " + std::to_string(limit.count()) + " ms on worker " + consumer);
@@ -939,7 +1059,10 @@ class Cluster {
         std::vector<std::shared_ptr<Task>> outstanding;
         for (auto& [attempt, task] : m_attempts) outstanding.push_back(task);
         m_attempts.clear();
-        m_by_entry.clear();
+        for (const auto& stream : m_streams.all()) {
+          stream->attempts.clear();
+          stream->taken.clear();
+        }
         for (auto& task : outstanding) enqueue_locked(std::move(task));
         m_client->send(Role::commands, {"HSET", m_keys.managers(), m_id, m_fingerprint}, ignore);
       }
@@ -953,7 +1076,14 @@ class Cluster {
       std::erase_if(m_announced_at, [&](const auto& item) { return now - item.second >= m_options.heartbeat_ttl; });
 
       changed = set_live_locked(std::move(live));
+      m_offers.expire(now);
+      fail_unsatisfiable_locked(to_drop);
       if (m_counters.workers_alive == 0) fail_waiting_locked(now, to_drop);
+
+      // The streams live on while this manager does; a class unused for a minute goes.
+      std::set<const ClassStream*> in_use;
+      for (const auto& [attempt, task] : m_attempts) in_use.insert(task->stream.get());
+      m_streams.renew(*m_client, results_expiry_ms(), in_use, now, std::chrono::minutes(1));
 
       // Orders for a worker that is gone now will never be taken.
       for (auto at = m_orders.begin(); at != m_orders.end();) {
@@ -975,12 +1105,13 @@ class Cluster {
     drop_entries(to_drop);
     for (auto& id : cleanup) {
       m_client->send(Role::commands, {"HDEL", m_keys.workers(), id}, ignore);
-      m_client->send(Role::commands, {"XGROUP", "DELCONSUMER", m_stream, cluster_group, id}, ignore);
+      for (const auto& [stream, lines] : pending)
+        m_client->send(Role::commands, {"XGROUP", "DELCONSUMER", stream->key, cluster_group, id}, ignore);
     }
   }
 
   /// No live compatible worker: tasks that have waited wait_for_workers fail.
-  void fail_waiting_locked(Clock::time_point now, std::vector<std::string>& to_drop) {
+  void fail_waiting_locked(Clock::time_point now, StreamEntries& to_drop) {
     std::vector<std::shared_ptr<Task>> expired;
     for (auto& [attempt, task] : m_attempts)
       if (now - std::max(m_last_live, task->queued_at) >= m_options.wait_for_workers) expired.push_back(task);
@@ -1013,16 +1144,16 @@ class Cluster {
   ClusterKeys m_keys;
   std::string m_id;
   std::string m_fingerprint;
-  std::string m_stream;
   std::string m_results;
 
   mutable std::mutex m_mutex;
   std::atomic<bool> m_stopping{false};
   std::atomic<std::size_t> m_bulk_limit{redis_default_bulk_limit};
   std::uint64_t m_next_attempt = 0;
+  ClassStreams m_streams;                                                // one per requirement class
+  WorkerOffers m_offers;                                                // what workers seen provide
+  std::uint64_t m_checked_offers = 0;  // the offers' version fail_unsatisfiable_locked last checked
   std::unordered_map<std::uint64_t, std::shared_ptr<Task>> m_attempts;  // outstanding, by attempt id
-  std::unordered_map<std::string, std::uint64_t> m_by_entry;            // their stream entries
-  std::set<std::string> m_taken;                                        // entries a worker held at the last scan
   std::vector<ClusterWorker> m_live;
   std::set<std::string> m_joined, m_lost, m_refused;
   std::set<std::string> m_left;                             // said they leave ("x")
@@ -1079,6 +1210,16 @@ Future<void> ClusterManager::order(std::string worker_id, WorkerOrder order) {
   if (order.threads && *order.threads == 0)
     return make_failed_future<void>(std::make_exception_ptr(
         Error("scale::ClusterManager::order: threads must be at least 1; to stop a worker, drain it")));
+  if (order.provides) {
+    // What --scale-provides would accept, and nothing its text form cannot carry.
+    try {
+      if (parse_provides(provides_text(*order.provides)) != *order.provides)
+        throw std::invalid_argument("a name or value of WorkerOrder::provides holds ',' or '=' or spaces around it");
+    } catch (const std::invalid_argument& error) {
+      return make_failed_future<void>(std::make_exception_ptr(
+          std::invalid_argument(std::string("scale::ClusterManager::order: ") + error.what())));
+    }
+  }
   detail::SentOrder sent;
   sent.threads = order.threads;
   sent.provides = std::move(order.provides);

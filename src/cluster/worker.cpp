@@ -1,10 +1,12 @@
-// The worker side of the cluster: a process started with `--scale-worker redis://...` joins the
-// consumer group of its build's task stream, keeps its heartbeat key alive, announces itself to
-// the managers of its build (an entry on each one's results stream, which wakes it at once), runs
-// up to its concurrency of chunks at once (cluster/chunk_runner.hpp), sends each result to the
-// stream of the manager that queued it, and obeys the orders of any manager of its build: drain,
-// threads, provides, and the stop and abandon of chunks it holds (cluster/running_chunk.hpp),
-// whose progress it sends in batches. See src/cluster/keys.hpp for the keys.
+// The worker side of the cluster: a process started with `--scale-worker redis://...` reads the
+// task streams of its build whose requirement class its provides meet (cluster/chunk_reader.hpp),
+// keeps its heartbeat key alive, announces itself to the managers of its build (an entry on each
+// one's results stream, which wakes it at once), runs up to its concurrency of chunks at once
+// (cluster/chunk_runner.hpp) within the amounts it provides (cluster/held_amounts.hpp), sends each
+// result to the stream of the manager that queued it, and obeys the orders of any manager of its
+// build: drain, threads, provides, and the stop and abandon of chunks it holds
+// (cluster/running_chunk.hpp), whose progress it sends in batches. See src/cluster/keys.hpp for
+// the keys.
 
 #include "cluster/worker.hpp"
 
@@ -27,8 +29,11 @@
 #include <scale/detail/loop.hpp>
 #include <scale/detail/wire.hpp>
 
+#include "cluster/chunk_reader.hpp"
 #include "cluster/chunk_runner.hpp"
+#include "cluster/held_amounts.hpp"
 #include "cluster/keys.hpp"
+#include "cluster/redis_wait.hpp"
 #include "cluster/result_delivery.hpp"
 #include "cluster/running_chunk.hpp"
 #include "cluster/worker_order.hpp"
@@ -63,7 +68,8 @@ std::string field(const RedisReply& fields, std::string_view name) {
 /// The program's arguments without the cluster worker's flags: what the children of a
 /// --scale-processes worker start with (with --scale-worker they would join the cluster themselves).
 std::vector<std::string> without_worker_flags(const std::vector<std::string>& arguments) {
-  const std::string flags[] = {cluster_worker_flag, heartbeat_flag, worker_threads_flag, worker_processes_flag};
+  const std::string flags[] = {cluster_worker_flag,   heartbeat_flag,       worker_threads_flag,
+                               worker_processes_flag, worker_provides_flag, worker_site_flag};
   std::vector<std::string> kept;
   for (std::size_t i = 0; i < arguments.size(); ++i) {
     bool ours = false;
@@ -111,6 +117,13 @@ std::chrono::milliseconds grace_of(const std::string& text) {
 /// How often a running chunk's progress goes to its manager, at most.
 constexpr int progress_batch_ms = 50;
 
+/// What an order's provides become on a worker with a site: its site=<site> label stays unless the
+/// order names a site itself.
+Provides with_site(Provides provides, const std::string& site) {
+  if (!site.empty()) provides.emplace("site", site);
+  return provides;
+}
+
 /// A chunk this worker holds: its control, and where its progress goes.
 struct HeldChunk {
   std::shared_ptr<RunningChunk> control;
@@ -126,9 +139,13 @@ class ClusterWorkerProcess {
         m_keys(cluster_keys(m_client.url(), "--scale-worker")),
         m_id(cluster_member_id()),
         m_fingerprint(build_fingerprint()),
-        m_stream(m_keys.tasks(m_fingerprint)),
+        m_reader(m_client, m_keys, m_fingerprint, m_id),
         m_interval_ms(std::max(10, options.heartbeat_ms)),
-        m_ttl_ms(3 * m_interval_ms) {}
+        m_ttl_ms(3 * m_interval_ms),
+        m_provides(options.provides) {
+    m_amounts.set_provides(m_provides);
+    m_reader.set_provides(m_provides);
+  }
 
   [[noreturn]] void serve() {
     struct sigaction action {};
@@ -141,11 +158,12 @@ class ClusterWorkerProcess {
     log_error("worker " + m_id + " serving " + m_client.url().text +
               (m_keys.tag == "{scale}" ? std::string() : " under " + m_keys.tag) + " (build fingerprint " +
               m_fingerprint + "; " + std::to_string(m_options.concurrency) + " chunk(s) at once on " +
-              (m_options.processes ? "child processes" : "threads") + ")");
+              (m_options.processes ? "child processes" : "threads") +
+              (m_provides.empty() ? std::string() : "; provides " + provides_text(m_provides)) +
+              (m_options.site.empty() ? std::string() : "; site " + m_options.site) + ")");
     if (m_options.processes) set_program_arguments(without_worker_flags(program_arguments()));
     m_runner = std::make_unique<ChunkRunner>(m_options.concurrency, m_options.processes);
     m_client.post([this] { heartbeat(); });
-    ensure_group();
     try {
       m_bulk_limit = bulk_limit_of(call(Role::commands, {"CONFIG", "GET", "proto-max-bulk-len"}));
     } catch (const std::exception&) {
@@ -158,33 +176,10 @@ class ClusterWorkerProcess {
  private:
   /// Sends `args` on `role` and waits for the reply; throws ConnectionError or a Redis error.
   RedisReply call(Role role, std::vector<std::string> args) {
-    auto promise = std::make_shared<std::promise<RedisReply>>();
-    auto future = promise->get_future();
     const std::string name = args.front();
-    m_client.send(role, std::move(args), [this, promise, name](std::exception_ptr error, RedisReply reply) {
-      if (!error && reply.is_error()) error = m_client.error_of(name, reply);
-      if (error)
-        promise->set_exception(error);
-      else
-        promise->set_value(std::move(reply));
-    });
-    return future.get();
-  }
-
-  /// The group on this build's stream, from its start: chunks queued before any worker came wait there.
-  void ensure_group() {
-    while (!g_stop.load()) {
-      try {
-        call(Role::blocking, {"XGROUP", "CREATE", m_stream, cluster_group, "0", "MKSTREAM"});
-        return;
-      } catch (const ConnectionError& error) {
-        unreachable(error);
-      } catch (const Error& error) {
-        if (std::string_view(error.what()).find("BUSYGROUP") != std::string_view::npos) return;
-        log_error(std::string("worker: ") + error.what());
-        std::this_thread::sleep_for(std::chrono::seconds(1));
-      }
-    }
+    RedisReply reply = wait_for_reply(m_client, role, std::move(args));
+    if (reply.is_error()) std::rethrow_exception(m_client.error_of(name, reply));
+    return reply;
   }
 
   void unreachable(const ConnectionError& error) {
@@ -205,6 +200,7 @@ class ClusterWorkerProcess {
     record.draining = m_draining.load();
     record.processes = m_options.processes;
     record.provides = m_provides;
+    record.site = m_options.site;
     return record;
   }
 
@@ -238,6 +234,11 @@ class ClusterWorkerProcess {
       m_managers = std::move(ours);
       announce("j", fresh);
     });
+    // The streams it may serve: a manager or class that came since the last beat is read from now.
+    m_client.send(Role::commands, {"HGETALL", m_keys.classes(m_fingerprint)},
+                  [this](std::exception_ptr error, RedisReply reply) {
+                    if (!error && reply.type == RedisReply::Type::array && !m_leaving) m_reader.set_directory(reply);
+                  });
     // NOTE: LPOP takes each order once, so two heartbeats (or a restarted worker of the same id)
     // never both obey it.
     m_client.send(Role::commands, {"LPOP", m_keys.orders(m_id), "16"},
@@ -275,7 +276,12 @@ class ClusterWorkerProcess {
     const bool drains = abandon_chunks(order->manager, order->abandon);
     if (order->only_chunks() && !drains) return;
     if (order->threads) m_runner->set_concurrency(*order->threads);
-    if (order->provides) m_provides = *order->provides;
+    if (order->provides) {
+      m_provides = with_site(*order->provides, m_options.site);
+      m_amounts.set_provides(m_provides);
+      m_reader.set_provides(m_provides);
+      m_reader.wake();  // a class it now meets, or an amount it now has, is read at once
+    }
     if (order->drain) m_draining = true;
     m_client.send(Role::commands, {"HSET", m_keys.workers(), m_id, encode_worker_record(record())}, ignore);
     announce("j", m_managers);
@@ -355,42 +361,55 @@ class ClusterWorkerProcess {
 
   // ----- the main thread: reading chunks -----
 
-  /// One XREADGROUP for as many chunks as there is room for, each handed to the runner.
+  /// One read for as many chunks as there is room for (cluster/chunk_reader.hpp), each handed to
+  /// the runner once it holds what its class needs.
   void read_and_run() {
     const std::size_t room = m_runner->wait_for_room(std::chrono::milliseconds(200));
     if (room == 0 || g_stop.load() || m_draining.load()) return;
-    // NOTE: a short BLOCK, so a drain or SIGTERM that comes while nothing is queued ends the
-    // wait soon; the entries a read returns are this worker's to run, drain or not.
-    std::vector<std::string> read{"XREADGROUP", "GROUP", cluster_group, m_id,     "COUNT", std::to_string(room),
-                                  "BLOCK",      "200",   "STREAMS",     m_stream, ">"};
-    RedisReply reply;
+    // NOTE: a read waits at most 200 ms, so a drain or SIGTERM that comes while nothing is queued
+    // ends the wait soon; the entries a read returns are this worker's to run, drain or not.
+    std::vector<ReadChunk> chunks;
     try {
-      reply = call(Role::blocking, std::move(read));
+      chunks = m_reader.read(room, m_amounts);
       m_warned_unreachable = false;
     } catch (const ConnectionError& error) {
       unreachable(error);
       return;
     } catch (const Error& error) {
-      // A restarted Redis forgot the group (NOGROUP): make it again.
-      if (std::string_view(error.what()).find("NOGROUP") == std::string_view::npos)
-        log_error(std::string("worker: ") + error.what());
-      ensure_group();
+      log_error(std::string("worker ") + m_id + ": " + error.what());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
       return;
     }
-    if (reply.is_nil() || reply.elements.empty()) return;
-    if (reply.elements[0].elements.size() < 2) return;
-    for (const RedisReply& entry : reply.elements[0].elements[1].elements)
-      if (entry.elements.size() == 2) start(entry);
+    std::size_t started = 0;
+    for (ReadChunk& chunk : chunks) {
+      // NOTE: a read returns what fits, save one that came to a second stream in the instant
+      // before a blocking read (chunk_reader.hpp): that one goes back to its manager.
+      if (started == room || (!chunk.need.empty() && !m_amounts.hold(chunk.need))) {
+        give_back(chunk);
+        continue;
+      }
+      ++started;
+      start(std::move(chunk));
+    }
   }
 
-  void start(const RedisReply& entry) {
-    const RedisReply& fields = entry.elements[1];
+  /// A chunk read that cannot start now goes back to its manager, which queues it again.
+  void give_back(const ReadChunk& chunk) {
+    m_client.send(Role::commands,
+                  {"XADD", m_keys.results(field(chunk.fields, "m")), "NOMKSTREAM", "*", "k", "b", "w", m_id, "a",
+                   field(chunk.fields, "a")},
+                  ignore);
+  }
+
+  void start(ReadChunk chunk) {
+    const RedisReply& fields = chunk.fields;
     auto delivery = std::make_shared<ResultDelivery>();
     delivery->results_stream = m_keys.results(field(fields, "m"));
     delivery->attempt = field(fields, "a");
     delivery->worker = m_id;
-    delivery->tasks_stream = m_stream;
-    delivery->entry_id = entry.elements[0].str;
+    delivery->tasks_stream = chunk.stream;
+    delivery->entry_id = chunk.entry;
+    const std::string key = chunk_key(chunk.stream, chunk.entry);
     {
       std::lock_guard lock(m_delivery_mutex);
       ++m_undelivered;
@@ -398,15 +417,19 @@ class ClusterWorkerProcess {
     auto control = std::make_shared<RunningChunk>(grace_of(field(fields, "g")));
     {
       std::lock_guard lock(m_held_mutex);
-      if (m_stopped_early.erase(delivery->entry_id) != 0) control->request_stop();
-      m_held.emplace(delivery->entry_id,
-                     HeldChunk{control, delivery->results_stream, delivery->attempt});
+      if (m_stopped_early.erase(key) != 0) control->request_stop();
+      m_held.emplace(key, HeldChunk{control, delivery->results_stream, delivery->attempt});
     }
     progress_pending();
-    m_runner->run(field(fields, "p"), control, [this, delivery, control](ChunkOutcome outcome) {
+    m_runner->run(field(fields, "p"), control,
+                  [this, delivery, control, key, need = std::move(chunk.need)](ChunkOutcome outcome) {
       {
         std::lock_guard lock(m_held_mutex);
-        m_held.erase(delivery->entry_id);
+        m_held.erase(key);
+      }
+      if (!need.empty()) {
+        m_amounts.release(need);
+        m_reader.wake();
       }
       // NOTE: a stopped chunk whose child the pool killed is not a lost chunk: it ends as stopped.
       if (control->stopped() && outcome.kind == ChunkOutcome::Kind::lost) {
@@ -474,8 +497,9 @@ class ClusterWorkerProcess {
       announce("x", m_managers);
       m_client.send(Role::commands, {"DEL", m_keys.heartbeat(m_id), m_keys.orders(m_id)}, ignore);
       m_client.send(Role::commands, {"HDEL", m_keys.workers(), m_id}, ignore);
-      m_client.send(Role::commands, {"XGROUP", "DELCONSUMER", m_stream, cluster_group, m_id},
-                    [&left](std::exception_ptr, RedisReply) { left.set_value(); });
+      for (const std::string& stream : m_reader.streams_read())
+        m_client.send(Role::commands, {"XGROUP", "DELCONSUMER", stream, cluster_group, m_id}, ignore);
+      m_client.send(Role::commands, {"PING"}, [&left](std::exception_ptr, RedisReply) { left.set_value(); });
     });
     if (left.get_future().wait_for(std::chrono::seconds(5)) != std::future_status::ready)
       log_error("worker " + m_id + " leaving: Redis did not answer; its keys expire by themselves");
@@ -488,7 +512,8 @@ class ClusterWorkerProcess {
   ClusterKeys m_keys;
   std::string m_id;
   std::string m_fingerprint;
-  std::string m_stream;
+  ChunkReader m_reader;
+  HeldAmounts m_amounts;
   int m_interval_ms;
   int m_ttl_ms;
   std::unique_ptr<ChunkRunner> m_runner;
@@ -500,7 +525,7 @@ class ClusterWorkerProcess {
   std::set<std::string> m_warned_managers;
   std::set<std::string> m_announced_to;
   std::vector<std::string> m_managers;  // of this build, as of the last heartbeat
-  std::map<std::string, std::string> m_provides;
+  Provides m_provides;
   // The chunks held now, by task entry, and stops that came before their entry was held.
   std::mutex m_held_mutex;
   std::map<std::string, HeldChunk> m_held;

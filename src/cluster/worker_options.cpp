@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 
 #include "process/program_arguments.hpp"
 
@@ -35,22 +36,35 @@ std::string cluster_worker_usage() {
   const std::vector<std::string> arguments = program_arguments();
   const std::string program = arguments.empty() || arguments.front().empty() ? "PROGRAM" : arguments.front();
   return "usage: " + program + " " + cluster_worker_flag + " redis://host:port [" + heartbeat_flag + " MS] [" +
-         worker_threads_flag + " N | " + worker_processes_flag + " N]";
+         worker_threads_flag + " N | " + worker_processes_flag + " N] [" + worker_provides_flag +
+         " name=value,...] [" + worker_site_flag + " NAME]";
 }
 
-ClusterWorkerOptions cluster_worker_options(std::string url, int heartbeat_ms,
-                                            const std::optional<std::string>& threads,
-                                            const std::optional<std::string>& processes) {
+ClusterWorkerOptions cluster_worker_options(const ClusterWorkerFlags& flags) {
   ClusterWorkerOptions options;
-  options.url = std::move(url);
-  options.heartbeat_ms = heartbeat_ms;
-  if (threads && processes)
+  options.url = flags.url;
+  options.heartbeat_ms = flags.heartbeat_ms;
+  if (flags.threads && flags.processes)
     refuse(std::string(worker_threads_flag) + " and " + worker_processes_flag +
            " are two ways to run chunks at once; give one of them");
-  if (threads) options.concurrency = count_of(worker_threads_flag, *threads);
-  if (processes) {
-    options.concurrency = count_of(worker_processes_flag, *processes);
+  if (flags.threads) options.concurrency = count_of(worker_threads_flag, *flags.threads);
+  if (flags.processes) {
+    options.concurrency = count_of(worker_processes_flag, *flags.processes);
     options.processes = true;
+  }
+  if (flags.provides) {
+    try {
+      options.provides = parse_provides(*flags.provides);
+    } catch (const std::invalid_argument& error) {
+      refuse(std::string(worker_provides_flag) + " " + *flags.provides + ": " + error.what());
+    }
+  }
+  if (flags.site) {
+    options.site = *flags.site;
+    const auto [at, added] = options.provides.emplace("site", options.site);
+    if (!added && at->second != options.site)
+      refuse(std::string(worker_site_flag) + " " + options.site + " and " + worker_provides_flag + " site=" +
+             at->second + " name two sites; give one");
   }
   return options;
 }

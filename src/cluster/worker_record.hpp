@@ -22,7 +22,8 @@ struct WorkerRecord {
   /// Runs chunks on child processes (--scale-processes): a stopped chunk's child is killed after
   /// the grace; on threads it cannot be.
   bool processes = false;
-  std::map<std::string, std::string> provides;
+  std::map<std::string, std::string> provides;  ///< what it provides (--scale-provides, or as last ordered)
+  std::string site;                             ///< where it runs (--scale-site), "" when not given
 };
 
 inline std::string encode_worker_record(const WorkerRecord& record) {
@@ -33,7 +34,8 @@ inline std::string encode_worker_record(const WorkerRecord& record) {
                         {"concurrency", record.concurrency},
                         {"draining", record.draining},
                         {"processes", record.processes},
-                        {"provides", record.provides}}
+                        {"provides", record.provides},
+                        {"site", record.site}}
       .dump();
 }
 
@@ -51,6 +53,7 @@ inline std::optional<WorkerRecord> decode_worker_record(const std::string& text)
     record.processes = json.value("processes", false);
     if (json.contains("provides") && json["provides"].is_object())
       record.provides = json["provides"].get<std::map<std::string, std::string>>();
+    record.site = json.value("site", "");
     return record;
   } catch (const std::exception&) {
     return std::nullopt;

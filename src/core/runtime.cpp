@@ -263,7 +263,15 @@ namespace {
 
 /// A --scale-* flag the Runtime knows; every other --scale-* argument is refused.
 struct RuntimeFlag {
-  enum class Kind { worker_link, cluster_worker, heartbeat, worker_threads, worker_processes } kind;
+  enum class Kind {
+    worker_link,
+    cluster_worker,
+    heartbeat,
+    worker_threads,
+    worker_processes,
+    worker_provides,
+    worker_site
+  } kind;
   std::string_view name;
   std::string_view value;    // what its value is ("a URL"), or empty when it takes none
   std::string_view example;  // how it is written
@@ -274,6 +282,8 @@ constexpr RuntimeFlag runtime_flags[] = {
     {RuntimeFlag::Kind::heartbeat, heartbeat_flag, "a number of milliseconds", "--scale-heartbeat-ms 1000"},
     {RuntimeFlag::Kind::worker_threads, worker_threads_flag, "a number of threads", "--scale-threads 4"},
     {RuntimeFlag::Kind::worker_processes, worker_processes_flag, "a number of processes", "--scale-processes 4"},
+    {RuntimeFlag::Kind::worker_provides, worker_provides_flag, "name=value entries", "--scale-provides gpu=2,site=eu-1"},
+    {RuntimeFlag::Kind::worker_site, worker_site_flag, "a site name", "--scale-site eu-1"},
     {RuntimeFlag::Kind::worker_link, worker_flag, "", "--scale-worker-link (a ProcessPoolManager adds it)"},
 };
 
@@ -302,7 +312,8 @@ struct RuntimeFlags {
   bool worker_link = false;
   std::optional<std::string> cluster_url;
   int heartbeat_ms = 1000;
-  std::optional<std::string> worker_threads, worker_processes;  // as written; checked by the cluster worker
+  // As written; checked by the cluster worker.
+  std::optional<std::string> worker_threads, worker_processes, worker_provides, worker_site;
 };
 
 /// Every --scale-* argument of argv[1..argc), matched by exact name, as `--flag value` or
@@ -358,6 +369,12 @@ RuntimeFlags parse_runtime_flags(int argc, const char* const* argv) {
         break;
       case RuntimeFlag::Kind::worker_processes:
         flags.worker_processes = *value;
+        break;
+      case RuntimeFlag::Kind::worker_provides:
+        flags.worker_provides = *value;
+        break;
+      case RuntimeFlag::Kind::worker_site:
+        flags.worker_site = *value;
         break;
     }
   }
@@ -417,12 +434,21 @@ Runtime::Runtime(int& argc, char** argv, RuntimeOptions options) : Runtime(Runti
   m_impl->flags = std::move(flags.given);
   detail::set_program_arguments(m_impl->arguments);
   // A worker started with --scale-worker URL joins a ClusterManager's workers and never returns.
-  if (flags.cluster_url || flags.worker_threads || flags.worker_processes) {
-    // A bad --scale-threads / --scale-processes exits 2 here, with or without --scale-worker.
+  if (flags.cluster_url || flags.worker_threads || flags.worker_processes || flags.worker_provides ||
+      flags.worker_site) {
+    // A bad --scale-threads / --scale-processes / --scale-provides exits 2 here, with or without
+    // --scale-worker.
     detail::ClusterWorkerOptions worker = detail::cluster_worker_options(
-        flags.cluster_url.value_or(""), flags.heartbeat_ms, flags.worker_threads, flags.worker_processes);
+        {.url = flags.cluster_url.value_or(""),
+         .heartbeat_ms = flags.heartbeat_ms,
+         .threads = flags.worker_threads,
+         .processes = flags.worker_processes,
+         .provides = flags.worker_provides,
+         .site = flags.worker_site});
     if (flags.cluster_url) detail::serve_cluster_worker(worker);
-    detail::log_error("--scale-threads and --scale-processes apply to a cluster worker (--scale-worker URL); ignored");
+    detail::log_error(
+        "--scale-threads, --scale-processes, --scale-provides and --scale-site apply to a cluster worker "
+        "(--scale-worker URL); ignored");
   }
   // A worker started by a ProcessPoolManager serves its parent and never returns.
   if (flags.worker_link) {

@@ -36,6 +36,9 @@ struct ClusterOptions {
   /// Called on the loop thread with desired_workers() whenever it changes (not for its first value, scaling.min).
   std::function<void(std::size_t)> on_demand;
   unsigned max_retries = 3;                           ///< reruns of a chunk whose worker was lost
+  /// Where this manager runs (a name its workers may share through --scale-site), published with
+  /// its classes in Redis for the matching of managers to nearby workers; "" for none.
+  std::string site;
 };
 
 /// A worker seen through its heartbeat.
@@ -51,7 +54,10 @@ struct ClusterWorker {
   /// Runs chunks on child processes of its own (--scale-processes): after a stop's grace, the child
   /// running a stopped chunk is killed and replaced; a --scale-threads worker cannot do that.
   bool processes = false;
-  std::map<std::string, std::string> provides;  ///< what it provides, as last ordered (WorkerOrder::provides)
+  /// What it provides (scale::Provides): its --scale-provides (with site=<site> for a --scale-site),
+  /// or what it was last ordered (WorkerOrder::provides).
+  std::map<std::string, std::string> provides;
+  std::string site;  ///< where it runs: its --scale-site, "" when not given
 };
 
 /// An order to one running worker (ClusterManager::order); fields left empty are left as they are.
@@ -64,10 +70,12 @@ struct WorkerOrder {
 
 /// Runs chunks on any number of worker processes that join through one Redis server: every
 /// process whose main builds `scale::Runtime runtime(argc, argv)` and is started with
-/// `--scale-worker redis://host:port` serves. Chunks travel on a Redis Stream read by a consumer
-/// group; workers keep a heartbeat key with a TTL, and the chunks of a worker whose heartbeat
-/// expires run again elsewhere (each item's result is accepted exactly once). Workers of another
-/// build are never given tasks. The function must capture nothing, and its Scope must be an
+/// `--scale-worker redis://host:port` serves. Chunks travel on Redis Streams (one per requirement
+/// class: RunOptions::resources and ::labels) read by a consumer group of the workers whose
+/// --scale-provides meet it; a call no worker seen can ever meet fails at once with
+/// scale::Unsatisfiable (see docs/routing.md). Workers keep a heartbeat key with a TTL, and the
+/// chunks of a worker whose heartbeat expires run again elsewhere (each item's result is accepted
+/// exactly once). Workers of another build are never given tasks. The function must capture nothing, and its Scope must be an
 /// http:// or redis:// SharedMemory / SharedEventEmitter (see docs/cluster.md). Destroying the
 /// manager fails chunks still queued or running with scale::Stopped and removes its Redis keys.
 class ClusterManager final : public ScalabilityManager {
@@ -104,8 +112,10 @@ class ClusterManager final : public ScalabilityManager {
   /// scale::Error naming the live workers when none has that id.
   Future<void> drain(std::string worker_id);
   /// Sends `order` to the live worker `worker_id`; completes once the worker has taken it (its
-  /// heartbeat and workers() then show the change). Fails as drain() does for an unknown id, and
-  /// for threads = 0. Any manager of a worker's build may order it.
+  /// heartbeat and workers() then show the change, and a worker given new provides serves the
+  /// classes they meet and no others). Fails as drain() does for an unknown id, for threads = 0,
+  /// and with std::invalid_argument for provides that scale::parse_provides would refuse. Any
+  /// manager of a worker's build may order it.
   Future<void> order(std::string worker_id, WorkerOrder order);
 
  private:

@@ -1,0 +1,126 @@
+#pragma once
+// ChunkReader: how a cluster worker takes chunks from the task streams of its build, one stream
+// per requirement class and manager (src/cluster/keys.hpp), serving only the classes whose
+// requirement its provides meet, within the amounts its running chunks leave free
+// (cluster/held_amounts.hpp), and in turn over the streams that have work.
+//
+// Why it reads the way it does:
+//   - One stream to read (a build with one manager and calls that need nothing: the common case)
+//     is read as before any routing existed: one XREADGROUP ... COUNT <room> BLOCK 200. Nothing per
+//     chunk is added.
+//   - Several streams are read by one Lua script (non-blocking), which takes one entry from each
+//     stream in turn, starting after the stream served last, while there is room and the amounts
+//     fit (they are passed in, and the script subtracts what it takes): so two managers or classes
+//     with work share the worker round robin, a class whose amount is held is skipped rather than
+//     waited for (no head-of-line blocking), and no entry is read that the worker cannot start.
+//   - Only when the script finds nothing does the reader block, on every stream with room, with
+//     COUNT 1 (Redis answers a blocked read with the one stream that woke it). Should entries have
+//     come to two streams in the instant between, the read may return one more than fits; the
+//     worker gives that one back to its manager (a "b" entry), which queues it again.
+//   - A class left out because its amounts are held must not wait for a blocking read on the
+//     others to time out once a chunk frees them: such a read is preceded by CLIENT ID on its
+//     connection, and wake() (a chunk ended, an order changed the provides) sends CLIENT UNBLOCK,
+//     which ends the read at once as if it had timed out. A read with nothing held out, such as
+//     every read of a worker that serves calls needing nothing, sends neither.
+//   - The streams come from the directory <tag>:classes:<fingerprint> (cluster/class_directory.hpp),
+//     read at every heartbeat and whenever a blocking read found nothing: a stream that a new
+//     manager or class adds is served within that time, without a scan of Redis's keys.
+//   - A stream named in the directory whose group is gone (a manager killed a minute ago, or a
+//     Redis restarted without its data) answers NOGROUP: it is left out for a second, and its
+//     manager makes it again at its next scan if it lives.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster/class_directory.hpp"
+#include "cluster/held_amounts.hpp"
+#include "cluster/keys.hpp"
+#include "redis/redis_client.hpp"
+
+namespace scale::detail {
+
+/// A task entry the worker read.
+struct ReadChunk {
+  std::string stream;  ///< where it was read from
+  std::string entry;   ///< its id there
+  RedisReply fields;   ///< [name, value, ...]: m, a, g, p (src/cluster/keys.hpp)
+  /// What it holds while it runs (its class's resources); empty for a chunk that needs nothing.
+  HeldAmounts::Amounts need;
+};
+
+class ChunkReader {
+ public:
+  ChunkReader(RedisClient& client, ClusterKeys keys, std::string fingerprint, std::string consumer);
+
+  /// The directory as read (the reply to HGETALL <tag>:classes:<fingerprint>): the streams served
+  /// from now on are its classes that the provides meet. Any thread.
+  void set_directory(const RedisReply& fields);
+  /// What the worker provides from now on (an order may change it). Any thread.
+  void set_provides(const Provides& provides);
+  /// Reads the directory now (commands connection), and waits for it. Main thread.
+  void refresh();
+
+  /// Up to `room` chunks, read as the header says; waits up to 200 ms when none is queued (or none
+  /// fits). Throws ConnectionError when Redis cannot be reached, scale::Error for another refusal.
+  /// Main thread.
+  std::vector<ReadChunk> read(std::size_t room, HeldAmounts& amounts);
+
+  /// Something held was released, or the provides changed: a blocking read that left out a class
+  /// for its amounts ends now, so the next read sees that class. Any thread.
+  void wake();
+
+  /// Every stream read from so far (a worker that leaves removes itself from their groups).
+  std::vector<std::string> streams_read() const;
+
+ private:
+  struct Served {
+    std::string stream;
+    Requirement requirement;
+  };
+  /// A stream to read now and how many of its chunks fit.
+  struct Candidate {
+    const Served* served;
+    std::size_t room;
+  };
+
+  using ServedList = std::vector<Served>;
+
+  void rebuild_locked();
+  std::shared_ptr<const ServedList> served_now() const;
+  /// The streams to read now, in this turn's order; `held_out`: some were left out for their amounts.
+  std::vector<Candidate> candidates(const ServedList& served, std::size_t room, HeldAmounts& amounts, bool& held_out);
+  std::vector<ReadChunk> read_blocking(const std::vector<Candidate>& candidates, std::size_t count, bool held_out);
+  std::vector<ReadChunk> read_by_script(const std::vector<Candidate>& candidates, std::size_t room,
+                                        HeldAmounts& amounts);
+  void served_last(const std::string& stream);
+  bool missing(const std::string& stream);
+
+  RedisClient& m_client;
+  const ClusterKeys m_keys;
+  const std::string m_fingerprint;
+  const std::string m_consumer;
+
+  mutable std::mutex m_mutex;
+  std::map<std::string, ManagerClasses> m_directory;  // by manager id
+  Provides m_provides;
+  // NOTE: replaced whole, never changed in place, so a read holds its list without copying it.
+  std::shared_ptr<const ServedList> m_served = std::make_shared<const ServedList>();  // sorted by stream name
+  std::set<std::string> m_read_from;
+
+  // The blocking read that wake() may end: the id of its connection while it waits (0: none).
+  std::atomic<std::int64_t> m_unblock_id{0};
+
+  // The main thread's.
+  std::string m_after;  // the stream served last: the next turn starts after it
+  std::map<std::string, std::chrono::steady_clock::time_point> m_missing;  // NOGROUP, left out until then
+};
+
+}  // namespace scale::detail
