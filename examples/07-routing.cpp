@@ -3,7 +3,8 @@
 // alone, one chunk at a time (it provides one gpu); a map that needs nothing runs on the other
 // two meanwhile, not behind the gpu work; and a map that needs two gpus, which no worker has,
 // fails at once with scale::Unsatisfiable naming what each worker offers. Run, in five terminals
-// (or examples/run-routing-example.sh, which does all of it on a Redis of its own):
+// (or examples/run-cluster-example.sh, which does all of it on a Redis of its own:
+// `examples/run-cluster-example.sh build/examples/07-routing "--scale-provides gpu=1" "" ""`):
 //
 //   redis-server --port 6379 --save ''                                                    # Redis
 //   build/examples/07-routing --scale-worker redis://127.0.0.1:6379 --scale-provides gpu=1 # the gpu worker
