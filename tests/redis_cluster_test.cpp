@@ -5,6 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <future>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -52,7 +55,7 @@ std::string tag_on(std::size_t node, const std::string& stem) {
 
 }  // namespace
 
-// --- the behaviour suites, through node 0, with every store's keys on node 1 or 2 -----------------
+// --- the behaviour suites through node 0; every store's keys are on node 1 or 2 ------------------
 
 struct ClusterMemory {
   static std::string url() { return RedisCluster::shared().url(0) + "?namespace=" + namespace_off(0); }
@@ -63,9 +66,11 @@ struct ClusterMemory {
 };
 using MemoryBackends = std::tuple<ClusterMemory>;
 
+// Channels have no slot (a cluster passes every PUBLISH to every node): the bus stays on node 0.
 struct ClusterBus {
   static scale::SharedEventEmitter make_events() {
-    return scale::SharedEventEmitter(RedisCluster::shared().url(0) + "?namespace=" + namespace_off(0));
+    return scale::SharedEventEmitter(RedisCluster::shared().url(0) +
+                                     "?namespace=" + support::RedisServer::fresh_namespace());
   }
 };
 using EventBackends = std::tuple<ClusterBus>;
@@ -95,6 +100,9 @@ TEST_CASE("CRC16 and hash slots give the values the Redis Cluster specification 
   // Every key of a store sits under its tag.
   REQUIRE(redis_hash_tag("{scale:jobs}:data") == "scale:jobs");
   REQUIRE(redis_hash_slot("{scale:jobs}:data") == redis_hash_slot("{scale:jobs}:event:done"));
+  // A namespace with braces of its own still puts the store's keys under one tag: the first '}'.
+  REQUIRE(redis_hash_tag("{scale:a}b{c}:data") == "scale:a");
+  REQUIRE(redis_hash_slot("{scale:a}b{c}:data") == redis_hash_slot("{scale:a}b{c}:revision"));
 }
 
 TEST_CASE("a command is routed by its first key, wherever its shape puts it", "[redis][cluster]") {
@@ -185,6 +193,66 @@ TEST_CASE("a command for a slot on another node follows MOVED, and one MOVED tea
   REQUIRE(cluster.text(2, {"GET", on_2}) == "two");
 }
 
+TEST_CASE("pipelined commands for one slot complete in the order sent while MOVED redirects them", "[redis][cluster]") {
+  scale::Runtime runtime;
+  auto& cluster = RedisCluster::shared();
+  const std::string keys[2] = {tag_on(1, "order") + ":n", tag_on(2, "order") + ":n"};
+  RedisClient client(parse_redis_url(cluster.url(0)));
+  std::mutex mutex;
+  std::vector<std::int64_t> seen[2];
+  std::atomic<int> errors{0};
+  std::atomic<int> answered{0};
+  constexpr int per_key = 5'000;
+  // Sent without waiting: the first ones go to node 0 and come back MOVED, the later ones go
+  // straight to the nodes of their keys.
+  for (int i = 0; i < per_key; ++i) {
+    for (int k = 0; k < 2; ++k) {
+      client.send(RedisClient::Role::commands, {"INCR", keys[k]},
+                  [&, k](std::exception_ptr error, scale::detail::RedisReply reply) {
+                    if (error || reply.is_error()) ++errors;
+                    {
+                      std::lock_guard lock(mutex);
+                      seen[k].push_back(reply.integer);
+                    }
+                    ++answered;
+                  });
+    }
+  }
+  REQUIRE(eventually([&] { return answered.load() == 2 * per_key; }));
+  REQUIRE(errors.load() == 0);
+  REQUIRE(client.redirections().moved >= 1);
+  std::vector<std::int64_t> expected(per_key);
+  for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = static_cast<std::int64_t>(i) + 1;
+  std::lock_guard lock(mutex);
+  REQUIRE(seen[0] == expected);
+  REQUIRE(seen[1] == expected);
+}
+
+TEST_CASE("a command sent once the map is known waits for an earlier one still on its way to a MOVED",
+          "[redis][cluster]") {
+  scale::Runtime runtime;
+  auto& cluster = RedisCluster::shared();
+  const auto counter = tag_on(1, "overtake") + ":n";
+  const auto queue = tag_on(0, "overtake") + ":q";
+  RedisClient client(parse_redis_url(cluster.url(0)));
+  client.command({"PING"}).get();
+  // Node 0 holds its commands connection on an empty BLPOP for half a second; the first INCR
+  // waits behind it there, to be answered MOVED only then.
+  auto blocked = client.command({"BLPOP", queue, "0.5"});
+  auto first = client.command({"INCR", counter});
+  // Meanwhile the blocking connection meets the MOVED and teaches the client the slot's node...
+  std::promise<scale::detail::RedisReply> taught;
+  client.send(RedisClient::Role::blocking, {"GET", counter},
+              [&](std::exception_ptr, scale::detail::RedisReply reply) { taught.set_value(std::move(reply)); });
+  REQUIRE(taught.get_future().get().is_nil());
+  REQUIRE(client.redirections().moved == 1);
+  // ...so this INCR would go straight to node 1 and run before the first: it waits for it.
+  auto second = client.command({"INCR", counter});
+  REQUIRE(blocked.get().is_nil());
+  REQUIRE(first.get().integer == 1);
+  REQUIRE(second.get().integer == 2);
+}
+
 TEST_CASE("a redis:// SharedMemory named by one node keeps its keys on the node of its tag", "[redis][cluster]") {
   scale::Runtime runtime;
   auto& cluster = RedisCluster::shared();
@@ -199,6 +267,10 @@ TEST_CASE("a redis:// SharedMemory named by one node keeps its keys on the node 
   const std::string data = "{scale:" + name + "}:data";
   REQUIRE(cluster.text(holder, {"EXISTS", data}) == "1");
   REQUIRE(cluster.text(0, {"CLUSTER", "COUNTKEYSINSLOT", std::to_string(cluster.keyslot(data))}) == "0");
+  // Braces in a namespace cannot split a store over two slots: its scripts still run.
+  scale::SharedMemory braced(cluster.url(0) + "?namespace=" + name + "}x{y");
+  REQUIRE(braced.set(nlohmann::json{{"a", 1}, {"b", 2}}).get() == 1);
+  REQUIRE(braced.increment("a").get() == 2);
 }
 
 TEST_CASE("an ASK during a slot migration is followed once, and a TRYAGAIN is waited out", "[redis][cluster]") {
@@ -242,7 +314,7 @@ TEST_CASE("an ASK during a slot migration is followed once, and a TRYAGAIN is wa
   REQUIRE(cluster.owner(std::stoi(slot), target) == target);
 }
 
-TEST_CASE("a SharedMemory is read and written while its slot migrates to another node", "[redis][cluster]") {
+TEST_CASE("a SharedMemory is read, written and watched while its slot migrates to another node", "[redis][cluster]") {
   scale::Runtime runtime;
   auto& cluster = RedisCluster::shared();
   const auto name = namespace_off(0);
@@ -252,6 +324,10 @@ TEST_CASE("a SharedMemory is read and written while its slot migrates to another
   const auto target = source == 1 ? std::size_t{2} : std::size_t{1};
   scale::SharedMemory memory(cluster.url(0) + "?namespace=" + name);
   memory.set("k", 1).get();
+  // A watch whose reader blocks on the stream while the stream moves.
+  auto changes = std::make_shared<memory_suite::Recorder>();
+  auto watch = memory.watch("", memory_suite::into(changes));
+  watch.ready().get();
 
   // A reader that never stops reading while the slot moves: every read must answer.
   std::atomic<bool> reading{true};
@@ -291,6 +367,9 @@ TEST_CASE("a SharedMemory is read and written while its slot migrates to another
     cluster.command(node, {"CLUSTER", "SETSLOT", slot, "NODE", cluster.id(target)});
   REQUIRE(written.get() == 2);
   REQUIRE(eventually([&] { return memory.get<int>("k").get() == 2; }));
+  REQUIRE(changes->wait_for(1));
+  REQUIRE(changes->items().front().revision == 2);
+  REQUIRE(changes->items().front().value == 2);
   REQUIRE(read_more());  // and now MOVED to the target
   reading = false;
   reader.join();
