@@ -5,6 +5,10 @@
 #include "redis/redis_client.hpp"
 
 #include "core/promise_callback.hpp"
+#include "redis/cluster_slots.hpp"
+#include "redis/command_key.hpp"
+#include "redis/hash_slot.hpp"
+#include "redis/redirection.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -12,6 +16,7 @@
 #include <charconv>
 #include <cstdio>
 #include <deque>
+#include <map>
 #include <thread>
 
 #include <boost/asio.hpp>
@@ -137,6 +142,37 @@ std::string format(const std::vector<std::string>& args) {
 
 }  // namespace
 
+/// A command on its way: kept whole until its reply, so that a redirection can send it again.
+struct PendingCommand {
+  std::string command;  // RESP, as formatted
+  RedisClient::Callback done;
+  int slot = -1;           // the hash slot of its key, once the server is known to be a cluster
+  int hops = 0;            // MOVED and ASK redirections followed
+  int retries = 0;         // TRYAGAIN answers waited out
+  bool asking = false;     // sent after ASKING (an ASK redirection), again after a TRYAGAIN
+  bool handshake = false;  // the AUTH or SELECT of a (re)connection: never redirected, no barrier waits for it
+};
+
+namespace {
+
+/// The name of a formatted command ("*N\r\n$L\r\nNAME\r\n..."), for messages.
+std::string command_name(const std::string& command) {
+  auto dollar = command.find('$');
+  auto start = dollar == std::string::npos ? std::string::npos : command.find("\r\n", dollar);
+  if (start == std::string::npos) return "a command";
+  start += 2;
+  auto end = command.find("\r\n", start);
+  return end == std::string::npos ? "a command" : command.substr(start, end - start);
+}
+
+/// Whether an error reply is one the client follows (src/redis/redirection.hpp): a cheap test,
+/// so that every other error costs nothing more.
+bool is_redirection(const std::string& error) {
+  return error.starts_with("MOVED ") || error.starts_with("ASK ") || error.starts_with("TRYAGAIN");
+}
+
+}  // namespace
+
 /// One connection. Every member is used on the I/O thread only.
 class RedisConnection {
  public:
@@ -151,17 +187,38 @@ class RedisConnection {
   std::function<void()> on_connect;
   std::function<void()> on_disconnect;
   bool persistent = false;
+  /// Gets a command that a MOVED, ASK or TRYAGAIN answered, instead of its callback.
+  std::function<void(PendingCommand, RedisReply)> on_redirect;
+  /// Runs when every command submitted before set_barrier() has completed.
+  std::function<void()> on_barrier_passed;
 
-  void submit(std::string command, Callback done) {
+  void submit(PendingCommand pending) {
+    const bool answered = pending.done || m_role != RedisClient::Role::pubsub;
     if (m_state == State::connected) {
-      if (done || m_role != RedisClient::Role::pubsub) m_in_flight.push_back(std::move(done));
-      m_out += command;
+      m_out += pending.command;
+      if (answered) {
+        ++m_submitted;
+        m_in_flight.push_back(std::move(pending));
+      }
       flush();
       return;
     }
     // NOTE: a Pub/Sub connection subscribes again in on_connect; what it sent while down is dropped.
-    if (m_role != RedisClient::Role::pubsub) m_queued.emplace_back(std::move(command), std::move(done));
+    if (m_role != RedisClient::Role::pubsub) {
+      ++m_submitted;
+      m_queued.push_back(std::move(pending));
+    }
     if (m_state == State::idle) begin_connect();
+  }
+
+  /// Arranges for on_barrier_passed once every command submitted so far has completed (answered,
+  /// redirected or failed). False when none is outstanding, or a barrier was already set (it now
+  /// waits for these too).
+  bool set_barrier() {
+    if (m_completed == m_submitted) return false;
+    const bool fresh = m_barrier == 0;
+    m_barrier = m_submitted;
+    return fresh;
   }
 
   void start() {
@@ -217,24 +274,35 @@ class RedisConnection {
     m_socket.set_option(tcp::no_delay(true), ignored);
     free_reader();
     m_reader = redisReaderCreate();
-    auto handshake = [this](const char* what) {
-      return [this, what](std::exception_ptr, RedisReply reply) {
-        if (reply.is_error()) drop(std::string(what) + " was refused: " + reply.str, true);
-      };
+    auto handshake = [this](std::vector<std::string> args, Callback done) {
+      PendingCommand pending;
+      pending.done = std::move(done);
+      pending.handshake = true;
+      m_out += format(args);
+      m_in_flight.push_back(std::move(pending));
     };
     if (!m_url.password.empty()) {
-      m_in_flight.push_back(handshake("AUTH"));
-      m_out += format({"AUTH", m_url.password});
+      handshake({"AUTH", m_url.password}, [this](std::exception_ptr, RedisReply reply) {
+        if (reply.is_error()) drop("AUTH was refused: " + reply.str, true);
+      });
     }
     if (m_url.db != 0) {
-      m_in_flight.push_back(handshake("SELECT"));
-      m_out += format({"SELECT", std::to_string(m_url.db)});
+      handshake({"SELECT", std::to_string(m_url.db)}, [this](std::exception_ptr, RedisReply reply) {
+        if (!reply.is_error()) return;
+        // A bad database is not a connection problem that retrying mends: a plain Error.
+        const std::string db = std::to_string(m_url.db);
+        drop("SELECT was refused: " + reply.str, true,
+             std::make_exception_ptr(Error("scale: Redis at " + m_url.text + " refused SELECT " + db + " (" +
+                                           reply.str + "); a Redis Cluster has only database 0, so leave /" + db +
+                                           " out of the URL there; a standalone Redis has the databases its "
+                                           "`databases` setting allows")));
+      });
     }
     auto queued = std::move(m_queued);
     m_queued.clear();
-    for (auto& [command, done] : queued) {
-      m_in_flight.push_back(std::move(done));
-      m_out += command;
+    for (auto& pending : queued) {
+      m_out += pending.command;
+      m_in_flight.push_back(std::move(pending));
     }
     read();
     flush();
@@ -263,13 +331,18 @@ class RedisConnection {
   }
 
   void dispatch(RedisReply reply) {
-    if (!m_in_flight.empty()) {
-      auto done = std::move(m_in_flight.front());
-      m_in_flight.pop_front();
-      if (done) done(nullptr, std::move(reply));
+    if (m_in_flight.empty()) {
+      if (on_push) on_push(std::move(reply));
       return;
     }
-    if (on_push) on_push(std::move(reply));
+    PendingCommand pending = std::move(m_in_flight.front());
+    m_in_flight.pop_front();
+    const bool counted = !pending.handshake;
+    if (counted && reply.type == RedisReply::Type::error && on_redirect && is_redirection(reply.str))
+      on_redirect(std::move(pending), std::move(reply));
+    else if (pending.done)
+      pending.done(nullptr, std::move(reply));
+    if (counted) completed(1);
   }
 
   void flush() {
@@ -297,22 +370,28 @@ class RedisConnection {
     m_backoff_ms = std::clamp(m_backoff_ms * 2, 50, 2000);
   }
 
-  /// The connection broke (or the handshake was refused): what was sent fails, the rest waits.
-  void drop(const std::string& reason, bool refused) {
+  /// The connection broke (or the handshake was refused): what was sent fails (with `error`, or a
+  /// ConnectionError giving `reason`), the rest waits.
+  void drop(const std::string& reason, bool refused, std::exception_ptr error = nullptr) {
     bool was_connected = m_state == State::connected;
     reset_socket();
     auto in_flight = std::move(m_in_flight);
     m_in_flight.clear();
-    std::deque<std::pair<std::string, Callback>> queued;
+    std::deque<PendingCommand> queued;
     if (refused) queued.swap(m_queued);
-    auto error = std::make_exception_ptr(ConnectionError("scale: lost the connection to Redis at " + m_url.text + " (" +
-                                                         reason + "); a command in flight may or may not have run"));
-    for (auto& done : in_flight)
-      if (done) done(error, {});
-    for (auto& [command, done] : queued)
-      if (done) done(error, {});
+    if (!error)
+      error = std::make_exception_ptr(ConnectionError("scale: lost the connection to Redis at " + m_url.text + " (" +
+                                                      reason + "); a command in flight may or may not have run"));
+    std::size_t count = queued.size();
+    for (auto& pending : in_flight) {
+      if (!pending.handshake) ++count;
+      if (pending.done) pending.done(error, {});
+    }
+    for (auto& pending : queued)
+      if (pending.done) pending.done(error, {});
     if (was_connected && on_disconnect) on_disconnect();
-    if (!m_closed && (persistent || !m_queued.empty())) begin_connect();
+    if (!m_closed && m_state == State::idle && (persistent || !m_queued.empty())) begin_connect();
+    completed(count);
   }
 
   void fail_connect(const std::string& reason) {
@@ -321,9 +400,20 @@ class RedisConnection {
     m_queued.clear();
     auto error = std::make_exception_ptr(ConnectionError("scale: cannot connect to Redis at " + m_url.text + ": " +
                                                          reason + "; is redis-server running there?"));
-    for (auto& [command, done] : queued)
-      if (done) done(error, {});
-    if (!m_closed && (persistent || !m_queued.empty())) begin_connect();
+    for (auto& pending : queued)
+      if (pending.done) pending.done(error, {});
+    if (!m_closed && m_state == State::idle && (persistent || !m_queued.empty())) begin_connect();
+    completed(queued.size());
+  }
+
+  /// Counts commands that completed; commands complete in the order submitted.
+  void completed(std::size_t count) {
+    if (count == 0) return;
+    m_completed += count;
+    if (m_barrier != 0 && m_completed >= m_barrier) {
+      m_barrier = 0;
+      if (on_barrier_passed) on_barrier_passed();
+    }
   }
 
   void free_reader() {
@@ -343,17 +433,41 @@ class RedisConnection {
   std::uint64_t m_generation = 0;  // callbacks of an older socket see a newer number and do nothing
   int m_backoff_ms = 0;
   redisReader* m_reader = nullptr;
-  std::deque<std::pair<std::string, Callback>> m_queued;  // waiting for a connection
-  std::deque<Callback> m_in_flight;                       // sent, in order
-  std::string m_out;                                      // formatted, not yet written
-  std::string m_sending;                                  // being written
+  std::deque<PendingCommand> m_queued;     // waiting for a connection
+  std::deque<PendingCommand> m_in_flight;  // sent, in order
+  std::string m_out;                       // formatted, not yet written
+  std::string m_sending;                   // being written
   std::array<char, 16 * 1024> m_in{};
+  std::uint64_t m_submitted = 0;  // commands submitted (handshakes and unanswered Pub/Sub sends aside)
+  std::uint64_t m_completed = 0;  // of those, completed
+  std::uint64_t m_barrier = 0;    // on_barrier_passed once m_completed reaches it (0: none)
 };
 
+/// One server: the node of the URL, or another node of a Redis Cluster met through a redirection.
+struct RedisNode {
+  explicit RedisNode(RedisUrl node_url) : url(std::move(node_url)) {}
+  RedisUrl url;  // before the connections, which keep a reference to it
+  std::unique_ptr<RedisConnection> connections[3];
+  RedisConnection& connection(RedisClient::Role role) { return *connections[static_cast<int>(role)]; }
+};
+
+// NOTE: routing in a Redis Cluster. Until a server answers MOVED, ASK or TRYAGAIN, every command
+// goes to the node of the URL and nothing is computed per command. After the first one
+// (`cluster`), send() computes the hash slot of each command's key, and route() sends it to the
+// node the slot map names (the node of the URL for a slot not known yet). A MOVED teaches its
+// slot at once and asks for the whole map (CLUSTER SLOTS); an ASK sends ASKING and the command to
+// the node it names, once, without touching the map; a TRYAGAIN sends the command again after a
+// short wait. Order: a command sent after the map changed must not overtake one sent before it
+// that a redirection is still carrying to the same node. So a change of the map sets a barrier on
+// every connection with commands outstanding, and the role's new commands are held until those
+// barriers pass; a TRYAGAIN holds them until the command it delays completes. Both are rare (the
+// map changes when the cluster's slots move), and while nothing is held route() costs one test.
 struct RedisClient::Impl {
+  static constexpr int max_hops = 5;      // MOVED and ASK redirections followed for one command
+  static constexpr int max_retries = 15;  // TRYAGAIN answers waited out: about 2.3 s in all
+
   explicit Impl(RedisUrl u) : url(std::move(u)), work(asio::make_work_guard(io)) {
-    for (int role = 0; role < 3; ++role)
-      connections[role] = std::make_unique<RedisConnection>(io, url, static_cast<Role>(role));
+    home = &node_at(url.host, url.port);
     // NOTE: a callback that throws (e.g. an unexpected reply) is logged; the thread goes on serving.
     thread = std::thread([this] {
       for (;;) {
@@ -373,7 +487,8 @@ struct RedisClient::Impl {
   void stop() {
     if (stopped.exchange(true)) return;
     asio::post(io, [this] {
-      for (auto& connection : connections) connection->close();
+      for (auto& [name, node] : nodes)
+        for (auto& connection : node->connections) connection->close();
     });
     work.reset();
     io.stop();
@@ -381,9 +496,169 @@ struct RedisClient::Impl {
       thread.detach();  // stopped by one of its own callbacks: the thread ends after it returns
     else if (thread.joinable())
       thread.join();
-    connections[0].reset();
-    connections[1].reset();
-    connections[2].reset();
+    for (auto& [name, node] : nodes)
+      for (auto& connection : node->connections) connection.reset();
+  }
+
+  /// The node at host:port, made (with its three connections, not yet open) on first use.
+  RedisNode& node_at(const std::string& host, const std::string& port) {
+    auto& node = nodes[host + ":" + port];
+    if (node) return *node;
+    RedisUrl node_url = url;
+    if (host != url.host || port != url.port) {
+      node_url.host = host;
+      node_url.port = port;
+      node_url.text = "redis://" + host + ":" + port + (url.db ? "/" + std::to_string(url.db) : "");
+    }
+    node = std::make_unique<RedisNode>(std::move(node_url));
+    RedisNode& made = *node;
+    for (int index = 0; index < 3; ++index) {
+      const auto role = static_cast<Role>(index);
+      auto& connection = made.connections[index];
+      connection = std::make_unique<RedisConnection>(io, made.url, role);
+      if (role == Role::pubsub) continue;  // subscriptions stay on the node of the URL, never redirected
+      connection->on_redirect = [this, &made, role](PendingCommand pending, RedisReply reply) {
+        redirected(made, role, std::move(pending), std::move(reply));
+      };
+      connection->on_barrier_passed = [this, role] { unhold(role); };
+    }
+    return made;
+  }
+
+  /// Sends a command to the node that holds its slot (I/O thread).
+  void route(Role role, PendingCommand pending) {
+    const int index = static_cast<int>(role);
+    if (role != Role::pubsub && holds[index] > 0) {
+      held[index].push_back(std::move(pending));
+      return;
+    }
+    RedisNode* node = home;
+    if (pending.slot >= 0 && !slots.empty() && slots[pending.slot]) node = slots[pending.slot];
+    node->connection(role).submit(std::move(pending));
+  }
+
+  void redirected(RedisNode& from, Role role, PendingCommand pending, RedisReply reply) {
+    auto redirection = parse_redirection(reply.str);
+    if (!redirection) {
+      if (pending.done) pending.done(nullptr, std::move(reply));
+      return;
+    }
+    cluster.store(true, std::memory_order_relaxed);
+    if (redirection->kind == Redirection::Kind::tryagain) return try_again(from, role, std::move(pending), reply);
+    if (pending.hops >= max_hops) {
+      const std::string slot = std::to_string(redirection->slot);
+      const std::string advice = "; check the cluster (redis-cli --cluster check), then retry";
+      fail(pending,
+           ConnectionError("scale: the Redis Cluster at " + url.text + " redirected " + command_name(pending.command) +
+                           " more than " + std::to_string(max_hops) + " times (the last answer: " + reply.str +
+                           "): its nodes disagree about which one holds slot " + slot + advice));
+      return;
+    }
+    ++pending.hops;
+    pending.slot = redirection->slot;
+    RedisNode& target = node_at(redirection->host.empty() ? from.url.host : redirection->host, redirection->port);
+    if (redirection->kind == Redirection::Kind::ask) {
+      asked.fetch_add(1, std::memory_order_relaxed);
+      pending.asking = true;
+      target.connection(role).submit(asking());
+      target.connection(role).submit(std::move(pending));
+      return;
+    }
+    moved.fetch_add(1, std::memory_order_relaxed);
+    pending.asking = false;
+    const int slot = redirection->slot;
+    target.connection(role).submit(std::move(pending));
+    // The map request first, so that the barriers make new commands wait for the whole map too.
+    refresh(from);
+    if (learn(slot, target)) map_changed();
+  }
+
+  /// Waits out a TRYAGAIN (a slot half migrated), then sends the command to the same node again.
+  void try_again(RedisNode& from, Role role, PendingCommand pending, const RedisReply& reply) {
+    if (pending.retries >= max_retries) {
+      fail(pending, ConnectionError("scale: the Redis Cluster at " + url.text + " answered " +
+                                    command_name(pending.command) + " with TRYAGAIN for over 2 s (" + reply.str +
+                                    "): the slot of its keys is being migrated; retry once the migration is over"));
+      return;
+    }
+    retried.fetch_add(1, std::memory_order_relaxed);
+    const int delay_ms = std::min(10 << std::min(pending.retries, 5), 200);
+    ++pending.retries;
+    // Newer commands of this role wait until this one completes, so that none overtakes it.
+    ++holds[static_cast<int>(role)];
+    pending.done = [this, role, done = std::move(pending.done)](std::exception_ptr error, RedisReply answer) {
+      if (done) done(std::move(error), std::move(answer));
+      unhold(role);
+    };
+    auto timer = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(delay_ms));
+    timer->async_wait(
+        [this, timer, &from, role, pending = std::move(pending)](boost::system::error_code error) mutable {
+          if (error) return;
+          if (pending.asking) from.connection(role).submit(asking());
+          from.connection(role).submit(std::move(pending));
+        });
+  }
+
+  /// Records that `slot` lives on `node`; true when that is news.
+  bool learn(int slot, RedisNode& node) {
+    if (slots.empty()) slots.assign(redis_hash_slots, nullptr);
+    if (slots[slot] == &node) return false;
+    slots[slot] = &node;
+    return true;
+  }
+
+  /// Asks `from` for the whole slot map (one request at a time).
+  void refresh(RedisNode& from) {
+    if (refreshing) return;
+    refreshing = true;
+    PendingCommand request;
+    request.command = format({"CLUSTER", "SLOTS"});
+    request.done = [this, &from](std::exception_ptr error, RedisReply reply) {
+      refreshing = false;
+      if (error || reply.is_error()) return;  // the MOVED taught the slot that mattered; the next one asks again
+      std::vector<SlotRange> ranges;
+      try {
+        ranges = parse_cluster_slots(reply);
+      } catch (const std::exception& failure) {
+        log_error(std::string("the Redis client could not read the slot map: ") + failure.what());
+        return;
+      }
+      bool changed = false;
+      for (const auto& range : ranges) {
+        RedisNode& node = node_at(range.host.empty() ? from.url.host : range.host, range.port);
+        for (int slot = range.first; slot <= range.last; ++slot) changed = learn(slot, node) || changed;
+      }
+      if (changed) map_changed();
+    };
+    from.connection(Role::commands).submit(std::move(request));
+  }
+
+  /// The map changed: new commands wait until every command outstanding now has completed.
+  void map_changed() {
+    for (auto& [name, node] : nodes)
+      for (auto role : {Role::commands, Role::blocking})
+        if (node->connection(role).set_barrier()) ++holds[static_cast<int>(role)];
+  }
+
+  void unhold(Role role) {
+    const int index = static_cast<int>(role);
+    if (holds[index] > 0) --holds[index];
+    while (holds[index] == 0 && !held[index].empty()) {
+      PendingCommand pending = std::move(held[index].front());
+      held[index].pop_front();
+      route(role, std::move(pending));
+    }
+  }
+
+  static PendingCommand asking() {
+    PendingCommand command;
+    command.command = format({"ASKING"});
+    return command;
+  }
+
+  template <class E>
+  static void fail(PendingCommand& pending, E error) {
+    if (pending.done) pending.done(std::make_exception_ptr(std::move(error)), {});
   }
 
   std::atomic<bool> stopped{false};
@@ -391,7 +666,15 @@ struct RedisClient::Impl {
   RedisUrl url;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
-  std::unique_ptr<RedisConnection> connections[3];
+  std::map<std::string, std::unique_ptr<RedisNode>> nodes;  // "host:port"; made on the I/O thread after the first
+  RedisNode* home = nullptr;                                // the node of the URL
+  std::atomic<bool> cluster{false};                         // a redirection was seen: compute slots
+  std::atomic<std::uint64_t> moved{0}, asked{0}, retried{0};
+  // I/O thread only:
+  std::vector<RedisNode*> slots;       // slot -> node; empty until the first MOVED
+  int holds[2] = {0, 0};               // per role (commands, blocking): barriers and retries to wait for
+  std::deque<PendingCommand> held[2];  // per role: commands waiting for them, in the order sent
+  bool refreshing = false;
   std::thread thread;
 };
 
@@ -404,9 +687,14 @@ void RedisClient::stop() { m_impl->stop(); }
 const RedisUrl& RedisClient::url() const noexcept { return m_impl->url; }
 
 void RedisClient::send(Role role, std::vector<std::string> args, Callback done) {
-  std::string command = format(args);
-  asio::post(m_impl->io, [impl = m_impl.get(), role, command = std::move(command), done = std::move(done)]() mutable {
-    impl->connections[static_cast<int>(role)]->submit(std::move(command), std::move(done));
+  PendingCommand pending;
+  if (role != Role::pubsub && m_impl->cluster.load(std::memory_order_relaxed)) {
+    if (auto key = routing_key(args)) pending.slot = redis_hash_slot(*key);
+  }
+  pending.command = format(args);
+  pending.done = std::move(done);
+  asio::post(m_impl->io, [impl = m_impl.get(), role, pending = std::move(pending)]() mutable {
+    impl->route(role, std::move(pending));
   });
 }
 
@@ -455,7 +743,7 @@ Future<RedisReply> RedisClient::run(const RedisScript& script, std::vector<std::
 
 void RedisClient::set_pubsub_handlers(std::function<void(RedisReply)> on_push, std::function<void()> on_connect,
                                       std::function<void()> on_disconnect) {
-  auto& connection = *m_impl->connections[static_cast<int>(Role::pubsub)];
+  auto& connection = m_impl->home->connection(Role::pubsub);
   connection.on_push = std::move(on_push);
   connection.on_connect = std::move(on_connect);
   connection.on_disconnect = std::move(on_disconnect);
@@ -463,7 +751,7 @@ void RedisClient::set_pubsub_handlers(std::function<void(RedisReply)> on_push, s
 }
 
 void RedisClient::start_pubsub() {
-  asio::post(m_impl->io, [impl = m_impl.get()] { impl->connections[static_cast<int>(Role::pubsub)]->start(); });
+  asio::post(m_impl->io, [impl = m_impl.get()] { impl->home->connection(Role::pubsub).start(); });
 }
 
 void RedisClient::post(std::function<void()> fn, int delay_ms) {
@@ -478,8 +766,21 @@ void RedisClient::post(std::function<void()> fn, int delay_ms) {
 }
 
 std::exception_ptr RedisClient::error_of(const std::string& command, const RedisReply& reply) const {
+  if (reply.str.starts_with("CROSSSLOT")) {
+    return std::make_exception_ptr(Error(
+        "scale: the Redis Cluster at " + m_impl->url.text + " refused " + command +
+        " because its keys lie in different hash slots, and one command may only touch keys of one slot (" + reply.str +
+        "); put every key of one command under one hash tag, the part of its name in {braces} "
+        "(every key of a redis:// SharedMemory or SharedEventEmitter is under {scale} or {scale:NAMESPACE}), "
+        "or send one command per tag"));
+  }
   return std::make_exception_ptr(
       Error("scale: Redis at " + m_impl->url.text + " answered " + command + " with an error: " + reply.str));
+}
+
+RedisClient::Redirections RedisClient::redirections() const noexcept {
+  return {m_impl->moved.load(std::memory_order_relaxed), m_impl->asked.load(std::memory_order_relaxed),
+          m_impl->retried.load(std::memory_order_relaxed)};
 }
 
 }  // namespace scale::detail

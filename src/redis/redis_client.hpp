@@ -2,13 +2,24 @@
 // A Redis client for the redis:// backends (src/redis/redis_client.cpp): Asio on its own I/O thread,
 // hiredis's reply reader and command formatter (RESP2), no Asio or hiredis in this header.
 //
-// One RedisClient holds up to three connections, one per role, each opened on first use and
-// reopened with backoff after it drops:
+// One RedisClient holds up to three connections per server, one per role, each opened on first
+// use and reopened with backoff after it drops:
 //   Role::commands   pipelined commands, replies completing callbacks in the order sent;
 //   Role::blocking   blocking reads (XREAD BLOCK), so they never hold up the commands;
 //   Role::pubsub     Pub/Sub: every reply goes to the push handler, and the connect handler
 //                    runs after each (re)connection so the owner can subscribe again.
 // Callbacks and handlers run on the client's I/O thread; they must not block it.
+//
+// A Redis Cluster: the URL names one node. The client follows MOVED (remembering the slot's node
+// and reading the whole map with CLUSTER SLOTS), ASK (ASKING, then the command, on the node named,
+// once) and TRYAGAIN (the same command again, waiting at most about 2 s), at most 5 redirections
+// per command (then scale::ConnectionError). Once a server has redirected, each command on the
+// commands and blocking roles goes straight to the node of its first key's slot; commands without
+// a key, and the Pub/Sub role, stay on the node of the URL (a cluster passes every PUBLISH to
+// every node). A redirected command completes when the node that holds its slot answers, so the
+// order of replies holds per slot: commands for one slot (every key of a redis:// SharedMemory or
+// SharedEventEmitter shares one) reach Redis and complete in the order sent. A standalone Redis
+// never redirects, and then nothing of this runs. docs/routing.md, "Redis Cluster".
 
 #include <cstdint>
 #include <exception>
@@ -77,7 +88,7 @@ class RedisClient {
   const RedisUrl& url() const noexcept;
 
   /// Sends a command on the connection of `role`; `done` gets its reply. Any thread; commands
-  /// sent from one thread reach Redis in the order sent.
+  /// sent from one thread reach Redis in the order sent (in a cluster: per slot).
   void send(Role role, std::vector<std::string> args, Callback done);
   /// Runs a script (EVALSHA, reloaded after NOSCRIPT) on the commands connection.
   void eval(const RedisScript& script, std::vector<std::string> keys, std::vector<std::string> args, Callback done);
@@ -100,8 +111,17 @@ class RedisClient {
   /// Runs `fn` on the I/O thread (after `delay_ms`).
   void post(std::function<void()> fn, int delay_ms = 0);
 
-  /// The scale::Error for a Redis error reply: "Redis (<url>) answered <command>: <message>".
+  /// The scale::Error for a Redis error reply: "Redis (<url>) answered <command>: <message>"; for
+  /// CROSSSLOT, one that says to keep a command's keys under one hash tag.
   std::exception_ptr error_of(const std::string& command, const RedisReply& reply) const;
+
+  /// How many redirections the client has followed (a standalone Redis: none).
+  struct Redirections {
+    std::uint64_t moved = 0;
+    std::uint64_t ask = 0;
+    std::uint64_t tryagain = 0;
+  };
+  Redirections redirections() const noexcept;
 
  private:
   struct Impl;
