@@ -234,25 +234,29 @@ class Cluster {
     {
       Locked lock(*this);
       if (m_stopping) return;
-      std::vector<std::shared_ptr<Task>> unsent;
       for (auto& [attempt, task] : m_attempts) {
         if (task->chunk.job != job) continue;
         task->stopped = true;
-        if (task->entry.empty()) {
-          unsent.push_back(task);  // its XADD's answer finds it retired and drops the entry
-          continue;
-        }
         stopped.push_back(attempt);
+        // NOTE: a chunk whose XADD has not answered yet may be in the stream already, and a worker
+        // may read it before anything here could delete it: it is withdrawn like the others once
+        // its XADD answers (send_attempt), never failed before that.
+        if (task->entry.empty()) continue;
         withdrawal->attempts.push_back(attempt);
         withdrawal->streams.push_back(task->stream->key);
         withdrawal->entries.push_back(task->entry);
       }
-      StreamEntries none;
-      for (auto& task : unsent) {
-        retire_attempt_locked(*task, none);
-        finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
-      }
     }
+    withdraw(withdrawal);
+    if (stopped.empty()) return;
+    const auto grace = std::max<std::int64_t>(0, job->policy().grace.count());
+    m_client->post([this, stopped, grace] { grace_passed(stopped, grace, false); },
+                   static_cast<int>(std::min<std::int64_t>(grace, std::numeric_limits<int>::max())));
+  }
+
+  /// Takes the entries of stopped chunks out of their streams and finds who holds them; then
+  /// withdrawn() fails those no worker had read and tells the holders of the others.
+  void withdraw(const std::shared_ptr<Withdrawal>& withdrawal) {
     const std::size_t n = withdrawal->entries.size();
     withdrawal->deleted.resize(n);
     withdrawal->holders.resize(n);
@@ -277,10 +281,6 @@ class Cluster {
                        if (i + 1 == n && !m_stopping) withdrawn(*withdrawal);
                      });
     }
-    if (stopped.empty()) return;
-    const auto grace = std::max<std::int64_t>(0, job->policy().grace.count());
-    m_client->post([this, stopped, grace] { grace_passed(stopped, grace, false); },
-                   static_cast<int>(std::min<std::int64_t>(grace, std::numeric_limits<int>::max())));
   }
 
   std::size_t live_workers() const noexcept { return m_counters.workers_alive.load(std::memory_order_relaxed); }
@@ -473,6 +473,14 @@ class Cluster {
                                                                reply));
                        return;
                      }
+                     if ((error || reply.type != RedisReply::Type::string) && at->second->stopped) {
+                       // Stopped, and Redis took nothing: nothing to withdraw.
+                       auto task = at->second;
+                       StreamEntries none;
+                       retire_attempt_locked(*task, none);
+                       finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
+                       return;
+                     }
                      if (error || reply.type != RedisReply::Type::string) {
                        // Redis is away: try again; the wait for workers bounds how long.
                        if (!m_stopping)
@@ -485,18 +493,17 @@ class Cluster {
                              200);
                        return;
                      }
-                     if (at->second->stopped) {
-                       // Its call was stopped while the XADD was on its way: withdrawn now.
-                       auto task = at->second;
-                       task->entry = reply.str;
-                       StreamEntries entries;
-                       retire_attempt_locked(*task, entries);
-                       drop_entries(entries);
-                       finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
-                       return;
-                     }
                      at->second->entry = reply.str;
                      stream->attempts.emplace(reply.str, attempt);
+                     if (at->second->stopped) {
+                       // Its call was stopped while the XADD was on its way: a worker may have read
+                       // the entry already, so it is withdrawn as stop_call withdraws the others.
+                       auto withdrawal = std::make_shared<Withdrawal>();
+                       withdrawal->attempts.push_back(attempt);
+                       withdrawal->streams.push_back(stream->key);
+                       withdrawal->entries.push_back(reply.str);
+                       withdraw(withdrawal);
+                     }
                    });
   }
 
