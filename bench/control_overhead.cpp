@@ -29,13 +29,21 @@ constexpr auto trivial_reporting = [](int x, scale::Scope& scope) {
   for (int step = 1; step <= 10; ++step) scope.progress(step * 0.1);
   return x * 3 + 1;
 };
+/// Keeps `value` computed, in a register as a call would get it, and does nothing with it.
+inline void keep_computed(double value) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("" : : "x"(value));
+#elif defined(__aarch64__)
+  asm volatile("" : : "w"(value));
+#else
+  asm volatile("" : : "g"(value) : "memory");
+#endif
+}
+
 /// The same item with the ten fractions computed and dropped, not reported: what the item's own
 /// arithmetic costs, the floor any implementation of scope.progress is measured against.
 constexpr auto trivial_computing = [](int x) {
-  for (int step = 1; step <= 10; ++step) {
-    const double fraction = step * 0.1;
-    asm volatile("" : : "x"(fraction));  // keeps the value computed, as a call would need it
-  }
+  for (int step = 1; step <= 10; ++step) keep_computed(step * 0.1);
   return x * 3 + 1;
 };
 
