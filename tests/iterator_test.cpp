@@ -16,6 +16,7 @@ struct ThreadPoolFactory {
 #define SCALE_ITERATOR_FACTORIES InlineFactory, ThreadPoolFactory
 #define SCALE_ITERATOR_TAGS "[iterator][inline][thread_pool]"
 #include "iterator_suite.hpp"
+#include "affinity_suite.hpp"
 #include "control_suite.hpp"
 #define SCALE_ROUTING_MANAGERS scale::InlineManager, scale::ThreadPoolManager
 #include "routing_suite.hpp"

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <concepts>
 #include <cstdint>
+#include <functional>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -19,12 +20,14 @@
 
 #include <scale/detail/dispatch.hpp>
 #include <scale/detail/job.hpp>
+#include <scale/detail/key_groups.hpp>
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
 #include <scale/future.hpp>
 #include <scale/run_options.hpp>
 #include <scale/scalability_manager.hpp>
 #include <scale/scope.hpp>
+#include <scale/worker_result.hpp>
 
 namespace scale {
 
@@ -249,6 +252,14 @@ class MapJob final : public ItemJob<T, F, MapJob<T, F>> {
 
   std::vector<Result> take() { return m_out.take(); }
 
+  /// map_with_workers: from now on the Job keeps the worker of each item (ran_on).
+  void track_workers() { m_workers.resize(this->size()); }
+  void ran_on(std::size_t begin, std::size_t end, std::string_view worker) override {
+    if (m_workers.empty()) return;
+    for (std::size_t i = begin; i < end; ++i) m_workers[i].assign(worker);
+  }
+  std::vector<std::string> take_workers() { return std::move(m_workers); }
+
   static constexpr bool uses_scope = Call::with_scope;
   static constexpr bool shippable = is_shippable_function_v<F> && is_wire_serializable_v<T> &&
                                     is_wire_serializable_v<Result>;
@@ -283,6 +294,7 @@ class MapJob final : public ItemJob<T, F, MapJob<T, F>> {
   }
 
   ResultSlots<Result> m_out{this->size()};
+  std::vector<std::string> m_workers;  // map_with_workers only; chunks write disjoint ranges
 };
 
 template <class T, class F>
@@ -302,6 +314,17 @@ class FilterJob final : public ItemJob<T, F, FilterJob<T, F>> {
     for (std::size_t i = 0; i < items.size(); ++i)
       if (m_keep[i]) kept.push_back(items[i]);
     return kept;
+  }
+  /// A keyed call's kept items (its items are in grouped order): in input order, from `input`.
+  std::vector<T> take(const KeyGroups& groups, const std::vector<T>& input) const {
+    std::vector<std::size_t> kept;
+    for (std::size_t i = 0; i < m_keep.size(); ++i)
+      if (m_keep[i]) kept.push_back(groups.order[i]);
+    std::sort(kept.begin(), kept.end());
+    std::vector<T> values;
+    values.reserve(kept.size());
+    for (std::size_t index : kept) values.push_back(input[index]);
+    return values;
   }
 
   static constexpr bool uses_scope = Call::with_scope;
@@ -431,18 +454,45 @@ class ReduceJob final : public ItemJob<T, F, ReduceJob<T, A, F>> {
   std::vector<std::pair<std::size_t, A>> m_partials;
 };
 
+/// A keyed call's values, from grouped order back to input order.
+template <class V>
+std::vector<V> in_input_order(std::vector<V> grouped, const KeyGroups& groups) {
+  ResultSlots<V> slots(grouped.size());
+  for (std::size_t i = 0; i < grouped.size(); ++i) slots.put(groups.order[i], std::move(grouped[i]));
+  return slots.take();
+}
+
 template <class Job>
 Future<std::vector<typename Job::Result>> run_map(std::shared_ptr<Job> job, ScalabilityManager* manager,
                                                   RunOptions options) {
   Future<void> done = dispatch_all(job, manager, std::move(options));
   co_await std::move(done);
+  if (job->key_groups()) co_return in_input_order(job->take(), *job->key_groups());
   co_return job->take();
 }
 
-template <class Job, class T>
-Future<std::vector<T>> run_filter(std::shared_ptr<Job> job, ScalabilityManager* manager, RunOptions options) {
+template <class Job, class R = typename Job::Result>
+Future<std::vector<WorkerResult<R>>> run_map_with_workers(std::shared_ptr<Job> job, ScalabilityManager* manager,
+                                                         RunOptions options) {
+  job->track_workers();
   Future<void> done = dispatch_all(job, manager, std::move(options));
   co_await std::move(done);
+  std::vector<R> values = job->take();
+  std::vector<std::string> workers = job->take_workers();
+  std::vector<WorkerResult<R>> results;
+  results.reserve(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i)
+    results.push_back(WorkerResult<R>{std::move(values[i]), std::move(workers[i])});
+  if (job->key_groups()) co_return in_input_order(std::move(results), *job->key_groups());
+  co_return results;
+}
+
+template <class Job, class T>
+Future<std::vector<T>> run_filter(std::shared_ptr<Job> job, ScalabilityManager* manager, RunOptions options,
+                                  std::shared_ptr<const std::vector<T>> input) {
+  Future<void> done = dispatch_all(job, manager, std::move(options));
+  co_await std::move(done);
+  if (job->key_groups()) co_return job->take(*job->key_groups(), *input);
   co_return job->take();
 }
 
@@ -527,8 +577,53 @@ class Iterator {
     using Job = detail::MapJob<T, F>;
     if (auto error = check(options)) return make_failed_future<std::vector<R>>(error);
     if (empty()) return make_ready_future(std::vector<R>{});
-    auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options));
+    Routed routed = route();
+    if (routed.error) return make_failed_future<std::vector<R>>(routed.error);
+    auto job = std::make_shared<Job>(routed.items, std::move(fn), m_memory, m_events, policy(options));
+    job->set_key_groups(std::move(routed.groups));
     return detail::run_map(std::move(job), m_manager, std::move(options));
+  }
+
+  /// map, giving each result with the id of the worker that produced it (WorkerResult), in input
+  /// order: to see where items ran (keyed_by, routing), or to act on it.
+  template <class F>
+  auto map_with_workers(F fn, RunOptions options = {}) const
+      -> Future<std::vector<WorkerResult<typename detail::FnCall<F, const T&>::result>>> {
+    using Call = detail::FnCall<F, const T&>;
+    static_assert(Call::callable, "scale::Iterator<T>::map_with_workers(fn): fn must be callable as R(T), "
+                                  "R(T, scale::Scope&), scale::Future<R>(T) or scale::Future<R>(T, scale::Scope&)");
+    using R = typename Call::result;
+    static_assert(!std::is_void_v<R>, "scale::Iterator<T>::map_with_workers(fn): fn returns nothing; use for_each(fn)");
+    using Job = detail::MapJob<T, F>;
+    using Results = std::vector<WorkerResult<R>>;
+    if (auto error = check(options)) return make_failed_future<Results>(error);
+    if (empty()) return make_ready_future(Results{});
+    Routed routed = route();
+    if (routed.error) return make_failed_future<Results>(routed.error);
+    auto job = std::make_shared<Job>(routed.items, std::move(fn), m_memory, m_events, policy(options));
+    job->set_key_groups(std::move(routed.groups));
+    return detail::run_map_with_workers(std::move(job), m_manager, std::move(options));
+  }
+
+  /// The same items, whose calls route by `key_fn(item)` (a std::string): items with the same key
+  /// run on the same live worker, chosen by rendezvous hashing over the workers that meet the call,
+  /// so a worker-local cache keyed the same way holds; a worker that joins or leaves moves only
+  /// the keys it gains or loses. key_fn runs here, in the calling process, over every item at the
+  /// start of each call (an exception it throws fails the call before anything runs), and may
+  /// capture. A chunk never spans two keys. Results keep input order; reduce folds the items
+  /// grouped by key (groups in order of their first item), so its function must not depend on
+  /// the order across keys. T must be copyable (each call runs over the items reordered by key).
+  /// On InlineManager (one worker) it changes nothing; on a ThreadPoolManager a key stays on one
+  /// thread slot; on a ProcessPoolManager on one child slot (docs/routing.md, "Affinity by key").
+  template <class K>
+  Iterator keyed_by(K key_fn) const {
+    static_assert(std::is_invocable_r_v<std::string, const K&, const T&>,
+                  "scale::Iterator<T>::keyed_by(key_fn): key_fn must be callable as std::string(const T&)");
+    static_assert(std::is_copy_constructible_v<T>,
+                  "scale::Iterator<T>::keyed_by runs each call over the items reordered by key: T must be copyable");
+    Iterator keyed = *this;
+    keyed.m_key_fn = std::make_shared<const KeyFunction>(std::move(key_fn));
+    return keyed;
   }
 
   /// The items for which `pred(item)` is true, in input order.
@@ -542,8 +637,12 @@ class Iterator {
                   "scale::Iterator<T>::filter copies the kept items: T must be copyable");
     if (auto error = check(options)) return make_failed_future<std::vector<T>>(error);
     if (empty()) return make_ready_future(std::vector<T>{});
-    auto job = std::make_shared<detail::FilterJob<T, F>>(m_items, std::move(pred), m_memory, m_events, policy(options));
-    return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, std::move(options));
+    Routed routed = route();
+    if (routed.error) return make_failed_future<std::vector<T>>(routed.error);
+    auto job =
+        std::make_shared<detail::FilterJob<T, F>>(routed.items, std::move(pred), m_memory, m_events, policy(options));
+    job->set_key_groups(std::move(routed.groups));
+    return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, std::move(options), m_items);
   }
 
   /// Folds the items with `fn(T, T) → T`, associative, with `init` its identity; chunks fold in
@@ -572,7 +671,11 @@ class Iterator {
     if (auto error = check(options)) return make_failed_future<A>(error);
     if (empty()) return make_ready_future(std::move(init));
     using Job = detail::ReduceJob<T, A, F>;
-    auto job = std::make_shared<Job>(m_items, std::move(fn), m_memory, m_events, policy(options), std::move(init));
+    Routed routed = route();
+    if (routed.error) return make_failed_future<A>(routed.error);
+    auto job =
+        std::make_shared<Job>(routed.items, std::move(fn), m_memory, m_events, policy(options), std::move(init));
+    job->set_key_groups(std::move(routed.groups));
     return detail::run_reduce<Job, A, C>(std::move(job), m_manager, std::move(options), std::move(combine));
   }
 
@@ -584,7 +687,11 @@ class Iterator {
                                   "scale::Future<R>(T) or scale::Future<R>(T, scale::Scope&)");
     if (auto error = check(options)) return make_failed_future<void>(error);
     if (empty()) return make_ready_future();
-    auto job = std::make_shared<detail::ForEachJob<T, F>>(m_items, std::move(fn), m_memory, m_events, policy(options));
+    Routed routed = route();
+    if (routed.error) return make_failed_future<void>(routed.error);
+    auto job =
+        std::make_shared<detail::ForEachJob<T, F>>(routed.items, std::move(fn), m_memory, m_events, policy(options));
+    job->set_key_groups(std::move(routed.groups));
     return detail::run_for_each(std::move(job), m_manager, std::move(options));
   }
 
@@ -619,8 +726,38 @@ class Iterator {
     return detail::TaskPolicy{options.max_retries, options.timeout, options.grace, requirement(options)};
   }
 
+  using KeyFunction = std::function<std::string(const T&)>;
+
+  /// What a call runs over: the items as they are, or (keyed_by) reordered by key with their groups.
+  struct Routed {
+    std::shared_ptr<const std::vector<T>> items;
+    std::shared_ptr<const detail::KeyGroups> groups;
+    std::exception_ptr error;  // key_fn threw
+  };
+
+  Routed route() const {
+    if (!m_key_fn) return Routed{m_items, nullptr, nullptr};
+    if constexpr (std::is_copy_constructible_v<T>) {
+      try {
+        std::vector<std::string> keys;
+        keys.reserve(m_items->size());
+        for (const T& item : *m_items) keys.push_back((*m_key_fn)(item));
+        auto groups = std::make_shared<const detail::KeyGroups>(detail::group_by_key(std::move(keys)));
+        std::vector<T> grouped;
+        grouped.reserve(m_items->size());
+        for (std::size_t index : groups->order) grouped.push_back((*m_items)[index]);
+        return Routed{std::make_shared<const std::vector<T>>(std::move(grouped)), std::move(groups), nullptr};
+      } catch (...) {
+        return Routed{nullptr, nullptr, std::current_exception()};
+      }
+    } else {
+      return Routed{m_items, nullptr, nullptr};  // keyed_by refuses such a T at compile time
+    }
+  }
+
   // NOTE: shared with every call in flight, so a call never dangles if the Iterator goes away.
   std::shared_ptr<const std::vector<T>> m_items;
+  std::shared_ptr<const KeyFunction> m_key_fn;  // keyed_by; null for none
   ScalabilityManager* m_manager;
   SharedMemory* m_memory = nullptr;
   SharedEventEmitter* m_events = nullptr;

@@ -6,12 +6,16 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include <scale/detail/job.hpp>
 #include <scale/future.hpp>
 
 namespace scale {
+
+class SharedMemory;
+class SharedEventEmitter;
 
 namespace detail {
 
@@ -60,6 +64,34 @@ class ScalabilityManager {
 
   /// Workers and tasks (chunks) as of now.
   virtual ManagerStats stats() const = 0;
+
+  /// Runs `fn(value)` (or `fn(value, scope)`, the scope reaching `memory` and `events`) once on
+  /// every live worker of this manager: one per thread of a thread pool, one on InlineManager, one
+  /// per live child of a process pool (which starts one when none is alive), one per live
+  /// compatible cluster worker. Completes with one WorkerReply per worker, each with its value or
+  /// the exception it threw; fails with scale::NoWorkers when there is no worker at all. The
+  /// function must be shippable on the process and cluster tiers, as for map. Defined in
+  /// scale/broadcast.hpp (included by scale/scale.hpp).
+  template <class F, class V>
+  auto broadcast(F fn, V value, SharedMemory* memory = nullptr, SharedEventEmitter* events = nullptr);
+
+  /// Registers `fn(scope)` to run on each worker before its first chunk from this manager, late
+  /// joiners and respawned children included: a worker takes no chunk of this manager until its
+  /// setups have run there, in the order registered. A setup that throws keeps that worker from
+  /// this manager's chunks (ManagerStats::setups_failed counts it), and a call with no worker
+  /// left fails with the setup's exception. Register before the calls that need it. Defined in
+  /// scale/broadcast.hpp.
+  template <class F>
+  void on_every_worker(F fn, SharedMemory* memory = nullptr, SharedEventEmitter* events = nullptr);
+
+  // ----- for broadcast and on_every_worker (scale/broadcast.hpp) -----
+
+  /// The ids of the workers alive now (WorkerResult::worker's form), for broadcast: each gets one
+  /// chunk pinned to it (Chunk::worker). A process pool with no child alive starts one first.
+  virtual Future<std::vector<std::string>> broadcast_targets() = 0;
+  /// Adds a setup: a one-item Job that each worker runs (Job::run(0, 1), or as a task on the
+  /// remote tiers) before it takes its first chunk from this manager.
+  virtual void add_setup(std::shared_ptr<detail::Job> setup) = 0;
 
   /// What the running calls still have to run, in chunks of their current size (what `adapt`
   /// scales on).

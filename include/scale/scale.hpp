@@ -16,6 +16,8 @@
 #include <scale/subscription.hpp>
 
 #include <scale/iterator.hpp>
+#include <scale/broadcast.hpp>
+#include <scale/worker_result.hpp>
 #include <scale/managers/inline.hpp>
 #include <scale/managers/thread_pool.hpp>
 #include <scale/managers/process_pool.hpp>

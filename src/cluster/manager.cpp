@@ -1247,3 +1247,13 @@ void ClusterManager::backlog_changed() { m_demand->backlog_changed(); }
 std::vector<ClusterWorker> ClusterManager::workers() const { return m_cluster->workers(); }
 
 }  // namespace scale
+
+namespace scale {
+Future<std::vector<std::string>> ClusterManager::broadcast_targets() {
+  return make_failed_future<std::vector<std::string>>(
+      std::make_exception_ptr(Error("scale::ClusterManager: broadcast is being built")));
+}
+void ClusterManager::add_setup(std::shared_ptr<detail::Job>) {
+  throw Error("scale::ClusterManager: on_every_worker is being built");
+}
+}  // namespace scale

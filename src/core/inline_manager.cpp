@@ -16,9 +16,14 @@
 //     hold (m_holders), as part of their work, and the nested call completes. A call made after
 //     the outer chunk's first co_await cannot be told from an unrelated call on the loop: it
 //     waits like one (docs/routing.md says so and what to do).
+//   - The manager is one worker, "inline". Its setups (on_every_worker) run on the loop before the
+//     next chunk after they were added; a chunk that comes while one runs waits for it (a
+//     Future-returning setup suspends, and chunks must not start in between). A setup that throws
+//     leaves no worker: every later chunk fails with its exception.
 
 #include <scale/managers/inline.hpp>
 
+#include <atomic>
 #include <coroutine>
 #include <exception>
 #include <mutex>
@@ -56,6 +61,59 @@ class InlineState {
   }
 
   TaskCounters counters;
+  static constexpr const char* worker_id = "inline";
+
+  /// Loop thread: setups were added since the last chunk, or one threw.
+  bool setups_pending() const noexcept {
+    return m_setup_error || m_setups_run != m_setups_added.load(std::memory_order_acquire);
+  }
+
+  /// Loop thread. Runs the setups added since the last chunk, one at a time, in order; a
+  /// Future-returning one is co_awaited, and chunks that come meanwhile wait for it. Throws the
+  /// exception a setup threw, now and for every later chunk.
+  Future<void> run_setups() {
+    if (m_setup_error) std::rethrow_exception(m_setup_error);
+    if (m_setup_running) {
+      Promise<void> turn;
+      Future<void> ready = turn.get_future();
+      m_setup_waiting.push_back(std::move(turn));
+      co_await std::move(ready);
+      co_return;
+    }
+    m_setup_running = true;
+    std::exception_ptr error;
+    try {
+      while (std::shared_ptr<Job> setup = next_setup()) {
+        if (setup->is_async()) {
+          Future<void> done = setup->run_async(0, 1);
+          co_await std::move(done);
+        } else {
+          setup->run(0, 1);
+        }
+        ++m_setups_run;
+      }
+    } catch (...) {
+      error = std::current_exception();
+      m_setup_error = error;
+      counters.setups_failed = 1;
+      counters.workers_alive = 0;
+    }
+    m_setup_running = false;
+    for (auto& waiting : std::exchange(m_setup_waiting, {})) {
+      if (error)
+        waiting.set_exception(error);
+      else
+        waiting.set_value();
+    }
+    if (error) std::rethrow_exception(error);
+  }
+  /// Any thread: the setup runs before the next chunk.
+  void add_setup(std::shared_ptr<Job> setup) {
+    std::lock_guard lock(m_mutex);
+    m_setups.push_back(std::move(setup));
+    m_setups_added.store(m_setups.size(), std::memory_order_release);
+  }
+  bool setup_failed() const noexcept { return counters.setups_failed.load(std::memory_order_relaxed) != 0; }
 
   /// The refusal of a call this manager can never meet, or null. Its provides never change.
   std::exception_ptr refusal(const Requirement& requirement) const {
@@ -151,6 +209,20 @@ class InlineState {
   RoutedQueue<Waiting> m_waiting;
   std::vector<Holder> m_holders;
   bool m_stopping = false;
+  /// The first setup not yet run, or null.
+  std::shared_ptr<Job> next_setup() {
+    std::lock_guard lock(m_mutex);
+    return m_setups_run < m_setups.size() ? m_setups[m_setups_run] : nullptr;
+  }
+
+  // The setups (on_every_worker), under m_mutex, and how many there are.
+  std::vector<std::shared_ptr<Job>> m_setups;
+  std::atomic<std::size_t> m_setups_added{0};
+  // Loop thread only: how far they have run.
+  std::size_t m_setups_run = 0;
+  bool m_setup_running = false;
+  std::vector<Promise<void>> m_setup_waiting;
+  std::exception_ptr m_setup_error;
 };
 
 namespace {
@@ -169,12 +241,24 @@ Future<void> start_in_frame(Chunk chunk, InlineState& state, bool holds,
 
 Future<void> run_inline(Chunk chunk, std::shared_ptr<InlineState> state) {
   TaskCounters& counters = state->counters;
+  // Kept for ran_on: the chunk itself may be handed on.
+  const std::shared_ptr<Job> job = chunk.job;
+  const std::size_t begin = chunk.begin;
+  const std::size_t end = chunk.end;
   ++counters.queued;
   co_await Requeue{};
   const bool routed = !resources_of(chunk).empty();
   bool holds = false;
   std::exception_ptr error;
-  if (routed) {
+  if (state->setups_pending()) {
+    try {
+      Future<void> set_up = state->run_setups();
+      co_await std::move(set_up);
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  if (routed && !error) {
     try {
       Future<bool> turn;
       std::optional<bool> now = state->try_start(chunk, turn);
@@ -208,6 +292,7 @@ Future<void> run_inline(Chunk chunk, std::shared_ptr<InlineState> state) {
     std::rethrow_exception(error);
   }
   ++counters.done;
+  job->ran_on(begin, end, InlineState::worker_id);
 }
 
 }  // namespace
@@ -225,8 +310,21 @@ Future<void> InlineManager::submit(detail::Chunk chunk) {
     ++m_state->counters.failed;
     return make_failed_future<void>(std::move(refused));
   }
+  if (!chunk.worker.empty() && chunk.worker != detail::InlineState::worker_id) {
+    ++m_state->counters.failed;
+    return make_failed_future<void>(std::make_exception_ptr(NoWorkers(
+        "scale: InlineManager has one worker, \"inline\", and no worker \"" + chunk.worker + "\"")));
+  }
   return detail::run_inline(std::move(chunk), m_state);
 }
+
+Future<std::vector<std::string>> InlineManager::broadcast_targets() {
+  std::vector<std::string> targets;
+  if (!m_state->setup_failed()) targets.emplace_back(detail::InlineState::worker_id);
+  return make_ready_future(std::move(targets));
+}
+
+void InlineManager::add_setup(std::shared_ptr<detail::Job> setup) { m_state->add_setup(std::move(setup)); }
 
 void InlineManager::stop_call(const std::shared_ptr<detail::Job>& job) {
   m_state->withdraw(job.get(), std::make_exception_ptr(Cancelled(detail::cancelled_message())), false);

@@ -32,6 +32,17 @@
 //     the chunks it runs while it waits anyway. A nested call made outside any pool chunk (on the
 //     loop, after a co_await) cannot be told from an unrelated call: it waits like one (see
 //     docs/routing.md).
+//   - Workers by slot: each thread has a slot ("thread-<k>", the lowest free k when it starts).
+//     A keyed chunk (Iterator::keyed_by) goes to the queue of the slot that rendezvous hashing
+//     picks among the live slots, and a pinned one (broadcast: Chunk::worker) to its slot's; a
+//     thread takes from its own slot's queue first, then from the shared one. A slot whose thread
+//     retires hands its keyed chunks to their next choice and fails its pinned ones (NoWorkers).
+//     NOTE: a thread waiting for a nested call also runs nested keyed chunks queued for other
+//     slots: affinity gives way rather than two waiting threads each holding the other's keys.
+//   - Setups (on_every_worker) run on a thread before its next chunk after they were added. A
+//     thread whose setup throws takes no more chunks and retires (its slot is not used again);
+//     when no thread is left to run chunks, every queued chunk and every later submit fails with
+//     that exception, until resize or adapt starts threads that run the setups again.
 //   - Lock order: m_control_mutex, then the ScalabilityManager's call registry (backlog()), then
 //     m_mutex; a Future's state lock, then m_mutex (its waker). No Promise is completed and no
 //     Entry destroyed while m_mutex is held.
@@ -48,10 +59,12 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "core/help_while_waiting.hpp"
+#include "core/rendezvous.hpp"
 #include "core/resource_ledger.hpp"
 #include "core/routed_queue.hpp"
 #include "core/scaling_controller.hpp"
@@ -70,6 +83,22 @@ struct HeldFrame {
   const HeldFrame* outer;
 };
 thread_local const HeldFrame* t_held = nullptr;
+/// The slot of this pool thread (pool threads only; one pool per thread).
+thread_local std::size_t t_slot = static_cast<std::size_t>(-1);
+
+std::string slot_id(std::size_t slot) { return "thread-" + std::to_string(slot); }
+
+/// The slot a "thread-<k>" id names, or none.
+std::optional<std::size_t> slot_of(const std::string& worker) {
+  constexpr std::string_view prefix = "thread-";
+  if (worker.size() <= prefix.size() || worker.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  std::size_t slot = 0;
+  for (std::size_t i = prefix.size(); i < worker.size(); ++i) {
+    if (worker[i] < '0' || worker[i] > '9' || slot > 1'000'000) return std::nullopt;
+    slot = slot * 10 + static_cast<std::size_t>(worker[i] - '0');
+  }
+  return slot;
+}
 }  // namespace
 
 class ThreadPool final : public WaitHelper {
@@ -127,10 +156,14 @@ class ThreadPool final : public WaitHelper {
         refused = std::make_exception_ptr(NoWorkers(
             "scale::ThreadPoolManager has no threads (it was resized to 0 and adapt is off), so nothing can run this "
             "call; call resize(n) with n > 0, or adapt(policy) to start threads as work arrives"));
+      } else if (m_setup_error && m_usable.empty()) {
+        refused = m_setup_error;
+      } else if (std::optional<std::size_t> slot = slot_for_locked(chunk, refused); refused) {
       } else {
         const Job& job = *chunk.job;
-        m_queue.push_back(Entry{std::move(chunk), std::move(promise)}, requirement.resources);
+        queue_for_locked(slot).push_back(Entry{std::move(chunk), std::move(promise)}, requirement.resources);
         ++m_counters.queued;
+        if (slot) m_pinned_waiting = true;
         // Waiting threads sleep on their own condition variables: wake those that may run this
         // chunk, and, when every thread waits, one of them to watch for starvation.
         bool woken = false;
@@ -148,7 +181,11 @@ class ThreadPool final : public WaitHelper {
       promise.set_exception(std::move(refused));
       return future;
     }
-    m_cv.notify_one();  // an idle thread, if any
+    // An idle thread, if any; a chunk for one slot must reach that slot's thread.
+    if (m_pinned_waiting.load(std::memory_order_relaxed))
+      m_cv.notify_all();
+    else
+      m_cv.notify_one();
     // The queue counts in the backlog too (a chunk submitted outside any dispatch).
     if (adapting) backlog_changed();
     return future;
@@ -199,8 +236,10 @@ class ThreadPool final : public WaitHelper {
     std::vector<Entry> withdrawn;
     {
       std::lock_guard lock(m_mutex);
-      if (!m_queue.has_classes()) return;
-      withdrawn = m_queue.take_all_if([&](const Entry& entry) { return entry.chunk.job == job; });
+      auto of_job = [&](const Entry& entry) { return entry.chunk.job == job; };
+      if (m_queue.has_classes()) withdrawn = m_queue.take_all_if(of_job);
+      for (Slot& slot : m_slots)
+        for (Entry& entry : slot.queue.take_all_if(of_job)) withdrawn.push_back(std::move(entry));
     }
     m_counters.queued -= withdrawn.size();
     m_counters.failed += withdrawn.size();
@@ -240,11 +279,18 @@ class ThreadPool final : public WaitHelper {
       std::unique_lock lock(m_mutex);
       while (!state.is_ready()) {
         std::optional<Entry> nested;
-        if (frame != nullptr && !m_stopping)
-          nested = m_queue.take_first([&](const Resources& resources, const Entry& entry) {
+        if (frame != nullptr && !m_stopping) {
+          auto may_run = [&](const Resources& resources, const Entry& entry) {
             if (!nested_in(*entry.chunk.job, frame)) return false;
             return resources.empty() || entry.chunk.job->cancelled() || m_ledger.fits(resources) || lent_here(resources);
-          });
+          };
+          if (t_slot < m_slots.size()) nested = m_slots[t_slot].queue.take_first(may_run);
+          if (!nested) nested = m_queue.take_first(may_run);
+          for (std::size_t k = 0; !nested && k < m_slots.size(); ++k)
+            nested = m_slots[k].queue.take_first([&](const Resources& resources, const Entry& entry) {
+              return entry.chunk.worker.empty() && may_run(resources, entry);  // keyed, not pinned
+            });
+        }
         if (nested) {
           hold_locked(*nested);  // too little free: it runs under what this thread's chunks hold
           run_taken(lock, std::move(*nested));
@@ -278,6 +324,94 @@ class ThreadPool final : public WaitHelper {
     bool holds = false;  // took resources_of(chunk) from m_ledger; gives them back when it ends
   };
 
+  /// A thread's slot: its id is slot_id(index); its queue holds the chunks keyed or pinned to it.
+  struct Slot {
+    bool alive = false;         // a thread runs in it
+    bool failed = false;        // its thread's setup threw: never used again
+    std::size_t setups_run = 0; // of m_setups, by its thread
+    RoutedQueue<Entry> queue;
+  };
+
+  /// Under m_mutex: the slot a chunk must go to (none: the shared queue), or `refused` set.
+  std::optional<std::size_t> slot_for_locked(const Chunk& chunk, std::exception_ptr& refused) {
+    if (!chunk.worker.empty()) {
+      const std::optional<std::size_t> slot = slot_of(chunk.worker);
+      if (slot && *slot < m_slots.size() && m_slots[*slot].alive && !m_slots[*slot].failed) return slot;
+      refused = std::make_exception_ptr(
+          NoWorkers("scale::ThreadPoolManager has no live thread \"" + chunk.worker + "\" (it retired, or its setup failed)"));
+      return std::nullopt;
+    }
+    if (!chunk.keyed() || m_usable.empty()) return std::nullopt;
+    return m_usable[rendezvous_pick(chunk.key, m_usable_ids)];
+  }
+
+  RoutedQueue<Entry>& queue_for_locked(std::optional<std::size_t> slot) { return slot ? m_slots[*slot].queue : m_queue; }
+
+  /// Under m_mutex: the live slots that run chunks changed.
+  void slots_changed_locked() {
+    m_usable.clear();
+    m_usable_ids.clear();
+    for (std::size_t k = 0; k < m_slots.size(); ++k)
+      if (m_slots[k].alive && !m_slots[k].failed) {
+        m_usable.push_back(k);
+        m_usable_ids.push_back(slot_id(k));
+      }
+  }
+
+  /// Under m_mutex: slot `slot` stops running chunks. Its keyed chunks go to their next choice;
+  /// its pinned ones are returned, to fail (NoWorkers, or `error`) once the lock is released; with
+  /// `error` and no usable slot left, every queued chunk is returned to fail with it.
+  std::vector<Entry> leave_slot_locked(std::size_t slot, std::exception_ptr error) {
+    m_slots[slot].alive = false;
+    slots_changed_locked();
+    std::vector<Entry> failed;
+    for (Entry& entry : m_slots[slot].queue.take_all_if([](const Entry&) { return true; })) {
+      if (!entry.chunk.worker.empty() || m_usable.empty()) {
+        failed.push_back(std::move(entry));
+        continue;
+      }
+      const std::size_t next = m_usable[rendezvous_pick(entry.chunk.key, m_usable_ids)];
+      const Resources& resources = resources_of(entry.chunk);
+      m_slots[next].queue.push_back(std::move(entry), resources);
+    }
+    if (error && m_usable.empty()) {
+      m_setup_error = error;
+      for (Entry& entry : m_queue.take_all_if([](const Entry&) { return true; })) failed.push_back(std::move(entry));
+    }
+    m_counters.queued -= failed.size();
+    return failed;
+  }
+
+  /// Fails entries taken out of the queues (m_mutex not held).
+  void fail_entries(std::vector<Entry> entries, std::exception_ptr error) {
+    if (entries.empty()) return;
+    m_counters.failed += entries.size();
+    for (Entry& entry : entries) {
+      std::exception_ptr why = error;
+      if (!why)
+        why = std::make_exception_ptr(NoWorkers("scale::ThreadPoolManager: the thread \"" + entry.chunk.worker +
+                                                "\" this chunk was for retired before it ran"));
+      entry.chunk = Chunk{};
+      entry.promise.set_exception(why);
+    }
+  }
+
+ public:
+  /// The live threads that run chunks, by id.
+  std::vector<std::string> usable_ids() const {
+    std::lock_guard lock(m_mutex);
+    return m_usable_ids;
+  }
+
+  void add_setup(std::shared_ptr<Job> setup) {
+    {
+      std::lock_guard lock(m_mutex);
+      m_setups.push_back(std::move(setup));
+      m_setups_added.store(m_setups.size(), std::memory_order_release);
+    }
+  }
+
+ private:
   /// A thread waiting in wait_for with nothing it may run, on its own condition variable so that
   /// a chunk wakes only the threads that may run it.
   struct Sleeper {
@@ -305,9 +439,13 @@ class ThreadPool final : public WaitHelper {
 
   /// Under m_mutex: the next chunk an idle thread may start, oldest first; its amounts taken.
   std::optional<Entry> take_next_locked() {
-    std::optional<Entry> entry = m_queue.take_next([&](const Resources& resources, const Entry& queued) {
+    auto may_start = [&](const Resources& resources, const Entry& queued) {
       return queued.chunk.job->cancelled() || m_ledger.fits(resources);  // a cancelled one is only skipped
-    });
+    };
+    std::optional<Entry> entry;
+    if (m_pinned_waiting.load(std::memory_order_relaxed) && t_slot < m_slots.size())
+      entry = m_slots[t_slot].queue.take_next(may_start);
+    if (!entry) entry = m_queue.take_next(may_start);
     if (entry) hold_locked(*entry);
     return entry;
   }
@@ -354,19 +492,25 @@ class ThreadPool final : public WaitHelper {
     return !m_stopping && able > std::max<std::size_t>(m_target, m_queue.empty() ? 0 : 1);
   }
 
-  void work(std::list<std::thread>::iterator self) {
+  void work(std::list<std::thread>::iterator self, std::size_t slot) {
     t_wait_helper = this;
+    t_slot = slot;
     std::unique_lock lock(m_mutex);
     for (;;) {
       if (m_stopping) break;
-      if (must_retire_locked()) {
-        // Idle, and more threads than needed: retire. The control thread joins this one.
+      const bool failed = m_slots[slot].failed;
+      if (failed || must_retire_locked()) {
+        // Idle, and more threads than needed (or its setup threw): retire. The control thread
+        // joins this one.
         --m_alive;
         m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
         m_exited.splice(m_exited.end(), m_threads, self);
+        std::vector<Entry> orphans = leave_slot_locked(slot, failed ? m_slot_error : nullptr);
         // Leaving only waiting threads behind with chunks queued: one of them watches for it.
         if (starving_locked()) m_sleepers.front()->cv.notify_one();
+        const std::exception_ptr error = failed && m_usable.empty() ? m_slot_error : nullptr;
         lock.unlock();
+        fail_entries(std::move(orphans), error);
         {
           std::lock_guard control(m_control_mutex);
           start_control_locked();  // a thread started for a starving wait retires without any resize
@@ -383,11 +527,38 @@ class ThreadPool final : public WaitHelper {
     }
     --m_alive;
     m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
+    m_slots[slot].alive = false;
   }
 
   /// Runs an entry taken out of the queue with m_mutex released. The Entry goes before m_mutex is
   /// taken again.
   void run_taken(std::unique_lock<std::mutex>& lock, Entry taken) {
+    if (m_slots[t_slot].setups_run != m_setups.size() && !run_setups(lock)) {
+      // This thread's setup threw: the chunk goes back (to the next choice of its key, or failed
+      // when it was pinned here), and the thread retires at its next look at the queue.
+      if (taken.holds) m_ledger.release(resources_of(taken.chunk));
+      taken.holds = false;
+      if (taken.chunk.worker.empty() && !m_usable.empty()) {
+        const std::optional<std::size_t> slot =
+            taken.chunk.keyed() ? std::optional<std::size_t>(m_usable[rendezvous_pick(taken.chunk.key, m_usable_ids)])
+                                : std::nullopt;
+        const Resources& resources = resources_of(taken.chunk);
+        queue_for_locked(slot).push_front(std::move(taken), resources);
+        lock.unlock();
+        m_cv.notify_all();
+        lock.lock();
+        return;
+      }
+      // Pinned to this thread, or no thread is left that runs chunks: it fails with the setup's error.
+      --m_counters.queued;
+      std::vector<Entry> one;
+      one.push_back(std::move(taken));
+      const std::exception_ptr error = m_slot_error;
+      lock.unlock();
+      fail_entries(std::move(one), error);
+      lock.lock();
+      return;
+    }
     {
       Entry entry = std::move(taken);
       --m_counters.queued;
@@ -396,6 +567,32 @@ class ThreadPool final : public WaitHelper {
       run(entry);
     }
     lock.lock();
+  }
+
+  /// Under `lock` (held on entry and return): runs on this thread the setups it has not run yet,
+  /// with the lock released while each runs. False when one threw: the slot is marked failed.
+  bool run_setups(std::unique_lock<std::mutex>& lock) {
+    Slot& slot = m_slots[t_slot];
+    while (slot.setups_run < m_setups.size()) {
+      std::shared_ptr<Job> setup = m_setups[slot.setups_run];
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        setup->run(0, 1);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      if (error) {
+        slot.failed = true;
+        m_slot_error = error;
+        ++m_counters.setups_failed;
+        slots_changed_locked();
+        return false;
+      }
+      ++slot.setups_run;
+    }
+    return true;
   }
 
   void run(Entry& entry) {
@@ -412,6 +609,7 @@ class ThreadPool final : public WaitHelper {
       t_held = held.outer;
     }
     if (entry.holds) release(resources_of(entry.chunk));
+    if (!error) entry.chunk.job->ran_on(entry.chunk.begin, entry.chunk.end, slot_id(t_slot));
     // NOTE: the chunk (and with it possibly the last reference to the Job and the user's
     // function) is released here on the pool thread, after the counters but before the
     // Promise: once the awaiting algorithm resumes, no pool thread touches the Job.
@@ -441,12 +639,19 @@ class ThreadPool final : public WaitHelper {
     // Started under m_mutex: the thread's first act is to take it, so its list node is set
     // before it can retire and move it.
     auto self = m_threads.emplace(m_threads.end());
+    std::size_t slot = 0;
+    while (slot < m_slots.size() && (m_slots[slot].alive || m_slots[slot].failed)) ++slot;
+    if (slot == m_slots.size()) m_slots.emplace_back();
     try {
-      *self = std::thread([this, self] { work(self); });
+      *self = std::thread([this, self, slot] { work(self, slot); });
     } catch (...) {
       m_threads.erase(self);
       throw;
     }
+    m_slots[slot].alive = true;
+    m_slots[slot].setups_run = 0;
+    slots_changed_locked();
+    if (m_setup_error && !m_usable.empty()) m_setup_error = nullptr;  // a new thread tries the setups again
     ++m_alive;
     ++m_counters.workers_spawned;
     m_counters.workers_alive.store(m_alive, std::memory_order_relaxed);
@@ -534,6 +739,15 @@ class ThreadPool final : public WaitHelper {
   std::list<std::thread> m_threads;  // running work()
   std::list<std::thread> m_exited;   // retired, to be joined
   TaskCounters m_counters;
+  // NOTE: a deque, so a thread's reference to its Slot survives slots added meanwhile.
+  std::deque<Slot> m_slots;
+  std::vector<std::size_t> m_usable;       // slots alive whose setups have not failed
+  std::vector<std::string> m_usable_ids;   // their ids, for rendezvous_pick
+  std::atomic<bool> m_pinned_waiting{false};  // a chunk was ever queued for one slot
+  std::vector<std::shared_ptr<Job>> m_setups;  // on_every_worker, in order
+  std::atomic<std::size_t> m_setups_added{0};
+  std::exception_ptr m_slot_error;   // the last setup's exception
+  std::exception_ptr m_setup_error;  // set while no thread is left because setups threw
 
   // The control thread: adapt's controller and the joining of retired threads.
   std::mutex m_control_mutex;
@@ -560,6 +774,8 @@ Future<void> ThreadPoolManager::submit(detail::Chunk chunk) { return m_pool->sub
 void ThreadPoolManager::stop_call(const std::shared_ptr<detail::Job>& job) { m_pool->stop(job); }
 std::size_t ThreadPoolManager::concurrency() const noexcept { return m_pool->target(); }
 ManagerStats ThreadPoolManager::stats() const { return m_pool->stats(); }
+Future<std::vector<std::string>> ThreadPoolManager::broadcast_targets() { return make_ready_future(m_pool->usable_ids()); }
+void ThreadPoolManager::add_setup(std::shared_ptr<detail::Job> setup) { m_pool->add_setup(std::move(setup)); }
 void ThreadPoolManager::backlog_changed() { m_pool->backlog_changed(); }
 
 }  // namespace scale

@@ -979,3 +979,13 @@ ManagerStats ProcessPoolManager::stats() const { return m_pool->stats(); }
 std::vector<pid_t> ProcessPoolManager::worker_pids() const { return m_pool->pids(); }
 
 }  // namespace scale
+
+namespace scale {
+Future<std::vector<std::string>> ProcessPoolManager::broadcast_targets() {
+  return make_failed_future<std::vector<std::string>>(
+      std::make_exception_ptr(Error("scale::ProcessPoolManager: broadcast is being built")));
+}
+void ProcessPoolManager::add_setup(std::shared_ptr<detail::Job>) {
+  throw Error("scale::ProcessPoolManager: on_every_worker is being built");
+}
+}  // namespace scale

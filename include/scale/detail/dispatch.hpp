@@ -18,6 +18,8 @@
 //     with Cancelled once nothing of it is in flight.
 //   - on_progress is driven by a 100 ms timer on the loop while the call runs, and called once
 //     more at completion; fraction counts what running items reported (Job::running_progress).
+//   - A keyed call (Iterator::keyed_by) has its items in groups of one key each (key_groups.hpp):
+//     a chunk ends where its group ends, and carries the group's key for the manager to route.
 //   - Everything but backlog() runs on the loop thread: no lock or atomic per chunk besides the
 //     counters a manager reads from its own threads.
 
@@ -31,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <stop_token>
+#include <string_view>
 #include <utility>
 
 #include <scale/detail/job.hpp>
@@ -158,9 +161,14 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
       while (!m_job->cancelled() && m_next < m_total && m_in_flight < lanes) {
         const std::size_t size = cut(workers);
         const std::size_t begin = m_next;
+        std::string_view key;
+        if (m_groups != nullptr) {
+          while (m_groups->begins[m_group + 1] <= begin) ++m_group;
+          key = m_groups->keys[m_group];
+        }
         m_next += size;
         ++m_in_flight;
-        run(shared_from_this(), begin, m_next);
+        run(shared_from_this(), begin, m_next, key);
       }
       if (m_next < m_total && !m_job->cancelled()) m_current_size.store(cut(workers), std::memory_order_relaxed);
     } while (m_repump);
@@ -169,7 +177,16 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
     maybe_finish();
   }
 
+  /// The next chunk's size, within the key group of m_next when the call is keyed.
   std::size_t cut(std::size_t workers) const noexcept {
+    const std::size_t size = cut_unkeyed(workers);
+    if (m_groups == nullptr) return size;
+    std::size_t group = m_group;
+    while (m_groups->begins[group + 1] <= m_next) ++group;
+    return std::min(size, m_groups->begins[group + 1] - m_next);
+  }
+
+  std::size_t cut_unkeyed(std::size_t workers) const noexcept {
     if (m_fixed_size != 0) return std::min(m_fixed_size, m_total - m_next);
     std::size_t items = m_job->timed_items();
     std::chrono::nanoseconds took = m_job->timed_duration();
@@ -181,13 +198,14 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
     return next_chunk_size(m_total - m_next, m_total, workers, per_item, m_manager->target_chunk_duration());
   }
 
-  static Detached run(std::shared_ptr<Dispatch> self, std::size_t begin, std::size_t end) {
+  static Detached run(std::shared_ptr<Dispatch> self, std::size_t begin, std::size_t end, std::string_view key) {
     std::exception_ptr error;
     const auto sent = std::chrono::steady_clock::now();
     try {
       // NOTE: GCC 12 may destroy a temporary inside a co_await expression twice; every
       // co_await in the library awaits a named Future.
-      Future<void> chunk_done = self->m_manager->submit(Chunk{self->m_job, begin, end});
+      Chunk chunk{self->m_job, begin, end, key, {}};
+      Future<void> chunk_done = self->m_manager->submit(std::move(chunk));
       co_await std::move(chunk_done);
     } catch (...) {
       error = std::current_exception();
@@ -296,6 +314,8 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
   static constexpr double max_running_fraction = 0.999999;  // 1 only at completion
 
   std::shared_ptr<Job> m_job;
+  const KeyGroups* m_groups = m_job->key_groups().get();  // the Job keeps them
+  std::size_t m_group = 0;                                 // the group of m_next (keyed calls)
   ScalabilityManager* m_manager;
   const std::size_t m_fixed_size;
   std::function<void(std::size_t, std::size_t)> m_progress;

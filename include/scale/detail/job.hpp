@@ -35,6 +35,7 @@
 #include <vector>
 
 #include <scale/detail/chunk_control.hpp>
+#include <scale/detail/key_groups.hpp>
 #include <scale/detail/requirement.hpp>
 #include <scale/detail/nesting.hpp>
 #include <scale/error.hpp>
@@ -55,6 +56,8 @@ struct ManagerStats {
   std::size_t tasks_done = 0;       ///< finished without error
   std::size_t tasks_failed = 0;     ///< finished with an error (the function threw, or Stopped)
   std::size_t tasks_retried = 0;    ///< run again after their worker was lost
+  /// Workers kept from this manager's chunks because a setup (on_every_worker) threw there.
+  std::size_t setups_failed = 0;
   std::size_t workers_refused = 0;  ///< workers of another build seen (never given tasks; cluster only)
   std::size_t workers_target = 0;   ///< the count the manager is moving to (resize, adapt; cluster: desired_workers())
 };
@@ -157,6 +160,19 @@ class Job {
     return std::chrono::nanoseconds(static_cast<std::int64_t>(m_timed_ns.load(std::memory_order_relaxed)));
   }
 
+  /// A keyed call's groups (Iterator::keyed_by): its items are in grouped order, and the dispatch
+  /// cuts no chunk across two keys. Null for a call without keys.
+  const std::shared_ptr<const KeyGroups>& key_groups() const noexcept { return m_key_groups; }
+  void set_key_groups(std::shared_ptr<const KeyGroups> groups) noexcept { m_key_groups = std::move(groups); }
+
+  /// Items [begin, end) ran on the worker `worker` (WorkerResult::worker's ids). Managers call it
+  /// before they complete a chunk's Future; only map_with_workers keeps it.
+  virtual void ran_on(std::size_t begin, std::size_t end, std::string_view worker) {
+    (void)begin;
+    (void)end;
+    (void)worker;
+  }
+
   /// The pool chunk this Job was made in (a nested call), or null (nesting.hpp).
   const std::shared_ptr<const NestingFrame>& made_in() const noexcept { return m_made_in; }
 
@@ -196,6 +212,7 @@ class Job {
   std::size_t m_size;
   TaskPolicy m_policy;
   std::shared_ptr<const NestingFrame> m_made_in;
+  std::shared_ptr<const KeyGroups> m_key_groups;
   static constexpr double progress_unit = 1'000'000;  // fixed point: millionths of an item
   std::atomic<bool> m_cancelled{false};
   std::atomic<bool> m_stop{false};
@@ -219,7 +236,15 @@ struct Chunk {
   std::shared_ptr<Job> job;
   std::size_t begin = 0;
   std::size_t end = 0;
+  /// The key all its items share (a keyed call: the manager sends it to the worker that the key
+  /// hashes to, rendezvous over the workers that meet the call), or empty. Points into the Job's
+  /// key_groups(), which the Job keeps alive.
+  std::string_view key{};
+  /// The one worker that must run it (broadcast, setups), or empty for any. A chunk whose worker
+  /// is gone fails with scale::NoWorkers.
+  std::string worker{};
   std::size_t size() const noexcept { return end - begin; }
+  bool keyed() const noexcept { return job->key_groups() != nullptr; }
 };
 
 /// The ChunkControl of a chunk that runs in this process (the thread tiers): the Job's stop flag;
@@ -276,14 +301,14 @@ inline Future<void> run_chunk_on_loop(Chunk chunk) {
 struct TaskCounters {
   std::atomic<std::size_t> workers_alive{0}, workers_spawned{0}, workers_lost{0};
   std::atomic<std::size_t> queued{0}, running{0}, done{0}, failed{0}, retried{0};
-  std::atomic<std::size_t> workers_refused{0}, workers_target{0};
+  std::atomic<std::size_t> workers_refused{0}, workers_target{0}, setups_failed{0};
 
   ManagerStats snapshot() const noexcept {
     constexpr auto r = std::memory_order_relaxed;
     return ManagerStats{workers_alive.load(r), workers_spawned.load(r), workers_lost.load(r),
                         queued.load(r),        running.load(r),         done.load(r),
-                        failed.load(r),        retried.load(r),         workers_refused.load(r),
-                        workers_target.load(r)};
+                        failed.load(r),        retried.load(r),         setups_failed.load(r),
+                        workers_refused.load(r), workers_target.load(r)};
   }
 };
 

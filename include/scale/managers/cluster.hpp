@@ -92,6 +92,9 @@ class ClusterManager final : public ScalabilityManager {
   std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(200); }
   /// workers_alive counts live compatible workers; workers_refused the incompatible ones seen.
   ManagerStats stats() const override;
+  /// The ids of the live workers (WorkerResult::worker's form).
+  Future<std::vector<std::string>> broadcast_targets() override;
+  void add_setup(std::shared_ptr<detail::Job> setup) override;
   /// The live workers seen through their heartbeats, compatible or not.
   std::vector<ClusterWorker> workers() const;
   /// The worker count this manager's backlog wants under ClusterOptions::scaling; also in Redis,

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <scale/detail/job.hpp>
 #include <scale/future.hpp>
@@ -54,6 +56,9 @@ class InlineManager final : public ScalabilityManager {
   std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(2); }
 
   ManagerStats stats() const override;
+  /// One target, "inline" (none once a setup threw).
+  Future<std::vector<std::string>> broadcast_targets() override;
+  void add_setup(std::shared_ptr<detail::Job> setup) override;
 
  private:
   // NOTE: shared with every chunk coroutine in flight, which may outlive the manager.

@@ -78,6 +78,9 @@ class ProcessPoolManager final : public ScalabilityManager {
   /// workers_target: the count resize() or adapt() moves to; on demand, what the queue wants
   /// (workers holding chunks plus chunks queued, within [min_workers, max_workers]).
   ManagerStats stats() const override;
+  /// The ids of the live workers (WorkerResult::worker's form).
+  Future<std::vector<std::string>> broadcast_targets() override;
+  void add_setup(std::shared_ptr<detail::Job> setup) override;
 
   /// Keeps `n` workers (at most max_workers) from now on, and turns adapt() off. Workers are
   /// spawned at once up to n; above n idle workers exit now and busy ones once they finish what

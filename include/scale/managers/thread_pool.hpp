@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <vector>
 #include <thread>
 
 #include <scale/detail/job.hpp>
@@ -66,6 +68,9 @@ class ThreadPoolManager final : public ScalabilityManager {
   std::size_t concurrency() const noexcept override;
   ManagerStats stats() const override;
   void backlog_changed() override;
+  /// The live threads' ids ("thread-<k>"), except those whose setup threw.
+  Future<std::vector<std::string>> broadcast_targets() override;
+  void add_setup(std::shared_ptr<detail::Job> setup) override;
 
  private:
   std::unique_ptr<detail::ThreadPool> m_pool;
