@@ -9,8 +9,14 @@
 #include <scale/managers/thread_pool.hpp>
 #include <scale/runtime.hpp>
 #include <scale/sleep_for.hpp>
+#include <scale/broadcast.hpp>
+#include <scale/worker_result.hpp>
+
+#include "support/eventually.hpp"
 
 #include <algorithm>
+#include <map>
+#include <string>
 #include <atomic>
 #include <chrono>
 #include <numeric>
@@ -176,4 +182,62 @@ TEST_CASE("a thread pool resized to 0 still refuses a call it can never meet wit
   REQUIRE_THROWS_AS(numbers.map([](int x) { return x; }).get(), scale::NoWorkers);
   pool.resize(2);
   REQUIRE(numbers.map([](int x) { return x; }, meets).get() == iota(4));
+}
+
+namespace {
+
+std::map<std::string, std::string> worker_by_key(const std::vector<scale::WorkerResult<int>>& results) {
+  std::map<std::string, std::string> workers;
+  for (std::size_t i = 0; i < results.size(); ++i) workers["k" + std::to_string(i % 100)] = results[i].worker;
+  return workers;
+}
+
+}  // namespace
+
+TEST_CASE("keyed_by on a thread pool: a thread that joins takes only keys it wins, one that retires moves only its own",
+          "[thread_pool][affinity]") {
+  scale::Runtime runtime;
+  scale::ThreadPoolManager pool(3);
+  scale::Iterator<int> numbers(iota(400), pool);
+  auto keyed = numbers.keyed_by([](const int& x) { return "k" + std::to_string(x % 100); });
+  auto identity = [](int x) { return x; };
+  const auto before = worker_by_key(keyed.map_with_workers(identity).get());
+  REQUIRE(before.size() == 100);
+
+  pool.resize(4);
+  const auto grown = worker_by_key(keyed.map_with_workers(identity).get());
+  std::size_t moved = 0;
+  for (const auto& [key, worker] : grown) {
+    if (worker == before.at(key)) continue;
+    ++moved;
+    CHECK(worker == "thread-3");  // the new slot: nobody else's keys move
+  }
+  CHECK(moved > 0);
+  CHECK(moved < 60);  // about a quarter
+
+  pool.resize(2);
+  REQUIRE(support::eventually([&] { return pool.stats().workers_alive == 2; }));
+  const auto targets = pool.broadcast_targets().get();
+  REQUIRE(targets.size() == 2);
+  const auto shrunk = worker_by_key(keyed.map_with_workers(identity).get());
+  for (const auto& [key, worker] : shrunk) {
+    CHECK(std::find(targets.begin(), targets.end(), worker) != targets.end());
+    const std::string& was = grown.at(key);
+    if (std::find(targets.begin(), targets.end(), was) != targets.end()) CHECK(worker == was);  // kept its worker
+  }
+}
+
+TEST_CASE("a setup registered on a thread pool runs on threads that resize starts later", "[thread_pool][affinity]") {
+  scale::Runtime runtime;
+  scale::ThreadPoolManager pool(1);
+  static std::atomic<int> setups{0};
+  setups = 0;
+  pool.on_every_worker([](scale::Scope&) { ++setups; });
+  scale::Iterator<int> numbers(iota(10), pool);
+  numbers.for_each([](int) {}).get();
+  CHECK(setups == 1);
+  pool.resize(3);
+  auto replies = pool.broadcast([](int x) { return x; }, 1).get();
+  CHECK(replies.size() == 3);
+  CHECK(setups == 3);
 }
