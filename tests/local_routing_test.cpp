@@ -241,3 +241,20 @@ TEST_CASE("a setup registered on a thread pool runs on threads that resize start
   CHECK(replies.size() == 3);
   CHECK(setups == 3);
 }
+
+TEST_CASE("keyed maps nested in every thread's chunk of a thread pool complete", "[thread_pool][affinity]") {
+  scale::Runtime runtime;
+  scale::ThreadPoolManager pool(2);
+  scale::Iterator<int> outer(iota(4), pool);
+  auto sums = outer
+                  .map([&pool](int x) {
+                    scale::Iterator<int> inner(iota(60), pool);
+                    auto keyed = inner.keyed_by([](const int& y) { return std::to_string(y % 10); });
+                    scale::RunOptions options{.chunk_size = 2};
+                    auto values = keyed.map([x](int y) { return x + y; }, options).get();
+                    return std::accumulate(values.begin(), values.end(), 0);
+                  })
+                  .get();
+  REQUIRE(sums.size() == 4);
+  for (int x = 0; x < 4; ++x) CHECK(sums[static_cast<std::size_t>(x)] == 60 * x + 59 * 60 / 2);
+}

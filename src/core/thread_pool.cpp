@@ -38,7 +38,8 @@
 //     thread takes from its own slot's queue first, then from the shared one. A slot whose thread
 //     retires hands its keyed chunks to their next choice and fails its pinned ones (NoWorkers).
 //     NOTE: a thread waiting for a nested call also runs nested keyed chunks queued for other
-//     slots: affinity gives way rather than two waiting threads each holding the other's keys.
+//     slots, and an idle thread runs keyed chunks queued for a slot whose thread sleeps in such a
+//     wait (they may be what it waits for): affinity gives way rather than a wait never ending.
 //   - Setups (on_every_worker) run on a thread before its next chunk after they were added. A
 //     thread whose setup throws takes no more chunks and retires (its slot is not used again);
 //     when no thread is left to run chunks, every queued chunk and every later submit fails with
@@ -143,6 +144,7 @@ class ThreadPool final : public WaitHelper {
     Future<void> future = promise.get_future();
     std::exception_ptr refused;
     bool adapting = false;
+    bool for_one_slot = false;
     // The ledger's provides never change on a pool: read without the lock.
     const Requirement& requirement = chunk.job->policy().requirement;
     const bool can_meet = requirement.empty() || m_ledger.can_meet(requirement);
@@ -163,7 +165,7 @@ class ThreadPool final : public WaitHelper {
         const Job& job = *chunk.job;
         queue_for_locked(slot).push_back(Entry{std::move(chunk), std::move(promise)}, requirement.resources);
         ++m_counters.queued;
-        if (slot) m_pinned_waiting = true;
+        for_one_slot = slot.has_value();
         // Waiting threads sleep on their own condition variables: wake those that may run this
         // chunk, and, when every thread waits, one of them to watch for starvation.
         bool woken = false;
@@ -182,7 +184,7 @@ class ThreadPool final : public WaitHelper {
       return future;
     }
     // An idle thread, if any; a chunk for one slot must reach that slot's thread.
-    if (m_pinned_waiting.load(std::memory_order_relaxed))
+    if (for_one_slot)
       m_cv.notify_all();
     else
       m_cv.notify_one();
@@ -297,6 +299,10 @@ class ThreadPool final : public WaitHelper {
           continue;
         }
         m_sleepers.push_back(&sleeper);
+        if (t_slot < m_slots.size()) {
+          m_slots[t_slot].waiting = true;
+          if (!m_slots[t_slot].queue.empty()) m_cv.notify_all();  // an idle thread may run them now
+        }
         if (starving_locked()) {
           const bool timed_out = sleeper.cv.wait_for(lock, kStarvedFor) == std::cv_status::timeout;
           if (timed_out && !state.is_ready() && starving_locked()) {
@@ -310,6 +316,7 @@ class ThreadPool final : public WaitHelper {
           sleeper.cv.wait(lock);
         }
         std::erase(m_sleepers, &sleeper);
+        if (t_slot < m_slots.size()) m_slots[t_slot].waiting = false;
       }
       // Awake again: a thread started while this one slept may now be one too many.
       if (m_alive > m_target) m_cv.notify_all();
@@ -328,6 +335,7 @@ class ThreadPool final : public WaitHelper {
   struct Slot {
     bool alive = false;         // a thread runs in it
     bool failed = false;        // its thread's setup threw: never used again
+    bool waiting = false;       // its thread sleeps in wait_for
     std::size_t setups_run = 0; // of m_setups, by its thread
     RoutedQueue<Entry> queue;
   };
@@ -431,6 +439,8 @@ class ThreadPool final : public WaitHelper {
 
   /// Under m_mutex: some queued chunk could start now.
   bool startable_locked() const noexcept {
+    for (const Slot& slot : m_slots)
+      if (slot.waiting && !slot.queue.empty()) return true;  // keyed chunks another thread may take
     if (!m_queue.has_classes()) return !m_queue.empty();
     return m_queue.startable([&](const Resources& resources, std::size_t queued) {
              return m_ledger.room_for(resources, queued);
@@ -443,9 +453,15 @@ class ThreadPool final : public WaitHelper {
       return queued.chunk.job->cancelled() || m_ledger.fits(resources);  // a cancelled one is only skipped
     };
     std::optional<Entry> entry;
-    if (m_pinned_waiting.load(std::memory_order_relaxed) && t_slot < m_slots.size())
-      entry = m_slots[t_slot].queue.take_next(may_start);
+    if (t_slot < m_slots.size() && !m_slots[t_slot].queue.empty()) entry = m_slots[t_slot].queue.take_next(may_start);
     if (!entry) entry = m_queue.take_next(may_start);
+    // Keyed chunks of a slot whose thread sleeps in a wait: they may be what it waits for (a call
+    // made on the loop), so another thread runs them rather than let the wait never end.
+    for (std::size_t k = 0; !entry && k < m_slots.size(); ++k)
+      if (k != t_slot && m_slots[k].waiting && !m_slots[k].queue.empty())
+        entry = m_slots[k].queue.take_next([&](const Resources& resources, const Entry& queued) {
+          return queued.chunk.worker.empty() && may_start(resources, queued);
+        });
     if (entry) hold_locked(*entry);
     return entry;
   }
@@ -743,7 +759,6 @@ class ThreadPool final : public WaitHelper {
   std::deque<Slot> m_slots;
   std::vector<std::size_t> m_usable;       // slots alive whose setups have not failed
   std::vector<std::string> m_usable_ids;   // their ids, for rendezvous_pick
-  std::atomic<bool> m_pinned_waiting{false};  // a chunk was ever queued for one slot
   std::vector<std::shared_ptr<Job>> m_setups;  // on_every_worker, in order
   std::atomic<std::size_t> m_setups_added{0};
   std::exception_ptr m_slot_error;   // the last setup's exception
