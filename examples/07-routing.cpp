@@ -11,13 +11,10 @@
 //   build/examples/07-routing --scale-worker redis://127.0.0.1:6379                        # two of these
 //   build/examples/07-routing redis://127.0.0.1:6379                                       # the application
 //
-// Each item returns the pid of the worker process that ran it, and the application names the
-// worker from manager.workers(). Once iterator.map_with_workers(fn, options) exists, each
-// result will carry the id of the worker that produced it (scale::WorkerResult{.value, .worker})
-// and the functions below will return just their value.
+// The maps are map_with_workers: each result comes with the id of the worker that produced it
+// (scale::WorkerResult{.value, .worker}), and the application names the worker's offer from
+// manager.workers().
 #include <scale/scale.hpp>
-
-#include <unistd.h>
 
 #include <cassert>
 #include <chrono>
@@ -31,29 +28,31 @@
 using namespace std::chrono_literals;
 
 // Stands in for work that needs the gpu: runs only where RunOptions::resources can be met.
-auto render_on_gpu = [](int /*frame*/) {
+auto render_on_gpu = [](int frame) {
   std::this_thread::sleep_for(100ms);
-  return static_cast<int>(::getpid());
+  return frame;
 };
 
 // Needs nothing: any worker may run it.
-auto make_thumbnail = [](int /*image*/) {
+auto make_thumbnail = [](int image) {
   std::this_thread::sleep_for(20ms);
-  return static_cast<int>(::getpid());
+  return image;
 };
 
-/// "worker <id> {<provides>}" of the worker with process id `pid`.
-std::string name_of(const std::vector<scale::ClusterWorker>& workers, int pid) {
+/// "worker <id> {<provides>}".
+std::string name_of(const std::vector<scale::ClusterWorker>& workers, const std::string& id) {
   for (const auto& worker : workers)
-    if (worker.pid == pid) return "worker " + worker.id + " {" + scale::provides_text(worker.provides) + "}";
-  return "pid " + std::to_string(pid);
+    if (worker.id == id) return "worker " + id + " {" + scale::provides_text(worker.provides) + "}";
+  return "worker " + id;
 }
 
-void print_where(const char* what, const std::vector<int>& pids, const std::vector<scale::ClusterWorker>& workers) {
-  std::map<int, int> items_by_pid;
-  for (int pid : pids) ++items_by_pid[pid];
+void print_where(const char* what, const std::vector<scale::WorkerResult<int>>& results,
+                 const std::vector<scale::ClusterWorker>& workers) {
+  std::map<std::string, int> items_by_worker;
+  for (const auto& result : results) ++items_by_worker[result.worker];
   std::printf("%s:\n", what);
-  for (const auto& [pid, items] : items_by_pid) std::printf("  %2d item(s) on %s\n", items, name_of(workers, pid).c_str());
+  for (const auto& [worker, items] : items_by_worker)
+    std::printf("  %2d item(s) on %s\n", items, name_of(workers, worker).c_str());
 }
 
 int main(int argc, char** argv) {
@@ -77,10 +76,10 @@ int main(int argc, char** argv) {
         scale::Future<void> pause = scale::sleep_for(50ms);
         co_await std::move(pause);
       }
-      int gpu_pid = 0;
+      std::string gpu_worker;
       for (const auto& worker : manager.workers())
-        if (scale::provided_amount(worker.provides, "gpu")) gpu_pid = worker.pid;
-      assert(gpu_pid != 0);
+        if (scale::provided_amount(worker.provides, "gpu")) gpu_worker = worker.id;
+      assert(!gpu_worker.empty());
 
       std::vector<int> frames(8), images(40);
       for (int i = 0; i < 8; ++i) frames[static_cast<std::size_t>(i)] = i;
@@ -93,19 +92,19 @@ int main(int argc, char** argv) {
       scale::RunOptions on_gpu;
       on_gpu.chunk_size = 1;
       on_gpu.resources = {{"gpu", 1}};
-      scale::Future<std::vector<int>> rendering = frame_items.map(render_on_gpu, on_gpu);
+      auto rendering = frame_items.map_with_workers(render_on_gpu, on_gpu);
       scale::RunOptions anywhere;
       anywhere.chunk_size = 1;
-      scale::Future<std::vector<int>> thumbnailing = image_items.map(make_thumbnail, anywhere);
-      std::vector<int> thumbnails = co_await std::move(thumbnailing);
+      auto thumbnailing = image_items.map_with_workers(make_thumbnail, anywhere);
+      std::vector<scale::WorkerResult<int>> thumbnails = co_await std::move(thumbnailing);
       const bool rendered_by_then = rendering.ready();
-      std::vector<int> rendered = co_await std::move(rendering);
+      std::vector<scale::WorkerResult<int>> rendered = co_await std::move(rendering);
 
       const std::vector<scale::ClusterWorker> workers = manager.workers();
       print_where("frames, each needing {gpu=1}", rendered, workers);
       print_where("thumbnails, needing nothing", thumbnails, workers);
       std::printf("the thumbnails were done %s the frames\n", rendered_by_then ? "after" : "before");
-      for (int pid : rendered) assert(pid == gpu_pid);
+      for (const auto& frame : rendered) assert(frame.worker == gpu_worker);
 
       // Two gpus: no worker seen provides that many, so the call fails at once instead of waiting.
       scale::RunOptions two_gpus = on_gpu;
