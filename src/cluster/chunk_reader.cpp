@@ -219,8 +219,9 @@ std::vector<ReadChunk> ChunkReader::read(std::size_t room, HeldAmounts& amounts)
 
 std::vector<ReadChunk> ChunkReader::read_shards(const std::vector<Candidate>& streams, std::size_t room,
                                                 HeldAmounts& amounts, bool held_out) {
-  // The candidates by shard, each shard's in this turn's order; the home shard's first, then the
-  // others as this turn meets them.
+  // The candidates by shard, each shard's in this turn's order: first the shard that gave the
+  // last chunk (while it has work, a busy worker keeps reading it instead of paying a round trip
+  // per empty shard before it), then the home shard, then the others as this turn meets them.
   std::vector<std::vector<Candidate>> shards;
   std::vector<std::size_t> order;  // shard number of each entry of `shards`
   for (const Candidate& candidate : streams) {
@@ -232,19 +233,30 @@ std::vector<ReadChunk> ChunkReader::read_shards(const std::vector<Candidate>& st
     }
     shards[static_cast<std::size_t>(at - order.begin())].push_back(candidate);
   }
-  const auto home = std::find_if(shards.begin(), shards.end(),
-                                 [](const std::vector<Candidate>& shard) { return shard.front().served->home; });
-  if (home != shards.end()) std::rotate(shards.begin(), home, home + 1);
+  auto index_of = [&](auto&& wanted) {
+    const auto at = std::find_if(shards.begin(), shards.end(), wanted);
+    return static_cast<std::size_t>(at - shards.begin());  // shards.size(): none
+  };
+  const std::size_t home = index_of([](const std::vector<Candidate>& shard) { return shard.front().served->home; });
+  const std::size_t last = index_of([this](const std::vector<Candidate>& shard) {
+    return std::any_of(shard.begin(), shard.end(), [this](const Candidate& c) { return c.served->stream == m_after; });
+  });
+  std::vector<std::size_t> visit;
+  if (last < shards.size()) visit.push_back(last);
+  if (home < shards.size() && home != last) visit.push_back(home);
+  for (std::size_t i = 0; i < shards.size(); ++i)
+    if (i != last && i != home) visit.push_back(i);
 
   HeldAmounts::Amounts free = amounts.free();
   std::vector<ReadChunk> chunks;
-  for (const std::vector<Candidate>& shard : shards) {
+  for (const std::size_t i : visit) {
     if (chunks.size() >= room) break;
-    std::vector<ReadChunk> got = read_shard_now(shard, room - chunks.size(), free);
+    std::vector<ReadChunk> got = read_shard_now(shards[i], room - chunks.size(), free);
     for (ReadChunk& chunk : got) chunks.push_back(std::move(chunk));
   }
   if (!chunks.empty()) return chunks;
-  const std::vector<Candidate>& blocked_on = shards.front();
+  // Every shard was empty: block on the home shard alone (on the first, should none be home).
+  const std::vector<Candidate>& blocked_on = shards[home < shards.size() ? home : visit.front()];
   chunks = read_blocking(blocked_on, blocked_on.size() == 1 ? blocked_on.front().room : 1, held_out);
   if (chunks.empty()) refresh();
   return chunks;

@@ -21,7 +21,9 @@
 //     others to time out once a chunk frees them: such a read is preceded by CLIENT ID on its
 //     connection, and wake() (a chunk ended, an order changed the provides) sends CLIENT UNBLOCK,
 //     which ends the read at once as if it had timed out. A read with nothing held out, such as
-//     every read of a worker that serves calls needing nothing, sends neither.
+//     every read of a worker that serves calls needing nothing, sends neither. On a Redis Cluster
+//     CLIENT ID and CLIENT UNBLOCK name no key and go to the node of the URL, so a read blocked
+//     on another node (a home shard elsewhere) is not ended early: it waits out its 200 ms.
 //   - The streams come from the directory <tag>:classes:<fingerprint> (cluster/class_directory.hpp),
 //     read at every heartbeat and whenever a blocking read found nothing: a stream that a new
 //     manager or class adds is served within that time, without a scan of Redis's keys.
