@@ -7,6 +7,8 @@
 #include <utility>
 
 #include "cluster/redis_wait.hpp"
+#include "core/rendezvous.hpp"
+#include <scale/detail/loop.hpp>
 #include <scale/error.hpp>
 
 namespace scale::detail {
@@ -104,12 +106,40 @@ void ChunkReader::set_provides(const Provides& provides) {
 
 void ChunkReader::rebuild_locked() {
   auto served = std::make_shared<ServedList>();
-  for (const auto& [manager, entry] : m_directory)
-    for (const auto& [name, requirement] : entry.classes)
-      if (requirement.met_by(m_provides))
-        served->push_back(Served{m_keys.tasks(m_fingerprint, name, manager), requirement});
+  std::vector<std::string> tags;             // the tags served, numbered as met
+  std::map<std::size_t, std::string> homes;  // this worker's home tag, by a manager's shard count
+  for (const auto& [manager, entry] : m_directory) {
+    const std::size_t count = entry.shards;
+    if (count != m_keys.shards && m_told_shards.insert(manager).second)
+      log_error("worker " + m_consumer + ": manager " + manager + " spreads its task streams over " +
+                std::to_string(count) + " shard(s) (?shards=" + std::to_string(count) + ") and this worker's URL says " +
+                std::to_string(m_keys.shards) +
+                "; the worker reads that manager's streams where the manager puts them, with its home shard among "
+                "them. Give the managers and the workers the same ?shards= so every shard has workers blocked on it");
+    auto home = homes.find(count);
+    if (home == homes.end()) home = homes.emplace(count, home_tag(count)).first;
+    for (const auto& [name, requirement] : entry.classes) {
+      if (!requirement.met_by(m_provides)) continue;
+      for (std::size_t shard = 0; shard < count; ++shard) {
+        const std::string tag = m_keys.shard_tag(shard, count);
+        auto known = std::find(tags.begin(), tags.end(), tag);
+        if (known == tags.end()) known = tags.insert(tags.end(), tag);
+        Served stream{m_keys.tasks(m_fingerprint, name, manager, shard, count), requirement};
+        stream.shard = static_cast<std::size_t>(known - tags.begin());
+        stream.home = tag == home->second;
+        served->push_back(std::move(stream));
+      }
+    }
+  }
   std::sort(served->begin(), served->end(), [](const Served& a, const Served& b) { return a.stream < b.stream; });
   m_served = std::move(served);
+}
+
+std::string ChunkReader::home_tag(std::size_t count) const {
+  if (count <= 1) return m_keys.tag;
+  std::vector<std::string> tags;
+  for (std::size_t shard = 0; shard < count; ++shard) tags.push_back(m_keys.shard_tag(shard, count));
+  return tags[rendezvous_pick(m_consumer, tags)];
 }
 
 void ChunkReader::refresh() {
@@ -171,16 +201,86 @@ std::vector<ReadChunk> ChunkReader::read(std::size_t room, HeldAmounts& amounts)
     amounts.wait_for_release(std::chrono::milliseconds(block_ms));
     return {};
   }
+  const std::size_t shard = streams.front().served->shard;
+  if (std::any_of(streams.begin(), streams.end(), [&](const Candidate& c) { return c.served->shard != shard; }))
+    return read_shards(streams, room, amounts, held_out);
   if (streams.size() == 1) {
     std::vector<ReadChunk> chunks = read_blocking(streams, streams.front().room, held_out);
     if (chunks.empty()) refresh();
     return chunks;
   }
-  std::vector<ReadChunk> chunks = read_by_script(streams, room, amounts);
+  HeldAmounts::Amounts free = amounts.free();
+  std::vector<ReadChunk> chunks = read_by_script(streams, room, free);
   if (!chunks.empty()) return chunks;
   chunks = read_blocking(streams, 1, held_out);
   if (chunks.empty()) refresh();
   return chunks;
+}
+
+std::vector<ReadChunk> ChunkReader::read_shards(const std::vector<Candidate>& streams, std::size_t room,
+                                                HeldAmounts& amounts, bool held_out) {
+  // The candidates by shard, each shard's in this turn's order: first the shard that gave the
+  // last chunk (while it has work, a busy worker keeps reading it instead of paying a round trip
+  // per empty shard before it), then the home shard, then the others as this turn meets them.
+  std::vector<std::vector<Candidate>> shards;
+  std::vector<std::size_t> order;  // shard number of each entry of `shards`
+  for (const Candidate& candidate : streams) {
+    auto at = std::find(order.begin(), order.end(), candidate.served->shard);
+    if (at == order.end()) {
+      order.push_back(candidate.served->shard);
+      shards.emplace_back();
+      at = order.end() - 1;
+    }
+    shards[static_cast<std::size_t>(at - order.begin())].push_back(candidate);
+  }
+  auto index_of = [&](auto&& wanted) {
+    const auto at = std::find_if(shards.begin(), shards.end(), wanted);
+    return static_cast<std::size_t>(at - shards.begin());  // shards.size(): none
+  };
+  const std::size_t home = index_of([](const std::vector<Candidate>& shard) { return shard.front().served->home; });
+  const std::size_t last = index_of([this](const std::vector<Candidate>& shard) {
+    return std::any_of(shard.begin(), shard.end(), [this](const Candidate& c) { return c.served->stream == m_after; });
+  });
+  std::vector<std::size_t> visit;
+  if (last < shards.size()) visit.push_back(last);
+  if (home < shards.size() && home != last) visit.push_back(home);
+  for (std::size_t i = 0; i < shards.size(); ++i)
+    if (i != last && i != home) visit.push_back(i);
+
+  HeldAmounts::Amounts free = amounts.free();
+  std::vector<ReadChunk> chunks;
+  for (const std::size_t i : visit) {
+    if (chunks.size() >= room) break;
+    std::vector<ReadChunk> got = read_shard_now(shards[i], room - chunks.size(), free);
+    for (ReadChunk& chunk : got) chunks.push_back(std::move(chunk));
+  }
+  if (!chunks.empty()) return chunks;
+  // Every shard was empty: block on the home shard alone (on the first, should none be home).
+  const std::vector<Candidate>& blocked_on = shards[home < shards.size() ? home : visit.front()];
+  chunks = read_blocking(blocked_on, blocked_on.size() == 1 ? blocked_on.front().room : 1, held_out);
+  if (chunks.empty()) refresh();
+  return chunks;
+}
+
+std::vector<ReadChunk> ChunkReader::read_shard_now(const std::vector<Candidate>& streams, std::size_t room,
+                                                   HeldAmounts::Amounts& free) {
+  const Candidate& only = streams.front();
+  if (streams.size() > 1 || !only.served->requirement.resources.empty()) return read_by_script(streams, room, free);
+  // One stream whose chunks need nothing (a map on a sharded manager): a plain read.
+  {
+    std::lock_guard lock(m_mutex);
+    m_read_from.insert(only.served->stream);
+  }
+  RedisReply reply =
+      wait_for_reply(m_client, Role::commands,
+                     {"XREADGROUP", "GROUP", cluster_group, m_consumer, "COUNT", std::to_string(std::min(room, only.room)),
+                      "STREAMS", only.served->stream, ">"});
+  if (is_gone(reply)) {
+    m_missing[only.served->stream] = Clock::now() + missing_for;
+    return {};
+  }
+  if (reply.is_error()) throw Error("Redis (" + m_client.url().text + ") answered XREADGROUP: " + reply.str);
+  return entries_of(reply, streams);
 }
 
 std::vector<ReadChunk> ChunkReader::read_blocking(const std::vector<Candidate>& streams, std::size_t count,
@@ -208,8 +308,12 @@ std::vector<ReadChunk> ChunkReader::read_blocking(const std::vector<Candidate>& 
     return {};
   }
   if (reply.is_error()) throw Error("Redis (" + m_client.url().text + ") answered XREADGROUP: " + reply.str);
+  return entries_of(reply, streams);
+}
+
+std::vector<ReadChunk> ChunkReader::entries_of(RedisReply& reply, const std::vector<Candidate>& streams) {
   std::vector<ReadChunk> chunks;
-  if (reply.type != RedisReply::Type::array) return chunks;  // nil: nothing came within the block
+  if (reply.type != RedisReply::Type::array) return chunks;  // nil: nothing came (within the block)
   for (RedisReply& stream : reply.elements) {
     if (stream.elements.size() != 2) continue;
     const Served* served = nullptr;
@@ -228,13 +332,12 @@ std::vector<ReadChunk> ChunkReader::read_blocking(const std::vector<Candidate>& 
 }
 
 std::vector<ReadChunk> ChunkReader::read_by_script(const std::vector<Candidate>& streams, std::size_t room,
-                                                   HeldAmounts& amounts) {
+                                                   HeldAmounts::Amounts& free) {
   // The amount names any of these streams needs, with what is free of each.
   std::vector<std::string> names;
   for (const Candidate& candidate : streams)
     for (const auto& [name, amount] : candidate.served->requirement.resources)
       if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
-  const HeldAmounts::Amounts free = amounts.free();
   std::vector<std::string> keys;
   std::vector<std::string> args{cluster_group, m_consumer, std::to_string(room), std::to_string(names.size())};
   for (const std::string& name : names) {
@@ -265,6 +368,7 @@ std::vector<ReadChunk> ChunkReader::read_by_script(const std::vector<Candidate>&
     const std::int64_t index = taken.elements[0].integer;
     if (index < 1 || static_cast<std::size_t>(index) > streams.size()) continue;
     const Served& served = *streams[static_cast<std::size_t>(index - 1)].served;
+    for (const auto& [name, amount] : served.requirement.resources) free[name] -= amount;
     chunks.push_back(ReadChunk{served.stream, std::move(taken.elements[1].str), std::move(taken.elements[2]),
                                served.requirement.resources});
     served_last(served.stream);

@@ -21,10 +21,25 @@
 //     others to time out once a chunk frees them: such a read is preceded by CLIENT ID on its
 //     connection, and wake() (a chunk ended, an order changed the provides) sends CLIENT UNBLOCK,
 //     which ends the read at once as if it had timed out. A read with nothing held out, such as
-//     every read of a worker that serves calls needing nothing, sends neither.
+//     every read of a worker that serves calls needing nothing, sends neither. On a Redis Cluster
+//     CLIENT ID and CLIENT UNBLOCK name no key and go to the node of the URL, so a read blocked
+//     on another node (a home shard elsewhere) is not ended early: it waits out its 200 ms.
 //   - The streams come from the directory <tag>:classes:<fingerprint> (cluster/class_directory.hpp),
 //     read at every heartbeat and whenever a blocking read found nothing: a stream that a new
 //     manager or class adds is served within that time, without a scan of Redis's keys.
+//   - Shards (?shards=N, N > 1; src/cluster/keys.hpp): a manager's streams of one class lie under
+//     N hash tags, which a Redis Cluster may put on N nodes; one script or one XREADGROUP cannot
+//     name keys of two slots there (CROSSSLOT), so the streams are read shard by shard. The
+//     worker's home shard is the one rendezvous hashing picks with its id as the key (a fixed
+//     choice that spreads the workers over the shards without any coordination, and that moves
+//     no other worker's home when one comes or goes); it reads its home shard first, then the
+//     others, each without blocking, and only when all of them had nothing does it block, on
+//     its home shard alone. So each shard has its own blocked readers, and a chunk on a shard
+//     that is no idle worker's home waits at most one blocking read (200 ms) for a sweep.
+//     How many shards a manager has is read from its directory field, so a worker always reads
+//     the streams that manager writes; a worker whose own URL names another ?shards= follows
+//     the manager (its home is picked among that manager's shards) and says so once. Streams
+//     that all share one tag (one shard: the default) are read exactly as above.
 //   - A stream named in the directory whose group is gone (a manager killed a minute ago, or a
 //     Redis restarted without its data) answers NOGROUP: it is left out for a second, and its
 //     manager makes it again at its next scan if it lives.
@@ -84,6 +99,8 @@ class ChunkReader {
   struct Served {
     std::string stream;
     Requirement requirement;
+    std::size_t shard = 0;  ///< its hash tag, numbered among the tags served (0: the only one, with one shard)
+    bool home = false;      ///< under this worker's home tag (rendezvous over its manager's shard tags)
   };
   /// A stream to read now and how many of its chunks fit.
   struct Candidate {
@@ -98,8 +115,19 @@ class ChunkReader {
   /// The streams to read now, in this turn's order; `held_out`: some were left out for their amounts.
   std::vector<Candidate> candidates(const ServedList& served, std::size_t room, HeldAmounts& amounts, bool& held_out);
   std::vector<ReadChunk> read_blocking(const std::vector<Candidate>& candidates, std::size_t count, bool held_out);
+  /// Takes what fits of `free` (the amounts left; what is read is subtracted from it).
   std::vector<ReadChunk> read_by_script(const std::vector<Candidate>& candidates, std::size_t room,
-                                        HeldAmounts& amounts);
+                                        HeldAmounts::Amounts& free);
+  /// Candidates under more than one tag: each shard's read alone, home first (the header says why).
+  std::vector<ReadChunk> read_shards(const std::vector<Candidate>& candidates, std::size_t room,
+                                     HeldAmounts& amounts, bool held_out);
+  /// A non-blocking read of one shard's candidates.
+  std::vector<ReadChunk> read_shard_now(const std::vector<Candidate>& candidates, std::size_t room,
+                                        HeldAmounts::Amounts& free);
+  /// The entries of an XREADGROUP reply, for the candidates it named.
+  std::vector<ReadChunk> entries_of(RedisReply& reply, const std::vector<Candidate>& candidates);
+  /// This worker's home tag for a manager with `count` shards.
+  std::string home_tag(std::size_t count) const;
   void served_last(const std::string& stream);
   bool missing(const std::string& stream);
 
@@ -114,6 +142,7 @@ class ChunkReader {
   // NOTE: replaced whole, never changed in place, so a read holds its list without copying it.
   std::shared_ptr<const ServedList> m_served = std::make_shared<const ServedList>();  // sorted by stream name
   std::set<std::string> m_read_from;
+  std::set<std::string> m_told_shards;  // managers whose ?shards= differs from this worker's, told once
 
   // The blocking read that wake() may end: the id of its connection while it waits (0: none).
   std::atomic<std::int64_t> m_unblock_id{0};

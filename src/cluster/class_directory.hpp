@@ -10,6 +10,7 @@
 // hash of Requirement::text(); the text and the parsed requirement ride in the directory, where a
 // worker needs them to decide, and in messages. "any" is the class of calls that need nothing.
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -18,6 +19,8 @@
 #include <nlohmann/json.hpp>
 
 #include <scale/detail/requirement.hpp>
+
+#include "cluster/keys.hpp"
 
 namespace scale::detail {
 
@@ -39,10 +42,13 @@ inline std::string class_name(const Requirement& requirement) {
   return name;
 }
 
-/// One manager's field: its site and its classes, by class name.
+/// One manager's field: its site, its classes by class name, and how many shards each class's
+/// stream is spread over (its ?shards=N, src/cluster/keys.hpp). A field without "shards" (every
+/// manager with one shard writes none, so that field reads as it always did) means 1.
 struct ManagerClasses {
   std::string site;
   std::map<std::string, Requirement> classes;
+  std::size_t shards = 1;
 };
 
 inline std::string encode_manager_classes(const ManagerClasses& entry) {
@@ -50,7 +56,9 @@ inline std::string encode_manager_classes(const ManagerClasses& entry) {
   for (const auto& [name, requirement] : entry.classes)
     classes[name] = nlohmann::json{
         {"text", requirement.text()}, {"resources", requirement.resources}, {"labels", requirement.labels}};
-  return nlohmann::json{{"site", entry.site}, {"classes", classes}}.dump();
+  nlohmann::json field{{"site", entry.site}, {"classes", classes}};
+  if (entry.shards > 1) field["shards"] = entry.shards;
+  return field.dump();
 }
 
 /// The field, or nothing when `text` is not one.
@@ -59,6 +67,8 @@ inline std::optional<ManagerClasses> decode_manager_classes(const std::string& t
     const auto json = nlohmann::json::parse(text);
     ManagerClasses entry;
     entry.site = json.value("site", "");
+    entry.shards = json.value("shards", std::size_t{1});
+    if (entry.shards < 1 || entry.shards > max_shards) return std::nullopt;
     for (const auto& [name, value] : json.at("classes").items()) {
       Requirement requirement;
       if (value.contains("resources")) requirement.resources = value["resources"].get<std::map<std::string, double>>();

@@ -2,6 +2,7 @@
 
 #include "cluster/class_streams.hpp"
 
+#include <algorithm>
 #include <utility>
 
 #include "cluster/class_directory.hpp"
@@ -27,33 +28,37 @@ ClassStreams::ClassStreams(ClusterKeys keys, std::string fingerprint, std::strin
       m_directory(m_keys.classes(m_fingerprint)),
       m_any(make(any_class, Requirement{})) {}
 
-std::shared_ptr<ClassStream> ClassStreams::make(const std::string& name, Requirement requirement) const {
-  auto stream = std::make_shared<ClassStream>();
-  stream->name = name;
-  stream->key = m_keys.tasks(m_fingerprint, name, m_manager);
-  stream->requirement = std::move(requirement);
-  return stream;
+ClassStreams::Shards ClassStreams::make(const std::string& name, const Requirement& requirement) const {
+  Shards shards;
+  for (std::size_t shard = 0; shard < m_keys.shards; ++shard) {
+    auto stream = std::make_shared<ClassStream>();
+    stream->name = name;
+    stream->key = m_keys.tasks(m_fingerprint, name, m_manager, shard, m_keys.shards);
+    stream->requirement = requirement;
+    shards.streams.push_back(std::move(stream));
+  }
+  return shards;
 }
 
 const std::shared_ptr<ClassStream>& ClassStreams::of(RedisClient& client, const Requirement& requirement,
                                                      Clock::time_point now) {
-  if (!m_last || !(m_last->requirement == requirement)) {
+  if (!m_last || !(m_last->streams.front()->requirement == requirement)) {
     const std::string name = class_name(requirement);
     auto at = m_classes.find(name);
     if (at == m_classes.end()) {
       at = m_classes.emplace(name, make(name, requirement)).first;
-      create_group(client, *at->second);
+      for (const auto& stream : at->second.streams) create_group(client, *stream);
       publish(client);
     }
-    m_last = at->second;
+    m_last = &at->second;
   }
   m_last->last_used = now;
-  return m_last;
+  return m_last->next();
 }
 
 std::vector<std::shared_ptr<ClassStream>> ClassStreams::all() const {
-  std::vector<std::shared_ptr<ClassStream>> out{m_any};
-  for (const auto& [name, stream] : m_classes) out.push_back(stream);
+  std::vector<std::shared_ptr<ClassStream>> out = m_any.streams;
+  for (const auto& [name, shards] : m_classes) out.insert(out.end(), shards.streams.begin(), shards.streams.end());
   return out;
 }
 
@@ -66,8 +71,9 @@ void ClassStreams::create_group(RedisClient& client, const ClassStream& stream) 
 void ClassStreams::publish(RedisClient& client) const {
   ManagerClasses entry;
   entry.site = m_site;
-  entry.classes.emplace(m_any->name, m_any->requirement);
-  for (const auto& [name, stream] : m_classes) entry.classes.emplace(name, stream->requirement);
+  entry.shards = m_keys.shards;
+  entry.classes.emplace(any_class, Requirement{});
+  for (const auto& [name, shards] : m_classes) entry.classes.emplace(name, shards.streams.front()->requirement);
   client.send(Role::commands, {"HSET", m_directory, m_manager, encode_manager_classes(entry)}, ignore);
 }
 
@@ -80,13 +86,15 @@ void ClassStreams::renew(RedisClient& client, std::int64_t ttl_ms, const std::se
                          Clock::time_point now, Clock::duration idle) {
   bool dropped = false;
   for (auto at = m_classes.begin(); at != m_classes.end();) {
-    const ClassStream& stream = *at->second;
-    if (in_use.count(&stream) != 0 || now - stream.last_used < idle) {
+    const Shards& shards = at->second;
+    const bool used = std::any_of(shards.streams.begin(), shards.streams.end(),
+                                  [&](const auto& stream) { return in_use.count(stream.get()) != 0; });
+    if (used || now - shards.last_used < idle) {
       ++at;
       continue;
     }
-    client.send(Role::commands, {"DEL", stream.key}, ignore);
-    if (m_last == at->second) m_last.reset();
+    for (const auto& stream : shards.streams) client.send(Role::commands, {"DEL", stream->key}, ignore);
+    if (m_last == &at->second) m_last = nullptr;
     at = m_classes.erase(at);
     dropped = true;
   }

@@ -17,9 +17,17 @@
 //   - The streams expire unless renewed (every scan), and at each renewal now and then the manager
 //     removes the directory fields of managers whose result stream has expired: a manager killed
 //     with kill -9 leaves nothing behind for long.
+//   - Shards (?shards=N, N > 1; src/cluster/keys.hpp): each class has N streams, one per shard
+//     tag, each a ClassStream of its own (its own entries, attempts and pending lines: an entry
+//     id is unique within one stream only). any() and of() hand out a class's streams in turn,
+//     one chunk each, so a single map, the case that needs the spread most, keeps every shard
+//     and so every Redis Cluster node busy; a chunk run again stays on the stream it was first
+//     given. Per class, not per manager: each class's chunks are spread evenly on their own.
+//     With one shard the turn is a test and an increment, and the layout is as before.
 //   - Not thread safe: the manager calls it under its lock.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -35,12 +43,11 @@
 
 namespace scale::detail {
 
-/// One class's stream.
+/// One class's stream (with shards: one of its streams, on one shard).
 struct ClassStream {
   std::string name;  ///< the class name ("any", or a hash of requirement.text())
   std::string key;   ///< the stream's key
   Requirement requirement;
-  std::chrono::steady_clock::time_point last_used{};
   // The manager's, under its lock:
   /// Whether the offers of WorkerOffers::version() `met_version` can meet it.
   std::uint64_t met_version = 0;
@@ -55,11 +62,12 @@ class ClassStreams {
 
   ClassStreams(ClusterKeys keys, std::string fingerprint, std::string manager, std::string site);
 
-  /// The stream of calls that need nothing.
-  const std::shared_ptr<ClassStream>& any() const noexcept { return m_any; }
-  /// The stream of `requirement`'s class (not empty), made on its first use.
+  /// The stream for the next chunk of calls that need nothing (with shards: the next shard's).
+  const std::shared_ptr<ClassStream>& any() noexcept { return m_any.next(); }
+  /// The stream for the next chunk of `requirement`'s class (not empty; with shards: the next
+  /// shard's), its streams made on its first use.
   const std::shared_ptr<ClassStream>& of(RedisClient& client, const Requirement& requirement, Clock::time_point now);
-  /// Every stream, "any" first.
+  /// Every stream, "any"'s first.
   std::vector<std::shared_ptr<ClassStream>> all() const;
 
   /// Creates every stream's group (idempotently, with MKSTREAM) and writes the directory field:
@@ -73,7 +81,19 @@ class ClassStreams {
   void remove_all(RedisClient& client);
 
  private:
-  std::shared_ptr<ClassStream> make(const std::string& name, Requirement requirement) const;
+  /// One class's streams, one per shard, handed out in turn.
+  struct Shards {
+    std::vector<std::shared_ptr<ClassStream>> streams;
+    std::size_t turn = 0;
+    Clock::time_point last_used{};
+    const std::shared_ptr<ClassStream>& next() noexcept {
+      const std::shared_ptr<ClassStream>& stream = streams[turn];
+      if (++turn == streams.size()) turn = 0;
+      return stream;
+    }
+  };
+
+  Shards make(const std::string& name, const Requirement& requirement) const;
   void create_group(RedisClient& client, const ClassStream& stream) const;
   void publish(RedisClient& client) const;
   void forget_gone_managers(RedisClient& client) const;
@@ -83,9 +103,9 @@ class ClassStreams {
   std::string m_manager;
   std::string m_site;
   std::string m_directory;  // <tag>:classes:<fingerprint>
-  std::shared_ptr<ClassStream> m_any;
-  std::map<std::string, std::shared_ptr<ClassStream>> m_classes;  // by name, "any" excepted
-  std::shared_ptr<ClassStream> m_last;                             // the one of() returned last
+  Shards m_any;
+  std::map<std::string, Shards> m_classes;  // by name, "any" excepted
+  Shards* m_last = nullptr;                 // the class of() handed out last
   unsigned m_renewals = 0;
 };
 

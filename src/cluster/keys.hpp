@@ -1,9 +1,11 @@
 #pragma once
 // What a ClusterManager (src/cluster/manager.cpp) and its workers (src/cluster/worker.cpp) agree on in
 // Redis. Every key sits under one hash tag, "{scale}" (or "{scale:N}" with ?namespace=N in the
-// URL), so a Redis Cluster node can hold them all:
+// URL), so a Redis Cluster node can hold them all; with ?shards=N (N > 1) the task streams alone
+// move to N shard tags (below), so the queue can spread over N Redis Cluster nodes:
 //
 //   <tag>:tasks:<fingerprint>:<class>:<manager>
+//   <shard>:tasks:<fingerprint>:<class>:<manager>   (with ?shards=N, N > 1)
 //                              a Stream of one manager's chunks of one requirement class for
 //                              workers of that build (class: "any" for chunks that need nothing,
 //                              else a hash of the Requirement's text; cluster/class_directory.hpp),
@@ -18,9 +20,24 @@
 //                              so no worker reads them later and nothing of it stays pending
 //                              (XPENDING names the worker that read one before, which is told).
 //                              The manager renews its streams' TTL at every scan and deletes them
-//                              when it goes, so a killed manager's streams expire
+//                              when it goes, so a killed manager's streams expire.
+//                              Shards (cluster/class_streams.hpp, cluster/chunk_reader.hpp): with
+//                              ?shards=N, N > 1, each class has N streams, one under each shard tag
+//                              <shard> = "{<namespace>#s<i>}", i = 0..N-1, where <namespace> is
+//                              the main tag's text ("scale", or "scale:N"): {scale#s0}, {scale#s1}...
+//                              A namespace may not hold '#', so no main tag is ever a shard tag.
+//                              The manager puts its chunks of a class on its N streams in turn,
+//                              one chunk each (so one map keeps every shard busy); the manager
+//                              publishes N in its directory field, and workers read each
+//                              manager's streams as that field says. With N = 1 (the default)
+//                              the one stream is under <tag>, as it always was. Only the task
+//                              streams move: they carry four commands per chunk (XADD, XREADGROUP,
+//                              XACK, XDEL); the rest stays under <tag>, where the commands that
+//                              must see it together (a worker's record and heartbeat, a
+//                              manager's results and its directory field) keep one node
 //   <tag>:classes:<fingerprint> a Hash: manager id → JSON {site (ClusterOptions::site), classes:
-//                              {class: {text, resources, labels}}}: the streams each manager of the
+//                              {class: {text, resources, labels}}, shards (its ?shards=N; only
+//                              when N > 1)}: the streams each manager of the
 //                              build keeps, with the requirement of each, which workers read at
 //                              every heartbeat (and when idle) to know what they can serve
 //                              (cluster/class_directory.hpp)
@@ -76,10 +93,24 @@ namespace scale::detail {
 
 inline constexpr const char* cluster_group = "workers";
 
+/// The most shards a URL may ask for: a worker reads every shard it is not blocked on in turn
+/// when idle, so more than there are nodes in any Redis Cluster only adds round trips.
+inline constexpr std::size_t max_shards = 1024;
+
 struct ClusterKeys {
   std::string tag = "{scale}";
-  std::string tasks(const std::string& fingerprint, const std::string& route_class, const std::string& manager) const {
-    return tag + ":tasks:" + fingerprint + ":" + route_class + ":" + manager;
+  /// ?shards=N: how many shard tags this process's task streams are spread over (1: all under tag).
+  std::size_t shards = 1;
+
+  /// Shard `shard`'s tag for a manager with `count` shards: the main tag when `count` is 1.
+  std::string shard_tag(std::size_t shard, std::size_t count) const {
+    if (count <= 1) return tag;
+    return tag.substr(0, tag.size() - 1) + "#s" + std::to_string(shard) + "}";
+  }
+  /// A task stream on shard `shard` of `count` (keys.hpp's table; count 1: under the main tag).
+  std::string tasks(const std::string& fingerprint, const std::string& route_class, const std::string& manager,
+                    std::size_t shard = 0, std::size_t count = 1) const {
+    return shard_tag(shard, count) + ":tasks:" + fingerprint + ":" + route_class + ":" + manager;
   }
   std::string classes(const std::string& fingerprint) const { return tag + ":classes:" + fingerprint; }
   std::string results(const std::string& manager) const { return tag + ":results:" + manager; }
@@ -90,14 +121,35 @@ struct ClusterKeys {
   std::string orders(const std::string& worker) const { return tag + ":orders:" + worker; }
 };
 
-/// The keys for a redis:// URL; `who` names the caller in the error for an unknown option.
+/// The URL as given, its options included (the password never is).
+inline std::string url_with_options(const RedisUrl& url) {
+  std::string text = url.text;
+  for (std::size_t i = 0; i < url.query.size(); ++i)
+    text += (i == 0 ? "?" : "&") + url.query[i].first + "=" + url.query[i].second;
+  return text;
+}
+
+/// The keys for a redis:// URL; `who` names the caller in the error for a bad or unknown option.
 inline ClusterKeys cluster_keys(const RedisUrl& url, const std::string& who) {
   ClusterKeys keys;
+  auto bad = [&](const std::string& why) { return Error(who + "(\"" + url_with_options(url) + "\"): " + why); };
   for (const auto& [name, value] : url.query) {
-    if (name == "namespace" && !value.empty())
+    if (name == "namespace" && !value.empty()) {
+      if (value.find('#') != std::string::npos)
+        throw bad("?namespace=" + value + " holds '#', which shard tags use ({scale:N#s0}...); pick a namespace without it");
       keys.tag = "{scale:" + value + "}";
-    else
-      throw Error(who + "(\"" + url.text + "\"): unknown URL option '" + name + "'; the only option is namespace");
+    } else if (name == "shards") {
+      const bool digits = !value.empty() && value.size() <= 4 &&
+                          value.find_first_not_of("0123456789") == std::string::npos;
+      const std::size_t count = digits ? std::stoul(value) : 0;
+      if (count < 1 || count > max_shards)
+        throw bad("?shards=" + value + " is not a whole number from 1 to " + std::to_string(max_shards) +
+                  " (the hash tags the task streams are spread over; give the number of Redis Cluster nodes, or "
+                  "leave it out for 1)");
+      keys.shards = count;
+    } else {
+      throw bad("unknown URL option '" + name + "'; the options are namespace and shards");
+    }
   }
   return keys;
 }

@@ -6,7 +6,9 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "cluster/keys.hpp"
 #include "process/program_arguments.hpp"
+#include <scale/error.hpp>
 
 namespace scale::detail {
 
@@ -43,6 +45,13 @@ std::string cluster_worker_usage() {
 ClusterWorkerOptions cluster_worker_options(const ClusterWorkerFlags& flags) {
   ClusterWorkerOptions options;
   options.url = flags.url;
+  // NOTE: the URL and its options (?namespace=, ?shards=) are checked here, with the usage line,
+  // before the worker opens anything.
+  try {
+    cluster_keys(parse_redis_url(flags.url), cluster_worker_flag);
+  } catch (const Error& error) {
+    refuse(error.what());
+  }
   options.heartbeat_ms = flags.heartbeat_ms;
   if (flags.threads && flags.processes)
     refuse(std::string(worker_threads_flag) + " and " + worker_processes_flag +
