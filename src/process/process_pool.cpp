@@ -556,8 +556,17 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return k;
   }
 
-  /// New children may be spawned: not refused, and setups have not failed on too many.
-  bool can_spawn_locked() const noexcept { return !m_refused && !m_setups_exhausted; }
+  /// A new child may be spawned: not refused, and, once a setup has failed, the failures plus the
+  /// children still trying their setups (running them, or being spawned) stay below max_workers,
+  /// so at most max_workers children ever fail setups before resize, adapt or add_setup.
+  bool can_spawn_locked() const noexcept {
+    if (m_refused || m_setups_exhausted) return false;
+    if (m_setup_failures == 0) return true;
+    std::size_t trying = m_spawning;
+    for (auto& worker : m_workers)
+      if (!worker->retiring && !worker->setup_failed && worker->setups_done < m_setup_count) ++trying;
+    return m_setup_failures + trying < m_options.max_workers;
+  }
 
   /// A child that runs (or may yet run) chunks: one whose setups have not failed, or a spawn.
   bool usable_child_locked() const {
@@ -698,17 +707,17 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           const std::size_t startable = startable_locked();
           if (startable > available && total < m_options.max_workers && can_spawn_locked()) {
             const std::size_t n = std::min(startable - available, m_options.max_workers - total);
-            for (std::size_t i = 0; i < n; ++i) spawns.push_back(reserve_locked(std::nullopt));
+            for (std::size_t i = 0; i < n && can_spawn_locked(); ++i) spawns.push_back(reserve_locked(std::nullopt));
             break;  // leave the rest for the new workers
           }
         }
       }
       // A slot with chunks waiting and no child gets its child back (its keys wait for it).
-      if (m_routed != 0 && can_spawn_locked())
+      if (m_routed != 0)
         for (std::size_t k = 0; k < m_slots.size(); ++k) {
           Slot& slot = m_slots[k];
           if (slot.queue.empty() || slot.worker || slot.spawning || slot.failed) continue;
-          if (m_workers.size() + m_spawning >= m_options.max_workers) break;
+          if (m_workers.size() + m_spawning >= m_options.max_workers || !can_spawn_locked()) break;
           spawns.push_back(reserve_locked(k));
         }
       publish_locked();
@@ -772,7 +781,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     }
     std::vector<std::size_t> spawns;
     if (!can_spawn_locked() || live >= target) return spawns;
-    for (std::size_t i = live; i < target; ++i) spawns.push_back(reserve_locked(std::nullopt));
+    for (std::size_t i = live; i < target && can_spawn_locked(); ++i) spawns.push_back(reserve_locked(std::nullopt));
     return spawns;
   }
 
@@ -1316,7 +1325,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       std::vector<std::size_t> spawns;
       if (on_demand) {
         if (can_spawn_locked() && live + m_spawning < m_options.min_workers)
-          for (std::size_t i = live + m_spawning; i < m_options.min_workers; ++i)
+          for (std::size_t i = live + m_spawning; i < m_options.min_workers && can_spawn_locked(); ++i)
             spawns.push_back(reserve_locked(std::nullopt));
       } else {
         spawns = rebalance_locked();  // replaces lost workers, retires drained ones
