@@ -12,6 +12,36 @@
 // start (a task waiting for amounts needs no new child). A call the pool can never meet fails at
 // submit with Unsatisfiable. A worker cannot map on its own pool (it refuses), so no chunk here
 // is nested in another of this pool's chunks.
+//
+// Worker identity (keyed_by, broadcast, on_every_worker; docs/routing.md):
+//   - Child slots. Every child spawned takes a slot k (id "child-<k>"), reserved when its spawn
+//     is asked for: the lowest slot with no child, no spawn and no failed setup, or the very slot
+//     whose queued chunks need a child. A child that dies or retires frees its slot, so its
+//     replacement takes it back. Unkeyed, unpinned chunks pay one branch at submit and one at
+//     take (m_routed == 0) and go on the shared queue as before.
+//   - Keys go by rendezvous_pick over the key slots: the slots below concurrency() (max_workers on
+//     demand, the target under resize/adapt) whose setups have not failed, whether or not a child
+//     is in them now. Not over the live children: an on-demand pool grows while a call runs, and a
+//     key would then split across two children within one call; a keyed call on a cold pool also
+//     spreads over the slots (each slot with queued chunks gets its child) instead of staying on
+//     the first child. So a key keeps its slot while the slot count stays, and a killed child's
+//     keys wait for its respawned child (reserved at once, as the slot has chunks queued) instead of
+//     spilling onto the others and moving back: only its keys move, to a new process. Keys move
+//     when concurrency() moves (resize, adapt's target) and off a slot whose setup failed, each to
+//     its next choice; chunks queued for such a slot are re-queued there.
+//   - Pinned chunks (Chunk::worker) wait in their slot's queue; a pinned chunk whose child is gone
+//     (at submit, queued, or while it runs) fails with NoWorkers naming it, never reruns elsewhere.
+//   - Setups are encoded once (add_setup) and sent to each ready child as tasks, in order, before
+//     anything else it is given; a child takes no chunk until every setup has answered without
+//     error (Worker::setups_done), so no chunk can run before them, on late spawns and respawns too.
+//     A setup that throws retires its child (its link is shut down and it exits: a failed setup
+//     may have left it half set up, and an idle child would hold a slot and a process for
+//     nothing), marks its slot failed, and counts in setups_failed; a child that dies in a setup
+//     counts the same, so a setup that crashes children cannot respawn them for ever. After a
+//     failure a child is spawned only while failures plus children still trying their setups stay
+//     below max_workers; at max_workers failures none is, and with no child left that runs chunks
+//     every queued chunk and every later call fails with the setup's error (RemoteError), until
+//     resize, adapt or add_setup gives children another try.
 
 #include <scale/managers/process_pool.hpp>
 
