@@ -42,6 +42,7 @@ struct ProcessPoolFactory {
 #define SCALE_ITERATOR_FACTORIES ProcessPoolFactory
 #define SCALE_ITERATOR_TAGS "[iterator][process_pool]"
 #include "iterator_suite.hpp"
+#include "affinity_suite.hpp"
 #include "control_suite.hpp"
 #define SCALE_ROUTING_MANAGERS scale::ProcessPoolManager
 #include "routing_suite.hpp"

@@ -12,6 +12,36 @@
 // start (a task waiting for amounts needs no new child). A call the pool can never meet fails at
 // submit with Unsatisfiable. A worker cannot map on its own pool (it refuses), so no chunk here
 // is nested in another of this pool's chunks.
+//
+// Worker identity (keyed_by, broadcast, on_every_worker; docs/routing.md):
+//   - Child slots. Every child spawned takes a slot k (id "child-<k>"), reserved when its spawn
+//     is asked for: the lowest slot with no child, no spawn and no failed setup, or the very slot
+//     whose queued chunks need a child. A child that dies or retires frees its slot, so its
+//     replacement takes it back. Unkeyed, unpinned chunks pay one branch at submit and one at
+//     take (m_routed == 0) and go on the shared queue as before.
+//   - Keys go by rendezvous_pick over the key slots: the slots below concurrency() (max_workers on
+//     demand, the target under resize/adapt) whose setups have not failed, whether or not a child
+//     is in them now. Not over the live children: an on-demand pool grows while a call runs, and a
+//     key would then split across two children within one call; a keyed call on a cold pool also
+//     spreads over the slots (each slot with queued chunks gets its child) instead of staying on
+//     the first child. So a key keeps its slot while the slot count stays, and a killed child's
+//     keys wait for its respawned child (reserved at once, as the slot has chunks queued) instead of
+//     spilling onto the others and moving back: only its keys move, to a new process. Keys move
+//     when concurrency() moves (resize, adapt's target) and off a slot whose setup failed, each to
+//     its next choice; chunks queued for such a slot are re-queued there.
+//   - Pinned chunks (Chunk::worker) wait in their slot's queue; a pinned chunk whose child is gone
+//     (at submit, queued, or while it runs) fails with NoWorkers naming it, never reruns elsewhere.
+//   - Setups are encoded once (add_setup) and sent to each ready child as tasks, in order, before
+//     anything else it is given; a child takes no chunk until every setup has answered without
+//     error (Worker::setups_done), so no chunk can run before them, on late spawns and respawns too.
+//     A setup that throws retires its child (its link is shut down and it exits: a failed setup
+//     may have left it half set up, and an idle child would hold a slot and a process for
+//     nothing), marks its slot failed, and counts in setups_failed; a child that dies in a setup
+//     counts the same, so a setup that crashes children cannot respawn them for ever. After a
+//     failure a child is spawned only while failures plus children still trying their setups stay
+//     below max_workers; at max_workers failures none is, and with no child left that runs chunks
+//     every queued chunk and every later call fails with the setup's error (RemoteError), until
+//     resize, adapt or add_setup gives children another try.
 
 #include <scale/managers/process_pool.hpp>
 
@@ -28,7 +58,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "process/child_process.hpp"
 #include "process/crash_capsule.hpp"
@@ -38,12 +70,14 @@
 #include "process/scope_server.hpp"
 #include "process/task_control.hpp"
 #include "process/worker_link.hpp"
+#include "core/rendezvous.hpp"
 #include "core/resource_ledger.hpp"
 #include "core/routed_queue.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
 #include "remote/task_payload.hpp"
 #include "remote/task_result.hpp"
+#include "remote/wire_error.hpp"
 #include <scale/detail/task_registry.hpp>
 #include <scale/detail/wire.hpp>
 #include <scale/shared_event_emitter.hpp>
@@ -62,11 +96,15 @@ ProcessSpawner& pool_spawner() {
 
 using Clock = std::chrono::steady_clock;
 
+/// No slot: a task on the shared queue.
+constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
+
 struct Task {
-  std::shared_ptr<TaskGroup> group;
+  std::shared_ptr<TaskGroup> group;  // null for a setup (it completes no Promise)
   Chunk chunk;
   unsigned attempts = 0;  // times this exact range was lost with its worker
   std::string frame;      // encoded, while it waits for an idle worker (see send_task_locked)
+  std::size_t slot = no_slot;  // keyed or pinned: the child slot whose queue it waits in
 };
 
 const Resources& resources_of(const Task& task) noexcept { return task.chunk.job->policy().requirement.resources; }
@@ -79,6 +117,7 @@ struct InFlight {
   std::int64_t progress = 0;  // what its progress frames added to the Job (Job::progress_units)
   bool stopped = false;       // its call was stopped: a stop frame went to the worker
   Clock::time_point kill_at = Clock::time_point::max();  // stopped: when its grace ends
+  bool setup = false;         // an on_every_worker setup, not a chunk of a call
 };
 
 /// Tasks a worker holds at once (see ProcessPool::pump).
@@ -91,6 +130,11 @@ struct Worker {
   CrashRecordFile crash_record;  // what it leaves if it dies of a crash signal
   pid_t pid = -1;
   int fd = -1;
+  std::size_t slot = 0;  // its child slot; id is "child-<slot>"
+  std::string id;
+  std::size_t setups_sent = 0;  // of the pool's setups, sent to it (in order)
+  std::size_t setups_done = 0;  // of those, answered without error: it takes chunks once all are
+  bool setup_failed = false;    // a setup threw (or it died in one): it takes no chunk and retires
   bool ready = false;     // hello received and accepted
   bool retiring = false;  // idle timeout or above the target: its link is shut down, its exit is not a loss
   bool draining = false;  // above the target while busy: gets no new task, retires once idle
@@ -168,6 +212,25 @@ std::string nested_pool_message() {
          "function, or map on the ProcessPoolManager from the parent";
 }
 
+std::string child_id(std::size_t slot) { return "child-" + std::to_string(slot); }
+
+/// The slot a "child-<k>" id names, or none.
+std::optional<std::size_t> slot_of(const std::string& worker) {
+  constexpr std::string_view prefix = "child-";
+  if (worker.size() <= prefix.size() || worker.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  std::size_t slot = 0;
+  for (std::size_t i = prefix.size(); i < worker.size(); ++i) {
+    if (worker[i] < '0' || worker[i] > '9' || slot > 1'000'000) return std::nullopt;
+    slot = slot * 10 + static_cast<std::size_t>(worker[i] - '0');
+  }
+  return slot;
+}
+
+std::string gone_child_message(const std::string& worker) {
+  return "scale::NoWorkers: this ProcessPoolManager has no live child \"" + worker +
+         "\" (it exited, was lost, retired, or its setup failed); broadcast_targets() names the live ones";
+}
+
 }  // namespace
 
 class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
@@ -194,17 +257,22 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// Starts min_workers (each spawn returns once the child is exec'd, about a millisecond) and the
   /// watchdog.
   void start() {
+    {
+      Locked lock(*this);
+      publish_locked();  // the key slots
+    }
     for (std::size_t i = 0; i < m_options.min_workers && !m_refused; ++i) {
+      std::size_t slot;
       {
         Locked lock(*this);
-        ++m_spawning;
+        slot = reserve_locked(std::nullopt);
       }
       CrashRecordFile record = CrashRecordFile::create();
       try {
         ChildProcess child = pool_spawner().spawn(spawn_options(record));
-        spawned(std::move(child), nullptr, std::move(record));
+        spawned(std::move(child), nullptr, std::move(record), slot);
       } catch (...) {
-        spawned(ChildProcess(), std::current_exception(), CrashRecordFile());
+        spawned(ChildProcess(), std::current_exception(), CrashRecordFile(), slot);
       }
     }
     m_watchdog = std::thread([self = shared_from_this()] { self->watch(); });
@@ -218,6 +286,62 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     std::vector<pid_t> pids;
     for (auto& worker : m_workers) pids.push_back(worker->pid);
     return pids;
+  }
+
+  /// The live children's ids, in slot order; with none, a child is started first (on demand, or
+  /// when all are retiring) and the Future completes once it is spawned.
+  Future<std::vector<std::string>> targets() {
+    std::vector<std::size_t> spawns;
+    std::exception_ptr error;
+    std::optional<std::vector<std::string>> ids;
+    Future<std::vector<std::string>> future;
+    {
+      Locked lock(*this);
+      if (m_stopping)
+        error = std::make_exception_ptr(Stopped());
+      else if (m_refused)
+        error = m_refused;
+      else if (m_sizing.mode() == PoolSizing::Mode::fixed && m_sizing.target() == 0)
+        error = std::make_exception_ptr(NoWorkers(no_workers_message()));
+      else if (m_setups_exhausted && !usable_child_locked())
+        error = m_setup_error;
+      else if (auto live = target_ids_locked(); !live.empty())
+        ids = std::move(live);
+      else {
+        Promise<std::vector<std::string>> promise;
+        future = promise.get_future();
+        m_target_waiters.push_back(std::move(promise));
+        if (m_spawning == 0 && can_spawn_locked() && m_workers.size() < m_options.max_workers)
+          spawns.push_back(reserve_locked(std::nullopt));
+      }
+    }
+    for (std::size_t slot : spawns) spawn(slot);
+    if (error) return make_failed_future<std::vector<std::string>>(std::move(error));
+    if (ids) return make_ready_future(std::move(*ids));
+    return future;
+  }
+
+  /// A setup every child runs before its next chunk: encoded once here, sent to each child as a
+  /// task. Throws scale::NotShippable when it cannot leave this process.
+  void add_setup(std::shared_ptr<Job> setup) {
+    std::string why = setup->remote_problem();
+    if (why.empty() && setup->task_name().empty())
+      why = "scale: this setup has no registered task and cannot run in a worker process";
+    if (!why.empty())
+      throw NotShippable(why + " (ProcessPoolManager::on_every_worker: the setup function must capture nothing)");
+    std::string frame;
+    const std::size_t at = begin_frame(frame, FrameType::task, 0);
+    append_task_payload(Chunk{setup, 0, 1}, frame);
+    end_frame(frame, at);
+    {
+      Locked lock(*this);
+      if (m_stopping) return;
+      m_setups.push_back(std::move(setup));
+      m_setup_frames.push_back(std::move(frame));
+      m_setup_count = m_setups.size();
+      retry_setups_locked();  // a new setup: children may be tried again
+    }
+    pump();  // ready children run it now, before their next chunk
   }
 
   Future<void> submit(Chunk chunk) {
@@ -245,7 +369,18 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         finish_locked(*task, std::make_exception_ptr(NoWorkers(no_workers_message())));
         return future;
       }
-      m_queue.push_back(std::move(task), requirement.resources);
+      if (m_setups_exhausted && !usable_child_locked()) {
+        finish_locked(*task, m_setup_error);
+        return future;
+      }
+      // The one branch an unkeyed, unpinned chunk pays: keyed and pinned ones wait in a slot's queue.
+      if (task->chunk.keyed() || !task->chunk.worker.empty()) {
+        if (std::exception_ptr refused = route_locked(*task)) {
+          finish_locked(*task, std::move(refused));
+          return future;
+        }
+      }
+      queue_locked(std::move(task), false);
       ++m_counters.queued;
       // A chunk not from a call the manager counts (submitted directly) must still grow a pool
       // that adapts from zero.
@@ -298,6 +433,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       Locked lock(*this);
       const std::size_t before = m_sizing.concurrency();
       m_sizing.set_fixed(n);
+      retry_setups_locked();
       publish_locked();
       grew = m_sizing.concurrency() > before;
       if (m_sizing.target() == 0) fail_queue_locked(std::make_exception_ptr(NoWorkers(no_workers_message())));
@@ -316,6 +452,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       for (auto& worker : m_workers)
         if (!worker->retiring && !worker->draining) ++live;
       m_sizing.set_adapt(policy, live);  // throws std::invalid_argument before changing anything
+      retry_setups_locked();
       m_sizing.step(Clock::now(), backlog_locked(calls));
       publish_locked();
       grew = m_sizing.concurrency() > before;
@@ -346,21 +483,27 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// The backlog adapt scales on: the running calls' (`calls`), or the chunks this pool holds
   /// when that is more (chunks submitted by no call the manager counts).
   std::size_t backlog_locked(std::size_t calls) const {
-    return std::max(calls, startable_locked() + m_counters.running.load(std::memory_order_relaxed));
+    return std::max(calls, startable_locked() + m_routed + m_counters.running.load(std::memory_order_relaxed));
   }
 
   /// Closes every link, fails what is queued or running with Stopped, waits for the readers (and
   /// so for the workers' exits) and the watchdog.
   void shutdown() {
     std::deque<std::shared_ptr<Task>> abandoned;
+    std::vector<Promise<std::vector<std::string>>> waiters;
     {
       Locked lock(*this);
       m_stopping = true;
       for (auto& task : m_queue.take_all()) abandoned.push_back(std::move(task));
+      for (auto& slot : m_slots)
+        for (auto& task : slot.queue.take_all()) abandoned.push_back(std::move(task));
+      m_routed = 0;
       m_counters.queued -= abandoned.size();
       for (auto& task : abandoned) finish_locked(*task, std::make_exception_ptr(Stopped()));
       for (auto& worker : m_workers) ::shutdown(worker->fd, SHUT_RDWR);
+      waiters = std::exchange(m_target_waiters, {});
     }
+    for (auto& waiter : waiters) waiter.set_exception(std::make_exception_ptr(Stopped()));
     m_cv.notify_all();
     if (m_watchdog.joinable()) m_watchdog.join();
     std::unique_lock lock(m_mutex);
@@ -373,6 +516,177 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
  private:
+  // ----- slots: keyed and pinned chunks, setups -----
+
+  /// A child slot: its child (while it has one), whether one is being spawned for it, and the
+  /// keyed and pinned chunks waiting for it.
+  struct Slot {
+    std::shared_ptr<Worker> worker;
+    bool spawning = false;
+    bool failed = false;  // a setup failed on its child: never used again, out of the key slots
+    RoutedQueue<std::shared_ptr<Task>> queue;
+  };
+
+  /// Under the lock: the slot a keyed or pinned task waits for (task.slot), or the error it fails with.
+  std::exception_ptr route_locked(Task& task) {
+    if (!task.chunk.worker.empty()) {
+      const std::optional<std::size_t> slot = slot_of(task.chunk.worker);
+      if (slot && *slot < m_slots.size() && serving_locked(*slot)) {
+        task.slot = *slot;
+        return nullptr;
+      }
+      return std::make_exception_ptr(NoWorkers(gone_child_message(task.chunk.worker)));
+    }
+    task.slot = pick_locked(task.chunk.key);
+    return nullptr;
+  }
+
+  /// Under the lock: slot k has a child that takes chunks (spawned, maybe not ready yet).
+  bool serving_locked(std::size_t k) const {
+    const Slot& slot = m_slots[k];
+    return slot.worker && !slot.failed && !slot.worker->retiring && !slot.worker->setup_failed;
+  }
+
+  bool key_slot_locked(std::size_t k) const { return k < m_key_span && !m_slots[k].failed; }
+
+  std::size_t pick_locked(std::string_view key) const {
+    return m_key_ids.empty() ? no_slot : m_key_slots[rendezvous_pick(key, m_key_ids)];
+  }
+
+  /// Queues a task behind (or before: `front`) the others of its queue: its slot's, or the shared one.
+  void queue_locked(std::shared_ptr<Task> task, bool front) {
+    if (task->slot != no_slot && task->chunk.worker.empty() && !key_slot_locked(task->slot))
+      task->slot = pick_locked(task->chunk.key);  // its slot left the key slots: its next choice
+    const Resources& resources = resources_of(*task);
+    RoutedQueue<std::shared_ptr<Task>>* queue = &m_queue;
+    if (task->slot != no_slot) {
+      queue = &m_slots[task->slot].queue;
+      ++m_routed;
+    }
+    if (front)
+      queue->push_front(std::move(task), resources);
+    else
+      queue->push_back(std::move(task), resources);
+  }
+
+  bool queued_locked() const noexcept { return !m_queue.empty() || m_routed != 0; }
+
+  /// Under the lock: reserves a slot for a child about to be spawned (`wanted`, or the lowest one
+  /// with no child, no spawn and no failed setup).
+  std::size_t reserve_locked(std::optional<std::size_t> wanted) {
+    std::size_t k = 0;
+    if (wanted) {
+      k = *wanted;
+    } else {
+      while (k < m_slots.size() && (m_slots[k].worker || m_slots[k].spawning || m_slots[k].failed)) ++k;
+    }
+    while (m_slots.size() <= k) m_slots.emplace_back();
+    m_slots[k].spawning = true;
+    ++m_spawning;
+    return k;
+  }
+
+  /// A new child may be spawned: not refused, and, once a setup has failed, the failures plus the
+  /// children still trying their setups (running them, or being spawned) stay below max_workers,
+  /// so at most max_workers children ever fail setups before resize, adapt or add_setup.
+  bool can_spawn_locked() const noexcept {
+    if (m_refused || m_setups_exhausted) return false;
+    if (m_setup_failures == 0) return true;
+    std::size_t trying = m_spawning;
+    for (auto& worker : m_workers)
+      if (!worker->retiring && !worker->setup_failed && worker->setups_done < m_setup_count) ++trying;
+    return m_setup_failures + trying < m_options.max_workers;
+  }
+
+  /// A child that runs (or may yet run) chunks: one whose setups have not failed, or a spawn.
+  bool usable_child_locked() const {
+    if (m_spawning != 0) return true;
+    for (auto& worker : m_workers)
+      if (!worker->retiring && !worker->setup_failed) return true;
+    return false;
+  }
+
+  std::vector<std::string> target_ids_locked() const {
+    std::vector<std::string> ids;
+    for (auto& worker : m_workers)
+      if (!worker->retiring && !worker->draining && !worker->setup_failed) ids.push_back(worker->id);
+    return ids;
+  }
+
+  /// Under the lock (from publish_locked): the key slots are the slots below concurrency() whose
+  /// setups have not failed; when they change, keyed chunks queued for a slot that left them go
+  /// to their next choice.
+  void refresh_keys_locked() {
+    const std::size_t span = m_sizing.concurrency();
+    if (span == m_key_span && !m_keys_dirty) return;
+    m_key_span = span;
+    m_keys_dirty = false;
+    while (m_slots.size() < span) m_slots.emplace_back();
+    m_key_slots.clear();
+    m_key_ids.clear();
+    for (std::size_t k = 0; k < span; ++k)
+      if (!m_slots[k].failed) {
+        m_key_slots.push_back(k);
+        m_key_ids.push_back(child_id(k));
+      }
+    if (m_routed == 0) return;
+    for (std::size_t k = 0; k < m_slots.size(); ++k) {
+      if (key_slot_locked(k)) continue;
+      auto moved = m_slots[k].queue.take_all_if([](const std::shared_ptr<Task>& task) { return task->chunk.worker.empty(); });
+      m_routed -= moved.size();
+      for (auto& task : moved) queue_locked(std::move(task), false);
+    }
+  }
+
+  /// A setup's answer (`at` in the worker's in-flight list, erased here).
+  void setup_answered_locked(Worker& worker, std::deque<InFlight>::iterator at, const Frame& frame) {
+    const bool was_running = at == worker.inflight.begin();
+    worker.inflight.erase(at);
+    if (was_running && !worker.inflight.empty())
+      worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
+    worker.idle_since = Clock::now();
+    if (worker.setup_failed) return;
+    if (frame.type == FrameType::result) {
+      ++worker.setups_done;
+      return;
+    }
+    std::exception_ptr error;
+    try {
+      error = decode_exception(frame.payload);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    setup_failed_locked(worker, std::move(error));
+  }
+
+  /// A setup threw on `worker` (or it died in one): it retires (its link is shut down, so it
+  /// exits) and its slot is never used again; its pinned chunks fail with `error`, its keyed ones
+  /// go to their next choice. Once setups have failed on max_workers children no more are
+  /// spawned, and with no child left that runs chunks everything queued fails with `error`.
+  void setup_failed_locked(Worker& worker, std::exception_ptr error) {
+    if (worker.setup_failed) return;
+    worker.setup_failed = true;
+    ++m_counters.setups_failed;
+    Slot& slot = m_slots[worker.slot];
+    slot.failed = true;
+    m_keys_dirty = true;
+    m_setup_error = error;
+    m_setups_exhausted = ++m_setup_failures >= m_options.max_workers;
+    if (!worker.retiring) retire_locked(worker);
+    auto pinned = slot.queue.take_all_if([](const std::shared_ptr<Task>& task) { return !task->chunk.worker.empty(); });
+    m_routed -= pinned.size();
+    m_counters.queued -= pinned.size();
+    for (auto& task : pinned) finish_locked(*task, error);
+    refresh_keys_locked();
+    if (m_setups_exhausted && !usable_child_locked()) fail_queue_locked(error);
+  }
+
+  /// resize, adapt and add_setup give children another try at the setups.
+  void retry_setups_locked() {
+    m_setup_failures = 0;
+    m_setups_exhausted = false;
+  }
+
   // ----- assigning work -----
 
   /// Gives queued tasks to workers and spawns workers for the rest (up to the maximum). A worker
@@ -380,25 +694,37 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// so a round trip never leaves it idle. Frames are queued per worker under the lock (so each
   /// worker receives its tasks in the order of its in-flight list) and sent after it.
   void pump() {
-    std::size_t to_spawn = 0;
+    std::vector<std::size_t> spawns;
     std::vector<std::shared_ptr<Worker>> to_flush;
     {
       Locked lock(*this);
       if (m_stopping) return;
       const bool on_demand = m_sizing.mode() == PoolSizing::Mode::on_demand;
-      if (!on_demand) to_spawn = rebalance_locked();
+      if (!on_demand) spawns = rebalance_locked();
+      // Setups first: a ready child is sent those it has not run, and takes no chunk until all
+      // have answered (see the file comment).
+      if (m_setup_count != 0)
+        for (auto& worker : m_workers)
+          if (worker->ready && !worker->retiring && worker->setups_sent < m_setup_count && send_setups_locked(worker))
+            to_flush.push_back(worker);
       // Idle workers first, then second slots, so that work spreads before it queues up.
       bool deferred = false;
-      for (std::size_t depth = 0; depth < pipeline_depth && !m_queue.empty() && !deferred; ++depth) {
+      for (std::size_t depth = 0; depth < pipeline_depth && queued_locked() && !deferred; ++depth) {
         for (auto& worker : m_workers) {
-          if (m_queue.empty() || deferred) break;
-          if (!worker->ready || worker->retiring || worker->draining || worker->inflight.size() != depth) continue;
+          if (!queued_locked() || deferred) break;
+          if (!worker->ready || worker->retiring || worker->draining || worker->inflight.size() != depth ||
+              worker->setups_done != m_setup_count)
+            continue;
           // Nothing goes behind a task that holds amounts; one that takes them goes to an idle worker.
           if (depth > 0 && worker->inflight.front().holds) continue;
-          auto task = take_next_locked(depth == 0);
-          if (!task) break;
+          auto task = take_next_locked(depth == 0, worker->slot);
+          if (!task) {
+            if (m_routed == 0) break;  // nothing any worker may take
+            continue;                  // the rest waits for other slots
+          }
           Sent sent = send_task_locked(worker, std::move(task));
-          if (sent == Sent::queued_flush) to_flush.push_back(worker);
+          if (sent == Sent::queued_flush && std::find(to_flush.begin(), to_flush.end(), worker) == to_flush.end())
+            to_flush.push_back(worker);
           deferred = sent == Sent::deferred;
         }
         if (depth == 0 && !on_demand) {
@@ -409,24 +735,53 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
             if (!worker->retiring && worker->inflight.empty()) ++available;
           const std::size_t total = m_workers.size() + m_spawning;
           const std::size_t startable = startable_locked();
-          if (startable > available && total < m_options.max_workers) {
-            to_spawn = std::min(startable - available, m_options.max_workers - total);
-            m_spawning += to_spawn;
+          if (startable > available && total < m_options.max_workers && can_spawn_locked()) {
+            const std::size_t n = std::min(startable - available, m_options.max_workers - total);
+            for (std::size_t i = 0; i < n && can_spawn_locked(); ++i) spawns.push_back(reserve_locked(std::nullopt));
             break;  // leave the rest for the new workers
           }
         }
       }
+      // A slot with chunks waiting and no child gets its child back (its keys wait for it).
+      if (m_routed != 0)
+        for (std::size_t k = 0; k < m_slots.size(); ++k) {
+          Slot& slot = m_slots[k];
+          if (slot.queue.empty() || slot.worker || slot.spawning || slot.failed) continue;
+          if (m_workers.size() + m_spawning >= m_options.max_workers || !can_spawn_locked()) break;
+          spawns.push_back(reserve_locked(k));
+        }
       publish_locked();
     }
-    for (std::size_t i = 0; i < to_spawn; ++i) spawn();
+    for (std::size_t slot : spawns) spawn(slot);
     for (auto& worker : to_flush) worker->flush();
+  }
+
+  /// Under the lock: sends `worker` the setups it has not been sent, in order, behind whatever it
+  /// holds; true when the caller must flush it.
+  bool send_setups_locked(const std::shared_ptr<Worker>& worker) {
+    bool flush = false;
+    for (std::size_t i = worker->setups_sent; i < m_setup_count; ++i) {
+      auto task = std::make_shared<Task>();
+      task->chunk = Chunk{m_setups[i], 0, 1};
+      std::string frame = m_setup_frames[i];
+      const std::uint64_t id = ++m_next_id;
+      set_frame_id(frame, id);
+      if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
+      InFlight f{std::move(task), id, Clock::now()};
+      f.setup = true;
+      worker->inflight.push_back(std::move(f));
+      flush = worker->queue(std::move(frame)) || flush;
+    }
+    worker->setups_sent = m_setup_count;
+    return flush;
   }
 
   /// Fixed and adapt modes: moves the workers toward the target. Below it, draining workers are
   /// kept again and the rest are spawned (returned: the caller spawns them after unlocking);
   /// above it, idle workers retire now and busy ones drain (they finish what they hold, get
-  /// nothing new, and retire once idle), so scaling never loses or reruns a chunk.
-  std::size_t rebalance_locked() {
+  /// nothing new, and retire once idle), so scaling never loses or reruns a chunk. The highest
+  /// slots go first, so the slots that stay are the key slots below the target.
+  std::vector<std::size_t> rebalance_locked() {
     const std::size_t target = m_sizing.target();
     std::size_t live = m_spawning;
     for (auto& worker : m_workers)
@@ -440,23 +795,24 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     }
     for (auto& worker : m_workers)
       if (worker->draining && !worker->retiring && worker->inflight.empty()) retire_locked(*worker);
-    for (auto& worker : m_workers) {
-      if (live <= target) break;
-      if (!worker->retiring && !worker->draining && worker->inflight.empty()) {
-        retire_locked(*worker);
+    for (auto it = m_workers.rbegin(); it != m_workers.rend() && live > target; ++it) {
+      Worker& worker = **it;
+      if (!worker.retiring && !worker.draining && worker.inflight.empty()) {
+        retire_locked(worker);
         --live;
       }
     }
-    for (auto& worker : m_workers) {
-      if (live <= target) break;
-      if (!worker->retiring && !worker->draining) {
-        worker->draining = true;
+    for (auto it = m_workers.rbegin(); it != m_workers.rend() && live > target; ++it) {
+      Worker& worker = **it;
+      if (!worker.retiring && !worker.draining) {
+        worker.draining = true;
         --live;
       }
     }
-    if (m_refused || live >= target) return 0;
-    m_spawning += target - live;
-    return target - live;
+    std::vector<std::size_t> spawns;
+    if (!can_spawn_locked() || live >= target) return spawns;
+    for (std::size_t i = live; i < target && can_spawn_locked(); ++i) spawns.push_back(reserve_locked(std::nullopt));
+    return spawns;
   }
 
   /// Shuts an idle worker's link down: it reads end-of-file and exits with status 0, not a loss.
@@ -471,8 +827,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       std::size_t busy = 0;
       for (auto& worker : m_workers)
         if (!worker->inflight.empty()) ++busy;
-      m_sizing.on_demand(busy + startable_locked(), m_options.min_workers);
+      m_sizing.on_demand(busy + startable_locked() + m_routed, m_options.min_workers);
     }
+    refresh_keys_locked();
     m_counters.workers_target.store(m_sizing.target(), std::memory_order_relaxed);
     m_concurrency.store(m_sizing.concurrency(), std::memory_order_relaxed);
     m_adapting.store(m_sizing.mode() == PoolSizing::Mode::adapt, std::memory_order_relaxed);
@@ -481,7 +838,14 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// Fails the queued tasks of a stopped call at once (Cancelled), so the call does not wait for
   /// a worker to come by and skip them.
   void withdraw_locked(const Job& job) {
-    auto withdrawn = m_queue.take_all_if([&](const std::shared_ptr<Task>& task) { return task->chunk.job.get() == &job; });
+    auto of_job = [&](const std::shared_ptr<Task>& task) { return task->chunk.job.get() == &job; };
+    auto withdrawn = m_queue.take_all_if(of_job);
+    if (m_routed != 0)
+      for (auto& slot : m_slots)
+        for (auto& task : slot.queue.take_all_if(of_job)) {
+          --m_routed;
+          withdrawn.push_back(std::move(task));
+        }
     m_counters.queued -= withdrawn.size();
     for (auto& task : withdrawn) finish_locked(*task, std::make_exception_ptr(Cancelled(cancelled_message())));
   }
@@ -507,7 +871,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     Locked lock(*this);
     auto at = std::find_if(worker.inflight.begin(), worker.inflight.end(),
                            [&](const InFlight& f) { return f.id == frame.id; });
-    if (at == worker.inflight.end()) return;  // its answer came first
+    if (at == worker.inflight.end() || at->setup) return;  // its answer came first, or a setup's
     const auto units = Job::progress_units(std::min(items, static_cast<double>(at->task->chunk.size())));
     at->task->chunk.job->add_running_progress(units - at->progress);
     at->progress = units;
@@ -522,10 +886,18 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// The next queued task whose call still wants it, oldest first among those that may start:
   /// free ones, and (`classed`) those whose amounts fit now. Cancelled ones are skipped here, from a
   /// class's front too, so a failed call does not wait for amounts to finish.
-  std::shared_ptr<Task> take_next_locked(bool classed) {
+  std::shared_ptr<Task> take_next_locked(bool classed, std::size_t slot) {
     auto may_start = [&](const Resources& resources, const std::shared_ptr<Task>& task) {
       return classed && (abandoned(*task) || m_ledger.fits(resources));
     };
+    // Its own slot's keyed and pinned chunks first (one branch while no chunk is keyed or pinned).
+    if (m_routed != 0 && slot < m_slots.size())
+      while (auto task = m_slots[slot].queue.take_next(may_start)) {
+        --m_routed;
+        --m_counters.queued;
+        if (!abandoned(**task)) return std::move(*task);
+        finish_locked(**task, std::make_exception_ptr(ChunkSkipped()));
+      }
     while (auto task = m_queue.take_next(may_start)) {
       --m_counters.queued;
       if (!abandoned(**task)) return std::move(*task);
@@ -570,8 +942,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     // could wait for each other. Larger frames wait until the worker is idle (they amortize the
     // round trip anyway).
     if (!worker->inflight.empty() && task->frame.size() > max_pipelined_frame) {
-      const Resources& resources = resources_of(*task);
-      m_queue.push_front(std::move(task), resources);
+      queue_locked(std::move(task), true);
       ++m_counters.queued;
       return Sent::deferred;
     }
@@ -611,21 +982,30 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return options;
   }
 
-  void spawn() {
+  /// Starts the child of a slot reserve_locked() gave.
+  void spawn(std::size_t slot) {
     std::weak_ptr<ProcessPool> weak = weak_from_this();
     // NOTE: shared, as the callback must be copyable; the spawner duplicates the descriptor.
     auto record = std::make_shared<CrashRecordFile>(CrashRecordFile::create());
-    pool_spawner().spawn_async(spawn_options(*record), [weak, record](ChildProcess child, std::exception_ptr error) {
-      if (auto self = weak.lock()) self->spawned(std::move(child), std::move(error), std::move(*record));
+    pool_spawner().spawn_async(spawn_options(*record), [weak, record, slot](ChildProcess child, std::exception_ptr error) {
+      if (auto self = weak.lock()) self->spawned(std::move(child), std::move(error), std::move(*record), slot);
     });
   }
 
-  void spawned(ChildProcess child, std::exception_ptr error, CrashRecordFile record) {
+  void spawned(ChildProcess child, std::exception_ptr error, CrashRecordFile record, std::size_t slot) {
     std::shared_ptr<Worker> worker;
+    std::vector<Promise<std::vector<std::string>>> waiters;
+    std::vector<std::string> ids;
+    std::exception_ptr waiters_error;
     {
       Locked lock(*this);
       --m_spawning;
+      m_slots[slot].spawning = false;
       if (error || m_stopping) {
+        if (m_workers.empty() && m_spawning == 0) {
+          waiters = std::exchange(m_target_waiters, {});
+          waiters_error = m_stopping ? std::make_exception_ptr(Stopped()) : error;
+        }
         if (error && !m_stopping) {
           std::string what = "scale: could not start a worker process";
           try {
@@ -643,19 +1023,34 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           m_unborn.push_back(std::move(child));
         }
         m_cv.notify_all();
-        return;
+      } else {
+        worker = std::make_shared<Worker>();
+        worker->pid = child.pid();
+        worker->fd = child.link_fd();
+        worker->slot = slot;
+        worker->id = child_id(slot);
+        worker->child = std::move(child);
+        worker->crash_record = std::move(record);
+        m_slots[slot].worker = worker;
+        // In slot order: rebalance_locked retires the highest slots first.
+        auto at = std::find_if(m_workers.begin(), m_workers.end(), [&](const auto& w) { return w->slot > slot; });
+        m_workers.insert(at, worker);
+        ++m_readers;
+        ++m_counters.workers_spawned;
+        ++m_counters.workers_alive;
+        if (!m_target_waiters.empty()) {
+          waiters = std::exchange(m_target_waiters, {});
+          ids = target_ids_locked();
+        }
       }
-      worker = std::make_shared<Worker>();
-      worker->pid = child.pid();
-      worker->fd = child.link_fd();
-      worker->child = std::move(child);
-      worker->crash_record = std::move(record);
-      m_workers.push_back(worker);
-      ++m_readers;
-      ++m_counters.workers_spawned;
-      ++m_counters.workers_alive;
     }
-    std::thread([self = shared_from_this(), worker] { self->read(worker); }).detach();
+    for (auto& waiter : waiters) {
+      if (waiters_error)
+        waiter.set_exception(waiters_error);
+      else
+        waiter.set_value(ids);
+    }
+    if (worker) std::thread([self = shared_from_this(), worker] { self->read(worker); }).detach();
   }
 
   /// A worker's reader thread: hello, results, errors and scope requests, then its exit.
@@ -708,6 +1103,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       case FrameType::error: {
         std::shared_ptr<Task> task;
         bool group_finished = false;
+        bool setup = false;
         Clock::duration took{};
         {
           Locked lock(*this);
@@ -717,26 +1113,38 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           // A worker runs its chunks in order: one sent behind another started when that one's
           // result left, so its run is timed from then, not from its send.
           const auto now = Clock::now();
-          took = now - std::max(at->sent, worker.last_answer);
-          worker.last_answer = now;
-          take_back_progress(*at);
-          release_locked(*at);
-          task = std::move(at->task);
-          group_finished = task->group->finished;
-          const bool was_running = at == worker.inflight.begin();
-          worker.inflight.erase(at);
-          // A task answered from behind the running one (withdrawn by a stop frame) leaves the
-          // running one's timeout as it was.
-          if (was_running && !worker.inflight.empty())
-            worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
-          worker.idle_since = Clock::now();
-          --m_counters.running;
+          if (at->setup) {
+            setup = true;
+            worker.last_answer = now;
+            setup_answered_locked(worker, at, frame);
+          } else {
+            took = now - std::max(at->sent, worker.last_answer);
+            worker.last_answer = now;
+            take_back_progress(*at);
+            release_locked(*at);
+            task = std::move(at->task);
+            group_finished = task->group->finished;
+            const bool was_running = at == worker.inflight.begin();
+            worker.inflight.erase(at);
+            // A task answered from behind the running one (withdrawn by a stop frame) leaves the
+            // running one's timeout as it was.
+            if (was_running && !worker.inflight.empty())
+              worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
+            worker.idle_since = Clock::now();
+            --m_counters.running;
+          }
+        }
+        if (setup) {
+          pump();
+          return true;
         }
         const TaskAnswer answer = frame.type == FrameType::error ? TaskAnswer::error : TaskAnswer::results;
         std::exception_ptr error = hand_back(task->chunk, group_finished, answer, frame.payload);
         // The dispatch sizes the call's next chunks from this (target_chunk_duration()).
-        if (!error && !group_finished && answer == TaskAnswer::results)
+        if (!error && !group_finished && answer == TaskAnswer::results) {
           task->chunk.job->record_run(task->chunk.size(), took);
+          task->chunk.job->ran_on(task->chunk.begin, task->chunk.end, worker.id);
+        }
         {
           Locked lock(*this);
           finish_locked(*task, error);
@@ -788,13 +1196,45 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (worker->timed_out)
       status = "timed out after " + std::to_string(worker->timeout.count()) + " ms, then " + status;
     m_workers.remove(worker);
+    Slot& slot = m_slots[worker->slot];
+    if (slot.worker == worker) slot.worker = nullptr;
     --m_counters.workers_alive;
-    std::deque<InFlight> inflight = std::move(worker->inflight);
+    std::deque<InFlight> all = std::move(worker->inflight);
     worker->inflight.clear();
+    // Setups it had not answered are dropped (a respawned child runs them all again); a child
+    // that dies in one of them, unasked, counts as that setup failing (so a setup that crashes
+    // its child cannot respawn children for ever).
+    std::deque<InFlight> inflight;
+    bool in_setup = false;
+    for (auto& f : all) {
+      if (f.setup)
+        in_setup = true;
+      else
+        inflight.push_back(std::move(f));
+    }
     m_counters.running -= inflight.size();
     for (auto& f : inflight) {
       take_back_progress(f);
       release_locked(f);
+    }
+    if (in_setup && refused.empty() && !worker->retiring && !m_stopping && !worker->stop_killed)
+      setup_failed_locked(*worker, std::make_exception_ptr(Error(
+                                       "scale: the worker process " + worker->id + " (pid " + std::to_string(worker->pid) +
+                                       ") died while running a setup (on_every_worker): " + status)));
+    // Chunks pinned to it (broadcast) cannot run anywhere else.
+    if (slot.worker == nullptr && !slot.queue.empty()) {
+      auto pinned = slot.queue.take_all_if([](const std::shared_ptr<Task>& task) { return !task->chunk.worker.empty(); });
+      m_routed -= pinned.size();
+      m_counters.queued -= pinned.size();
+      for (auto& task : pinned) finish_locked(*task, std::make_exception_ptr(NoWorkers(gone_child_message(task->chunk.worker))));
+    }
+    for (auto it = inflight.begin(); it != inflight.end();) {
+      if (it->task->chunk.worker.empty()) {
+        ++it;
+        continue;
+      }
+      finish_locked(*it->task, std::make_exception_ptr(NoWorkers(gone_child_message(it->task->chunk.worker))));
+      it = inflight.erase(it);
     }
     if (!refused.empty()) {
       log_error(refused);
@@ -812,7 +1252,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (!inflight.empty()) rerun_locked(std::move(inflight.front().task), status, capsule);
     m_cv.notify_all();
     // Outside the lock: a new worker for the rerun (pump takes the lock itself).
-    if (!m_stopping && !m_queue.empty()) post_pump();
+    if (!m_stopping && queued_locked()) post_pump();
   }
 
   /// The capsule of a worker that died of a crash signal while running a task, from its crash
@@ -843,8 +1283,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (task->group->finished || task->chunk.job->cancelled())
       return finish_locked(*task, std::make_exception_ptr(ChunkSkipped()));
     ++m_counters.retried;
-    const Resources& resources = resources_of(*task);
-    m_queue.push_front(std::move(task), resources);
+    queue_locked(std::move(task), true);
     ++m_counters.queued;
   }
 
@@ -852,11 +1291,14 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   void rerun_locked(std::shared_ptr<Task> task, const std::string& status, const std::optional<CrashReport>& capsule) {
     if (m_stopping) return finish_locked(*task, std::make_exception_ptr(Stopped()));
     auto finish = [this](Task& part, std::exception_ptr error) { finish_locked(part, std::move(error)); };
+    const std::size_t slot = task->slot;
     auto again = rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish,
                                  capsule ? &*capsule : nullptr);
     for (auto part = again.rbegin(); part != again.rend(); ++part) {
-      const Resources& resources = resources_of(**part);
-      m_queue.push_front(std::move(*part), resources);
+      // A split's second half keeps the key (it waits for the same slot).
+      (*part)->chunk.key = again.front()->chunk.key;
+      (*part)->slot = slot;
+      queue_locked(std::move(*part), true);
       ++m_counters.queued;
     }
   }
@@ -874,6 +1316,13 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       --m_counters.queued;
       finish_locked(*task, error);
     }
+    if (m_routed == 0) return;
+    for (auto& slot : m_slots)
+      for (auto& task : slot.queue.take_all()) {
+        --m_routed;
+        --m_counters.queued;
+        finish_locked(*task, error);
+      }
   }
 
   // ----- timeouts, idle workers, min_workers -----
@@ -903,23 +1352,23 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           retire_locked(*worker);
         }
       }
-      std::size_t to_spawn = 0;
+      std::vector<std::size_t> spawns;
       if (on_demand) {
-        if (!m_refused && live + m_spawning < m_options.min_workers)
-          to_spawn = m_options.min_workers - live - m_spawning;
-        m_spawning += to_spawn;
+        if (can_spawn_locked() && live + m_spawning < m_options.min_workers)
+          for (std::size_t i = live + m_spawning; i < m_options.min_workers && can_spawn_locked(); ++i)
+            spawns.push_back(reserve_locked(std::nullopt));
       } else {
-        to_spawn = rebalance_locked();  // replaces lost workers, retires drained ones
+        spawns = rebalance_locked();  // replaces lost workers, retires drained ones
       }
       // Adapt: stepped on every tick as well as on the calls' reports, so a window that ends
       // moves the target even when nothing is reported (next_deadline() passed), and so does a
       // backlog that vanished unreported (a call that failed stops reporting).
       const bool step_now = m_sizing.mode() == PoolSizing::Mode::adapt;
       publish_locked();
-      const bool pump_now = m_pump_requested || !m_queue.empty();
+      const bool pump_now = m_pump_requested || queued_locked();
       m_pump_requested = false;
       lock.unlock();
-      for (std::size_t i = 0; i < to_spawn; ++i) spawn();
+      for (std::size_t slot : spawns) spawn(slot);
       if (step_now) reevaluate();
       if (pump_now) pump();
       lock.lock();
@@ -946,6 +1395,20 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   std::size_t m_spawning = 0;
   std::vector<ChildProcess> m_unborn;  // spawned during shutdown() and killed; it waits for them
   std::size_t m_readers = 0;
+  // NOTE: a deque, so a reference to a Slot survives slots added meanwhile.
+  std::deque<Slot> m_slots;
+  std::size_t m_routed = 0;               // tasks in the slots' queues
+  std::size_t m_key_span = 0;             // the concurrency() the key slots were computed for
+  bool m_keys_dirty = true;               // a slot failed since
+  std::vector<std::size_t> m_key_slots;   // the key slots, for rendezvous_pick over m_key_ids
+  std::vector<std::string> m_key_ids;
+  std::vector<std::shared_ptr<Job>> m_setups;  // on_every_worker, in order
+  std::vector<std::string> m_setup_frames;     // each one's task frame (its id set per send)
+  std::size_t m_setup_count = 0;               // m_setups.size()
+  std::exception_ptr m_setup_error;            // the last setup's error
+  std::size_t m_setup_failures = 0;            // children whose setups failed since the last retry
+  bool m_setups_exhausted = false;             // as many as max_workers: no more spawns
+  std::vector<Promise<std::vector<std::string>>> m_target_waiters;  // broadcast_targets() with no child
   std::uint64_t m_next_id = 0;
   bool m_stopping = false;
   bool m_pump_requested = false;
@@ -977,15 +1440,9 @@ void ProcessPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }
 void ProcessPoolManager::backlog_changed() { m_pool->reevaluate(); }
 ManagerStats ProcessPoolManager::stats() const { return m_pool->stats(); }
 std::vector<pid_t> ProcessPoolManager::worker_pids() const { return m_pool->pids(); }
+Future<std::vector<std::string>> ProcessPoolManager::broadcast_targets() { return m_pool->targets(); }
+void ProcessPoolManager::add_setup(std::shared_ptr<detail::Job> setup) { m_pool->add_setup(std::move(setup)); }
 
 }  // namespace scale
 
-namespace scale {
-Future<std::vector<std::string>> ProcessPoolManager::broadcast_targets() {
-  return make_failed_future<std::vector<std::string>>(
-      std::make_exception_ptr(Error("scale::ProcessPoolManager: broadcast is being built")));
-}
-void ProcessPoolManager::add_setup(std::shared_ptr<detail::Job>) {
-  throw Error("scale::ProcessPoolManager: on_every_worker is being built");
-}
-}  // namespace scale
+

@@ -61,6 +61,13 @@ struct ProcessPoolOptions {
 /// in a queue of its own class (tasks behind it go ahead), and nothing is pipelined behind it on
 /// its worker. A call the pool can never meet fails at once with scale::Unsatisfiable, before any
 /// of its tasks is sent.
+///
+/// Worker identity: each child has a slot k, its id "child-<k>" (map_with_workers, broadcast); a
+/// child that dies or retires gives its slot to its replacement. keyed_by sends a key's chunks to
+/// the slot rendezvous hashing picks among the slots below concurrency(), so a key stays on its
+/// child while it lives, and a killed child's keys wait for the child that takes its slot back
+/// (only they move, to a new process). A chunk pinned to a child that is gone fails with
+/// scale::NoWorkers. See docs/routing.md.
 class ProcessPoolManager final : public ScalabilityManager {
  public:
   explicit ProcessPoolManager(ProcessPoolOptions options = {});
@@ -78,8 +85,15 @@ class ProcessPoolManager final : public ScalabilityManager {
   /// workers_target: the count resize() or adapt() moves to; on demand, what the queue wants
   /// (workers holding chunks plus chunks queued, within [min_workers, max_workers]).
   ManagerStats stats() const override;
-  /// The ids of the live workers (WorkerResult::worker's form).
+  /// The ids of the live children ("child-<k>", in slot order); with none alive, one is started
+  /// first and the Future completes once it is spawned. Fails with NoWorkers after resize(0), and
+  /// with the setup's error once setups failed on every child (see add_setup).
   Future<std::vector<std::string>> broadcast_targets() override;
+  /// Every child runs the setup before its next chunk (late spawns and respawns too). A child
+  /// whose setup throws exits and its slot is not used again; setups_failed counts it. At most
+  /// max_workers children fail before the pool stops spawning (until resize, adapt or another
+  /// add_setup); with no child left, queued chunks and later calls fail with the setup's
+  /// scale::RemoteError. Throws scale::NotShippable when the setup cannot leave this process.
   void add_setup(std::shared_ptr<detail::Job> setup) override;
 
   /// Keeps `n` workers (at most max_workers) from now on, and turns adapt() off. Workers are
