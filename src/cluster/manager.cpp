@@ -541,14 +541,24 @@ class Cluster {
     return any ? m_setup_error : nullptr;
   }
 
-  /// Attempts on the own streams of workers that may take none now (gone, lost, draining, or
-  /// refusing this manager) are queued again, each to its next choice; a pinned one fails. Those
-  /// workers' streams are forgotten once nothing of this manager is on them.
+  /// Whether worker `id` will run nothing more of this manager: gone from the live set, lost,
+  /// left, or refusing it (its setup threw). A draining worker still runs what it read, and says
+  /// when it leaves.
+  bool gone_locked(const std::string& id) const {
+    if (m_lost.count(id) != 0 || m_left.count(id) != 0 || m_setup_failed.count(id) != 0) return true;
+    return std::none_of(m_live.begin(), m_live.end(),
+                        [&](const ClusterWorker& worker) { return worker.id == id && worker.compatible; });
+  }
+
+  /// Attempts on the own streams of workers that will run nothing more of this manager are queued
+  /// again, each to its next choice (a pinned one fails). Those workers' streams are forgotten once
+  /// nothing of this manager is on them.
   void reroute_locked(StreamEntries& to_drop) {
+    if (m_routes.empty()) return;  // nothing was ever routed: the common case
     std::vector<std::shared_ptr<Task>> moved;
     for (auto& [attempt, task] : m_attempts) {
       const std::string* worker = m_routes.worker_of(*task->stream);
-      if (worker && !routable_locked(*worker)) moved.push_back(task);
+      if (worker && gone_locked(*worker)) moved.push_back(task);
     }
     for (auto& task : moved) {
       retire_attempt_locked(*task, to_drop);
@@ -556,7 +566,7 @@ class Cluster {
     }
     for (const auto& stream : m_routes.all()) {
       const std::string* worker = m_routes.worker_of(*stream);
-      if (worker && stream->attempts.empty() && !routable_locked(*worker)) m_routes.forget(std::string(*worker));
+      if (worker && stream->attempts.empty() && gone_locked(*worker)) m_routes.forget(std::string(*worker));
     }
   }
 

@@ -38,6 +38,8 @@ class WorkerRoutes {
   const std::string* worker_of(const ClassStream& stream) const;
   /// Every worker stream this manager has a record of.
   std::vector<std::shared_ptr<ClassStream>> all() const;
+  /// Whether no chunk was ever routed to a worker (or every record was forgotten since).
+  bool empty() const noexcept { return m_streams.empty(); }
   /// Drops the record of worker `id`'s stream (the worker is gone and nothing of it is outstanding).
   void forget(const std::string& id);
 
