@@ -39,6 +39,7 @@ struct ClusterFactory {
 #define SCALE_ITERATOR_FACTORIES ClusterFactory
 #define SCALE_ITERATOR_TAGS "[iterator][cluster]"
 #include "iterator_suite.hpp"
+#include "affinity_suite.hpp"
 #include "control_suite.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)

@@ -109,6 +109,7 @@ void ChunkReader::rebuild_locked() {
   std::vector<std::string> tags;             // the tags served, numbered as met
   std::map<std::size_t, std::string> homes;  // this worker's home tag, by a manager's shard count
   for (const auto& [manager, entry] : m_directory) {
+    if (m_refused.count(manager) != 0) continue;  // its setup threw here
     const std::size_t count = entry.shards;
     if (count != m_keys.shards && m_told_shards.insert(manager).second)
       log_error("worker " + m_consumer + ": manager " + manager + " spreads its task streams over " +
@@ -197,7 +198,9 @@ std::vector<ReadChunk> ChunkReader::read(std::size_t room, HeldAmounts& amounts)
   bool held_out = false;
   const std::vector<Candidate> streams = candidates(*served, room, amounts, held_out);
   if (streams.empty()) {
-    // Nothing to serve, or every class's amounts are held: wait for a chunk to end.
+    // Nothing to serve, or every class's amounts are held: wait for a chunk to end, or for one on
+    // the watched stream.
+    if (!m_watch.empty() && m_watch_present.load(std::memory_order_relaxed)) return read_blocking(streams, room, held_out);
     amounts.wait_for_release(std::chrono::milliseconds(block_ms));
     return {};
   }
@@ -288,7 +291,13 @@ std::vector<ReadChunk> ChunkReader::read_blocking(const std::vector<Candidate>& 
   std::vector<std::string> args{"XREADGROUP", "GROUP", cluster_group, m_consumer, "COUNT", std::to_string(count),
                                 "BLOCK",      std::to_string(block_ms), "STREAMS"};
   for (const Candidate& candidate : streams) args.push_back(candidate.served->stream);
-  args.insert(args.end(), streams.size(), ">");
+  // NOTE: one more key in a read sent anyway: nothing more for a worker whose stream stays empty.
+  // Only beside streams under the main tag: a shard's streams may sit on another Redis Cluster
+  // node (CROSSSLOT); a sharded worker reads its own stream first itself, while it has entries.
+  const bool watched = !m_watch.empty() && m_watch_present.load(std::memory_order_relaxed) &&
+                       (streams.empty() || streams.front().served->stream.compare(0, m_keys.tag.size(), m_keys.tag) == 0);
+  if (watched) args.push_back(m_watch);
+  args.insert(args.end(), streams.size() + (watched ? 1 : 0), ">");
   {
     std::lock_guard lock(m_mutex);
     for (const Candidate& candidate : streams) m_read_from.insert(candidate.served->stream);
@@ -303,7 +312,12 @@ std::vector<ReadChunk> ChunkReader::read_blocking(const std::vector<Candidate>& 
   RedisReply reply = wait_for_reply(m_client, Role::blocking, std::move(args));
   m_unblock_id.store(0);
   if (is_gone(reply)) {
-    // One stream's group is gone; the script finds which, so with one stream it is that one.
+    // One stream's group is gone; the script finds which, so with one stream it is that one. The
+    // watched one is left out until the worker says it is back, and then the read tells.
+    if (watched) {
+      m_watch_present.store(false, std::memory_order_relaxed);
+      return {};
+    }
     if (streams.size() == 1) m_missing[streams.front().served->stream] = Clock::now() + missing_for;
     return {};
   }
@@ -316,6 +330,12 @@ std::vector<ReadChunk> ChunkReader::entries_of(RedisReply& reply, const std::vec
   if (reply.type != RedisReply::Type::array) return chunks;  // nil: nothing came (within the block)
   for (RedisReply& stream : reply.elements) {
     if (stream.elements.size() != 2) continue;
+    if (!m_watch.empty() && stream.elements[0].str == m_watch) {
+      for (RedisReply& entry : stream.elements[1].elements)
+        if (entry.elements.size() == 2)
+          chunks.push_back(ReadChunk{m_watch, std::move(entry.elements[0].str), std::move(entry.elements[1]), {}});
+      continue;
+    }
     const Served* served = nullptr;
     for (const Candidate& candidate : streams)
       if (candidate.served->stream == stream.elements[0].str) served = candidate.served;
@@ -380,6 +400,14 @@ void ChunkReader::wake() {
   const std::int64_t id = m_unblock_id.exchange(0);
   if (id != 0)
     m_client.send(Role::commands, {"CLIENT", "UNBLOCK", std::to_string(id)}, [](std::exception_ptr, RedisReply) {});
+}
+
+void ChunkReader::watch(std::string stream) { m_watch = std::move(stream); }
+
+void ChunkReader::refuse_manager(const std::string& manager) {
+  std::lock_guard lock(m_mutex);
+  m_refused.insert(manager);
+  rebuild_locked();
 }
 
 void ChunkReader::served_last(const std::string& stream) { m_after = stream; }

@@ -40,6 +40,10 @@
 //     the streams that manager writes; a worker whose own URL names another ?shards= follows
 //     the manager (its home is picked among that manager's shards) and says so once. Streams
 //     that all share one tag (one shard: the default) are read exactly as above.
+//   - The worker's own stream (cluster/worker_stream.hpp) is one more key of every blocking read,
+//     so a chunk only this worker may run wakes it at once; the script leaves it out (the worker
+//     reads it first itself, while it has entries), and a worker that serves no manager yet blocks
+//     on it alone.
 //   - A stream named in the directory whose group is gone (a manager killed a minute ago, or a
 //     Redis restarted without its data) answers NOGROUP: it is left out for a second, and its
 //     manager makes it again at its next scan if it lives.
@@ -95,6 +99,17 @@ class ChunkReader {
   /// Every stream read from so far (a worker that leaves removes itself from their groups).
   std::vector<std::string> streams_read() const;
 
+  /// A stream every blocking read also waits on, with its class streams: the worker's own
+  /// (cluster/worker_stream.hpp), so a chunk there wakes it at once. Its entries come back with an
+  /// empty need (the worker reads theirs from the entry). Main thread, before the first read.
+  void watch(std::string stream);
+  /// Whether the watched stream exists now (a read that finds it gone leaves it out until this
+  /// says it is back). Any thread.
+  void watched_present(bool present) noexcept { m_watch_present.store(present, std::memory_order_relaxed); }
+  /// The manager's streams are not served from now on (a setup of it threw on this worker,
+  /// cluster/worker_setups.hpp). Any thread.
+  void refuse_manager(const std::string& manager);
+
  private:
   struct Served {
     std::string stream;
@@ -143,6 +158,10 @@ class ChunkReader {
   std::shared_ptr<const ServedList> m_served = std::make_shared<const ServedList>();  // sorted by stream name
   std::set<std::string> m_read_from;
   std::set<std::string> m_told_shards;  // managers whose ?shards= differs from this worker's, told once
+  std::set<std::string> m_refused;  // managers not served
+
+  std::string m_watch;  // set before the first read
+  std::atomic<bool> m_watch_present{false};
 
   // The blocking read that wake() may end: the id of its connection while it waits (0: none).
   std::atomic<std::int64_t> m_unblock_id{0};

@@ -57,6 +57,9 @@
 //                                "b" a worker gives back a chunk it read but cannot run now (its
 //                                    amounts or slots were taken meanwhile): a (attempt id); the
 //                                    manager queues it again, not counted as a retry
+//                                "f" a setup of this manager threw on the worker: p (the encoded
+//                                    exception); the worker takes none of this manager's chunks
+//                                    from then on (it gives back, "b", any it read)
 //                                "g" a running chunk's progress: a (attempt id), p (the items of
 //                                    the chunk done, the running item's fraction included, in
 //                                    Job::progress_units: millionths of an item, decimal); at most
@@ -77,6 +80,22 @@
 //                              --scale-processes worker's pool kills the child running one; a
 //                              --scale-threads worker cannot stop a thread, says so and drains).
 //                              No "o" answers a stop or abandon (id 0)
+//   <tag>:worker:<worker>:tasks a Stream of the chunks for that one worker (src/cluster/worker_stream.hpp):
+//                              keyed chunks (the worker their key's rendezvous picks), pinned ones
+//                              (broadcast) and the setups' chunks, from any manager of its build,
+//                              read by the group "workers" (the worker alone) before its class
+//                              streams. The worker creates it (MKSTREAM) before its first heartbeat,
+//                              renews its TTL with the heartbeat and deletes it when it leaves; a
+//                              manager that finds the worker lost deletes it too, and queues its own
+//                              chunks from it elsewhere. Managers add with NOMKSTREAM, so a gone
+//                              worker's stream is not made again. Fields: those of a class stream,
+//                              plus n (the resources the call's chunks hold, "name=amount;...",
+//                              only when it has some)
+//   <tag>:setups:<manager>     a List of the manager's setups (on_every_worker), each a task payload
+//                              of one item, in the order added; its length is the setups'
+//                              generation. Every task entry of a manager with setups carries s (the
+//                              generation when it was queued): a worker runs the setups it has not
+//                              run up to s before it runs the chunk. Expires with the manager
 //   <tag>:managers             a Hash: manager id → its fingerprint (so a worker can say why it
 //                              is given nothing, and whom to announce itself to)
 //   <tag>:desired:<fingerprint> a Hash: manager id → the worker count it wants (desired_workers());
@@ -119,6 +138,8 @@ struct ClusterKeys {
   std::string managers() const { return tag + ":managers"; }
   std::string desired(const std::string& fingerprint) const { return tag + ":desired:" + fingerprint; }
   std::string orders(const std::string& worker) const { return tag + ":orders:" + worker; }
+  std::string worker_tasks(const std::string& worker) const { return tag + ":worker:" + worker + ":tasks"; }
+  std::string setups(const std::string& manager) const { return tag + ":setups:" + manager; }
 };
 
 /// The URL as given, its options included (the password never is).

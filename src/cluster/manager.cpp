@@ -6,7 +6,9 @@
 // their heartbeat keys, and the chunks of a silent one queued again; orders to one worker on its
 // own list. A stopped call's chunks are withdrawn from their streams, and the workers that hold
 // one are told (and, after the grace, that the manager no longer waits); running chunks' progress
-// comes back on the results stream. See src/cluster/keys.hpp for the keys and docs/cluster.md and
+// comes back on the results stream. A keyed chunk goes to the own stream of the worker its key
+// picks, a pinned one (broadcast) to its worker's (cluster/worker_routes.hpp); setups are a list
+// the workers run from before this manager's chunks (cluster/worker_setups.hpp). See src/cluster/keys.hpp for the keys and docs/cluster.md and
 // docs/routing.md for the guarantees.
 
 #include <scale/managers/cluster.hpp>
@@ -36,6 +38,8 @@
 #include "cluster/worker_offers.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
+#include "cluster/worker_routes.hpp"
+#include "cluster/worker_stream.hpp"
 #include <scale/detail/loop.hpp>
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
@@ -58,7 +62,8 @@ using Role = RedisClient::Role;
 struct Task {
   std::shared_ptr<TaskGroup> group;
   Chunk chunk;
-  std::shared_ptr<ClassStream> stream;  // its class's stream, set when it is first queued
+  std::shared_ptr<ClassStream> home;    // its class's stream, set when it is first queued
+  std::shared_ptr<ClassStream> stream;  // where the current attempt is: home, or a worker's own stream
   unsigned attempts = 0;        // times this exact range was lost with its worker
   std::uint64_t attempt = 0;    // the current attempt's id (results of other attempts are dropped)
   std::string entry;            // the current attempt's stream entry, once XADD answered
@@ -152,6 +157,7 @@ class Cluster {
         m_fingerprint(build_fingerprint()),
         m_results(m_keys.results(m_id)),
         m_streams(m_keys, m_fingerprint, m_id, m_options.site),
+        m_routes(m_keys),
         m_offers(m_options.wait_for_workers),
         m_last_live(Clock::now()),
         m_client(std::make_unique<RedisClient>(parse_redis_url(m_url))) {}
@@ -191,6 +197,7 @@ class Cluster {
       for (auto& [attempt, task] : m_attempts) finish_locked(*task, std::make_exception_ptr(Stopped()));
       m_attempts.clear();
       for (const auto& stream : m_streams.all()) stream->attempts.clear();
+      for (const auto& stream : m_routes.all()) stream->attempts.clear();
       orders = std::move(m_orders);
       // Its streams are its own: deleting them takes every queued chunk out at once.
       m_streams.remove_all(*m_client);
@@ -198,7 +205,7 @@ class Cluster {
     for (auto& [id, order] : orders) order.promise.set_exception(std::make_exception_ptr(Stopped()));
     auto done = std::make_shared<std::promise<void>>();
     auto finished = done->get_future();
-    m_client->send(Role::commands, {"DEL", m_results}, ignore);
+    m_client->send(Role::commands, {"DEL", m_results, m_keys.setups(m_id)}, ignore);
     // NOTE: the PING is sent from HDEL's callback, after the callbacks of every XADD still
     // unanswered above have run (replies come in order) and dropped their entries; its answer
     // comes after those drops, so waiting for it waits for them.
@@ -349,6 +356,32 @@ class Cluster {
     return m_live;
   }
 
+  /// The workers a chunk pinned to one of them may go to now (broadcast).
+  std::vector<std::string> broadcast_targets() const {
+    std::lock_guard lock(m_mutex);
+    std::vector<std::string> ids;
+    for (const auto& worker : m_live)
+      if (routable_locked(worker)) ids.push_back(worker.id);
+    return ids;
+  }
+
+  /// Adds a setup (on_every_worker): its task payload goes to the end of this manager's list
+  /// (<tag>:setups:<manager>) before any later chunk's XADD, on the same connection, and every
+  /// later entry carries the new generation (cluster/worker_setups.hpp).
+  void add_setup(const std::shared_ptr<Job>& setup) {
+    if (std::string problem = scope_problem(*setup); !problem.empty()) throw Error(problem);
+    if (std::string problem = setup->remote_problem(); !problem.empty())
+      throw NotShippable("scale::ClusterManager::on_every_worker: " + problem);
+    std::string payload;
+    append_task_payload(Chunk{setup, 0, 1}, payload);
+    Locked lock(*this);
+    if (m_stopping) throw Stopped();
+    ++m_setup_count;
+    const std::string list = m_keys.setups(m_id);
+    m_client->send(Role::commands, {"RPUSH", list, std::move(payload)}, ignore);
+    m_client->send(Role::commands, {"PEXPIRE", list, std::to_string(results_expiry_ms())}, ignore);
+  }
+
   // Where this manager's entries live, for its demand reporter (cluster/demand.hpp).
   RedisClient& client() noexcept { return *m_client; }
   const ClusterKeys& keys() const noexcept { return m_keys; }
@@ -401,15 +434,21 @@ class Cluster {
   /// worker seen can ever meet fails it with Unsatisfiable instead.
   void enqueue_locked(std::shared_ptr<Task> task) {
     // NOTE: a chunk that needs nothing costs two tests of an empty map here, nothing more.
-    if (!task->stream) {
+    if (!task->home) {
       const Requirement& requirement = task->chunk.job->policy().requirement;
-      task->stream = requirement.empty() ? m_streams.any() : m_streams.of(*m_client, requirement, Clock::now());
+      task->home = requirement.empty() ? m_streams.any() : m_streams.of(*m_client, requirement, Clock::now());
     }
-    if (!task->stream->requirement.empty() && !satisfiable_locked(*task->stream)) {
+    if (!task->home->requirement.empty() && !satisfiable_locked(*task->home)) {
       task->chunk.job->cancel();
-      finish_locked(*task, std::make_exception_ptr(Unsatisfiable(unsatisfiable_locked(*task->stream))));
+      finish_locked(*task, std::make_exception_ptr(Unsatisfiable(unsatisfiable_locked(*task->home))));
       return;
     }
+    if (std::exception_ptr refused = setups_refused_locked()) {
+      task->chunk.job->cancel();
+      finish_locked(*task, refused);
+      return;
+    }
+    if (!route_locked(*task)) return;
     std::string payload;
     try {
       append_task_payload(task->chunk, payload);
@@ -428,7 +467,107 @@ class Cluster {
     task->entry.clear();
     task->queued_at = Clock::now();
     m_attempts.emplace(task->attempt, task);
-    send_attempt(task->attempt, task->stream, std::move(payload), task->chunk.job->policy().grace.count());
+    // "g" is the call's grace, for a --scale-processes worker's own pool; "s" the setups'
+    // generation, "n" the resources for a worker's own stream (src/cluster/keys.hpp).
+    std::vector<std::string> args{"XADD", task->stream->key};
+    const bool routed = task->stream != task->home;
+    if (routed) args.push_back("NOMKSTREAM");  // a gone worker's stream is not made again
+    args.insert(args.end(), {"*", "m", m_id, "a", std::to_string(task->attempt), "g",
+                             std::to_string(task->chunk.job->policy().grace.count())});
+    if (m_setup_count > 0) args.insert(args.end(), {"s", std::to_string(m_setup_count)});
+    if (routed && !task->home->requirement.resources.empty())
+      args.insert(args.end(), {"n", encode_amounts(task->home->requirement.resources)});
+    args.push_back("p");
+    args.push_back(std::move(payload));
+    send_attempt(task->attempt, task->stream, std::move(args));
+  }
+
+  /// Where the task's attempt goes (task.stream): a pinned chunk to its worker's own stream, a
+  /// keyed one to the stream of the worker its key picks (cluster/worker_routes.hpp), any other
+  /// (and a keyed one while no worker may take it) to its class's stream. False when the chunk
+  /// failed instead: its worker is not there, or refuses this manager.
+  bool route_locked(Task& task) {
+    const Chunk& chunk = task.chunk;
+    if (!chunk.worker.empty()) {
+      if (!routable_locked(chunk.worker)) {
+        chunk.job->cancel();
+        auto refused = m_setup_failed.find(chunk.worker);
+        finish_locked(task, refused != m_setup_failed.end()
+                                ? refused->second
+                                : std::make_exception_ptr(NoWorkers(
+                                      "scale::ClusterManager: no live worker '" + chunk.worker +
+                                      "' to run a chunk pinned to it (broadcast): it left, was lost or drains; "
+                                      "broadcast_targets() lists the workers that take chunks now")));
+        return false;
+      }
+      task.stream = m_routes.stream(chunk.worker);
+      return true;
+    }
+    task.stream = task.home;
+    if (!chunk.keyed()) return true;
+    const std::vector<std::string>& targets = m_routes.targets(
+        *task.home, m_routes_version, [this](const Requirement& requirement) {
+          std::vector<std::string> ids;
+          for (const auto& worker : m_live)
+            if (routable_locked(worker) && requirement.met_by(worker.provides)) ids.push_back(worker.id);
+          return ids;
+        });
+    if (!targets.empty()) task.stream = m_routes.stream(WorkerRoutes::pick(chunk.key, targets));
+    return true;
+  }
+
+  /// Whether chunks meant for this one worker may go to it now: live, of this build, not
+  /// draining, not lost or leaving, its setups not failed.
+  bool routable_locked(const ClusterWorker& worker) const {
+    return worker.compatible && !worker.draining && m_lost.count(worker.id) == 0 && m_left.count(worker.id) == 0 &&
+           m_setup_failed.count(worker.id) == 0;
+  }
+  bool routable_locked(const std::string& id) const {
+    for (const auto& worker : m_live)
+      if (worker.id == id) return routable_locked(worker);
+    return false;
+  }
+
+  /// The setups' error once every live worker of this build refused this manager because a setup
+  /// threw there (its calls fail with it rather than wait for workers), else null.
+  std::exception_ptr setups_refused_locked() const {
+    if (m_setup_failed.empty()) return nullptr;
+    bool any = false;
+    for (const auto& worker : m_live) {
+      if (!worker.compatible || m_lost.count(worker.id) != 0 || m_left.count(worker.id) != 0) continue;
+      any = true;
+      if (m_setup_failed.count(worker.id) == 0) return nullptr;
+    }
+    return any ? m_setup_error : nullptr;
+  }
+
+  /// Whether worker `id` will run nothing more of this manager: gone from the live set, lost,
+  /// left, or refusing it (its setup threw). A draining worker still runs what it read, and says
+  /// when it leaves.
+  bool gone_locked(const std::string& id) const {
+    if (m_lost.count(id) != 0 || m_left.count(id) != 0 || m_setup_failed.count(id) != 0) return true;
+    return std::none_of(m_live.begin(), m_live.end(),
+                        [&](const ClusterWorker& worker) { return worker.id == id && worker.compatible; });
+  }
+
+  /// Attempts on the own streams of workers that will run nothing more of this manager are queued
+  /// again, each to its next choice (a pinned one fails). Those workers' streams are forgotten once
+  /// nothing of this manager is on them.
+  void reroute_locked(StreamEntries& to_drop) {
+    if (m_routes.empty()) return;  // nothing was ever routed: the common case
+    std::vector<std::shared_ptr<Task>> moved;
+    for (auto& [attempt, task] : m_attempts) {
+      const std::string* worker = m_routes.worker_of(*task->stream);
+      if (worker && gone_locked(*worker)) moved.push_back(task);
+    }
+    for (auto& task : moved) {
+      retire_attempt_locked(*task, to_drop);
+      enqueue_locked(std::move(task));
+    }
+    for (const auto& stream : m_routes.all()) {
+      const std::string* worker = m_routes.worker_of(*stream);
+      if (worker && stream->attempts.empty() && gone_locked(*worker)) m_routes.forget(std::string(*worker));
+    }
   }
 
   /// Whether a worker seen can ever meet `stream`'s requirement (none seen at all: it waits, for
@@ -446,15 +585,13 @@ class Cluster {
     return "scale::ClusterManager: " + unsatisfiable_message(stream.requirement, m_offers.offers());
   }
 
-  /// XADD of an attempt to its class's stream; "g" is the call's grace, for a --scale-processes
-  /// worker's own pool.
-  void send_attempt(std::uint64_t attempt, std::shared_ptr<ClassStream> stream, std::string payload,
-                    std::int64_t grace) {
-    std::vector<std::string> args{"XADD", stream->key, "*", "m", m_id, "a", std::to_string(attempt),
-                                  "g", std::to_string(grace), "p", payload};
-    m_client->send(Role::commands, std::move(args),
-                   [this, attempt, stream, grace, payload = std::move(payload)](std::exception_ptr error,
-                                                                                RedisReply reply) mutable {
+  /// XADD of an attempt (`args`, its payload last) to its stream.
+  void send_attempt(std::uint64_t attempt, std::shared_ptr<ClassStream> stream, std::vector<std::string> args) {
+    // NOTE: the arguments are kept for a retry; the payload is copied only for one.
+    auto sent = std::make_shared<std::vector<std::string>>(std::move(args));
+    std::vector<std::string> command = *sent;
+    m_client->send(Role::commands, std::move(command),
+                   [this, attempt, stream, sent](std::exception_ptr error, RedisReply reply) mutable {
                      Locked lock(*this);
                      auto at = m_attempts.find(attempt);
                      if (at == m_attempts.end()) {
@@ -468,7 +605,7 @@ class Cluster {
                        auto task = at->second;
                        m_attempts.erase(at);
                        task->chunk.job->cancel();
-                       finish_locked(*task, m_client->error_of("XADD (a chunk of " + std::to_string(payload.size()) +
+                       finish_locked(*task, m_client->error_of("XADD (a chunk of " + std::to_string(sent->back().size()) +
                                                                    " bytes; a smaller RunOptions::chunk_size may help)",
                                                                reply));
                        return;
@@ -482,13 +619,15 @@ class Cluster {
                        return;
                      }
                      if (error || reply.type != RedisReply::Type::string) {
-                       // Redis is away: try again; the wait for workers bounds how long.
+                       // Redis is away (or, nil, a worker's own stream is gone, and the scan that finds
+                       // the worker gone queues the chunk elsewhere): try again; the wait for workers
+                       // bounds how long.
                        if (!m_stopping)
                          m_client->post(
-                             [this, attempt, stream, grace, payload = std::move(payload)]() mutable {
+                             [this, attempt, stream, sent]() mutable {
                                Locked inner(*this);
                                if (m_attempts.count(attempt) != 0 && !m_stopping)
-                                 send_attempt(attempt, stream, std::move(payload), grace);
+                                 send_attempt(attempt, stream, std::move(*sent));
                              },
                              200);
                        return;
@@ -702,13 +841,17 @@ class Cluster {
         lost_in_child(attempt, std::string(worker), std::string(payload));
       else if (kind == "b")
         given_back(attempt);
+      else if (kind == "f")
+        setup_failed(std::string(worker), payload);
       else
-        result(attempt, kind, payload, std::chrono::microseconds(std::strtoll(std::string(took).c_str(), nullptr, 10)));
+        result(attempt, kind, payload, worker,
+               std::chrono::microseconds(std::strtoll(std::string(took).c_str(), nullptr, 10)));
     }
     m_client->send(Role::commands, std::move(del), ignore);
   }
 
-  void result(std::uint64_t attempt, std::string_view kind, std::string_view payload, std::chrono::microseconds took) {
+  void result(std::uint64_t attempt, std::string_view kind, std::string_view payload, std::string_view worker,
+              std::chrono::microseconds took) {
     std::shared_ptr<Task> task;
     bool group_finished = false;
     {
@@ -729,8 +872,41 @@ class Cluster {
     // would double the time per item the dispatch sizes chunks from.
     if (answer == TaskAnswer::results && took.count() > 0) task->chunk.job->record_run(task->chunk.size(), took);
     std::exception_ptr error = hand_back(task->chunk, group_finished, answer, payload);
+    if (!error) task->chunk.job->ran_on(task->chunk.begin, task->chunk.end, worker);
     Locked lock(*this);
     finish_locked(*task, error);
+  }
+
+  /// A worker's setup of this manager threw ("f"): that worker takes none of its chunks (it gives
+  /// back those it read), and once no live worker of the build is left that may, every call
+  /// fails with the setup's exception instead of waiting for workers.
+  void setup_failed(const std::string& worker, std::string_view payload) {
+    std::exception_ptr error;
+    try {
+      error = decode_exception(payload);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    StreamEntries to_drop;
+    {
+      Locked lock(*this);
+      if (m_stopping || worker.empty() || !m_setup_failed.emplace(worker, error).second) return;
+      ++m_counters.setups_failed;
+      ++m_routes_version;
+      m_setup_error = error;
+      if (setups_refused_locked()) {
+        std::vector<std::shared_ptr<Task>> failing;
+        for (auto& [attempt, task] : m_attempts) failing.push_back(task);
+        for (auto& task : failing) {
+          retire_attempt_locked(*task, to_drop);
+          task->chunk.job->cancel();
+          finish_locked(*task, error);
+        }
+      } else {
+        reroute_locked(to_drop);
+      }
+    }
+    drop_entries(to_drop);
   }
 
   /// A --scale-processes worker's child died with the chunk: the worker stays, and the chunk runs
@@ -801,6 +977,7 @@ class Cluster {
         live.push_back(std::move(worker));
       }
       changed = set_live_locked(std::move(live));
+      reroute_locked(to_drop);
       fail_unsatisfiable_locked(to_drop);
     }
     drop_entries(to_drop);
@@ -835,6 +1012,7 @@ class Cluster {
       if (!worker.draining) slots += std::max<std::size_t>(1, worker.concurrency);
     }
     m_live = std::move(live);
+    ++m_routes_version;
     m_counters.workers_alive = compatible;
     if (compatible > 0) m_last_live = Clock::now();
     return m_concurrency.exchange(slots) != slots;
@@ -852,13 +1030,13 @@ class Cluster {
     m_checked_offers = m_offers.version();
     std::vector<std::shared_ptr<Task>> failing;
     for (auto& [attempt, task] : m_attempts) {
-      ClassStream& stream = *task->stream;
-      if (stream.requirement.empty() || satisfiable_locked(stream)) continue;
-      if (!task->entry.empty() && stream.taken.count(task->entry) != 0) continue;
+      ClassStream& home = *task->home;
+      if (home.requirement.empty() || satisfiable_locked(home)) continue;
+      if (!task->entry.empty() && task->stream->taken.count(task->entry) != 0) continue;
       failing.push_back(task);
     }
     for (auto& task : failing) {
-      const std::string message = unsatisfiable_locked(*task->stream);
+      const std::string message = unsatisfiable_locked(*task->home);
       retire_attempt_locked(*task, to_drop);
       task->chunk.job->cancel();
       finish_locked(*task, std::make_exception_ptr(Unsatisfiable(message)));
@@ -877,6 +1055,7 @@ class Cluster {
     {
       Locked lock(*this);
       for (auto& stream : m_streams.all()) pending->emplace_back(std::move(stream), RedisReply{});
+      for (auto& stream : m_routes.all()) pending->emplace_back(std::move(stream), RedisReply{});
     }
     for (std::size_t i = 0; i < pending->size(); ++i)
       m_client->send(Role::commands, {"XPENDING", (*pending)[i].first->key, cluster_group, "-", "+", "10000"},
@@ -1028,8 +1207,13 @@ class Cluster {
         // registry and this manager's groups (another manager's streams show it to that manager
         // as a worker without a heartbeat, which reruns its own entries the same way). One that
         // said it leaves (a drain, SIGTERM) and whose keys this scan caught half deleted is not lost.
-        if (m_joined.count(info.id) != 0 && m_left.count(info.id) == 0 && m_lost.insert(info.id).second)
+        if (m_joined.count(info.id) != 0 && m_left.count(info.id) == 0 && m_lost.insert(info.id).second) {
           ++m_counters.workers_lost;
+          ++m_routes_version;  // its keys go to their next choice from now on
+          // Its own stream: what this manager had there is queued elsewhere below; other managers
+          // do the same from their own records.
+          m_client->send(Role::commands, {"DEL", m_keys.worker_tasks(info.id)}, ignore);
+        }
         bool others = false;
         for (const Taken& taken : taken_by[info.id]) {
           auto at = taken.stream->attempts.find(taken.entry);
@@ -1070,6 +1254,10 @@ class Cluster {
           stream->attempts.clear();
           stream->taken.clear();
         }
+        for (const auto& stream : m_routes.all()) {
+          stream->attempts.clear();
+          stream->taken.clear();
+        }
         for (auto& task : outstanding) enqueue_locked(std::move(task));
         m_client->send(Role::commands, {"HSET", m_keys.managers(), m_id, m_fingerprint}, ignore);
       }
@@ -1083,13 +1271,16 @@ class Cluster {
       std::erase_if(m_announced_at, [&](const auto& item) { return now - item.second >= m_options.heartbeat_ttl; });
 
       changed = set_live_locked(std::move(live));
+      reroute_locked(to_drop);
       m_offers.expire(now);
       fail_unsatisfiable_locked(to_drop);
       if (m_counters.workers_alive == 0) fail_waiting_locked(now, to_drop);
 
       // The streams live on while this manager does; a class unused for a minute goes.
       std::set<const ClassStream*> in_use;
-      for (const auto& [attempt, task] : m_attempts) in_use.insert(task->stream.get());
+      for (const auto& [attempt, task] : m_attempts) in_use.insert(task->home.get());
+      if (m_setup_count > 0)
+        m_client->send(Role::commands, {"PEXPIRE", m_keys.setups(m_id), std::to_string(results_expiry_ms())}, ignore);
       m_streams.renew(*m_client, results_expiry_ms(), in_use, now, std::chrono::minutes(1));
 
       // Orders for a worker that is gone now will never be taken.
@@ -1158,6 +1349,8 @@ class Cluster {
   std::atomic<std::size_t> m_bulk_limit{redis_default_bulk_limit};
   std::uint64_t m_next_attempt = 0;
   ClassStreams m_streams;                                                // one per requirement class
+  WorkerRoutes m_routes;                                                // the workers' own streams
+  std::uint64_t m_routes_version = 0;  // changes with the workers chunks may be routed to
   WorkerOffers m_offers;                                                // what workers seen provide
   std::uint64_t m_checked_offers = 0;  // the offers' version fail_unsatisfiable_locked last checked
   std::unordered_map<std::uint64_t, std::shared_ptr<Task>> m_attempts;  // outstanding, by attempt id
@@ -1166,6 +1359,9 @@ class Cluster {
   std::set<std::string> m_left;                             // said they leave ("x")
   std::map<std::string, Clock::time_point> m_announced_at;  // "j" entries not yet in a scan
   std::map<std::uint64_t, PendingOrder> m_orders;           // sent, not yet taken
+  std::size_t m_setup_count = 0;                            // setups added (their generation)
+  std::map<std::string, std::exception_ptr> m_setup_failed;  // workers whose setup threw, with its exception
+  std::exception_ptr m_setup_error;                         // the last of those
   std::uint64_t m_next_order = 0;
   std::atomic<std::size_t> m_concurrency{0};
   std::function<void()> m_on_concurrency;
@@ -1246,14 +1442,11 @@ void ClusterManager::backlog_changed() { m_demand->backlog_changed(); }
 
 std::vector<ClusterWorker> ClusterManager::workers() const { return m_cluster->workers(); }
 
+Future<std::vector<std::string>> ClusterManager::broadcast_targets() {
+  return make_ready_future(m_cluster->broadcast_targets());
+}
+
+void ClusterManager::add_setup(std::shared_ptr<detail::Job> setup) { m_cluster->add_setup(setup); }
+
 }  // namespace scale
 
-namespace scale {
-Future<std::vector<std::string>> ClusterManager::broadcast_targets() {
-  return make_failed_future<std::vector<std::string>>(
-      std::make_exception_ptr(Error("scale::ClusterManager: broadcast is being built")));
-}
-void ClusterManager::add_setup(std::shared_ptr<detail::Job>) {
-  throw Error("scale::ClusterManager: on_every_worker is being built");
-}
-}  // namespace scale

@@ -13,12 +13,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,6 +40,8 @@
 #include "cluster/running_chunk.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
+#include "cluster/worker_setups.hpp"
+#include "cluster/worker_stream.hpp"
 #include "process/program_arguments.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/wire_error.hpp"
@@ -142,6 +146,8 @@ class ClusterWorkerProcess {
         m_reader(m_client, m_keys, m_fingerprint, m_id),
         m_interval_ms(std::max(10, options.heartbeat_ms)),
         m_ttl_ms(3 * m_interval_ms),
+        m_own(m_client, m_keys, m_id, m_ttl_ms),
+        m_setups(m_client, m_keys, m_id, [this](const std::string& manager) { m_reader.refuse_manager(manager); }),
         m_provides(options.provides) {
     m_amounts.set_provides(m_provides);
     m_reader.set_provides(m_provides);
@@ -163,6 +169,13 @@ class ClusterWorkerProcess {
               (m_options.site.empty() ? std::string() : "; site " + m_options.site) + ")");
     if (m_options.processes) set_program_arguments(without_worker_flags(program_arguments()));
     m_runner = std::make_unique<ChunkRunner>(m_options.concurrency, m_options.processes);
+    try {
+      m_own.create();  // before the first heartbeat: a manager that sees this worker finds its stream
+      m_reader.watched_present(true);
+    } catch (const ConnectionError&) {
+      // The heartbeat makes it once Redis answers.
+    }
+    m_reader.watch(m_own.key());
     m_client.post([this] { heartbeat(); });
     try {
       m_bulk_limit = bulk_limit_of(call(Role::commands, {"CONFIG", "GET", "proto-max-bulk-len"}));
@@ -212,6 +225,7 @@ class ClusterWorkerProcess {
     m_client.send(Role::commands, {"SET", m_keys.heartbeat(m_id), m_fingerprint, "PX", std::to_string(m_ttl_ms)},
                   ignore);
     m_client.send(Role::commands, {"HSET", m_keys.workers(), m_id, encode_worker_record(record())}, ignore);
+    m_own.renew([this](bool present) { m_reader.watched_present(present); });
     m_client.send(Role::commands, {"HGETALL", m_keys.managers()}, [this](std::exception_ptr error, RedisReply reply) {
       if (error || reply.is_error() || m_leaving) return;
       std::vector<std::string> ours;
@@ -368,9 +382,13 @@ class ClusterWorkerProcess {
     if (room == 0 || g_stop.load() || m_draining.load()) return;
     // NOTE: a read waits at most 200 ms, so a drain or SIGTERM that comes while nothing is queued
     // ends the wait soon; the entries a read returns are this worker's to run, drain or not.
+    std::size_t started = start_waiting(room);
+    if (started == room) return;
     std::vector<ReadChunk> chunks;
     try {
-      chunks = m_reader.read(room, m_amounts);
+      // The worker's own stream first, while it has entries (cluster/worker_stream.hpp).
+      if (m_own.active()) chunks = m_own.read(room - started);
+      if (chunks.empty()) chunks = m_reader.read(room - started, m_amounts);
       m_warned_unreachable = false;
     } catch (const ConnectionError& error) {
       unreachable(error);
@@ -380,17 +398,57 @@ class ClusterWorkerProcess {
       std::this_thread::sleep_for(std::chrono::seconds(1));
       return;
     }
-    std::size_t started = 0;
+    // Chunks only this worker may run go first.
+    std::stable_partition(chunks.begin(), chunks.end(), [&](const ReadChunk& chunk) { return chunk.stream == m_own.key(); });
     for (ReadChunk& chunk : chunks) {
-      // NOTE: a read returns what fits, save one that came to a second stream in the instant
-      // before a blocking read (chunk_reader.hpp): that one goes back to its manager.
-      if (started == room || (!chunk.need.empty() && !m_amounts.hold(chunk.need))) {
+      const bool own = chunk.stream == m_own.key();
+      if (own) {
+        m_own.saw_entries();
+        chunk.need = decode_amounts(field(chunk.fields, "n"));
+      }
+      if (!setups_ready(chunk)) {
         give_back(chunk);
+        continue;
+      }
+      // NOTE: a read returns what fits, save one that came to a second stream in the instant
+      // before a blocking read (chunk_reader.hpp): that one goes back to its manager. One of this
+      // worker's own stream waits here instead: no other worker may run it.
+      if (started == room || (!chunk.need.empty() && !m_amounts.hold(chunk.need))) {
+        if (own)
+          m_waiting.push_back(std::move(chunk));
+        else
+          give_back(chunk);
         continue;
       }
       ++started;
       start(std::move(chunk));
     }
+  }
+
+  /// Whether the chunk's manager's setups have run here (running those it lacks now); false when
+  /// one threw (cluster/worker_setups.hpp).
+  bool setups_ready(const ReadChunk& chunk) {
+    try {
+      return m_setups.ready(field(chunk.fields, "m"), field(chunk.fields, "s"));
+    } catch (const std::exception& error) {
+      log_error(std::string("worker ") + m_id + ": could not read a manager's setups: " + error.what());
+      return false;
+    }
+  }
+
+  /// Starts the chunks of its own stream that waited for room or amounts, as many as fit now.
+  std::size_t start_waiting(std::size_t room) {
+    std::size_t started = 0;
+    for (auto at = m_waiting.begin(); at != m_waiting.end() && started < room;) {
+      if (!at->need.empty() && !m_amounts.hold(at->need)) {
+        ++at;
+        continue;
+      }
+      start(std::move(*at));
+      at = m_waiting.erase(at);
+      ++started;
+    }
+    return started;
   }
 
   /// A chunk read that cannot start now goes back to its manager, which queues it again.
@@ -494,7 +552,9 @@ class ClusterWorkerProcess {
     std::promise<void> left;
     m_client.post([this, &left] {
       m_leaving = true;
+      // NOTE: "x" first: a manager then queues elsewhere what it had on this worker's stream.
       announce("x", m_managers);
+      m_own.remove();
       m_client.send(Role::commands, {"DEL", m_keys.heartbeat(m_id), m_keys.orders(m_id)}, ignore);
       m_client.send(Role::commands, {"HDEL", m_keys.workers(), m_id}, ignore);
       for (const std::string& stream : m_reader.streams_read())
@@ -516,6 +576,9 @@ class ClusterWorkerProcess {
   HeldAmounts m_amounts;
   int m_interval_ms;
   int m_ttl_ms;
+  WorkerStream m_own;
+  WorkerSetups m_setups;                 // the main thread's
+  std::list<ReadChunk> m_waiting;        // of its own stream, read and not started yet (main thread)
   std::unique_ptr<ChunkRunner> m_runner;
   std::atomic<bool> m_draining{false};
   std::atomic<bool> m_warned_unreachable{false};
