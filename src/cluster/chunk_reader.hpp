@@ -77,6 +77,12 @@ class ChunkReader {
   /// for its amounts ends now, so the next read sees that class. Any thread.
   void wake();
 
+  /// The manager whose streams come first in each read from now on ("" for none): the worker's
+  /// assignment (cluster/assignment.hpp), read at its heartbeat. Only the order of a read's
+  /// candidates changes: that manager's streams lead, the rest follow in their turn, and with
+  /// those streams empty the read is what it would have been. Any thread.
+  void prefer(std::string manager_id);
+
   /// Every stream read from so far (a worker that leaves removes itself from their groups).
   std::vector<std::string> streams_read() const;
 
@@ -100,6 +106,8 @@ class ChunkReader {
   std::vector<ReadChunk> read_blocking(const std::vector<Candidate>& candidates, std::size_t count, bool held_out);
   std::vector<ReadChunk> read_by_script(const std::vector<Candidate>& candidates, std::size_t room,
                                         HeldAmounts& amounts);
+  /// Moves the preferred manager's streams to the front of `candidates`, keeping each part's order.
+  void preferred_first(std::vector<Candidate>& candidates) const;
   void served_last(const std::string& stream);
   bool missing(const std::string& stream);
 
@@ -114,6 +122,7 @@ class ChunkReader {
   // NOTE: replaced whole, never changed in place, so a read holds its list without copying it.
   std::shared_ptr<const ServedList> m_served = std::make_shared<const ServedList>();  // sorted by stream name
   std::set<std::string> m_read_from;
+  std::string m_preferred_suffix;  // ":" + the preferred manager's id, or "" for none
 
   // The blocking read that wake() may end: the id of its connection while it waits (0: none).
   std::atomic<std::int64_t> m_unblock_id{0};
