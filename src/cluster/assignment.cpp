@@ -1,0 +1,92 @@
+// Assignments of idle workers to managers (cluster/assignment.hpp).
+
+#include "cluster/assignment.hpp"
+
+#include <cmath>
+#include <exception>
+
+#include <nlohmann/json.hpp>
+
+#include "core/stable_match.hpp"
+
+namespace scale::detail {
+
+std::size_t ManagerDemand::total() const noexcept {
+  std::size_t sum = 0;
+  for (const auto& [name, count] : queued) sum += count;
+  return sum;
+}
+
+std::string encode_manager_demand(const ManagerDemand& demand) {
+  return nlohmann::json{{"host", demand.host}, {"site", demand.site}, {"queued", demand.queued}, {"share", demand.share},
+                        {"writes", demand.writes}}
+      .dump();
+}
+
+std::optional<ManagerDemand> decode_manager_demand(const std::string& text) {
+  try {
+    const auto json = nlohmann::json::parse(text);
+    ManagerDemand demand;
+    demand.host = json.value("host", "");
+    demand.site = json.value("site", "");
+    if (json.contains("queued") && json["queued"].is_object())
+      demand.queued = json["queued"].get<std::map<std::string, std::size_t>>();
+    demand.share = json.value("share", 0.0);
+    if (!std::isfinite(demand.share) || demand.share < 0) demand.share = 0;
+    demand.writes = json.value("writes", std::uint64_t{0});
+    return demand;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::map<std::string, std::string> assign_idle_workers(const std::map<std::string, ManagerDemand>& demands,
+                                                       const std::map<std::string, ManagerClasses>& directory,
+                                                       const std::vector<IdleWorker>& workers) {
+  // The managers waiting, with the requirement of each class they have queued work in.
+  std::vector<MatchRequest> managers;
+  std::vector<std::vector<const Requirement*>> needs;
+  static const Requirement nothing;
+  for (const auto& [id, demand] : demands) {
+    const std::size_t wanted = demand.total();
+    if (wanted == 0) continue;
+    std::vector<const Requirement*> classes;
+    const auto entry = directory.find(id);
+    for (const auto& [name, count] : demand.queued) {
+      if (count == 0) continue;
+      if (entry != directory.end()) {
+        const auto at = entry->second.classes.find(name);
+        if (at != entry->second.classes.end()) {
+          classes.push_back(&at->second);
+          continue;
+        }
+      }
+      if (name == any_class) classes.push_back(&nothing);
+    }
+    if (classes.empty()) continue;
+    managers.push_back(MatchRequest{id, demand.host, demand.site, demand.share, wanted});
+    needs.push_back(std::move(classes));
+  }
+  if (managers.size() < 2 || workers.empty()) return {};
+
+  std::vector<MatchProvider> providers;
+  providers.reserve(workers.size());
+  for (const IdleWorker& worker : workers) {
+    MatchProvider provider{worker.id, worker.host, worker.site, {}};
+    for (std::size_t i = 0; i < managers.size(); ++i)
+      for (const Requirement* requirement : needs[i])
+        if (requirement->met_by(worker.provides)) {
+          provider.compatible.push_back(i);
+          break;
+        }
+    providers.push_back(std::move(provider));
+  }
+
+  const StableMatching matching = stable_match(path_rankings(managers, providers));
+  std::map<std::string, std::string> assigned;
+  for (std::size_t j = 0; j < providers.size(); ++j)
+    if (matching.request_of[j] != StableMatching::none) assigned.emplace(providers[j].id, managers[matching.request_of[j]].id);
+  return assigned;
+}
+
+}  // namespace scale::detail
