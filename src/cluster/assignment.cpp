@@ -2,6 +2,7 @@
 
 #include "cluster/assignment.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 
@@ -40,6 +41,37 @@ std::optional<ManagerDemand> decode_manager_demand(const std::string& text) {
   }
 }
 
+namespace {
+
+/// Caps each manager's `wanted` at an even share of `idle` workers, what one wants less of going
+/// to the others (water filling): so one scan never hands every idle worker to one manager while
+/// another waits, and no worker is left out that some manager could use.
+void even_shares(std::vector<MatchRequest>& managers, std::size_t idle) {
+  std::vector<std::size_t> wants(managers.size()), given(managers.size(), 0);
+  for (std::size_t i = 0; i < managers.size(); ++i) wants[i] = managers[i].wanted;
+  std::size_t left = idle;
+  for (;;) {
+    std::size_t open = 0;
+    for (std::size_t i = 0; i < managers.size(); ++i)
+      if (given[i] < wants[i]) ++open;
+    if (open == 0 || left == 0) break;
+    // Each manager still wanting gets an even part of what is left, the first ones (by id, as
+    // the managers are listed) one more when it does not divide.
+    const std::size_t part = left / open, extra = left % open;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < managers.size() && left > 0; ++i) {
+      if (given[i] >= wants[i]) continue;
+      const std::size_t offer = part + (k++ < extra ? 1 : 0);
+      const std::size_t take = std::min(offer, wants[i] - given[i]);
+      given[i] += take;
+      left -= take;
+    }
+  }
+  for (std::size_t i = 0; i < managers.size(); ++i) managers[i].wanted = given[i];
+}
+
+}  // namespace
+
 std::map<std::string, std::string> assign_idle_workers(const std::map<std::string, ManagerDemand>& demands,
                                                        const std::map<std::string, ManagerClasses>& directory,
                                                        const std::vector<IdleWorker>& workers) {
@@ -68,6 +100,7 @@ std::map<std::string, std::string> assign_idle_workers(const std::map<std::strin
     needs.push_back(std::move(classes));
   }
   if (managers.size() < 2 || workers.empty()) return {};
+  even_shares(managers, workers.size());
 
   std::vector<MatchProvider> providers;
   providers.reserve(workers.size());
