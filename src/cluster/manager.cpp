@@ -6,8 +6,9 @@
 // their heartbeat keys, and the chunks of a silent one queued again; orders to one worker on its
 // own list. A stopped call's chunks are withdrawn from their streams, and the workers that hold
 // one are told (and, after the grace, that the manager no longer waits); running chunks' progress
-// comes back on the results stream. See src/cluster/keys.hpp for the keys and docs/cluster.md and
-// docs/routing.md for the guarantees.
+// comes back on the results stream. At each scan the manager also publishes its demand and takes
+// its part in matching idle workers to managers (cluster/matcher.hpp). See src/cluster/keys.hpp
+// for the keys and docs/cluster.md and docs/routing.md for the guarantees.
 
 #include <scale/managers/cluster.hpp>
 

@@ -5,8 +5,9 @@
 // (cluster/chunk_runner.hpp) within the amounts it provides (cluster/held_amounts.hpp), sends each
 // result to the stream of the manager that queued it, and obeys the orders of any manager of its
 // build: drain, threads, provides, and the stop and abandon of chunks it holds
-// (cluster/running_chunk.hpp), whose progress it sends in batches. See src/cluster/keys.hpp for
-// the keys.
+// (cluster/running_chunk.hpp), whose progress it sends in batches. Its heartbeat also says its
+// round trip to Redis and whether it was idle, and reads the manager it is assigned to serve first
+// (cluster/matcher.hpp). See src/cluster/keys.hpp for the keys.
 
 #include "cluster/worker.hpp"
 
