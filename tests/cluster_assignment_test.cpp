@@ -54,22 +54,35 @@ TEST_CASE("idle workers are assigned to the waiting manager of their own site", 
 TEST_CASE("no manager takes more than an even share of the idle workers while another waits, and what one wants "
           "less of goes to the others",
           "[cluster][assignment]") {
-  const std::vector<IdleWorker> workers{idle("w1", ""), idle("w2", ""), idle("w3", ""), idle("w4", "")};
-  // Equally near, the one served less would be every worker's first choice; each gets two.
   auto count = [](const std::map<std::string, std::string>& assigned, const std::string& manager) {
     std::size_t n = 0;
     for (const auto& [worker, to] : assigned) n += to == manager ? 1 : 0;
     return n;
   };
-  const auto even = assign_idle_workers({{"m1", waiting("", 10, 0.9)}, {"m2", waiting("", 10, 0.0)}},
-                                        any_streams({"m1", "m2"}), workers);
-  CHECK(count(even, "m1") == 2);
-  CHECK(count(even, "m2") == 2);
-  // One wants a single worker: the other gets the remaining three.
-  const auto uneven = assign_idle_workers({{"m1", waiting("", 1)}, {"m2", waiting("", 10)}},
-                                          any_streams({"m1", "m2"}), workers);
-  CHECK(count(uneven, "m1") == 1);
-  CHECK(count(uneven, "m2") == 3);
+  // Every worker is on the near manager's site; the far one waits too, so the near one takes two.
+  const std::vector<IdleWorker> on_a{idle("w1", "a"), idle("w2", "a"), idle("w3", "a"), idle("w4", "a")};
+  const auto capped =
+      assign_idle_workers({{"near", waiting("a", 10)}, {"far", waiting("", 10)}}, any_streams({"near", "far"}), on_a);
+  CHECK(count(capped, "near") == 2);
+  // The far manager's two are no nearer to it than to the near one: they stay unassigned and
+  // serve both in turn.
+  CHECK(capped.size() == 2);
+  // One manager wants a single worker: the other gets the remaining three.
+  const std::vector<IdleWorker> mixed{idle("w1", "a"), idle("w2", "a"), idle("w3", "a"), idle("w4", "b")};
+  const auto uneven =
+      assign_idle_workers({{"ma", waiting("a", 10)}, {"mb", waiting("b", 1)}}, any_streams({"ma", "mb"}), mixed);
+  CHECK(count(uneven, "ma") == 3);
+  CHECK(uneven.at("w4") == "mb");
+}
+
+TEST_CASE("workers equally near every waiting manager get no assignment, so they serve them in turn",
+          "[cluster][assignment]") {
+  const std::vector<IdleWorker> workers{idle("w1", ""), idle("w2", "a"), idle("w3", "b")};
+  CHECK(assign_idle_workers({{"m1", waiting("", 10, 0.9)}, {"m2", waiting("", 10, 0.0)}}, any_streams({"m1", "m2"}),
+                            workers)
+            .empty());
+  CHECK(assign_idle_workers({{"m1", waiting("a", 10)}, {"m2", waiting("a", 10)}}, any_streams({"m1", "m2"}), workers)
+            .empty());
 }
 
 TEST_CASE("a worker is assigned only to a manager with queued work in a class its provides meet",
@@ -78,12 +91,11 @@ TEST_CASE("a worker is assigned only to a manager with queued work in a class it
   Requirement gpu;
   gpu.resources = {{"gpu", 1}};
   directory["gpu"].classes.emplace("r-gpu", gpu);
-  const std::map<std::string, ManagerDemand> demands{{"cpu", waiting("", 5)}, {"gpu", waiting("", 5, 0, "r-gpu")}};
-  const std::vector<IdleWorker> workers{idle("plain1", ""), idle("plain2", ""), idle("with-gpu", "", {{"gpu", "1"}})};
+  // The gpu manager sits on every worker's site: only the gpu worker can serve it.
+  const std::map<std::string, ManagerDemand> demands{{"cpu", waiting("", 5)}, {"gpu", waiting("a", 5, 0, "r-gpu")}};
+  const std::vector<IdleWorker> workers{idle("plain1", "a"), idle("plain2", "a"), idle("with-gpu", "a", {{"gpu", "1"}})};
   const auto assigned = assign_idle_workers(demands, directory, workers);
-  CHECK(assigned.at("with-gpu") == "gpu");
-  CHECK(assigned.at("plain1") == "cpu");
-  CHECK(assigned.at("plain2") == "cpu");
+  CHECK(assigned == std::map<std::string, std::string>{{"with-gpu", "gpu"}});
   // A class the directory does not name (yet) is served by no one.
   const auto unknown = assign_idle_workers({{"cpu", waiting("", 5)}, {"gpu", waiting("", 5, 0, "r-other")}},
                                            directory, workers);

@@ -49,17 +49,23 @@ namespace {
 void even_shares(std::vector<MatchRequest>& managers, std::size_t idle) {
   std::vector<std::size_t> wants(managers.size()), given(managers.size(), 0);
   for (std::size_t i = 0; i < managers.size(); ++i) wants[i] = managers[i].wanted;
+  std::vector<std::size_t> by_share(managers.size());
+  for (std::size_t i = 0; i < by_share.size(); ++i) by_share[i] = i;
+  std::stable_sort(by_share.begin(), by_share.end(), [&](std::size_t x, std::size_t y) {
+    return managers[x].share_served < managers[y].share_served;
+  });
   std::size_t left = idle;
   for (;;) {
     std::size_t open = 0;
     for (std::size_t i = 0; i < managers.size(); ++i)
       if (given[i] < wants[i]) ++open;
     if (open == 0 || left == 0) break;
-    // Each manager still wanting gets an even part of what is left, the first ones (by id, as
-    // the managers are listed) one more when it does not divide.
+    // Each manager still wanting gets an even part of what is left, those served less (then by
+    // id) one more when it does not divide.
     const std::size_t part = left / open, extra = left % open;
     std::size_t k = 0;
-    for (std::size_t i = 0; i < managers.size() && left > 0; ++i) {
+    for (const std::size_t i : by_share) {
+      if (left == 0) break;
       if (given[i] >= wants[i]) continue;
       const std::size_t offer = part + (k++ < extra ? 1 : 0);
       const std::size_t take = std::min(offer, wants[i] - given[i]);
@@ -68,6 +74,14 @@ void even_shares(std::vector<MatchRequest>& managers, std::size_t idle) {
     }
   }
   for (std::size_t i = 0; i < managers.size(); ++i) managers[i].wanted = given[i];
+}
+
+/// How far a worker is from a manager, as path_rankings ranks them (core/stable_match.hpp): 0 on
+/// the same host, 1 on the same site, 2 otherwise; an empty host or site matches nothing.
+int distance(const MatchRequest& manager, const MatchProvider& worker) {
+  if (!manager.host.empty() && manager.host == worker.host) return 0;
+  if (!manager.site.empty() && manager.site == worker.site) return 1;
+  return 2;
 }
 
 }  // namespace
@@ -117,8 +131,17 @@ std::map<std::string, std::string> assign_idle_workers(const std::map<std::strin
 
   const StableMatching matching = stable_match(path_rankings(managers, providers));
   std::map<std::string, std::string> assigned;
-  for (std::size_t j = 0; j < providers.size(); ++j)
-    if (matching.request_of[j] != StableMatching::none) assigned.emplace(providers[j].id, managers[matching.request_of[j]].id);
+  for (std::size_t j = 0; j < providers.size(); ++j) {
+    const std::size_t i = matching.request_of[j];
+    if (i == StableMatching::none) continue;
+    // Kept only when the worker is nearer its manager than another it could serve: among equally
+    // near managers the worker's round robin already serves each in turn, item by item, where an
+    // assignment would favour one for two scans at a time.
+    const int near = distance(managers[i], providers[j]);
+    const bool nearer = std::any_of(providers[j].compatible.begin(), providers[j].compatible.end(),
+                                    [&](std::size_t other) { return distance(managers[other], providers[j]) > near; });
+    if (nearer) assigned.emplace(providers[j].id, managers[i].id);
+  }
   return assigned;
 }
 

@@ -17,11 +17,17 @@
 //     (core/stable_match.hpp): same host, then same site, then the rest; ties by share. It is not
 //     redone here.
 //   - A manager's capacity is what it has queued, capped at an even share of the idle workers
-//     (what one manager wants less of goes to the others). Without the cap the share tie-break
-//     alone would hand every idle worker to the manager served less, scan after scan, until the
-//     shares crossed: with a scan a second that swings a late-comer to ~70% of the worker time
-//     (bench/cluster_fairness), not the even split the workers' round robin gives. With it, each
-//     scan splits the idle workers evenly, and the paths decide which worker goes where.
+//     (what one manager wants less of goes to the others; an odd one to the manager served
+//     less). Without the cap the share tie-break alone would hand every idle worker to the
+//     manager served less, scan after scan, until the shares crossed: with a scan a second that
+//     swung a late-comer to ~70% of the worker time (bench/cluster_fairness), not the even split
+//     the workers' round robin gives. With it, each scan splits the idle workers evenly, and the
+//     paths decide which worker goes where.
+//   - A worker's assignment is kept only when its manager is nearer (same host, or same site) than
+//     another waiting manager it could serve. Among equally near managers the worker's own round
+//     robin serves each in turn, chunk by chunk; an assignment would favour one of them for two
+//     scans at a time, and a worker shared by two managers would serve them in bursts. So on one
+//     host, or with no sites, the matcher writes nothing and the workers rotate as before.
 //   - With fewer than two managers waiting there is nobody to choose between: nothing is
 //     assigned, and the workers serve that one manager as they would without a matcher.
 
@@ -64,7 +70,8 @@ struct IdleWorker {
 
 /// Worker id → the id of the manager it serves first: the stable matching of `workers` to the
 /// managers of `demands` with queued work, ranked by path and share (core/stable_match.hpp), each
-/// manager taking at most an even share of the workers (more when others want less).
+/// manager taking at most an even share of the workers (more when others want less); only workers
+/// nearer their manager than another waiting one they could serve are listed.
 /// `directory` gives each manager's classes (a class missing there is served by no one, save
 /// "any", which needs nothing). Empty with fewer than two managers waiting. Deterministic: the
 /// same input gives the same assignment in any process.
