@@ -12,6 +12,10 @@
 // heartbeats at 100 ms and at 1 s (the defaults, where the matcher scans once a second):
 //   - round robin alone: the benchmark holds the matcher's lease itself, so no manager matches;
 //   - with the matcher: as a cluster runs (docs/routing.md, "Fair shares and sites").
+// Here every worker and manager is on one host, equally near each other, so the matcher assigns
+// nothing (an assignment is kept only where it shortens a path) and the two agree: the rows show
+// that the matcher costs the round robin's fairness nothing. tests/cluster_matcher_test.cpp shows
+// workers on other hosts going to their own site's manager.
 // Figures are reported, never asserted.
 //
 //   make bench        (or: build/bench/cluster_fairness [items, default 400])
