@@ -326,12 +326,14 @@ TEST_CASE("a worker serves its assigned manager first, and every manager in turn
   scale::Iterator<int> few(iota(5), second);
   CHECK(few.map(start_of_20ms, one_per_chunk()).get().size() == 5);
 
-  // Assigned to the first manager (for 10 heartbeats), the worker takes the first's items while
-  // the key lives; once it lapses, both managers' items run in turn.
-  const auto lives = 10 * test_heartbeat;
+  // Assigned to the first manager (for 6 heartbeats), the worker takes the first's items while
+  // the key lives; once it lapses, both managers' items run in turn. The first has items for
+  // about three times as long as the key lives (at 20 ms each), so some are left after it lapses.
+  const auto lives = 6 * test_heartbeat;
+  const int first_items = static_cast<int>(3 * lives / 20ms);
   redis(url, {"SET", key, first_id, "PX", std::to_string(lives.count())});
   const std::int64_t set_at = monotonic_us();
-  scale::Iterator<int> a(iota(150), first), b(iota(50), second);
+  scale::Iterator<int> a(iota(first_items), first), b(iota(50), second);
   auto from_first = a.map(start_of_20ms, one_per_chunk());
   auto from_second = b.map(start_of_20ms, one_per_chunk());
   std::int64_t lapsed_at = 0;
