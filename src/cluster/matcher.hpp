@@ -9,8 +9,9 @@
 //      checks that this manager still holds it);
 //   3. as the lease's holder only: reads every manager's demand, and if two or more wait, the
 //      workers' records and the build's directory; runs assign_idle_workers (a stable matching,
-//      core/stable_match.hpp) over the idle live workers; and writes each matched worker's
-//      assignment, <tag>:assignment:<worker> = manager id, with a TTL of two scans.
+//      core/stable_match.hpp) over the idle live workers; and writes the assignment of each
+//      matched worker that it brings nearer its manager (cluster/assignment.hpp),
+//      <tag>:assignment:<worker> = manager id, with a TTL of two scans.
 // A worker reads its assignment at every heartbeat and reads that manager's streams first
 // (ChunkReader::prefer); with none, or with those streams empty, it rotates as before.
 //
