@@ -196,7 +196,8 @@ std::vector<ReadChunk> ChunkReader::read(std::size_t room, HeldAmounts& amounts)
     served = served_now();
   }
   bool held_out = false;
-  const std::vector<Candidate> streams = candidates(*served, room, amounts, held_out);
+  std::vector<Candidate> streams = candidates(*served, room, amounts, held_out);
+  preferred_first(streams);
   if (streams.empty()) {
     // Nothing to serve, or every class's amounts are held: wait for a chunk to end, or for one on
     // the watched stream.
@@ -408,6 +409,24 @@ void ChunkReader::refuse_manager(const std::string& manager) {
   std::lock_guard lock(m_mutex);
   m_refused.insert(manager);
   rebuild_locked();
+}
+
+void ChunkReader::prefer(std::string manager_id) {
+  std::lock_guard lock(m_mutex);
+  m_preferred_suffix = manager_id.empty() ? std::string() : ":" + manager_id;
+}
+
+void ChunkReader::preferred_first(std::vector<Candidate>& streams) const {
+  if (streams.size() < 2) return;
+  std::string suffix;
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_preferred_suffix.empty()) return;
+    suffix = m_preferred_suffix;
+  }
+  // NOTE: a stream's key ends with ":<manager id>" (cluster/keys.hpp), and ids are unique.
+  std::stable_partition(streams.begin(), streams.end(),
+                        [&](const Candidate& candidate) { return candidate.served->stream.ends_with(suffix); });
 }
 
 void ChunkReader::served_last(const std::string& stream) { m_after = stream; }

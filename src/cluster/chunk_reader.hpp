@@ -96,6 +96,12 @@ class ChunkReader {
   /// for its amounts ends now, so the next read sees that class. Any thread.
   void wake();
 
+  /// The manager whose streams come first in each read from now on ("" for none): the worker's
+  /// assignment (cluster/assignment.hpp), read at its heartbeat. Only the order of a read's
+  /// candidates changes: that manager's streams lead, the rest follow in their turn, and with
+  /// those streams empty the read is what it would have been. Any thread.
+  void prefer(std::string manager_id);
+
   /// Every stream read from so far (a worker that leaves removes itself from their groups).
   std::vector<std::string> streams_read() const;
 
@@ -143,6 +149,8 @@ class ChunkReader {
   std::vector<ReadChunk> entries_of(RedisReply& reply, const std::vector<Candidate>& candidates);
   /// This worker's home tag for a manager with `count` shards.
   std::string home_tag(std::size_t count) const;
+  /// Moves the preferred manager's streams to the front of `candidates`, keeping each part's order.
+  void preferred_first(std::vector<Candidate>& candidates) const;
   void served_last(const std::string& stream);
   bool missing(const std::string& stream);
 
@@ -162,6 +170,7 @@ class ChunkReader {
 
   std::string m_watch;  // set before the first read
   std::atomic<bool> m_watch_present{false};
+  std::string m_preferred_suffix;  // ":" + the preferred manager's id, or "" for none
 
   // The blocking read that wake() may end: the id of its connection while it waits (0: none).
   std::atomic<std::int64_t> m_unblock_id{0};

@@ -67,7 +67,8 @@
 //   <tag>:workers              a Hash: worker id → JSON {host, pid, fingerprint, ttl_ms,
 //                              concurrency (chunks it runs at once), draining, processes (runs
 //                              chunks on child processes: --scale-processes), provides {name: value},
-//                              site (--scale-site)}
+//                              site (--scale-site), running (the fewest chunks it ran at once since
+//                              its previous heartbeat), rtt_us (its smoothed round trip to Redis)}
 //   <tag>:heartbeat:<worker>   a key whose TTL the worker renews; gone means the worker is lost
 //   <tag>:orders:<worker>      a List of orders for one worker (RPUSH by any manager of its build,
 //                              LPOP by the worker at every heartbeat; expires with the worker):
@@ -100,6 +101,17 @@
 //                              is given nothing, and whom to announce itself to)
 //   <tag>:desired:<fingerprint> a Hash: manager id → the worker count it wants (desired_workers());
 //                              the sum is what the build wants (src/cluster/demand.hpp)
+//   <tag>:demand:<fingerprint> a Hash: manager id → JSON {host, site, queued: {class: chunks queued
+//                              and not taken}, share (of worker time lately)}, written by each
+//                              manager at every scan for the matcher (cluster/assignment.hpp);
+//                              expires a minute after the last write, and a manager deletes its
+//                              field when it goes
+//   <tag>:matcher              a string: the id of the manager that runs the matching, a lease
+//                              (SET NX PX 3000, renewed at every scan by its holder only;
+//                              cluster/matcher.hpp)
+//   <tag>:assignment:<worker>  a string: the id of the manager the worker serves first, written by
+//                              the matcher's holder with a TTL of two scans and read by the worker
+//                              at every heartbeat (cluster/assignment.hpp)
 
 #include <cstddef>
 #include <exception>
@@ -140,6 +152,9 @@ struct ClusterKeys {
   std::string orders(const std::string& worker) const { return tag + ":orders:" + worker; }
   std::string worker_tasks(const std::string& worker) const { return tag + ":worker:" + worker + ":tasks"; }
   std::string setups(const std::string& manager) const { return tag + ":setups:" + manager; }
+  std::string demand(const std::string& fingerprint) const { return tag + ":demand:" + fingerprint; }
+  std::string matcher() const { return tag + ":matcher"; }
+  std::string assignment(const std::string& worker) const { return tag + ":assignment:" + worker; }
 };
 
 /// The URL as given, its options included (the password never is).

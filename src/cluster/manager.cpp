@@ -8,10 +8,14 @@
 // one are told (and, after the grace, that the manager no longer waits); running chunks' progress
 // comes back on the results stream. A keyed chunk goes to the own stream of the worker its key
 // picks, a pinned one (broadcast) to its worker's (cluster/worker_routes.hpp); setups are a list
-// the workers run from before this manager's chunks (cluster/worker_setups.hpp). See src/cluster/keys.hpp for the keys and docs/cluster.md and
+// the workers run from before this manager's chunks (cluster/worker_setups.hpp). At each scan the
+// manager also publishes its demand and takes its part in matching idle workers to managers
+// (cluster/matcher.hpp). See src/cluster/keys.hpp for the keys and docs/cluster.md and
 // docs/routing.md for the guarantees.
 
 #include <scale/managers/cluster.hpp>
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -35,6 +39,8 @@
 #include "cluster/class_streams.hpp"
 #include "cluster/demand.hpp"
 #include "cluster/keys.hpp"
+#include "cluster/matcher.hpp"
+#include "cluster/served_time.hpp"
 #include "cluster/worker_offers.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
@@ -96,6 +102,13 @@ using StreamEntries = std::map<std::string, std::vector<std::string>>;
 /// A scan's pending entries: each stream's XPENDING lines.
 using Pending = std::vector<std::pair<std::shared_ptr<ClassStream>, RedisReply>>;
 
+/// The host this manager runs on, for the matcher's "same host" rank.
+std::string host_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) return "unknown";
+  return host;
+}
+
 std::string describe(const ClusterWorker& worker) {
   return "worker " + worker.id + " (host " + worker.host + ", pid " + std::to_string(worker.pid) + ")";
 }
@@ -113,6 +126,7 @@ ClusterWorker worker_of(std::string id, const WorkerRecord& record, const std::s
   worker.processes = record.processes;
   worker.provides = record.provides;
   worker.site = record.site;
+  worker.rtt = std::chrono::microseconds(record.rtt_us);
   return worker;
 }
 
@@ -159,8 +173,12 @@ class Cluster {
         m_streams(m_keys, m_fingerprint, m_id, m_options.site),
         m_routes(m_keys),
         m_offers(m_options.wait_for_workers),
+        m_served(4 * scan_period(m_options)),
         m_last_live(Clock::now()),
-        m_client(std::make_unique<RedisClient>(parse_redis_url(m_url))) {}
+        m_client(std::make_unique<RedisClient>(parse_redis_url(m_url))) {
+    m_matcher = std::make_unique<Matcher>(*m_client, m_keys, m_fingerprint, m_id, host_name(), m_options.site,
+                                          scan_period(m_options));
+  }
 
   ~Cluster() {
     m_stopping = true;
@@ -201,6 +219,7 @@ class Cluster {
       orders = std::move(m_orders);
       // Its streams are its own: deleting them takes every queued chunk out at once.
       m_streams.remove_all(*m_client);
+      m_matcher->leave();
     }
     for (auto& [id, order] : orders) order.promise.set_exception(std::make_exception_ptr(Stopped()));
     auto done = std::make_shared<std::promise<void>>();
@@ -865,6 +884,7 @@ class Cluster {
       group_finished = task->group->finished;
       m_attempts.erase(at);
       task->stream->attempts.erase(task->entry);
+      if (took.count() > 0) m_served.add(took, Clock::now());
     }
     const TaskAnswer answer = kind == "e" ? TaskAnswer::error : TaskAnswer::results;
     // NOTE: the time the worker ran the chunk, not the time from XADD to result: with two chunks
@@ -1126,11 +1146,15 @@ class Cluster {
     return std::max<std::int64_t>(60'000, 20 * m_options.heartbeat_ttl.count());
   }
 
+  /// How often the manager scans: every heartbeat interval, at most every heartbeat_ttl / 3, within [10 ms, 1 s].
+  static std::chrono::milliseconds scan_period(const ClusterOptions& options) {
+    return std::chrono::milliseconds(std::clamp<std::int64_t>(
+        std::min<std::int64_t>(options.heartbeat_interval.count(), options.heartbeat_ttl.count() / 3), 10, 1000));
+  }
+
   void next_scan() {
     if (m_stopping) return;
-    const auto period = std::clamp<std::int64_t>(
-        std::min<std::int64_t>(m_options.heartbeat_interval.count(), m_options.heartbeat_ttl.count() / 3), 10, 1000);
-    m_client->post([this] { scan(); }, static_cast<int>(period));
+    m_client->post([this] { scan(); }, static_cast<int>(scan_period(m_options).count()));
   }
 
   static std::string describe_error(std::exception_ptr error, const RedisReply& reply, const char* command) {
@@ -1294,6 +1318,7 @@ class Cluster {
         orphaned.emplace_back(std::move(at->second.promise), at->second.worker);
         at = m_orders.erase(at);
       }
+      match_locked(now);
     }
     for (auto& [promise, worker] : orphaned)
       promise.set_exception(
@@ -1306,6 +1331,19 @@ class Cluster {
       for (const auto& [stream, lines] : pending)
         m_client->send(Role::commands, {"XGROUP", "DELCONSUMER", stream->key, cluster_group, id}, ignore);
     }
+  }
+
+  /// This scan's part in the matching of managers to idle workers (cluster/matcher.hpp): what is
+  /// queued per class (outstanding, and not held by a worker at this scan), the share served, the
+  /// live workers. Under the lock, so no scan's demand reaches Redis after shutdown's leave().
+  void match_locked(Clock::time_point now) {
+    std::map<std::string, std::size_t> queued;
+    for (const auto& [attempt, task] : m_attempts)
+      if (task->entry.empty() || task->stream->taken.count(task->entry) == 0) ++queued[task->stream->name];
+    std::set<std::string> live;
+    for (const auto& worker : m_live)
+      if (worker.compatible && !worker.draining) live.insert(worker.id);
+    m_matcher->scan(std::move(queued), m_served.share(m_concurrency.load(), now), std::move(live));
   }
 
   /// No live compatible worker: tasks that have waited wait_for_workers fail.
@@ -1352,6 +1390,8 @@ class Cluster {
   WorkerRoutes m_routes;                                                // the workers' own streams
   std::uint64_t m_routes_version = 0;  // changes with the workers chunks may be routed to
   WorkerOffers m_offers;                                                // what workers seen provide
+  ServedTime m_served;                 // the worker time this manager had lately
+  std::unique_ptr<Matcher> m_matcher;  // its part in the matching; made once m_client is
   std::uint64_t m_checked_offers = 0;  // the offers' version fail_unsatisfiable_locked last checked
   std::unordered_map<std::uint64_t, std::shared_ptr<Task>> m_attempts;  // outstanding, by attempt id
   std::vector<ClusterWorker> m_live;

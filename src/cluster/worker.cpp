@@ -5,8 +5,9 @@
 // (cluster/chunk_runner.hpp) within the amounts it provides (cluster/held_amounts.hpp), sends each
 // result to the stream of the manager that queued it, and obeys the orders of any manager of its
 // build: drain, threads, provides, and the stop and abandon of chunks it holds
-// (cluster/running_chunk.hpp), whose progress it sends in batches. See src/cluster/keys.hpp for
-// the keys.
+// (cluster/running_chunk.hpp), whose progress it sends in batches. Its heartbeat also says its
+// round trip to Redis and whether it was idle, and reads the manager it is assigned to serve first
+// (cluster/matcher.hpp). See src/cluster/keys.hpp for the keys.
 
 #include "cluster/worker.hpp"
 
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <future>
 #include <list>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +39,7 @@
 #include "cluster/keys.hpp"
 #include "cluster/redis_wait.hpp"
 #include "cluster/result_delivery.hpp"
+#include "cluster/round_trip_time.hpp"
 #include "cluster/running_chunk.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
@@ -214,6 +217,8 @@ class ClusterWorkerProcess {
     record.processes = m_options.processes;
     record.provides = m_provides;
     record.site = m_options.site;
+    record.running = m_running_reported;
+    record.rtt_us = m_rtt.microseconds();
     return record;
   }
 
@@ -222,8 +227,12 @@ class ClusterWorkerProcess {
   /// say once why one of another build gives it nothing) and the orders waiting for it.
   void heartbeat() {
     if (m_leaving) return;
+    // The beat's own SET is the round trip measured (cluster/round_trip_time.hpp).
     m_client.send(Role::commands, {"SET", m_keys.heartbeat(m_id), m_fingerprint, "PX", std::to_string(m_ttl_ms)},
-                  ignore);
+                  [this, sent = std::chrono::steady_clock::now()](std::exception_ptr error, RedisReply) {
+                    if (!error) m_rtt.sample(std::chrono::steady_clock::now() - sent);
+                  });
+    m_running_reported = fewest_running_since_last_beat();
     m_client.send(Role::commands, {"HSET", m_keys.workers(), m_id, encode_worker_record(record())}, ignore);
     m_own.renew([this](bool present) { m_reader.watched_present(present); });
     m_client.send(Role::commands, {"HGETALL", m_keys.managers()}, [this](std::exception_ptr error, RedisReply reply) {
@@ -253,6 +262,10 @@ class ClusterWorkerProcess {
                   [this](std::exception_ptr error, RedisReply reply) {
                     if (!error && reply.type == RedisReply::Type::array && !m_leaving) m_reader.set_directory(reply);
                   });
+    // The manager to serve first, as the matcher assigned it (cluster/matcher.hpp); none: round robin.
+    m_client.send(Role::commands, {"GET", m_keys.assignment(m_id)}, [this](std::exception_ptr error, RedisReply reply) {
+      if (!error && !m_leaving) m_reader.prefer(reply.type == RedisReply::Type::string ? reply.str : std::string());
+    });
     // NOTE: LPOP takes each order once, so two heartbeats (or a restarted worker of the same id)
     // never both obey it.
     m_client.send(Role::commands, {"LPOP", m_keys.orders(m_id), "16"},
@@ -306,6 +319,15 @@ class ClusterWorkerProcess {
   }
 
   static void ignore(std::exception_ptr, RedisReply) {}
+
+  /// What the heartbeat says it runs (WorkerRecord::running): the fewest chunks it ran when a read
+  /// found room since the previous beat, or, when no read found any, what it holds now.
+  std::size_t fewest_running_since_last_beat() {
+    const std::size_t fewest = m_fewest_running.exchange(std::numeric_limits<std::size_t>::max());
+    if (fewest != std::numeric_limits<std::size_t>::max()) return fewest;
+    std::lock_guard lock(m_held_mutex);
+    return m_held.size();
+  }
 
   // ----- stopped chunks and progress -----
 
@@ -380,6 +402,9 @@ class ClusterWorkerProcess {
   void read_and_run() {
     const std::size_t room = m_runner->wait_for_room(std::chrono::milliseconds(200));
     if (room == 0 || g_stop.load() || m_draining.load()) return;
+    const std::size_t running = m_runner->concurrency() > room ? m_runner->concurrency() - room : 0;
+    for (std::size_t fewest = m_fewest_running.load(); running < fewest;)
+      if (m_fewest_running.compare_exchange_weak(fewest, running)) break;
     // NOTE: a read waits at most 200 ms, so a drain or SIGTERM that comes while nothing is queued
     // ends the wait soon; the entries a read returns are this worker's to run, drain or not.
     std::size_t started = start_waiting(room);
@@ -583,11 +608,15 @@ class ClusterWorkerProcess {
   std::atomic<bool> m_draining{false};
   std::atomic<bool> m_warned_unreachable{false};
   std::size_t m_bulk_limit = redis_default_bulk_limit;
+  RoundTripTime m_rtt;
+  // The fewest chunks running when a read found room since the last beat (max: no read did).
+  std::atomic<std::size_t> m_fewest_running{std::numeric_limits<std::size_t>::max()};
   // The I/O thread's.
   bool m_leaving = false;
   std::set<std::string> m_warned_managers;
   std::set<std::string> m_announced_to;
   std::vector<std::string> m_managers;  // of this build, as of the last heartbeat
+  std::size_t m_running_reported = 0;   // WorkerRecord::running as of the last heartbeat
   Provides m_provides;
   // The chunks held now, by task entry, and stops that came before their entry was held.
   std::mutex m_held_mutex;

@@ -3,7 +3,9 @@
 // p of its "j"/"x" entries on a manager's results stream; src/cluster/keys.hpp), written by the
 // worker and read by its managers through these two functions alone.
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -24,6 +26,11 @@ struct WorkerRecord {
   bool processes = false;
   std::map<std::string, std::string> provides;  ///< what it provides (--scale-provides, or as last ordered)
   std::string site;                             ///< where it runs (--scale-site), "" when not given
+  /// The fewest chunks it ran at once since its previous heartbeat: below `concurrency`, it had a
+  /// free slot within the last interval, so the matcher counts it idle (cluster/assignment.hpp).
+  std::size_t running = 0;
+  /// Its smoothed round trip to Redis (cluster/round_trip_time.hpp), in microseconds; 0 until measured.
+  std::int64_t rtt_us = 0;
 };
 
 inline std::string encode_worker_record(const WorkerRecord& record) {
@@ -35,7 +42,9 @@ inline std::string encode_worker_record(const WorkerRecord& record) {
                         {"draining", record.draining},
                         {"processes", record.processes},
                         {"provides", record.provides},
-                        {"site", record.site}}
+                        {"site", record.site},
+                        {"running", record.running},
+                        {"rtt_us", record.rtt_us}}
       .dump();
 }
 
@@ -54,6 +63,8 @@ inline std::optional<WorkerRecord> decode_worker_record(const std::string& text)
     if (json.contains("provides") && json["provides"].is_object())
       record.provides = json["provides"].get<std::map<std::string, std::string>>();
     record.site = json.value("site", "");
+    record.running = json.value("running", std::size_t{0});
+    record.rtt_us = std::max<std::int64_t>(0, json.value("rtt_us", std::int64_t{0}));
     return record;
   } catch (const std::exception&) {
     return std::nullopt;

@@ -58,6 +58,8 @@ struct ClusterWorker {
   /// or what it was last ordered (WorkerOrder::provides).
   std::map<std::string, std::string> provides;
   std::string site;  ///< where it runs: its --scale-site, "" when not given
+  /// Its round trip to Redis, smoothed over its heartbeats (each beat's own SET); 0 until measured.
+  std::chrono::microseconds rtt{0};
 };
 
 /// An order to one running worker (ClusterManager::order); fields left empty are left as they are.
