@@ -255,3 +255,25 @@ int main(int argc, char** argv) {
   { scale::Runtime runtime(argc, argv); }
   return Catch::Session().run(argc, argv);
 }
+
+TEST_CASE("a --scale-processes worker's children run the setup before their chunks", "[cluster][affinity]") {
+  scale::Runtime runtime;
+  const std::string url = fresh_url();
+  WorkerOptions processes;
+  processes.extra = {"--scale-processes", "2"};
+  WorkerProcess worker(url, processes);
+  scale::ClusterManager manager(url, fast_options());
+  REQUIRE(eventually([&] { return manager.stats().workers_alive == 1; }));
+  scale::SharedMemory memory(fresh_url());
+  const std::string token = "children-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  memory.set("token", token).get();
+  manager.on_every_worker(mark_setup, &memory);
+  scale::Iterator<int> numbers(iota(60), manager);
+  scale::RunOptions options{.chunk_size = 3};
+  std::set<int> children;
+  const auto marks = numbers.map(mark_seen, options).get();
+  for (const auto& mark : marks) REQUIRE(mark == token);  // in the children, where the items ran
+  const auto pids = numbers.map(pid_of, options).get();
+  for (int pid : pids) children.insert(pid);
+  CHECK(children.count(static_cast<int>(worker.pid())) == 0);  // the items ran in children
+}

@@ -41,6 +41,13 @@ auto run_payload_in_child = [](const std::string& payload, Scope& scope) {
   return out;
 };
 
+/// A setup in a --scale-processes worker's child: the payload the worker itself ran, run again
+/// here; what it throws fails the child's setup (the pool then keeps that child from chunks).
+auto run_setup_in_child = [](const std::string& payload) {
+  std::string answer;
+  if (!run_task_payload(payload, nullptr, nullptr, answer, nullptr)) std::rethrow_exception(decode_exception(answer));
+};
+
 /// The loss as the manager gets it: the child pool's WorkerLost, whose capsule (when the child died
 /// of a crash signal) has the index within the cluster chunk; its item, here the pool's own item
 /// (the payload), is the manager's to fill in.
@@ -162,10 +169,25 @@ std::shared_ptr<ProcessPoolManager> ChunkRunner::pool() {
       .max_workers = size, .min_workers = size, .idle_timeout = std::chrono::hours(24), .max_retries = 0});
   std::lock_guard lock(m_mutex);
   if (!m_pool || m_pool_size != size) {
+    for (const auto& setup : m_setups) made->add_setup(setup);
     m_pool = std::move(made);
     m_pool_size = size;
   }
   return m_pool;
+}
+
+void ChunkRunner::add_setup(std::string payload) {
+  if (!m_processes) return;
+  using Setup = ForEachJob<std::string, decltype(run_setup_in_child)>;
+  auto item = std::make_shared<const std::vector<std::string>>(1, std::move(payload));
+  auto setup = std::make_shared<Setup>(std::move(item), run_setup_in_child, nullptr, nullptr, TaskPolicy{});
+  std::shared_ptr<ProcessPoolManager> current;
+  {
+    std::lock_guard lock(m_mutex);
+    m_setups.push_back(setup);
+    current = m_pool;
+  }
+  if (current) current->add_setup(std::move(setup));
 }
 
 void ChunkRunner::relay_control(const std::string& payload, RunningChunk& control, RunOptions& options) {

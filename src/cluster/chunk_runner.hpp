@@ -22,6 +22,7 @@ struct RunOptions;
 namespace scale::detail {
 
 class RunningChunk;
+class Job;
 
 /// How a chunk ended on the worker.
 struct ChunkOutcome {
@@ -56,6 +57,10 @@ class ChunkRunner {
   /// count retires after its chunk, and a process pool of the new size replaces the old one once
   /// the old one's chunks have ended.
   void set_concurrency(std::size_t concurrency);
+  /// A setup (on_every_worker) the worker ran in its own process: with --scale-processes, every
+  /// child runs it too before its next chunk, those of a pool that set_concurrency makes included.
+  /// Nothing with threads, which share the worker's process. Main thread.
+  void add_setup(std::string payload);
   std::size_t concurrency() const;
   /// Waits until every chunk given has ended (its Done has returned).
   void wait_idle();
@@ -85,6 +90,7 @@ class ChunkRunner {
   std::vector<std::thread> m_threads;
   std::shared_ptr<ProcessPoolManager> m_pool;  // --scale-processes: of m_pool_size children
   std::size_t m_pool_size = 0;
+  std::vector<std::shared_ptr<Job>> m_setups;  // --scale-processes: for every pool, in order
 };
 
 }  // namespace scale::detail

@@ -150,7 +150,9 @@ class ClusterWorkerProcess {
         m_interval_ms(std::max(10, options.heartbeat_ms)),
         m_ttl_ms(3 * m_interval_ms),
         m_own(m_client, m_keys, m_id, m_ttl_ms),
-        m_setups(m_client, m_keys, m_id, [this](const std::string& manager) { m_reader.refuse_manager(manager); }),
+        m_setups(
+            m_client, m_keys, m_id, [this](const std::string& manager) { m_reader.refuse_manager(manager); },
+            [this](const std::string& payload) { m_runner->add_setup(payload); }),
         m_provides(options.provides) {
     m_amounts.set_provides(m_provides);
     m_reader.set_provides(m_provides);

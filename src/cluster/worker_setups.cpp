@@ -19,8 +19,12 @@ using Role = RedisClient::Role;
 }  // namespace
 
 WorkerSetups::WorkerSetups(RedisClient& client, const ClusterKeys& keys, std::string worker,
-                           std::function<void(const std::string&)> refused)
-    : m_client(client), m_keys(keys), m_worker(std::move(worker)), m_refused(std::move(refused)) {}
+                           std::function<void(const std::string&)> refused, std::function<void(const std::string&)> ran)
+    : m_client(client),
+      m_keys(keys),
+      m_worker(std::move(worker)),
+      m_refused(std::move(refused)),
+      m_ran(std::move(ran)) {}
 
 bool WorkerSetups::ready(const std::string& manager, const std::string& generation) {
   if (generation.empty()) {
@@ -50,6 +54,7 @@ bool WorkerSetups::ready(const std::string& manager, const std::string& generati
       m_refused(manager);
       return false;
     }
+    m_ran(setup.str);
     ++state.run;
   }
   // NOTE: a list shorter than the generation belongs to a manager that went (its list expired):

@@ -16,8 +16,10 @@
 //     is what the setup was to make): the manager hears of it ("f", with the exception), the
 //     reader stops serving the manager's streams, and chunks of it read later go back ("b").
 //     Other managers' chunks run on.
-//   - A --scale-processes worker runs setups in its own process, not in each child: its children
-//     start fresh from the executable and are not told of them.
+//   - A --scale-processes worker runs each setup in its own process first (where a throw refuses the
+//     manager as above), then hands it to its process pool (ran(payload)), whose children run it
+//     before their next chunk, respawned children included: a setup that loads a model must load
+//     it where the chunks run.
 
 #include <functional>
 #include <map>
@@ -31,8 +33,9 @@ namespace scale::detail {
 class WorkerSetups {
  public:
   /// `refused(manager)`: called (main thread) once a setup of that manager threw here.
+  /// `ran(payload)`: called (main thread) after each setup that ran here without throwing.
   WorkerSetups(RedisClient& client, const ClusterKeys& keys, std::string worker,
-               std::function<void(const std::string&)> refused);
+               std::function<void(const std::string&)> refused, std::function<void(const std::string&)> ran);
 
   /// Whether this worker may run a chunk of `manager` whose entry says `generation` (its "s",
   /// empty when the manager has no setups): runs the setups it lacks first. False when one of
@@ -49,6 +52,7 @@ class WorkerSetups {
   ClusterKeys m_keys;
   std::string m_worker;
   std::function<void(const std::string&)> m_refused;
+  std::function<void(const std::string&)> m_ran;
   std::map<std::string, Manager> m_managers;
 };
 
