@@ -1295,9 +1295,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     auto again = rerun_lost_task(std::move(task), status, m_options.max_retries, m_counters, finish,
                                  capsule ? &*capsule : nullptr);
     for (auto part = again.rbegin(); part != again.rend(); ++part) {
-      // A split's second half keeps the key (it waits for the same slot).
-      (*part)->chunk.key = again.front()->chunk.key;
-      (*part)->slot = slot;
+      (*part)->slot = slot;  // a split's second half waits for the same slot (it keeps the key)
       queue_locked(std::move(*part), true);
       ++m_counters.queued;
     }

@@ -128,7 +128,8 @@ std::vector<std::shared_ptr<Task>> rerun_lost_task(std::shared_ptr<Task> task, c
   if (outcome.kind == LostChunk::Kind::split) {
     auto second = std::make_shared<Task>();
     second->group = task->group;
-    second->chunk = Chunk{task->chunk.job, outcome.middle, task->chunk.end};
+    // The second half keeps the chunk's key and pinned worker: it goes where the first goes.
+    second->chunk = Chunk{task->chunk.job, outcome.middle, task->chunk.end, task->chunk.key, task->chunk.worker};
     task->chunk.end = outcome.middle;
     ++task->group->remaining;
     again.push_back(std::move(second));
