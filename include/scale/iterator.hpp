@@ -577,10 +577,8 @@ class Iterator {
     using Job = detail::MapJob<T, F>;
     if (auto error = check(options)) return make_failed_future<std::vector<R>>(error);
     if (empty()) return make_ready_future(std::vector<R>{});
-    Routed routed = route();
-    if (routed.error) return make_failed_future<std::vector<R>>(routed.error);
-    auto job = std::make_shared<Job>(routed.items, std::move(fn), m_memory, m_events, policy(options));
-    job->set_key_groups(std::move(routed.groups));
+    auto [job, key_error] = make_job<Job>(std::move(fn), m_memory, m_events, policy(options));
+    if (key_error) return make_failed_future<std::vector<R>>(key_error);
     return detail::run_map(std::move(job), m_manager, std::move(options));
   }
 
@@ -598,10 +596,8 @@ class Iterator {
     using Results = std::vector<WorkerResult<R>>;
     if (auto error = check(options)) return make_failed_future<Results>(error);
     if (empty()) return make_ready_future(Results{});
-    Routed routed = route();
-    if (routed.error) return make_failed_future<Results>(routed.error);
-    auto job = std::make_shared<Job>(routed.items, std::move(fn), m_memory, m_events, policy(options));
-    job->set_key_groups(std::move(routed.groups));
+    auto [job, key_error] = make_job<Job>(std::move(fn), m_memory, m_events, policy(options));
+    if (key_error) return make_failed_future<Results>(key_error);
     return detail::run_map_with_workers(std::move(job), m_manager, std::move(options));
   }
 
@@ -637,11 +633,8 @@ class Iterator {
                   "scale::Iterator<T>::filter copies the kept items: T must be copyable");
     if (auto error = check(options)) return make_failed_future<std::vector<T>>(error);
     if (empty()) return make_ready_future(std::vector<T>{});
-    Routed routed = route();
-    if (routed.error) return make_failed_future<std::vector<T>>(routed.error);
-    auto job =
-        std::make_shared<detail::FilterJob<T, F>>(routed.items, std::move(pred), m_memory, m_events, policy(options));
-    job->set_key_groups(std::move(routed.groups));
+    auto [job, key_error] = make_job<detail::FilterJob<T, F>>(std::move(pred), m_memory, m_events, policy(options));
+    if (key_error) return make_failed_future<std::vector<T>>(key_error);
     return detail::run_filter<detail::FilterJob<T, F>, T>(std::move(job), m_manager, std::move(options), m_items);
   }
 
@@ -671,11 +664,8 @@ class Iterator {
     if (auto error = check(options)) return make_failed_future<A>(error);
     if (empty()) return make_ready_future(std::move(init));
     using Job = detail::ReduceJob<T, A, F>;
-    Routed routed = route();
-    if (routed.error) return make_failed_future<A>(routed.error);
-    auto job =
-        std::make_shared<Job>(routed.items, std::move(fn), m_memory, m_events, policy(options), std::move(init));
-    job->set_key_groups(std::move(routed.groups));
+    auto [job, key_error] = make_job<Job>(std::move(fn), m_memory, m_events, policy(options), std::move(init));
+    if (key_error) return make_failed_future<A>(key_error);
     return detail::run_reduce<Job, A, C>(std::move(job), m_manager, std::move(options), std::move(combine));
   }
 
@@ -687,11 +677,8 @@ class Iterator {
                                   "scale::Future<R>(T) or scale::Future<R>(T, scale::Scope&)");
     if (auto error = check(options)) return make_failed_future<void>(error);
     if (empty()) return make_ready_future();
-    Routed routed = route();
-    if (routed.error) return make_failed_future<void>(routed.error);
-    auto job =
-        std::make_shared<detail::ForEachJob<T, F>>(routed.items, std::move(fn), m_memory, m_events, policy(options));
-    job->set_key_groups(std::move(routed.groups));
+    auto [job, key_error] = make_job<detail::ForEachJob<T, F>>(std::move(fn), m_memory, m_events, policy(options));
+    if (key_error) return make_failed_future<void>(key_error);
     return detail::run_for_each(std::move(job), m_manager, std::move(options));
   }
 
@@ -734,6 +721,16 @@ class Iterator {
     std::shared_ptr<const detail::KeyGroups> groups;
     std::exception_ptr error;  // key_fn threw
   };
+
+  /// One call's Job over what route() gives, with its key groups; or the exception key_fn threw.
+  template <class Job, class... Args>
+  std::pair<std::shared_ptr<Job>, std::exception_ptr> make_job(Args&&... args) const {
+    Routed routed = route();
+    if (routed.error) return {nullptr, std::move(routed.error)};
+    auto job = std::make_shared<Job>(routed.items, std::forward<Args>(args)...);
+    job->set_key_groups(std::move(routed.groups));
+    return {std::move(job), nullptr};
+  }
 
   Routed route() const {
     if (!m_key_fn) return Routed{m_items, nullptr, nullptr};

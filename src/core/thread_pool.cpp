@@ -69,6 +69,7 @@
 #include "core/resource_ledger.hpp"
 #include "core/routed_queue.hpp"
 #include "core/scaling_controller.hpp"
+#include "core/worker_slot_id.hpp"
 
 namespace scale::detail {
 
@@ -87,19 +88,8 @@ thread_local const HeldFrame* t_held = nullptr;
 /// The slot of this pool thread (pool threads only; one pool per thread).
 thread_local std::size_t t_slot = static_cast<std::size_t>(-1);
 
-std::string slot_id(std::size_t slot) { return "thread-" + std::to_string(slot); }
-
-/// The slot a "thread-<k>" id names, or none.
-std::optional<std::size_t> slot_of(const std::string& worker) {
-  constexpr std::string_view prefix = "thread-";
-  if (worker.size() <= prefix.size() || worker.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
-  std::size_t slot = 0;
-  for (std::size_t i = prefix.size(); i < worker.size(); ++i) {
-    if (worker[i] < '0' || worker[i] > '9' || slot > 1'000'000) return std::nullopt;
-    slot = slot * 10 + static_cast<std::size_t>(worker[i] - '0');
-  }
-  return slot;
-}
+constexpr std::string_view slot_prefix = "thread-";
+std::string slot_id(std::size_t slot) { return detail::slot_id(slot_prefix, slot); }
 }  // namespace
 
 class ThreadPool final : public WaitHelper {
@@ -343,7 +333,7 @@ class ThreadPool final : public WaitHelper {
   /// Under m_mutex: the slot a chunk must go to (none: the shared queue), or `refused` set.
   std::optional<std::size_t> slot_for_locked(const Chunk& chunk, std::exception_ptr& refused) {
     if (!chunk.worker.empty()) {
-      const std::optional<std::size_t> slot = slot_of(chunk.worker);
+      const std::optional<std::size_t> slot = slot_of(slot_prefix, chunk.worker);
       if (slot && *slot < m_slots.size() && m_slots[*slot].alive && !m_slots[*slot].failed) return slot;
       refused = std::make_exception_ptr(
           NoWorkers("scale::ThreadPoolManager has no live thread \"" + chunk.worker + "\" (it retired, or its setup failed)"));

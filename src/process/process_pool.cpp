@@ -72,6 +72,7 @@
 #include "process/worker_link.hpp"
 #include "core/rendezvous.hpp"
 #include "core/resource_ledger.hpp"
+#include "core/worker_slot_id.hpp"
 #include "core/routed_queue.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
@@ -212,19 +213,8 @@ std::string nested_pool_message() {
          "function, or map on the ProcessPoolManager from the parent";
 }
 
-std::string child_id(std::size_t slot) { return "child-" + std::to_string(slot); }
-
-/// The slot a "child-<k>" id names, or none.
-std::optional<std::size_t> slot_of(const std::string& worker) {
-  constexpr std::string_view prefix = "child-";
-  if (worker.size() <= prefix.size() || worker.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
-  std::size_t slot = 0;
-  for (std::size_t i = prefix.size(); i < worker.size(); ++i) {
-    if (worker[i] < '0' || worker[i] > '9' || slot > 1'000'000) return std::nullopt;
-    slot = slot * 10 + static_cast<std::size_t>(worker[i] - '0');
-  }
-  return slot;
-}
+constexpr std::string_view slot_prefix = "child-";
+std::string child_id(std::size_t slot) { return slot_id(slot_prefix, slot); }
 
 std::string gone_child_message(const std::string& worker) {
   return "scale::NoWorkers: this ProcessPoolManager has no live child \"" + worker +
@@ -530,7 +520,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// Under the lock: the slot a keyed or pinned task waits for (task.slot), or the error it fails with.
   std::exception_ptr route_locked(Task& task) {
     if (!task.chunk.worker.empty()) {
-      const std::optional<std::size_t> slot = slot_of(task.chunk.worker);
+      const std::optional<std::size_t> slot = slot_of(slot_prefix, task.chunk.worker);
       if (slot && *slot < m_slots.size() && serving_locked(*slot)) {
         task.slot = *slot;
         return nullptr;
