@@ -95,16 +95,19 @@ test('a watch added later reopens the stream and the earlier watch misses nothin
       for (let i = 0; i < 200; ++i) await memory.set(`a/${i}`, i);
     })();
     const later = [];
+    const kept = [];
     for (let i = 0; i < 5; ++i) {
       const b = memory.watch(`b${i}/`, (change) => later.push(change.key));
       await b.ready;
       await memory.set(`b${i}/k`, i);
       await eventually(() => later.length === i + 1, 5000, `the change of b${i}/`);
       if (i % 2 === 0) b.cancel();
+      else kept.push(b);
     }
     await writes;
     await eventually(() => first.length >= 200, 10_000, 'every change of a/');
     a.cancel();
+    for (const b of kept) b.cancel();
     assert.deepEqual(first, Array.from({ length: 200 }, (_, i) => `a/${i}`));
     assert.deepEqual(later, ['b0/k', 'b1/k', 'b2/k', 'b3/k', 'b4/k']);
   } finally {
@@ -143,14 +146,15 @@ test('an unreachable store gives ConnectionError naming the URL, for calls and f
   await assert.rejects(sub.ready, ConnectionError);
   sub.cancel();
   // A store that accepts and never answers is cut off at the connect timeout.
-  const silent = createServer(() => {});
+  const accepted = [];
+  const silent = createServer((socket) => accepted.push(socket));
   await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve));
   try {
     const slow = new SharedMemory(`http://127.0.0.1:${silent.address().port}`, { connectTimeoutMs: 300 });
     await assert.rejects(slow.set('k', 1), (error) => error instanceof ConnectionError && /300 ms/.test(error.message));
   } finally {
-    silent.close();
-    silent.unref();
+    for (const socket of accepted) socket.destroy();
+    await new Promise((resolve) => silent.close(resolve));
   }
 });
 
