@@ -256,6 +256,7 @@ class SharedStream {
       if (this.running) {
         this.reopen = true;
         this.controller?.abort();
+        this.wake?.(); // a loop waiting out its backoff reopens at once
       } else if (this.parts.length > 0) {
         this.running = true;
         this.run().catch((error) => console.error('scale.js: the stream loop stopped:', error));

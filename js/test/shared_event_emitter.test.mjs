@@ -29,7 +29,7 @@ test('a subscriber receives each emitted payload', async () => {
   await events.emit(name, 'hello');
   await events.emit(name, { to: 'world', times: 2 });
   await events.emit(name);
-  await eventually(() => seen.items.length >= 3, 5000, 'three payloads');
+  await eventually(() => seen.items.length >= 3, 15_000, 'three payloads');
   sub.cancel();
   assert.deepEqual(seen.items, ['hello', { to: 'world', times: 2 }, null]);
 });
@@ -44,7 +44,7 @@ test('event names match exactly', async () => {
   await events.emit(`${name}done`, 1);
   await events.emit(name.slice(0, -2), 2);
   await events.emit(name, 3);
-  await eventually(() => exact.items.length >= 1 && longer.items.length >= 1, 5000, 'both payloads');
+  await eventually(() => exact.items.length >= 1 && longer.items.length >= 1, 15_000, 'both payloads');
   await events.emit(`${name}fence`, 0);
   a.cancel();
   b.cancel();
@@ -106,11 +106,11 @@ test('cancelling a subscription stops delivery while the others go on', async ()
   const toCancel = events.on(name, cancelled);
   await Promise.all([keep.ready, toCancel.ready]);
   await events.emit(name, 1);
-  await eventually(() => cancelled.items.length >= 1, 5000, 'the first payload');
+  await eventually(() => cancelled.items.length >= 1, 15_000, 'the first payload');
   toCancel.cancel();
   assert.equal(toCancel.active, false);
   await events.emit(name, 2);
-  await eventually(() => witness.items.length >= 2, 5000, 'two payloads');
+  await eventually(() => witness.items.length >= 2, 15_000, 'two payloads');
   keep.cancel();
   assert.deepEqual(cancelled.items, [1]);
 });
@@ -127,7 +127,7 @@ test('a handler that cancels its own subscription does not run again', async () 
   const keep = events.on(name, witness);
   await keep.ready;
   for (let i = 0; i < 5; ++i) await events.emit(name, i);
-  await eventually(() => witness.items.length >= 5, 5000, 'five payloads');
+  await eventually(() => witness.items.length >= 5, 15_000, 'five payloads');
   keep.cancel();
   assert.equal(calls, 1);
 });
@@ -176,7 +176,7 @@ test('a memory and an emitter of one store share one stream', async () => {
   await Promise.all([w.ready, e.ready]);
   await memory.set(`${name}k`, 1);
   await events.emit(name, 'p');
-  await eventually(() => changes.items.length >= 1 && payloads.items.length >= 1, 5000, 'a change and a payload');
+  await eventually(() => changes.items.length >= 1 && payloads.items.length >= 1, 15_000, 'a change and a payload');
   w.cancel();
   e.cancel();
   assert.equal(changes.items[0].key, `${name}k`);
