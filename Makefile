@@ -3,7 +3,7 @@
 #   make deps                  install missing Debian packages (apt only when something is missing)
 #   make build                 configure and build into $(BUILD_DIR)
 #   make demo                  build, then run examples/01-canonical
-#   make test                  build, then run every test with ctest
+#   make test                  build, then run every test with ctest (the scale.js suite too, with node)
 #   make test SANITIZE=address the same, built with ASan + UBSan, in build-asan
 #   make test SANITIZE=thread  the same, built with TSan, in build-tsan
 #   make test CXX=clang++-16   the same, built with Clang 16, in build-RelWithDebInfo-clang++-16
@@ -59,7 +59,7 @@ endif
 DEPS_PACKAGES := g++ cmake make pkg-config \
   libboost1.81-dev libboost-program-options1.81-dev libboost-url1.81-dev \
   nlohmann-json3-dev catch2 libhiredis-dev redis-server redis-tools libtbb-dev wrk \
-  libspdlog-dev libcli11-dev libboost-stacktrace1.81-dev
+  libspdlog-dev libcli11-dev libboost-stacktrace1.81-dev nodejs
 ifdef CXX_CHOSEN
   ifneq ($(findstring clang++-16,$(CXX)),)
     DEPS_PACKAGES += clang-16

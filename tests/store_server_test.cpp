@@ -1243,3 +1243,98 @@ TEST_CASE("issue 10 defect 8: a watch whose backlog is over the subscriber limit
 }
 
 #endif
+
+TEST_CASE("a shared stream carries several watches and events, each watch message naming every watch's place",
+          "[store][stream]") {
+  TestServer server;
+  Client writer(server.port());
+  writer.request("PUT", "/v1/kv/a/1", "1");    // 1
+  writer.request("PUT", "/v1/kv/b/1", "1");    // 2
+  writer.request("PUT", "/v1/kv/other", "0");  // 3
+
+  Client stream(server.port());
+  auto head = stream.request("GET", "/v1/stream?watch=a/&event=done&watch=b/&from=1,0");
+  REQUIRE(head.status == 200);
+  CHECK(head.headers.at("content-type") == "text/event-stream");
+  // Where each watch starts ("from now on" pinned to the revision then), before ": ready".
+  CHECK(stream.next_event() == std::map<std::string, std::string>{{"id", "0,3"}});
+  stream.read_until(": ready\n\n");
+  auto replayed = stream.next_event();
+  CHECK(replayed.at("event") == "change");
+  CHECK(replayed.at("id") == "1,3");
+  auto data = json::parse(replayed.at("data"));
+  CHECK(data.at("part") == 0);
+  CHECK(data.at("key") == "a/1");
+  // The replay looked at revisions 2 and 3 too: the watch's place moves past them.
+  CHECK(stream.next_event() == std::map<std::string, std::string>{{"id", "3,3"}});
+
+  writer.request("PUT", "/v1/kv/b/2", "2");  // 4
+  auto live = stream.next_event();
+  CHECK(live.at("id") == "3,4");
+  CHECK(json::parse(live.at("data")).at("part") == 2);
+  writer.request("POST", "/v1/events/done", R"({"id": 7})");
+  auto emitted = stream.next_event();
+  CHECK(emitted.at("event") == "event");
+  CHECK(emitted.count("id") == 0);  // events have no history to resume
+  CHECK(json::parse(emitted.at("data")) == json{{"part", 1}, {"name", "done"}, {"payload", {{"id", 7}}}});
+  writer.request("POST", "/v1/kv", R"({"a/2": 2, "b/3": 3})");  // 5
+  std::map<std::string, std::string> last_id;
+  for (int i = 0; i < 2; ++i) last_id[json::parse(stream.next_event().at("data")).at("key")] = "seen";
+  CHECK(last_id.size() == 2);
+  writer.request("PUT", "/v1/kv/a/3", "3");  // 6
+
+  // Last-Event-ID resumes each watch right after its own revision: a/ after 1, b/ after 4.
+  Client resumed(server.port());
+  REQUIRE(resumed.request("GET", "/v1/stream?watch=a/&event=done&watch=b/", std::nullopt, {"Last-Event-ID: 1,4"})
+              .status == 200);
+  std::vector<std::pair<std::string, std::int64_t>> keys;
+  while (keys.size() < 3) {
+    auto event = resumed.next_event();
+    if (!event.count("data")) continue;
+    auto change = json::parse(event.at("data"));
+    keys.emplace_back(change.at("key"), change.at("revision").get<std::int64_t>());
+  }
+  CHECK(keys == std::vector<std::pair<std::string, std::int64_t>>{{"a/2", 5}, {"a/3", 6}, {"b/3", 5}});
+  CHECK(metric(server.port(), "scale_store_subscribers") == 2);
+}
+
+TEST_CASE("a shared stream of no parts, of 65 parts or with a Last-Event-ID of another shape is refused with 400",
+          "[store][stream]") {
+  TestServer server({.token = "t"});
+  Client client(server.port());
+  std::string many;
+  for (int i = 0; i < 65; ++i) many += "&watch=p" + std::to_string(i);
+  for (const std::string& target : {std::string("/v1/stream?token=t"), "/v1/stream?token=t" + many}) {
+    auto reply = client.request("GET", target);
+    REQUIRE(reply.status == 400);
+    CHECK(reply.body_json().at("type") == "Error");
+    CHECK_THAT(reply.error(), Catch::Contains("1 to 64 parts"));
+  }
+  CHECK(client.request("GET", "/v1/stream?token=t&watch=a&watch=b", std::nullopt, {"Last-Event-ID: 3"}).status == 400);
+  CHECK(client.request("GET", "/v1/stream?token=t&watch=a&from=1,2").status == 400);
+  CHECK(client.request("GET", "/v1/stream?token=t&watch=a&from=x").status == 400);
+  CHECK(client.request("GET", "/v1/stream?token=t&event=").status == 400);
+  CHECK(client.request("GET", "/v1/stream?token=t&watch=a&prefix=b").status == 400);
+  CHECK(client.request("GET", "/v1/stream?watch=a").status == 401);
+  Client stream(server.port());
+  CHECK(stream.request("GET", "/v1/stream?token=t" + many.substr(0, many.rfind('&'))).status == 200);
+}
+
+TEST_CASE("a shared stream's compacted watch gets its own event and the other parts go on", "[store][stream]") {
+  TestServer server({.history = 3});
+  Client writer(server.port());
+  for (int i = 0; i < 6; ++i) writer.request("PUT", "/v1/kv/k", std::to_string(i));
+  Client stream(server.port());
+  REQUIRE(stream.request("GET", "/v1/stream?watch=&watch=k&from=1,0").status == 200);
+  auto compacted = stream.next_event();
+  CHECK(compacted.at("event") == "compacted");
+  auto wire = json::parse(compacted.at("data"));
+  CHECK(wire.at("type") == "Compacted");
+  CHECK(wire.at("part") == 0);
+  CHECK(wire.at("oldest_kept") == 4);
+  stream.read_until(": ready\n\n");
+  writer.request("PUT", "/v1/kv/k", "7");  // 7
+  auto live = stream.next_event();
+  CHECK(live.at("id") == "0,7");
+  CHECK(json::parse(live.at("data")).at("part") == 1);
+}

@@ -69,6 +69,28 @@ Target parse_target(std::string_view target) {
   return result;
 }
 
+/// The query's name=value pairs in order, decoded, repeated names kept (GET /v1/stream names
+/// several watches). parse_target has already refused a malformed escape.
+std::vector<std::pair<std::string, std::string>> query_pairs(std::string_view target) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  auto question = target.find('?');
+  if (question == std::string_view::npos) return pairs;
+  std::string_view rest = target.substr(question + 1);
+  while (!rest.empty()) {
+    auto amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    if (pair.empty()) continue;
+    auto eq = pair.find('=');
+    auto name = percent_decode(pair.substr(0, eq), true);
+    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
+    if (!name || !value)
+      fail(http::status::bad_request, "the query string has a malformed percent escape (use %XX with two hex digits)");
+    pairs.emplace_back(std::move(*name), std::move(*value));
+  }
+  return pairs;
+}
+
 /// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
 bool valid_utf8(std::string_view text) {
   std::size_t i = 0;
@@ -179,6 +201,72 @@ std::optional<Revision> parse_revision(std::string_view text) {
   return value;
 }
 
+/// A comma-separated list of revisions (a shared stream's `from` and event ids), one per watch.
+std::optional<std::vector<Revision>> parse_revision_list(std::string_view text) {
+  std::vector<Revision> revisions;
+  for (;;) {
+    auto comma = text.find(',');
+    auto revision = parse_revision(text.substr(0, comma));
+    if (!revision) return std::nullopt;
+    revisions.push_back(*revision);
+    if (comma == std::string_view::npos) return revisions;
+    text.remove_prefix(comma + 1);
+  }
+}
+
+/// GET /v1/stream?watch=P&event=E...&from=R1,R2: its parts in order; Last-Event-ID (the stream's
+/// own ids: for each watch the last revision it delivered) resumes each watch right after it.
+StreamRequest shared_stream_request(const HttpRequest& request) {
+  StreamRequest what;
+  what.shared = true;
+  std::optional<std::vector<Revision>> from;
+  for (auto& [name, value] : query_pairs(request.target())) {
+    if (name == "watch") {
+      what.parts.push_back(StreamPart{true, std::move(value), 0});
+    } else if (name == "event") {
+      if (value.empty()) fail(http::status::bad_request, "an 'event' part needs an event name");
+      what.parts.push_back(StreamPart{false, std::move(value), 0});
+    } else if (name == "from") {
+      from = parse_revision_list(value);
+      if (!from)
+        fail(http::status::bad_request,
+             "'from' must be revisions separated by commas, one per watch (0: from now on), not '" + value + "'");
+    } else if (name != "token") {
+      fail(http::status::bad_request,
+           "GET /v1/stream takes 'watch', 'event', 'from' and 'token', not '" + name + "' (see docs/http-api.md)");
+    }
+    if (what.parts.size() > store_stream_max_parts) break;
+  }
+  if (what.parts.empty() || what.parts.size() > store_stream_max_parts)
+    fail(http::status::bad_request, "a stream needs 1 to " + std::to_string(store_stream_max_parts) +
+                                        " parts (watch=PREFIX or event=NAME), not " +
+                                        (what.parts.empty() ? std::string("none") : std::string("more")) +
+                                        "; open another stream for more");
+  for (const auto& part : what.parts)
+    if (!valid_utf8(part.prefix_or_name))
+      fail(http::status::bad_request, "a stream's prefix or event name is not valid UTF-8 once percent-decoded");
+  const auto watches = static_cast<std::size_t>(
+      std::count_if(what.parts.begin(), what.parts.end(), [](const StreamPart& part) { return part.watch; }));
+  if (auto last = request.find("Last-Event-ID"); last != request.end()) {
+    auto seen = parse_revision_list(last->value());
+    if (!seen || seen->size() != watches ||
+        std::find(seen->begin(), seen->end(), std::numeric_limits<Revision>::max()) != seen->end())
+      fail(http::status::bad_request, "Last-Event-ID must be this stream's id: one revision per watch, by commas (" +
+                                          std::to_string(watches) + " here)");
+    for (auto& revision : *seen) ++revision;  // resumes after what was delivered
+    from = std::move(seen);
+  }
+  if (from) {
+    if (from->size() != watches)
+      fail(http::status::bad_request, "'from' names " + std::to_string(from->size()) + " revisions for " +
+                                          std::to_string(watches) + " watches; give one per watch");
+    std::size_t i = 0;
+    for (auto& part : what.parts)
+      if (part.watch) part.from = (*from)[i++];
+  }
+  return what;
+}
+
 /// Compares in time that depends only on the lengths, so a token cannot be guessed byte by byte.
 bool constant_time_equal(std::string_view a, std::string_view b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
@@ -278,11 +366,14 @@ std::string_view StoreRouter::endpoint(http::verb method, std::string_view targe
   }
   if (path.starts_with("/v1/increment/")) return "increment";
   if (path == "/v1/watch") return "watch";
+  if (path == "/v1/stream") return "stream";
   if (path.starts_with("/v1/events/")) return method == http::verb::post ? "events_emit" : "events_stream";
   return "unknown";
 }
 
-bool StoreRouter::is_stream(std::string_view endpoint) { return endpoint == "watch" || endpoint == "events_stream"; }
+bool StoreRouter::is_stream(std::string_view endpoint) {
+  return endpoint == "watch" || endpoint == "events_stream" || endpoint == "stream";
+}
 
 HttpResponse StoreRouter::make_response(unsigned version, bool keep_alive, http::status status, std::string body,
                                         std::string_view content_type) const {
@@ -402,7 +493,7 @@ std::optional<StreamRequest> StoreRouter::stream_request(const HttpRequest& requ
     const std::string_view path = target.raw_path;
     if (path == "/v1/watch") {
       require(request.method(), {http::verb::get}, request, path);
-      StreamRequest watch{true, "", 0};
+      StreamRequest watch{true, "", 0, {}, false};
       if (const std::string* prefix = target.find("prefix")) watch.prefix_or_name = *prefix;
       if (const std::string* from_text = target.find("from")) {
         auto from = parse_revision(*from_text);
@@ -421,7 +512,11 @@ std::optional<StreamRequest> StoreRouter::stream_request(const HttpRequest& requ
     if (path.starts_with("/v1/events/")) {
       std::string name = path_name(path, "/v1/events/", "event name");
       require(request.method(), {http::verb::get}, request, path);
-      return StreamRequest{false, std::move(name), 0};
+      return StreamRequest{false, std::move(name), 0, {}, false};
+    }
+    if (path == "/v1/stream") {
+      require(request.method(), {http::verb::get}, request, path);
+      return shared_stream_request(request);
     }
     fail(http::status::not_found, "no stream at " + std::string(path));
   } catch (const HttpError& failure) {

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
@@ -40,11 +41,24 @@ inline constexpr std::size_t store_list_page_bytes = 8 * 1024 * 1024;
 /// Deepest JSON nesting accepted in a body (400 beyond).
 inline constexpr int store_max_json_depth = 64;
 
+/// Most parts (watches and event names) one GET /v1/stream may ask for (400 beyond).
+inline constexpr std::size_t store_stream_max_parts = 64;
+
+/// One part of a shared stream (GET /v1/stream): a watch of a prefix or the emits of an event name.
+struct StreamPart {
+  bool watch = false;  // else: an event name
+  std::string prefix_or_name;
+  Revision from = 0;  // a watch's first revision; 0: from now on
+};
+
 /// What an SSE endpoint asks for; the server subscribes and streams it.
 struct StreamRequest {
   bool watch = false;  // else: events
   std::string prefix_or_name;
   Revision from = 0;
+  /// GET /v1/stream: its parts in the order asked (then `watch`, `prefix_or_name` and `from` are unused).
+  std::vector<StreamPart> parts;
+  bool shared = false;
 };
 
 /// Answers the store's HTTP requests from its backends. Every member may be called from any
@@ -58,7 +72,7 @@ class StoreRouter {
 
   /// The endpoint's name in metrics, e.g. "kv_get"; "unknown" for no endpoint.
   static std::string_view endpoint(boost::beast::http::verb method, std::string_view target);
-  /// True for the endpoints the server streams (GET /v1/watch, GET /v1/events/{name}).
+  /// True for the endpoints the server streams (GET /v1/watch, GET /v1/events/{name}, GET /v1/stream).
   static bool is_stream(std::string_view endpoint);
 
   /// Judges a request from its head alone, before its body is read: Host and Origin

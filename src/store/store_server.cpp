@@ -110,6 +110,17 @@ std::string change_event(const Change& change) {
   return sse_event(data.dump(-1, ' ', false, json::error_handler_t::replace), change.revision);
 }
 
+/// A failed subscription's event: the error's wire form ({"error", "type", and what rebuilds it}),
+/// which a client maps back to its type, under the name `compacted` for a Compacted one and
+/// `error` otherwise; on a shared stream with the part it ends.
+std::string failure_event(const std::exception_ptr& error, std::optional<std::size_t> part = std::nullopt) {
+  json wire = detail::error_to_json(error);
+  const bool compacted = wire.at("type") == "Compacted";
+  if (part) wire["part"] = *part;
+  return sse_event(wire.dump(-1, ' ', false, json::error_handler_t::replace), std::nullopt,
+                   compacted ? "compacted" : "error");
+}
+
 /// About how much of the history a replaying watch reads at a time (src/in_process's pages).
 constexpr std::size_t replay_page_bytes = 1024 * 1024;
 
@@ -147,9 +158,17 @@ struct SseChannel : std::enable_shared_from_this<SseChannel> {
   /// Any thread: queue `text`; past the limit (this subscriber's, or all of theirs) the
   /// subscriber is cut off instead.
   void push(std::string text) {
+    push_built([&text] { return std::move(text); });
+  }
+
+  /// Any thread: queue what `build` returns, built under the channel's lock, so that texts which
+  /// number themselves (a shared stream's ids) are queued in the order they were numbered.
+  template <class Build>
+  void push_built(Build build) {
     {
       std::lock_guard lock(mutex);
       if (overflowed) return;
+      std::string text = build();
       if (queued + text.size() > limit) {
         cut_off_locked();
       } else {
@@ -633,7 +652,10 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
           // What the stream's head would be, and no stream.
           response = router.make_response(request.version(), false, http::status::ok, "", "text/event-stream");
         } else if (auto what = router.stream_request(request, response)) {
-          co_await stream_events(*connection, request, *what, endpoint);
+          if (what->shared)
+            co_await stream_parts(*connection, request, std::move(*what), endpoint);
+          else
+            co_await stream_events(*connection, request, *what, endpoint);
           break;  // an event stream ends its connection
         }
       } else {
@@ -709,6 +731,57 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---------------------------------------------------------------------------------------------
+  /// An event stream's head (200, text/event-stream, no length: the stream ends the connection).
+  asio::awaitable<beast::error_code> write_stream_head(Connection& connection, const Request& request,
+                                                       std::string_view endpoint) {
+    http::response<http::empty_body> head{http::status::ok, request.version()};
+    head.set(http::field::server, "scale-store");
+    head.set(http::field::content_type, "text/event-stream");
+    head.set(http::field::cache_control, "no-cache");
+    if (!options.cors_origin.empty()) head.set(http::field::access_control_allow_origin, options.cors_origin);
+    head.keep_alive(true);
+    head.chunked(false);
+    counts.add(endpoint, 200);
+    http::response_serializer<http::empty_body> serializer{head};
+    connection.stream.expires_after(options.read_timeout);
+    auto [head_error, n] = co_await http::async_write_header(connection.stream, serializer, use_tuple);
+    co_return head_error;
+  }
+
+  /// Writes `out`, then what the subscriptions queue in `channel`, with a keep-alive comment when
+  /// idle, until the client goes away, the server stops or the channel is cut off; `ended`: once
+  /// `out` and the queue are written, the stream ends.
+  asio::awaitable<void> forward(Connection& connection, SseChannel& channel, std::string out, bool ended) {
+    auto& stream = connection.stream;
+    bool queued = false;  // `out` was taken from the channel's queue (and counts in it)
+    while (!connection.stopping) {
+      if (out.empty()) {
+        bool overflowed;
+        {
+          std::lock_guard lock(channel.mutex);
+          out.swap(channel.pending);
+          overflowed = channel.overflowed;
+        }
+        if (overflowed) break;
+        queued = !out.empty();
+      }
+      if (out.empty()) {
+        if (ended) break;
+        channel.timer.expires_after(options.sse_heartbeat);
+        auto [wait_error] = co_await channel.timer.async_wait(use_tuple);
+        if (wait_error) continue;  // woken: something to send (or stopping)
+        out = ": keep-alive\n\n";
+      }
+      stream.expires_after(options.read_timeout);
+      auto [ec, written] = co_await asio::async_write(stream, asio::buffer(out), use_tuple);
+      if (ec) break;
+      if (queued) channel.written(out.size());
+      queued = false;
+      out.clear();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
   /// Writes the SSE headers, subscribes, and forwards what the subscription delivers until the
   /// client goes away, the server stops, or the subscriber falls 'max_subscriber_queue' behind.
   /// A watch from a past revision first replays the kept history page by page, each page read
@@ -726,14 +799,6 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     Revision from = what.from;
     detail::HistoryPage page;
     // A failure's event (e.g. `compacted`): the stream sends it and ends.
-    auto failure_event = [](std::exception_ptr error) {
-      // The error's wire form ({"error", "type", and what rebuilds it}), which the client maps
-      // back to its type; a Compacted one under its own event name.
-      json wire = detail::error_to_json(error);
-      const bool compacted = wire.at("type") == "Compacted";
-      return sse_event(wire.dump(-1, ' ', false, json::error_handler_t::replace), std::nullopt,
-                       compacted ? "compacted" : "error");
-    };
     auto read_page = [&]() -> std::string {
       try {
         page = router.memory().history_page(what.prefix_or_name, from, replay_page_bytes);
@@ -772,17 +837,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       ++subscribers;
     }
 
-    http::response<http::empty_body> head{http::status::ok, request.version()};
-    head.set(http::field::server, "scale-store");
-    head.set(http::field::content_type, "text/event-stream");
-    head.set(http::field::cache_control, "no-cache");
-    if (!options.cors_origin.empty()) head.set(http::field::access_control_allow_origin, options.cors_origin);
-    head.keep_alive(true);
-    head.chunked(false);
-    counts.add(endpoint, 200);
-    http::response_serializer<http::empty_body> serializer{head};
-    stream.expires_after(options.read_timeout);
-    auto [head_error, n] = co_await http::async_write_header(stream, serializer, use_tuple);
+    beast::error_code head_error = co_await write_stream_head(connection, request, endpoint);
 
     // The ": ready" comment tells a client its subscription is in place (nothing before it is lost;
     // a replay delivers every change from its revision on, or ends with `compacted`).
@@ -809,32 +864,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       }
       if (out.capacity() > 64 * 1024) std::string().swap(out);
     }
-    bool queued = false;  // `out` was taken from the channel's queue (and counts in it)
-    while (!head_error && !connection.stopping) {
-      if (out.empty()) {
-        bool overflowed;
-        {
-          std::lock_guard lock(channel->mutex);
-          out.swap(channel->pending);
-          overflowed = channel->overflowed;
-        }
-        if (overflowed) break;
-        queued = !out.empty();
-      }
-      if (out.empty()) {
-        if (ended) break;
-        channel->timer.expires_after(options.sse_heartbeat);
-        auto [wait_error] = co_await channel->timer.async_wait(use_tuple);
-        if (wait_error) continue;  // woken: something to send (or stopping)
-        out = ": keep-alive\n\n";
-      }
-      stream.expires_after(options.read_timeout);
-      auto [ec, written] = co_await asio::async_write(stream, asio::buffer(out), use_tuple);
-      if (ec) break;
-      if (queued) channel->written(out.size());
-      queued = false;
-      out.clear();
-    }
+    if (!head_error) co_await forward(connection, *channel, std::move(out), ended);
     queue_budget->remove(channel.get());
     channel->cut_off();  // what is still queued is given back; later deliveries are dropped
     channel->stream = nullptr;
@@ -843,6 +873,156 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       subscription->cancel();
       --subscribers;
     }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  /// GET /v1/stream: several watches and event names on one connection (a browser allows six per
+  /// host, so a page's client shares one). Events go live at once (they have no history); each
+  /// watch replays its past page by page as stream_events does, one watch after the other, then
+  /// goes live where its replay ended. Every watch message's id lists, for each watch in the
+  /// order asked, the revision it has delivered through, so Last-Event-ID resumes every watch
+  /// exactly; a watch that fails (e.g. compacted) gets its error event and the others go on.
+  asio::awaitable<void> stream_parts(Connection& connection, const Request& request, detail::StreamRequest what,
+                                     std::string_view endpoint) {
+    auto& stream = connection.stream;
+    auto channel = std::make_shared<SseChannel>(stream.get_executor(), options.max_subscriber_queue, queue_budget);
+    channel->stream = &stream;
+    queue_budget->add(channel.get());
+    connection.channel = channel;
+
+    struct Watched {
+      std::size_t part;  // its index among the stream's parts
+      std::string prefix;
+      Revision from;  // the next revision to read
+      bool failed = false;
+    };
+    // NOTE: each watch's revision delivered through, guarded by channel->mutex: a message is
+    // numbered and queued under that lock, so ids never go back in the order written.
+    auto cursors = std::make_shared<std::vector<Revision>>();
+    std::vector<Watched> watches;
+    const Revision now = router.counts().revision + 1;  // "from now on", pinned so a resume has no gap
+    for (std::size_t i = 0; i < what.parts.size(); ++i) {
+      if (!what.parts[i].watch) continue;
+      const Revision from = what.parts[i].from == 0 ? now : what.parts[i].from;
+      watches.push_back(Watched{i, std::move(what.parts[i].prefix_or_name), from});
+      cursors->push_back(from - 1);
+    }
+    auto id_line = [cursors] {
+      std::string id = "id: ";
+      for (std::size_t k = 0; k < cursors->size(); ++k) {
+        if (k > 0) id += ',';
+        id += std::to_string((*cursors)[k]);
+      }
+      id += '\n';
+      return id;
+    };
+    auto change_message = [cursors, id_line](std::size_t watch, std::size_t part, const Change& change) {
+      (*cursors)[watch] = change.revision;
+      json data = change;
+      data["part"] = part;
+      return id_line() + "event: change\ndata: " + data.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+    };
+
+    std::vector<std::shared_ptr<detail::SubscriptionState>> subscriptions;
+    for (std::size_t i = 0; i < what.parts.size(); ++i) {
+      if (what.parts[i].watch) continue;
+      auto queue = std::make_shared<detail::SubscriptionQueue<json>>(
+          [channel, part = i, name = what.parts[i].prefix_or_name](const json& payload) {
+            json data = {{"part", part}, {"name", name}, {"payload", payload}};
+            channel->push(sse_event(data.dump(-1, ' ', false, json::error_handler_t::replace), std::nullopt, "event"));
+          });
+      events->subscribe(what.parts[i].prefix_or_name, queue);
+      queue->ready().get();
+      subscriptions.push_back(std::move(queue));
+    }
+    ++subscribers;
+
+    // A watch whose start is no longer kept fails before ": ready", so a client can fail its ready.
+    std::string out;
+    for (auto& watch : watches) {
+      try {
+        router.memory().history_page(watch.prefix, watch.from, 1);
+      } catch (...) {
+        out += failure_event(std::current_exception(), watch.part);
+        watch.failed = true;
+      }
+    }
+    if (!watches.empty()) out += id_line() + "\n";  // where each watch starts, before any change
+    out += ": ready\n\n";
+
+    beast::error_code error = co_await write_stream_head(connection, request, endpoint);
+    if (!error) {
+      stream.expires_after(options.read_timeout);
+      auto [ec, written] = co_await asio::async_write(stream, asio::buffer(out), use_tuple);
+      error = ec;
+      out.clear();
+    }
+    for (std::size_t w = 0; w < watches.size() && !error; ++w) {
+      Watched& watch = watches[w];
+      if (watch.failed) continue;
+      bool replayed = false;
+      for (;;) {
+        std::string taken;  // what live parts queued meanwhile: numbered before this page
+        bool overflowed;
+        {
+          std::lock_guard lock(channel->mutex);
+          taken.swap(channel->pending);
+          overflowed = channel->overflowed;
+          if (!overflowed) {
+            try {
+              detail::HistoryPage page = router.memory().history_page(watch.prefix, watch.from, replay_page_bytes);
+              for (const auto& change : page.changes) out += change_message(w, watch.part, *change);
+              if (page.next - 1 > (*cursors)[w]) {
+                (*cursors)[w] = page.next - 1;  // the page looked at every revision before `next`
+                out += id_line() + "\n";
+              }
+              watch.from = page.next;
+              replayed = !page.more;
+            } catch (...) {
+              out += failure_event(std::current_exception(), watch.part);
+              watch.failed = true;
+            }
+          }
+        }
+        if (overflowed) {
+          error = asio::error::operation_aborted;
+          break;
+        }
+        const std::size_t taken_bytes = taken.size();
+        std::string text = std::move(taken) + out;
+        out.clear();
+        stream.expires_after(options.read_timeout);
+        auto [ec, written] = co_await asio::async_write(stream, asio::buffer(text), use_tuple);
+        channel->written(taken_bytes);
+        if (ec || connection.stopping) {
+          error = ec ? ec : beast::error_code(asio::error::operation_aborted);
+          break;
+        }
+        if (watch.failed || replayed) break;
+      }
+      if (error || watch.failed) continue;
+      auto queue = std::make_shared<detail::SubscriptionQueue<Change>>(
+          [channel, change_message, w, part = watch.part](const Change& change) {
+            channel->push_built([&] { return change_message(w, part, change); });
+          });
+      memory->watch(watch.prefix, watch.from, queue);
+      try {
+        queue->ready().get();
+        subscriptions.push_back(std::move(queue));
+      } catch (...) {
+        out += failure_event(std::current_exception(), watch.part);
+        watch.failed = true;
+      }
+    }
+    const bool ended = std::all_of(watches.begin(), watches.end(), [](const Watched& w) { return w.failed; }) &&
+                       watches.size() == what.parts.size();
+    if (!error) co_await forward(connection, *channel, std::move(out), ended);
+    queue_budget->remove(channel.get());
+    channel->cut_off();  // what is still queued is given back; later deliveries are dropped
+    channel->stream = nullptr;
+    connection.channel.reset();
+    for (auto& subscription : subscriptions) subscription->cancel();
+    --subscribers;
   }
 
   // ---------------------------------------------------------------------------------------------
