@@ -188,8 +188,9 @@ export class Subscription {
 
 /**
  * The one SSE stream of a store for every watch and subscription made through it. The stream is
- * reopened when its parts change (at most once per turn of the event loop) and after a broken
+ * reopened when parts are added (at most once per turn of the event loop) and after a broken
  * connection (with backoff); each watch resumes where it was, events sent meanwhile are missed.
+ * A cancel does not reopen it: the cancelled part's messages are dropped until the next reopen.
  */
 class SharedStream {
   static registry = new Map();
@@ -240,7 +241,10 @@ class SharedStream {
     if (!part.active) return;
     part.active = false;
     this.parts = this.parts.filter((p) => p !== part);
-    this.changed();
+    // NOTE: the open stream keeps the part (its messages are dropped here) until the stream is
+    // reopened for another reason: reopening for a cancel would make the client's other
+    // subscriptions miss the events emitted meanwhile. With no part left, the stream closes.
+    if (this.parts.length === 0) this.changed();
   }
 
   /** Resolves once every part added so far has settled its ready (an emit waits for the client's own `on`). */
