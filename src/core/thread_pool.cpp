@@ -340,8 +340,11 @@ class ThreadPool final : public WaitHelper {
       return std::nullopt;
     }
     if (!chunk.keyed() || m_usable.empty()) return std::nullopt;
-    return m_usable[rendezvous_pick(chunk.key, m_usable_ids)];
+    return key_slot_locked(chunk.key);
   }
+
+  /// Under m_mutex, with a usable slot: the slot a key goes to (rendezvous over the usable slots).
+  std::size_t key_slot_locked(std::string_view key) const { return m_usable[rendezvous_pick(key, m_usable_ids)]; }
 
   RoutedQueue<Entry>& queue_for_locked(std::optional<std::size_t> slot) { return slot ? m_slots[*slot].queue : m_queue; }
 
@@ -368,7 +371,7 @@ class ThreadPool final : public WaitHelper {
         failed.push_back(std::move(entry));
         continue;
       }
-      const std::size_t next = m_usable[rendezvous_pick(entry.chunk.key, m_usable_ids)];
+      const std::size_t next = key_slot_locked(entry.chunk.key);
       const Resources& resources = resources_of(entry.chunk);
       m_slots[next].queue.push_back(std::move(entry), resources);
     }
@@ -546,7 +549,7 @@ class ThreadPool final : public WaitHelper {
       taken.holds = false;
       if (taken.chunk.worker.empty() && !m_usable.empty()) {
         const std::optional<std::size_t> slot =
-            taken.chunk.keyed() ? std::optional<std::size_t>(m_usable[rendezvous_pick(taken.chunk.key, m_usable_ids)])
+            taken.chunk.keyed() ? std::optional<std::size_t>(key_slot_locked(taken.chunk.key))
                                 : std::nullopt;
         const Resources& resources = resources_of(taken.chunk);
         queue_for_locked(slot).push_front(std::move(taken), resources);

@@ -48,29 +48,8 @@ struct Target {
   }
 };
 
-Target parse_target(std::string_view target) {
-  Target result;
-  auto question = target.find('?');
-  result.raw_path = target.substr(0, question);
-  if (question == std::string_view::npos) return result;
-  std::string_view rest = target.substr(question + 1);
-  while (!rest.empty()) {
-    auto amp = rest.find('&');
-    std::string_view pair = rest.substr(0, amp);
-    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
-    if (pair.empty()) continue;
-    auto eq = pair.find('=');
-    auto name = percent_decode(pair.substr(0, eq), true);
-    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
-    if (!name || !value)
-      fail(http::status::bad_request, "the query string has a malformed percent escape (use %XX with two hex digits)");
-    result.query.emplace(std::move(*name), std::move(*value));
-  }
-  return result;
-}
-
 /// The query's name=value pairs in order, decoded, repeated names kept (GET /v1/stream names
-/// several watches). parse_target has already refused a malformed escape.
+/// several watches); a malformed escape is a 400.
 std::vector<std::pair<std::string, std::string>> query_pairs(std::string_view target) {
   std::vector<std::pair<std::string, std::string>> pairs;
   auto question = target.find('?');
@@ -89,6 +68,14 @@ std::vector<std::pair<std::string, std::string>> query_pairs(std::string_view ta
     pairs.emplace_back(std::move(*name), std::move(*value));
   }
   return pairs;
+}
+
+Target parse_target(std::string_view target) {
+  Target result;
+  result.raw_path = target.substr(0, target.find('?'));
+  // A repeated name keeps its first value here; GET /v1/stream reads them all (query_pairs).
+  for (auto& [name, value] : query_pairs(target)) result.query.emplace(std::move(name), std::move(value));
+  return result;
 }
 
 /// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
