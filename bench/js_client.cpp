@@ -20,7 +20,8 @@
 #include <scale/runtime.hpp>
 #include <scale/shared_memory.hpp>
 
-#include "support/store_for_bench.hpp"
+#include "support/node_script.hpp"
+#include "support/store_process.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +29,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <optional>
 #include <string>
@@ -41,6 +43,14 @@ using nlohmann::json;
 
 const std::string key = "bench-key";
 const json value = "vvvvvvvvvvvvvv";  // 16 bytes as JSON
+
+/// The benchmark's seconds per load run: SCALE_BENCH_SECONDS (1 to 60), else `fallback`.
+int seconds_per_run(int fallback) {
+  const char* text = std::getenv("SCALE_BENCH_SECONDS");
+  if (!text || !*text) return fallback;
+  const int seconds = std::atoi(text);
+  return seconds < 1 ? 1 : seconds > 60 ? 60 : seconds;
+}
 
 /// One request of `op` ("get" or "set"); get checks what it read.
 void once(const scale::SharedMemory& memory, const std::string& op) {
@@ -126,7 +136,7 @@ int main(int argc, char** argv) {
     std::printf("js_client: skipped, node is not installed (make deps installs nodejs)\n");
     return 0;
   }
-  const int seconds = bench::seconds_per_run(2);
+  const int seconds = seconds_per_run(2);
   try {
     bench::StoreProcess store;
     scale::SharedMemory memory(store.url());

@@ -14,7 +14,8 @@
 //
 //   make bench        (or: build/bench/js_subscribers [subscribers, default 1000])
 
-#include "support/store_for_bench.hpp"
+#include "support/node_script.hpp"
+#include "support/store_process.hpp"
 
 #include <nlohmann/json.hpp>
 

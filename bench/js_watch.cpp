@@ -17,7 +17,8 @@
 #include <scale/runtime.hpp>
 #include <scale/shared_memory.hpp>
 
-#include "support/store_for_bench.hpp"
+#include "support/node_script.hpp"
+#include "support/store_process.hpp"
 
 #include <nlohmann/json.hpp>
 
