@@ -8,8 +8,9 @@
 //     stream said ": ready", and the store's /metrics counts them) minus before the first, / 1,000;
 //   - delivery: one emit (POST /v1/events/..., from the same Node process), the time from just
 //     before the request to each subscriber's receipt; p50, p99 and max over the 1,000, for each
-//     of 5 rounds (after 3 warm-up emits), and the p99 over all 5,000. Target: p99 <= 50 ms on this machine. A subscriber
-//     that misses an emit or gets it twice fails the benchmark. Reported, never asserted.
+//     of 5 rounds (after 3 warm-up emits), and the p99 over all 5,000. Target: p99 <= 50 ms on
+//     this machine. A subscriber that misses an emit or gets it twice fails the benchmark.
+//     Reported, never asserted; each round also says the CPU the store and node used in it.
 // The soft limit on open files is raised to the hard one first (the store and node inherit it).
 //
 //   make bench        (or: build/bench/js_subscribers [subscribers, default 1000])
