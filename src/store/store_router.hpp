@@ -123,6 +123,10 @@ class StoreRouter {
   const StoreServerOptions& options() const noexcept { return m_options; }
 
  private:
+  /// GET /ui, /ui/ and /ui/<file>: the dashboard's embedded files (src/store/ui_files.hpp);
+  /// throws the 404/405 the router answers.
+  HttpResponse ui_file(const HttpRequest& request, std::string_view path) const;
+
   std::shared_ptr<MemoryBackend> m_memory;
   PagedMemory* m_paged;  // m_memory, as the in-process backend it is
   std::shared_ptr<EventBackend> m_events;
