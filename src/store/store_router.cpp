@@ -202,7 +202,7 @@ std::optional<std::vector<Revision>> parse_revision_list(std::string_view text) 
   }
 }
 
-/// GET /v1/stream?watch=P&event=E...&from=R1,R2: its parts in order; Last-Event-ID (the stream's
+/// GET /v1/stream?watch=P&event=E&event_prefix=Q...&from=R1,R2: its parts in order; Last-Event-ID (the stream's
 /// own ids: for each watch the last revision it delivered) resumes each watch right after it.
 StreamRequest shared_stream_request(const HttpRequest& request) {
   StreamRequest what;
@@ -214,6 +214,8 @@ StreamRequest shared_stream_request(const HttpRequest& request) {
     } else if (name == "event") {
       if (value.empty()) fail(http::status::bad_request, "an 'event' part needs an event name");
       what.parts.push_back(StreamPart{false, std::move(value), 0});
+    } else if (name == "event_prefix") {
+      what.parts.push_back(StreamPart{false, std::move(value), 0, true});
     } else if (name == "from") {
       from = parse_revision_list(value);
       if (!from)
@@ -221,13 +223,13 @@ StreamRequest shared_stream_request(const HttpRequest& request) {
              "'from' must be revisions separated by commas, one per watch (0: from now on), not '" + value + "'");
     } else if (name != "token") {
       fail(http::status::bad_request,
-           "GET /v1/stream takes 'watch', 'event', 'from' and 'token', not '" + name + "' (see docs/http-api.md)");
+           "GET /v1/stream takes 'watch', 'event', 'event_prefix', 'from' and 'token', not '" + name + "' (see docs/http-api.md)");
     }
     if (what.parts.size() > store_stream_max_parts) break;
   }
   if (what.parts.empty() || what.parts.size() > store_stream_max_parts)
     fail(http::status::bad_request, "a stream needs 1 to " + std::to_string(store_stream_max_parts) +
-                                        " parts (watch=PREFIX or event=NAME), not " +
+                                        " parts (watch=PREFIX, event=NAME or event_prefix=PREFIX), not " +
                                         (what.parts.empty() ? std::string("none") : std::string("more")) +
                                         "; open another stream for more");
   for (const auto& part : what.parts)
