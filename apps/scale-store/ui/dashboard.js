@@ -1,0 +1,1 @@
+// The scale-store dashboard (served at /ui/dashboard.js).
