@@ -46,6 +46,7 @@
 #include "cluster/worker_record.hpp"
 #include "cluster/worker_routes.hpp"
 #include "cluster/worker_stream.hpp"
+#include "core/host_name.hpp"
 #include <scale/detail/loop.hpp>
 #include "remote/build_fingerprint.hpp"
 #include "remote/task_group.hpp"
@@ -94,6 +95,7 @@ struct SeenWorker {
   ClusterWorker info;
   int ttl_ms = 0;
   bool registered = false;  // its record was read (one seen only in a group's pending entries was not)
+  std::optional<std::int64_t> silent_ms;  // since its last heartbeat, as the scan's PTTL said
 };
 
 /// Task entries by stream, as the group commands take them (XACK and XDEL name one stream).
@@ -101,13 +103,6 @@ using StreamEntries = std::map<std::string, std::vector<std::string>>;
 
 /// A scan's pending entries: each stream's XPENDING lines.
 using Pending = std::vector<std::pair<std::shared_ptr<ClassStream>, RedisReply>>;
-
-/// The host this manager runs on, for the matcher's "same host" rank.
-std::string host_name() {
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) return "unknown";
-  return host;
-}
 
 std::string describe(const ClusterWorker& worker) {
   return "worker " + worker.id + " (host " + worker.host + ", pid " + std::to_string(worker.pid) + ")";
@@ -371,8 +366,15 @@ class Cluster {
   }
 
   std::vector<ClusterWorker> workers() const {
+    const auto now = Clock::now();
     std::lock_guard lock(m_mutex);
-    return m_live;
+    std::vector<ClusterWorker> live = m_live;
+    for (auto& worker : live) {
+      const auto beat = m_beat_at.find(worker.id);
+      if (beat != m_beat_at.end())
+        worker.heartbeat_age = std::chrono::duration_cast<std::chrono::milliseconds>(now - beat->second);
+    }
+    return live;
   }
 
   /// The workers a chunk pinned to one of them may go to now (broadcast).
@@ -997,6 +999,9 @@ class Cluster {
         live.push_back(std::move(worker));
       }
       changed = set_live_locked(std::move(live));
+      std::erase_if(m_beat_at, [&](const auto& beat) {
+        return std::none_of(m_live.begin(), m_live.end(), [&](const ClusterWorker& worker) { return worker.id == beat.first; });
+      });
       reroute_locked(to_drop);
       fail_unsatisfiable_locked(to_drop);
     }
@@ -1133,6 +1138,7 @@ class Cluster {
                              // Silent for (its TTL - what is left of it); -1: a key without a TTL.
                              const std::int64_t silent = workers[i].ttl_ms - ttl;
                              alive[i] = ttl == -1 || (ttl > 0 && silent <= m_options.heartbeat_ttl.count());
+                             if (ttl > 0 && workers[i].registered) workers[i].silent_ms = std::max<std::int64_t>(0, silent);
                            }
                            scanned(started, std::move(workers), std::move(alive), std::move(*pending),
                                    !error && results_exist,
@@ -1205,6 +1211,7 @@ class Cluster {
       for (std::size_t i = 0; i < workers.size(); ++i) {
         ClusterWorker& info = workers[i].info;
         seen_ids.insert(info.id);
+        if (alive[i] && workers[i].silent_ms) m_beat_at[info.id] = now - std::chrono::milliseconds(*workers[i].silent_ms);
         if (alive[i]) {
           // NOTE: a worker that announced a change (an order taken) after this scan read the
           // registry is as it announced, not as the registry said before.
@@ -1295,6 +1302,9 @@ class Cluster {
       std::erase_if(m_announced_at, [&](const auto& item) { return now - item.second >= m_options.heartbeat_ttl; });
 
       changed = set_live_locked(std::move(live));
+      std::erase_if(m_beat_at, [&](const auto& beat) {
+        return std::none_of(m_live.begin(), m_live.end(), [&](const ClusterWorker& worker) { return worker.id == beat.first; });
+      });
       reroute_locked(to_drop);
       m_offers.expire(now);
       fail_unsatisfiable_locked(to_drop);
@@ -1395,6 +1405,7 @@ class Cluster {
   std::uint64_t m_checked_offers = 0;  // the offers' version fail_unsatisfiable_locked last checked
   std::unordered_map<std::uint64_t, std::shared_ptr<Task>> m_attempts;  // outstanding, by attempt id
   std::vector<ClusterWorker> m_live;
+  std::map<std::string, Clock::time_point> m_beat_at;  // each live worker's last heartbeat, as scans estimate it
   std::set<std::string> m_joined, m_lost, m_refused;
   std::set<std::string> m_left;                             // said they leave ("x")
   std::map<std::string, Clock::time_point> m_announced_at;  // "j" entries not yet in a scan
@@ -1435,6 +1446,7 @@ ClusterManager::ClusterManager(std::string redis_url, ClusterOptions options)
 }
 
 ClusterManager::~ClusterManager() {
+  stop_reporting();  // first: the report reads workers() and stats()
   m_demand->stop();  // NOTE: first: its HDEL goes ahead of shutdown's, whose answer shutdown waits for
   m_cluster->shutdown();
 }
@@ -1481,6 +1493,24 @@ std::size_t ClusterManager::desired_workers() const noexcept { return m_demand->
 void ClusterManager::backlog_changed() { m_demand->backlog_changed(); }
 
 std::vector<ClusterWorker> ClusterManager::workers() const { return m_cluster->workers(); }
+
+std::vector<detail::ReportedWorker> ClusterManager::report_workers() const {
+  std::vector<detail::ReportedWorker> reported;
+  for (auto& worker : m_cluster->workers()) {
+    detail::ReportedWorker entry;
+    entry.id = std::move(worker.id);
+    entry.host = std::move(worker.host);
+    entry.site = std::move(worker.site);
+    entry.pid = worker.pid;
+    entry.concurrency = worker.concurrency;
+    entry.heartbeat_age = worker.heartbeat_age;
+    entry.draining = worker.draining;
+    reported.push_back(std::move(entry));
+  }
+  return reported;
+}
+
+Future<void> ClusterManager::drain_for_order(std::string worker_id) { return drain(std::move(worker_id)); }
 
 Future<std::vector<std::string>> ClusterManager::broadcast_targets() {
   return make_ready_future(m_cluster->broadcast_targets());

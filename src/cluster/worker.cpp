@@ -9,6 +9,7 @@
 // round trip to Redis and whether it was idle, and reads the manager it is assigned to serve first
 // (cluster/matcher.hpp). See src/cluster/keys.hpp for the keys.
 
+#include "core/host_name.hpp"
 #include "cluster/worker.hpp"
 
 #include <signal.h>
@@ -58,12 +59,6 @@ using Role = RedisClient::Role;
 std::atomic<bool> g_stop{false};
 
 extern "C" void on_stop_signal(int) { g_stop.store(true); }
-
-std::string host_name() {
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) return "unknown";
-  return host;
-}
 
 /// The fields of a stream entry ([id, [name, value, ...]]) by name.
 std::string field(const RedisReply& fields, std::string_view name) {

@@ -303,7 +303,16 @@ namespace scale {
 
 InlineManager::InlineManager(InlineOptions options) : m_state(std::make_shared<detail::InlineState>(std::move(options))) {}
 
-InlineManager::~InlineManager() { m_state->withdraw(nullptr, std::make_exception_ptr(Stopped()), true); }
+InlineManager::~InlineManager() {
+  stop_reporting();
+  m_state->withdraw(nullptr, std::make_exception_ptr(Stopped()), true);
+}
+
+std::vector<detail::ReportedWorker> InlineManager::report_workers() const {
+  detail::ReportedWorker worker;
+  worker.id = detail::InlineState::worker_id;
+  return {worker};
+}
 
 Future<void> InlineManager::submit(detail::Chunk chunk) {
   if (auto refused = m_state->refusal(chunk.job->policy().requirement)) {

@@ -774,7 +774,7 @@ namespace scale {
 
 ThreadPoolManager::ThreadPoolManager(std::size_t threads, ThreadPoolOptions options)
     : m_pool(std::make_unique<detail::ThreadPool>(threads, std::move(options), *this, [this] { concurrency_changed(); })) {}
-ThreadPoolManager::~ThreadPoolManager() = default;
+ThreadPoolManager::~ThreadPoolManager() { stop_reporting(); }
 
 void ThreadPoolManager::resize(std::size_t threads) { m_pool->resize(threads); }
 void ThreadPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }
@@ -785,5 +785,14 @@ ManagerStats ThreadPoolManager::stats() const { return m_pool->stats(); }
 Future<std::vector<std::string>> ThreadPoolManager::broadcast_targets() { return make_ready_future(m_pool->usable_ids()); }
 void ThreadPoolManager::add_setup(std::shared_ptr<detail::Job> setup) { m_pool->add_setup(std::move(setup)); }
 void ThreadPoolManager::backlog_changed() { m_pool->backlog_changed(); }
+std::vector<detail::ReportedWorker> ThreadPoolManager::report_workers() const {
+  std::vector<detail::ReportedWorker> workers;
+  for (auto& id : m_pool->usable_ids()) {
+    detail::ReportedWorker worker;
+    worker.id = std::move(id);
+    workers.push_back(std::move(worker));
+  }
+  return workers;
+}
 
 }  // namespace scale

@@ -7,19 +7,10 @@
 
 #include <string>
 
+#include "core/host_name.hpp"
 #include "process/crash_symbolizer.hpp"
 
 namespace scale::detail {
-
-namespace {
-
-std::string this_host() {
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) return "unknown";
-  return host;
-}
-
-}  // namespace
 
 bool is_crash_signal(int signal) noexcept {
   return signal == SIGSEGV || signal == SIGBUS || signal == SIGFPE || signal == SIGILL || signal == SIGABRT;
@@ -36,7 +27,7 @@ std::optional<CrashReport> crash_capsule(const ExitInfo& exit, const CrashRecord
   report.item_index = chunk.begin + static_cast<std::size_t>(written->header.item);
   report.item = chunk.job->item_text(report.item_index);
   report.stack = symbolize_crash(*written);
-  report.host = this_host();
+  report.host = host_name();
   report.pid = exit.pid;
   return report;
 }

@@ -278,6 +278,21 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return pids;
   }
 
+  /// The children that said hello and have not failed a setup, for a report (report_to).
+  std::vector<ReportedWorker> reported_workers() const {
+    std::lock_guard lock(m_mutex);
+    std::vector<ReportedWorker> reported;
+    for (const auto& worker : m_workers) {
+      if (!worker->ready || worker->setup_failed) continue;
+      ReportedWorker entry;
+      entry.id = worker->id;
+      entry.pid = static_cast<int>(worker->pid);
+      entry.draining = worker->draining || worker->retiring;
+      reported.push_back(std::move(entry));
+    }
+    return reported;
+  }
+
   /// The live children's ids, in slot order; with none, a child is started first (on demand, or
   /// when all are retiring) and the Future completes once it is spawned.
   Future<std::vector<std::string>> targets() {
@@ -1418,7 +1433,10 @@ ProcessPoolManager::ProcessPoolManager(ProcessPoolOptions options)
   m_pool->start();
 }
 
-ProcessPoolManager::~ProcessPoolManager() { m_pool->shutdown(); }
+ProcessPoolManager::~ProcessPoolManager() {
+  stop_reporting();
+  m_pool->shutdown();
+}
 
 Future<void> ProcessPoolManager::submit(detail::Chunk chunk) { return m_pool->submit(std::move(chunk)); }
 void ProcessPoolManager::stop_call(const std::shared_ptr<detail::Job>& job) { m_pool->stop(job); }
@@ -1428,6 +1446,7 @@ void ProcessPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }
 void ProcessPoolManager::backlog_changed() { m_pool->reevaluate(); }
 ManagerStats ProcessPoolManager::stats() const { return m_pool->stats(); }
 std::vector<pid_t> ProcessPoolManager::worker_pids() const { return m_pool->pids(); }
+std::vector<detail::ReportedWorker> ProcessPoolManager::report_workers() const { return m_pool->reported_workers(); }
 Future<std::vector<std::string>> ProcessPoolManager::broadcast_targets() { return m_pool->targets(); }
 void ProcessPoolManager::add_setup(std::shared_ptr<detail::Job> setup) { m_pool->add_setup(std::move(setup)); }
 

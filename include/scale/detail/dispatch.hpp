@@ -20,6 +20,9 @@
 //     more at completion; fraction counts what running items reported (Job::running_progress).
 //   - A keyed call (Iterator::keyed_by) has its items in groups of one key each (key_groups.hpp):
 //     a chunk ends where its group ends, and carries the group's key for the manager to route.
+//   - A reporting manager (report_to) reads progress_now() on the loop and is told how the call
+//     ended (report_ended: one check per call, none per chunk); a call of a manager that does
+//     not report pays nothing more.
 //   - Everything but backlog() runs on the loop thread: no lock or atomic per chunk besides the
 //     counters a manager reads from its own threads.
 
@@ -124,6 +127,8 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
     const std::size_t left = m_unfinished.load(std::memory_order_relaxed);
     return (left + size - 1) / size;
   }
+
+  Progress progress_now() const override { return measure(false, true); }
 
   void wake() noexcept override {
     if (!loop_running()) return;  // the Runtime is going: nothing more starts
@@ -235,19 +240,34 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
   /// Calls on_progress when something moved since the last call (and always at the end). An
   /// exception it throws fails the call, as one from the function would.
   void report_progress(bool final) {
+    const Progress progress = measure(final, true);
+    if (!final && m_reported && progress.fraction == m_last_fraction && m_done == m_last_done) return;
+    m_reported = true;
+    m_last_fraction = progress.fraction;
+    m_last_done = progress.items_done;
+    try {
+      m_on_progress(progress);
+    } catch (...) {
+      if (!final) fail(std::current_exception());
+      else if (!m_error) m_error = std::current_exception();
+    }
+  }
+
+  /// The call's progress now (final: as at its completion, fraction 1), never below what
+  /// on_progress was last told. `ask_manager` false leaves workers at 0: a cancelled call no
+  /// longer touches its manager, which may be gone.
+  Progress measure(bool final, bool ask_manager) const {
     Progress progress;
     progress.items_total = m_total;
     progress.items_done = final ? m_total : m_done;
     double fraction = 1.0;
     if (!final) {
       const double running = std::max(0.0, m_job->running_progress());
-      fraction = std::min((static_cast<double>(m_done) + running) / static_cast<double>(m_total), max_running_fraction);
+      fraction = m_total == 0 ? 0.0
+                              : std::min((static_cast<double>(m_done) + running) / static_cast<double>(m_total),
+                                         max_running_fraction);
       fraction = std::max(fraction, m_last_fraction);
-      if (m_reported && fraction == m_last_fraction && m_done == m_last_done) return;
     }
-    m_reported = true;
-    m_last_fraction = fraction;
-    m_last_done = progress.items_done;
     progress.fraction = fraction;
     const auto elapsed = std::chrono::steady_clock::now() - m_started;
     progress.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed);
@@ -255,12 +275,22 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
       progress.eta = std::chrono::milliseconds(0);
     else if (fraction > 0)
       progress.eta = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed * ((1 - fraction) / fraction));
-    progress.workers = m_manager->stats().workers_alive;
+    if (ask_manager) progress.workers = m_manager->stats().workers_alive;
+    return progress;
+  }
+
+  /// Tells a manager's report how the call ended (only a reported call: one check per call).
+  void report_ended() noexcept {
+    if (!reported()) return;
+    CallEnd end = CallEnd::done;
+    if (m_stopped)
+      end = CallEnd::cancelled;
+    else if (m_error || m_job->cancelled())
+      end = CallEnd::failed;
     try {
-      m_on_progress(progress);
+      report_end(end, measure(end == CallEnd::done, end == CallEnd::done));
     } catch (...) {
-      if (!final) fail(std::current_exception());
-      else if (!m_error) m_error = std::current_exception();
+      report_end(end, Progress{});  // stats() threw: the end still shows
     }
   }
 
@@ -296,6 +326,7 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
     if (m_next < m_total && !m_job->cancelled()) return;
     if (m_on_progress && !m_job->cancelled() && !m_error) report_progress(true);
     m_ended = true;
+    report_ended();
     m_unfinished.store(0, std::memory_order_relaxed);
     m_stop_callback.reset();
     m_application_stop_callback.reset();

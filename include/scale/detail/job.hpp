@@ -34,6 +34,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include <scale/detail/chunk_control.hpp>
 #include <scale/detail/key_groups.hpp>
 #include <scale/detail/requirement.hpp>
@@ -61,6 +63,16 @@ struct ManagerStats {
   std::size_t workers_refused = 0;  ///< workers of another build seen (never given tasks; cluster only)
   std::size_t workers_target = 0;   ///< the count the manager is moving to (resize, adapt; cluster: desired_workers())
 };
+
+/// Every field by its C++ name ({"workers_alive": 2, ...}), as a manager's report shows it.
+inline void to_json(nlohmann::json& out, const ManagerStats& stats) {
+  out = nlohmann::json{{"workers_alive", stats.workers_alive}, {"workers_spawned", stats.workers_spawned},
+                       {"workers_lost", stats.workers_lost},   {"tasks_queued", stats.tasks_queued},
+                       {"tasks_running", stats.tasks_running}, {"tasks_done", stats.tasks_done},
+                       {"tasks_failed", stats.tasks_failed},   {"tasks_retried", stats.tasks_retried},
+                       {"setups_failed", stats.setups_failed}, {"workers_refused", stats.workers_refused},
+                       {"workers_target", stats.workers_target}};
+}
 
 namespace detail {
 

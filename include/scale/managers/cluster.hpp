@@ -60,6 +60,9 @@ struct ClusterWorker {
   std::string site;  ///< where it runs: its --scale-site, "" when not given
   /// Its round trip to Redis, smoothed over its heartbeats (each beat's own SET); 0 until measured.
   std::chrono::microseconds rtt{0};
+  /// Since its last heartbeat, as of the workers() call (the manager reads heartbeats at each
+  /// scan, so this is one scan period behind at most); none before a scan read it.
+  std::optional<std::chrono::milliseconds> heartbeat_age;
 };
 
 /// An order to one running worker (ClusterManager::order); fields left empty are left as they are.
@@ -122,6 +125,14 @@ class ClusterManager final : public ScalabilityManager {
   /// and with std::invalid_argument for provides that scale::parse_provides would refuse. Any
   /// manager of a worker's build may order it.
   Future<void> order(std::string worker_id, WorkerOrder order);
+
+  std::string_view report_kind() const noexcept override { return "cluster"; }
+  /// The live workers (workers()), compatible or not, with their heartbeat ages.
+  std::vector<detail::ReportedWorker> report_workers() const override;
+  /// True: a reporting ClusterManager drains a worker for an order (report_to).
+  bool obeys_orders() const noexcept override { return true; }
+  /// drain(worker_id).
+  Future<void> drain_for_order(std::string worker_id) override;
 
  private:
   std::shared_ptr<detail::ClusterDemand> m_demand;  // made first: a bad policy throws before the cluster starts

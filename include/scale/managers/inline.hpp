@@ -60,6 +60,10 @@ class InlineManager final : public ScalabilityManager {
   Future<std::vector<std::string>> broadcast_targets() override;
   void add_setup(std::shared_ptr<detail::Job> setup) override;
 
+  std::string_view report_kind() const noexcept override { return "inline"; }
+  /// One worker, "inline": the loop thread.
+  std::vector<detail::ReportedWorker> report_workers() const override;
+
  private:
   // NOTE: shared with every chunk coroutine in flight, which may outlive the manager.
   std::shared_ptr<detail::InlineState> m_state;

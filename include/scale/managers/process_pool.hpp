@@ -109,6 +109,10 @@ class ProcessPoolManager final : public ScalabilityManager {
   /// Re-evaluates adapt()'s target (called by the algorithms as they cut and finish chunks).
   void backlog_changed() override;
 
+  std::string_view report_kind() const noexcept override { return "process_pool"; }
+  /// The live children ("child-<k>") with their pids; one retiring or above the target is draining.
+  std::vector<detail::ReportedWorker> report_workers() const override;
+
   /// The pids of the worker processes running now (for diagnostics and tests).
   std::vector<pid_t> worker_pids() const;
 

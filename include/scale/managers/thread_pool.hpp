@@ -72,6 +72,10 @@ class ThreadPoolManager final : public ScalabilityManager {
   Future<std::vector<std::string>> broadcast_targets() override;
   void add_setup(std::shared_ptr<detail::Job> setup) override;
 
+  std::string_view report_kind() const noexcept override { return "thread_pool"; }
+  /// The live threads ("thread-<k>"), one chunk at a time each.
+  std::vector<detail::ReportedWorker> report_workers() const override;
+
  private:
   std::unique_ptr<detail::ThreadPool> m_pool;
 };
