@@ -32,7 +32,7 @@ export interface EventOptions {
   onError?: (error: ScaleError) => void;
 }
 
-/** What watch and on return at once. */
+/** What watch, on and onPrefix return at once. */
 export class Subscription {
   /** Resolves once in place (nothing written or emitted later is missed); rejects when it fails first. */
   readonly ready: Promise<void>;
@@ -99,6 +99,8 @@ export class SharedEventEmitter {
   emit(name: string, payload?: unknown): Promise<void>;
   /** Calls `handler` for every later emit of exactly `name`. */
   on<T = unknown>(name: string, handler: (payload: T) => void, options?: EventOptions): Subscription;
+  /** Calls `handler` with the payload and the name of every later emit whose name starts with `prefix` ("" for every event). */
+  onPrefix<T = unknown>(prefix: string, handler: (payload: T, name: string) => void, options?: EventOptions): Subscription;
   /** The payload of the next emit of `name`. */
   once<T = unknown>(name: string): Promise<T>;
 }

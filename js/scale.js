@@ -286,6 +286,8 @@ class SharedStream {
       if (part.kind === 'watch') {
         query.push(`watch=${encodeURIComponent(part.prefix)}`);
         from.push(part.resumeFrom());
+      } else if (part.kind === 'prefix') {
+        query.push(`event_prefix=${encodeURIComponent(part.prefix)}`);
       } else {
         query.push(`event=${encodeURIComponent(part.name)}`);
       }
@@ -431,6 +433,7 @@ class SharedStream {
     if (!part || !part.active) return;
     if (event === 'change' && part.kind === 'watch') part.deliver(toChange(message));
     else if (event === 'event' && part.kind === 'event') part.deliver(message.payload);
+    else if (event === 'event' && part.kind === 'prefix') part.deliver(message.payload, message.name);
     else if (event === 'compacted' || event === 'error') this.fail(part, errorFromWire(message, 0));
   }
 }
@@ -489,10 +492,25 @@ class EventPart {
   }
 }
 
+/** Every event whose name starts with a prefix ('' for every event), delivered with its name. */
+class PrefixPart {
+  constructor(prefix, handler, { onError } = {}) {
+    if (typeof prefix !== 'string') throw new TypeError('onPrefix needs a prefix string ("" for every event)');
+    if (typeof handler !== 'function') throw new TypeError('onPrefix needs a handler function');
+    this.kind = 'prefix';
+    this.prefix = prefix;
+    this.handler = handler;
+    this.onError = onError;
+  }
+  deliver(payload, name) {
+    call(this, this.handler, payload, name);
+  }
+}
+
 /** Runs a handler; what it throws goes to its onError (or the console), never into the stream. */
-function call(part, handler, value) {
+function call(part, handler, ...values) {
   try {
-    handler(value);
+    handler(...values);
   } catch (error) {
     if (part.onError) part.onError(error);
     else console.error('scale.js: a handler threw:', error);
@@ -618,6 +636,14 @@ export class SharedEventEmitter {
   /** Calls `handler(payload)` for every later emit of `name` (exactly that name). */
   on(name, handler, options = {}) {
     return SharedStream.of(this._http).add(new EventPart(name, handler, options));
+  }
+
+  /**
+   * Calls `handler(payload, name)` for every later emit whose name starts with `prefix` ('' for
+   * every event); a Subscription like on's, sharing the same stream.
+   */
+  onPrefix(prefix, handler, options = {}) {
+    return SharedStream.of(this._http).add(new PrefixPart(prefix, handler, options));
   }
 
   /** Resolves with the payload of the next emit of `name`. */

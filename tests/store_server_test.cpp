@@ -15,13 +15,16 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <optional>
 #include <regex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -949,7 +952,7 @@ TEST_CASE("scale-store --help documents every flag", "[store]") {
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   for (const char* flag :
-       {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin", "--history"})
+       {"--host", "--port", "--token", "--max-body", "--max-connections", "--cors-origin", "--history", "--no-ui"})
     CHECK(help.find(flag) != std::string::npos);
 }
 
@@ -1337,4 +1340,176 @@ TEST_CASE("a shared stream's compacted watch gets its own event and the other pa
   auto live = stream.next_event();
   CHECK(live.at("id") == "0,7");
   CHECK(json::parse(live.at("data")).at("part") == 1);
+}
+
+// --- The dashboard's files (/ui/) and the event_prefix part ------------------------------------
+
+namespace {
+/// A file of the source tree, byte for byte.
+std::string source_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// A Content-Security-Policy's directives by name, each with its sources.
+std::map<std::string, std::string> csp_directives(const std::string& policy) {
+  std::map<std::string, std::string> directives;
+  std::size_t at = 0;
+  while (at < policy.size()) {
+    std::size_t end = policy.find(';', at);
+    std::string directive = policy.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    at = end == std::string::npos ? policy.size() : end + 1;
+    directive.erase(0, directive.find_first_not_of(' '));
+    if (directive.empty()) continue;
+    auto space = directive.find(' ');
+    directives[directive.substr(0, space)] = space == std::string::npos ? "" : directive.substr(space + 1);
+  }
+  return directives;
+}
+}  // namespace
+
+TEST_CASE("the dashboard's files are served at /ui/ with their types and safe headers, without the token",
+          "[store][ui]") {
+  TestServer server({.token = "t"});
+  Client client(server.port());
+  const std::string ui = SCALE_UI_SOURCE_DIR;
+  struct Served {
+    std::string target, source, type;
+  };
+  for (const Served& file : {Served{"/ui/", ui + "/index.html", "text/html; charset=utf-8"},
+                             Served{"/ui/index.html", ui + "/index.html", "text/html; charset=utf-8"},
+                             Served{"/ui/dashboard.js", ui + "/dashboard.js", "text/javascript; charset=utf-8"},
+                             Served{"/ui/dashboard.css", ui + "/dashboard.css", "text/css; charset=utf-8"},
+                             Served{"/ui/scale.js", SCALE_JS_SOURCE, "text/javascript; charset=utf-8"}}) {
+    INFO(file.target);
+    auto reply = client.request("GET", file.target);
+    REQUIRE(reply.status == 200);
+    CHECK(reply.headers.at("content-type") == file.type);
+    CHECK(reply.body == source_file(file.source));  // the build embeds the files as they are
+    CHECK(reply.headers.at("cache-control") == "no-cache");
+    CHECK(reply.headers.at("x-content-type-options") == "nosniff");
+    const std::string policy = reply.headers.at("content-security-policy");
+    auto directives = csp_directives(policy);
+    CHECK((directives["default-src"] == "'none'" || directives["default-src"] == "'self'"));
+    CHECK(directives["script-src"] == "'self'");
+    CHECK(directives["style-src"] == "'self'");
+    CHECK(directives["connect-src"] == "'self'");
+    CHECK(policy.find("unsafe") == std::string::npos);  // no inline script or style, no eval
+  }
+  // The files need no token; the data does.
+  CHECK(client.request("GET", "/v1/kv/k").status == 401);
+  CHECK(client.request("GET", "/v1/kv").status == 401);
+  CHECK(client.request("GET", "/v1/stream?event_prefix=").status == 401);
+  CHECK(client.request("GET", "/v1/kv", std::nullopt, {"Authorization: Bearer t"}).status == 200);
+  // HEAD: the GET's status and headers, no body; the next answer on the connection follows.
+  client.send_raw("HEAD /ui/scale.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  std::string head = client.read_until("\r\n\r\n");
+  CHECK(head.starts_with("HTTP/1.1 200"));
+  CHECK(head.find("Content-Length: " + std::to_string(source_file(SCALE_JS_SOURCE).size()) + "\r\n") !=
+        std::string::npos);
+  CHECK(client.request("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("/ui redirects to /ui/ with its query, and any other path under /ui/ is a 404 with a JSON reason",
+          "[store][ui]") {
+  TestServer server({.token = "t"});
+  Client client(server.port());
+  auto moved = client.request("GET", "/ui");
+  CHECK(moved.status == 301);
+  CHECK(moved.headers.at("location") == "/ui/");
+  CHECK(client.request("GET", "/ui?token=t").headers.at("location") == "/ui/?token=t");
+  for (const char* target : {"/ui/missing.js", "/ui/scale.js/x", "/ui/../v1/kv", "/ui//index.html", "/ui/SCALE.JS"}) {
+    INFO(target);
+    auto reply = client.request("GET", target);
+    REQUIRE(reply.status == 404);
+    CHECK(reply.headers.at("content-type") == "application/json");
+    CHECK(reply.body_json().at("type") == "Error");
+    CHECK_THAT(reply.error(), Catch::Contains("/ui/"));
+  }
+  auto posted = client.request("POST", "/ui/", "{}");
+  CHECK(posted.status == 405);
+  CHECK(posted.body_json().at("type") == "Error");
+  CHECK(client.request("GET", "/uix").status == 401);  // not the dashboard's: the token is needed
+}
+
+TEST_CASE("a store without the dashboard answers every /ui path 404, saying it runs with --no-ui", "[store][ui]") {
+  TestServer server({.ui = false});
+  Client client(server.port());
+  for (const char* target : {"/ui", "/ui/", "/ui/index.html", "/ui/scale.js", "/ui/missing"}) {
+    INFO(target);
+    auto reply = client.request("GET", target);
+    REQUIRE(reply.status == 404);
+    CHECK(reply.body_json().at("type") == "Error");
+    CHECK_THAT(reply.error(), Catch::Contains("--no-ui"));
+  }
+  CHECK(client.request("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("scale-store --no-ui turns the dashboard off and --ui, the default, serves it", "[store][ui]") {
+  {
+    SpawnedStore store({"--no-ui"});
+    Client client(store.port);
+    CHECK_THAT(client.request("GET", "/ui/").error(), Catch::Contains("--no-ui"));
+  }
+  SpawnedStore store({"--ui"});
+  Client client(store.port);
+  CHECK(client.request("GET", "/ui/scale.js").body == source_file(SCALE_JS_SOURCE));
+}
+
+TEST_CASE("a shared stream's event_prefix part delivers every event whose name starts with it, with the name",
+          "[store][stream]") {
+  TestServer server;
+  Client writer(server.port());
+  Client stream(server.port());
+  REQUIRE(stream.request("GET", "/v1/stream?event_prefix=jobs/&event=jobs/a&event_prefix=").status == 200);
+  stream.read_until(": ready\n\n");
+  // (part, name, payload) of every event message until `count` have arrived.
+  auto next = [&](std::size_t count) {
+    std::set<std::tuple<int, std::string, std::string>> seen;
+    while (seen.size() < count) {
+      auto event = stream.next_event();
+      REQUIRE(event.at("event") == "event");
+      CHECK(event.count("id") == 0);
+      auto data = json::parse(event.at("data"));
+      seen.emplace(data.at("part").get<int>(), data.at("name").get<std::string>(), data.at("payload").dump());
+    }
+    return seen;
+  };
+  using Seen = std::set<std::tuple<int, std::string, std::string>>;
+  writer.request("POST", "/v1/events/jobs/a", R"({"n": 1})");
+  // The exact name and both prefixes each get it once.
+  CHECK(next(3) == Seen{{0, "jobs/a", R"({"n":1})"}, {1, "jobs/a", R"({"n":1})"}, {2, "jobs/a", R"({"n":1})"}});
+  writer.request("POST", "/v1/events/other", "[1]");
+  writer.request("POST", "/v1/events/jobsx", "2");
+  writer.request("POST", "/v1/events/jobs/b");
+  // "other" and "jobsx" reach only the empty prefix; jobs/b both prefixes, not the exact jobs/a.
+  CHECK(next(4) == Seen{{2, "other", "[1]"}, {2, "jobsx", "2"}, {0, "jobs/b", "null"}, {2, "jobs/b", "null"}});
+  // An emit with a subscriber by prefix only, and nothing left for the stream to send after it.
+  writer.request("POST", "/v1/events/jobs/c", "3");
+  CHECK(next(2) == Seen{{0, "jobs/c", "3"}, {2, "jobs/c", "3"}});
+}
+
+TEST_CASE("event_prefix parts count among a stream's 64 parts, and a stream of only event_prefix= is valid",
+          "[store][stream]") {
+  TestServer server;
+  Client client(server.port());
+  std::string parts;
+  for (int i = 0; i < 32; ++i) parts += "&watch=w" + std::to_string(i) + "&event_prefix=e" + std::to_string(i);
+  auto refused = client.request("GET", "/v1/stream?event=x" + parts);  // 65
+  REQUIRE(refused.status == 400);
+  CHECK(refused.body_json().at("type") == "Error");
+  CHECK_THAT(refused.error(), Catch::Contains("1 to 64 parts"));
+  auto unknown = client.request("GET", "/v1/stream?event_prefixes=x");
+  CHECK(unknown.status == 400);
+  CHECK_THAT(unknown.error(), Catch::Contains("event_prefix"));
+  Client full(server.port());
+  CHECK(full.request("GET", "/v1/stream?" + parts.substr(1)).status == 200);  // 64
+  Client every(server.port());
+  REQUIRE(every.request("GET", "/v1/stream?event_prefix=").status == 200);
+  every.read_until(": ready\n\n");
+  Client writer(server.port());
+  writer.request("POST", "/v1/events/%2Fodd%20name", R"("x")");
+  auto event = every.next_event();
+  CHECK(json::parse(event.at("data")) == json{{"part", 0}, {"name", "/odd name"}, {"payload", "x"}});
 }

@@ -79,6 +79,10 @@ int main(int argc, char** argv) {
                  "subscribers with the most queued are disconnected first")
       ->check(CLI::Range(std::size_t{1} << 20, std::size_t{1} << 40))
       ->capture_default_str();
+  app.add_flag("--ui,!--no-ui", options.ui,
+               "Serve the dashboard at /ui/ (the page and scale.js, compiled in; no token needed for them, "
+               "every /v1/ call of the page still sends it); --no-ui answers /ui with 404")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -107,6 +111,7 @@ int main(int argc, char** argv) {
   }
   log->info("listening on http://{}:{}{}", options.host, server->port(),
             options.token.empty() ? "" : " (token required)");
+  if (options.ui) log->info("dashboard at http://{}:{}/ui/", options.host, server->port());
   if (!options.data_dir.empty()) log->info("data directory {} (--fsync {})", options.data_dir, fsync);
 
   int signal = 0;

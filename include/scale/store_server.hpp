@@ -64,6 +64,9 @@ struct StoreServerOptions {
   /// The log is compacted into a snapshot once it is larger than this and than twice the last
   /// snapshot (with data_dir).
   std::uint64_t compact_min_bytes = 16 * 1024 * 1024;
+  /// Serve the dashboard (the page and scale.js, compiled in) at /ui/, without a token: the files
+  /// hold no data and the page sends the token on every /v1/ call. False: /ui answers 404.
+  bool ui = true;
 };
 
 /// The key/value store, watches and event bus of SharedMemory and SharedEventEmitter served over

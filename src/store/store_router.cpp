@@ -19,6 +19,7 @@
 
 #include "core/entry_json.hpp"
 #include "core/percent_encoding.hpp"
+#include "store/ui_files.hpp"
 #include <scale/error.hpp>
 
 #include "remote/wire_error.hpp"
@@ -201,7 +202,7 @@ std::optional<std::vector<Revision>> parse_revision_list(std::string_view text) 
   }
 }
 
-/// GET /v1/stream?watch=P&event=E...&from=R1,R2: its parts in order; Last-Event-ID (the stream's
+/// GET /v1/stream?watch=P&event=E&event_prefix=Q...&from=R1,R2: its parts in order; Last-Event-ID (the stream's
 /// own ids: for each watch the last revision it delivered) resumes each watch right after it.
 StreamRequest shared_stream_request(const HttpRequest& request) {
   StreamRequest what;
@@ -213,6 +214,8 @@ StreamRequest shared_stream_request(const HttpRequest& request) {
     } else if (name == "event") {
       if (value.empty()) fail(http::status::bad_request, "an 'event' part needs an event name");
       what.parts.push_back(StreamPart{false, std::move(value), 0});
+    } else if (name == "event_prefix") {
+      what.parts.push_back(StreamPart{false, std::move(value), 0, true});
     } else if (name == "from") {
       from = parse_revision_list(value);
       if (!from)
@@ -220,13 +223,13 @@ StreamRequest shared_stream_request(const HttpRequest& request) {
              "'from' must be revisions separated by commas, one per watch (0: from now on), not '" + value + "'");
     } else if (name != "token") {
       fail(http::status::bad_request,
-           "GET /v1/stream takes 'watch', 'event', 'from' and 'token', not '" + name + "' (see docs/http-api.md)");
+           "GET /v1/stream takes 'watch', 'event', 'event_prefix', 'from' and 'token', not '" + name + "' (see docs/http-api.md)");
     }
     if (what.parts.size() > store_stream_max_parts) break;
   }
   if (what.parts.empty() || what.parts.size() > store_stream_max_parts)
     fail(http::status::bad_request, "a stream needs 1 to " + std::to_string(store_stream_max_parts) +
-                                        " parts (watch=PREFIX or event=NAME), not " +
+                                        " parts (watch=PREFIX, event=NAME or event_prefix=PREFIX), not " +
                                         (what.parts.empty() ? std::string("none") : std::string("more")) +
                                         "; open another stream for more");
   for (const auto& part : what.parts)
@@ -338,6 +341,7 @@ std::string_view StoreRouter::endpoint(http::verb method, std::string_view targe
   std::string_view path = target.substr(0, target.find('?'));
   if (path == "/healthz") return "healthz";
   if (path == "/metrics") return "metrics";
+  if (path == "/ui" || path.starts_with("/ui/")) return "ui";
   if (path == "/v1/kv") return method == http::verb::post ? "kv_set_many" : "kv_list";
   if (path.starts_with("/v1/kv/")) {
     switch (method) {
@@ -412,7 +416,9 @@ std::optional<HttpResponse> StoreRouter::check_head(const HttpRequestHead& head,
     response.set(http::field::access_control_max_age, "600");
     return response;
   }
-  if (!m_options.token.empty() && endpoint_name != "healthz") {
+  // The dashboard's files hold no data (the page sends the token on its /v1/ calls), so a browser
+  // opens /ui/ with no header to send.
+  if (!m_options.token.empty() && endpoint_name != "healthz" && endpoint_name != "ui") {
     std::string_view authorization = head[http::field::authorization];
     bool ok = false;
     // The scheme is case-insensitive (RFC 9110 11.1): "bearer" is "Bearer".
@@ -512,6 +518,37 @@ std::optional<StreamRequest> StoreRouter::stream_request(const HttpRequest& requ
   return std::nullopt;
 }
 
+HttpResponse StoreRouter::ui_file(const HttpRequest& request, std::string_view path) const {
+  if (!m_options.ui)
+    fail(http::status::not_found, "the dashboard is off: this store runs with --no-ui (StoreServerOptions::ui "
+                                  "= false); start scale-store without --no-ui to serve it at /ui/");
+  require(request.method(), {http::verb::get}, request, path);
+  if (path == "/ui") {
+    // The page's relative imports (./scale.js) resolve under /ui/ only; the query (?token=) is kept.
+    auto moved = make_response(request.version(), request.keep_alive(), http::status::moved_permanently,
+                               "{\"moved\":\"/ui/\"}\n");
+    const std::string_view target = request.target();
+    const auto question = target.find('?');
+    moved.set(http::field::location,
+              "/ui/" + std::string(question == std::string_view::npos ? std::string_view() : target.substr(question)));
+    return moved;
+  }
+  const std::string_view name = path.substr(std::string_view("/ui/").size());
+  const EmbeddedFile* file = find_ui_file(name);
+  if (!file)
+    fail(http::status::not_found, "no dashboard file at " + std::string(path) +
+                                      "; the dashboard is /ui/ (it loads /ui/dashboard.js, /ui/dashboard.css and "
+                                      "/ui/scale.js)");
+  auto response = make_response(request.version(), request.keep_alive(), http::status::ok, std::string(file->bytes),
+                                ui_content_type(file->name));
+  // Revalidated on every load, so a page never outlives the binary that serves it.
+  response.set(http::field::cache_control, "no-cache");
+  response.set("X-Content-Type-Options", "nosniff");
+  response.set("Content-Security-Policy", ui_content_security_policy);
+  response.set("Referrer-Policy", "no-referrer");
+  return response;
+}
+
 Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
   http::status status = http::status::internal_server_error;
   std::string message;
@@ -537,6 +574,7 @@ Future<HttpResponse> StoreRouter::handle(const HttpRequest& request) {
       require(method, {http::verb::get}, request, path);
       co_return ok(m_metrics ? m_metrics() : std::string(), "text/plain; version=0.0.4");
     }
+    if (path == "/ui" || path.starts_with("/ui/")) co_return ui_file(request, path);
     if (path == "/v1/kv") {
       require(method, {http::verb::get, http::verb::post}, request, path);
       if (method == http::verb::post) {

@@ -41,14 +41,16 @@ inline constexpr std::size_t store_list_page_bytes = 8 * 1024 * 1024;
 /// Deepest JSON nesting accepted in a body (400 beyond).
 inline constexpr int store_max_json_depth = 64;
 
-/// Most parts (watches and event names) one GET /v1/stream may ask for (400 beyond).
+/// Most parts (watches, event names and event prefixes) one GET /v1/stream may ask for (400 beyond).
 inline constexpr std::size_t store_stream_max_parts = 64;
 
-/// One part of a shared stream (GET /v1/stream): a watch of a prefix or the emits of an event name.
+/// One part of a shared stream (GET /v1/stream): a watch of a prefix, the emits of an event name,
+/// or (`event_prefix`) the emits of every name that starts with a prefix.
 struct StreamPart {
-  bool watch = false;  // else: an event name
+  bool watch = false;  // else: events
   std::string prefix_or_name;
-  Revision from = 0;  // a watch's first revision; 0: from now on
+  Revision from = 0;          // a watch's first revision; 0: from now on
+  bool event_prefix = false;  // events: prefix_or_name is a prefix of their names ("": every event)
 };
 
 /// What an SSE endpoint asks for; the server subscribes and streams it.
@@ -123,6 +125,10 @@ class StoreRouter {
   const StoreServerOptions& options() const noexcept { return m_options; }
 
  private:
+  /// GET /ui, /ui/ and /ui/<file>: the dashboard's embedded files (src/store/ui_files.hpp);
+  /// throws the 404/405 the router answers.
+  HttpResponse ui_file(const HttpRequest& request, std::string_view path) const;
+
   std::shared_ptr<MemoryBackend> m_memory;
   PagedMemory* m_paged;  // m_memory, as the in-process backend it is
   std::shared_ptr<EventBackend> m_events;

@@ -46,6 +46,7 @@
 #include "core/entry_json.hpp"
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
+#include "in_process/in_process_events.hpp"
 #include "store/request_reader.hpp"
 #include "store/store_log.hpp"
 #include "store/store_router.hpp"
@@ -119,6 +120,18 @@ std::string failure_event(const std::exception_ptr& error, std::optional<std::si
   if (part) wire["part"] = *part;
   return sse_event(wire.dump(-1, ' ', false, json::error_handler_t::replace), std::nullopt,
                    compacted ? "compacted" : "error");
+}
+
+/// A shared stream's message for one emit: `event: event` with the part it is for, the name it was
+/// emitted under and its payload (the same for event= and event_prefix= parts). Written by hand,
+/// not built as a JSON object, so the payload is not copied.
+std::string event_message(std::size_t part, std::string_view name, const json& payload) {
+  std::string out = "event: event\ndata: {\"part\":" + std::to_string(part) + ",\"name\":";
+  out += json(name).dump(-1, ' ', false, json::error_handler_t::replace);
+  out += ",\"payload\":";
+  out += payload.dump(-1, ' ', false, json::error_handler_t::replace);
+  out += "}\n\n";
+  return out;
 }
 
 /// About how much of the history a replaying watch reads at a time (src/in_process's pages).
@@ -366,7 +379,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   explicit Impl(StoreServerOptions options)
       : options(std::move(options)),
         memory(open_memory(this->options, log)),
-        events(detail::make_in_process_events()),
+        events(detail::make_in_process_bus()),
         ioc(static_cast<int>(std::max(1u, this->options.io_threads))) {
     // GET /healthz answers 503 while the log cannot make writes durable.
     if (log) router.set_health([log = log] { return log->health(); });
@@ -390,7 +403,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   StoreServerOptions options;
   std::shared_ptr<detail::StoreLog> log;  // with a data_dir
   std::shared_ptr<detail::MemoryBackend> memory;
-  std::shared_ptr<detail::EventBackend> events;
+  std::shared_ptr<detail::InProcessEvents> events;  // with subscribers by prefix, for event_prefix=
   // NOTE: built from the members above once the constructor has made them; it shares the backends.
   detail::StoreRouter router{memory, events, options, [this] { return metrics(); }};
   asio::io_context ioc;
@@ -926,10 +939,19 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     std::vector<std::shared_ptr<detail::SubscriptionState>> subscriptions;
     for (std::size_t i = 0; i < what.parts.size(); ++i) {
       if (what.parts[i].watch) continue;
+      if (what.parts[i].event_prefix) {
+        auto queue = std::make_shared<detail::SubscriptionQueue<detail::NamedEvent>>(
+            [channel, part = i](const detail::NamedEvent& event) {
+              channel->push(event_message(part, event.name, *event.payload));
+            });
+        events->subscribe_prefix(what.parts[i].prefix_or_name, queue);
+        queue->ready().get();
+        subscriptions.push_back(std::move(queue));
+        continue;
+      }
       auto queue = std::make_shared<detail::SubscriptionQueue<json>>(
           [channel, part = i, name = what.parts[i].prefix_or_name](const json& payload) {
-            json data = {{"part", part}, {"name", name}, {"payload", payload}};
-            channel->push(sse_event(data.dump(-1, ' ', false, json::error_handler_t::replace), std::nullopt, "event"));
+            channel->push(event_message(part, name, payload));
           });
       events->subscribe(what.parts[i].prefix_or_name, queue);
       queue->ready().get();
