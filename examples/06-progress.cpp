@@ -5,12 +5,18 @@
 // scope.stop_requested() and return), the call fails with scale::Cancelled, and the program says
 // so and exits with status 130; a second Ctrl-C ends it at once.
 //
+// With SCALE_STORE_URL set to a scale-store (http://host:port), the pool also reports to it
+// (report_to): open http://host:port/ui/ to watch the map's progress, its workers and stats live.
+//
 //   build/examples/06-progress
+//   build/scale-store --port 12345 &  SCALE_STORE_URL=http://127.0.0.1:12345 build/examples/06-progress
 #include <scale/scale.hpp>
 
 #include <cassert>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,7 +47,11 @@ void draw(const scale::Progress& progress) {
 
 int main(int argc, char** argv) {
   scale::Runtime runtime(argc, argv);  // in a worker process: serves tasks and never returns
+  // Optional: with no SCALE_STORE_URL the program runs as before, reporting nowhere.
+  std::optional<scale::SharedMemory> store;
+  if (const char* url = std::getenv("SCALE_STORE_URL"); url != nullptr && *url != '\0') store.emplace(url);
   scale::ProcessPoolManager pool({.max_workers = 4});
+  if (store) pool.report_to(*store, "06-progress");
   scale::Iterator<int> items(std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8}, pool);
   scale::RunOptions options;
   options.chunk_size = 1;  // one item per chunk: 8 chunks over 4 workers
