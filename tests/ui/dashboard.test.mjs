@@ -362,6 +362,38 @@ test('a Drain button writes the drain order a reporting cluster manager obeys, a
   }
 });
 
+test('a manager\'s snapshot is shown when the page opens, and marked stale after 6 s without an event', async () => {
+  const store = await startStore();
+  try {
+    // A manager whose process was killed: its snapshot stays, no event follows.
+    const time = Date.now();
+    await new SharedMemory(store.url).set('_scale/managers/gone', {
+      name: 'gone', kind: 'thread_pool', host: 'h', pid: 5, time_ms: time, seq: 9,
+      stats: { tasks_done: 3 }, workers: [], orders: false,
+      calls: [{ id: 4, started_ms: time - 1000, state: 'running', progress: { items_done: 1, items_total: 4, fraction: 0.25, elapsed_ms: 1000, eta_ms: 3000, workers: 2 } }],
+    });
+    const page = await openDashboard(store.url);
+    try {
+      await page.waitForSelector('#managers[data-ready="true"]', { timeout: SHOWS_MS });
+      const shown = await page.$eval('.manager', (node) => ({
+        name: node.querySelector('h3').textContent,
+        badge: node.querySelector('.badge').textContent,
+        bar: node.querySelector('.call progress').value,
+        detail: node.querySelector('.call .detail').textContent,
+      }));
+      assert.deepEqual([shown.name, shown.badge, shown.bar], ['gone', 'live', 0.25]);
+      assert.ok(shown.detail.startsWith('1 / 4 items · 25% · ETA 3.0 s'), shown.detail);
+      const opened = Date.now();
+      await page.waitForFunction(() => document.querySelector('.manager.stale .badge')?.textContent.startsWith('stale: no report for'), { timeout: SHOWS_MS });
+      assert.ok(Date.now() - opened >= 4000, 'marked stale before 6 s had passed');
+    } finally {
+      await page.close();
+    }
+  } finally {
+    await store.stop();
+  }
+});
+
 test('a store killed and restarted with --data-dir is reconnected to; the page says so and misses no change', async () => {
   const data = dataDir();
   const store = await startStore({ args: ['--data-dir', data.dir, '--fsync', 'no'] });
