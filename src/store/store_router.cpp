@@ -223,7 +223,8 @@ StreamRequest shared_stream_request(const HttpRequest& request) {
              "'from' must be revisions separated by commas, one per watch (0: from now on), not '" + value + "'");
     } else if (name != "token") {
       fail(http::status::bad_request,
-           "GET /v1/stream takes 'watch', 'event', 'event_prefix', 'from' and 'token', not '" + name + "' (see docs/http-api.md)");
+           "GET /v1/stream takes 'watch', 'event', 'event_prefix', 'from' and 'token', not '" + name +
+               "' (see docs/http-api.md)");
     }
     if (what.parts.size() > store_stream_max_parts) break;
   }
