@@ -223,7 +223,7 @@ void ManagerReport::begin() {
     for (const auto& call : m_manager->running_calls()) follow(call);
   }
   // Orders: changes from now on, and those already there (each handled once: m_orders_seen).
-  m_orders = m_memory.watch(m_order_prefix, [weak = weak_from_this()](const Change& change) {
+  Subscription orders = m_memory.watch(m_order_prefix, [weak = weak_from_this()](const Change& change) {
     auto self = weak.lock();
     if (!self) return;
     if (change.erased)
@@ -231,6 +231,11 @@ void ManagerReport::begin() {
     else
       self->order(change.key, change.value);
   });
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_manager == nullptr) return;  // stopped meanwhile: `orders` is cancelled on the way out
+    m_orders = std::move(orders);
+  }
   struct Listing {
     static Detached run(std::weak_ptr<ManagerReport> weak, Future<std::vector<Entry>> listed) {
       std::vector<Entry> entries;
@@ -413,19 +418,22 @@ void ManagerReport::finish() noexcept { WriteWatch::finish(shared_from_this()); 
 
 void ManagerReport::stop() noexcept {
   bool finish_now = false;
+  Subscription orders;
   {
     std::lock_guard lock(m_mutex);
     if (m_manager == nullptr) return;
     m_manager = nullptr;
+    orders = std::move(m_orders);
     m_finishing = true;
     if (!m_event_in_flight && !m_write_in_flight) {
       m_finish_started = true;
       finish_now = true;
     }
   }
-  // NOTE: the orders' subscription is left to this object's end: cancelling it here, off the
-  // loop, would wait for a handler the loop is running, and that handler finds no manager now.
+  // NOTE: cancelled with m_mutex released: off the loop, cancel() waits for a handler the loop
+  // may be running, and that handler takes m_mutex (to find no manager now).
   auto finished = m_finish;
+  orders.cancel();
   if (finish_now) finish();
   if (!on_loop_thread()) finished->wait_for(final_wait);
 }

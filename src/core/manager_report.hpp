@@ -28,6 +28,8 @@
 //     all the time): an idle manager emits its liveness beat only, a busy one every 250 ms.
 //   - Orders: a watch on _scale/orders/<name>/ (plus one list at start, for orders written before
 //     the manager reported), each order handled once, its key erased when it is done or refused.
+//     The drain is asked of the manager under m_mutex (so never of a manager being destroyed);
+//     its answer is awaited without it, and only the report (not the manager) is touched then.
 
 #include <chrono>
 #include <cstdint>
@@ -117,10 +119,10 @@ class ManagerReport : public std::enable_shared_from_this<ManagerReport> {
   std::vector<std::shared_ptr<CallRecord>> m_records;
   std::uint64_t m_next_call = 0;
   std::set<std::string> m_orders_seen;
-  Subscription m_orders;
 
   std::mutex m_mutex;
   ScalabilityManager* m_manager;  // null once stop() began; read only under m_mutex
+  Subscription m_orders;          // the orders' watch; under m_mutex (stop() cancels it)
   std::uint64_t m_seq = 0;
   nlohmann::json m_last_event_key;
   nlohmann::json m_last_snapshot_key;
