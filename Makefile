@@ -1,6 +1,7 @@
 # Front door for building, testing and installing scale (GNU make).
 #
 #   make deps                  install missing Debian packages (apt only when something is missing)
+#                              and js/node_modules (npm ci) for the browser test when it is missing
 #   make build                 configure and build into $(BUILD_DIR)
 #   make demo                  build, then run examples/01-canonical
 #   make test                  build, then run every test with ctest (the scale.js suite too, with node)
@@ -59,7 +60,7 @@ endif
 DEPS_PACKAGES := g++ cmake make pkg-config \
   libboost1.81-dev libboost-program-options1.81-dev libboost-url1.81-dev \
   nlohmann-json3-dev catch2 libhiredis-dev redis-server redis-tools libtbb-dev wrk \
-  libspdlog-dev libcli11-dev libboost-stacktrace1.81-dev nodejs
+  libspdlog-dev libcli11-dev libboost-stacktrace1.81-dev nodejs chromium
 ifdef CXX_CHOSEN
   ifneq ($(findstring clang++-16,$(CXX)),)
     DEPS_PACKAGES += clang-16
@@ -113,21 +114,30 @@ all: build
 deps:
 	@if ! command -v dpkg-query >/dev/null 2>&1; then \
 	  echo "deps: dpkg-query not found (not Debian?); install these yourself: $(DEPS_PACKAGES)" >&2; \
-	  exit 0; \
-	fi; \
-	missing=""; \
-	for pkg in $(DEPS_PACKAGES); do \
-	  case "$$(dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null)" in \
-	    *" ok installed") ;; \
-	    *) missing="$$missing $$pkg" ;; \
-	  esac; \
-	done; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	sudo=""; \
-	if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo=sudo; fi; \
-	echo "deps: installing$$missing" >&2; \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing
+	else \
+	  missing=""; \
+	  for pkg in $(DEPS_PACKAGES); do \
+	    case "$$(dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null)" in \
+	      *" ok installed") ;; \
+	      *) missing="$$missing $$pkg" ;; \
+	    esac; \
+	  done; \
+	  if ! command -v npm >/dev/null 2>&1; then missing="$$missing npm"; fi; \
+	  if [ -n "$$missing" ]; then \
+	    sudo=""; \
+	    if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo=sudo; fi; \
+	    echo "deps: installing$$missing" >&2; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || exit 1; \
+	  fi; \
+	fi
+	@# puppeteer-core (pinned in js/package-lock.json) drives the system chromium in the browser
+	@# test; it never downloads a browser (PUPPETEER_SKIP_DOWNLOAD says so to any that would).
+	@# npm is Debian's package only where no npm came with node (NodeSource's nodejs has its own).
+	@if [ ! -d js/node_modules ]; then \
+	  echo "deps: npm ci in js/ (puppeteer-core for ui_browser_test)" >&2; \
+	  (cd js && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund); \
+	fi
 
 configure:
 	cmake -S . -B $(BUILD_DIR) $(CMAKE_CONFIGURE_ARGS)
