@@ -122,7 +122,7 @@ class ScalabilityManager {
   /// obeys drain orders written to `_scale/orders/<name>/<order id>` (a ClusterManager drains the
   /// worker; the others answer with an error event). The report runs on the loop; a manager that
   /// never calls this pays nothing for it. Call it once per manager (again: std::logic_error).
-  /// See docs/report_to.md.
+  /// See docs/dashboard.md ("Managers that report").
   void report_to(SharedMemory& memory, std::string name, SharedEventEmitter* events = nullptr);
 
   // ----- for the report (src/core/manager_report.hpp), on the loop -----
