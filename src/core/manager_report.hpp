@@ -1,7 +1,7 @@
 #pragma once
 // A manager's report (ScalabilityManager::report_to): its kind, stats, workers and running calls,
 // published to a SharedMemory and a SharedEventEmitter for the dashboard, and the drain orders it
-// obeys. The payload and its cadence are docs/dashboard.md ("Managers that report")'s.
+// obeys. The payload and its cadence: docs/dashboard.md, "Managers that report".
 //
 // Why it looks like this:
 //   - One thread reports: the loop. A timer (post_at, every 250 ms, as the dispatch's progress
