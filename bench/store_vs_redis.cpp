@@ -41,6 +41,8 @@
 #include <thread>
 #include <vector>
 
+#include "../tests/support/loopback.hpp"
+
 #ifndef SCALE_STORE_BINARY
 #error "bench/CMakeLists.txt defines SCALE_STORE_BINARY (the scale-store program of this build)"
 #endif
@@ -49,18 +51,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 int connect_to(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -390,9 +380,9 @@ int main() {
   int status = 0;
   try {
     {
-      int scale_port = free_port();
+      int scale_port = support::free_loopback_port();
       Server scale("scale-store", {store_binary(), "--port", std::to_string(scale_port)}, scale_port);
-      int redis_port = free_port();
+      int redis_port = support::free_loopback_port();
       Server redis("redis-server",
                    {"redis-server", "--port", std::to_string(redis_port), "--bind", "127.0.0.1", "--save", "",
                     "--appendonly", "no", "--loglevel", "warning"},
@@ -431,12 +421,12 @@ int main() {
     } else {
       fs::create_directories(scratch / "scale-data");
       fs::create_directories(scratch / "redis-data");
-      int scale_port = free_port();
+      int scale_port = support::free_loopback_port();
       Server scale("scale-store",
                    {store_binary(), "--port", std::to_string(scale_port), "--data-dir",
                     (scratch / "scale-data").string(), "--fsync", "always"},
                    scale_port);
-      int redis_port = free_port();
+      int redis_port = support::free_loopback_port();
       Server redis(
           "redis-server",
           {"redis-server", "--port", std::to_string(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../../tests/support/loopback.hpp"
 #include "../../tests/support/spawn.hpp"
 #include "stop_child.hpp"
 
@@ -25,19 +26,6 @@
 #endif
 
 namespace bench {
-
-/// A loopback port nobody listens on now (bound to port 0, read back, closed).
-inline int free_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 /// Whether something accepts connections on 127.0.0.1:`port`.
 inline bool loopback_port_accepts(int port) {
@@ -67,7 +55,7 @@ inline rlim_t raise_open_files_limit() {
 /// This build's scale-store on a free loopback port, with `flags` after --port.
 class StoreProcess {
  public:
-  explicit StoreProcess(const std::vector<std::string>& flags = {}) : m_port(free_loopback_port()) {
+  explicit StoreProcess(const std::vector<std::string>& flags = {}) : m_port(support::free_loopback_port()) {
     std::vector<std::string> args{"--port", std::to_string(m_port)};
     args.insert(args.end(), flags.begin(), flags.end());
     m_pid = support::spawn(SCALE_STORE_BINARY, args, [] {

@@ -46,6 +46,7 @@
 #include "cluster/worker_record.hpp"
 #include "cluster/worker_routes.hpp"
 #include "cluster/worker_stream.hpp"
+#include "core/exception_message.hpp"
 #include "core/host_name.hpp"
 #include <scale/detail/loop.hpp>
 #include "remote/build_fingerprint.hpp"
@@ -1165,13 +1166,7 @@ class Cluster {
 
   static std::string describe_error(std::exception_ptr error, const RedisReply& reply, const char* command) {
     if (!error) return std::string("Redis answered ") + command + ": " + reply.str;
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      return e.what();
-    } catch (...) {
-      return "an unknown error";
-    }
+    return exception_message(error);
   }
 
   /// What a scan begun at `started` found: workers with whether each is alive, the groups' pending

@@ -13,6 +13,7 @@
 #include <scale/detail/loop.hpp>
 #include <scale/error.hpp>
 
+#include "core/exception_message.hpp"
 #include "core/host_name.hpp"
 #include "remote/wire_error.hpp"
 
@@ -76,16 +77,6 @@ nlohmann::json worker_json(const ReportedWorker& worker) {
                         {"heartbeat_age_ms", worker.heartbeat_age ? nlohmann::json(worker.heartbeat_age->count())
                                                                   : nlohmann::json(nullptr)},
                         {"draining", worker.draining}};
-}
-
-std::string what_of(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "an unknown error";
-  }
 }
 
 }  // namespace
@@ -398,7 +389,7 @@ void ManagerReport::failed(const std::exception_ptr& error) noexcept {
   if (m_error_logged) return;
   m_error_logged = true;
   log_error("a manager's report to the store failed (the next beats try again; this is logged once): " +
-            what_of(error));
+            exception_message(error));
 }
 
 void ManagerReport::written(bool event) noexcept {
@@ -489,7 +480,7 @@ void ManagerReport::refuse(const std::string& key, const std::string& order_id, 
   nlohmann::json answer = nlohmann::json::object();
   answer["name"] = m_name;
   answer["order"] = order_id;
-  answer["error"] = wire.value("error", what_of(error));
+  answer["error"] = wire.value("error", exception_message(error));
   answer["type"] = wire.value("type", "Error");
   OrderRun::emit(self, std::move(answer));
 }

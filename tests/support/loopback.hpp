@@ -1,5 +1,6 @@
 #pragma once
-// A blocking TCP connection to a server of the test's own on 127.0.0.1.
+// Loopback for servers of a test's (or benchmark's) own: a free port to start one on, and a
+// blocking TCP connection to it on 127.0.0.1.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,6 +14,21 @@
 #include <string>
 
 namespace support {
+
+/// A loopback port nothing listened on a moment ago (bound to port 0, read back, closed).
+inline int free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
 
 /// A socket connected to 127.0.0.1:`port` whose reads give up after `timeout`; throws when the
 /// connection is refused.

@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "loopback.hpp"
+
 namespace support {
 
 class RedisServer {
@@ -77,18 +79,7 @@ class RedisServer {
 
  public:
   /// A loopback port nothing listened on a moment ago.
-  static int free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = 0;
-    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-    socklen_t length = sizeof address;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-    ::close(fd);
-    return ntohs(address.sin_port);
-  }
+  static int free_port() { return free_loopback_port(); }
 
  private:
   bool accepts() const {
