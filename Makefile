@@ -1,7 +1,7 @@
 # Front door for building, testing and installing scale (GNU make).
 #
 #   make deps                  install missing Debian packages (apt only when something is missing)
-#                              and js/node_modules (npm ci) for the browser test when it is missing
+#                              and js/node_modules (npm ci) for the browser test when puppeteer-core is not there
 #   make build                 configure and build into $(BUILD_DIR)
 #   make demo                  build, then run examples/01-canonical
 #   make test                  build, then run every test with ctest (the scale.js suite too, with node)
@@ -134,7 +134,7 @@ deps:
 	@# puppeteer-core (pinned in js/package-lock.json) drives the system chromium in the browser
 	@# test; it never downloads a browser (PUPPETEER_SKIP_DOWNLOAD says so to any that would).
 	@# npm is Debian's package only where no npm came with node (NodeSource's nodejs has its own).
-	@if [ ! -d js/node_modules ]; then \
+	@if [ ! -f js/node_modules/puppeteer-core/package.json ]; then \
 	  echo "deps: npm ci in js/ (puppeteer-core for ui_browser_test)" >&2; \
 	  (cd js && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund); \
 	fi
