@@ -27,18 +27,6 @@
 
 namespace bench {
 
-/// Whether something accepts connections on 127.0.0.1:`port`.
-inline bool loopback_port_accepts(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(static_cast<std::uint16_t>(port));
-  const bool accepted = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-  ::close(fd);
-  return accepted;
-}
-
 /// Raises the soft limit on open files to the hard one (1,000 streams need 1,000 descriptors in
 /// the store and in node, which inherit it); returns the soft limit in force.
 inline rlim_t raise_open_files_limit() {
@@ -64,7 +52,7 @@ class StoreProcess {
       ::dup2(null, 2);
     });
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!loopback_port_accepts(m_port)) {
+    while (!support::loopback_accepts(m_port)) {
       if (::waitpid(m_pid, nullptr, WNOHANG) == m_pid) {
         m_pid = -1;
         throw std::runtime_error(std::string("scale-store (") + SCALE_STORE_BINARY + ") exited at start");

@@ -1000,9 +1000,6 @@ class Cluster {
         live.push_back(std::move(worker));
       }
       changed = set_live_locked(std::move(live));
-      std::erase_if(m_beat_at, [&](const auto& beat) {
-        return std::none_of(m_live.begin(), m_live.end(), [&](const ClusterWorker& worker) { return worker.id == beat.first; });
-      });
       reroute_locked(to_drop);
       fail_unsatisfiable_locked(to_drop);
     }
@@ -1038,6 +1035,10 @@ class Cluster {
       if (!worker.draining) slots += std::max<std::size_t>(1, worker.concurrency);
     }
     m_live = std::move(live);
+    // A worker no longer live keeps no heartbeat time.
+    std::erase_if(m_beat_at, [&](const auto& beat) {
+      return std::none_of(m_live.begin(), m_live.end(), [&](const ClusterWorker& worker) { return worker.id == beat.first; });
+    });
     ++m_routes_version;
     m_counters.workers_alive = compatible;
     if (compatible > 0) m_last_live = Clock::now();
@@ -1297,9 +1298,6 @@ class Cluster {
       std::erase_if(m_announced_at, [&](const auto& item) { return now - item.second >= m_options.heartbeat_ttl; });
 
       changed = set_live_locked(std::move(live));
-      std::erase_if(m_beat_at, [&](const auto& beat) {
-        return std::none_of(m_live.begin(), m_live.end(), [&](const ClusterWorker& worker) { return worker.id == beat.first; });
-      });
       reroute_locked(to_drop);
       m_offers.expire(now);
       fail_unsatisfiable_locked(to_drop);

@@ -110,26 +110,18 @@ struct ManagerReport::Finish {
 
 /// The coroutines of the report's writes; each ends in its own handler (nothing escapes).
 struct WriteWatch {
-  /// A snapshot write or an event: once answered, the next may go (and a finish waiting for it).
-  static Detached watch(std::shared_ptr<ManagerReport> self, Future<Revision> write) {
+  /// A snapshot write (`event` false) or an event: once answered, the next may go (and a finish
+  /// waiting for it).
+  template <class T>
+  static Detached watch(std::shared_ptr<ManagerReport> self, Future<T> sent, bool event) {
     std::exception_ptr error;
     try {
-      co_await resume_where_completed(std::move(write));
+      co_await resume_where_completed(std::move(sent));
     } catch (...) {
       error = std::current_exception();
     }
     self->failed(error);
-    self->written(false);
-  }
-  static Detached watch(std::shared_ptr<ManagerReport> self, Future<void> emit) {
-    std::exception_ptr error;
-    try {
-      co_await resume_where_completed(std::move(emit));
-    } catch (...) {
-      error = std::current_exception();
-    }
-    self->failed(error);
-    self->written(true);
+    self->written(event);
   }
   /// The end: erase the key, then the last event. Holds `self` (and so the backends) until done.
   static Detached finish(std::shared_ptr<ManagerReport> self) {
@@ -370,7 +362,7 @@ void ManagerReport::publish(Publication publication) {
     } catch (...) {
       write = make_failed_future<Revision>(std::current_exception());
     }
-    WriteWatch::watch(self, std::move(write));
+    WriteWatch::watch(self, std::move(write), false);
   }
   if (publication.emit) {
     Future<void> sent;
@@ -379,7 +371,7 @@ void ManagerReport::publish(Publication publication) {
     } catch (...) {
       sent = make_failed_future<void>(std::current_exception());
     }
-    WriteWatch::watch(self, std::move(sent));
+    WriteWatch::watch(self, std::move(sent), true);
   }
 }
 
@@ -456,17 +448,10 @@ void ManagerReport::order(const std::string& key, const nlohmann::json& value) {
   {
     std::lock_guard lock(m_mutex);
     if (m_manager == nullptr) return;  // going: its key is left for a manager of that name
-    if (!m_manager->obeys_orders()) {
-      drained = make_failed_future<void>(std::make_exception_ptr(
-          Error("scale: the manager \"" + m_name + "\" is a " + std::string(m_manager->report_kind()) +
-                " manager and has no workers to drain; only a ClusterManager obeys drain orders (resize a "
-                "pool with resize() or adapt() in the program instead)")));
-    } else {
-      try {
-        drained = m_manager->drain_for_order(worker);
-      } catch (...) {
-        drained = make_failed_future<void>(std::current_exception());
-      }
+    try {
+      drained = m_manager->drain_for_order(worker);  // a manager with nothing to drain fails it
+    } catch (...) {
+      drained = make_failed_future<void>(std::current_exception());
     }
   }
   OrderRun::run(shared_from_this(), std::move(drained), key, id, worker);
@@ -542,7 +527,9 @@ void ScalabilityManager::stop_reporting() noexcept {
 
 Future<void> ScalabilityManager::drain_for_order(std::string worker_id) {
   return make_failed_future<void>(std::make_exception_ptr(
-      Error("scale: this manager has no worker '" + worker_id + "' to drain; only a ClusterManager obeys drain orders")));
+      Error("scale: cannot drain '" + worker_id + "': this is a " + std::string(report_kind()) +
+            " manager, with no workers to drain; only a ClusterManager obeys drain orders (resize a pool with "
+            "resize() or adapt() in the program instead)")));
 }
 
 }  // namespace scale

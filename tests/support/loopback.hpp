@@ -30,6 +30,20 @@ inline int free_loopback_port() {
   return ntohs(address.sin_port);
 }
 
+/// Whether something accepts connections on 127.0.0.1:`port` now (a server started by the test
+/// is up once it does).
+inline bool loopback_accepts(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  const bool accepted = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return accepted;
+}
+
 /// A socket connected to 127.0.0.1:`port` whose reads give up after `timeout`; throws when the
 /// connection is refused.
 inline int connect_loopback(std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {

@@ -51,7 +51,7 @@ class RedisServer {
       ::_exit(127);
     }
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!accepts()) {
+    while (!loopback_accepts(m_port)) {
       if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("redis-server did not start");
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -82,17 +82,6 @@ class RedisServer {
   static int free_port() { return free_loopback_port(); }
 
  private:
-  bool accepts() const {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = htons(static_cast<std::uint16_t>(m_port));
-    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-    ::close(fd);
-    return ok;
-  }
-
   int m_port;
   std::vector<std::string> m_extra;
   pid_t m_pid = -1;
