@@ -252,11 +252,18 @@ TEST_CASE("a running call's progress moves in the reports and the last report sh
   CHECK(done_reports == 1);
 }
 
-TEST_CASE("reports come at most every 250 ms while a call runs and at least every 2 s while idle", "[report]") {
+TEST_CASE("reports come at most every 250 ms while a call runs and at least every 2 s while idle, snapshots at most every 2 s",
+          "[report]") {
   scale::Runtime runtime;
   const bool store = GENERATE(false, true);
   INFO((store ? "on a store server" : "in process"));
   Target target(store);
+  // Every write of the snapshot key, from before the report starts.
+  Events snapshots;
+  auto watch = target.memory.watch("_scale/managers/cadence", [&snapshots](const scale::Change& change) {
+    if (!change.erased) snapshots.add(change.value);
+  });
+  watch.ready().get();
   scale::ThreadPoolManager pool(2);
   target.report(pool, "cadence");
   REQUIRE(target.seen->wait_for(beat_of("cadence")));
@@ -293,6 +300,19 @@ TEST_CASE("reports come at most every 250 ms while a call runs and at least ever
   const auto idle = idle_beats();
   for (std::size_t i = 2; i < idle.size(); ++i)
     CHECK(idle[i].payload["time_ms"].get<std::int64_t>() - idle[i - 1].payload["time_ms"].get<std::int64_t>() >= 1400);
+
+  // The snapshot: written first at once, then only when something changed and 2 s have passed
+  // (the call's end changed the stats, so a second one comes), far fewer than the events.
+  REQUIRE(eventually([&] { return snapshots.items().size() >= 2; }, 8s));
+  const auto written = snapshots.items();
+  CHECK(written.size() < beats.size());
+  for (std::size_t i = 1; i < written.size(); ++i) {
+    INFO("snapshot " << i);
+    // time_ms is the sender's wall clock at each write, in whole ms; the report spaces writes by
+    // a steady clock, so allow the two clocks' rounding.
+    CHECK(written[i].payload["time_ms"].get<std::int64_t>() - written[i - 1].payload["time_ms"].get<std::int64_t>() >=
+          1990);
+  }
 }
 
 TEST_CASE("a reporting manager destroyed off the loop or on it erases its snapshot and sends one ended event",
@@ -341,7 +361,7 @@ TEST_CASE("report_to refuses a bad name with std::invalid_argument and a second 
   scale::SharedMemory memory;
   scale::SharedEventEmitter events;
   scale::InlineManager manager;
-  for (const std::string name : {std::string(), std::string(129, 'a'), std::string("a/b"), std::string("a b"),
+  for (const std::string& name : {std::string(), std::string(129, 'a'), std::string("a/b"), std::string("a b"),
                                  std::string("caf\xc3\xa9"), std::string("x?y")}) {
     INFO(name);
     CHECK_THROWS_AS(manager.report_to(memory, name, &events), std::invalid_argument);

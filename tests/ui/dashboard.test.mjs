@@ -394,7 +394,7 @@ test('a manager\'s snapshot is shown when the page opens, and marked stale after
   }
 });
 
-test('a store killed and restarted with --data-dir is reconnected to; the page says so and misses no change', async () => {
+test('a store killed, unreachable for over 10 s, and restarted with --data-dir is reconnected to; the page says each and misses no change', async () => {
   const data = dataDir();
   const store = await startStore({ args: ['--data-dir', data.dir, '--fsync', 'no'] });
   const page = await openDashboard(store.url);
@@ -411,6 +411,9 @@ test('a store killed and restarted with --data-dir is reconnected to; the page s
       () => assert.fail('a write to a killed store succeeded'),
       () => {},
     );
+    // Away for longer than 10 s, "reconnecting" becomes the message that the store is unreachable.
+    await page.waitForFunction(() => document.querySelector('#status').dataset.state === 'unreachable', { timeout: 25_000, polling: 'mutation' });
+    assert.match((await statusOf(page)).text, new RegExp(`the store at ${store.url.replace(/[.]/g, '[.]')} is unreachable`));
     await store.start(); // same port, same data directory
     await writer.set('r/5', 5); // most likely before the page's stream is back: its resume brings it
     await page.waitForFunction(() => document.querySelector('#status').dataset.state === 'reconnected', { timeout: SHOWS_MS, polling: 'mutation' });
