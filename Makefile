@@ -8,7 +8,8 @@
 #   make test SANITIZE=address the same, built with ASan + UBSan, in build-asan
 #   make test SANITIZE=thread  the same, built with TSan, in build-tsan
 #   make test CXX=clang++-16   the same, built with Clang 16, in build-RelWithDebInfo-clang++-16
-#   make bench                 build, then run each benchmark in turn
+#   make bench                 build, run each benchmark in turn, then print every figure beside its peer
+#                              (build/bench/results.json) and plot them; BENCH=<regex> runs only some
 #   make fuzz                  build the libFuzzer targets (clang++-16) and run each FUZZ_SECONDS
 #   make install PREFIX=/opt/scale
 #   make clean
@@ -155,15 +156,25 @@ test: deps
 	@$(MAKE) --no-print-directory build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) --timeout 300
 
+# The benchmarks' peers and their page: Python's multiprocessing (the process pool's peer) and
+# gnuplot (bench/plot.sh). A target-specific variable, so `make deps` for the tests stays as it is.
+bench: DEPS_PACKAGES += python3 gnuplot-nox
+# Each program records its rows in $(BUILD_DIR)/bench/results.json (bench/support/results.hpp),
+# started afresh each run; then one table of every figure (bench/summary.mjs) and the plots
+# (bench/plot.sh) for docs/performance.md. BENCH=<regex> runs only the programs whose names match.
 bench: deps
 	@$(MAKE) --no-print-directory build CMAKE_CONFIGURE_ARGS="$(CMAKE_CONFIGURE_ARGS) -DSCALE_BUILD_BENCHES=ON"
-	@set -e; found=0; \
+	@set -e; found=0; rm -f $(BUILD_DIR)/bench/results.json; \
+	export SCALE_BENCH_COMMIT="$$(git rev-parse --short HEAD 2>/dev/null)$$(git diff --quiet HEAD 2>/dev/null || echo +changes)"; \
 	for exe in $(BUILD_DIR)/bench/*; do \
-	  if [ -f "$$exe" ] && [ -x "$$exe" ]; then \
+	  if [ -f "$$exe" ] && [ -x "$$exe" ] && [[ "$$(basename "$$exe")" =~ $(or $(BENCH),.) ]]; then \
 	    found=1; echo "==> $$exe"; "$$exe"; \
 	  fi; \
 	done; \
-	if [ "$$found" = 0 ]; then echo "bench: no benchmarks in $(BUILD_DIR)/bench"; fi
+	if [ "$$found" = 0 ]; then echo "bench: no benchmarks in $(BUILD_DIR)/bench"; exit 1; fi; \
+	echo "==> every figure, beside its peer's from the same run ($(BUILD_DIR)/bench/results.json)"; \
+	node bench/summary.mjs $(BUILD_DIR)/bench/results.json; \
+	bench/plot.sh $(BUILD_DIR)/bench/results.json
 
 # Each fuzz/<name>.cpp runs for FUZZ_SECONDS from its seed corpus fuzz/corpus/<name>/; new inputs
 # go to $(FUZZ_BUILD_DIR)/fuzz-corpus/<name>/ (the checked-in corpus is only read) and a crash,
