@@ -1,0 +1,167 @@
+// scale::Future's own cost beside Boost.Asio's coroutines, measured in the same run, both on one
+// thread (scale's loop; an io_context run by this thread):
+//   - one round trip: a coroutine creates a child that completes at once and awaits it
+//     (scale: co_await child(), the child a Future coroutine; asio: co_await co_spawn(child,
+//     use_awaitable)), in ns;
+//   - a Promise round trip: create a Promise, complete it, await its Future (asio: post a
+//     completion and await it with use_awaitable), in ns;
+//   - a chain of 1,000 `then`s on a ready Future, each step a continuation (asio: 1,000 handlers,
+//     each posting the next), in us.
+// Targets (reported, not asserted): a round trip <= 60 ns, and each figure <= asio's (ratio <= 1).
+//
+//   make bench        (or: build/bench/future)
+
+#include <scale/future.hpp>
+#include <scale/runtime.hpp>
+
+#include "support/results.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+namespace {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+constexpr int round_trips = 1'000'000;
+constexpr int chain_length = 1'000;
+constexpr int chains = 200;
+constexpr int rounds = 5;
+
+double ns_per(Clock::duration elapsed, int count) {
+  return std::chrono::duration<double, std::nano>(elapsed).count() / count;
+}
+
+// ---- scale ----
+
+scale::Future<int> scale_child(int x) { co_return x + 1; }
+
+scale::Future<double> scale_round_trips() {
+  const auto start = Clock::now();
+  long sum = 0;
+  for (int i = 0; i < round_trips; ++i) sum += co_await scale_child(i);
+  const double ns = ns_per(Clock::now() - start, round_trips);
+  if (sum == 0) std::printf("(unexpected sum)\n");
+  co_return ns;
+}
+
+scale::Future<double> scale_promise_round_trips() {
+  const auto start = Clock::now();
+  long sum = 0;
+  for (int i = 0; i < round_trips; ++i) {
+    scale::Promise<int> promise;
+    scale::Future<int> future = promise.get_future();
+    promise.set_value(i);
+    sum += co_await std::move(future);
+  }
+  const double ns = ns_per(Clock::now() - start, round_trips);
+  if (sum == 0) std::printf("(unexpected sum)\n");
+  co_return ns;
+}
+
+scale::Future<double> scale_then_chains() {
+  const auto start = Clock::now();
+  for (int c = 0; c < chains; ++c) {
+    scale::Future<int> future = scale::make_ready_future(0);
+    for (int i = 0; i < chain_length; ++i) future = std::move(future).then([](int x) { return x + 1; });
+    const int last = co_await std::move(future);
+    if (last != chain_length) std::printf("(chain ended at %d)\n", last);
+  }
+  co_return ns_per(Clock::now() - start, chains) / 1000.0;  // us per chain
+}
+
+// ---- asio ----
+
+asio::awaitable<int> asio_child(int x) { co_return x + 1; }
+
+double asio_round_trips(asio::io_context& io) {
+  double ns = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        const auto start = Clock::now();
+        long sum = 0;
+        for (int i = 0; i < round_trips; ++i) sum += co_await asio::co_spawn(io, asio_child(i), asio::use_awaitable);
+        ns = ns_per(Clock::now() - start, round_trips);
+        if (sum == 0) std::printf("(unexpected sum)\n");
+      },
+      asio::detached);
+  io.run();
+  io.restart();
+  return ns;
+}
+
+double asio_post_round_trips(asio::io_context& io) {
+  double ns = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        const auto start = Clock::now();
+        for (int i = 0; i < round_trips; ++i) co_await asio::post(io, asio::use_awaitable);
+        ns = ns_per(Clock::now() - start, round_trips);
+      },
+      asio::detached);
+  io.run();
+  io.restart();
+  return ns;
+}
+
+double asio_handler_chains(asio::io_context& io) {
+  const auto start = Clock::now();
+  for (int c = 0; c < chains; ++c) {
+    int value = 0;
+    std::function<void()> step = [&] {
+      if (++value < chain_length) asio::post(io, step);
+    };
+    asio::post(io, step);
+    io.run();
+    io.restart();
+    if (value != chain_length) std::printf("(asio chain ended at %d)\n", value);
+  }
+  return ns_per(Clock::now() - start, chains) / 1000.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  scale::Runtime runtime(argc, argv);
+  asio::io_context io(1);
+
+  double scale_rt = 1e30, scale_promise = 1e30, scale_chain = 1e30;
+  double asio_rt = 1e30, asio_post = 1e30, asio_chain = 1e30;
+  for (int r = 0; r < rounds; ++r) {  // interleaved, best of each
+    scale_rt = std::min(scale_rt, runtime.run([] { return scale_round_trips(); }));
+    asio_rt = std::min(asio_rt, asio_round_trips(io));
+    scale_promise = std::min(scale_promise, runtime.run([] { return scale_promise_round_trips(); }));
+    asio_post = std::min(asio_post, asio_post_round_trips(io));
+    scale_chain = std::min(scale_chain, runtime.run([] { return scale_then_chains(); }));
+    asio_chain = std::min(asio_chain, asio_handler_chains(io));
+  }
+
+  std::printf("Future, one thread, best of %d             scale        asio         ratio  target\n", rounds);
+  std::printf("coroutine round trip (create, complete, await) %7.1f ns  %7.1f ns  %5.2fx  <= 1x, <= 60 ns\n",
+              scale_rt, asio_rt, scale_rt / asio_rt);
+  std::printf("Promise round trip (set_value, await)          %7.1f ns  %7.1f ns  %5.2fx  <= 1x (asio: post)\n",
+              scale_promise, asio_post, scale_promise / asio_post);
+  std::printf("chain of 1,000 then                            %7.1f us  %7.1f us  %5.2fx  <= 1x (asio: posted handlers)\n",
+              scale_chain, asio_chain, scale_chain / asio_chain);
+
+  scale_bench::record({"future", "coroutine round trip", "ns", scale_rt, "asio co_spawn + use_awaitable", asio_rt,
+                       "<=", 1.0});
+  scale_bench::record({"future", "coroutine round trip, absolute", "ns", scale_rt, "target 60 ns", 60.0, "<=", 1.0});
+  scale_bench::record(
+      {"future", "Promise round trip", "ns", scale_promise, "asio post + use_awaitable", asio_post, "<=", 1.0});
+  scale_bench::record(
+      {"future", "chain of 1,000 then", "us", scale_chain, "asio 1,000 posted handlers", asio_chain, "<=", 1.0});
+  return 0;
+}
