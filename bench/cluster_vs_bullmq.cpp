@@ -6,8 +6,12 @@
 //   - BullMQ (bench/bullmq, Node.js): the same N trivial jobs added with addBulk and processed
 //     by 2 worker processes; jobs/s from the first add to the last completion. BullMQ runs with
 //     1 (its default) and 10 jobs at once per worker, and the better figure is the peer's.
-// Targets (reported, never asserted): >= 5x BullMQ's jobs/s with automatic chunks, >= 1x with
-// chunk size 1. Without node or npm, BullMQ's figure is skipped and the reason printed.
+//   - latency: a map of one item, awaited 500 times in a row, against a raw round trip through
+//     the same redis-server (one hiredis client XADDs to a stream that a second, blocked in
+//     XREADGROUP, answers by XADD to a reply stream the first is blocked on with XREAD).
+// Targets (reported, never asserted): >= 5x BullMQ's jobs/s with automatic chunks and with
+// chunk size 1; one-item latency <= 2x the raw round trip. Without node or npm, BullMQ's figure is
+// skipped and the reason printed. Every line is recorded in results.json (bench/support/results.hpp).
 //
 //   make bench        (or: build/bench/cluster_vs_bullmq [items, default 20000])
 
@@ -16,6 +20,9 @@
 #include <scale/runtime.hpp>
 
 #include "support/redis_for_bench.hpp"
+#include "support/results.hpp"
+
+#include <hiredis/hiredis.h>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,9 +53,77 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 using bench::have;
 
 struct ScaleFigures {
-  double auto_rate = 0;  // items/s, automatic chunks
-  double one_rate = 0;   // items/s, chunk size 1
+  double auto_rate = 0;   // items/s, automatic chunks
+  double one_rate = 0;    // items/s, chunk size 1
+  double one_item_us = 0;  // mean latency of a one-item map
 };
+
+constexpr int latency_rounds = 500;
+
+/// Mean microseconds of a one-item map on `manager`, awaited `latency_rounds` times in a row.
+double one_item_latency_us(scale::ScalabilityManager& manager) {
+  scale::Iterator<int> one(std::vector<int>{21}, manager);
+  one.map(twice).get();
+  const auto start = Clock::now();
+  for (int i = 0; i < latency_rounds; ++i) (void)one.map(twice).get();
+  return seconds_since(start) * 1e6 / latency_rounds;
+}
+
+/// Mean microseconds of a raw round trip through redis-server: XADD a request, a second client
+/// blocked in XREADGROUP reads it and XADDs the answer, which the first reads with a blocking
+/// XREAD. Negative when a command fails.
+double raw_stream_round_trip_us(int port) {
+  redisContext* ask = redisConnect("127.0.0.1", port);
+  redisContext* answer = redisConnect("127.0.0.1", port);
+  if (!ask || ask->err || !answer || answer->err) return -1;
+  auto command = [](redisContext* c, const char* format, auto... args) {
+    auto* reply = static_cast<redisReply*>(redisCommand(c, format, args...));
+    const bool ok = reply && reply->type != REDIS_REPLY_ERROR;
+    if (reply) freeReplyObject(reply);
+    return ok;
+  };
+  command(ask, "DEL bench:rt:req bench:rt:rep");
+  if (!command(ask, "XGROUP CREATE bench:rt:req g $ MKSTREAM")) return -1;
+  constexpr int rounds = 2'000;
+  std::thread server([&] {
+    for (int i = 0; i < rounds + 100; ++i) {
+      auto* reply = static_cast<redisReply*>(
+          redisCommand(answer, "XREADGROUP GROUP g c COUNT 1 BLOCK 0 STREAMS bench:rt:req >"));
+      if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        if (reply) freeReplyObject(reply);
+        return;
+      }
+      const redisReply* entry = reply->element[0]->element[1]->element[0];
+      const std::string id(entry->element[0]->str, entry->element[0]->len);
+      freeReplyObject(reply);
+      command(answer, "XADD bench:rt:rep * v 1");
+      command(answer, "XACK bench:rt:req g %s", id.c_str());
+    }
+  });
+  std::string last = "0";
+  auto round_trip = [&] {
+    if (!command(ask, "XADD bench:rt:req * v 1")) return false;
+    auto* reply = static_cast<redisReply*>(redisCommand(ask, "XREAD COUNT 1 BLOCK 0 STREAMS bench:rt:rep %s", last.c_str()));
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+      if (reply) freeReplyObject(reply);
+      return false;
+    }
+    const redisReply* id = reply->element[0]->element[1]->element[0]->element[0];
+    last.assign(id->str, id->len);
+    freeReplyObject(reply);
+    return true;
+  };
+  bool ok = true;
+  for (int i = 0; i < 100 && ok; ++i) ok = round_trip();  // warm
+  const auto start = Clock::now();
+  for (int i = 0; i < rounds && ok; ++i) ok = round_trip();
+  const double us = seconds_since(start) * 1e6 / rounds;
+  server.join();
+  command(ask, "DEL bench:rt:req bench:rt:rep");
+  redisFree(ask);
+  redisFree(answer);
+  return ok ? us : -1;
+}
 
 /// Best items/s of `runs` maps over `numbers` (0, 1, ..., items - 1); nothing when a result is wrong.
 std::optional<double> measure(const scale::Iterator<int>& numbers, std::size_t items, std::size_t chunk_size,
@@ -104,7 +179,7 @@ std::optional<ScaleFigures> measure_scale(const std::string& url, std::size_t it
   const std::optional<double> auto_rate = measure(numbers, items, 0, 5);
   const std::optional<double> one_rate = auto_rate ? measure(numbers, items, 1, 2) : std::nullopt;
   if (!auto_rate || !one_rate) return std::nullopt;
-  return ScaleFigures{*auto_rate, *one_rate};
+  return ScaleFigures{*auto_rate, *one_rate, one_item_latency_us(manager)};
 }
 
 /// BullMQ's jobs/s with `concurrency` jobs at once per worker, or the reason it has none.
@@ -154,8 +229,12 @@ int main(int argc, char** argv) {
   if (peer > 0) {
     std::printf("automatic chunks                   %12.0f it/s  %12.0f jobs/s %6.1fx  >= 5x\n",
                 scale_figures->auto_rate, peer, scale_figures->auto_rate / peer);
-    std::printf("chunk size 1                       %12.0f it/s  %12.0f jobs/s %6.1fx  >= 1x\n",
+    std::printf("chunk size 1                       %12.0f it/s  %12.0f jobs/s %6.1fx  >= 5x\n",
                 scale_figures->one_rate, peer, scale_figures->one_rate / peer);
+    scale_bench::record({"cluster_vs_bullmq", "automatic chunks, 2 workers", "items/s", scale_figures->auto_rate,
+                         "BullMQ", peer, ">=", 5.0});
+    scale_bench::record({"cluster_vs_bullmq", "chunk size 1, 2 workers", "items/s", scale_figures->one_rate, "BullMQ",
+                         peer, ">=", 5.0});
     if (why_10.empty())
       std::printf(
           "(BullMQ, 1 job at once per worker: %.0f jobs/s; 10 at once: %.0f jobs/s; the better one is compared)\n",
@@ -167,6 +246,16 @@ int main(int argc, char** argv) {
     std::printf("automatic chunks                   %12.0f it/s  (BullMQ skipped: %s)\n", scale_figures->auto_rate,
                 why_1.empty() ? why_10.c_str() : why_1.c_str());
     std::printf("chunk size 1                       %12.0f it/s  (BullMQ skipped)\n", scale_figures->one_rate);
+  }
+  const double raw_us = raw_stream_round_trip_us(redis.port());
+  if (raw_us > 0) {
+    std::printf("one-item map latency               %12.1f us    %12.1f us    %6.1fx  <= 2x (raw XADD + XREADGROUP)\n",
+                scale_figures->one_item_us, raw_us, scale_figures->one_item_us / raw_us);
+    scale_bench::record({"cluster_vs_bullmq", "one-item map latency", "us", scale_figures->one_item_us,
+                         "raw XADD + XREADGROUP round trip", raw_us, "<=", 2.0});
+  } else {
+    std::printf("one-item map latency               %12.1f us    (the raw round trip failed)\n",
+                scale_figures->one_item_us);
   }
   return 0;
 }
