@@ -675,7 +675,8 @@ void StoreLog::complete(std::vector<Pending>& batch, const std::exception_ptr& e
     }
     found->second->waiters.push_back(std::move(pending.waiter));
   }
-  for (auto& [thread, completions] : by_thread) thread->post([completions = std::move(completions)] { completions->run(); });
+  for (auto& [thread, completions] : by_thread)
+    thread->post([completions = std::move(completions)] { completions->run(); });
 }
 
 void StoreLog::sync() {

@@ -437,10 +437,18 @@ class RequestCounts {
 class IoCompletionThread final : public detail::CompletionThread {
  public:
   explicit IoCompletionThread(asio::io_context& context) : m_context(context) {}
-  void post(std::function<void()> work) override { asio::post(m_context, std::move(work)); }
+  void post(std::function<void()> work) override {
+    if (m_serving.load(std::memory_order_acquire))
+      asio::post(m_context, std::move(work));
+    else
+      work();  // the thread has stopped: on the caller (the log's writer), as without a thread
+  }
+  /// The thread stopped serving (stop() joined it).
+  void stopped() noexcept { m_serving.store(false, std::memory_order_release); }
 
  private:
   asio::io_context& m_context;
+  std::atomic<bool> m_serving{true};
 };
 
 /// Waits for a scale::Future from Asio: a detached scale coroutine awaits it, resuming on the
@@ -1236,6 +1244,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     for (auto& context : more_contexts) context->stop();
     for (auto& thread : threads) thread.join();
     threads.clear();
+    for (auto& completions : completion_threads) completions->stopped();
     if (log) log->close();  // writes and fsyncs what is pending, unlocks the data directory
     if (spare_descriptor >= 0) ::close(spare_descriptor);
     spare_descriptor = -1;
