@@ -163,7 +163,7 @@ struct QueueBudget {
 
 /// What an SSE subscription's handler (on any thread) hands to the connection writing it out.
 /// NOTE: `pending`, `queued` and `overflowed` are guarded by `mutex`; `timer` and `stream` belong
-/// to the connection's strand, so a handler only posts to the strand to wake the writer.
+/// to the connection's I/O thread, so a handler only posts to that thread to wake the writer.
 struct SseChannel : std::enable_shared_from_this<SseChannel> {
   SseChannel(asio::any_io_executor executor, std::size_t limit, std::shared_ptr<QueueBudget> budget)
       : timer(std::move(executor)), limit(limit), budget(std::move(budget)) {}
@@ -235,7 +235,7 @@ struct SseChannel : std::enable_shared_from_this<SseChannel> {
   }
 
   asio::steady_timer timer;
-  beast::tcp_stream* stream = nullptr;  // strand only; null once the connection stops writing
+  beast::tcp_stream* stream = nullptr;  // its I/O thread only; null once the connection stops writing
   std::mutex mutex;
   std::string pending;
   std::size_t queued = 0;  // pending plus what the writer took and has not written yet
@@ -521,7 +521,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
   std::size_t next_context = 0;  // the listener's strand only
   std::optional<tcp::acceptor> acceptor;
-  // NOTE: the listener's accept is bound to another context's strand, so its operation holds a
+  // NOTE: the listener's accept is bound to another context, so its operation holds a
   // socket of that context: stop() waits for the listener to end before any context stops, or
   // ~io_context (ioc is destroyed last) would destroy a pending accept whose socket's context
   // is gone (a use-after-free).
@@ -542,7 +542,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   // that no client waits in the backlog for an answer that never comes.
   int spare_descriptor = -1;
 
-  // Open connections and how to close each (posted to its strand) at stop().
+  // Open connections and how to close each (posted to its I/O thread) at stop().
   std::mutex connections_mutex;
   std::condition_variable connections_idle;
   std::unordered_map<std::uint64_t, std::shared_ptr<Connection>> connections;
