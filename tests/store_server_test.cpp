@@ -1099,6 +1099,21 @@ TEST_CASE("issue 10 defect 14: a request whose head or body is too slow gets 408
   CHECK(idle.closed_by_server());
 }
 
+TEST_CASE("a connection's later requests each get their own time limit: answered ones leave a slow body its 408",
+          "[store]") {
+  TestServer server({.header_timeout = 300ms, .read_timeout = 300ms});
+  Client client(server.port());
+  for (int i = 0; i < 3; ++i) CHECK(client.request("GET", "/healthz").status == 200);
+  client.send_raw("PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n12");
+  auto reply = client.read_reply();
+  CHECK(reply.status == 408);
+  CHECK(reply.error().find("body") != std::string::npos);
+  CHECK(client.closed_by_server());
+  // A connection that keeps sending whole requests is served, whatever the timer was armed for.
+  Client busy(server.port());
+  for (int i = 0; i < 50; ++i) REQUIRE(busy.request("GET", "/healthz").status == 200);
+}
+
 #ifdef SCALE_STORE_BINARY
 namespace {
 

@@ -619,9 +619,13 @@ void StoreLog::recover(RecoveredMemory& recovered) {
 
 bool StoreLog::append(Revision revision, std::int64_t timestamp_ms,
                       std::span<const std::shared_ptr<const Change>> changes, std::unique_ptr<JournalWaiter> waiter) {
+  CompletionThread* thread = CompletionThread::current();
   {
     std::lock_guard lock(m_mutex);
-    m_pending.push_back(Pending{revision, timestamp_ms, {changes.begin(), changes.end()}, std::move(waiter), {}});
+    RecordEncoder encoder(m_bytes, RecordKind::write, revision, timestamp_ms);
+    for (const auto& change : changes) encoder.add(*change);
+    encoder.finish();
+    m_pending.push_back(Pending{revision, m_bytes.size(), std::move(waiter), thread, {}});
   }
   m_wake.notify_one();
   if (m_want_snapshot.load(std::memory_order_relaxed) && m_want_snapshot.exchange(false)) {
@@ -634,7 +638,45 @@ bool StoreLog::append(Revision revision, std::int64_t timestamp_ms,
 void StoreLog::snapshot(Revision revision, std::vector<Entry> entries) {
   // A marker after the write it follows (the backend's lock keeps the next write out until now).
   std::lock_guard lock(m_mutex);
-  m_pending.push_back(Pending{revision, 0, {}, {}, std::make_shared<std::vector<Entry>>(std::move(entries))});
+  m_pending.push_back(
+      Pending{revision, m_bytes.size(), {}, nullptr, std::make_shared<std::vector<Entry>>(std::move(entries))});
+}
+
+namespace {
+
+/// One completion thread's waiters of a batch. Completed when run, or else when dropped (a
+/// thread that stopped before running it): a durable write's waiter is never left waiting.
+struct ThreadCompletions {
+  std::vector<std::unique_ptr<JournalWaiter>> waiters;
+  std::exception_ptr error;
+  void run() noexcept {
+    for (auto& waiter : waiters) waiter->done(error);
+    waiters.clear();
+  }
+  ~ThreadCompletions() { run(); }
+};
+
+}  // namespace
+
+void StoreLog::complete(std::vector<Pending>& batch, const std::exception_ptr& error) {
+  std::vector<std::pair<CompletionThread*, std::shared_ptr<ThreadCompletions>>> by_thread;
+  for (auto& pending : batch) {
+    if (!pending.waiter) continue;
+    if (!pending.thread) {
+      pending.waiter->done(error);
+      continue;
+    }
+    auto found = std::find_if(by_thread.begin(), by_thread.end(),
+                              [&](const auto& group) { return group.first == pending.thread; });
+    if (found == by_thread.end()) {
+      by_thread.emplace_back(pending.thread, std::make_shared<ThreadCompletions>());
+      found = std::prev(by_thread.end());
+      found->second->error = error;
+    }
+    found->second->waiters.push_back(std::move(pending.waiter));
+  }
+  for (auto& [thread, completions] : by_thread)
+    thread->post([completions = std::move(completions)] { completions->run(); });
 }
 
 void StoreLog::sync() {
@@ -647,7 +689,7 @@ void StoreLog::run_writer() {
   using clock = std::chrono::steady_clock;
   const bool every_second = m_options.fsync == FsyncPolicy::everysec;
   std::vector<Pending> batch;
-  std::string buffer;
+  std::string bytes;
   auto last_sync = clock::now();
   for (;;) {
     bool closing;
@@ -660,6 +702,7 @@ void StoreLog::run_writer() {
       else
         m_wake.wait(lock, has_work);
       batch.swap(m_pending);
+      bytes.swap(m_bytes);
       closing = m_closing;
       failed = m_failed;
     }
@@ -668,27 +711,22 @@ void StoreLog::run_writer() {
     std::exception_ptr error = failed;
     if (!error && !batch.empty()) {
       try {
-        buffer.clear();
         auto file = path(numbered("log.", m_generation));
-        for (auto& pending : batch) {
-          if (pending.snapshot) {
-            write_all(m_log_fd, buffer, file);
-            m_log_bytes += buffer.size();
-            buffer.clear();
-            m_dirty = true;
-            switch_log(pending.revision, std::move(pending.snapshot));
-            file = path(numbered("log.", m_generation));
-            continue;
-          }
-          RecordEncoder encoder(buffer, RecordKind::write, pending.revision, pending.timestamp_ms);
-          for (const auto& change : pending.changes) encoder.add(*change);
-          encoder.finish();
-        }
-        if (!buffer.empty()) {
-          write_all(m_log_fd, buffer, file);
-          m_log_bytes += buffer.size();
+        std::size_t written = 0;  // of `bytes`
+        auto write_through = [&](std::size_t end) {
+          if (end == written) return;
+          write_all(m_log_fd, std::string_view(bytes).substr(written, end - written), file);
+          m_log_bytes += end - written;
+          written = end;
           m_dirty = true;
+        };
+        for (auto& pending : batch) {
+          if (!pending.snapshot) continue;
+          write_through(pending.end);
+          switch_log(pending.revision, std::move(pending.snapshot));
+          file = path(numbered("log.", m_generation));
         }
+        write_through(bytes.size());
         if (m_options.fsync == FsyncPolicy::always && m_dirty) sync();
       } catch (const std::exception& problem) {
         error = std::make_exception_ptr(JournalError(std::string(problem.what()) +
@@ -699,9 +737,10 @@ void StoreLog::run_writer() {
         m_failed = error;
       }
     }
-    for (auto& pending : batch)
-      if (pending.waiter) pending.waiter->done(error);
+    complete(batch, error);
     batch.clear();
+    bytes.clear();
+    if (bytes.capacity() > 4 * 1024 * 1024) std::string().swap(bytes);  // after a burst, give the memory back
 
     if (!error && every_second && m_dirty && clock::now() - last_sync >= std::chrono::seconds(1)) {
       try {

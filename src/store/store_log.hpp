@@ -20,6 +20,8 @@
 #include <scale/detail/memory_backend.hpp>
 #include <scale/store_server.hpp>
 
+#include "store/completion_thread.hpp"
+
 namespace scale::detail {
 
 /// CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 to start).
@@ -125,6 +127,8 @@ struct StoreLogOptions {
 
 /// The data directory of a scale-store: locked while open, recovered by open(), then written by
 /// one thread that groups concurrent writes into one write() and (under `always`) one fdatasync.
+/// append() encodes its record on the caller's thread; a waiter appended from a CompletionThread
+/// completes there (one post per thread and batch), any other on the writer thread.
 class StoreLog final : public MemoryJournal {
  public:
   /// Locks `options.dir` (creating it), recovers what it holds into `recovered` and starts the
@@ -158,14 +162,18 @@ class StoreLog final : public MemoryJournal {
   std::exception_ptr health() const;
 
  private:
+  /// A write appended (its record encoded into m_bytes by append(), on the caller's thread) or a
+  /// snapshot's marker.
   struct Pending {
     Revision revision = 0;
-    std::int64_t timestamp_ms = 0;
-    std::vector<std::shared_ptr<const Change>> changes;
+    std::size_t end = 0;  // where the record ends (a marker: where the log switches) in the bytes
     std::unique_ptr<JournalWaiter> waiter;
-    /// Set on the entry after which a snapshot is taken: the log switches to a new file there.
+    CompletionThread* thread = nullptr;  // where the waiter completes (null: on the writer)
+    /// Set on the marker after which a snapshot is taken: the log switches to a new file there.
     std::shared_ptr<std::vector<Entry>> snapshot;
   };
+  /// Completes a batch's waiters: each completion thread's in one post, the others here.
+  static void complete(std::vector<Pending>& batch, const std::exception_ptr& error);
 
   explicit StoreLog(const StoreLogOptions& options);
   void recover(RecoveredMemory& recovered);
@@ -189,6 +197,7 @@ class StoreLog final : public MemoryJournal {
   mutable std::mutex m_mutex;  // guards what follows up to m_writer
   std::condition_variable m_wake;
   std::vector<Pending> m_pending;
+  std::string m_bytes;  // the pending writes' records, in order
   bool m_closing = false;
   std::exception_ptr m_failed;  // after a failed write or fsync every later write fails with it
   std::thread m_writer;

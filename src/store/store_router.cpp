@@ -334,7 +334,9 @@ StoreRouter::StoreRouter(std::shared_ptr<MemoryBackend> memory, std::shared_ptr<
       m_paged(dynamic_cast<PagedMemory*>(m_memory.get())),
       m_events(std::move(events)),
       m_options(std::move(options)),
-      m_metrics(std::move(metrics)) {
+      m_metrics(std::move(metrics)),
+      m_host(lower(m_options.host)) {
+  for (const auto& allowed : m_options.allowed_hosts) m_allowed_hosts.push_back(lower(allowed));
   if (!m_paged) throw Error("scale::detail::StoreRouter: the store's memory must be the in-process backend");
 }
 
@@ -448,8 +450,8 @@ std::optional<HttpResponse> StoreRouter::check_origin(const HttpRequestHead& hea
   const std::string_view host = head[http::field::host];
   if (!host.empty()) {
     const std::string name = host_name(host);
-    bool known = name == "localhost" || name == lower(m_options.host);
-    for (const auto& allowed : m_options.allowed_hosts) known = known || name == lower(allowed);
+    bool known = name == "localhost" || name == m_host;
+    for (const auto& allowed : m_allowed_hosts) known = known || name == allowed;
     if (!known) {
       if (auto address = ip_literal(name)) {
         // An IP literal is what a client typed, not a name a page's DNS may point here; every one

@@ -135,6 +135,9 @@ class StoreRouter {
   StoreServerOptions m_options;
   std::function<std::string()> m_metrics;
   std::function<std::exception_ptr()> m_health;
+  // The host listened on and the allowed hosts in lower case, as a request's Host is compared.
+  std::string m_host;
+  std::vector<std::string> m_allowed_hosts;
 };
 
 }  // namespace scale::detail

@@ -31,7 +31,6 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -47,6 +46,7 @@
 #include <scale/detail/event_backend.hpp>
 #include <scale/detail/memory_backend.hpp>
 #include "in_process/in_process_events.hpp"
+#include "store/completion_thread.hpp"
 #include "store/request_reader.hpp"
 #include "store/store_log.hpp"
 #include "store/store_router.hpp"
@@ -163,7 +163,7 @@ struct QueueBudget {
 
 /// What an SSE subscription's handler (on any thread) hands to the connection writing it out.
 /// NOTE: `pending`, `queued` and `overflowed` are guarded by `mutex`; `timer` and `stream` belong
-/// to the connection's strand, so a handler only posts to the strand to wake the writer.
+/// to the connection's I/O thread, so a handler only posts to that thread to wake the writer.
 struct SseChannel : std::enable_shared_from_this<SseChannel> {
   SseChannel(asio::any_io_executor executor, std::size_t limit, std::shared_ptr<QueueBudget> budget)
       : timer(std::move(executor)), limit(limit), budget(std::move(budget)) {}
@@ -235,7 +235,7 @@ struct SseChannel : std::enable_shared_from_this<SseChannel> {
   }
 
   asio::steady_timer timer;
-  beast::tcp_stream* stream = nullptr;  // strand only; null once the connection stops writing
+  beast::tcp_stream* stream = nullptr;  // its I/O thread only; null once the connection stops writing
   std::mutex mutex;
   std::string pending;
   std::size_t queued = 0;  // pending plus what the writer took and has not written yet
@@ -265,12 +265,57 @@ void QueueBudget::enforce() {
   }
 }
 
-/// One accepted connection; every member is touched on its strand only.
-struct Connection {
-  explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
+/// One accepted connection; every member is touched on its I/O thread only (the one thread that
+/// runs its io_context, so no strand is needed).
+struct Connection : std::enable_shared_from_this<Connection> {
+  explicit Connection(tcp::socket socket) : stream(std::move(socket)), watchdog(stream.get_executor()) {}
   beast::tcp_stream stream;
+  // NOTE: a read's time limit is one timer per connection that is re-armed only when it fires
+  // (at most once per limit) rather than a timer started and cancelled around every read: a read
+  // stores its deadline, and the timer, on expiry, cancels a read still running past it.
+  asio::steady_timer watchdog;
+  std::chrono::steady_clock::time_point read_deadline = std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point watchdog_expiry{};  // while armed
+  bool watchdog_armed = false;
+  bool timed_out = false;  // the watchdog cancelled the read
+  bool closed = false;     // the session ended: the watchdog stays disarmed
   bool idle = false;  // waiting for the next request's headers
   bool stopping = false;
+  unsigned shard = 0;  // its I/O thread's index (RequestCounts)
+
+  /// A read until `deadline` starts.
+  void arm(std::chrono::steady_clock::time_point deadline) {
+    read_deadline = deadline;
+    if (watchdog_armed && watchdog_expiry <= deadline) return;  // fires first, then re-arms
+    watchdog_expiry = deadline;
+    watchdog_armed = true;
+    watchdog.expires_at(deadline);  // cancels an earlier wait, whose handler then sees it is stale
+    watchdog.async_wait([self = shared_from_this(), deadline](beast::error_code) { self->fired(deadline); });
+  }
+  /// The read ended.
+  void disarm() { read_deadline = std::chrono::steady_clock::time_point::max(); }
+  /// The session ended.
+  void close() {
+    closed = true;
+    watchdog_armed = false;
+    watchdog.cancel();
+  }
+
+ private:
+  void fired(std::chrono::steady_clock::time_point expiry) {
+    if (closed || !watchdog_armed || expiry != watchdog_expiry) return;  // cancelled, or re-armed since
+    watchdog_armed = false;
+    if (read_deadline == std::chrono::steady_clock::time_point::max()) return;  // no read: the next arms it
+    if (std::chrono::steady_clock::now() < read_deadline) {
+      arm(read_deadline);
+      return;
+    }
+    timed_out = true;
+    beast::error_code ignored;
+    stream.socket().cancel(ignored);
+  }
+
+ public:
   std::chrono::steady_clock::time_point request_started;  // for the latency histogram
   std::shared_ptr<SseChannel> channel;                    // while streaming events
   std::string out;  // the answer being written, reused from one request to the next
@@ -296,54 +341,114 @@ void serialize(const Response& response, std::string& out, bool head_only) {
   if (!head_only) out += response.body();
 }
 
-/// Requests by endpoint and status, for /metrics.
+/// Requests by endpoint and status, for /metrics: counters without a lock, one set per I/O thread
+/// (each adds to its own; /metrics sums them), so counting costs no shared cache line.
 class RequestCounts {
  public:
-  void add(std::string_view endpoint, unsigned status) {
-    std::lock_guard lock(m_mutex);
-    ++m_counts[{std::string(endpoint), status}];
+  explicit RequestCounts(unsigned shards) : m_shards(std::max(1u, shards)) {}
+
+  /// `endpoint` is a name StoreRouter::endpoint() returns, "refused", or any other (counted as
+  /// "unknown" past the known ones).
+  void add(unsigned shard, std::string_view endpoint, unsigned status) {
+    const std::size_t slot = status >= first_status && status < first_status + statuses ? status - first_status : 0;
+    bump(shard_of(shard).counts[endpoint_index(endpoint) * statuses + slot]);
   }
   /// One answered request's time from its headers read to its answer written.
-  void observe(std::chrono::steady_clock::duration elapsed) {
-    double seconds = std::chrono::duration<double>(elapsed).count();
-    std::lock_guard lock(m_mutex);
-    for (std::size_t i = 0; i < latency_bounds.size(); ++i)
-      if (seconds <= latency_bounds[i]) ++m_buckets[i];
-    ++m_observed;
-    m_latency_sum += seconds;
+  void observe(unsigned shard, std::chrono::steady_clock::duration elapsed) {
+    Shard& counts = shard_of(shard);
+    const double seconds = std::chrono::duration<double>(elapsed).count();
+    std::size_t bucket = 0;
+    while (bucket < latency_bounds.size() && seconds > latency_bounds[bucket]) ++bucket;
+    bump(counts.buckets[bucket]);  // the first bound it is within (latency_bounds.size(): none)
+    counts.latency_ns.fetch_add(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()),
+        std::memory_order_relaxed);
   }
 
   std::string render() {
     std::string out = "# HELP scale_store_requests_total Requests answered, by endpoint and status.\n"
                       "# TYPE scale_store_requests_total counter\n";
-    std::lock_guard lock(m_mutex);
-    for (const auto& [labels, count] : m_counts)
-      out += "scale_store_requests_total{endpoint=\"" + labels.first + "\",status=\"" + std::to_string(labels.second) +
-             "\"} " + std::to_string(count) + "\n";
+    std::vector<std::size_t> order(endpoint_names.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [](std::size_t a, std::size_t b) { return endpoint_names[a] < endpoint_names[b]; });
+    for (std::size_t e : order)
+      for (std::size_t slot = 0; slot < statuses; ++slot) {
+        std::uint64_t count = 0;
+        for (const auto& shard : m_shards) count += shard.counts[e * statuses + slot].load(std::memory_order_relaxed);
+        if (count == 0) continue;
+        out += "scale_store_requests_total{endpoint=\"" + std::string(endpoint_names[e]) + "\",status=\"" +
+               std::to_string(slot + first_status) + "\"} " + std::to_string(count) + "\n";
+      }
     out += "# HELP scale_store_request_duration_seconds Time from a request's headers to its answer written.\n"
            "# TYPE scale_store_request_duration_seconds histogram\n";
+    std::array<std::uint64_t, latency_bounds.size() + 1> buckets{};
+    std::uint64_t latency_ns = 0;
+    for (const auto& shard : m_shards) {
+      for (std::size_t i = 0; i < buckets.size(); ++i) buckets[i] += shard.buckets[i].load(std::memory_order_relaxed);
+      latency_ns += shard.latency_ns.load(std::memory_order_relaxed);
+    }
+    std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i < latency_bounds.size(); ++i) {
+      cumulative += buckets[i];
       char bound[32];
       std::snprintf(bound, sizeof bound, "%g", latency_bounds[i]);
       out += "scale_store_request_duration_seconds_bucket{le=\"" + std::string(bound) + "\"} " +
-             std::to_string(m_buckets[i]) + "\n";
+             std::to_string(cumulative) + "\n";
     }
-    out += "scale_store_request_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(m_observed) + "\n";
+    const std::uint64_t observed = cumulative + buckets.back();
+    out += "scale_store_request_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(observed) + "\n";
     char sum[64];
-    std::snprintf(sum, sizeof sum, "%.9f", m_latency_sum);
+    std::snprintf(sum, sizeof sum, "%.9f", static_cast<double>(latency_ns) / 1e9);
     out += "scale_store_request_duration_seconds_sum " + std::string(sum) + "\n";
-    out += "scale_store_request_duration_seconds_count " + std::to_string(m_observed) + "\n";
+    out += "scale_store_request_duration_seconds_count " + std::to_string(observed) + "\n";
     return out;
   }
 
  private:
   static constexpr std::array<double, 10> latency_bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                                          0.005,  0.01,    0.05,   0.25,  1.0};
-  std::mutex m_mutex;
-  std::map<std::pair<std::string, unsigned>, std::uint64_t> m_counts;
-  std::array<std::uint64_t, latency_bounds.size()> m_buckets{};
-  std::uint64_t m_observed = 0;
-  double m_latency_sum = 0;
+  // Every name StoreRouter::endpoint() returns, and the server's own "refused"; "unknown" last.
+  static constexpr std::array<std::string_view, 16> endpoint_names{
+      "healthz", "metrics",     "ui",     "kv_set_many", "kv_list",       "kv_get", "kv_put",  "kv_delete",
+      "kv_other", "increment", "watch", "stream",      "events_emit", "events_stream", "refused", "unknown"};
+  static constexpr unsigned first_status = 100;
+  static constexpr std::size_t statuses = 500;  // 100..599 (any other is counted as 100)
+
+  struct Shard {
+    std::array<std::atomic<std::uint64_t>, endpoint_names.size() * statuses> counts{};
+    std::array<std::atomic<std::uint64_t>, latency_bounds.size() + 1> buckets{};
+    std::atomic<std::uint64_t> latency_ns{0};
+  };
+
+  static std::size_t endpoint_index(std::string_view endpoint) {
+    for (std::size_t i = 0; i + 1 < endpoint_names.size(); ++i)
+      if (endpoint_names[i] == endpoint) return i;
+    return endpoint_names.size() - 1;
+  }
+  Shard& shard_of(unsigned shard) { return m_shards[shard % m_shards.size()]; }
+  /// One writer per shard in practice (its I/O thread); fetch_add keeps any other caller exact.
+  static void bump(std::atomic<std::uint64_t>& counter) { counter.fetch_add(1, std::memory_order_relaxed); }
+
+  std::vector<Shard> m_shards;
+};
+
+/// An I/O thread as the place where journaled writes it made complete (src/store/completion_thread.hpp).
+class IoCompletionThread final : public detail::CompletionThread {
+ public:
+  explicit IoCompletionThread(asio::io_context& context) : m_context(context) {}
+  void post(std::function<void()> work) override {
+    if (m_serving.load(std::memory_order_acquire))
+      asio::post(m_context, std::move(work));
+    else
+      work();  // the thread has stopped: on the caller (the log's writer), as without a thread
+  }
+  /// The thread stopped serving (stop() joined it).
+  void stopped() noexcept { m_serving.store(false, std::memory_order_release); }
+
+ private:
+  asio::io_context& m_context;
+  std::atomic<bool> m_serving{true};
 };
 
 /// Waits for a scale::Future from Asio: a detached scale coroutine awaits it, resuming on the
@@ -380,7 +485,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       : options(std::move(options)),
         memory(open_memory(this->options, log)),
         events(detail::make_in_process_bus()),
-        ioc(static_cast<int>(std::max(1u, this->options.io_threads))) {
+        ioc(1) {
     // GET /healthz answers 503 while the log cannot make writes durable.
     if (log) router.set_health([log = log] { return log->health(); });
   }
@@ -411,10 +516,12 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   // in turn: a connection's reads, answers and writes then stay on one thread, with no hand-off
   // between threads sharing one context (a wake-up per event, which doubled one client's latency).
   std::vector<std::unique_ptr<asio::io_context>> more_contexts;
+  // Each context's thread as the place where its journaled writes complete (ioc's first).
+  std::vector<std::unique_ptr<IoCompletionThread>> completion_threads;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
   std::size_t next_context = 0;  // the listener's strand only
   std::optional<tcp::acceptor> acceptor;
-  // NOTE: the listener's accept is bound to another context's strand, so its operation holds a
+  // NOTE: the listener's accept is bound to another context, so its operation holds a
   // socket of that context: stop() waits for the listener to end before any context stops, or
   // ~io_context (ioc is destroyed last) would destroy a pending accept whose socket's context
   // is gone (a use-after-free).
@@ -424,7 +531,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   std::mutex lifecycle;  // start/stop
   bool started = false, stopped = false;
 
-  RequestCounts counts;
+  RequestCounts counts{std::max(1u, options.io_threads)};
   std::atomic<std::int64_t> subscribers{0};
   std::shared_ptr<QueueBudget> queue_budget = std::make_shared<QueueBudget>(options.max_queued_bytes);
   // The connection cap in force: options.max_connections, lowered to what the descriptor limit
@@ -435,7 +542,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
   // that no client waits in the backlog for an answer that never comes.
   int spare_descriptor = -1;
 
-  // Open connections and how to close each (posted to its strand) at stop().
+  // Open connections and how to close each (posted to its I/O thread) at stop().
   std::mutex connections_mutex;
   std::condition_variable connections_idle;
   std::unordered_map<std::uint64_t, std::shared_ptr<Connection>> connections;
@@ -447,7 +554,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     for (;;) {
       std::size_t index = next_context++ % (more_contexts.size() + 1);
       asio::io_context& context = index == 0 ? ioc : *more_contexts[index - 1];
-      auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(context), use_tuple);
+      auto [ec, socket] = co_await acceptor->async_accept(context, use_tuple);
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
         if (ec == asio::error::no_descriptors) refuse_without_descriptors();
@@ -458,6 +565,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       }
       if (stopping) co_return;
       auto connection = std::make_shared<Connection>(tcp::socket(std::move(socket)));
+      connection->shard = static_cast<unsigned>(index);
       std::uint64_t id;
       bool over_cap;
       {
@@ -516,7 +624,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       [[maybe_unused]] auto sent = ::send(client, out.data(), out.size(), MSG_NOSIGNAL);
       ::shutdown(client, SHUT_WR);
       ::close(client);
-      counts.add("refused", 503);
+      counts.add(0, "refused", 503);
     }
     spare_descriptor = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
@@ -532,13 +640,13 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     co_await http::async_write(connection->stream, response, use_tuple);
     beast::error_code ignored;
     connection->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    counts.add("refused", 503);
+    counts.add(connection->shard, "refused", 503);
   }
 
   /// Writes `response`; `head_only` (a HEAD request) leaves its body out, Content-Length kept.
   asio::awaitable<bool> write(Connection& connection, Response& response, std::string_view endpoint,
                               bool head_only = false) {
-    counts.add(endpoint, response.result_int());
+    counts.add(connection.shard, endpoint, response.result_int());
     std::string& out = connection.out;
     serialize(response, out, head_only);
     // Most answers fit in the socket's send buffer: written here at once (the socket is in
@@ -555,7 +663,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
                                                    asio::buffer(out.data() + written, out.size() - written), use_tuple);
       ec = error;
     }
-    counts.observe(std::chrono::steady_clock::now() - connection.request_started);
+    counts.observe(connection.shard, std::chrono::steady_clock::now() - connection.request_started);
     if (out.capacity() > 64 * 1024) std::string().swap(out);  // after a large answer, give the memory back
     co_return !ec;
   }
@@ -566,21 +674,23 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
                                                                                 detail::RequestReader& reader,
                                                                                 std::chrono::milliseconds timeout) {
     using State = detail::RequestReader::State;
-    using namespace asio::experimental::awaitable_operators;
-    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::optional<std::chrono::steady_clock::time_point> deadline;  // taken at the first wait
     for (;;) {
       State state = reader.parse();
       if (state != State::need_more) co_return state;
+      if (!deadline) deadline = std::chrono::steady_clock::now() + timeout;
       // Waiting for a request's first byte, the connection is idle (stop() closes it).
       connection.idle = !reader.in_request();
-      // NOTE: a timer of our own rather than the stream's expiry, which closes the socket and
-      // so leaves no way to answer 408.
-      asio::steady_timer timer(connection.stream.get_executor(), deadline);
-      auto received = co_await (connection.stream.socket().async_read_some(reader.prepare(), use_tuple) ||
-                                timer.async_wait(use_tuple));
+      // NOTE: the connection's watchdog rather than the stream's expiry, which closes the socket
+      // and so leaves no way to answer 408.
+      connection.arm(*deadline);
+      auto [ec, n] = co_await connection.stream.socket().async_read_some(reader.prepare(), use_tuple);
+      connection.disarm();
       connection.idle = false;
-      if (received.index() == 1) co_return std::nullopt;  // timed out
-      auto [ec, n] = std::get<0>(received);
+      if (connection.timed_out) {
+        connection.timed_out = false;
+        if (ec == asio::error::operation_aborted) co_return std::nullopt;  // timed out
+      }
       reader.commit(n);
       if (ec) reader.eof();
     }
@@ -690,6 +800,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       bool ok = co_await write(*connection, response, endpoint, head_only);
       if (!ok || !response.keep_alive()) break;
     }
+    connection->close();
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     if (unread_input) {
@@ -754,7 +865,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     if (!options.cors_origin.empty()) head.set(http::field::access_control_allow_origin, options.cors_origin);
     head.keep_alive(true);
     head.chunked(false);
-    counts.add(endpoint, 200);
+    counts.add(connection.shard, endpoint, 200);
     http::response_serializer<http::empty_body> serializer{head};
     connection.stream.expires_after(options.read_timeout);
     auto [head_error, n] = co_await http::async_write_header(connection.stream, serializer, use_tuple);
@@ -1087,8 +1198,16 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
       more_contexts.push_back(std::make_unique<asio::io_context>(1));
       keep_running.push_back(asio::make_work_guard(*more_contexts.back()));
     }
-    threads.emplace_back([this] { ioc.run(); });
-    for (auto& context : more_contexts) threads.emplace_back([&context = *context] { context.run(); });
+    completion_threads.push_back(std::make_unique<IoCompletionThread>(ioc));
+    for (auto& context : more_contexts) completion_threads.push_back(std::make_unique<IoCompletionThread>(*context));
+    auto serve = [](asio::io_context& context, detail::CompletionThread* completions) {
+      detail::CompletionThread::set_current(completions);
+      context.run();
+      detail::CompletionThread::set_current(nullptr);
+    };
+    threads.emplace_back([this, serve] { serve(ioc, completion_threads[0].get()); });
+    for (std::size_t i = 0; i < more_contexts.size(); ++i)
+      threads.emplace_back([this, serve, i] { serve(*more_contexts[i], completion_threads[i + 1].get()); });
     started = true;
   }
 
@@ -1125,6 +1244,7 @@ struct StoreServer::Impl : std::enable_shared_from_this<Impl> {
     for (auto& context : more_contexts) context->stop();
     for (auto& thread : threads) thread.join();
     threads.clear();
+    for (auto& completions : completion_threads) completions->stopped();
     if (log) log->close();  // writes and fsyncs what is pending, unlocks the data directory
     if (spare_descriptor >= 0) ::close(spare_descriptor);
     spare_descriptor = -1;
