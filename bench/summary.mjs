@@ -35,6 +35,7 @@ rows.sort((a, b) => rank(a) - rank(b) || a.bench.localeCompare(b.bench));
 
 const number = (v) => {
   if (!Number.isFinite(v)) return String(v);
+  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(1)} M`;
   const digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2;
   return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 };
