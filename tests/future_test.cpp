@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 using namespace std::chrono_literals;
 
@@ -258,4 +259,105 @@ TEST_CASE("resume_where_completed resumes on the completing thread while the loo
   REQUIRE(value == 7);  // already resumed, though the loop is still blocked
   REQUIRE(where.load() == producer_id);
   release_loop = true;
+}
+
+TEST_CASE("get() on many threads wakes each once its Promise completes on another thread", "[future]") {
+  scale::Runtime runtime;
+  constexpr int kThreads = 4, kEach = 2000;
+  std::atomic<long> sum{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        scale::Promise<int> promise;
+        auto future = promise.get_future();
+        std::thread producer([&promise, value = t * kEach + i] { promise.set_value(value); });
+        sum += future.get();  // blocks (or finds it done): both orders happen in this loop
+        producer.join();
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  const long n = kThreads * kEach;
+  REQUIRE(sum == n * (n - 1) / 2);
+}
+
+TEST_CASE("a Promise raced by its producer and Runtime shutdown completes exactly once", "[future]") {
+  for (int round = 0; round < 20; ++round) {
+    auto runtime = std::make_unique<scale::Runtime>();
+    constexpr int kPromises = 500;
+    std::vector<scale::Promise<int>> promises(kPromises);
+    std::vector<scale::Future<int>> futures;
+    for (auto& promise : promises) futures.push_back(promise.get_future());
+    std::atomic<int> took_effect{0};
+    std::thread producer([&] {
+      for (auto& promise : promises)
+        if (promise.set_value(1)) ++took_effect;
+    });
+    runtime.reset();  // fails with Stopped whatever the producer has not completed yet
+    producer.join();
+    int values = 0, stopped = 0;
+    for (auto& future : futures) {
+      try {
+        values += future.get();
+      } catch (const scale::Stopped&) {
+        ++stopped;
+      }
+    }
+    REQUIRE(values == took_effect.load());
+    REQUIRE(values + stopped == kPromises);
+  }
+}
+
+TEST_CASE("Promises made and completed on several threads at once are all stopped or delivered", "[future]") {
+  auto runtime = std::make_unique<scale::Runtime>();
+  constexpr int kThreads = 4, kEach = 5000;
+  std::vector<std::vector<scale::Promise<int>>> kept(kThreads);  // left pending for shutdown to stop
+  std::vector<std::vector<scale::Future<int>>> pending(kThreads);
+  std::atomic<int> delivered{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        scale::Promise<int> promise;
+        if (i % 2 == 0) {
+          auto future = promise.get_future();
+          promise.set_value(i);
+          if (future.get() == i) ++delivered;
+        } else {
+          pending[t].push_back(promise.get_future());
+          kept[t].push_back(std::move(promise));
+        }
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  REQUIRE(delivered == kThreads * kEach / 2);
+  runtime.reset();
+  int stopped = 0;
+  for (auto& futures : pending)
+    for (auto& future : futures) {
+      try {
+        (void)future.get();
+      } catch (const scale::Stopped&) {
+        ++stopped;
+      }
+    }
+  REQUIRE(stopped == kThreads * kEach / 2);
+}
+
+namespace {
+struct ThrowsOnCopy {
+  ThrowsOnCopy() = default;
+  ThrowsOnCopy(const ThrowsOnCopy&) { throw Custom("copy failed"); }
+};
+}  // namespace
+
+TEST_CASE("a value whose construction throws fails the Future with that error", "[future]") {
+  scale::Runtime runtime;
+  scale::Promise<ThrowsOnCopy> promise;
+  auto future = promise.get_future();
+  const ThrowsOnCopy original;
+  REQUIRE_THROWS_AS(promise.set_value(original), Custom);
+  REQUIRE(promise.ready());
+  REQUIRE_FALSE(promise.set_value());  // already complete: ignored
+  REQUIRE_THROWS_AS(future.get(), Custom);
 }

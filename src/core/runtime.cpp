@@ -8,6 +8,8 @@
 #include "process/worker_link.hpp"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -82,10 +84,7 @@ class Loop {
     // it exited; from here on, posts run inline.
   }
 
-  bool running() {
-    std::lock_guard lock(m_mutex);
-    return m_running;
-  }
+  bool running() const noexcept { return m_running.load(std::memory_order_acquire); }
 
   void post(LoopItem item) {
     std::unique_lock lock(m_mutex);
@@ -152,7 +151,7 @@ class Loop {
   std::vector<LoopItem> m_queue;
   std::vector<Timer> m_timers;
   std::uint64_t m_sequence = 0;
-  bool m_running = false;
+  std::atomic<bool> m_running{false};  // written under m_mutex; read without it by running()
   bool m_quitting = false;
   bool m_waiting = false;
   std::thread m_thread;
@@ -163,20 +162,27 @@ Loop& the_loop() {
   return *loop;
 }
 
+// NOTE: pending Promises' states, in kShards intrusive lists chosen by address, each under its own
+// mutex: making and completing Promises on many threads do not meet on one lock, and tracking
+// allocates nothing. A tracked state holds a reference to itself (RegistryLink::self) until it
+// is untracked, so that stop_all can fail it while its Promise is being destroyed elsewhere; the
+// reference is dropped after the shard's lock is released.
 class Registry {
  public:
-  void open() {
-    std::lock_guard lock(m_mutex);
-    m_stopping = false;
-  }
+  void open() { m_stopping.store(false, std::memory_order_release); }
 
   void track(const std::shared_ptr<StateBase>& state) {
     {
-      std::lock_guard lock(m_mutex);
-      if (!m_stopping) {
-        m_states.push_front(state);
-        state->m_registry_position = m_states.begin();
-        state->m_tracked = true;
+      Shard& shard = shard_of(state.get());
+      std::lock_guard lock(shard.mutex);
+      if (!m_stopping.load(std::memory_order_acquire)) {
+        RegistryLink& link = state->m_registry;
+        link.self = state;
+        link.previous = nullptr;
+        link.next = shard.head;
+        if (shard.head != nullptr) shard.head->m_registry.previous = state.get();
+        shard.head = state.get();
+        link.tracked.store(true, std::memory_order_release);
         return;
       }
     }
@@ -184,29 +190,53 @@ class Registry {
   }
 
   void untrack(StateBase* state) noexcept {
-    std::lock_guard lock(m_mutex);
-    if (!state->m_tracked) return;
-    state->m_tracked = false;
-    m_states.erase(state->m_registry_position);
+    std::shared_ptr<StateBase> self;
+    {
+      Shard& shard = shard_of(state);
+      std::lock_guard lock(shard.mutex);
+      if (!state->m_registry.tracked.load(std::memory_order_relaxed)) return;
+      self = unlink(shard, state);
+    }
   }
 
   /// Fails every pending state with Stopped; states tracked from now on fail at once.
   void stop_all() {
-    std::list<std::shared_ptr<StateBase>> states;
-    {
-      std::lock_guard lock(m_mutex);
-      m_stopping = true;
-      for (auto& state : m_states) state->m_tracked = false;
-      states.swap(m_states);
+    m_stopping.store(true, std::memory_order_release);
+    std::vector<std::shared_ptr<StateBase>> states;
+    for (Shard& shard : m_shards) {
+      std::lock_guard lock(shard.mutex);
+      while (shard.head != nullptr) states.push_back(unlink(shard, shard.head));
     }
     auto stopped = std::make_exception_ptr(Stopped());
     for (auto& state : states) state->fail(stopped);
   }
 
  private:
-  std::mutex m_mutex;
-  std::list<std::shared_ptr<StateBase>> m_states;
-  bool m_stopping = false;
+  static constexpr std::size_t kShards = 16;
+  struct alignas(64) Shard {
+    std::mutex mutex;
+    StateBase* head = nullptr;
+  };
+
+  Shard& shard_of(const StateBase* state) noexcept {
+    return m_shards[(reinterpret_cast<std::uintptr_t>(state) >> 6) % kShards];
+  }
+
+  /// Under the shard's lock: takes `state` out of its list and returns its reference to itself.
+  static std::shared_ptr<StateBase> unlink(Shard& shard, StateBase* state) noexcept {
+    RegistryLink& link = state->m_registry;
+    if (link.previous != nullptr)
+      link.previous->m_registry.next = link.next;
+    else
+      shard.head = link.next;
+    if (link.next != nullptr) link.next->m_registry.previous = link.previous;
+    link.previous = link.next = nullptr;
+    link.tracked.store(false, std::memory_order_release);
+    return std::move(link.self);
+  }
+
+  std::array<Shard, kShards> m_shards;
+  std::atomic<bool> m_stopping{false};
 };
 
 Registry& the_registry() {

@@ -257,8 +257,9 @@ class ThreadPool final : public WaitHelper {
     Sleeper sleeper(frame);
     struct Waker final : StateWaker {
       Waker(ThreadPool& pool, Sleeper& sleeper) : pool(pool), sleeper(sleeper) {}
-      // NOTE: under the state's lock, after it is marked ready. Taking m_mutex orders this after
-      // the waiting thread's check of is_ready() (under m_mutex) or after it went to sleep.
+      // NOTE: on the completing thread, once is_ready() is true and before clear_waker() can
+      // return. Taking m_mutex orders this after the waiting thread's check of is_ready() (under
+      // m_mutex) or after it went to sleep.
       void state_completed() noexcept override {
         { std::lock_guard lock(pool.m_mutex); }
         sleeper.cv.notify_one();

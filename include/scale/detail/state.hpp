@@ -1,13 +1,21 @@
 #pragma once
 // The shared state behind a Future: a result slot, one consumer, and a way to wake it.
+//
+// Why it looks like this:
+//   - The hand-off from the producer to the one consumer is one atomic word (`m_word`, below):
+//     the consumer publishes how it waits (a coroutine to resume, a blocked thread, a waker) with
+//     one compare-and-swap, the producer completes with one exchange and acts on what it finds.
+//     No mutex and no condition variable: get() sleeps in std::atomic::wait (a futex).
+//   - Completion is claimed first (`m_claimed`), so that two producers racing (a Promise and the
+//     Runtime's shutdown failing it with Stopped) never both write the result.
+//   - Only a Promise's state is in the shutdown registry (detail::track); `m_tracked` is read
+//     without the registry's lock, so completing any other state takes no lock at all.
 
 #include <atomic>
-#include <condition_variable>
 #include <coroutine>
+#include <cstdint>
 #include <exception>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <type_traits>
@@ -28,8 +36,8 @@ class StateBase;
 /// waits (a pool thread running nested chunks) learns that its wait is over.
 class StateWaker {
  public:
-  /// Called under the state's lock, on the completing thread; must return at once and must not
-  /// touch the state.
+  /// Called on the completing thread once the state is ready (is_ready() is true), before
+  /// clear_waker can return; must return at once and must not touch the state.
   virtual void state_completed() noexcept = 0;
 
  protected:
@@ -50,6 +58,15 @@ class WaitHelper {
 /// This thread's WaitHelper, or null (every thread but a pool thread): Future::get() reads it once.
 inline constinit thread_local WaitHelper* t_wait_helper = nullptr;
 
+/// A state's place in the shutdown registry (src/core/runtime.cpp): an intrusive list link, and
+/// the reference that keeps a pending Promise's state alive until it completes or is stopped.
+struct RegistryLink {
+  StateBase* previous = nullptr;
+  StateBase* next = nullptr;
+  std::shared_ptr<StateBase> self;
+  std::atomic<bool> tracked{false};
+};
+
 class StateBase {
  public:
   StateBase() = default;
@@ -57,14 +74,17 @@ class StateBase {
   StateBase& operator=(const StateBase&) = delete;
   virtual ~StateBase();
 
-  bool is_ready() const noexcept { return m_ready.load(std::memory_order_acquire); }
+  /// True once the value or error is there to take.
+  bool is_ready() const noexcept {
+    const std::uint32_t word = m_word.load(std::memory_order_acquire);
+    return word == kDone || word == kWaking;
+  }
 
   /// Completes with an error. Returns false when already complete (the error is dropped).
   bool fail(std::exception_ptr error) noexcept {
-    std::unique_lock lock(m_mutex);
-    if (m_done) return false;
+    if (!claim()) return false;
     m_error = std::move(error);
-    finish(lock);
+    finish();
     return true;
   }
 
@@ -78,70 +98,94 @@ class StateBase {
   /// Sets the coroutine to resume on completion: through the loop, or (`where_completed`) on the
   /// thread that completes the state. Returns false when already complete (resume now).
   bool set_continuation(std::coroutine_handle<> handle, bool where_completed = false) noexcept {
-    std::lock_guard lock(m_mutex);
-    if (m_done) return false;
     m_continuation = handle;
     m_resume_where_completed = where_completed;
-    return true;
+    return publish(kContinuation);
   }
 
   /// Registers `waker` to be told when the state completes. Returns false (and registers nothing)
   /// when already complete. One waker at a time: the single consumer's.
   bool set_waker(StateWaker* waker) noexcept {
-    std::lock_guard lock(m_mutex);
-    if (m_done) return false;
     m_waker = waker;
-    return true;
+    return publish(kWaker);
   }
   /// Unregisters the waker. Once this returns no call to it is running or will start, so the
   /// waker may be destroyed.
   void clear_waker() noexcept {
-    std::lock_guard lock(m_mutex);
-    m_waker = nullptr;
+    std::uint32_t word = kWaker;
+    if (m_word.compare_exchange_strong(word, kEmpty, std::memory_order_acq_rel)) return;
+    while (word == kWaking) {  // the completing thread is calling it: wait until it has returned
+      m_word.wait(kWaking, std::memory_order_acquire);
+      word = m_word.load(std::memory_order_acquire);
+    }
   }
 
   /// Blocks the calling thread until complete.
-  void wait() {
-    std::unique_lock lock(m_mutex);
-    ++m_waiters;
-    m_cv.wait(lock, [&] { return m_done; });
-    --m_waiters;
+  void wait() noexcept {
+    if (!publish(kBlocked)) return;
+    std::uint32_t word = kBlocked;
+    while (word != kDone) {
+      m_word.wait(word, std::memory_order_acquire);
+      word = m_word.load(std::memory_order_acquire);
+    }
   }
 
-  // Shutdown registry bookkeeping, guarded by the registry's mutex.
-  std::list<std::shared_ptr<StateBase>>::iterator m_registry_position{};
-  bool m_tracked = false;
+  /// The shutdown registry's bookkeeping (detail::track), touched only under its lock but for
+  /// `tracked`, which completion reads to skip the registry for a state never tracked.
+  RegistryLink m_registry;
 
  protected:
-  // NOTE: the value (if any) is written under m_mutex before finish(); readers see m_ready with
-  // acquire ordering, or take m_mutex, so the value is visible to whoever consumes it. The waker
-  // is called under m_mutex, after m_ready is set, so that clear_waker (which takes m_mutex)
-  // cannot return while it runs: the waker lives on the waiting thread's stack.
-  void finish(std::unique_lock<std::mutex>& lock) noexcept {
-    m_done = true;
-    m_ready.store(true, std::memory_order_release);
-    auto continuation = std::exchange(m_continuation, {});
-    if (m_waiters > 0) m_cv.notify_all();
-    if (m_waker) m_waker->state_completed();
-    const bool here = m_resume_where_completed;
-    lock.unlock();
-    untrack(this);
-    if (!continuation) return;
-    if (here)
-      continuation.resume();
-    else
-      post(continuation);
+  // The consumer's side of m_word: kEmpty, then one of kContinuation / kBlocked / kWaker (set by
+  // the consumer, with the field it names written first); the producer's side: kDone, or kWaking
+  // while it calls the waker (then kDone).
+  static constexpr std::uint32_t kEmpty = 0;
+  static constexpr std::uint32_t kContinuation = 1;
+  static constexpr std::uint32_t kBlocked = 2;
+  static constexpr std::uint32_t kWaker = 3;
+  static constexpr std::uint32_t kWaking = 4;
+  static constexpr std::uint32_t kDone = 5;
+
+  /// The producer's right to write the result; false when another producer already has it.
+  bool claim() noexcept { return !m_claimed.exchange(true, std::memory_order_acq_rel); }
+
+  /// The consumer publishes how it waits; false when the state completed first.
+  bool publish(std::uint32_t how) noexcept {
+    std::uint32_t word = kEmpty;
+    return m_word.compare_exchange_strong(word, how, std::memory_order_acq_rel, std::memory_order_acquire);
   }
 
-  std::mutex m_mutex;
-  std::condition_variable m_cv;
-  std::atomic<bool> m_ready{false};
+  // NOTE: the result is written before finish(), which publishes it with a release exchange of
+  // m_word; every reader (is_ready, the consumer's failed publish) reads m_word with acquire.
+  // The waker is called in kWaking, which clear_waker waits out: the waker lives on the waiting
+  // thread's stack. Whoever completes holds a reference to the state, so the notify after the
+  // exchange never touches freed memory.
+  void finish() noexcept {
+    // The consumer moves m_word away from kEmpty at most once, so this loops at most twice.
+    std::uint32_t word = m_word.load(std::memory_order_acquire);
+    while (!m_word.compare_exchange_weak(word, word == kWaker ? kWaking : kDone, std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
+    }
+    if (word == kWaker) {
+      m_waker->state_completed();
+      m_word.store(kDone, std::memory_order_release);
+      m_word.notify_all();
+    } else if (word == kBlocked) {
+      m_word.notify_all();
+    }
+    if (m_registry.tracked.load(std::memory_order_acquire)) untrack(this);
+    if (word != kContinuation) return;
+    if (m_resume_where_completed)
+      m_continuation.resume();
+    else
+      post(m_continuation);
+  }
+
+  std::atomic<std::uint32_t> m_word{kEmpty};
+  std::atomic<bool> m_claimed{false};
   std::atomic<bool> m_consumed{false};
-  bool m_done = false;
-  int m_waiters = 0;
+  bool m_resume_where_completed = false;
   std::exception_ptr m_error;
   std::coroutine_handle<> m_continuation;
-  bool m_resume_where_completed = false;
   StateWaker* m_waker = nullptr;
 };
 
@@ -151,10 +195,15 @@ class State final : public StateBase {
   /// Completes with a value. Returns false when already complete (the value is dropped).
   template <class... Args>
   bool set_value(Args&&... args) {
-    std::unique_lock lock(m_mutex);
-    if (m_done) return false;
-    m_value.emplace(std::forward<Args>(args)...);
-    finish(lock);
+    if (!claim()) return false;
+    try {
+      m_value.emplace(std::forward<Args>(args)...);
+    } catch (...) {
+      m_error = std::current_exception();
+      finish();
+      throw;
+    }
+    finish();
     return true;
   }
 
