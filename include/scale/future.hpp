@@ -271,40 +271,55 @@ struct ThenResult {
       return std::type_identity<std::invoke_result_t<F&>>{};
     }
   }
+  static constexpr bool deduce_takes_value() {
+    if constexpr (std::is_void_v<T>)
+      return false;
+    else
+      return std::is_invocable_v<F&, T&&>;
+  }
   using raw = typename decltype(deduce())::type;
   using type = unwrap_t<raw>;
+  static constexpr bool takes_value = deduce_takes_value();
 };
 
-template <class R, class F, class... Args>
-Future<unwrap_t<R>> call_then(F& fn, Args&&... args) {
-  if constexpr (is_future_v<R>) {
-    if constexpr (std::is_void_v<unwrap_t<R>>) {
-      co_await fn(std::forward<Args>(args)...);
+/// Awaits a Future<T> and gives its value as Stored<T> (an empty value for void).
+template <class T>
+struct StoredAwaiter {
+  typename Future<T>::Awaiter inner;
+  bool await_ready() const noexcept { return inner.await_ready(); }
+  bool await_suspend(std::coroutine_handle<> handle) noexcept { return inner.await_suspend(handle); }
+  Stored<T> await_resume() {
+    if constexpr (std::is_void_v<T>) {
+      inner.await_resume();
+      return {};
     } else {
-      co_return co_await fn(std::forward<Args>(args)...);
+      return inner.await_resume();
     }
-  } else if constexpr (std::is_void_v<R>) {
-    fn(std::forward<Args>(args)...);
-  } else {
-    co_return fn(std::forward<Args>(args)...);
   }
-}
+};
 
+/// One coroutine frame per `then`: fn runs in it, and a Future that fn returns is awaited there.
 template <class T, class F>
 Future<typename ThenResult<T, F>::type> then_impl(Future<T> self, F fn) {
   using R = typename ThenResult<T, F>::raw;
-  if constexpr (std::is_void_v<T>) {
-    co_await std::move(self);
-    co_await ResumeOnLoop{};
-    co_return co_await call_then<R>(fn);
+  StoredAwaiter<T> awaiter{std::move(self).operator co_await()};
+  Stored<T> value = co_await awaiter;
+  co_await ResumeOnLoop{};
+  auto call = [&]() -> R {
+    if constexpr (ThenResult<T, F>::takes_value)
+      return fn(std::move(value));
+    else
+      return fn();
+  };
+  if constexpr (!is_future_v<R>) {
+    if constexpr (std::is_void_v<R>)
+      call();
+    else
+      co_return call();
+  } else if constexpr (std::is_void_v<unwrap_t<R>>) {
+    co_await call();
   } else {
-    T value = co_await std::move(self);
-    co_await ResumeOnLoop{};
-    if constexpr (std::is_invocable_v<F&, T&&>) {
-      co_return co_await call_then<R>(fn, std::move(value));
-    } else {
-      co_return co_await call_then<R>(fn);
-    }
+    co_return co_await call();
   }
 }
 
