@@ -275,12 +275,10 @@ int seconds_from(const char* variable, int fallback, int least) {
 }
 
 int seconds_per_run() { return seconds_from("SCALE_BENCH_SECONDS", 3, 1); }
-int g_run_seconds = 0;  // 0: seconds_per_run(); the sweep sets its own
-int run_seconds() { return g_run_seconds > 0 ? g_run_seconds : seconds_per_run(); }
 
 /// ops/s of wrk against scale-store; nullopt (with a note) when some answers were not 2xx.
-std::optional<double> wrk_rate(int port, int connections, const fs::path& script) {
-  std::string command = "wrk -t1 -c" + std::to_string(connections) + " -d" + std::to_string(run_seconds()) +
+std::optional<double> wrk_rate(int port, int connections, const fs::path& script, int seconds = seconds_per_run()) {
+  std::string command = "wrk -t1 -c" + std::to_string(connections) + " -d" + std::to_string(seconds) +
                         "s -s " + script.string() + " http://127.0.0.1:" + std::to_string(port) +
                         "/v1/kv/bench-key 2>&1";
   std::string out = run(command);
@@ -297,7 +295,7 @@ std::optional<double> wrk_rate(int port, int connections, const fs::path& script
 }
 
 /// ops/s of redis-benchmark for one test (set or get), sized to last about one run's seconds.
-std::optional<double> redis_rate(int port, int connections, const std::string& test) {
+std::optional<double> redis_rate(int port, int connections, const std::string& test, int seconds = seconds_per_run()) {
   auto once = [&](long requests) -> std::optional<double> {
     std::string command = "redis-benchmark -h 127.0.0.1 -p " + std::to_string(port) + " -c " +
                           std::to_string(connections) + " -n " + std::to_string(requests) + " -t " + test +
@@ -316,7 +314,7 @@ std::optional<double> redis_rate(int port, int connections, const std::string& t
   };
   auto probe = once(std::max(2000, connections * 200));
   if (!probe) return std::nullopt;
-  return once(std::max(2000L, static_cast<long>(*probe * run_seconds())));
+  return once(std::max(2000L, static_cast<long>(*probe * seconds)));
 }
 
 /// One figure: scale-store's, Redis's, the ratio, and the target (0: none).
@@ -349,15 +347,15 @@ void compare(const char* what, const std::function<std::optional<double>()>& sca
 
 /// Throughput against connections for the plot: one run per side and point.
 void sweep(int scale_port, int redis_port, const fs::path& put_script, const fs::path& get_script) {
-  g_run_seconds = seconds_from("SCALE_BENCH_SWEEP_SECONDS", 1, 0);
-  if (g_run_seconds == 0) return;
+  const int seconds = seconds_from("SCALE_BENCH_SWEEP_SECONDS", 1, 0);
+  if (seconds == 0) return;
   std::printf("sweep for the plot (%d s per run): connections, GET scale-store, GET redis, PUT scale-store, PUT redis\n",
-              g_run_seconds);
+              seconds);
   for (int connections = 1; connections <= 256; connections *= 2) {
-    auto get_scale = wrk_rate(scale_port, connections, get_script);
-    auto get_redis = redis_rate(redis_port, connections, "get");
-    auto put_scale = wrk_rate(scale_port, connections, put_script);
-    auto put_redis = redis_rate(redis_port, connections, "set");
+    auto get_scale = wrk_rate(scale_port, connections, get_script, seconds);
+    auto get_redis = redis_rate(redis_port, connections, "get", seconds);
+    auto put_scale = wrk_rate(scale_port, connections, put_script, seconds);
+    auto put_redis = redis_rate(redis_port, connections, "set", seconds);
     std::printf("  %4d %10.0f %10.0f %10.0f %10.0f\n", connections, get_scale.value_or(0), get_redis.value_or(0),
                 put_scale.value_or(0), put_redis.value_or(0));
     if (get_scale) scale_bench::record_point("store_get_connections", "scale-store", connections, *get_scale);
@@ -365,7 +363,6 @@ void sweep(int scale_port, int redis_port, const fs::path& put_script, const fs:
     if (put_scale) scale_bench::record_point("store_put_connections", "scale-store", connections, *put_scale);
     if (put_redis) scale_bench::record_point("store_put_connections", "redis", connections, *put_redis);
   }
-  g_run_seconds = 0;
 }
 
 /// The scale-store program measured: this build's, unless SCALE_BENCH_STORE names another.

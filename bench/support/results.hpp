@@ -1,7 +1,7 @@
 #pragma once
 // What a benchmark measured, kept for the page and the plot: every program records its figures in
 // one file, <build>/bench/results.json (beside the programs, or $SCALE_BENCH_RESULTS), which
-// `make bench` then prints as one table (bench/summary.py) and plots (bench/plot.sh).
+// `make bench` then prints as one table (bench/summary.mjs) and plots (bench/plot.sh).
 //
 // Layout of results.json:
 //   {"rows":   {"<bench>/<figure>": {bench, figure, unit, value, peer, peer_value, ratio,
@@ -75,20 +75,21 @@ inline void store_results(const nlohmann::json& doc) {
 
 }  // namespace detail
 
-/// True when the ratio value / peer_value meets the row's target.
+/// value / peer_value; 0 when the peer measured nothing.
+inline double ratio(const Row& row) { return row.peer_value > 0 ? row.value / row.peer_value : 0.0; }
+
+/// True when the row's ratio meets its target (never when the peer measured nothing).
 inline bool met(const Row& row) {
   if (row.peer_value <= 0) return false;
-  const double ratio = row.value / row.peer_value;
-  return row.target_op == "<=" ? ratio <= row.target : ratio >= row.target;
+  return row.target_op == "<=" ? ratio(row) <= row.target : ratio(row) >= row.target;
 }
 
 /// Records `row` in results.json (replacing an earlier row of the same bench and figure).
 inline void record(const Row& row) {
   nlohmann::json doc = detail::load_results();
-  const double ratio = row.peer_value > 0 ? row.value / row.peer_value : 0.0;
   nlohmann::json entry = {{"bench", row.bench},         {"figure", row.figure},    {"unit", row.unit},
                           {"value", row.value},         {"peer", row.peer},        {"peer_value", row.peer_value},
-                          {"ratio", ratio},             {"target_op", row.target_op}, {"target", row.target},
+                          {"ratio", ratio(row)},             {"target_op", row.target_op}, {"target", row.target},
                           {"met", met(row)},            {"time", static_cast<long long>(std::time(nullptr))}};
   if (const char* commit = std::getenv("SCALE_BENCH_COMMIT"); commit && *commit) entry["commit"] = commit;
   doc["rows"][row.bench + "/" + row.figure] = std::move(entry);

@@ -90,8 +90,9 @@ class JournalWaiter {
 /// Where the in-process backend records its writes to make them durable (scale-store's log,
 /// src/store/store_log.cpp). Both members are called with the backend's lock held, so they must be
 /// quick and must never call back into the backend.
-// NOTE: the waiters complete on the journal's thread. With no Runtime loop running, a Future's
-// continuation resumes right there, so it must not block waiting for another journaled write.
+// NOTE: the waiters complete on a thread of the journal's choosing (scale-store's: the I/O thread
+// that made the write). With no Runtime loop running, a Future's continuation resumes right there,
+// so it must not block waiting for another journaled write.
 class MemoryJournal {
  public:
   virtual ~MemoryJournal() = default;
