@@ -20,6 +20,7 @@
 #include <optional>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace scale::detail {
@@ -94,7 +95,7 @@ class Loop {
       return;
     }
     m_queue.push_back(std::move(item));
-    bool wake = m_waiting;
+    const bool wake = std::exchange(m_waiting, false);
     lock.unlock();
     if (wake) m_cv.notify_one();
   }
@@ -104,7 +105,7 @@ class Loop {
     if (!m_running || m_quitting) return false;
     m_timers.push_back(Timer{when, m_sequence++, std::move(fn)});
     std::push_heap(m_timers.begin(), m_timers.end(), TimerLater{});
-    bool wake = m_waiting;
+    const bool wake = std::exchange(m_waiting, false);
     lock.unlock();
     if (wake) m_cv.notify_one();
     return true;
@@ -153,6 +154,9 @@ class Loop {
   std::uint64_t m_sequence = 0;
   std::atomic<bool> m_running{false};  // written under m_mutex; read without it by running()
   bool m_quitting = false;
+  // NOTE: the first post to a waiting loop takes this and wakes it; the posts after it, before
+  // the loop has run, find it false and leave the condition variable alone (no futex wake each).
+  // The loop looks at its queue under the lock before it waits again, so none is missed.
   bool m_waiting = false;
   std::thread m_thread;
 };

@@ -125,6 +125,12 @@ struct InFlight {
 constexpr std::size_t pipeline_depth = 2;
 /// The largest task frame sent to a worker that is still busy (see send_task_locked).
 constexpr std::size_t max_pipelined_frame = 64 * 1024;
+/// A reused buffer that grew past this for one large frame gives its memory back once used.
+constexpr std::size_t kept_buffer_capacity = std::size_t{1} << 20;
+
+void trim_buffer(std::string& buffer) {
+  if (buffer.capacity() > kept_buffer_capacity) std::string().swap(buffer);
+}
 
 struct Worker {
   ChildProcess child;
@@ -158,39 +164,40 @@ struct Worker {
     return send_all(fd, frame);
   }
 
-  /// Queues a task frame (under the pool's lock, so in in-flight order); true when the caller
-  /// must flush() once it has released the pool's lock.
-  bool queue(std::string frame) {
+  /// Queues a frame (under the pool's lock, so in in-flight order) behind those not yet sent;
+  /// true when the caller must flush() once it has released the pool's lock.
+  bool queue(std::string_view frame) {
     std::lock_guard lock(out_mutex);
-    outbox.push_back(std::move(frame));
+    outbox.append(frame);
     if (flushing) return false;
     flushing = true;
     return true;
   }
 
-  /// Sends queued frames until none are left. A failed send means the worker died: its reader
-  /// sees end-of-file and reruns its tasks.
+  /// Sends what is queued, all of it in one write, until nothing is left. A failed send means the
+  /// worker died: its reader sees end-of-file and reruns its tasks.
   void flush() {
     for (;;) {
-      std::string frame;
       {
         std::lock_guard lock(out_mutex);
         if (outbox.empty()) {
           flushing = false;
+          trim_buffer(sending);
           return;
         }
-        frame = std::move(outbox.front());
-        outbox.pop_front();
+        sending.swap(outbox);  // the outbox takes the sent (empty) buffer back, with its capacity
       }
-      send(frame);
+      send(sending);
+      sending.clear();
     }
   }
 
   // NOTE: task frames are never sent under the pool's lock: a send may wait for the worker to
   // read, and the worker may be waiting for our reader, which may be waiting for that lock.
   std::mutex out_mutex;
-  std::deque<std::string> outbox;
-  bool flushing = false;
+  std::string outbox;    // frames queued and not yet sent, back to back (guarded by out_mutex)
+  std::string sending;   // what flush() writes now (only the thread that set flushing touches it)
+  bool flushing = false;  // guarded by out_mutex
 };
 
 /// What a pool needs from its manager: the running calls' backlog, and a way to tell them that
@@ -420,7 +427,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           std::string frame;
           encode_frame(frame, FrameType::stop, f.id, {});
           // NOTE: through the worker's outbox, so it follows the task frame it names.
-          queued = worker->queue(std::move(frame)) || queued;
+          queued = worker->queue(frame) || queued;
         }
         if (queued) to_flush.push_back(worker);
       }
@@ -699,10 +706,44 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   /// so a round trip never leaves it idle. Frames are queued per worker under the lock (so each
   /// worker receives its tasks in the order of its in-flight list) and sent after it.
   void pump() {
-    std::vector<std::size_t> spawns;
-    std::vector<std::shared_ptr<Worker>> to_flush;
+    Pumped pumped;
     {
       Locked lock(*this);
+      pump_locked(pumped);
+    }
+    pumped.run(*this);
+  }
+
+  /// What a pump leaves to do once the pool's lock is released: children to spawn, workers whose
+  /// outboxes to flush.
+  struct Pumped {
+    std::vector<std::size_t> spawns;
+    std::vector<std::shared_ptr<Worker>> to_flush;
+
+    // NOTE: to_flush borrows this thread's vector and gives it back, so a pump per result costs
+    // no allocation; a pump nested in this one (a continuation run inline by a completion) finds
+    // it taken and makes its own.
+    Pumped() : to_flush(std::move(t_flush_scratch)) {}
+    ~Pumped() {
+      to_flush.clear();
+      if (to_flush.capacity() > t_flush_scratch.capacity()) t_flush_scratch = std::move(to_flush);
+    }
+    Pumped(const Pumped&) = delete;
+    Pumped& operator=(const Pumped&) = delete;
+
+    void run(ProcessPool& pool) {
+      for (std::size_t slot : spawns) pool.spawn(slot);
+      for (auto& worker : to_flush) worker->flush();
+    }
+
+    static inline thread_local std::vector<std::shared_ptr<Worker>> t_flush_scratch;
+  };
+
+  /// pump() under the lock: what it gives out is queued, and what is left to do goes in `pumped`.
+  void pump_locked(Pumped& pumped) {
+    std::vector<std::size_t>& spawns = pumped.spawns;
+    std::vector<std::shared_ptr<Worker>>& to_flush = pumped.to_flush;
+    {
       if (m_stopping) return;
       const bool on_demand = m_sizing.mode() == PoolSizing::Mode::on_demand;
       if (!on_demand) spawns = rebalance_locked();
@@ -757,8 +798,6 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         }
       publish_locked();
     }
-    for (std::size_t slot : spawns) spawn(slot);
-    for (auto& worker : to_flush) worker->flush();
   }
 
   /// Under the lock: sends `worker` the setups it has not been sent, in order, behind whatever it
@@ -775,7 +814,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       InFlight f{std::move(task), id, Clock::now()};
       f.setup = true;
       worker->inflight.push_back(std::move(f));
-      flush = worker->queue(std::move(frame)) || flush;
+      flush = worker->queue(frame) || flush;
     }
     worker->setups_sent = m_setup_count;
     return flush;
@@ -930,23 +969,31 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   enum class Sent { queued, queued_flush, deferred, failed };
 
   Sent send_task_locked(const std::shared_ptr<Worker>& worker, std::shared_ptr<Task> task) {
-    if (task->frame.empty()) {
+    // A task's frame is encoded into the pool's one encoding buffer, or was kept in the task when
+    // it had to wait (below); either way it is copied into the worker's outbox, so no task costs
+    // a buffer of its own.
+    const bool cached = !task->frame.empty();
+    if (!cached) {
+      m_encoded.clear();
       try {
-        const std::size_t at = begin_frame(task->frame, FrameType::task, 0);
-        append_task_payload(task->chunk, task->frame);
-        end_frame(task->frame, at);
+        const std::size_t at = begin_frame(m_encoded, FrameType::task, 0);
+        append_task_payload(task->chunk, m_encoded);
+        end_frame(m_encoded, at);
       } catch (...) {
-        task->frame.clear();
+        m_encoded.clear();
+        trim_buffer(m_encoded);
         task->chunk.job->cancel();
         finish_locked(*task, std::current_exception());
         return Sent::failed;
       }
     }
+    std::string& frame = cached ? task->frame : m_encoded;
     // NOTE: a worker may run a task on its link's reader thread and not read meanwhile; a frame
     // queued behind that task must fit the socket's buffer, or our send and its result's send
     // could wait for each other. Larger frames wait until the worker is idle (they amortize the
     // round trip anyway).
-    if (!worker->inflight.empty() && task->frame.size() > max_pipelined_frame) {
+    if (!worker->inflight.empty() && frame.size() > max_pipelined_frame) {
+      if (!cached) task->frame.swap(m_encoded);  // kept for when the worker is idle
       queue_locked(std::move(task), true);
       ++m_counters.queued;
       return Sent::deferred;
@@ -954,15 +1001,15 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     // take_next_locked gave it only if its amounts fit: this take succeeds.
     const bool holds = !resources_of(*task).empty() && m_ledger.take(resources_of(*task));
     const std::uint64_t id = ++m_next_id;
-    set_frame_id(task->frame, id);
-    std::string frame = std::move(task->frame);
-    task->frame.clear();  // a rerun encodes again (it may be split)
+    set_frame_id(frame, id);
+    const bool must_flush = worker->queue(frame);
+    if (cached) std::string().swap(task->frame);  // a rerun encodes again (it may be split)
+    trim_buffer(m_encoded);
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
     worker->inflight.push_back(InFlight{std::move(task), id, Clock::now(), holds});
     ++m_counters.running;
-    return worker->queue(std::move(frame)) ? Sent::queued_flush : Sent::queued;
+    return must_flush ? Sent::queued_flush : Sent::queued;
   }
-
 
   // ----- workers -----
 
@@ -1058,25 +1105,61 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (worker) std::thread([self = shared_from_this(), worker] { self->read(worker); }).detach();
   }
 
-  /// A worker's reader thread: hello, results, errors and scope requests, then its exit.
+  /// The result and error frames of one read, handled together (answer_all); reused by its reader.
+  struct Answer {
+    std::shared_ptr<Task> task;
+    const Frame* frame = nullptr;
+    bool group_finished = false;
+    Clock::duration took{};
+    std::exception_ptr error;
+  };
+  struct Answers {
+    std::vector<Frame> frames;
+    std::vector<Answer> tasks;
+  };
+
+  static bool is_answer(FrameType type) noexcept { return type == FrameType::result || type == FrameType::error; }
+
+  /// A worker's reader thread: hello, results, errors and scope requests, then its exit. The
+  /// results and errors one read brings are handled as one batch (answer_all); a frame of another
+  /// kind has those before it handled first, so every frame is handled in the order it came.
   void read(std::shared_ptr<Worker> worker) {
     FrameReader reader;
     std::string refused;
+    Answers answers;
     for (bool open = true; open;) {
       auto room = reader.prepare();
       ssize_t n = ::read(worker->fd, room.data(), room.size());
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       reader.commit(static_cast<std::size_t>(n));
+      std::string bad;
       try {
-        while (auto frame = reader.next()) {
+        for (;;) {
+          std::optional<Frame> frame;
+          try {
+            frame = reader.next();
+          } catch (const std::exception& error) {
+            bad = error.what();  // the answers before it still count
+            break;
+          }
+          if (!frame) break;
+          if (is_answer(frame->type)) {
+            answers.frames.push_back(std::move(*frame));
+            continue;
+          }
+          answer_all(*worker, answers);
           if (!handle_frame(*worker, std::move(*frame), refused)) {
             open = false;
             break;
           }
         }
+        answer_all(*worker, answers);
       } catch (const std::exception& error) {
-        log_error(std::string("a worker sent a bad frame: ") + error.what());
+        bad = error.what();
+      }
+      if (!bad.empty()) {
+        log_error(std::string("a worker sent a bad frame: ") + bad);
         break;
       }
     }
@@ -1084,6 +1167,65 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     Locked lock(*this);
     --m_readers;
     m_cv.notify_all();
+  }
+
+  /// Results and errors of `worker`'s tasks (its reader's batch, emptied here): one lock takes
+  /// them off its in-flight list, their results go back to their calls without the lock, and one
+  /// more finishes them and pumps once for the whole batch.
+  void answer_all(Worker& worker, Answers& answers) {
+    if (answers.frames.empty()) return;
+    {
+      Locked lock(*this);
+      for (const Frame& frame : answers.frames) {
+        auto at = std::find_if(worker.inflight.begin(), worker.inflight.end(),
+                               [&](const InFlight& f) { return f.id == frame.id; });
+        if (at == worker.inflight.end()) continue;
+        // A worker runs its chunks in order: one sent behind another started when that one's
+        // result left, so its run is timed from then, not from its send.
+        const auto now = Clock::now();
+        if (at->setup) {
+          worker.last_answer = now;
+          setup_answered_locked(worker, at, frame);
+          continue;
+        }
+        Answer answer;
+        answer.frame = &frame;
+        answer.took = now - std::max(at->sent, worker.last_answer);
+        worker.last_answer = now;
+        take_back_progress(*at);
+        release_locked(*at);
+        answer.task = std::move(at->task);
+        answer.group_finished = answer.task->group->finished;
+        const bool was_running = at == worker.inflight.begin();
+        worker.inflight.erase(at);
+        // A task answered from behind the running one (withdrawn by a stop frame) leaves the
+        // running one's timeout as it was.
+        if (was_running && !worker.inflight.empty())
+          worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
+        worker.idle_since = now;
+        --m_counters.running;
+        answers.tasks.push_back(std::move(answer));
+      }
+    }
+    for (Answer& answer : answers.tasks) {
+      Task& task = *answer.task;
+      const TaskAnswer kind = answer.frame->type == FrameType::error ? TaskAnswer::error : TaskAnswer::results;
+      answer.error = hand_back(task.chunk, answer.group_finished, kind, answer.frame->payload);
+      // The dispatch sizes the call's next chunks from this (target_chunk_duration()).
+      if (!answer.error && !answer.group_finished && kind == TaskAnswer::results) {
+        task.chunk.job->record_run(task.chunk.size(), answer.took);
+        task.chunk.job->ran_on(task.chunk.begin, task.chunk.end, worker.id);
+      }
+    }
+    Pumped pumped;
+    {
+      Locked lock(*this);
+      for (Answer& answer : answers.tasks) finish_locked(*answer.task, std::move(answer.error));
+      pump_locked(pumped);
+    }
+    answers.tasks.clear();
+    answers.frames.clear();
+    pumped.run(*this);
   }
 
   bool handle_frame(Worker& worker, Frame frame, std::string& refused) {
@@ -1100,59 +1242,6 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
           Locked lock(*this);
           worker.ready = true;
           worker.idle_since = Clock::now();
-        }
-        pump();
-        return true;
-      }
-      case FrameType::result:
-      case FrameType::error: {
-        std::shared_ptr<Task> task;
-        bool group_finished = false;
-        bool setup = false;
-        Clock::duration took{};
-        {
-          Locked lock(*this);
-          auto at = std::find_if(worker.inflight.begin(), worker.inflight.end(),
-                                 [&](const InFlight& f) { return f.id == frame.id; });
-          if (at == worker.inflight.end()) return true;
-          // A worker runs its chunks in order: one sent behind another started when that one's
-          // result left, so its run is timed from then, not from its send.
-          const auto now = Clock::now();
-          if (at->setup) {
-            setup = true;
-            worker.last_answer = now;
-            setup_answered_locked(worker, at, frame);
-          } else {
-            took = now - std::max(at->sent, worker.last_answer);
-            worker.last_answer = now;
-            take_back_progress(*at);
-            release_locked(*at);
-            task = std::move(at->task);
-            group_finished = task->group->finished;
-            const bool was_running = at == worker.inflight.begin();
-            worker.inflight.erase(at);
-            // A task answered from behind the running one (withdrawn by a stop frame) leaves the
-            // running one's timeout as it was.
-            if (was_running && !worker.inflight.empty())
-              worker.start_front(worker.inflight.front().task->chunk.job->policy().timeout);
-            worker.idle_since = Clock::now();
-            --m_counters.running;
-          }
-        }
-        if (setup) {
-          pump();
-          return true;
-        }
-        const TaskAnswer answer = frame.type == FrameType::error ? TaskAnswer::error : TaskAnswer::results;
-        std::exception_ptr error = hand_back(task->chunk, group_finished, answer, frame.payload);
-        // The dispatch sizes the call's next chunks from this (target_chunk_duration()).
-        if (!error && !group_finished && answer == TaskAnswer::results) {
-          task->chunk.job->record_run(task->chunk.size(), took);
-          task->chunk.job->ran_on(task->chunk.begin, task->chunk.end, worker.id);
-        }
-        {
-          Locked lock(*this);
-          finish_locked(*task, error);
         }
         pump();
         return true;
@@ -1413,6 +1502,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   bool m_setups_exhausted = false;             // as many as max_workers: no more spawns
   std::vector<Promise<std::vector<std::string>>> m_target_waiters;  // broadcast_targets() with no child
   std::uint64_t m_next_id = 0;
+  std::string m_encoded;  // the task frame being encoded (send_task_locked), its capacity kept
   bool m_stopping = false;
   bool m_pump_requested = false;
   std::exception_ptr m_refused;

@@ -43,11 +43,23 @@ bool uses_scope(std::string_view payload) {
 
 std::atomic<bool> g_serving{false};
 
+/// A buffer that grew past this for one large frame gives its memory back once it is sent.
+constexpr std::size_t kept_buffer_capacity = std::size_t{1} << 20;
+
+void trim(std::string& buffer) {
+  if (buffer.capacity() > kept_buffer_capacity) std::string().swap(buffer);
+}
+
+// NOTE: the result goes out before the next task starts, never batched with the next one's: the
+// parent blames the first task it holds for a crash or a timeout and times each task from the
+// previous result, and a progress frame for a task whose result has left is ignored only because
+// that result left before the next task began.
 void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events, const Frame& frame) {
-  std::string out;
+  std::string& out = link.result_buffer();
   link.control().set_payload(frame.payload);
   const bool ok = run_task_payload(frame.payload, &memory, &events, out, &link.control());
   link.send(ok ? FrameType::result : FrameType::error, frame.id, out);
+  trim(out);
 }
 
 }  // namespace
@@ -58,10 +70,11 @@ WorkerLink::WorkerLink(ChildLink link)
       }) {}
 
 void WorkerLink::send(FrameType type, std::uint64_t id, std::string_view payload) {
-  std::string frame;
-  encode_frame(frame, type, id, payload);
   std::lock_guard lock(m_write_mutex);
-  if (!send_all(m_link.fd, frame)) leave();
+  m_frame.clear();
+  encode_frame(m_frame, type, id, payload);
+  if (!send_all(m_link.fd, m_frame)) leave();
+  trim(m_frame);
 }
 
 Future<nlohmann::json> WorkerLink::call(nlohmann::json request) {
@@ -115,11 +128,15 @@ Frame WorkerLink::next_task() {
 }
 
 void WorkerLink::task_done() {
+  bool queued;
   {
     std::lock_guard lock(m_mutex);
     m_busy = false;
+    queued = !m_tasks.empty();
   }
-  m_cv.notify_one();
+  // NOTE: only a queued task is worth waking the executor for: after a task the reader ran, an
+  // unconditional notify would wake it (a futex wake and two context switches) to find nothing.
+  if (queued) m_cv.notify_one();
 }
 
 void WorkerLink::leave() {

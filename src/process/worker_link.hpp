@@ -26,6 +26,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 
@@ -55,7 +56,7 @@ class WorkerLink {
  public:
   explicit WorkerLink(ChildLink link);
 
-  /// Sends one frame; a link that cannot be written (the parent is gone) ends the process.
+  /// Sends one frame (one write); a link that cannot be written (the parent is gone) ends the process.
   void send(FrameType type, std::uint64_t id, std::string_view payload);
 
   /// Sends a scope_request; the Future completes with the parent's answer (or its error).
@@ -74,6 +75,12 @@ class WorkerLink {
   /// The control of the task running now (begun as next_task() or the reader takes it).
   TaskControl& control() noexcept { return m_control; }
 
+  /// The running task's results, cleared for it: one buffer for every task, as one runs at a time.
+  std::string& result_buffer() noexcept {
+    m_result.clear();
+    return m_result;
+  }
+
   [[noreturn]] static void leave();
 
  private:
@@ -85,6 +92,8 @@ class WorkerLink {
   ChildLink m_link;
   bool m_busy = false;  // a task is running (on either thread)
   std::mutex m_write_mutex;
+  std::string m_frame;   // the frame being sent, under m_write_mutex (its capacity is kept)
+  std::string m_result;  // the running task's results (its capacity is kept)
   std::mutex m_mutex;
   std::condition_variable m_cv;
   std::deque<Frame> m_tasks;
