@@ -239,8 +239,9 @@ scale::detail::Detached await_where_completed(scale::Future<int> future, std::at
 }  // namespace
 
 TEST_CASE("resume_where_completed resumes on the completing thread while the loop is busy", "[future]") {
-  scale::Runtime runtime;
+  // Declared before the Runtime, so they outlive the loop callback that reads them.
   std::atomic<bool> release_loop{false}, loop_blocked{false};
+  scale::Runtime runtime;
   scale::detail::post([&] {
     loop_blocked = true;
     while (!release_loop) std::this_thread::sleep_for(1ms);
