@@ -7,7 +7,9 @@
 // build: drain, threads, provides, and the stop and abandon of chunks it holds
 // (cluster/running_chunk.hpp), whose progress it sends in batches. Its heartbeat also says its
 // round trip to Redis and whether it was idle, and reads the manager it is assigned to serve first
-// (cluster/matcher.hpp). See src/cluster/keys.hpp for the keys.
+// (cluster/matcher.hpp). While chunks are short it reads ahead (cluster/short_chunks.hpp), and the
+// task entries of results answered together are acknowledged together. See src/cluster/keys.hpp
+// for the keys.
 
 #include "core/host_name.hpp"
 #include "cluster/worker.hpp"
@@ -42,6 +44,7 @@
 #include "cluster/result_delivery.hpp"
 #include "cluster/round_trip_time.hpp"
 #include "cluster/running_chunk.hpp"
+#include "cluster/short_chunks.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
 #include "cluster/worker_setups.hpp"
@@ -322,8 +325,9 @@ class ClusterWorkerProcess {
   std::size_t fewest_running_since_last_beat() {
     const std::size_t fewest = m_fewest_running.exchange(std::numeric_limits<std::size_t>::max());
     if (fewest != std::numeric_limits<std::size_t>::max()) return fewest;
+    const std::size_t concurrency = m_runner->concurrency();
     std::lock_guard lock(m_held_mutex);
-    return m_held.size();
+    return std::min(m_held.size(), concurrency);  // a chunk read ahead is not running yet
   }
 
   // ----- stopped chunks and progress -----
@@ -357,7 +361,8 @@ class ClusterWorkerProcess {
         auto at = m_held.find(entry);
         if (at == m_held.end()) continue;
         at->second.control->request_stop();
-        running.push_back(entry);
+        // NOTE: one read ahead that has not started starts stopped, and ends at once.
+        if (at->second.control->started()) running.push_back(entry);
       }
     }
     if (running.empty() || m_options.processes) return false;
@@ -394,12 +399,20 @@ class ClusterWorkerProcess {
 
   // ----- the main thread: reading chunks -----
 
+  /// Chunks read beyond the concurrency (cluster/short_chunks.hpp): only while chunks are short,
+  /// and never with child processes (a chunk there may be slow to start or kill its child) or
+  /// amounts provided (a chunk read holds its amounts, which another worker could use).
+  std::size_t read_ahead() const {
+    if (m_options.processes || !m_run_time.short_chunks() || !m_amounts.free().empty()) return 0;
+    return (short_chunks_per_thread - 1) * m_runner->concurrency();
+  }
+
   /// One read for as many chunks as there is room for (cluster/chunk_reader.hpp), each handed to
   /// the runner once it holds what its class needs.
   void read_and_run() {
-    const std::size_t room = m_runner->wait_for_room(std::chrono::milliseconds(200));
+    const std::size_t room = m_runner->wait_for_room(std::chrono::milliseconds(200), read_ahead());
     if (room == 0 || g_stop.load() || m_draining.load()) return;
-    const std::size_t running = m_runner->concurrency() > room ? m_runner->concurrency() - room : 0;
+    const std::size_t running = std::min(m_runner->concurrency(), m_runner->busy());
     for (std::size_t fewest = m_fewest_running.load(); running < fewest;)
       if (m_fewest_running.compare_exchange_weak(fewest, running)) break;
     // NOTE: a read waits at most 200 ms, so a drain or SIGTERM that comes while nothing is queued
@@ -501,8 +514,19 @@ class ClusterWorkerProcess {
       m_held.emplace(key, HeldChunk{control, delivery->results_stream, delivery->attempt});
     }
     progress_pending();
-    m_runner->run(field(fields, "p"), control,
-                  [this, delivery, control, key, need = std::move(chunk.need)](ChunkOutcome outcome) {
+    // NOTE: a task entry's idle time in the group is what the manager's timeout measures (the
+    // time its worker has run it). One read ahead that waited here has its idle time set back to
+    // 0 as it starts (XCLAIM to itself, JUSTID: the delivery count stays), so the wait never
+    // counts against a RunOptions::timeout. Short chunks rarely wait that long.
+    auto starting = [this, control, stream = chunk.stream, entry = chunk.entry, read_at = chunk.read_at] {
+      control->mark_started();
+      if (std::chrono::steady_clock::now() - read_at >= std::chrono::milliseconds(1))
+        m_client.send(Role::commands, {"XCLAIM", stream, cluster_group, m_id, "0", entry, "JUSTID"}, ignore);
+    };
+    m_runner->run(
+        field(fields, "p"), control,
+        [this, delivery, control, key, need = std::move(chunk.need)](ChunkOutcome outcome) {
+      m_run_time.add(outcome.took);
       {
         std::lock_guard lock(m_held_mutex);
         m_held.erase(key);
@@ -528,12 +552,14 @@ class ClusterWorkerProcess {
                                           "); pass a smaller RunOptions::chunk_size");
       }
       deliver(std::move(delivery));
-    });
+        },
+        std::move(starting));
   }
 
   /// Sends a chunk's result, then acknowledges and removes its task entry (any thread). A
   /// delivery that could not reach Redis goes again; one that Redis refused (too large for it,
-  /// say) is replaced by that error for the manager.
+  /// say) is replaced by that error for the manager. Results sent together are answered in one
+  /// read, and their task entries go in one XACK and one XDEL (acknowledge()).
   void deliver(std::shared_ptr<ResultDelivery> delivery) {
     m_client.send(Role::commands, delivery->add_result(), [this, delivery](std::exception_ptr error, RedisReply reply) {
       if (error) {
@@ -549,11 +575,27 @@ class ClusterWorkerProcess {
         deliver(delivery);
         return;
       }
-      m_client.send(Role::commands, delivery->acknowledge(), ignore);
-      m_client.send(Role::commands, delivery->remove(), [this](std::exception_ptr, RedisReply) {
+      acknowledge(*delivery);
+    });
+  }
+
+  /// The delivery's result is in Redis: its task entry is acknowledged and removed with those of
+  /// the other results answered before the I/O thread is next free (I/O thread).
+  void acknowledge(const ResultDelivery& delivery) {
+    m_acks.add(delivery);
+    if (m_acks_posted) return;
+    m_acks_posted = true;
+    m_client.post([this] { flush_acknowledgements(); });
+  }
+
+  void flush_acknowledgements() {
+    m_acks_posted = false;
+    m_acks.take([this](std::vector<std::string> ack, std::vector<std::string> del, std::size_t count) {
+      m_client.send(Role::commands, std::move(ack), ignore);
+      m_client.send(Role::commands, std::move(del), [this, count](std::exception_ptr, RedisReply) {
         {
           std::lock_guard lock(m_delivery_mutex);
-          --m_undelivered;
+          m_undelivered -= count;
         }
         m_delivered.notify_all();
       });
@@ -620,6 +662,10 @@ class ClusterWorkerProcess {
   std::map<std::string, HeldChunk> m_held;
   std::map<std::string, std::chrono::steady_clock::time_point> m_stopped_early;
   std::atomic<bool> m_progress_flush_posted{false};
+  SmoothedRunTime m_run_time;  // of its chunks here (read_ahead)
+  // Task entries whose results are in Redis, acknowledged together (the I/O thread's).
+  TaskAcknowledgements m_acks;
+  bool m_acks_posted = false;
   // Results not yet in Redis.
   std::mutex m_delivery_mutex;
   std::condition_variable m_delivered;
