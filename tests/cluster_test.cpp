@@ -96,6 +96,12 @@ auto twice_unless_on_victim = [](std::pair<int, int> item) {
   return 2 * item.first;
 };
 
+// Quick, save items 200 to 205, which take 500 ms each.
+auto twice_slow_from_200 = [](int x) {
+  if (x >= 200 && x < 206) std::this_thread::sleep_for(500ms);
+  return 2 * x;
+};
+
 auto sleep_then_twice = [](int x) {
   std::this_thread::sleep_for(600ms);
   return 2 * x;
@@ -443,6 +449,25 @@ TEST_CASE("a worker ends with status 0 on SIGTERM after finishing the chunk it r
   REQUIRE(wait_for_workers(manager, 0));
   CHECK(manager.stats().workers_lost == 0);
   CHECK(manager.stats().tasks_retried == 0);
+}
+
+TEST_CASE("chunks read ahead behind one that runs long go back to the queue, and their wait is no timeout",
+          "[cluster]") {
+  TestCluster cluster(1);
+  scale::ClusterManager& manager = *cluster.manager;
+  scale::Iterator<int> numbers(iota(400), manager);
+  // The quick items make chunks short, so the worker reads ahead; items 200 to 205 then come
+  // together. Each runs within the timeout, but one waiting behind two of them would not.
+  scale::RunOptions options{.chunk_size = 1, .timeout = 900ms};
+  std::vector<int> result = numbers.map(twice_slow_from_200, options).get();
+  REQUIRE(result.size() == 400);
+  bool right = true;
+  for (int i = 0; i < 400; ++i) right = right && result[i] == 2 * i;
+  CHECK(right);
+  const scale::ManagerStats stats = manager.stats();
+  CHECK(stats.tasks_retried == 0);
+  CHECK(stats.tasks_failed == 0);
+  CHECK(stats.tasks_done == 400);
 }
 
 TEST_CASE("a chunk that runs past RunOptions::timeout is run again, then fails with scale::WorkerLost", "[cluster]") {

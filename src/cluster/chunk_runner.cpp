@@ -99,7 +99,7 @@ std::size_t ChunkRunner::wait_for_room(std::chrono::milliseconds limit, std::siz
 }
 
 void ChunkRunner::run(std::string payload, std::shared_ptr<RunningChunk> control, Done done,
-                      std::function<void()> starting) {
+                      std::function<bool()> starting) {
   Item item{std::move(payload), std::move(control), std::move(done), std::move(starting)};
   {
     std::lock_guard lock(m_mutex);
@@ -151,7 +151,12 @@ void ChunkRunner::wait_idle() {
 }
 
 void ChunkRunner::execute(Item& item) {
-  if (item.starting) item.starting();
+  if (item.starting && !item.starting()) {
+    ChunkOutcome skipped;
+    skipped.kind = ChunkOutcome::Kind::skipped;
+    item.done(std::move(skipped));
+    return;
+  }
   ChunkOutcome outcome =
       m_processes ? run_in_child(item.payload, *item.control) : run_here(item.payload, *item.control);
   item.done(std::move(outcome));

@@ -11,7 +11,7 @@
 //     the reader has nothing else to do while its one chunk runs. Chunks read together then run
 //     one after another there, as they would on the one thread.
 //   - Room may include chunks read ahead (cluster/short_chunks.hpp): they wait in the queue, and
-//     `starting` tells the worker when each begins.
+//     `starting` tells the worker when each begins, and may decline it (the worker gives it back).
 
 #include <chrono>
 #include <condition_variable>
@@ -36,7 +36,8 @@ class Job;
 
 /// How a chunk ended on the worker.
 struct ChunkOutcome {
-  enum class Kind { results, error, lost } kind = Kind::error;
+  /// skipped: never run, as `starting` declined it (ChunkRunner::run).
+  enum class Kind { results, error, lost, skipped } kind = Kind::error;
   /// The results; encode_exception() of the error; or, lost, encode_exception() of the WorkerLost
   /// of the child's death: its status and, when the child died of a crash signal, its capsule,
   /// whose item_index is within the chunk and whose item is left to the manager (it has the items).
@@ -63,10 +64,11 @@ class ChunkRunner {
   std::size_t wait_for_room(std::chrono::milliseconds limit, std::size_t ahead = 0);
   /// Runs the task payload `payload` under `control` (its stop flag and progress; on a process
   /// pool, its stop token and grace go to the child); `starting` (when set) is called just before
-  /// it starts, on the thread that runs it, and `done` gets how it ended. On a worker of one
-  /// thread with nothing else given, it runs here, before run() returns.
+  /// it starts, on the thread that runs it, and when it returns false the chunk does not run and
+  /// `done` gets Kind::skipped; else `done` gets how it ended. On a worker of one thread with
+  /// nothing else given, it runs here, before run() returns.
   void run(std::string payload, std::shared_ptr<RunningChunk> control, Done done,
-           std::function<void()> starting = {});
+           std::function<bool()> starting = {});
   /// Chunks given and not yet ended (running, or waiting for a thread).
   std::size_t busy() const;
   /// Changes how many chunks run at once. Any thread; returns at once: a thread above the new
@@ -86,7 +88,7 @@ class ChunkRunner {
     std::string payload;
     std::shared_ptr<RunningChunk> control;
     Done done;
-    std::function<void()> starting;
+    std::function<bool()> starting;
   };
   void serve(std::size_t index);
   /// Runs one item to its Done (any thread, without the lock).

@@ -26,7 +26,7 @@ inline constexpr std::chrono::microseconds short_chunk_time{1000};
 
 /// While chunks are short: chunks in flight per worker thread (the manager), and chunks a worker
 /// holds per thread, read ahead included.
-inline constexpr std::size_t short_chunks_per_thread = 8;
+inline constexpr std::size_t short_chunks_per_thread = 16;
 
 /// The run time of recent chunks: a longer one counts at once, a shorter one by an eighth. Any
 /// thread (a lost update among threads that add at once only delays the average by a chunk).

@@ -99,6 +99,7 @@ char kind_letter(ChunkOutcome::Kind kind) {
     case ChunkOutcome::Kind::lost:
       return 'l';
     case ChunkOutcome::Kind::error:
+    case ChunkOutcome::Kind::skipped:  // never delivered: given back
       break;
   }
   return 'e';
@@ -361,7 +362,8 @@ class ClusterWorkerProcess {
         auto at = m_held.find(entry);
         if (at == m_held.end()) continue;
         at->second.control->request_stop();
-        // NOTE: one read ahead that has not started starts stopped, and ends at once.
+        // NOTE: one read ahead that has not started is not held up by a thread: it starts stopped
+        // (Scope::stop_requested()), and chunks are read ahead only while they are short.
         if (at->second.control->started()) running.push_back(entry);
       }
     }
@@ -487,11 +489,10 @@ class ClusterWorkerProcess {
   }
 
   /// A chunk read that cannot start now goes back to its manager, which queues it again.
-  void give_back(const ReadChunk& chunk) {
+  void give_back(const ReadChunk& chunk) { give_back(m_keys.results(field(chunk.fields, "m")), field(chunk.fields, "a")); }
+  void give_back(const std::string& results_stream, const std::string& attempt) {
     m_client.send(Role::commands,
-                  {"XADD", m_keys.results(field(chunk.fields, "m")), "NOMKSTREAM", "*", "k", "b", "w", m_id, "a",
-                   field(chunk.fields, "a")},
-                  ignore);
+                  {"XADD", results_stream, "NOMKSTREAM", "*", "k", "b", "w", m_id, "a", attempt}, ignore);
   }
 
   void start(ReadChunk chunk) {
@@ -514,19 +515,25 @@ class ClusterWorkerProcess {
       m_held.emplace(key, HeldChunk{control, delivery->results_stream, delivery->attempt});
     }
     progress_pending();
-    // NOTE: a task entry's idle time in the group is what the manager's timeout measures (the
-    // time its worker has run it). One read ahead that waited here has its idle time set back to
-    // 0 as it starts (XCLAIM to itself, JUSTID: the delivery count stays), so the wait never
-    // counts against a RunOptions::timeout. Short chunks rarely wait that long.
-    auto starting = [this, control, stream = chunk.stream, entry = chunk.entry, read_at = chunk.read_at] {
+    // NOTE: a chunk read ahead waits here behind others. Should chunks have turned long
+    // meanwhile (the one before it ran long), it goes back to its manager instead of waiting on
+    // (a "b" entry: queued again, for whichever worker is free), unless only this worker may run
+    // it (its own stream). One that runs after a wait has its entry's idle time in the group set
+    // back to 0 (XCLAIM to itself, JUSTID: the delivery count stays), since that idle time is what
+    // the manager's RunOptions::timeout measures: the time its worker has run it. Short chunks
+    // rarely wait that long.
+    auto starting = [this, control, own = chunk.stream == m_own.key(), stream = chunk.stream, entry = chunk.entry,
+                     read_at = chunk.read_at] {
+      const bool waited = std::chrono::steady_clock::now() - read_at >= std::chrono::milliseconds(1);
+      if (waited && !own && !m_run_time.short_chunks()) return false;
       control->mark_started();
-      if (std::chrono::steady_clock::now() - read_at >= std::chrono::milliseconds(1))
+      if (waited)
         m_client.send(Role::commands, {"XCLAIM", stream, cluster_group, m_id, "0", entry, "JUSTID"}, ignore);
+      return true;
     };
     m_runner->run(
         field(fields, "p"), control,
         [this, delivery, control, key, need = std::move(chunk.need)](ChunkOutcome outcome) {
-      m_run_time.add(outcome.took);
       {
         std::lock_guard lock(m_held_mutex);
         m_held.erase(key);
@@ -535,6 +542,16 @@ class ClusterWorkerProcess {
         m_amounts.release(need);
         m_reader.wake();
       }
+      if (outcome.kind == ChunkOutcome::Kind::skipped) {
+        give_back(delivery->results_stream, delivery->attempt);
+        {
+          std::lock_guard lock(m_delivery_mutex);
+          --m_undelivered;
+        }
+        m_delivered.notify_all();
+        return;
+      }
+      m_run_time.add(outcome.took);
       // NOTE: a stopped chunk whose child the pool killed is not a lost chunk: it ends as stopped.
       if (control->stopped() && outcome.kind == ChunkOutcome::Kind::lost) {
         outcome.kind = ChunkOutcome::Kind::error;
