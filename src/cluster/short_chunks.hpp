@@ -5,7 +5,7 @@
 // worker thread then leave the workers waiting on Redis, and each chunk pays its own round trips.
 // So while chunks are short:
 //   - the manager keeps short_chunks_per_thread chunks in flight per worker thread
-//     (ClusterManager::chunks_in_flight), not two;
+//     (ClusterManager::chunks_in_flight), not two, for chunks of a few items (short_chunk_items);
 //   - a worker that runs chunks on threads of its own (not --scale-processes, and providing no
 //     amounts) reads up to that many per thread: one running, the rest read ahead, so one read
 //     brings several and their results travel together (src/cluster/worker.cpp).
@@ -23,6 +23,10 @@ namespace scale::detail {
 
 /// A chunk whose smoothed run time is under this is short.
 inline constexpr std::chrono::microseconds short_chunk_time{1000};
+
+/// The manager deepens its window only for chunks of at most this many items (a call's own small
+/// chunk size; an automatic one starts with probes of more, and then cuts long chunks).
+inline constexpr std::size_t short_chunk_items = 8;
 
 /// While chunks are short: chunks in flight per worker thread (the manager), and chunks a worker
 /// holds per thread, read ahead included.
