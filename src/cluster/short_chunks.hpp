@@ -30,7 +30,7 @@ inline constexpr std::size_t short_chunk_items = 8;
 
 /// While chunks are short: chunks in flight per worker thread (the manager), and chunks a worker
 /// holds per thread, read ahead included.
-inline constexpr std::size_t short_chunks_per_thread = 16;
+inline constexpr std::size_t short_chunks_per_thread = 32;
 
 /// The run time of recent chunks: a longer one counts at once, a shorter one by an eighth. Any
 /// thread (a lost update among threads that add at once only delays the average by a chunk).
