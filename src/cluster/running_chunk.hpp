@@ -34,7 +34,7 @@ class RunningChunk final : public ChunkControl {
   bool stopped() const noexcept { return m_stop.load(std::memory_order_relaxed); }
   /// It began to run (a chunk read ahead waits for a thread first). Any thread.
   void mark_started() noexcept { m_started.store(true, std::memory_order_relaxed); }
-  bool started() const noexcept { return m_started.load(std::memory_order_relaxed); }
+  bool has_started() const noexcept { return m_started.load(std::memory_order_relaxed); }
   std::stop_token stop_token() const noexcept { return m_source.get_token(); }
   std::chrono::milliseconds grace() const noexcept { return m_grace; }
 

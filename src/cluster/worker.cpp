@@ -364,7 +364,7 @@ class ClusterWorkerProcess {
         at->second.control->request_stop();
         // NOTE: one read ahead that has not started is not held up by a thread: it starts stopped
         // (Scope::stop_requested()), and chunks are read ahead only while they are short.
-        if (at->second.control->started()) running.push_back(entry);
+        if (at->second.control->has_started()) running.push_back(entry);
       }
     }
     if (running.empty() || m_options.processes) return false;

@@ -180,7 +180,7 @@ class RedisConnection {
   using Callback = RedisClient::Callback;
 
   RedisConnection(asio::io_context& io, const RedisUrl& url, RedisClient::Role role)
-      : m_io(io), m_url(url), m_role(role), m_socket(io), m_resolver(io), m_timer(io) {}
+      : m_url(url), m_role(role), m_socket(io), m_resolver(io), m_timer(io) {}
   ~RedisConnection() { free_reader(); }
 
   /// Pub/Sub: replies go to on_push, the connection stays open.
@@ -430,7 +430,6 @@ class RedisConnection {
     m_reader = nullptr;
   }
 
-  asio::io_context& m_io;
   const RedisUrl& m_url;
   RedisClient::Role m_role;
   tcp::socket m_socket;
@@ -632,7 +631,7 @@ struct RedisClient::Impl {
     };
     auto timer = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(delay_ms));
     timer->async_wait(
-        [this, timer, &from, role, pending = std::move(pending)](boost::system::error_code error) mutable {
+        [timer, &from, role, pending = std::move(pending)](boost::system::error_code error) mutable {
           if (error) return;
           if (pending.asking) from.connection(role).submit(asking());
           from.connection(role).submit(std::move(pending));
