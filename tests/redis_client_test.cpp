@@ -3,7 +3,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -84,6 +86,44 @@ TEST_CASE("pipelined commands complete in the order sent", "[redis]") {
   std::string binary("a\0b\r\nc", 6);
   client.command({"SET", key("binary"), binary}).get();
   REQUIRE(client.command({"GET", key("binary")}).get().str == binary);
+}
+
+TEST_CASE("commands sent from several threads at once keep each thread's order", "[redis]") {
+  scale::Runtime runtime;
+  RedisClient client(parse_redis_url(support::RedisServer::shared().url()));
+  constexpr int threads = 4;
+  constexpr int count = 5000;
+  for (int t = 0; t < threads; ++t) client.command({"DEL", key("thread-" + std::to_string(t))}).get();
+  // Each thread sends its commands without waiting, so they are queued and written in batches
+  // that mix the threads; every reply must still come to its own command, in its thread's order.
+  std::atomic<int> answered{0};
+  std::atomic<int> misordered{0};
+  std::vector<std::thread> senders;
+  for (int t = 0; t < threads; ++t) {
+    senders.emplace_back([&, t] {
+      auto last = std::make_shared<std::int64_t>(0);  // the length its previous RPUSH answered
+      for (int i = 0; i < count; ++i) {
+        client.send(RedisClient::Role::commands, {"RPUSH", key("thread-" + std::to_string(t)), std::to_string(i)},
+                    [&, last, i](std::exception_ptr error, RedisReply reply) {
+                      // Callbacks run on the client's one I/O thread, so `last` needs no lock.
+                      if (error || reply.integer != i + 1 || *last != i) ++misordered;
+                      *last = reply.integer;
+                      ++answered;
+                    });
+      }
+    });
+  }
+  for (auto& sender : senders) sender.join();
+  REQUIRE(client.command({"PING"}).get().str == "PONG");  // sent after every RPUSH: answered after them
+  REQUIRE(answered == threads * count);
+  CHECK(misordered == 0);
+  for (int t = 0; t < threads; ++t) {
+    auto list = client.command({"LRANGE", key("thread-" + std::to_string(t)), "0", "-1"}).get();
+    REQUIRE(list.elements.size() == count);
+    bool ordered = true;
+    for (int i = 0; i < count; ++i) ordered = ordered && list.elements[i].str == std::to_string(i);
+    CHECK(ordered);
+  }
 }
 
 TEST_CASE("a Redis error fails the command with scale::Error carrying Redis's message", "[redis]") {

@@ -80,10 +80,15 @@ class ScalabilityManager {
   virtual Future<void> submit(detail::Chunk chunk) = 0;
 
   /// How many chunks this manager runs at once now (threads, worker processes, the threads of
-  /// every joined worker). The algorithms keep about twice this many chunks submitted, so each
-  /// worker has the next one queued, and re-read it as chunks complete and whenever the manager
-  /// reports a change (concurrency_changed).
+  /// every joined worker). The algorithms keep chunks_in_flight(concurrency()) chunks submitted,
+  /// and re-read it as chunks complete and whenever the manager reports a change
+  /// (concurrency_changed).
   virtual std::size_t concurrency() const noexcept = 0;
+
+  /// How many chunks a call keeps submitted while `workers` run at once: twice as many by
+  /// default, so each worker has the next one queued while it runs one. A manager whose chunks
+  /// wait in a remote queue may keep more there while they are short (ClusterManager does).
+  virtual std::size_t chunks_in_flight(std::size_t workers) const noexcept { return 2 * workers; }
 
   /// How long one automatically sized chunk should run (RunOptions::chunk_size 0): long enough to
   /// amortize what a chunk costs here, short enough to spread the work over every worker. The

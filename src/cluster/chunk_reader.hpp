@@ -73,6 +73,8 @@ struct ReadChunk {
   RedisReply fields;   ///< [name, value, ...]: m, a, g, p (src/cluster/keys.hpp)
   /// What it holds while it runs (its class's resources); empty for a chunk that needs nothing.
   HeldAmounts::Amounts need;
+  /// When the read returned it (a chunk read ahead waits before it starts).
+  std::chrono::steady_clock::time_point read_at = std::chrono::steady_clock::now();
 };
 
 class ChunkReader {

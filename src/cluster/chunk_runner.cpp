@@ -77,10 +77,10 @@ ChunkRunner::ChunkRunner(std::size_t concurrency, bool processes)
 ChunkRunner::~ChunkRunner() {
   {
     std::unique_lock lock(m_mutex);
-    m_changed.wait(lock, [&] { return m_busy == 0; });
+    m_room.wait(lock, [&] { return m_busy == 0; });
     m_stopping = true;
   }
-  m_changed.notify_all();
+  m_work.notify_all();
   for (auto& thread : m_threads)
     if (thread.joinable()) thread.join();
 }
@@ -92,19 +92,42 @@ void ChunkRunner::grow_locked() {
   }
 }
 
-std::size_t ChunkRunner::wait_for_room(std::chrono::milliseconds limit) {
+std::size_t ChunkRunner::wait_for_room(std::chrono::milliseconds limit, std::size_t ahead) {
   std::unique_lock lock(m_mutex);
-  m_changed.wait_for(lock, limit, [&] { return m_busy < m_target; });
-  return m_busy < m_target ? m_target - m_busy : 0;
+  m_room.wait_for(lock, limit, [&] { return m_busy < m_target + ahead; });
+  return m_busy < m_target + ahead ? m_target + ahead - m_busy : 0;
 }
 
-void ChunkRunner::run(std::string payload, std::shared_ptr<RunningChunk> control, Done done) {
+void ChunkRunner::run(std::string payload, std::shared_ptr<RunningChunk> control, Done done,
+                      std::function<bool()> starting) {
+  Item item{std::move(payload), std::move(control), std::move(done), std::move(starting)};
   {
     std::lock_guard lock(m_mutex);
     ++m_busy;
-    m_queue.push_back(Item{std::move(payload), std::move(control), std::move(done)});
+    // NOTE: here only while nothing else is given, so chunks still start in the order given.
+    if (!m_processes && m_target == 1 && m_busy == 1) {
+      // Falls through to run it on this thread, below.
+    } else {
+      m_queue.push_back(std::move(item));
+      item.done = nullptr;
+    }
   }
-  m_changed.notify_all();
+  if (!item.done) {
+    m_work.notify_one();
+    return;
+  }
+  execute(item);
+  item = Item{};
+  {
+    std::lock_guard lock(m_mutex);
+    --m_busy;
+  }
+  m_room.notify_all();
+}
+
+std::size_t ChunkRunner::busy() const {
+  std::lock_guard lock(m_mutex);
+  return m_busy;
 }
 
 void ChunkRunner::set_concurrency(std::size_t concurrency) {
@@ -113,7 +136,8 @@ void ChunkRunner::set_concurrency(std::size_t concurrency) {
     m_target = std::max<std::size_t>(1, concurrency);
     grow_locked();
   }
-  m_changed.notify_all();  // room for more, or a thread to retire
+  m_work.notify_all();  // a thread to retire, or queued items for the new threads
+  m_room.notify_all();  // room for more
 }
 
 std::size_t ChunkRunner::concurrency() const {
@@ -123,27 +147,44 @@ std::size_t ChunkRunner::concurrency() const {
 
 void ChunkRunner::wait_idle() {
   std::unique_lock lock(m_mutex);
-  m_changed.wait(lock, [&] { return m_busy == 0; });
+  m_room.wait(lock, [&] { return m_busy == 0; });
+}
+
+void ChunkRunner::execute(Item& item) {
+  if (item.starting && !item.starting()) {
+    ChunkOutcome skipped;
+    skipped.kind = ChunkOutcome::Kind::skipped;
+    item.done(std::move(skipped));
+    return;
+  }
+  ChunkOutcome outcome =
+      m_processes ? run_in_child(item.payload, *item.control) : run_here(item.payload, *item.control);
+  item.done(std::move(outcome));
 }
 
 void ChunkRunner::serve(std::size_t) {
   std::unique_lock lock(m_mutex);
   for (;;) {
-    m_changed.wait(lock, [&] { return m_stopping || !m_queue.empty() || m_threads_alive > m_target; });
+    m_work.wait(lock, [&] { return m_stopping || !m_queue.empty() || m_threads_alive > m_target; });
     if (m_queue.empty() && (m_stopping || m_threads_alive > m_target)) {
       --m_threads_alive;  // retires; joined by the destructor
+      return;
+    }
+    // NOTE: one that retires leaves the queue to the others; it was woken for the queue only if
+    // it is the only one, and then it is not above the target.
+    if (m_threads_alive > m_target) {
+      --m_threads_alive;
+      m_work.notify_one();  // the item goes to another thread
       return;
     }
     Item item = std::move(m_queue.front());
     m_queue.pop_front();
     lock.unlock();
-    ChunkOutcome outcome =
-        m_processes ? run_in_child(item.payload, *item.control) : run_here(item.payload, *item.control);
-    item.done(std::move(outcome));
+    execute(item);
     item = Item{};
     lock.lock();
     --m_busy;
-    m_changed.notify_all();
+    m_room.notify_all();
   }
 }
 

@@ -41,6 +41,7 @@
 #include "cluster/keys.hpp"
 #include "cluster/matcher.hpp"
 #include "cluster/served_time.hpp"
+#include "cluster/short_chunks.hpp"
 #include "cluster/worker_offers.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
@@ -308,6 +309,16 @@ class Cluster {
   std::size_t live_workers() const noexcept { return m_counters.workers_alive.load(std::memory_order_relaxed); }
   /// The chunks the live compatible workers run at once (their announced concurrency), or 0.
   std::size_t concurrency() const noexcept { return m_concurrency.load(std::memory_order_relaxed); }
+
+  /// Chunks a call keeps submitted for `workers` at once (ClusterManager::chunks_in_flight; why
+  /// in cluster/short_chunks.hpp).
+  std::size_t chunks_in_flight(std::size_t workers) const noexcept {
+    // NOTE: only chunks of a few items. A brief chunk of many items is what an automatic chunk
+    // size starts with (the dispatch's probes, sized from the call, not chosen by it), and the
+    // chunks cut once its time is known run long; a deeper window would only cut more probes.
+    const bool few_items = m_chunk_items.load(std::memory_order_relaxed) <= short_chunk_items;
+    return (few_items && m_run_time.short_chunks() ? short_chunks_per_thread : 2) * workers;
+  }
 
   /// Sends an order to the live worker `worker_id`; the Future completes when the worker took it.
   Future<void> order(const std::string& worker_id, SentOrder order, const char* what) {
@@ -888,6 +899,8 @@ class Cluster {
       m_attempts.erase(at);
       task->stream->attempts.erase(task->entry);
       if (took.count() > 0) m_served.add(took, Clock::now());
+      m_run_time.add(took);
+      m_chunk_items.store(task->chunk.size(), std::memory_order_relaxed);
     }
     const TaskAnswer answer = kind == "e" ? TaskAnswer::error : TaskAnswer::results;
     // NOTE: the time the worker ran the chunk, not the time from XADD to result: with two chunks
@@ -1408,6 +1421,8 @@ class Cluster {
   std::exception_ptr m_setup_error;                         // the last of those
   std::uint64_t m_next_order = 0;
   std::atomic<std::size_t> m_concurrency{0};
+  SmoothedRunTime m_run_time;  // of the chunks whose results came (cluster/short_chunks.hpp)
+  std::atomic<std::size_t> m_chunk_items{0};  // the items of the last chunk whose result came
   std::function<void()> m_on_concurrency;
   Clock::time_point m_last_live;
   std::string m_redis_error;
@@ -1447,6 +1462,10 @@ ClusterManager::~ClusterManager() {
 Future<void> ClusterManager::submit(detail::Chunk chunk) { return m_cluster->submit(std::move(chunk)); }
 
 std::size_t ClusterManager::concurrency() const noexcept { return std::max<std::size_t>(1, m_cluster->concurrency()); }
+
+std::size_t ClusterManager::chunks_in_flight(std::size_t workers) const noexcept {
+  return m_cluster->chunks_in_flight(workers);
+}
 
 Future<void> ClusterManager::drain(std::string worker_id) {
   detail::SentOrder order;

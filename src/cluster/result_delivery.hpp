@@ -1,8 +1,12 @@
 #pragma once
 // A cluster worker's answer for one chunk as an entry of its manager's results stream
-// (src/cluster/keys.hpp names the fields), with the commands that deliver it.
+// (src/cluster/keys.hpp names the fields), with the commands that deliver it; then its task
+// entry is acknowledged and removed, only once the result is in Redis (a worker that dies between
+// leaves the entry pending, and the chunk runs again).
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,8 +30,28 @@ struct ResultDelivery {
     return {"XADD", results_stream,          "NOMKSTREAM", "*",    "a", attempt, "k", std::string(1, kind), "w", worker,
             "t",    std::to_string(took_us), "p",          payload};
   }
-  std::vector<std::string> acknowledge() const { return {"XACK", tasks_stream, cluster_group, entry_id}; }
-  std::vector<std::string> remove() const { return {"XDEL", tasks_stream, entry_id}; }
+};
+
+/// The task entries whose results are in Redis, to acknowledge and remove together: one XACK and
+/// one XDEL per stream for every result answered in one read, not two commands per chunk.
+struct TaskAcknowledgements {
+  std::map<std::string, std::vector<std::string>> entries;  // by tasks stream
+
+  void add(const ResultDelivery& delivery) { entries[delivery.tasks_stream].push_back(delivery.entry_id); }
+  bool empty() const noexcept { return entries.empty(); }
+
+  /// Calls `send(xack, xdel, count)` for each stream's entries, then forgets them.
+  template <class Send>
+  void take(Send&& send) {
+    for (auto& [stream, ids] : entries) {
+      std::vector<std::string> ack{"XACK", stream, cluster_group};
+      std::vector<std::string> del{"XDEL", stream};
+      ack.insert(ack.end(), ids.begin(), ids.end());
+      del.insert(del.end(), ids.begin(), ids.end());
+      send(std::move(ack), std::move(del), ids.size());
+    }
+    entries.clear();
+  }
 };
 
 }  // namespace scale::detail

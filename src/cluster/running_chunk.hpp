@@ -32,6 +32,9 @@ class RunningChunk final : public ChunkControl {
     m_source.request_stop();
   }
   bool stopped() const noexcept { return m_stop.load(std::memory_order_relaxed); }
+  /// It began to run (a chunk read ahead waits for a thread first). Any thread.
+  void mark_started() noexcept { m_started.store(true, std::memory_order_relaxed); }
+  bool has_started() const noexcept { return m_started.load(std::memory_order_relaxed); }
   std::stop_token stop_token() const noexcept { return m_source.get_token(); }
   std::chrono::milliseconds grace() const noexcept { return m_grace; }
 
@@ -51,6 +54,7 @@ class RunningChunk final : public ChunkControl {
 
  private:
   std::atomic<bool> m_stop{false};
+  std::atomic<bool> m_started{false};
   std::stop_source m_source;
   const std::chrono::milliseconds m_grace;
   std::int64_t m_taken = 0;   // what take_progress() last returned

@@ -7,7 +7,9 @@
 // build: drain, threads, provides, and the stop and abandon of chunks it holds
 // (cluster/running_chunk.hpp), whose progress it sends in batches. Its heartbeat also says its
 // round trip to Redis and whether it was idle, and reads the manager it is assigned to serve first
-// (cluster/matcher.hpp). See src/cluster/keys.hpp for the keys.
+// (cluster/matcher.hpp). While chunks are short it reads ahead (cluster/short_chunks.hpp), and the
+// task entries of results answered together are acknowledged together. See src/cluster/keys.hpp
+// for the keys.
 
 #include "core/host_name.hpp"
 #include "cluster/worker.hpp"
@@ -42,6 +44,7 @@
 #include "cluster/result_delivery.hpp"
 #include "cluster/round_trip_time.hpp"
 #include "cluster/running_chunk.hpp"
+#include "cluster/short_chunks.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
 #include "cluster/worker_setups.hpp"
@@ -96,6 +99,7 @@ char kind_letter(ChunkOutcome::Kind kind) {
     case ChunkOutcome::Kind::lost:
       return 'l';
     case ChunkOutcome::Kind::error:
+    case ChunkOutcome::Kind::skipped:  // never delivered: given back
       break;
   }
   return 'e';
@@ -322,8 +326,9 @@ class ClusterWorkerProcess {
   std::size_t fewest_running_since_last_beat() {
     const std::size_t fewest = m_fewest_running.exchange(std::numeric_limits<std::size_t>::max());
     if (fewest != std::numeric_limits<std::size_t>::max()) return fewest;
+    const std::size_t concurrency = m_runner->concurrency();
     std::lock_guard lock(m_held_mutex);
-    return m_held.size();
+    return std::min(m_held.size(), concurrency);  // a chunk read ahead is not running yet
   }
 
   // ----- stopped chunks and progress -----
@@ -357,7 +362,9 @@ class ClusterWorkerProcess {
         auto at = m_held.find(entry);
         if (at == m_held.end()) continue;
         at->second.control->request_stop();
-        running.push_back(entry);
+        // NOTE: one read ahead that has not started is not held up by a thread: it starts stopped
+        // (Scope::stop_requested()), and chunks are read ahead only while they are short.
+        if (at->second.control->has_started()) running.push_back(entry);
       }
     }
     if (running.empty() || m_options.processes) return false;
@@ -394,12 +401,20 @@ class ClusterWorkerProcess {
 
   // ----- the main thread: reading chunks -----
 
+  /// Chunks read beyond the concurrency (cluster/short_chunks.hpp): only while chunks are short,
+  /// and never with child processes (a chunk there may be slow to start or kill its child) or
+  /// amounts provided (a chunk read holds its amounts, which another worker could use).
+  std::size_t read_ahead() const {
+    if (m_options.processes || !m_run_time.short_chunks() || !m_amounts.free().empty()) return 0;
+    return (short_chunks_per_thread - 1) * m_runner->concurrency();
+  }
+
   /// One read for as many chunks as there is room for (cluster/chunk_reader.hpp), each handed to
   /// the runner once it holds what its class needs.
   void read_and_run() {
-    const std::size_t room = m_runner->wait_for_room(std::chrono::milliseconds(200));
+    const std::size_t room = m_runner->wait_for_room(std::chrono::milliseconds(200), read_ahead());
     if (room == 0 || g_stop.load() || m_draining.load()) return;
-    const std::size_t running = m_runner->concurrency() > room ? m_runner->concurrency() - room : 0;
+    const std::size_t running = std::min(m_runner->concurrency(), m_runner->busy());
     for (std::size_t fewest = m_fewest_running.load(); running < fewest;)
       if (m_fewest_running.compare_exchange_weak(fewest, running)) break;
     // NOTE: a read waits at most 200 ms, so a drain or SIGTERM that comes while nothing is queued
@@ -474,11 +489,10 @@ class ClusterWorkerProcess {
   }
 
   /// A chunk read that cannot start now goes back to its manager, which queues it again.
-  void give_back(const ReadChunk& chunk) {
+  void give_back(const ReadChunk& chunk) { give_back(m_keys.results(field(chunk.fields, "m")), field(chunk.fields, "a")); }
+  void give_back(const std::string& results_stream, const std::string& attempt) {
     m_client.send(Role::commands,
-                  {"XADD", m_keys.results(field(chunk.fields, "m")), "NOMKSTREAM", "*", "k", "b", "w", m_id, "a",
-                   field(chunk.fields, "a")},
-                  ignore);
+                  {"XADD", results_stream, "NOMKSTREAM", "*", "k", "b", "w", m_id, "a", attempt}, ignore);
   }
 
   void start(ReadChunk chunk) {
@@ -501,8 +515,25 @@ class ClusterWorkerProcess {
       m_held.emplace(key, HeldChunk{control, delivery->results_stream, delivery->attempt});
     }
     progress_pending();
-    m_runner->run(field(fields, "p"), control,
-                  [this, delivery, control, key, need = std::move(chunk.need)](ChunkOutcome outcome) {
+    // NOTE: a chunk read ahead waits here behind others. Should chunks have turned long
+    // meanwhile (the one before it ran long), it goes back to its manager instead of waiting on
+    // (a "b" entry: queued again, for whichever worker is free), unless only this worker may run
+    // it (its own stream). One that runs after a wait has its entry's idle time in the group set
+    // back to 0 (XCLAIM to itself, JUSTID: the delivery count stays), since that idle time is what
+    // the manager's RunOptions::timeout measures: the time its worker has run it. Short chunks
+    // rarely wait that long.
+    auto starting = [this, control, own = chunk.stream == m_own.key(), stream = chunk.stream, entry = chunk.entry,
+                     read_at = chunk.read_at] {
+      const bool waited = std::chrono::steady_clock::now() - read_at >= std::chrono::milliseconds(1);
+      if (waited && !own && !m_run_time.short_chunks()) return false;
+      control->mark_started();
+      if (waited)
+        m_client.send(Role::commands, {"XCLAIM", stream, cluster_group, m_id, "0", entry, "JUSTID"}, ignore);
+      return true;
+    };
+    m_runner->run(
+        field(fields, "p"), control,
+        [this, delivery, control, key, need = std::move(chunk.need)](ChunkOutcome outcome) {
       {
         std::lock_guard lock(m_held_mutex);
         m_held.erase(key);
@@ -511,6 +542,16 @@ class ClusterWorkerProcess {
         m_amounts.release(need);
         m_reader.wake();
       }
+      if (outcome.kind == ChunkOutcome::Kind::skipped) {
+        give_back(delivery->results_stream, delivery->attempt);
+        {
+          std::lock_guard lock(m_delivery_mutex);
+          --m_undelivered;
+        }
+        m_delivered.notify_all();
+        return;
+      }
+      m_run_time.add(outcome.took);
       // NOTE: a stopped chunk whose child the pool killed is not a lost chunk: it ends as stopped.
       if (control->stopped() && outcome.kind == ChunkOutcome::Kind::lost) {
         outcome.kind = ChunkOutcome::Kind::error;
@@ -528,12 +569,14 @@ class ClusterWorkerProcess {
                                           "); pass a smaller RunOptions::chunk_size");
       }
       deliver(std::move(delivery));
-    });
+        },
+        std::move(starting));
   }
 
   /// Sends a chunk's result, then acknowledges and removes its task entry (any thread). A
   /// delivery that could not reach Redis goes again; one that Redis refused (too large for it,
-  /// say) is replaced by that error for the manager.
+  /// say) is replaced by that error for the manager. Results sent together are answered in one
+  /// read, and their task entries go in one XACK and one XDEL (acknowledge()).
   void deliver(std::shared_ptr<ResultDelivery> delivery) {
     m_client.send(Role::commands, delivery->add_result(), [this, delivery](std::exception_ptr error, RedisReply reply) {
       if (error) {
@@ -549,11 +592,27 @@ class ClusterWorkerProcess {
         deliver(delivery);
         return;
       }
-      m_client.send(Role::commands, delivery->acknowledge(), ignore);
-      m_client.send(Role::commands, delivery->remove(), [this](std::exception_ptr, RedisReply) {
+      acknowledge(*delivery);
+    });
+  }
+
+  /// The delivery's result is in Redis: its task entry is acknowledged and removed with those of
+  /// the other results answered before the I/O thread is next free (I/O thread).
+  void acknowledge(const ResultDelivery& delivery) {
+    m_acks.add(delivery);
+    if (m_acks_posted) return;
+    m_acks_posted = true;
+    m_client.post([this] { flush_acknowledgements(); });
+  }
+
+  void flush_acknowledgements() {
+    m_acks_posted = false;
+    m_acks.take([this](std::vector<std::string> ack, std::vector<std::string> del, std::size_t count) {
+      m_client.send(Role::commands, std::move(ack), ignore);
+      m_client.send(Role::commands, std::move(del), [this, count](std::exception_ptr, RedisReply) {
         {
           std::lock_guard lock(m_delivery_mutex);
-          --m_undelivered;
+          m_undelivered -= count;
         }
         m_delivered.notify_all();
       });
@@ -620,6 +679,10 @@ class ClusterWorkerProcess {
   std::map<std::string, HeldChunk> m_held;
   std::map<std::string, std::chrono::steady_clock::time_point> m_stopped_early;
   std::atomic<bool> m_progress_flush_posted{false};
+  SmoothedRunTime m_run_time;  // of its chunks here (read_ahead)
+  // Task entries whose results are in Redis, acknowledged together (the I/O thread's).
+  TaskAcknowledgements m_acks;
+  bool m_acks_posted = false;
   // Results not yet in Redis.
   std::mutex m_delivery_mutex;
   std::condition_variable m_delivered;

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include <boost/asio.hpp>
@@ -179,7 +180,7 @@ class RedisConnection {
   using Callback = RedisClient::Callback;
 
   RedisConnection(asio::io_context& io, const RedisUrl& url, RedisClient::Role role)
-      : m_io(io), m_url(url), m_role(role), m_socket(io), m_resolver(io), m_timer(io) {}
+      : m_url(url), m_role(role), m_socket(io), m_resolver(io), m_timer(io) {}
   ~RedisConnection() { free_reader(); }
 
   /// Pub/Sub: replies go to on_push, the connection stays open.
@@ -192,7 +193,9 @@ class RedisConnection {
   /// Runs when every command submitted before set_barrier() has completed.
   std::function<void()> on_barrier_passed;
 
-  void submit(PendingCommand pending) {
+  /// Queues a command; written at once unless `corked` is given, in which case this connection
+  /// is added to it (once) and the caller flushes it with uncork() after its batch.
+  void submit(PendingCommand pending, std::vector<RedisConnection*>* corked = nullptr) {
     const bool answered = pending.done || m_role != RedisClient::Role::pubsub;
     if (m_state == State::connected) {
       m_out += pending.command;
@@ -200,7 +203,10 @@ class RedisConnection {
         ++m_submitted;
         m_in_flight.push_back(std::move(pending));
       }
-      flush();
+      if (!corked)
+        flush();
+      else if (std::find(corked->begin(), corked->end(), this) == corked->end())
+        corked->push_back(this);
       return;
     }
     // NOTE: a Pub/Sub connection subscribes again in on_connect; what it sent while down is dropped.
@@ -220,6 +226,9 @@ class RedisConnection {
     m_barrier = m_submitted;
     return fresh;
   }
+
+  /// Writes what submit() queued while corked.
+  void uncork() { flush(); }
 
   void start() {
     if (m_state == State::idle) begin_connect();
@@ -421,7 +430,6 @@ class RedisConnection {
     m_reader = nullptr;
   }
 
-  asio::io_context& m_io;
   const RedisUrl& m_url;
   RedisClient::Role m_role;
   tcp::socket m_socket;
@@ -525,8 +533,9 @@ struct RedisClient::Impl {
     return made;
   }
 
-  /// Sends a command to the node that holds its slot (I/O thread).
-  void route(Role role, PendingCommand pending) {
+  /// Sends a command to the node that holds its slot (I/O thread); with `corked`, written by
+  /// the caller's uncork() after its batch (RedisConnection::submit).
+  void route(Role role, PendingCommand pending, std::vector<RedisConnection*>* corked = nullptr) {
     const int index = static_cast<int>(role);
     if (role != Role::pubsub && holds[index] > 0) {
       held[index].push_back(std::move(pending));
@@ -534,7 +543,37 @@ struct RedisClient::Impl {
     }
     RedisNode* node = home;
     if (pending.slot >= 0 && !slots.empty() && slots[pending.slot]) node = slots[pending.slot];
-    node->connection(role).submit(std::move(pending));
+    node->connection(role).submit(std::move(pending), corked);
+  }
+
+  /// A command send() queued, with its role.
+  struct Outgoing {
+    Role role;
+    PendingCommand pending;
+  };
+
+  /// Queues a command for the I/O thread (any thread); the first of a batch posts the drain.
+  void enqueue(Role role, PendingCommand pending) {
+    bool first;
+    {
+      std::lock_guard lock(outgoing_mutex);
+      first = outgoing.empty();
+      outgoing.push_back(Outgoing{role, std::move(pending)});
+    }
+    if (first) asio::post(io, [this] { drain(); });
+  }
+
+  /// Routes every command queued so far, in the order queued, then writes each connection's
+  /// share in one write (I/O thread).
+  void drain() {
+    {
+      std::lock_guard lock(outgoing_mutex);
+      draining.swap(outgoing);
+    }
+    std::vector<RedisConnection*> corked;
+    for (Outgoing& command : draining) route(command.role, std::move(command.pending), &corked);
+    draining.clear();
+    for (RedisConnection* connection : corked) connection->uncork();
   }
 
   void redirected(RedisNode& from, Role role, PendingCommand pending, RedisReply reply) {
@@ -592,7 +631,7 @@ struct RedisClient::Impl {
     };
     auto timer = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(delay_ms));
     timer->async_wait(
-        [this, timer, &from, role, pending = std::move(pending)](boost::system::error_code error) mutable {
+        [timer, &from, role, pending = std::move(pending)](boost::system::error_code error) mutable {
           if (error) return;
           if (pending.asking) from.connection(role).submit(asking());
           from.connection(role).submit(std::move(pending));
@@ -663,6 +702,14 @@ struct RedisClient::Impl {
 
   std::atomic<bool> stopped{false};
 
+  // NOTE: send() queues here and only the first command of a batch posts a drain, so commands
+  // sent close together (a burst of chunks, a batch of results) cost one wake-up of the I/O
+  // thread and go out in one write per connection. One queue for every thread and role keeps the
+  // order in which send() was called, and so each thread's order.
+  std::mutex outgoing_mutex;
+  std::vector<Outgoing> outgoing;  // under outgoing_mutex
+  std::vector<Outgoing> draining;  // I/O thread only: the batch being routed
+
   RedisUrl url;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
@@ -693,9 +740,7 @@ void RedisClient::send(Role role, std::vector<std::string> args, Callback done) 
   }
   pending.command = format(args);
   pending.done = std::move(done);
-  asio::post(m_impl->io, [impl = m_impl.get(), role, pending = std::move(pending)]() mutable {
-    impl->route(role, std::move(pending));
-  });
+  m_impl->enqueue(role, std::move(pending));
 }
 
 void RedisClient::eval(const RedisScript& script, std::vector<std::string> keys, std::vector<std::string> args,

@@ -4,8 +4,9 @@
 //
 // Why it looks like this:
 //   - Chunks are cut as they are sent, not planned up front: the number in flight follows the
-//     manager's concurrency now (about two per worker, re-read as chunks complete and when the
-//     manager calls concurrency_changed), so workers that join while a call runs get work at once.
+//     manager's concurrency now (chunks_in_flight: about two per worker, more on a cluster while
+//     chunks are short; re-read as chunks complete and when the manager calls
+//     concurrency_changed), so workers that join while a call runs get work at once.
 //   - With RunOptions::chunk_size 0 the size comes from measured time per item (Job::record_run,
 //     or the dispatch's own send-to-result time when a manager records none): the first chunks are
 //     small probes, later ones aim at the manager's target_chunk_duration(), and none is larger
@@ -162,7 +163,7 @@ class Dispatch final : public CallDemand, public std::enable_shared_from_this<Di
     do {
       m_repump = false;
       const std::size_t workers = std::max<std::size_t>(1, m_manager->concurrency());
-      const std::size_t lanes = 2 * workers;
+      const std::size_t lanes = std::max<std::size_t>(1, m_manager->chunks_in_flight(workers));
       while (!m_job->cancelled() && m_next < m_total && m_in_flight < lanes) {
         const std::size_t size = cut(workers);
         const std::size_t begin = m_next;

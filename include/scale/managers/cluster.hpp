@@ -93,6 +93,9 @@ class ClusterManager final : public ScalabilityManager {
   /// The chunks the live compatible workers run at once: the sum of the concurrency each one
   /// announces (at least one). A worker that joins or leaves changes it at once.
   std::size_t concurrency() const noexcept override;
+  /// Twice the concurrency; while chunks run briefly (a smoothed run time under 1 ms on the
+  /// workers) more, so that the round trips through Redis overlap and travel in batches.
+  std::size_t chunks_in_flight(std::size_t workers) const noexcept override;
   /// 200 ms: a chunk costs Redis round trips and a stream entry.
   std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(200); }
   /// workers_alive counts live compatible workers; workers_refused the incompatible ones seen.

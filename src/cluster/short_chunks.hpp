@@ -1,0 +1,54 @@
+#pragma once
+// Short chunks on the cluster: while chunks run briefly on their workers (chunk size 1 over cheap
+// items, say), a chunk's round trip through Redis (the manager's XADD, a worker's read, its
+// result, the manager's read) takes far longer than the chunk runs. Two chunks in flight per
+// worker thread then leave the workers waiting on Redis, and each chunk pays its own round trips.
+// So while chunks are short:
+//   - the manager keeps short_chunks_per_thread chunks in flight per worker thread
+//     (ClusterManager::chunks_in_flight), not two, for chunks of a few items (short_chunk_items);
+//   - a worker that runs chunks on threads of its own (not --scale-processes, and providing no
+//     amounts) reads up to that many per thread: one running, the rest read ahead, so one read
+//     brings several and their results travel together (src/cluster/worker.cpp).
+// Both sides judge by the run times they see (the worker's own; the manager's from the results'
+// "t"), smoothed so that one long chunk ends it at once: long chunks are then never held on a
+// busy worker while another is idle, and never wait behind one another there.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace scale::detail {
+
+/// A chunk whose smoothed run time is under this is short.
+inline constexpr std::chrono::microseconds short_chunk_time{1000};
+
+/// The manager deepens its window only for chunks of at most this many items (a call's own small
+/// chunk size; an automatic one starts with probes of more, and then cuts long chunks).
+inline constexpr std::size_t short_chunk_items = 8;
+
+/// While chunks are short: chunks in flight per worker thread (the manager), and chunks a worker
+/// holds per thread, read ahead included.
+inline constexpr std::size_t short_chunks_per_thread = 32;
+
+/// The run time of recent chunks: a longer one counts at once, a shorter one by an eighth. Any
+/// thread (a lost update among threads that add at once only delays the average by a chunk).
+class SmoothedRunTime {
+ public:
+  void add(std::chrono::microseconds took) noexcept {
+    const std::int64_t us = std::max<std::int64_t>(0, took.count());
+    const std::int64_t old = m_us.load(std::memory_order_relaxed);
+    m_us.store(old < 0 || us > old ? us : old + (us - old) / 8, std::memory_order_relaxed);
+  }
+  /// Whether chunks are short now (false before any chunk ran).
+  bool short_chunks() const noexcept {
+    const std::int64_t us = m_us.load(std::memory_order_relaxed);
+    return us >= 0 && us < short_chunk_time.count();
+  }
+
+ private:
+  std::atomic<std::int64_t> m_us{-1};  // -1: no chunk yet
+};
+
+}  // namespace scale::detail
