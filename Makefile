@@ -14,7 +14,7 @@
 #   make install PREFIX=/opt/scale
 #   make clean
 #
-# Variables: BUILD_TYPE (RelWithDebInfo), JOBS (nproc), CXX (e.g. CXX=clang++-16), DEBUG_INFO (full or lines),
+# Variables: BUILD_TYPE (RelWithDebInfo), JOBS (nproc), CXX (e.g. CXX=clang++-16), DEBUG_INFO (full or lines; unset, an existing tree keeps its own),
 # SANITIZE (address or thread; combines with CXX), BUILD_DIR (derived from the three above);
 # for fuzz: FUZZ_SECONDS (60 per target), FUZZ_CXX (clang++-16), FUZZ_BUILD_DIR (build-fuzz).
 # ccache, when it is on PATH, serves as the compiler launcher (never required).
@@ -90,14 +90,22 @@ ifneq ($(filter fuzz,$(MAKECMDGOALS)),)
 endif
 
 # DEBUG_INFO=lines compiles with line tables only (-g1): stacks keep names and lines, compiling
-# takes a third less time (CI uses it); the default, full, keeps what a debugger needs.
-DEBUG_INFO ?= full
+# takes a third less time (CI uses it); full keeps what a debugger needs.
+# Unset, it keeps what an existing build tree was configured with (so `make bench` on a tree built
+# with DEBUG_INFO=lines does not rebuild it whole), and is full for a new tree.
+ifeq ($(origin DEBUG_INFO),undefined)
+  ifeq ($(shell sed -n 's/^SCALE_LINE_TABLES_ONLY:[A-Z]*=//p' $(BUILD_DIR)/CMakeCache.txt 2>/dev/null),ON)
+    DEBUG_INFO := lines
+  else
+    DEBUG_INFO := full
+  endif
+endif
 ifeq ($(DEBUG_INFO),full)
   LINE_TABLES_ONLY := OFF
 else ifeq ($(DEBUG_INFO),lines)
   LINE_TABLES_ONLY := ON
 else
-  $(error DEBUG_INFO=$(DEBUG_INFO): use DEBUG_INFO=full (the default) or DEBUG_INFO=lines (-g1))
+  $(error DEBUG_INFO=$(DEBUG_INFO): use DEBUG_INFO=full (the default for a new build tree) or DEBUG_INFO=lines (-g1))
 endif
 
 CMAKE_CONFIGURE_ARGS := -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_EXPORT_COMPILE_COMMANDS=ON $(CMAKE_CXX_ARG) \
