@@ -489,7 +489,9 @@ class ClusterWorkerProcess {
   }
 
   /// A chunk read that cannot start now goes back to its manager, which queues it again.
-  void give_back(const ReadChunk& chunk) { give_back(m_keys.results(field(chunk.fields, "m")), field(chunk.fields, "a")); }
+  void give_back(const ReadChunk& chunk) {
+    give_back(m_keys.results(field(chunk.fields, "m")), field(chunk.fields, "a"));
+  }
   void give_back(const std::string& results_stream, const std::string& attempt) {
     m_client.send(Role::commands,
                   {"XADD", results_stream, "NOMKSTREAM", "*", "k", "b", "w", m_id, "a", attempt}, ignore);
@@ -534,41 +536,38 @@ class ClusterWorkerProcess {
     m_runner->run(
         field(fields, "p"), control,
         [this, delivery, control, key, need = std::move(chunk.need)](ChunkOutcome outcome) {
-      {
-        std::lock_guard lock(m_held_mutex);
-        m_held.erase(key);
-      }
-      if (!need.empty()) {
-        m_amounts.release(need);
-        m_reader.wake();
-      }
-      if (outcome.kind == ChunkOutcome::Kind::skipped) {
-        give_back(delivery->results_stream, delivery->attempt);
-        {
-          std::lock_guard lock(m_delivery_mutex);
-          --m_undelivered;
-        }
-        m_delivered.notify_all();
-        return;
-      }
-      m_run_time.add(outcome.took);
-      // NOTE: a stopped chunk whose child the pool killed is not a lost chunk: it ends as stopped.
-      if (control->stopped() && outcome.kind == ChunkOutcome::Kind::lost) {
-        outcome.kind = ChunkOutcome::Kind::error;
-        outcome.payload.clear();
-        encode_exception(std::make_exception_ptr(Cancelled(cancelled_message())), outcome.payload);
-      }
-      delivery->kind = kind_letter(outcome.kind);
-      delivery->took_us = outcome.took.count();
-      delivery->payload = std::move(outcome.payload);
-      if (delivery->payload.size() + redis_bulk_margin > m_bulk_limit) {
-        const std::size_t size = delivery->payload.size();
-        delivery->kind = 'e';
-        delivery->payload = encoded_error("scale: Redis refused this chunk's result (" + std::to_string(size) +
-                                          " bytes, more than its proto-max-bulk-len " + std::to_string(m_bulk_limit) +
-                                          "); pass a smaller RunOptions::chunk_size");
-      }
-      deliver(std::move(delivery));
+          {
+            std::lock_guard lock(m_held_mutex);
+            m_held.erase(key);
+          }
+          if (!need.empty()) {
+            m_amounts.release(need);
+            m_reader.wake();
+          }
+          if (outcome.kind == ChunkOutcome::Kind::skipped) {
+            give_back(delivery->results_stream, delivery->attempt);
+            delivered(1);
+            return;
+          }
+          m_run_time.add(outcome.took);
+          // NOTE: a stopped chunk whose child the pool killed is not a lost chunk: it ends as stopped.
+          if (control->stopped() && outcome.kind == ChunkOutcome::Kind::lost) {
+            outcome.kind = ChunkOutcome::Kind::error;
+            outcome.payload.clear();
+            encode_exception(std::make_exception_ptr(Cancelled(cancelled_message())), outcome.payload);
+          }
+          delivery->kind = kind_letter(outcome.kind);
+          delivery->took_us = outcome.took.count();
+          delivery->payload = std::move(outcome.payload);
+          if (delivery->payload.size() + redis_bulk_margin > m_bulk_limit) {
+            const std::size_t size = delivery->payload.size();
+            delivery->kind = 'e';
+            delivery->payload = encoded_error("scale: Redis refused this chunk's result (" + std::to_string(size) +
+                                              " bytes, more than its proto-max-bulk-len " +
+                                              std::to_string(m_bulk_limit) +
+                                              "); pass a smaller RunOptions::chunk_size");
+          }
+          deliver(std::move(delivery));
         },
         std::move(starting));
   }
@@ -609,14 +608,17 @@ class ClusterWorkerProcess {
     m_acks_posted = false;
     m_acks.take([this](std::vector<std::string> ack, std::vector<std::string> del, std::size_t count) {
       m_client.send(Role::commands, std::move(ack), ignore);
-      m_client.send(Role::commands, std::move(del), [this, count](std::exception_ptr, RedisReply) {
-        {
-          std::lock_guard lock(m_delivery_mutex);
-          m_undelivered -= count;
-        }
-        m_delivered.notify_all();
-      });
+      m_client.send(Role::commands, std::move(del), [this, count](std::exception_ptr, RedisReply) { delivered(count); });
     });
+  }
+
+  /// `count` chunks held are done with: delivered and acknowledged, or given back (any thread).
+  void delivered(std::size_t count) {
+    {
+      std::lock_guard lock(m_delivery_mutex);
+      m_undelivered -= count;
+    }
+    m_delivered.notify_all();
   }
 
   /// SIGTERM, SIGINT or a drain order: the chunks it holds run to the end and are delivered while

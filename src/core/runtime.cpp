@@ -15,7 +15,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <list>
 #include <mutex>
 #include <optional>
 #include <string_view>

@@ -65,6 +65,7 @@
 #include "process/child_process.hpp"
 #include "process/crash_capsule.hpp"
 #include "process/crash_record.hpp"
+#include "process/reused_buffer.hpp"
 #include "process/pool_sizing.hpp"
 #include "process/program_arguments.hpp"
 #include "process/scope_server.hpp"
@@ -125,12 +126,6 @@ struct InFlight {
 constexpr std::size_t pipeline_depth = 2;
 /// The largest task frame sent to a worker that is still busy (see send_task_locked).
 constexpr std::size_t max_pipelined_frame = 64 * 1024;
-/// A reused buffer that grew past this for one large frame gives its memory back once used.
-constexpr std::size_t kept_buffer_capacity = std::size_t{1} << 20;
-
-void trim_buffer(std::string& buffer) {
-  if (buffer.capacity() > kept_buffer_capacity) std::string().swap(buffer);
-}
 
 struct Worker {
   ChildProcess child;
@@ -182,7 +177,7 @@ struct Worker {
         std::lock_guard lock(out_mutex);
         if (outbox.empty()) {
           flushing = false;
-          trim_buffer(sending);
+          trim_reused_buffer(sending);
           return;
         }
         sending.swap(outbox);  // the outbox takes the sent (empty) buffer back, with its capacity
@@ -981,7 +976,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
         end_frame(m_encoded, at);
       } catch (...) {
         m_encoded.clear();
-        trim_buffer(m_encoded);
+        trim_reused_buffer(m_encoded);
         task->chunk.job->cancel();
         finish_locked(*task, std::current_exception());
         return Sent::failed;
@@ -1004,7 +999,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     set_frame_id(frame, id);
     const bool must_flush = worker->queue(frame);
     if (cached) std::string().swap(task->frame);  // a rerun encodes again (it may be split)
-    trim_buffer(m_encoded);
+    trim_reused_buffer(m_encoded);
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
     worker->inflight.push_back(InFlight{std::move(task), id, Clock::now(), holds});
     ++m_counters.running;

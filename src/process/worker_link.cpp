@@ -18,6 +18,7 @@
 
 #include "process/crash_handler.hpp"
 #include "process/link_backends.hpp"
+#include "process/reused_buffer.hpp"
 #include "remote/build_fingerprint.hpp"
 #include "remote/scope_reply.hpp"
 #include "remote/task_payload.hpp"
@@ -43,13 +44,6 @@ bool uses_scope(std::string_view payload) {
 
 std::atomic<bool> g_serving{false};
 
-/// A buffer that grew past this for one large frame gives its memory back once it is sent.
-constexpr std::size_t kept_buffer_capacity = std::size_t{1} << 20;
-
-void trim(std::string& buffer) {
-  if (buffer.capacity() > kept_buffer_capacity) std::string().swap(buffer);
-}
-
 // NOTE: the result goes out before the next task starts, never batched with the next one's: the
 // parent blames the first task it holds for a crash or a timeout and times each task from the
 // previous result, and a progress frame for a task whose result has left is ignored only because
@@ -59,7 +53,7 @@ void run_task(WorkerLink& link, SharedMemory& memory, SharedEventEmitter& events
   link.control().set_payload(frame.payload);
   const bool ok = run_task_payload(frame.payload, &memory, &events, out, &link.control());
   link.send(ok ? FrameType::result : FrameType::error, frame.id, out);
-  trim(out);
+  trim_reused_buffer(out);
 }
 
 }  // namespace
@@ -74,7 +68,7 @@ void WorkerLink::send(FrameType type, std::uint64_t id, std::string_view payload
   m_frame.clear();
   encode_frame(m_frame, type, id, payload);
   if (!send_all(m_link.fd, m_frame)) leave();
-  trim(m_frame);
+  trim_reused_buffer(m_frame);
 }
 
 Future<nlohmann::json> WorkerLink::call(nlohmann::json request) {
