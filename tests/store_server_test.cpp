@@ -200,6 +200,19 @@ TEST_CASE("a value put under a key with slashes is read back, listed and deleted
   CHECK(got.body_json().at("revision") == revision);
   CHECK(got.body_json().at("timestamp_ms").get<std::int64_t>() > 0);
   CHECK(got.headers.at("content-type") == "application/json");
+  // An entry is written field by field: its bytes are json(entry)'s (compact, fields sorted), then a newline.
+  CHECK(got.body == got.body_json().dump() + "\n");
+
+  // The same for a key that needs escaping and a nested value with non-ASCII text, read and listed.
+  REQUIRE(client.request("PUT", "/v1/kv/q%22uote", R"({"b": [1, "\u00e9"], "a": null})").status == 200);
+  auto quoted = client.request("GET", "/v1/kv/q%22uote");
+  REQUIRE(quoted.status == 200);
+  CHECK(quoted.body_json().at("key") == "q\"uote");
+  CHECK(quoted.body_json().at("value") == json::parse(R"({"a": null, "b": [1, "\u00e9"]})"));
+  CHECK(quoted.body == quoted.body_json().dump() + "\n");
+  auto listed = client.request("GET", "/v1/kv?prefix=q");
+  REQUIRE(listed.status == 200);
+  CHECK(listed.body == listed.body_json().dump() + "\n");
 
   CHECK(client.request("DELETE", "/v1/kv/users/ada/profile").status == 200);
   auto missing = client.request("GET", "/v1/kv/users/ada/profile");

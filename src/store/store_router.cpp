@@ -281,16 +281,14 @@ void append_json(std::string& out, const json& value) {
 /// An entry as JSON text, written into `out`: the bytes `json(entry)` (core/entry_json.hpp)
 /// would give, fields in its (sorted) order, without copying the value into a json object first.
 void append_entry(std::string& out, const Entry& entry) {
-  nlohmann::detail::serializer<json> serializer(nlohmann::detail::output_adapter<char>(out), ' ',
-                                                json::error_handler_t::replace);
   out += "{\"key\":";
-  serializer.dump(json(entry.key), false, false, 0);
+  append_json(out, json(entry.key));
   out += ",\"revision\":";
   out += std::to_string(entry.revision);
   out += ",\"timestamp_ms\":";
   out += std::to_string(entry.timestamp_ms);
   out += ",\"value\":";
-  serializer.dump(entry.value, false, false, 0);
+  append_json(out, entry.value);
   out += '}';
 }
 
