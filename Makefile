@@ -61,7 +61,7 @@ endif
 DEPS_PACKAGES := g++ cmake make pkg-config \
   libboost1.81-dev libboost-program-options1.81-dev libboost-url1.81-dev \
   nlohmann-json3-dev catch2 libhiredis-dev redis-server redis-tools libtbb-dev wrk \
-  libspdlog-dev libcli11-dev libboost-stacktrace1.81-dev nodejs chromium
+  libspdlog-dev libcli11-dev libboost-stacktrace1.81-dev nodejs chromium gdb
 ifdef CXX_CHOSEN
   ifneq ($(findstring clang++-16,$(CXX)),)
     DEPS_PACKAGES += clang-16
