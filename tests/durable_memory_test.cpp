@@ -57,6 +57,8 @@ struct Journaled {
 };
 
 struct DurableHttp {
+  /// Each write waits for an fdatasync of a scale-store process.
+  static constexpr int concurrent_rounds = 100;
   static scale::SharedMemory make() { return make_with_history(10'000); }
   static scale::SharedMemory make_with_history(std::size_t history) {
     return scale::SharedMemory(support::fresh_store_url(

@@ -11,6 +11,8 @@
 #include "support/http_store.hpp"
 
 struct Http {
+  /// Each call is a request to a scale-store process: through the client's I/O thread and back.
+  static constexpr int concurrent_rounds = 100;
   static scale::SharedMemory make() { return scale::SharedMemory(support::fresh_store_url()); }
   static scale::SharedMemory make_with_history(std::size_t history) {
     return scale::SharedMemory(support::fresh_store_url({.history = history}));

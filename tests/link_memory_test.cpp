@@ -175,6 +175,8 @@ struct ChildLink {
   static constexpr const char* cannot_watch =
       "a process-pool child's link memory cannot watch (it fails every watch with a scale::Error saying to "
       "watch in the parent), and a Scope offers no watch";
+  /// Each call is a one-item map into a child and a link call back: a dozen thread hops.
+  static constexpr int concurrent_rounds = 100;
   static scale::SharedMemory make() {
     return scale::SharedMemory(std::make_shared<link_memory::ChildScopeMemory>(scale::SharedMemory::Options{}));
   }
