@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <set>
@@ -91,8 +93,16 @@ auto stalled_once = [](int x, scale::Scope& scope) -> int {
 
 // Twice the item's number, save that from item 200 on the worker whose pid the item names blocks
 // (the test kills it while it holds those chunks, running and read ahead).
+/// The file a victim worker makes once one of its threads blocks in twice_unless_on_victim.
+std::filesystem::path victim_blocked_marker(int pid) {
+  return std::filesystem::temp_directory_path() / ("scale-cluster-test-blocked-" + std::to_string(pid));
+}
+
 auto twice_unless_on_victim = [](std::pair<int, int> item) {
-  if (item.first >= 200 && item.second == static_cast<int>(::getpid())) std::this_thread::sleep_for(60s);
+  if (item.first >= 200 && item.second == static_cast<int>(::getpid())) {
+    std::ofstream(victim_blocked_marker(item.second)).put('1');
+    std::this_thread::sleep_for(60s);
+  }
   return 2 * item.first;
 };
 
@@ -286,9 +296,14 @@ TEST_CASE("a worker killed with kill -9 while it holds chunks read ahead has the
     }
     return held;
   };
-  // Its two threads block; chunks were short, so it read ahead: it holds more than it runs.
+  // Chunks were short, so it read ahead: it holds more than it runs. Then its threads block, so
+  // the kill finds it holding at least the chunk a blocked thread runs (the ones it held before
+  // may all be done by then in a slow build, and a victim holding nothing reruns nothing).
+  const std::filesystem::path blocked = victim_blocked_marker(victim.pid());
   REQUIRE(eventually([&] { return held_by_victim() > 2; }));
+  REQUIRE(eventually([&] { return std::filesystem::exists(blocked); }));
   victim.kill(SIGKILL);
+  std::filesystem::remove(blocked);
   std::vector<int> result = std::move(pending).get();
   REQUIRE(result.size() == count);
   bool right = true;
