@@ -105,6 +105,27 @@ auto fail_0_then_answer_1_late = [](int x) {
 
 auto my_pid = [](int) { return static_cast<int>(::getpid()); };
 
+/// The file block_once_at_300 makes in the first child that reaches item 300 (named by the test's
+/// pid, the children's parent).
+std::string block_once_marker(int test_pid) {
+  return "/tmp/scale-pool-test-blocked-" + std::to_string(test_pid);
+}
+/// Twice x; item 300 blocks for a minute the first time it runs (a rerun finds the marker).
+auto block_once_at_300 = [](int x) {
+  if (x == 300) {
+    const std::string marker = block_once_marker(static_cast<int>(::getppid()));
+    if (::access(marker.c_str(), F_OK) != 0) {
+      std::ofstream(marker).put('1');
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+    }
+  }
+  return 2 * x;
+};
+auto sleep_20ms = [](int x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return x;
+};
+
 int add_one(int x) { return x + 1; }
 
 /// A type with no JSON conversion and not trivially copyable.
@@ -187,6 +208,54 @@ TEST_CASE("a child killed with kill -9 mid-map has its chunk rerun: all 10,000 r
   REQUIRE(stats.workers_lost >= 1);
   REQUIRE(stats.tasks_retried >= 1);
   REQUIRE(stats.tasks_failed == 0);
+}
+
+TEST_CASE("while chunks are short a child holds many; killed, the ones behind its running chunk go back and all "
+          "results come once, in order",
+          "[process_pool]") {
+  scale::Runtime runtime;
+  const std::string marker = block_once_marker(static_cast<int>(::getpid()));
+  std::remove(marker.c_str());
+  scale::ProcessPoolManager manager({.max_workers = 1});
+  scale::Iterator<int> numbers(iterator_suite::iota(1000), manager);
+  auto pending = numbers.map(block_once_at_300, {.chunk_size = 1});
+  // Item 300 blocks; the chunks before it ran briefly, so the child holds more than two: the one
+  // it runs and those queued behind it in its link.
+  REQUIRE(eventually([&] { return ::access(marker.c_str(), F_OK) == 0 && manager.stats().tasks_running > 2; }));
+  REQUIRE(manager.chunks_in_flight(1) == 32);
+  const pid_t victim = manager.worker_pids().front();
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  std::vector<int> result = pending.get();
+  std::remove(marker.c_str());
+  REQUIRE(result.size() == 1000);
+  bool right = true;
+  for (int i = 0; i < 1000; ++i) right = right && result[static_cast<std::size_t>(i)] == 2 * i;
+  REQUIRE(right);
+  const auto stats = manager.stats();
+  REQUIRE(stats.tasks_done == 1000);  // one result accepted per chunk: the queued ones never ran twice
+  REQUIRE(stats.tasks_retried > 2);  // the chunk it ran, and the ones behind it back to the queue
+  REQUIRE(stats.workers_lost == 1);
+  REQUIRE(stats.tasks_failed == 0);
+}
+
+TEST_CASE("a pool keeps 32 chunks per worker in flight only while its chunks are short and of a few items",
+          "[process_pool]") {
+  scale::Runtime runtime;
+  scale::ProcessPoolManager manager({.max_workers = 2});
+  REQUIRE(manager.chunks_in_flight(2) == 4);  // nothing has run yet
+  scale::Iterator<int> numbers(iterator_suite::iota(200), manager);
+  REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
+  REQUIRE(manager.chunks_in_flight(2) == 64);
+  // One long chunk ends it at once.
+  scale::Iterator<int> three(iterator_suite::iota(3), manager);
+  REQUIRE(three.map(sleep_20ms, {.chunk_size = 1}).get().size() == 3);
+  REQUIRE(manager.chunks_in_flight(2) == 4);
+  // Short again, but of many items each: an automatic chunk size's probes, which a deeper window
+  // would only cut smaller.
+  REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
+  REQUIRE(manager.chunks_in_flight(2) == 64);
+  REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 100}).get().size() == 200);
+  REQUIRE(manager.chunks_in_flight(2) == 4);
 }
 
 TEST_CASE("an item that aborts its worker every time fails the call with WorkerLost naming that item",

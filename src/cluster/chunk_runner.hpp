@@ -10,7 +10,7 @@
 //     run(): handing each to a thread of its own would cost two thread switches per chunk, and
 //     the reader has nothing else to do while its one chunk runs. Chunks read together then run
 //     one after another there, as they would on the one thread.
-//   - Room may include chunks read ahead (cluster/short_chunks.hpp): they wait in the queue, and
+//   - Room may include chunks read ahead (core/short_chunks.hpp): they wait in the queue, and
 //     `starting` tells the worker when each begins, and may decline it (the worker gives it back).
 
 #include <chrono>

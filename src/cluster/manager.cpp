@@ -41,7 +41,7 @@
 #include "cluster/keys.hpp"
 #include "cluster/matcher.hpp"
 #include "cluster/served_time.hpp"
-#include "cluster/short_chunks.hpp"
+#include "core/short_chunks.hpp"
 #include "cluster/worker_offers.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
@@ -311,7 +311,7 @@ class Cluster {
   std::size_t concurrency() const noexcept { return m_concurrency.load(std::memory_order_relaxed); }
 
   /// Chunks a call keeps submitted for `workers` at once (ClusterManager::chunks_in_flight; why
-  /// in cluster/short_chunks.hpp).
+  /// in core/short_chunks.hpp).
   std::size_t chunks_in_flight(std::size_t workers) const noexcept {
     // NOTE: only chunks of a few items. A brief chunk of many items is what an automatic chunk
     // size starts with (the dispatch's probes, sized from the call, not chosen by it), and the
@@ -1421,7 +1421,7 @@ class Cluster {
   std::exception_ptr m_setup_error;                         // the last of those
   std::uint64_t m_next_order = 0;
   std::atomic<std::size_t> m_concurrency{0};
-  SmoothedRunTime m_run_time;  // of the chunks whose results came (cluster/short_chunks.hpp)
+  SmoothedRunTime m_run_time;  // of the chunks whose results came (core/short_chunks.hpp)
   std::atomic<std::size_t> m_chunk_items{0};  // the items of the last chunk whose result came
   std::function<void()> m_on_concurrency;
   Clock::time_point m_last_live;

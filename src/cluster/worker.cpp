@@ -7,7 +7,7 @@
 // build: drain, threads, provides, and the stop and abandon of chunks it holds
 // (cluster/running_chunk.hpp), whose progress it sends in batches. Its heartbeat also says its
 // round trip to Redis and whether it was idle, and reads the manager it is assigned to serve first
-// (cluster/matcher.hpp). While chunks are short it reads ahead (cluster/short_chunks.hpp), and the
+// (cluster/matcher.hpp). While chunks are short it reads ahead (core/short_chunks.hpp), and the
 // task entries of results answered together are acknowledged together. See src/cluster/keys.hpp
 // for the keys.
 
@@ -44,7 +44,7 @@
 #include "cluster/result_delivery.hpp"
 #include "cluster/round_trip_time.hpp"
 #include "cluster/running_chunk.hpp"
-#include "cluster/short_chunks.hpp"
+#include "core/short_chunks.hpp"
 #include "cluster/worker_order.hpp"
 #include "cluster/worker_record.hpp"
 #include "cluster/worker_setups.hpp"
@@ -401,7 +401,7 @@ class ClusterWorkerProcess {
 
   // ----- the main thread: reading chunks -----
 
-  /// Chunks read beyond the concurrency (cluster/short_chunks.hpp): only while chunks are short,
+  /// Chunks read beyond the concurrency (core/short_chunks.hpp): only while chunks are short,
   /// and never with child processes (a chunk there may be slow to start or kill its child) or
   /// amounts provided (a chunk read holds its amounts, which another worker could use).
   std::size_t read_ahead() const {

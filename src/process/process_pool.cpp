@@ -72,6 +72,7 @@
 #include "process/task_control.hpp"
 #include "process/worker_link.hpp"
 #include "core/rendezvous.hpp"
+#include "core/short_chunks.hpp"
 #include "core/resource_ledger.hpp"
 #include "core/worker_slot_id.hpp"
 #include "core/routed_queue.hpp"
@@ -120,11 +121,13 @@ struct InFlight {
   bool stopped = false;       // its call was stopped: a stop frame went to the worker
   Clock::time_point kill_at = Clock::time_point::max();  // stopped: when its grace ends
   bool setup = false;         // an on_every_worker setup, not a chunk of a call
+  std::size_t bytes = 0;      // its task frame's size (see send_task_locked)
 };
 
-/// Tasks a worker holds at once (see ProcessPool::pump).
+/// Tasks a worker holds at once (see ProcessPool::pump): two, and short_chunks_per_thread while
+/// chunks are short (core/short_chunks.hpp).
 constexpr std::size_t pipeline_depth = 2;
-/// The largest task frame sent to a worker that is still busy (see send_task_locked).
+/// The most bytes of task frames queued behind the task a busy worker runs (see send_task_locked).
 constexpr std::size_t max_pipelined_frame = 64 * 1024;
 
 struct Worker {
@@ -271,6 +274,17 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
   std::size_t concurrency() const noexcept { return m_concurrency.load(std::memory_order_relaxed); }
+  /// Whether chunks are short now (core/short_chunks.hpp): few items each, and a smoothed run
+  /// time under short_chunk_time. Any thread.
+  bool short_chunks() const noexcept {
+    return m_chunk_items.load(std::memory_order_relaxed) <= short_chunk_items && m_run_time.short_chunks();
+  }
+  /// ProcessPoolManager::chunks_in_flight: two per worker, short_chunks_per_thread while chunks
+  /// are short.
+  std::size_t chunks_in_flight(std::size_t workers) const noexcept {
+    return (short_chunks() ? short_chunks_per_thread : 2) * workers;
+  }
+
   ManagerStats stats() const { return m_counters.snapshot(); }
 
   std::vector<pid_t> pids() const {
@@ -697,8 +711,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   // ----- assigning work -----
 
   /// Gives queued tasks to workers and spawns workers for the rest (up to the maximum). A worker
-  /// holds up to pipeline_depth tasks: it runs the first while the next one is already on its way,
-  /// so a round trip never leaves it idle. Frames are queued per worker under the lock (so each
+  /// holds up to pipeline_depth tasks (short_chunks_per_thread while chunks are short): it runs
+  /// the first while the next ones are already on their way, so a round trip never leaves it idle. Frames are queued per worker under the lock (so each
   /// worker receives its tasks in the order of its in-flight list) and sent after it.
   void pump() {
     Pumped pumped;
@@ -750,7 +764,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
             to_flush.push_back(worker);
       // Idle workers first, then second slots, so that work spreads before it queues up.
       bool deferred = false;
-      for (std::size_t depth = 0; depth < pipeline_depth && queued_locked() && !deferred; ++depth) {
+      const std::size_t depth_limit = short_chunks() ? short_chunks_per_thread : pipeline_depth;
+      for (std::size_t depth = 0; depth < depth_limit && queued_locked() && !deferred; ++depth) {
         for (auto& worker : m_workers) {
           if (!queued_locked() || deferred) break;
           if (!worker->ready || worker->retiring || worker->draining || worker->inflight.size() != depth ||
@@ -983,11 +998,11 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       }
     }
     std::string& frame = cached ? task->frame : m_encoded;
-    // NOTE: a worker may run a task on its link's reader thread and not read meanwhile; a frame
-    // queued behind that task must fit the socket's buffer, or our send and its result's send
-    // could wait for each other. Larger frames wait until the worker is idle (they amortize the
-    // round trip anyway).
-    if (!worker->inflight.empty() && frame.size() > max_pipelined_frame) {
+    // NOTE: a worker may run a task on its link's reader thread and not read meanwhile; the frames
+    // queued behind that task must fit the socket's buffer together, or our send and its result's
+    // send could wait for each other. A frame that would take them past max_pipelined_frame waits
+    // until the worker has answered (a large one until it is idle: it amortizes the round trip).
+    if (!worker->inflight.empty() && queued_behind_running(*worker) + frame.size() > max_pipelined_frame) {
       if (!cached) task->frame.swap(m_encoded);  // kept for when the worker is idle
       queue_locked(std::move(task), true);
       ++m_counters.queued;
@@ -1001,9 +1016,18 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (cached) std::string().swap(task->frame);  // a rerun encodes again (it may be split)
     trim_reused_buffer(m_encoded);
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
+    const std::size_t bytes = frame.size();
     worker->inflight.push_back(InFlight{std::move(task), id, Clock::now(), holds});
+    worker->inflight.back().bytes = bytes;
     ++m_counters.running;
     return must_flush ? Sent::queued_flush : Sent::queued;
+  }
+
+  /// The bytes of the task frames `worker` holds behind the one it runs.
+  static std::size_t queued_behind_running(const Worker& worker) noexcept {
+    std::size_t bytes = 0;
+    for (std::size_t i = 1; i < worker.inflight.size(); ++i) bytes += worker.inflight[i].bytes;
+    return bytes;
   }
 
   // ----- workers -----
@@ -1209,6 +1233,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       // The dispatch sizes the call's next chunks from this (target_chunk_duration()).
       if (!answer.error && !answer.group_finished && kind == TaskAnswer::results) {
         task.chunk.job->record_run(task.chunk.size(), answer.took);
+        m_run_time.add(std::chrono::duration_cast<std::chrono::microseconds>(answer.took));
+        m_chunk_items.store(task.chunk.size(), std::memory_order_relaxed);
         task.chunk.job->ran_on(task.chunk.begin, task.chunk.end, worker.id);
       }
     }
@@ -1503,6 +1529,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   std::exception_ptr m_refused;
   Completions m_completions;  // completed after unlocking
   TaskCounters m_counters;
+  SmoothedRunTime m_run_time;                  // of the chunks whose results came (short_chunks())
+  std::atomic<std::size_t> m_chunk_items{0};  // the items of the last chunk whose result came
   std::thread m_watchdog;
 };
 
@@ -1526,6 +1554,9 @@ ProcessPoolManager::~ProcessPoolManager() {
 Future<void> ProcessPoolManager::submit(detail::Chunk chunk) { return m_pool->submit(std::move(chunk)); }
 void ProcessPoolManager::stop_call(const std::shared_ptr<detail::Job>& job) { m_pool->stop(job); }
 std::size_t ProcessPoolManager::concurrency() const noexcept { return m_pool->concurrency(); }
+std::size_t ProcessPoolManager::chunks_in_flight(std::size_t workers) const noexcept {
+  return m_pool->chunks_in_flight(workers);
+}
 void ProcessPoolManager::resize(std::size_t n) { m_pool->resize(n); }
 void ProcessPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }
 void ProcessPoolManager::backlog_changed() { m_pool->reevaluate(); }

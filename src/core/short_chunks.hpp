@@ -1,17 +1,21 @@
 #pragma once
-// Short chunks on the cluster: while chunks run briefly on their workers (chunk size 1 over cheap
-// items, say), a chunk's round trip through Redis (the manager's XADD, a worker's read, its
-// result, the manager's read) takes far longer than the chunk runs. Two chunks in flight per
-// worker thread then leave the workers waiting on Redis, and each chunk pays its own round trips.
-// So while chunks are short:
+// Short chunks on a manager whose chunks travel to other processes (the cluster, the process
+// pool): while chunks run briefly on their workers (chunk size 1 over cheap items, say), a chunk's
+// round trip (through Redis: the manager's XADD, a worker's read, its result, the manager's read;
+// through a process's link: the task frame, the result frame) takes far longer than the chunk
+// runs. Two chunks in flight per worker thread then leave the workers waiting on the transport,
+// and each chunk pays its own round trip. So while chunks are short:
 //   - the manager keeps short_chunks_per_thread chunks in flight per worker thread
-//     (ClusterManager::chunks_in_flight), not two, for chunks of a few items (short_chunk_items);
-//   - a worker that runs chunks on threads of its own (not --scale-processes, and providing no
-//     amounts) reads up to that many per thread: one running, the rest read ahead, so one read
-//     brings several and their results travel together (src/cluster/worker.cpp).
-// Both sides judge by the run times they see (the worker's own; the manager's from the results'
-// "t"), smoothed so that one long chunk ends it at once: long chunks are then never held on a
-// busy worker while another is idle, and never wait behind one another there.
+//     (chunks_in_flight), not two, for chunks of a few items (short_chunk_items);
+//   - on the cluster, a worker that runs chunks on threads of its own (not --scale-processes, and
+//     providing no amounts) reads up to that many per thread: one running, the rest read ahead,
+//     so one read brings several and their results travel together (src/cluster/worker.cpp);
+//   - on the process pool, a child holds up to that many (one running, the rest queued behind
+//     it in its link), so one write carries several task frames to it and one read brings several
+//     of its results back (src/process/process_pool.cpp).
+// Each side judges by the run times it sees (a cluster worker its own; a manager those of the
+// results that come back), smoothed so that one long chunk ends it at once: long chunks are then
+// never held on a busy worker while another is idle, and never wait behind one another there.
 
 #include <algorithm>
 #include <atomic>
