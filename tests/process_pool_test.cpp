@@ -238,7 +238,8 @@ TEST_CASE("while chunks are short a child holds many; killed, the ones behind it
   REQUIRE(stats.tasks_failed == 0);
 }
 
-TEST_CASE("a pool keeps 32 chunks per worker in flight only while its chunks are short and of a few items",
+TEST_CASE("a pool keeps 32 chunks per worker in flight only while its chunks are short, of the call's own size "
+          "or of a few items",
           "[process_pool]") {
   scale::Runtime runtime;
   scale::ProcessPoolManager manager({.max_workers = 2});
@@ -250,11 +251,15 @@ TEST_CASE("a pool keeps 32 chunks per worker in flight only while its chunks are
   scale::Iterator<int> three(iterator_suite::iota(3), manager);
   REQUIRE(three.map(sleep_20ms, {.chunk_size = 1}).get().size() == 3);
   REQUIRE(manager.chunks_in_flight(2) == 4);
-  // Short again, but of many items each: an automatic chunk size's probes, which a deeper window
-  // would only cut smaller.
   REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
-  REQUIRE(manager.chunks_in_flight(2) == 64);
+  REQUIRE(manager.chunks_in_flight(2) == 64);  // short again
+  // Chunks of 100 items: the call chose that size, so the window stays deep.
   REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 100}).get().size() == 200);
+  REQUIRE(manager.chunks_in_flight(2) == 64);
+  // Short, but chunks of many items cut by the automatic size (probes of 64 items, then more): a
+  // deeper window would only cut more probes.
+  scale::Iterator<int> many(iterator_suite::iota(20'000), manager);
+  REQUIRE(many.map(iterator_suite::twice).get().size() == 20'000);
   REQUIRE(manager.chunks_in_flight(2) == 4);
 }
 

@@ -710,7 +710,8 @@ class Iterator {
   }
 
   static detail::TaskPolicy policy(const RunOptions& options) {
-    return detail::TaskPolicy{options.max_retries, options.timeout, options.grace, requirement(options)};
+    return detail::TaskPolicy{options.max_retries, options.timeout, options.grace, requirement(options),
+                              options.chunk_size};
   }
 
   using KeyFunction = std::function<std::string(const T&)>;

@@ -6,7 +6,8 @@
 // runs. Two chunks in flight per worker thread then leave the workers waiting on the transport,
 // and each chunk pays its own round trip. So while chunks are short:
 //   - the manager keeps short_chunks_per_thread chunks in flight per worker thread
-//     (chunks_in_flight), not two, for chunks of a few items (short_chunk_items);
+//     (chunks_in_flight), not two, for chunks of a call's own chunk size or of a few items
+//     (may_deepen_window);
 //   - on the cluster, a worker that runs chunks on threads of its own (not --scale-processes, and
 //     providing no amounts) reads up to that many per thread: one running, the rest read ahead,
 //     so one read brings several and their results travel together (src/cluster/worker.cpp);
@@ -28,9 +29,16 @@ namespace scale::detail {
 /// A chunk whose smoothed run time is under this is short.
 inline constexpr std::chrono::microseconds short_chunk_time{1000};
 
-/// The manager deepens its window only for chunks of at most this many items (a call's own small
-/// chunk size; an automatic one starts with probes of more, and then cuts long chunks).
+/// A chunk of an automatically sized call deepens the manager's window only when it has at most
+/// this many items: such a call starts with probes of up to 64 items, sized from the call, and
+/// then cuts long chunks; a deeper window would only cut more probes.
 inline constexpr std::size_t short_chunk_items = 8;
+
+/// Whether a finished chunk lets a manager keep its window deep while chunks are short: its call
+/// chose its chunk size (TaskPolicy::chunk_size, any count), or it has few items.
+inline bool may_deepen_window(std::size_t chosen_chunk_size, std::size_t items) noexcept {
+  return chosen_chunk_size != 0 || items <= short_chunk_items;
+}
 
 /// While chunks are short: chunks in flight per worker thread (the manager), and chunks a worker
 /// holds per thread, read ahead included.

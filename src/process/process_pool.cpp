@@ -274,10 +274,10 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
   std::size_t concurrency() const noexcept { return m_concurrency.load(std::memory_order_relaxed); }
-  /// Whether chunks are short now (core/short_chunks.hpp): few items each, and a smoothed run
-  /// time under short_chunk_time. Any thread.
+  /// Whether chunks are short now (core/short_chunks.hpp): of a call's own chunk size or of few
+  /// items, and a smoothed run time under short_chunk_time. Any thread.
   bool short_chunks() const noexcept {
-    return m_chunk_items.load(std::memory_order_relaxed) <= short_chunk_items && m_run_time.short_chunks();
+    return m_deepens.load(std::memory_order_relaxed) && m_run_time.short_chunks();
   }
   /// ProcessPoolManager::chunks_in_flight: two per worker, short_chunks_per_thread while chunks
   /// are short.
@@ -1234,7 +1234,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       if (!answer.error && !answer.group_finished && kind == TaskAnswer::results) {
         task.chunk.job->record_run(task.chunk.size(), answer.took);
         m_run_time.add(std::chrono::duration_cast<std::chrono::microseconds>(answer.took));
-        m_chunk_items.store(task.chunk.size(), std::memory_order_relaxed);
+        m_deepens.store(may_deepen_window(task.chunk.job->policy().chunk_size, task.chunk.size()),
+                        std::memory_order_relaxed);
         task.chunk.job->ran_on(task.chunk.begin, task.chunk.end, worker.id);
       }
     }
@@ -1530,7 +1531,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   Completions m_completions;  // completed after unlocking
   TaskCounters m_counters;
   SmoothedRunTime m_run_time;                  // of the chunks whose results came (short_chunks())
-  std::atomic<std::size_t> m_chunk_items{0};  // the items of the last chunk whose result came
+  std::atomic<bool> m_deepens{true};           // may_deepen_window of the last chunk whose result came
   std::thread m_watchdog;
 };
 

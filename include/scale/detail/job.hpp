@@ -89,6 +89,7 @@ struct TaskPolicy {
   std::chrono::milliseconds timeout{0};  ///< zero: none
   std::chrono::milliseconds grace{2000};  ///< after a stop, before a worker still running is killed
   Requirement requirement{};              ///< what each running chunk holds and must match
+  std::size_t chunk_size = 0;             ///< RunOptions::chunk_size: the call's own, or 0 (automatic)
 };
 
 /// The message of the scale::Cancelled a stopped call fails with.

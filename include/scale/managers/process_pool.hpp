@@ -80,9 +80,9 @@ class ProcessPoolManager final : public ScalabilityManager {
   void stop_call(const std::shared_ptr<detail::Job>& job) override;
   /// max_workers while workers are spawned on demand; the target after resize() or adapt().
   std::size_t concurrency() const noexcept override;
-  /// 2 x workers; 32 x workers while chunks are short (a few items each, a smoothed run time
-  /// under 1 ms), and each child then holds up to 32 of them, so task frames go out and results
-  /// come back several to a write.
+  /// 2 x workers; 32 x workers while chunks are short (of the call's own chunk size or of a few
+  /// items, with a smoothed run time under 1 ms), and each child then holds up to 32 of them, so
+  /// task frames go out and results come back several to a write.
   std::size_t chunks_in_flight(std::size_t workers) const noexcept override;
   /// 50 ms: a chunk costs a round trip to a process.
   std::chrono::microseconds target_chunk_duration() const noexcept override { return std::chrono::milliseconds(50); }
