@@ -823,6 +823,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
       InFlight f{std::move(task), id, Clock::now()};
       f.setup = true;
+      f.bytes = frame.size();
       worker->inflight.push_back(std::move(f));
       flush = worker->queue(frame) || flush;
     }
