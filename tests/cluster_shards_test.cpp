@@ -131,7 +131,7 @@ TEST_CASE("a worker whose URL has a bad ?shards= exits 2 with a usage line namin
   }
 }
 
-TEST_CASE("one shard keeps the task streams under the namespace's tag; N shards put them under N shard tags",
+TEST_CASE("one shard keeps the task streams under the namespace's tag: N shards put them under N shard tags",
           "[cluster][shards]") {
   scale::Runtime runtime;
   SECTION("?shards=1 and no ?shards= at all: the one tag, and a directory field without shards") {

@@ -359,7 +359,7 @@ TEMPLATE_TEST_CASE("an exception thrown by the function fails the whole call wit
   REQUIRE(numbers.map(twice).get().size() == 100);
 }
 
-TEMPLATE_TEST_CASE("a function may take Scope& without use_scope; a memory or emit call then fails, saying to call use_scope",
+TEMPLATE_TEST_CASE("a function may take Scope& without use_scope: a memory or emit call then fails, saying to call use_scope",
                    SCALE_ITERATOR_TAGS, SCALE_ITERATOR_FACTORIES) {
   using namespace iterator_suite;
   scale::Runtime runtime;

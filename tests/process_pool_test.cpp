@@ -394,7 +394,7 @@ TEST_CASE("100 maps in a row leak no descriptors and leave no zombie children", 
   REQUIRE(open_fds() <= fds_before);
 }
 
-TEST_CASE("stats report workers and tasks; idle workers exit after idle_timeout", "[process_pool]") {
+TEST_CASE("stats report workers and tasks: idle workers exit after idle_timeout", "[process_pool]") {
   scale::Runtime runtime;
   scale::ProcessPoolManager manager({.max_workers = 2, .idle_timeout = 300ms});
   REQUIRE(manager.stats().workers_alive == 0);  // spawned on demand only

@@ -379,7 +379,7 @@ TEST_CASE("bad input gets a 4xx with a JSON error saying what was wrong", "[stor
   CHECK(client.request("GET", "/healthz").status == 200);
 }
 
-TEST_CASE("error answers carry the error's type and what rebuilds it; a failed condition has no type", "[store]") {
+TEST_CASE("error answers carry the error's type and what rebuilds it: a failed condition has no type", "[store]") {
   TestServer server({.history = 3});
   Client client(server.port());
 
@@ -732,7 +732,7 @@ TEST_CASE("a CORS origin is allowed when configured, preflight included", "[stor
   CHECK(reply.headers.at("access-control-allow-origin") == "http://app.example");
 }
 
-TEST_CASE("a web page of another origin or a Host the store does not know is refused; curl and the dashboard are not",
+TEST_CASE("a web page of another origin or a Host the store does not know is refused: curl and the dashboard are not",
           "[store]") {
   TestServer server({.cors_origin = "http://app.example", .allowed_hosts = {"store.internal"}});
   const std::string own = "127.0.0.1:" + std::to_string(server.port());

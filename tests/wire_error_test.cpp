@@ -156,7 +156,7 @@ TEST_CASE("the wire form names the type without scale:: and carries what rebuild
   CHECK(scale::detail::error_to_json(std::make_exception_ptr(scale::NoWorkers("x"))).at("type") == "NoWorkers");
 }
 
-TEST_CASE("a user's own scale::Error subclass crosses as a RemoteError naming it; an unknown id too", "[wire]") {
+TEST_CASE("a user's own scale::Error subclass crosses as a RemoteError naming it: an unknown id too", "[wire]") {
   std::string payload;
   scale::detail::encode_exception(std::make_exception_ptr(wire_error_test::UserError("mine")), payload);
   auto error = remote_of(payload);
