@@ -312,14 +312,7 @@ class Cluster {
 
   /// Chunks a call keeps submitted for `workers` at once (ClusterManager::chunks_in_flight; why
   /// in core/short_chunks.hpp).
-  std::size_t chunks_in_flight(std::size_t workers) const noexcept {
-    // NOTE: only chunks of a call's own chunk size or of a few items. A brief chunk of many items
-    // of an automatically sized call is one of the dispatch's probes (sized from the call, not
-    // chosen by it), and the chunks cut once its time is known run long; a deeper window would
-    // only cut more probes (may_deepen_window).
-    const bool deepens = m_deepens.load(std::memory_order_relaxed);
-    return (deepens && m_run_time.short_chunks() ? short_chunks_per_thread : 2) * workers;
-  }
+  std::size_t chunks_in_flight(std::size_t workers) const noexcept { return m_window.chunks_in_flight(workers); }
 
   /// Sends an order to the live worker `worker_id`; the Future completes when the worker took it.
   Future<void> order(const std::string& worker_id, SentOrder order, const char* what) {
@@ -900,9 +893,7 @@ class Cluster {
       m_attempts.erase(at);
       task->stream->attempts.erase(task->entry);
       if (took.count() > 0) m_served.add(took, Clock::now());
-      m_run_time.add(took);
-      m_deepens.store(may_deepen_window(task->chunk.job->policy().chunk_size, task->chunk.size()),
-                      std::memory_order_relaxed);
+      m_window.finished(took, task->chunk.job->policy().chunk_size, task->chunk.size());
     }
     const TaskAnswer answer = kind == "e" ? TaskAnswer::error : TaskAnswer::results;
     // NOTE: the time the worker ran the chunk, not the time from XADD to result: with two chunks
@@ -1423,8 +1414,7 @@ class Cluster {
   std::exception_ptr m_setup_error;                         // the last of those
   std::uint64_t m_next_order = 0;
   std::atomic<std::size_t> m_concurrency{0};
-  SmoothedRunTime m_run_time;  // of the chunks whose results came (core/short_chunks.hpp)
-  std::atomic<bool> m_deepens{true};  // may_deepen_window of the last chunk whose result came
+  ShortChunkWindow m_window;  // of the chunks whose results came (core/short_chunks.hpp)
   std::function<void()> m_on_concurrency;
   Clock::time_point m_last_live;
   std::string m_redis_error;

@@ -6,8 +6,7 @@
 // runs. Two chunks in flight per worker thread then leave the workers waiting on the transport,
 // and each chunk pays its own round trip. So while chunks are short:
 //   - the manager keeps short_chunks_per_thread chunks in flight per worker thread
-//     (chunks_in_flight), not two, for chunks of a call's own chunk size or of a few items
-//     (may_deepen_window);
+//     (ShortChunkWindow), not two, for chunks of a call's own chunk size or of a few items;
 //   - on the cluster, a worker that runs chunks on threads of its own (not --scale-processes, and
 //     providing no amounts) reads up to that many per thread: one running, the rest read ahead,
 //     so one read brings several and their results travel together (src/cluster/worker.cpp);
@@ -34,12 +33,6 @@ inline constexpr std::chrono::microseconds short_chunk_time{1000};
 /// then cuts long chunks; a deeper window would only cut more probes.
 inline constexpr std::size_t short_chunk_items = 8;
 
-/// Whether a finished chunk lets a manager keep its window deep while chunks are short: its call
-/// chose its chunk size (TaskPolicy::chunk_size, any count), or it has few items.
-inline bool may_deepen_window(std::size_t chosen_chunk_size, std::size_t items) noexcept {
-  return chosen_chunk_size != 0 || items <= short_chunk_items;
-}
-
 /// While chunks are short: chunks in flight per worker thread (the manager), and chunks a worker
 /// holds per thread, read ahead included.
 inline constexpr std::size_t short_chunks_per_thread = 32;
@@ -61,6 +54,29 @@ class SmoothedRunTime {
 
  private:
   std::atomic<std::int64_t> m_us{-1};  // -1: no chunk yet
+};
+
+/// A manager's window of chunks in flight, judged by the chunks whose results came back: two per
+/// worker thread, short_chunks_per_thread while they are short and of a call's own chunk size or
+/// of few items. Any thread.
+class ShortChunkWindow {
+ public:
+  /// A chunk's result came: `took` is its run time, `chosen_chunk_size` its call's
+  /// TaskPolicy::chunk_size (0: automatic), `items` its size.
+  void finished(std::chrono::microseconds took, std::size_t chosen_chunk_size, std::size_t items) noexcept {
+    m_run_time.add(took);
+    m_deepens.store(chosen_chunk_size != 0 || items <= short_chunk_items, std::memory_order_relaxed);
+  }
+  /// Whether the window is deep now.
+  bool deep() const noexcept { return m_deepens.load(std::memory_order_relaxed) && m_run_time.short_chunks(); }
+  /// Chunks a call keeps submitted while `workers` threads run them (chunks_in_flight).
+  std::size_t chunks_in_flight(std::size_t workers) const noexcept {
+    return (deep() ? short_chunks_per_thread : 2) * workers;
+  }
+
+ private:
+  SmoothedRunTime m_run_time;
+  std::atomic<bool> m_deepens{true};  // of the last chunk whose result came
 };
 
 }  // namespace scale::detail

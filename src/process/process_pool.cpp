@@ -274,16 +274,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
   std::size_t concurrency() const noexcept { return m_concurrency.load(std::memory_order_relaxed); }
-  /// Whether chunks are short now (core/short_chunks.hpp): of a call's own chunk size or of few
-  /// items, and a smoothed run time under short_chunk_time. Any thread.
-  bool short_chunks() const noexcept {
-    return m_deepens.load(std::memory_order_relaxed) && m_run_time.short_chunks();
-  }
-  /// ProcessPoolManager::chunks_in_flight: two per worker, short_chunks_per_thread while chunks
-  /// are short.
-  std::size_t chunks_in_flight(std::size_t workers) const noexcept {
-    return (short_chunks() ? short_chunks_per_thread : 2) * workers;
-  }
+  /// ProcessPoolManager::chunks_in_flight (core/short_chunks.hpp).
+  std::size_t chunks_in_flight(std::size_t workers) const noexcept { return m_window.chunks_in_flight(workers); }
 
   ManagerStats stats() const { return m_counters.snapshot(); }
 
@@ -712,8 +704,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
 
   /// Gives queued tasks to workers and spawns workers for the rest (up to the maximum). A worker
   /// holds up to pipeline_depth tasks (short_chunks_per_thread while chunks are short): it runs
-  /// the first while the next ones are already on their way, so a round trip never leaves it idle. Frames are queued per worker under the lock (so each
-  /// worker receives its tasks in the order of its in-flight list) and sent after it.
+  /// the first while the next ones are already on their way, so a round trip never leaves it
+  /// idle. Frames are queued per worker under the lock (so each worker receives its tasks in the
+  /// order of its in-flight list) and sent after it.
   void pump() {
     Pumped pumped;
     {
@@ -764,7 +757,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
             to_flush.push_back(worker);
       // Idle workers first, then second slots, so that work spreads before it queues up.
       bool deferred = false;
-      const std::size_t depth_limit = short_chunks() ? short_chunks_per_thread : pipeline_depth;
+      const std::size_t depth_limit = m_window.deep() ? short_chunks_per_thread : pipeline_depth;
       for (std::size_t depth = 0; depth < depth_limit && queued_locked() && !deferred; ++depth) {
         for (auto& worker : m_workers) {
           if (!queued_locked() || deferred) break;
@@ -1017,9 +1010,9 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     if (cached) std::string().swap(task->frame);  // a rerun encodes again (it may be split)
     trim_reused_buffer(m_encoded);
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
-    const std::size_t bytes = frame.size();
-    worker->inflight.push_back(InFlight{std::move(task), id, Clock::now(), holds});
-    worker->inflight.back().bytes = bytes;
+    InFlight f{std::move(task), id, Clock::now(), holds};
+    f.bytes = frame.size();
+    worker->inflight.push_back(std::move(f));
     ++m_counters.running;
     return must_flush ? Sent::queued_flush : Sent::queued;
   }
@@ -1234,9 +1227,8 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       // The dispatch sizes the call's next chunks from this (target_chunk_duration()).
       if (!answer.error && !answer.group_finished && kind == TaskAnswer::results) {
         task.chunk.job->record_run(task.chunk.size(), answer.took);
-        m_run_time.add(std::chrono::duration_cast<std::chrono::microseconds>(answer.took));
-        m_deepens.store(may_deepen_window(task.chunk.job->policy().chunk_size, task.chunk.size()),
-                        std::memory_order_relaxed);
+        m_window.finished(std::chrono::duration_cast<std::chrono::microseconds>(answer.took),
+                          task.chunk.job->policy().chunk_size, task.chunk.size());
         task.chunk.job->ran_on(task.chunk.begin, task.chunk.end, worker.id);
       }
     }
@@ -1531,8 +1523,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   std::exception_ptr m_refused;
   Completions m_completions;  // completed after unlocking
   TaskCounters m_counters;
-  SmoothedRunTime m_run_time;                  // of the chunks whose results came (short_chunks())
-  std::atomic<bool> m_deepens{true};           // may_deepen_window of the last chunk whose result came
+  ShortChunkWindow m_window;  // of the chunks whose results came (core/short_chunks.hpp)
   std::thread m_watchdog;
 };
 
