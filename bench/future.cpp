@@ -8,34 +8,27 @@
 //   - a chain of 1,000 `then`s on a ready Future, each step a continuation (asio: 1,000 handlers,
 //     each posting the next), in us.
 // Targets (reported, not asserted): a round trip <= 60 ns, and each figure <= asio's (ratio <= 1).
+// Asio runs in its own program at its defaults (bench/peers/future_asio.cpp, why there), once per
+// round, between scale's rounds.
 //
 //   make bench        (or: build/bench/future)
 
 #include <scale/future.hpp>
 #include <scale/runtime.hpp>
 
+#include "support/future_counts.hpp"
 #include "support/results.hpp"
-
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <functional>
+#include <cstdlib>
 
 namespace {
 
-namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+using namespace scale_bench::future_counts;
 
-constexpr int round_trips = 1'000'000;
-constexpr int chain_length = 1'000;
-constexpr int chains = 200;
 constexpr int rounds = 5;
 
 double ns_per(Clock::duration elapsed, int count) {
@@ -80,72 +73,39 @@ scale::Future<double> scale_then_chains() {
   co_return ns_per(Clock::now() - start, chains) / 1000.0;  // us per chain
 }
 
-// ---- asio ----
-
-asio::awaitable<int> asio_child(int x) { co_return x + 1; }
-
-double asio_round_trips(asio::io_context& io) {
-  double ns = 0;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        const auto start = Clock::now();
-        long sum = 0;
-        for (int i = 0; i < round_trips; ++i) sum += co_await asio::co_spawn(io, asio_child(i), asio::use_awaitable);
-        ns = ns_per(Clock::now() - start, round_trips);
-        if (sum == 0) std::printf("(unexpected sum)\n");
-      },
-      asio::detached);
-  io.run();
-  io.restart();
-  return ns;
-}
-
-double asio_post_round_trips(asio::io_context& io) {
-  double ns = 0;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        const auto start = Clock::now();
-        for (int i = 0; i < round_trips; ++i) co_await asio::post(io, asio::use_awaitable);
-        ns = ns_per(Clock::now() - start, round_trips);
-      },
-      asio::detached);
-  io.run();
-  io.restart();
-  return ns;
-}
-
-double asio_handler_chains(asio::io_context& io) {
-  const auto start = Clock::now();
-  for (int c = 0; c < chains; ++c) {
-    int value = 0;
-    std::function<void()> step = [&] {
-      if (++value < chain_length) asio::post(io, step);
-    };
-    asio::post(io, step);
-    io.run();
-    io.restart();
-    if (value != chain_length) std::printf("(asio chain ended at %d)\n", value);
+/// One round of the peer (bench/peers/future_asio.cpp, its own process): its three figures.
+struct AsioRound {
+  double round_trip_ns = 0, post_ns = 0, chain_us = 0;
+};
+AsioRound asio_round() {
+  FILE* peer = popen(SCALE_BENCH_FUTURE_ASIO, "r");
+  AsioRound round;
+  if (peer == nullptr || std::fscanf(peer, "%lf %lf %lf", &round.round_trip_ns, &round.post_ns, &round.chain_us) != 3) {
+    std::fprintf(stderr, "future: the Asio peer (%s) gave no figures\n", SCALE_BENCH_FUTURE_ASIO);
+    std::exit(1);
   }
-  return ns_per(Clock::now() - start, chains) / 1000.0;
+  if (pclose(peer) != 0) {
+    std::fprintf(stderr, "future: the Asio peer (%s) failed\n", SCALE_BENCH_FUTURE_ASIO);
+    std::exit(1);
+  }
+  return round;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   scale::Runtime runtime(argc, argv);
-  asio::io_context io(1);
 
   double scale_rt = 1e30, scale_promise = 1e30, scale_chain = 1e30;
   double asio_rt = 1e30, asio_post = 1e30, asio_chain = 1e30;
   for (int r = 0; r < rounds; ++r) {  // interleaved, best of each
     scale_rt = std::min(scale_rt, runtime.run([] { return scale_round_trips(); }));
-    asio_rt = std::min(asio_rt, asio_round_trips(io));
     scale_promise = std::min(scale_promise, runtime.run([] { return scale_promise_round_trips(); }));
-    asio_post = std::min(asio_post, asio_post_round_trips(io));
     scale_chain = std::min(scale_chain, runtime.run([] { return scale_then_chains(); }));
-    asio_chain = std::min(asio_chain, asio_handler_chains(io));
+    const AsioRound asio = asio_round();
+    asio_rt = std::min(asio_rt, asio.round_trip_ns);
+    asio_post = std::min(asio_post, asio.post_ns);
+    asio_chain = std::min(asio_chain, asio.chain_us);
   }
 
   std::printf("Future, one thread, best of %d             scale        asio         ratio  target\n", rounds);
