@@ -204,6 +204,50 @@ TEST_CASE("destroying the Runtime fails pending Futures with Stopped and wakes g
   REQUIRE_THROWS_AS(pending.get(), scale::Stopped);
 }
 
+TEST_CASE("a Promise nobody waited on is Stopped by a Runtime shutdown when next polled, completed or awaited",
+          "[future]") {
+  // None of these Promises is waited on before the shutdown, so none is in the shutdown registry
+  // then; each still ends as if the shutdown had failed it.
+  auto runtime = std::make_unique<scale::Runtime>();
+  scale::Promise<int> polled, completed, awaited_later, abandoned;
+  scale::Future<int> polled_future = polled.get_future();
+  scale::Future<int> completed_future = completed.get_future();
+  scale::Future<int> awaited_future = awaited_later.get_future();
+  scale::Future<int> abandoned_future = abandoned.get_future();
+  scale::Promise<int> delivered;
+  scale::Future<int> delivered_future = delivered.get_future();
+  REQUIRE(delivered.set_value(5));  // completed before the shutdown: it keeps its value
+  REQUIRE_FALSE(polled.ready());
+  runtime.reset();
+
+  REQUIRE(polled_future.ready());
+  REQUIRE(polled.ready());
+  REQUIRE_THROWS_AS(polled_future.get(), scale::Stopped);
+  REQUIRE_FALSE(completed.set_value(1));  // the shutdown came first
+  REQUIRE_THROWS_AS(completed_future.get(), scale::Stopped);
+  { auto gone = std::move(abandoned); }  // not BrokenPromise: the shutdown came first
+  REQUIRE_THROWS_AS(abandoned_future.get(), scale::Stopped);
+  REQUIRE(delivered_future.get() == 5);
+
+  // Awaited on the next Runtime's loop: Stopped at once, not a wait for a producer that is gone.
+  scale::Runtime next;
+  const bool stopped = next.run([&]() -> scale::Future<bool> {
+    try {
+      (void)co_await std::move(awaited_future);
+    } catch (const scale::Stopped&) {
+      co_return true;
+    }
+    co_return false;
+  });
+  REQUIRE(stopped);
+  // A Promise made under the next Runtime is not touched by the earlier shutdown.
+  scale::Promise<int> fresh;
+  scale::Future<int> fresh_future = fresh.get_future();
+  REQUIRE_FALSE(fresh_future.ready());
+  REQUIRE(fresh.set_value(3));
+  REQUIRE(fresh_future.get() == 3);
+}
+
 TEST_CASE("a Promise dropped without a value fails its Future with BrokenPromise", "[future]") {
   scale::Runtime runtime;
   scale::Future<int> f;

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include <scale/detail/loop.hpp>
+#include <scale/detail/recycling_allocator.hpp>
 #include <scale/detail/state.hpp>
 #include <scale/error.hpp>
 
@@ -43,6 +44,21 @@ using unwrap_t = typename Unwrap<std::remove_cvref_t<T>>::type;
 template <class T>
 class FuturePromise;
 
+/// is_ready(), for a caller that polls: a Promise's state made before a Runtime shutdown and
+/// still pending fails with Stopped first, as the shutdown would have failed it.
+inline bool ready_or_stopped(StateBase& state) noexcept {
+  if (state.is_ready()) return true;
+  if (!state.m_registry.when_waited || !stopped_since_made(state)) return false;
+  state.fail(std::make_exception_ptr(Stopped()));
+  return true;
+}
+
+/// A new shared state, in a recycled block (detail/recycling_allocator.hpp).
+template <class T>
+std::shared_ptr<State<T>> make_state() {
+  return std::allocate_shared<State<T>>(RecyclingAllocator<State<T>>{});
+}
+
 /// Resumes the awaiting coroutine on the loop thread (at once when already there, or with no loop).
 struct ResumeOnLoop {
   bool await_ready() const noexcept { return on_loop_thread() || !loop_running(); }
@@ -67,7 +83,10 @@ auto resume_where_completed(Future<T>&& future) {
   struct Awaiter {
     std::shared_ptr<State<T>> state;
     bool await_ready() const noexcept { return state->is_ready(); }
-    bool await_suspend(std::coroutine_handle<> handle) noexcept { return state->set_continuation(handle, true); }
+    bool await_suspend(std::coroutine_handle<> handle) noexcept {
+      before_wait(state);
+      return state->set_continuation(handle, true);
+    }
     T await_resume() { return state->take(); }
   };
   return Awaiter{FutureAccess::claim(future)};
@@ -105,7 +124,7 @@ class [[nodiscard]] Future {
   bool valid() const noexcept { return static_cast<bool>(m_state); }
 
   /// True once the value or error is there; co_await then does not suspend.
-  bool ready() const noexcept { return m_state && m_state->is_ready(); }
+  bool ready() const noexcept { return m_state && detail::ready_or_stopped(*m_state); }
 
   /// Blocks until the value is there and returns it, or rethrows the error. Any thread but the
   /// loop thread (there it throws std::logic_error: co_await instead). On a ThreadPoolManager
@@ -116,6 +135,7 @@ class [[nodiscard]] Future {
       throw std::logic_error("scale::Future::get() called on the loop thread, where it would wait for itself; "
                              "co_await the Future (or use then) inside a scale::Future coroutine instead");
     auto state = claim();
+    detail::before_wait(state);
     if (detail::WaitHelper* helper = detail::t_wait_helper)
       helper->wait_for(*state);
     else
@@ -131,7 +151,10 @@ class [[nodiscard]] Future {
   struct Awaiter {
     std::shared_ptr<detail::State<T>> state;
     bool await_ready() const noexcept { return state->is_ready(); }
-    bool await_suspend(std::coroutine_handle<> handle) noexcept { return state->set_continuation(handle); }
+    bool await_suspend(std::coroutine_handle<> handle) noexcept {
+      detail::before_wait(state);
+      return state->set_continuation(handle);
+    }
     T await_resume() { return state->take(); }
   };
   Awaiter operator co_await() && { return Awaiter{claim()}; }
@@ -154,7 +177,7 @@ class [[nodiscard]] Future {
 template <class T = void>
 class Promise {
  public:
-  Promise() : m_state(std::make_shared<detail::State<T>>()) { detail::track(m_state); }
+  Promise() : m_state(detail::make_state<T>()) { detail::prepare_tracking(*m_state); }
   Promise(Promise&&) noexcept = default;
   Promise& operator=(Promise&& other) noexcept {
     if (this != &other) {
@@ -175,16 +198,19 @@ class Promise {
   /// Completes with a value; later completions are ignored. Returns whether this one took effect.
   template <class... Args>
   bool set_value(Args&&... args) {
-    return m_state && m_state->set_value(std::forward<Args>(args)...);
+    return m_state && !stopped() && m_state->set_value(std::forward<Args>(args)...);
   }
   /// Completes with an error; later completions are ignored.
-  bool set_exception(std::exception_ptr error) noexcept { return m_state && m_state->fail(std::move(error)); }
+  bool set_exception(std::exception_ptr error) noexcept { return m_state && !stopped() && m_state->fail(std::move(error)); }
   /// True once completed (by this Promise or by Runtime shutdown).
-  bool ready() const noexcept { return m_state && m_state->is_ready(); }
+  bool ready() const noexcept { return m_state && detail::ready_or_stopped(*m_state); }
 
  private:
+  /// Fails the state with Stopped when a Runtime shutdown came after it was made while it is
+  /// pending and untracked (the shutdown did not see it); true when it is complete either way.
+  bool stopped() const noexcept { return !m_state->is_ready() && detail::ready_or_stopped(*m_state); }
   void abandon() noexcept {
-    if (m_state && !m_state->is_ready()) m_state->fail(std::make_exception_ptr(BrokenPromise()));
+    if (m_state && !stopped() && !m_state->is_ready()) m_state->fail(std::make_exception_ptr(BrokenPromise()));
   }
   std::shared_ptr<detail::State<T>> m_state;
   bool m_future_taken = false;
@@ -193,21 +219,21 @@ class Promise {
 /// A Future that already holds `value`.
 template <class T>
 Future<std::decay_t<T>> make_ready_future(T&& value) {
-  auto state = std::make_shared<detail::State<std::decay_t<T>>>();
-  state->set_value(std::forward<T>(value));
+  auto state = detail::make_state<std::decay_t<T>>();
+  state->set_value_alone(std::forward<T>(value));
   return Future<std::decay_t<T>>(std::move(state));
 }
 /// A Future<void> that is already complete.
 inline Future<void> make_ready_future() {
-  auto state = std::make_shared<detail::State<void>>();
-  state->set_value();
+  auto state = detail::make_state<void>();
+  state->set_value_alone();
   return Future<void>(std::move(state));
 }
 /// A Future that already holds `error`.
 template <class T = void>
 Future<T> make_failed_future(std::exception_ptr error) {
-  auto state = std::make_shared<detail::State<T>>();
-  state->fail(std::move(error));
+  auto state = detail::make_state<T>();
+  state->fail_alone(std::move(error));
   return Future<T>(std::move(state));
 }
 
@@ -218,26 +244,29 @@ class FuturePromiseBase {
  public:
   Future<T> get_return_object() { return Future<T>(m_state); }
   std::suspend_never initial_suspend() noexcept { return {}; }
+  /// The coroutine's frame, in a recycled block (detail/recycling_allocator.hpp).
+  static void* operator new(std::size_t size) { return recycled_allocate(size); }
+  static void operator delete(void* frame, std::size_t size) noexcept { recycled_free(frame, size); }
   // NOTE: completion is published after the coroutine's locals are destroyed (they are gone by the
   // time final_suspend is called), so a continuation never races with this frame's destructors.
   std::suspend_never final_suspend() noexcept {
+    // The coroutine is its state's one producer: no claim (State::set_value_alone).
     if (m_error) {
-      m_state->fail(std::move(m_error));
+      m_state->fail_alone(std::move(m_error));
     } else if (m_result) {
       try {
-        m_state->set_value(std::move(*m_result));
-      } catch (...) {
-        m_state->fail(std::current_exception());
+        m_state->set_value_alone(std::move(*m_result));
+      } catch (...) {  // the state holds the error already
       }
     } else {
-      m_state->fail(std::make_exception_ptr(BrokenPromise()));
+      m_state->fail_alone(std::make_exception_ptr(BrokenPromise()));
     }
     return {};
   }
   void unhandled_exception() noexcept { m_error = std::current_exception(); }
 
  protected:
-  std::shared_ptr<State<T>> m_state = std::make_shared<State<T>>();
+  std::shared_ptr<State<T>> m_state = make_state<T>();
   std::optional<Stored<T>> m_result;
   std::exception_ptr m_error;
 };

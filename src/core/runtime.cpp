@@ -165,27 +165,46 @@ Loop& the_loop() {
   return *loop;
 }
 
-// NOTE: pending Promises' states, in kShards intrusive lists chosen by address, each under its own
-// mutex: making and completing Promises on many threads do not meet on one lock, and tracking
-// allocates nothing. A tracked state holds a reference to itself (RegistryLink::self) until it
-// is untracked, so that stop_all can fail it while its Promise is being destroyed elsewhere; the
-// reference is dropped after the shard's lock is released.
+// NOTE: pending Promises' states whose consumers wait on them, in kShards intrusive lists chosen
+// by address, each under its own mutex: making and completing Promises on many threads do not
+// meet on one lock, and tracking allocates nothing. A Promise completed before its consumer
+// waits (set_value, then co_await) is never tracked and takes no lock. A tracked state holds a
+// reference to itself (RegistryLink::self) until it is untracked, so that stop_all can fail it
+// while its Promise is being destroyed elsewhere; the reference is dropped after the shard's
+// lock is released. Each shutdown starts a new generation; a Promise's state made in an earlier
+// one and never tracked fails with Stopped when next waited on, completed or polled.
 class Registry {
  public:
   void open() { m_stopping.store(false, std::memory_order_release); }
 
-  void track(const std::shared_ptr<StateBase>& state) {
+  void prepare(StateBase& state) noexcept {
+    // The generation first: a shutdown that begins after this load is seen by stopped_since_made.
+    state.m_registry.generation = m_generation.load(std::memory_order_acquire);
+    state.m_registry.when_waited = true;
+    if (m_stopping.load(std::memory_order_acquire)) state.fail(std::make_exception_ptr(Stopped()));
+  }
+
+  bool stopped_since_made(const StateBase& state) const noexcept {
+    return state.m_registry.generation != m_generation.load(std::memory_order_acquire);
+  }
+
+  void track(const std::shared_ptr<StateBase>& state) noexcept {
+    std::shared_ptr<StateBase> completed;  // tracked after it completed: dropped after the lock
     {
       Shard& shard = shard_of(state.get());
       std::lock_guard lock(shard.mutex);
-      if (!m_stopping.load(std::memory_order_acquire)) {
-        RegistryLink& link = state->m_registry;
+      RegistryLink& link = state->m_registry;
+      if (link.tracked.load(std::memory_order_relaxed)) return;
+      if (!m_stopping.load(std::memory_order_acquire) && !stopped_since_made(*state)) {
         link.self = state;
         link.previous = nullptr;
         link.next = shard.head;
         if (shard.head != nullptr) shard.head->m_registry.previous = state.get();
         shard.head = state.get();
-        link.tracked.store(true, std::memory_order_release);
+        link.tracked.store(true, std::memory_order_seq_cst);
+        // A producer that completed before it could see `tracked` does not untrack it (see the
+        // NOTE on StateBase::finish): untrack it here.
+        if (state->is_ready_seq_cst()) completed = unlink(shard, state.get());
         return;
       }
     }
@@ -205,6 +224,7 @@ class Registry {
   /// Fails every pending state with Stopped; states tracked from now on fail at once.
   void stop_all() {
     m_stopping.store(true, std::memory_order_release);
+    m_generation.fetch_add(1, std::memory_order_acq_rel);
     std::vector<std::shared_ptr<StateBase>> states;
     for (Shard& shard : m_shards) {
       std::lock_guard lock(shard.mutex);
@@ -240,6 +260,7 @@ class Registry {
 
   std::array<Shard, kShards> m_shards;
   std::atomic<bool> m_stopping{false};
+  std::atomic<std::uint64_t> m_generation{0};
 };
 
 Registry& the_registry() {
@@ -256,7 +277,9 @@ void post(UniqueFunction fn) noexcept { the_loop().post(LoopItem{{}, std::move(f
 bool post_at(std::chrono::steady_clock::time_point when, UniqueFunction fn) noexcept {
   return the_loop().post_at(when, std::move(fn));
 }
-void track(const std::shared_ptr<StateBase>& state) { the_registry().track(state); }
+void prepare_tracking(StateBase& state) noexcept { the_registry().prepare(state); }
+void track_waited(const std::shared_ptr<StateBase>& state) noexcept { the_registry().track(state); }
+bool stopped_since_made(const StateBase& state) noexcept { return the_registry().stopped_since_made(state); }
 void untrack(StateBase* state) noexcept { the_registry().untrack(state); }
 
 void log_error(std::string_view message) noexcept {

@@ -28,9 +28,16 @@ void post(UniqueFunction fn) noexcept;
 /// Runs `fn` on the loop once `when` has passed. Returns false (and drops `fn`) with no running loop.
 bool post_at(std::chrono::steady_clock::time_point when, UniqueFunction fn) noexcept;
 
-/// Registers a pending leaf state so that Runtime shutdown fails it with scale::Stopped.
-/// Fails it at once when the Runtime is already stopping.
-void track(const std::shared_ptr<StateBase>& state);
+/// A new Promise's state: notes the shutdown registry's generation, so that it is tracked once
+/// waited on (track_waited); fails it with scale::Stopped at once when the Runtime is stopping.
+void prepare_tracking(StateBase& state) noexcept;
+
+/// Registers a pending Promise's state whose consumer is about to wait, so that Runtime shutdown
+/// fails it with scale::Stopped; fails it at once when a shutdown came after it was made.
+void track_waited(const std::shared_ptr<StateBase>& state) noexcept;
+
+/// True when a Runtime shutdown began after `state` was made (prepare_tracking).
+bool stopped_since_made(const StateBase& state) noexcept;
 
 /// Removes a completed state from the shutdown registry.
 void untrack(StateBase* state) noexcept;

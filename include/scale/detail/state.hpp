@@ -7,9 +7,15 @@
 //     one compare-and-swap, the producer completes with one exchange and acts on what it finds.
 //     No mutex and no condition variable: get() sleeps in std::atomic::wait (a futex).
 //   - Completion is claimed first (`m_claimed`), so that two producers racing (a Promise and the
-//     Runtime's shutdown failing it with Stopped) never both write the result.
-//   - Only a Promise's state is in the shutdown registry (detail::track); `m_tracked` is read
-//     without the registry's lock, so completing any other state takes no lock at all.
+//     Runtime's shutdown failing it with Stopped) never both write the result. A state with one
+//     producer that nothing else completes (a coroutine's, a ready Future's) skips the claim
+//     (set_value_alone, fail_alone): one read-modify-write less per step of a `then` chain.
+//   - Only a Promise's state joins the shutdown registry, and only when its consumer waits on it
+//     while it is pending (before_wait, detail::track_waited): a Promise completed before anyone
+//     waits, the common hand-off, takes no lock. Each Promise's state notes the registry's
+//     generation when it is made; one made before a Runtime shutdown and never tracked is failed
+//     with Stopped when it is next waited on, completed or polled, as if the shutdown had found it.
+//     `tracked` is read without the registry's lock, so completing any other state takes no lock.
 
 #include <atomic>
 #include <coroutine>
@@ -65,6 +71,10 @@ struct RegistryLink {
   StateBase* next = nullptr;
   std::shared_ptr<StateBase> self;
   std::atomic<bool> tracked{false};
+  /// A Promise's state: tracked once its consumer waits on it while pending. Set when it is made.
+  bool when_waited = false;
+  /// The registry's generation when it was made (a Runtime shutdown starts the next one).
+  std::uint64_t generation = 0;
 };
 
 class StateBase {
@@ -80,6 +90,12 @@ class StateBase {
     return word == kDone || word == kWaking;
   }
 
+  /// is_ready() as a sequentially consistent load (the shutdown registry's, after it tracks).
+  bool is_ready_seq_cst() const noexcept {
+    const std::uint32_t word = m_word.load(std::memory_order_seq_cst);
+    return word == kDone || word == kWaking;
+  }
+
   /// Completes with an error. Returns false when already complete (the error is dropped).
   bool fail(std::exception_ptr error) noexcept {
     if (!claim()) return false;
@@ -88,11 +104,23 @@ class StateBase {
     return true;
   }
 
+  /// Completes with an error, for a state nothing else can complete (no claim).
+  void fail_alone(std::exception_ptr error) noexcept {
+    m_claimed.store(true, std::memory_order_relaxed);
+    m_error = std::move(error);
+    finish();
+  }
+
   /// Claims the single consumer slot; a second consumer is a programming error.
+  /// NOTE: a load and a store, not an exchange: the one consumer is on one thread at a time, so
+  /// a second consume after the first (the mistake this catches) always sees the flag.
   void consume() {
-    if (m_consumed.exchange(true, std::memory_order_acq_rel))
-      throw std::logic_error("scale::Future consumed twice: a Future delivers its value once (co_await, then or get); "
-                             "keep the value, or use when_all to wait for several");
+    if (m_consumed.load(std::memory_order_relaxed)) throw_consumed_twice();
+    m_consumed.store(true, std::memory_order_relaxed);
+  }
+  [[noreturn]] static void throw_consumed_twice() {
+    throw std::logic_error("scale::Future consumed twice: a Future delivers its value once (co_await, then or get); "
+                           "keep the value, or use when_all to wait for several");
   }
 
   /// Sets the coroutine to resume on completion: through the loop, or (`where_completed`) on the
@@ -130,8 +158,9 @@ class StateBase {
     }
   }
 
-  /// The shutdown registry's bookkeeping (detail::track), touched only under its lock but for
-  /// `tracked`, which completion reads to skip the registry for a state never tracked.
+  /// The shutdown registry's bookkeeping (detail::track_waited), touched only under its lock but
+  /// for `tracked`, which completion reads to skip the registry for a state never tracked, and
+  /// for the two fields set when the state is made.
   RegistryLink m_registry;
 
  protected:
@@ -156,13 +185,17 @@ class StateBase {
 
   // NOTE: the result is written before finish(), which publishes it with a release exchange of
   // m_word; every reader (is_ready, the consumer's failed publish) reads m_word with acquire.
+  // The exchange and the load of `tracked` after it are sequentially consistent, as are the
+  // registry's store of `tracked` and its load of m_word after it (track_waited): of a consumer
+  // tracking the state and a producer completing it at once, one sees the other, so a completed
+  // state never stays in the registry.
   // The waker is called in kWaking, which clear_waker waits out: the waker lives on the waiting
   // thread's stack. Whoever completes holds a reference to the state, so the notify after the
   // exchange never touches freed memory.
   void finish() noexcept {
     // The consumer moves m_word away from kEmpty at most once, so this loops at most twice.
     std::uint32_t word = m_word.load(std::memory_order_acquire);
-    while (!m_word.compare_exchange_weak(word, word == kWaker ? kWaking : kDone, std::memory_order_acq_rel,
+    while (!m_word.compare_exchange_weak(word, word == kWaker ? kWaking : kDone, std::memory_order_seq_cst,
                                          std::memory_order_acquire)) {
     }
     if (word == kWaker) {
@@ -172,7 +205,7 @@ class StateBase {
     } else if (word == kBlocked) {
       m_word.notify_all();
     }
-    if (m_registry.tracked.load(std::memory_order_acquire)) untrack(this);
+    if (m_registry.tracked.load(std::memory_order_seq_cst)) untrack(this);
     if (word != kContinuation) return;
     if (m_resume_where_completed)
       m_continuation.resume();
@@ -207,6 +240,21 @@ class State final : public StateBase {
     return true;
   }
 
+  /// Completes with a value, for a state nothing else can complete (no claim). A value whose
+  /// construction throws completes it with that error, which is then rethrown.
+  template <class... Args>
+  void set_value_alone(Args&&... args) {
+    m_claimed.store(true, std::memory_order_relaxed);
+    try {
+      m_value.emplace(std::forward<Args>(args)...);
+    } catch (...) {
+      m_error = std::current_exception();
+      finish();
+      throw;
+    }
+    finish();
+  }
+
   /// Moves the result out (or rethrows the error). Only after completion, by the one consumer.
   T take() {
     if (m_error) std::rethrow_exception(m_error);
@@ -216,5 +264,12 @@ class State final : public StateBase {
  private:
   std::optional<Stored<T>> m_value;
 };
+
+/// Before the consumer waits on `state` (suspends, blocks or registers a waker): a Promise's
+/// state joins the shutdown registry. Any other state, and a Promise's once complete, never does.
+template <class S>
+void before_wait(const std::shared_ptr<S>& state) noexcept {
+  if (state->m_registry.when_waited && !state->is_ready()) track_waited(state);
+}
 
 }  // namespace scale::detail
