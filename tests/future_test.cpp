@@ -82,6 +82,60 @@ TEST_CASE("then takes the value or nothing, flattens Futures, and runs on the lo
   REQUIRE(calls == 1);
 }
 
+TEST_CASE("then on a ready Future on the loop runs fn at once: values, errors, throws and Futures as ever",
+          "[future]") {
+  scale::Runtime runtime;
+  const bool all = runtime.run([]() -> scale::Future<bool> {
+    bool ok = true;
+    int calls = 0;
+    scale::Future<int> doubled = scale::make_ready_future(21).then([&](int v) {
+      ++calls;
+      return v * 2;
+    });
+    ok = ok && calls == 1 && doubled.ready();
+    const int doubled_value = co_await std::move(doubled);
+    ok = ok && doubled_value == 42;
+
+    scale::Future<int> skipped =
+        scale::make_failed_future<int>(std::make_exception_ptr(Custom("before"))).then([&](int v) {
+          ++calls;
+          return v;
+        });
+    try {
+      (void)co_await std::move(skipped);
+      ok = false;
+    } catch (const Custom& error) {
+      ok = ok && std::string(error.what()) == "before" && calls == 1;
+    }
+
+    scale::Future<int> thrown = scale::make_ready_future(1).then([](int) -> int { throw Custom("inside"); });
+    try {
+      (void)co_await std::move(thrown);
+      ok = false;
+    } catch (const Custom& error) {
+      ok = ok && std::string(error.what()) == "inside";
+    }
+
+    scale::Future<int> flattened = scale::make_ready_future(5).then([](int v) { return after(1ms, v + 1); });
+    const int flattened_value = co_await std::move(flattened);
+    ok = ok && flattened_value == 6;
+
+    scale::Future<void> nothing = scale::make_ready_future().then([&] { ++calls; });
+    co_await std::move(nothing);
+    ok = ok && calls == 2;
+
+    scale::Future<int> consumed = scale::make_ready_future(1);
+    (void)co_await std::move(consumed);
+    try {
+      (void)co_await std::move(consumed).then([](int v) { return v; });
+      ok = false;
+    } catch (const std::logic_error&) {
+    }
+    co_return ok;
+  });
+  REQUIRE(all);
+}
+
 TEST_CASE("get on the loop thread throws logic_error instead of deadlocking", "[future]") {
   scale::Runtime runtime;
   bool threw = runtime.run([]() -> scale::Future<bool> {

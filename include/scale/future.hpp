@@ -352,11 +352,43 @@ Future<typename ThenResult<T, F>::type> then_impl(Future<T> self, F fn) {
   }
 }
 
+/// `then` on a Future that is ready, on the loop thread (or with no loop): what then_impl would do
+/// there without suspending, with no coroutine frame: fn runs now; an error skips it and passes
+/// through, and one that fn throws fails the result.
+template <class T, class F>
+Future<typename ThenResult<T, F>::type> then_now(Future<T> self, F fn) {
+  using R = typename ThenResult<T, F>::raw;
+  using U = typename ThenResult<T, F>::type;
+  try {
+    auto state = FutureAccess::claim(self);
+    auto call = [&]() -> R {
+      if constexpr (ThenResult<T, F>::takes_value) {
+        return fn(state->take());
+      } else {
+        state->take();
+        return fn();
+      }
+    };
+    if constexpr (is_future_v<R>) {
+      return call();
+    } else if constexpr (std::is_void_v<R>) {
+      call();
+      return make_ready_future();
+    } else {
+      return make_ready_future(call());
+    }
+  } catch (...) {
+    return make_failed_future<U>(std::current_exception());
+  }
+}
+
 }  // namespace detail
 
 template <class T>
 template <class F>
 auto Future<T>::then(F fn) {
+  if (m_state && m_state->is_ready() && (detail::on_loop_thread() || !detail::loop_running()))
+    return detail::then_now<T, F>(std::move(*this), std::move(fn));
   return detail::then_impl<T, F>(std::move(*this), std::move(fn));
 }
 

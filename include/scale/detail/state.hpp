@@ -229,14 +229,7 @@ class State final : public StateBase {
   template <class... Args>
   bool set_value(Args&&... args) {
     if (!claim()) return false;
-    try {
-      m_value.emplace(std::forward<Args>(args)...);
-    } catch (...) {
-      m_error = std::current_exception();
-      finish();
-      throw;
-    }
-    finish();
+    complete_with(std::forward<Args>(args)...);
     return true;
   }
 
@@ -245,14 +238,7 @@ class State final : public StateBase {
   template <class... Args>
   void set_value_alone(Args&&... args) {
     m_claimed.store(true, std::memory_order_relaxed);
-    try {
-      m_value.emplace(std::forward<Args>(args)...);
-    } catch (...) {
-      m_error = std::current_exception();
-      finish();
-      throw;
-    }
-    finish();
+    complete_with(std::forward<Args>(args)...);
   }
 
   /// Moves the result out (or rethrows the error). Only after completion, by the one consumer.
@@ -262,6 +248,20 @@ class State final : public StateBase {
   }
 
  private:
+  /// Once claimed: writes the value and completes; a throwing construction completes with its
+  /// error, which is then rethrown.
+  template <class... Args>
+  void complete_with(Args&&... args) {
+    try {
+      m_value.emplace(std::forward<Args>(args)...);
+    } catch (...) {
+      m_error = std::current_exception();
+      finish();
+      throw;
+    }
+    finish();
+  }
+
   std::optional<Stored<T>> m_value;
 };
 
