@@ -26,6 +26,7 @@
 #include "cluster/keys.hpp"
 #include "support/cluster.hpp"
 #include "support/eventually.hpp"
+#include "support/marker_file.hpp"
 #include "support/iota.hpp"
 #include "support/worker_process.hpp"
 
@@ -94,13 +95,11 @@ auto stalled_once = [](int x, scale::Scope& scope) -> int {
 // Twice the item's number, save that from item 200 on the worker whose pid the item names blocks
 // (the test kills it while it holds those chunks, running and read ahead).
 /// The file a victim worker makes once one of its threads blocks in twice_unless_on_victim.
-std::filesystem::path victim_blocked_marker(int pid) {
-  return std::filesystem::temp_directory_path() / ("scale-cluster-test-blocked-" + std::to_string(pid));
-}
+std::filesystem::path victim_blocked_marker(int pid) { return support::marker_file("cluster-test-blocked", pid); }
 
 auto twice_unless_on_victim = [](std::pair<int, int> item) {
   if (item.first >= 200 && item.second == static_cast<int>(::getpid())) {
-    std::ofstream(victim_blocked_marker(item.second)).put('1');
+    support::touch_marker(victim_blocked_marker(item.second));
     std::this_thread::sleep_for(60s);
   }
   return 2 * item.first;
@@ -301,9 +300,9 @@ TEST_CASE("a worker killed with kill -9 while it holds chunks read ahead has the
   // may all be done by then in a slow build, and a victim holding nothing reruns nothing).
   const std::filesystem::path blocked = victim_blocked_marker(victim.pid());
   REQUIRE(eventually([&] { return held_by_victim() > 2; }));
-  REQUIRE(eventually([&] { return std::filesystem::exists(blocked); }));
+  REQUIRE(eventually([&] { return support::marker_exists(blocked); }));
   victim.kill(SIGKILL);
-  std::filesystem::remove(blocked);
+  support::remove_marker(blocked);
   std::vector<int> result = std::move(pending).get();
   REQUIRE(result.size() == count);
   bool right = true;

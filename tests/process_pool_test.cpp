@@ -49,6 +49,7 @@ struct ProcessPoolFactory {
 #include "routing_suite.hpp"
 #include "sanitizers/deliberate_crash.hpp"
 #include "support/eventually.hpp"
+#include "support/marker_file.hpp"
 #include "support/processes.hpp"
 #include "support/redis_server.hpp"
 
@@ -107,15 +108,13 @@ auto my_pid = [](int) { return static_cast<int>(::getpid()); };
 
 /// The file block_once_at_300 makes in the first child that reaches item 300 (named by the test's
 /// pid, the children's parent).
-std::string block_once_marker(int test_pid) {
-  return "/tmp/scale-pool-test-blocked-" + std::to_string(test_pid);
-}
+std::filesystem::path block_once_marker(int test_pid) { return support::marker_file("pool-test-blocked", test_pid); }
 /// Twice x; item 300 blocks for a minute the first time it runs (a rerun finds the marker).
 auto block_once_at_300 = [](int x) {
   if (x == 300) {
-    const std::string marker = block_once_marker(static_cast<int>(::getppid()));
-    if (::access(marker.c_str(), F_OK) != 0) {
-      std::ofstream(marker).put('1');
+    const std::filesystem::path marker = block_once_marker(static_cast<int>(::getppid()));
+    if (!support::marker_exists(marker)) {
+      support::touch_marker(marker);
       std::this_thread::sleep_for(std::chrono::seconds(60));
     }
   }
@@ -214,19 +213,19 @@ TEST_CASE("a child killed while chunks are queued behind its running one gives t
           "once, in order",
           "[process_pool]") {
   scale::Runtime runtime;
-  const std::string marker = block_once_marker(static_cast<int>(::getpid()));
-  std::remove(marker.c_str());
+  const std::filesystem::path marker = block_once_marker(static_cast<int>(::getpid()));
+  support::remove_marker(marker);
   scale::ProcessPoolManager manager({.max_workers = 1});
   scale::Iterator<int> numbers(iterator_suite::iota(1000), manager);
   auto pending = numbers.map(block_once_at_300, {.chunk_size = 1});
   // Item 300 blocks; the child holds it and those queued behind it in its link: up to 32, as the
   // chunks before it ran briefly, unless a hiccup of the machine made one look long (at least 2).
-  REQUIRE(eventually([&] { return ::access(marker.c_str(), F_OK) == 0 && manager.stats().tasks_running >= 2; }));
+  REQUIRE(eventually([&] { return support::marker_exists(marker) && manager.stats().tasks_running >= 2; }));
   const std::size_t held = manager.stats().tasks_running;
   const pid_t victim = manager.worker_pids().front();
   REQUIRE(::kill(victim, SIGKILL) == 0);
   std::vector<int> result = pending.get();
-  std::remove(marker.c_str());
+  support::remove_marker(marker);
   REQUIRE(result.size() == 1000);
   bool right = true;
   for (int i = 0; i < 1000; ++i) right = right && result[static_cast<std::size_t>(i)] == 2 * i;
