@@ -400,8 +400,22 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
       adapt_now = m_sizing.mode() == PoolSizing::Mode::adapt && m_sizing.target() == 0;
     }
     if (adapt_now) reevaluate();
-    pump();
+    pump_after_submit();
     return future;
+  }
+
+  /// After a submit. On the loop thread, one pump once the loop has run what it holds now: the
+  /// dispatch's continuations of chunks answered together each submit one chunk there, and one
+  /// pump then sends them all, one write per worker. Elsewhere, at once.
+  void pump_after_submit() {
+    if (!on_loop_thread()) return pump();
+    if (m_pump_posted.exchange(true, std::memory_order_acq_rel)) return;
+    post([weak = weak_from_this()] {
+      if (auto self = weak.lock()) {
+        self->m_pump_posted.store(false, std::memory_order_release);
+        self->pump();
+      }
+    });
   }
 
   // ----- stopping a call -----
@@ -1494,6 +1508,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   PoolSizing m_sizing;                     // guarded by m_mutex
   std::atomic<std::size_t> m_concurrency;  // m_sizing.concurrency(), read without the lock
   std::atomic<bool> m_adapting{false};     // m_sizing.mode() == adapt, read without the lock
+  std::atomic<bool> m_pump_posted{false};  // a pump_after_submit() is queued on the loop
   mutable std::mutex m_mutex;
   std::condition_variable m_cv;
   ResourceLedger m_ledger;  // guarded by m_mutex; its provides() are fixed at construction
