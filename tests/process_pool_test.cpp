@@ -256,36 +256,45 @@ TEST_CASE("the task frames queued behind a child's running task stay within 64 K
           "[process_pool]") {
   scale::Runtime runtime;
   const std::filesystem::path marker = block_once_marker(static_cast<int>(::getpid()));
-  support::remove_marker(marker);
   scale::ProcessPoolManager manager({.max_workers = 1});
-  // Short one-item chunks first, so the window is deep (32 chunks per worker) when the big ones come.
   scale::Iterator<int> small(iterator_suite::iota(200), manager);
-  bool deep = false;
-  for (int call = 0; call < 50 && !deep; ++call) {
-    REQUIRE(small.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
-    deep = manager.chunks_in_flight(1) == 32;
-  }
-  REQUIRE(deep);
   // Items of 20,000 bytes, one per chunk: three frames fit behind the running one (60 KB), a fourth
   // would pass 64 KiB. Item 100 blocks its chunk, so what the child holds stops changing.
   std::vector<std::string> texts(400, std::string(20'000, 'x'));
   texts[100][0] = 'B';
   scale::Iterator<std::string> big(texts, manager);
-  auto pending = big.map(length_blocking_at_b, {.chunk_size = 1});
-  REQUIRE(eventually([&] { return support::marker_exists(marker) && manager.stats().tasks_running == 4; }));
-  // Blocked, it answers nothing: no pump may send it more, however many chunks wait in the queue.
-  for (int look = 0; look < 20; ++look) {
-    const auto stats = manager.stats();
-    REQUIRE(stats.tasks_running == 4);
-    REQUIRE(stats.tasks_queued > 0);
-    std::this_thread::sleep_for(5ms);
+  // The bound only shows while the window is deep (32 chunks per worker). A hiccup of a loaded
+  // machine can make one chunk before item 100 look long, which ends the window: then the child
+  // holds two, and the attempt is made again.
+  bool checked = false;
+  for (int attempt = 0; attempt < 10 && !checked; ++attempt) {
+    support::remove_marker(marker);
+    for (int call = 0; call < 50 && manager.chunks_in_flight(1) != 32; ++call)
+      REQUIRE(small.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
+    REQUIRE(manager.chunks_in_flight(1) == 32);
+    auto pending = big.map(length_blocking_at_b, {.chunk_size = 1});
+    REQUIRE(eventually([&] {
+      const std::size_t running = manager.stats().tasks_running;
+      return support::marker_exists(marker) && (running == 4 || (running == 2 && manager.chunks_in_flight(1) == 2));
+    }));
+    if (manager.chunks_in_flight(1) == 32) {
+      // Blocked, it answers nothing: no pump may send it more, however many chunks wait in the queue.
+      for (int look = 0; look < 20; ++look) {
+        const auto stats = manager.stats();
+        REQUIRE(stats.tasks_running == 4);
+        REQUIRE(stats.tasks_queued > 0);
+        std::this_thread::sleep_for(5ms);
+      }
+      checked = true;
+    }
+    // Every result still comes: the child is killed, its chunks run again on a new one.
+    REQUIRE(::kill(manager.worker_pids().front(), SIGKILL) == 0);
+    std::vector<std::size_t> lengths = pending.get();
+    REQUIRE(lengths.size() == texts.size());
+    REQUIRE(std::all_of(lengths.begin(), lengths.end(), [](std::size_t n) { return n == 20'000; }));
   }
-  // Every result still comes: the child is killed, its chunks run again on a new one.
-  REQUIRE(::kill(manager.worker_pids().front(), SIGKILL) == 0);
-  std::vector<std::size_t> lengths = pending.get();
   support::remove_marker(marker);
-  REQUIRE(lengths.size() == texts.size());
-  REQUIRE(std::all_of(lengths.begin(), lengths.end(), [](std::size_t n) { return n == 20'000; }));
+  REQUIRE(checked);
 }
 
 TEST_CASE("a pool keeps 32 chunks per worker in flight only while its chunks are short, of the call's own size "

@@ -1021,11 +1021,13 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     const std::uint64_t id = ++m_next_id;
     set_frame_id(frame, id);
     const bool must_flush = worker->queue(frame);
+    // Before the frame's buffer is emptied below (a deferred task's own, or a large reused one).
+    const std::size_t bytes = frame.size();
     if (cached) std::string().swap(task->frame);  // a rerun encodes again (it may be split)
     trim_reused_buffer(m_encoded);
     if (worker->inflight.empty()) worker->start_front(task->chunk.job->policy().timeout);
     InFlight f{std::move(task), id, Clock::now(), holds};
-    f.bytes = frame.size();
+    f.bytes = bytes;
     worker->inflight.push_back(std::move(f));
     ++m_counters.running;
     return must_flush ? Sent::queued_flush : Sent::queued;
