@@ -148,7 +148,13 @@ deps:
 	  (cd js && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund); \
 	fi
 
+# NOTE: the compiler is checked first: CMake run without it fails, and the cache it leaves behind
+# records no executable format, so that tree would later install its programs by relinking
+# (and `package_install` fails). `make test` and `make demo` install it; `make build` does not.
 configure:
+	@command -v $(firstword $(CXX)) >/dev/null 2>&1 || { \
+	  echo "configure: the compiler $(firstword $(CXX)) is not installed; run 'make deps CXX=$(firstword $(CXX))' first (make test and make demo install it themselves)" >&2; \
+	  exit 1; }
 	cmake -S . -B $(BUILD_DIR) $(CMAKE_CONFIGURE_ARGS)
 
 build: configure
