@@ -31,10 +31,6 @@ using namespace scale_bench::future_counts;
 
 constexpr int rounds = 5;
 
-double ns_per(Clock::duration elapsed, int count) {
-  return std::chrono::duration<double, std::nano>(elapsed).count() / count;
-}
-
 // ---- scale ----
 
 scale::Future<int> scale_child(int x) { co_return x + 1; }

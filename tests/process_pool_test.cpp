@@ -106,18 +106,20 @@ auto fail_0_then_answer_1_late = [](int x) {
 
 auto my_pid = [](int) { return static_cast<int>(::getpid()); };
 
-/// The file block_once_at_300 makes in the first child that reaches item 300 (named by the test's
-/// pid, the children's parent).
+/// The file block_once() makes in the first child that reaches it (named by the test's pid, the
+/// children's parent).
 std::filesystem::path block_once_marker(int test_pid) { return support::marker_file("pool-test-blocked", test_pid); }
-/// Twice x; item 300 blocks for a minute the first time it runs (a rerun finds the marker).
+/// In a child: blocks for a minute the first time a child of this test gets here (a rerun finds
+/// the marker and goes on).
+void block_once() {
+  const std::filesystem::path marker = block_once_marker(static_cast<int>(::getppid()));
+  if (support::marker_exists(marker)) return;
+  support::touch_marker(marker);
+  std::this_thread::sleep_for(std::chrono::seconds(60));
+}
+/// Twice x; item 300 blocks for a minute the first time it runs.
 auto block_once_at_300 = [](int x) {
-  if (x == 300) {
-    const std::filesystem::path marker = block_once_marker(static_cast<int>(::getppid()));
-    if (!support::marker_exists(marker)) {
-      support::touch_marker(marker);
-      std::this_thread::sleep_for(std::chrono::seconds(60));
-    }
-  }
+  if (x == 300) block_once();
   return 2 * x;
 };
 auto sleep_20ms = [](int x) {
@@ -238,16 +240,9 @@ TEST_CASE("a child killed while chunks are queued behind its running one gives t
 }
 
 namespace {
-/// The length of the string; the one starting with 'B' blocks for a minute the first time it runs
-/// (the marker block_once_marker names, as block_once_at_300 does).
+/// The length of the string; the one starting with 'B' blocks for a minute the first time it runs.
 auto length_blocking_at_b = [](const std::string& text) {
-  if (!text.empty() && text[0] == 'B') {
-    const std::filesystem::path marker = block_once_marker(static_cast<int>(::getppid()));
-    if (!support::marker_exists(marker)) {
-      support::touch_marker(marker);
-      std::this_thread::sleep_for(std::chrono::seconds(60));
-    }
-  }
+  if (!text.empty() && text[0] == 'B') block_once();
   return text.size();
 };
 }  // namespace

@@ -53,15 +53,25 @@ TEST_CASE("a recycled block freed on another thread, and a thread that exits hol
   using scale::detail::recycled_free;
   std::vector<void*> made;
   for (int i = 0; i < 200; ++i) made.push_back(recycled_allocate(64));
+  std::size_t kept_after_frees = 0, kept_after_allocations = 0;
   std::thread other([&] {
     for (void* block : made) recycled_free(block, 64);  // kept by this thread, up to its bound
+    kept_after_frees = scale::detail::recycled_blocks_kept(64);
+    std::vector<void*> again;
     for (int i = 0; i < 200; ++i) {
-      void* block = recycled_allocate(64);
-      std::memset(block, 1, 64);
-      recycled_free(block, 64);
+      again.push_back(recycled_allocate(64));
+      std::memset(again.back(), 1, 64);
     }
-  });  // exits: its kept blocks go back to the heap (LeakSanitizer would report them otherwise)
+    kept_after_allocations = scale::detail::recycled_blocks_kept(64);
+    for (void* block : again) recycled_free(block, 64);
+  });  // exits holding 64 blocks: its lists are freed with it
   other.join();
+  if (scale::detail::recycling_blocks()) {
+    REQUIRE(kept_after_frees == 64);  // the other 136 went back to the heap
+    REQUIRE(kept_after_allocations == 0);
+  } else {
+    REQUIRE(kept_after_frees == 0);
+  }
   void* block = recycled_allocate(64);
   std::memset(block, 2, 64);
   recycled_free(block, 64);

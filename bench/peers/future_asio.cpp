@@ -24,10 +24,6 @@ namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 using namespace scale_bench::future_counts;
 
-double ns_per(Clock::duration elapsed, int count) {
-  return std::chrono::duration<double, std::nano>(elapsed).count() / count;
-}
-
 asio::awaitable<int> asio_child(int x) { co_return x + 1; }
 
 double asio_round_trips(asio::io_context& io) {

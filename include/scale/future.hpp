@@ -198,19 +198,18 @@ class Promise {
   /// Completes with a value; later completions are ignored. Returns whether this one took effect.
   template <class... Args>
   bool set_value(Args&&... args) {
-    return m_state && !stopped() && m_state->set_value(std::forward<Args>(args)...);
+    return m_state && !ready() && m_state->set_value(std::forward<Args>(args)...);
   }
   /// Completes with an error; later completions are ignored.
-  bool set_exception(std::exception_ptr error) noexcept { return m_state && !stopped() && m_state->fail(std::move(error)); }
-  /// True once completed (by this Promise or by Runtime shutdown).
+  bool set_exception(std::exception_ptr error) noexcept { return m_state && !ready() && m_state->fail(std::move(error)); }
+  /// True once completed (by this Promise or by Runtime shutdown). A Runtime shutdown after the
+  /// Promise was made, which found nobody waiting on it, completes it here with Stopped, so that
+  /// a later set_value takes no effect, as if the shutdown had found it.
   bool ready() const noexcept { return m_state && detail::ready_or_stopped(*m_state); }
 
  private:
-  /// Fails the state with Stopped when a Runtime shutdown came after it was made while it is
-  /// pending and untracked (the shutdown did not see it); true when it is complete either way.
-  bool stopped() const noexcept { return !m_state->is_ready() && detail::ready_or_stopped(*m_state); }
   void abandon() noexcept {
-    if (m_state && !stopped() && !m_state->is_ready()) m_state->fail(std::make_exception_ptr(BrokenPromise()));
+    if (m_state && !ready()) m_state->fail(std::make_exception_ptr(BrokenPromise()));
   }
   std::shared_ptr<detail::State<T>> m_state;
   bool m_future_taken = false;

@@ -61,6 +61,11 @@ std::size_t class_of(std::size_t size) noexcept { return (size + kGranule - 1) /
 
 bool recycling_blocks() noexcept { return kRecycle; }
 
+std::size_t recycled_blocks_kept(std::size_t size) noexcept {
+  const std::size_t c = class_of(size);
+  return kRecycle && c < kClasses ? t_lists.count[c] : 0;
+}
+
 void* recycled_allocate(std::size_t size) {
   const std::size_t c = class_of(size);
   if (kRecycle && c < kClasses) {

@@ -26,6 +26,9 @@ void recycled_free(void* block, std::size_t size) noexcept;
 
 /// Whether freed blocks are kept for reuse in this build (false under AddressSanitizer).
 bool recycling_blocks() noexcept;
+/// How many freed blocks of `size` bytes' class the calling thread keeps now (for tests: the
+/// bound per class and thread is 64).
+std::size_t recycled_blocks_kept(std::size_t size) noexcept;
 
 /// A standard allocator over recycled_allocate, for std::allocate_shared.
 template <class T>
