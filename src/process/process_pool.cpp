@@ -287,6 +287,15 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
   }
 
   /// The children that said hello and have not failed a setup, for a report (report_to).
+  ProcessPoolManager::Holdings holdings() const {
+    std::lock_guard lock(m_mutex);
+    ProcessPoolManager::Holdings held;
+    held.tasks_done = m_counters.done.load(std::memory_order_relaxed);
+    for (const auto& worker : m_workers)
+      held.children.push_back({worker->pid, worker->inflight.size(), queued_behind_running(*worker)});
+    return held;
+  }
+
   std::vector<ReportedWorker> reported_workers() const {
     std::lock_guard lock(m_mutex);
     std::vector<ReportedWorker> reported;
@@ -1572,6 +1581,7 @@ void ProcessPoolManager::adapt(ScalingPolicy policy) { m_pool->adapt(policy); }
 void ProcessPoolManager::backlog_changed() { m_pool->reevaluate(); }
 ManagerStats ProcessPoolManager::stats() const { return m_pool->stats(); }
 std::vector<pid_t> ProcessPoolManager::worker_pids() const { return m_pool->pids(); }
+ProcessPoolManager::Holdings ProcessPoolManager::holdings() const { return m_pool->holdings(); }
 std::vector<detail::ReportedWorker> ProcessPoolManager::report_workers() const { return m_pool->reported_workers(); }
 Future<std::vector<std::string>> ProcessPoolManager::broadcast_targets() { return m_pool->targets(); }
 void ProcessPoolManager::add_setup(std::shared_ptr<detail::Job> setup) { m_pool->add_setup(std::move(setup)); }

@@ -70,6 +70,17 @@ struct ProcessPoolOptions {
 /// scale::NoWorkers. See docs/routing.md.
 class ProcessPoolManager final : public ScalabilityManager {
  public:
+  /// What the live children hold at one instant (holdings()).
+  struct Holdings {
+    struct Child {
+      pid_t pid = 0;
+      std::size_t tasks = 0;         ///< sent to it and not answered; the first is running
+      std::size_t bytes_behind = 0;  ///< of the task frames queued behind the running one
+    };
+    std::size_t tasks_done = 0;  ///< ManagerStats::tasks_done at the same instant
+    std::vector<Child> children; ///< in slot order
+  };
+
   explicit ProcessPoolManager(ProcessPoolOptions options = {});
   ~ProcessPoolManager() override;
 
@@ -119,6 +130,9 @@ class ProcessPoolManager final : public ScalabilityManager {
 
   /// The pids of the worker processes running now (for diagnostics and tests).
   std::vector<pid_t> worker_pids() const;
+  /// What each live child holds, read under the pool's lock, so no pump is halfway through
+  /// (for diagnostics and tests).
+  Holdings holdings() const;
 
  private:
   std::shared_ptr<detail::ProcessPool> m_pool;
