@@ -286,7 +286,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return pids;
   }
 
-  /// The children that said hello and have not failed a setup, for a report (report_to).
+  /// ProcessPoolManager::holdings.
   ProcessPoolManager::Holdings holdings() const {
     std::lock_guard lock(m_mutex);
     ProcessPoolManager::Holdings held;
@@ -296,6 +296,7 @@ class ProcessPool : public std::enable_shared_from_this<ProcessPool> {
     return held;
   }
 
+  /// The children that said hello and have not failed a setup, for a report (report_to).
   std::vector<ReportedWorker> reported_workers() const {
     std::lock_guard lock(m_mutex);
     std::vector<ReportedWorker> reported;
