@@ -261,54 +261,48 @@ TEST_CASE("the task frames queued behind a child's running task stay within 64 K
   std::vector<std::string> texts(400, std::string(item_bytes, 'x'));
   texts[0][0] = 'B';
   scale::Iterator<std::string> big(texts, manager);
+  constexpr std::size_t bound = 64 * 1024;
   // The bound only shows while the window is deep (32 chunks per worker). The small calls deepen
-  // it (a hiccup of a loaded machine can make one of their chunks look long, so a few of them),
-  // and with no result coming back after them nothing can end it. (A blocking item further on left
-  // its chunks before it to end the window under ASan beside other tests, in every attempt.)
-  bool checked = false;
-  for (int attempt = 0; attempt < 10 && !checked; ++attempt) {
-    support::remove_marker(marker);
-    for (int call = 0; call < 50 && manager.chunks_in_flight(1) != 32; ++call)
-      REQUIRE(small.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
-    REQUIRE(manager.chunks_in_flight(1) == 32);
-    const std::size_t done_before = manager.stats().tasks_done;
-    auto pending = big.map(length_blocking_at_b, {.chunk_size = 1});
-    // Full: the frames behind the running one leave no room for one more of theirs (all have one size).
-    auto full = [](const scale::ProcessPoolManager::Holdings::Child& child) {
-      return child.tasks >= 2 && child.bytes_behind + child.bytes_behind / (child.tasks - 1) > 64 * 1024;
-    };
-    // The child blocked on the first item: no result comes, so the window stays as it is, and the
-    // pumps of the chunks the call submits fill the child up to the bound.
-    scale::ProcessPoolManager::Holdings::Child child;
-    REQUIRE(eventually([&] {
-      const auto held = manager.holdings();
-      if (held.children.size() != 1 || held.tasks_done != done_before || !support::marker_exists(marker))
-        return false;
-      child = held.children.front();
-      return manager.chunks_in_flight(1) != 32 || full(child);
-    }));
-    if (manager.chunks_in_flight(1) == 32) {
-      // Blocked, it answers nothing: no pump may send it more, however many chunks wait in the queue.
-      for (int look = 0; look < 20; ++look) {
-        const auto held = manager.holdings();
-        REQUIRE(held.children.size() == 1);
-        REQUIRE(held.children.front().tasks == child.tasks);
-        REQUIRE(manager.stats().tasks_queued > 0);
-        std::this_thread::sleep_for(5ms);
-      }
-      REQUIRE(child.bytes_behind <= 64 * 1024);
-      REQUIRE(child.bytes_behind >= (child.tasks - 1) * item_bytes);
-      REQUIRE(child.tasks - 1 < 31);  // fewer than the window allows: the bytes stopped the pump
-      checked = true;
-    }
-    // Every result still comes: the child is killed, its chunks run again on a new one.
-    REQUIRE(::kill(child.pid, SIGKILL) == 0);
-    std::vector<std::size_t> lengths = pending.get();
-    REQUIRE(lengths.size() == texts.size());
-    REQUIRE(std::all_of(lengths.begin(), lengths.end(), [&](std::size_t n) { return n == item_bytes; }));
-  }
+  // it (a hiccup of a loaded machine can make one of their chunks look long, so a few of them), and
+  // since the big call's first item blocks, no result comes back after them to end it. (A blocking
+  // item further on left its chunks before it to end the window under ASan beside other tests.)
   support::remove_marker(marker);
-  REQUIRE(checked);
+  for (int call = 0; call < 50 && manager.chunks_in_flight(1) != 32; ++call)
+    REQUIRE(small.map(iterator_suite::twice, {.chunk_size = 1}).get().size() == 200);
+  REQUIRE(manager.chunks_in_flight(1) == 32);
+  const std::size_t done_before = manager.stats().tasks_done;
+  auto pending = big.map(length_blocking_at_b, {.chunk_size = 1});
+  // Full: the frames behind the running one leave no room for one more of theirs (all have one size).
+  auto full = [](const scale::ProcessPoolManager::Holdings::Child& child) {
+    return child.tasks >= 2 && child.bytes_behind + child.bytes_behind / (child.tasks - 1) > bound;
+  };
+  // The child blocked on the first item; the pumps of the chunks the call submits fill it up.
+  scale::ProcessPoolManager::Holdings::Child child;
+  REQUIRE(eventually([&] {
+    const auto held = manager.holdings();
+    if (held.children.size() != 1 || !support::marker_exists(marker)) return false;
+    child = held.children.front();
+    return full(child);
+  }));
+  // Blocked, it answers nothing: no pump may send it more, however many chunks wait in the queue.
+  for (int look = 0; look < 20; ++look) {
+    const auto held = manager.holdings();
+    REQUIRE(held.tasks_done == done_before);
+    REQUIRE(held.children.size() == 1);
+    REQUIRE(held.children.front().tasks == child.tasks);
+    REQUIRE(manager.stats().tasks_queued > 0);
+    std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(manager.chunks_in_flight(1) == 32);
+  REQUIRE(child.bytes_behind <= bound);
+  REQUIRE(child.bytes_behind >= (child.tasks - 1) * item_bytes);
+  REQUIRE(child.tasks - 1 < 31);  // fewer than the window allows: the bytes stopped the pump
+  // Every result still comes: the child is killed, its chunks run again on a new one.
+  REQUIRE(::kill(child.pid, SIGKILL) == 0);
+  std::vector<std::size_t> lengths = pending.get();
+  support::remove_marker(marker);
+  REQUIRE(lengths.size() == texts.size());
+  REQUIRE(std::all_of(lengths.begin(), lengths.end(), [&](std::size_t n) { return n == item_bytes; }));
 }
 
 TEST_CASE("a pool keeps 32 chunks per worker in flight only while its chunks are short, of the call's own size "
